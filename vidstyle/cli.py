@@ -1,0 +1,249 @@
+"""Command line: argparse -> Config -> library call. The only module that prints or picks exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from vidstyle import __version__
+from vidstyle.assets import builtin_style, builtin_style_names, demo_clip
+from vidstyle.config import DEFAULT_PRESET, Config, make_config, read_preset
+from vidstyle.errors import SignalInterrupt, UsageError, VidstyleError
+from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted
+
+# Options shared by `render` and `image`; the video-only ones are listed separately.
+_STILL_FIELDS = ("size", "optimizer", "adam_lr", "content_weight", "style_weight", "tv_weight", "style_blend",
+                 "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
+_VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "init", "prev_weight", "flow", "cut_threshold",
+                 "crf", "keep_frames")
+_CHOICES = {"optimizer": ("lbfgs", "adam"), "init": ("prev", "content", "random"),
+            "flow": ("none", "dis", "farneback"), "pooling": ("max", "avg"),
+            "precision": ("auto", "fp32", "bf16", "fp16"), "device": ("auto", "cpu", "cuda", "mps")}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"vidstyle: error: {message} (see 'vidstyle {self.prog.split()[-1]} --help')\n")
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field[Any], preset: dict[str, Any]) -> None:
+    """One option per Config field; help and the shown default come from the dataclass and the preset."""
+    flag = "--" + field.name.replace("_", "-")
+    shown = preset.get(field.name, field.default)
+    help_text = f"{field.metadata['help']} [balanced: {shown}]"
+    kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": help_text}
+    if isinstance(field.default, bool):
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif isinstance(field.default, tuple):
+        kwargs.update(type=_float_list, metavar="W1,W2")
+    elif isinstance(field.default, (int, float)):
+        kwargs.update(type=type(field.default), metavar="N" if isinstance(field.default, int) else "X")
+    if field.name in _CHOICES:
+        kwargs["choices"] = _CHOICES[field.name]
+    parser.add_argument(flag, **kwargs)
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset: dict[str, Any]) -> None:
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    group = parser.add_argument_group("stylization settings (override the preset)")
+    for name in names:
+        _add_field(group, fields[name], preset)  # type: ignore[arg-type]
+    parser.add_argument("--config", metavar="NAME|PATH", default=DEFAULT_PRESET,
+                        help="preset from configs/ (fast, balanced, quality) or a TOML file [balanced]")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    try:
+        preset = read_preset(DEFAULT_PRESET)
+    except VidstyleError:
+        preset = {}
+    parser = _Parser(prog="vidstyle", description="Paint videos in the style of any picture.")
+    parser.add_argument("--version", action="version", version=f"vidstyle {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    render = sub.add_parser("render", help="stylize a video", description="Stylize a video (resumable).")
+    render.add_argument("input", type=Path, help="video file")
+    render.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
+                        help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable")
+    render.add_argument("-o", "--output", type=Path, help="output video [<input>.<style>.mp4 beside the input]")
+    render.add_argument("--workdir", type=Path, help="checkpoint directory [<output>.vidstyle-work]")
+    render.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
+    _add_settings(render, _STILL_FIELDS + _VIDEO_FIELDS, preset)
+    render.set_defaults(func=_cmd_render)
+
+    image = sub.add_parser("image", help="stylize a still image", description="Stylize one image.")
+    image.add_argument("content", type=Path, help="content image")
+    image.add_argument("--style", "-s", action="append", required=True, metavar="STYLE", help="style image")
+    image.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg)")
+    image.add_argument("--iters", type=int, default=None, metavar="N",
+                       help=f"iterations [balanced: {preset.get('first_iters', Config.first_iters)}]")
+    _add_settings(image, _STILL_FIELDS, preset)
+    image.set_defaults(func=_cmd_image)
+
+    demo = sub.add_parser("demo", help="render the bundled sample clip offline",
+                          description="Render a bundled Big Buck Bunny clip as The Starry Night.")
+    demo.add_argument("-o", "--output", type=Path, default=Path("vidstyle-demo.mp4"), help="[vidstyle-demo.mp4]")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    demo.add_argument("--device", choices=_CHOICES["device"], default=None, help="[auto]")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _config_from(args: argparse.Namespace, names: Sequence[str], **extra: Any) -> Config:
+    overrides = {name: getattr(args, name, None) for name in names}
+    overrides.update(extra)
+    return make_config(getattr(args, "config", DEFAULT_PRESET), **overrides)
+
+
+def _style_paths(names: list[str]) -> list[Path]:
+    """A style argument is a file path, or the name of a built-in painting when no such file exists."""
+    return [Path(n) if Path(n).exists() else builtin_style(n) or Path(n) for n in names]
+
+
+class _Progress:
+    """tqdm bar over frames, advanced per iteration so slow frames still show movement and a fair ETA."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.iters = 1
+
+    def say(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, RenderStarted):
+            self._start(event)
+        elif isinstance(event, FrameStarted):
+            self.iters = event.iters
+            if event.scene_cut and event.index > 0 and self.bar is not None:
+                self.bar.set_postfix_str(f"scene cut at frame {event.index}: starting fresh")
+        elif isinstance(event, IterationDone) and self.bar is not None:
+            self.bar.update(1.0 / event.iters)
+        elif isinstance(event, FrameDone) and self.bar is not None:
+            self.bar.n = event.index + 1
+            self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.scene_cut else ""))
+        elif isinstance(event, RenderFinished):
+            self.close()
+            self.say(f"wrote {event.output} ({event.frames} frames in {_clock(event.seconds)})")
+
+    def _start(self, event: RenderStarted) -> None:
+        from tqdm import tqdm
+
+        width, height = event.size
+        self.say(f"rendering {event.total_frames} frames at {width}x{height}, {float(event.fps):.3f} fps, "
+                 f"on {event.device}; checkpoints in {event.workdir}")
+        if event.resume_from:
+            self.say(f"resuming at frame {event.resume_from} of {event.total_frames}")
+        self.bar = tqdm(total=event.total_frames, initial=event.resume_from, unit="frame", dynamic_ncols=True,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {postfix}]")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from vidstyle.pipeline import render
+
+    config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
+    progress = _Progress(args.quiet)
+    try:
+        render(args.input, _style_paths(args.style), args.output, config, workdir=args.workdir,
+               overwrite=args.overwrite, restart=args.restart, on_event=progress)
+    finally:
+        progress.close()
+    return 0
+
+
+def _cmd_image(args: argparse.Namespace) -> int:
+    from vidstyle.still import stylize_image
+
+    # A still is a first frame: its iteration count is the preset's first_iters unless --iters is given.
+    config = _config_from(args, _STILL_FIELDS, first_iters=args.iters)
+    started = time.perf_counter()
+    stylize_image(args.content, _style_paths(args.style), args.output, config, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"wrote {args.output} in {_clock(time.perf_counter() - started)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vidstyle.pipeline import render
+
+    config = make_config("demo", device=args.device)
+    progress = _Progress(args.quiet)
+    progress.say("demo: Big Buck Bunny (c) Blender Foundation, CC BY 3.0, as The Starry Night (public domain)")
+    try:
+        out = render(demo_clip(), [builtin_style("starry-night")], args.output, config,
+                     overwrite=args.overwrite, on_event=progress)
+    finally:
+        progress.close()
+    print(f"demo written to {out.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SignalInterrupt(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except VidstyleError as exc:
+        if args.debug:
+            raise
+        prefix = "vidstyle: " if exc.exit_code >= 128 else "vidstyle: error: "
+        print(prefix + str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("vidstyle: interrupted", file=sys.stderr)
+        return 130
+    except SignalInterrupt as exc:
+        print("vidstyle: terminated", file=sys.stderr)
+        return 128 + exc.signum
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback, unless --debug
+        if args.debug:
+            raise
+        print(f"vidstyle: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+__all__ = ["UsageError", "build_parser", "main"]

@@ -1,0 +1,79 @@
+"""Optical flow, warping, occlusion masks and scene cuts: pure functions on numpy images.
+
+Conventions: a flow field is (H, W, 2) float32 of (dx, dy). `estimate_flow(a, b)` returns f such that
+a(x) ~ b(x + f(x)); `warp(img, f)` samples img at x + f(x). So the previous stylized frame is carried into
+frame t with `warp(prev, estimate_flow(frame_t, frame_prev))`.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def estimate_flow(a_gray: np.ndarray, b_gray: np.ndarray, method: str = "dis") -> np.ndarray:
+    """Dense flow from grey frame `a` to grey frame `b` with OpenCV's DIS or Farneback."""
+    if method == "dis":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        # Small renders (96 px) need small patches, or DIS has too few of them to follow the scene.
+        if min(a_gray.shape) < 200:
+            dis.setPatchSize(6)
+            dis.setPatchStride(3)
+        return dis.calc(a_gray, b_gray, None)
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(a_gray, b_gray, None, pyr_scale=0.5, levels=4, winsize=13,
+                                            iterations=5, poly_n=5, poly_sigma=1.1, flags=0)
+    raise ValueError(f"unknown flow method {method!r}")
+
+
+def _sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return xs + flow[..., 0], ys + flow[..., 1]
+
+
+def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Backward warp: out(x) = image(x + flow(x)); positions outside the frame take the nearest edge."""
+    map_x, map_y = _sample_grid(flow)
+    return cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
+
+
+def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float = 1.0) -> np.ndarray:
+    """Reliability (H, W) in 0..1 of `backward` (frame t -> t-1) given `forward` (t-1 -> t).
+
+    Criteria of Ruder et al. 2016, section 3.2: disoccluded where forward and backward flow disagree,
+    |w~ + w^|^2 > 0.01 (|w~|^2 + |w^|^2) + 0.5; motion boundary where |grad u|^2 + |grad v|^2 > 0.01 |w^|^2 + 0.002.
+    Pixels that flow outside the previous frame are unreliable too.
+    """
+    fwd_at_target = warp(forward, backward)  # w~: forward flow read where each pixel came from
+    round_trip = np.square(fwd_at_target + backward).sum(-1)
+    magnitudes = np.square(fwd_at_target).sum(-1) + np.square(backward).sum(-1)
+    disoccluded = round_trip > 0.01 * magnitudes + 0.5
+    du_y, du_x = np.gradient(backward[..., 0])
+    dv_y, dv_x = np.gradient(backward[..., 1])
+    boundary = du_x**2 + du_y**2 + dv_x**2 + dv_y**2 > 0.01 * np.square(backward).sum(-1) + 0.002
+    map_x, map_y = _sample_grid(backward)
+    h, w = backward.shape[:2]
+    outside = (map_x < 0) | (map_x > w - 1) | (map_y < 0) | (map_y > h - 1)
+    mask = (~(disoccluded | boundary | outside)).astype(np.float32)
+    if blur_sigma > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), blur_sigma)
+    return mask
+
+
+def cut_distance(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> float:
+    """0 (same shot) .. 1 (unrelated): Bhattacharyya distance of hue-saturation histograms."""
+    hists = []
+    for rgb in (prev_rgb, next_rgb):
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
+        hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256])
+        hists.append(cv2.normalize(hist, None).flatten())
+    return float(cv2.compareHist(hists[0], hists[1], cv2.HISTCMP_BHATTACHARYYA))
+
+
+def is_scene_cut(prev_rgb: np.ndarray, next_rgb: np.ndarray, threshold: float) -> bool:
+    return cut_distance(prev_rgb, next_rgb) > threshold

@@ -1,0 +1,85 @@
+"""Running the ffmpeg binary that ships with imageio-ffmpeg: argument lists only, processes that always end."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import threading
+from collections.abc import Sequence
+from typing import IO
+
+from vidstyle.errors import VidstyleError
+
+_KEEP_STDERR_LINES = 40
+
+
+def ffmpeg_exe() -> str:
+    """Path of the bundled ffmpeg (imageio-ffmpeg honours IMAGEIO_FFMPEG_EXE to pick another)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:
+        raise VidstyleError("the 'imageio-ffmpeg' package (which ships ffmpeg) is not installed") from exc
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise VidstyleError(f"no usable ffmpeg binary: {exc}") from exc
+
+
+class StderrTail:
+    """Drains a process's stderr on a thread (a full pipe would stall ffmpeg) and keeps the last lines."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=_KEEP_STDERR_LINES)
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.lines.append(line)
+        stream.close()
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+    def last(self, n: int = 3) -> str:
+        return " | ".join(list(self.lines)[-n:])
+
+
+def start_ffmpeg(args: Sequence[str], *, stdin: bool = False, stdout: bool = False) -> subprocess.Popen[bytes]:
+    """Start ffmpeg in its own session so that a terminal's Ctrl-C reaches only us; we decide how it ends."""
+    return subprocess.Popen(
+        [ffmpeg_exe(), "-hide_banner", *([] if stdin else ["-nostdin"]), *args],
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Make sure `proc` is gone: close our pipe ends, wait briefly, then kill."""
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass  # a broken pipe while closing means the process is already going away
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_ffmpeg(args: Sequence[str], timeout: float | None = None) -> tuple[int, bytes, str]:
+    """Run ffmpeg to completion; returns (exit code, stdout, stderr)."""
+    proc = start_ffmpeg(args, stdout=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out, err.decode("utf-8", "replace")

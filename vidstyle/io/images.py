@@ -1,0 +1,63 @@
+"""Still images: reading style and content pictures, writing lossless frames atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vidstyle.errors import InputError, OutputError
+
+
+def read_image(path: Path, what: str = "image") -> np.ndarray:
+    """RGB uint8 (height, width, 3); EXIF orientation applied, grey and alpha images made RGB."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} is a directory: {path}")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mangles non-ASCII paths on some systems
+    except OSError as exc:
+        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if bgr is None:
+        raise InputError(f"{what} is not a readable image: {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (width, height): area averaging when shrinking, bicubic when enlarging."""
+    width, height = size
+    if (rgb.shape[1], rgb.shape[0]) == (width, height):
+        return rgb
+    shrinking = width * height < rgb.shape[0] * rgb.shape[1]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def encode_image(rgb: np.ndarray, suffix: str = ".png") -> bytes:
+    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InputError(f"cannot encode an image as {suffix}")
+    return buf.tobytes()
+
+
+def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError) -> None:
+    """Write via a temporary name and os.replace, so a crash leaves the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_image(path: Path, rgb: np.ndarray, error: type[OutputError] = OutputError) -> None:
+    """Save RGB uint8 to `path` (format from its suffix) atomically."""
+    write_atomic(Path(path), encode_image(rgb, Path(path).suffix.lower() or ".png"), error)

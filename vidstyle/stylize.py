@@ -1,0 +1,160 @@
+"""The stylizer: VGG19 and the style targets built once, then any number of frames optimized against them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from vidstyle.config import Config
+from vidstyle.errors import UsageError
+from vidstyle.io.images import resize_rgb
+from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
+from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
+from vidstyle.optimize import StepCallback, stylize_frame
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit device that is absent is a usage error."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise UsageError(f"--device {name} requested but no {name.upper()} device is available")
+    return torch.device(name)
+
+
+def _cpu_has_bf16() -> bool:
+    check = getattr(torch._C._cpu, "_is_avx512_bf16_supported", None)  # noqa: SLF001 - no public equivalent
+    return bool(check and check())
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the network, or None for float32.
+
+    'auto' takes bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX):
+    twice the speed, and the final loss stays within 2 % of float32 (scripts/bench.py prints both).
+    """
+    if name == "fp32":
+        return None
+    if name == "fp16":
+        if device.type == "cpu":
+            raise UsageError("--precision fp16 is for GPUs; use bf16 or fp32 on the CPU")
+        return torch.float16
+    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+        device.type == "cpu" and _cpu_has_bf16())
+    if name == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if native_bf16 else None
+
+
+def to_tensor(rgb: np.ndarray, device: torch.device) -> Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float32 in 0..1 on `device`."""
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1)[None].float().div_(255.0).contiguous()
+
+
+def to_rgb8(image: Tensor) -> np.ndarray:
+    """(1, 3, H, W) in 0..1 -> (H, W, 3) uint8, rounded."""
+    return image[0].mul(255.0).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def keep_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Luminance-only transfer (Gatys et al. 2016, 'Preserving color'): style's Y, the source's chroma."""
+    out = cv2.cvtColor(content, cv2.COLOR_RGB2YCrCb)
+    out[..., 0] = cv2.cvtColor(stylized, cv2.COLOR_RGB2YCrCb)[..., 0]
+    return cv2.cvtColor(out, cv2.COLOR_YCrCb2RGB)
+
+
+def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(width, height) of a style image whose long side is `scale` x the render's long side."""
+    long_side = max(16, round(max(render_size) * scale))
+    ratio = long_side / max(style.shape[:2])
+    return max(16, round(style.shape[1] * ratio)), max(16, round(style.shape[0] * ratio))
+
+
+@dataclass
+class FrameResult:
+    rgb: np.ndarray  # (H, W, 3) uint8
+    loss: float
+
+
+class Stylizer:
+    """Holds the network and the style Grams for one render size; `stylize` optimizes one frame."""
+
+    def __init__(self, config: Config, styles: list[np.ndarray], device: torch.device | None = None,
+                 vgg: VGGFeatures | None = None) -> None:
+        self.config = config
+        self.device = device or resolve_device(config.device)
+        self.dtype = resolve_precision(config.precision, self.device)
+        self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
+        if self.device.type == "cuda":
+            # NHWC lets cuDNN use its fastest (tensor-core) convolutions; autotuning pays over a whole video.
+            self.vgg = self.vgg.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.styles = styles
+        self._style_cache: dict[tuple[int, int], StyleLoss] = {}
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def features(self, image: Tensor) -> dict[str, Tensor]:
+        if self.device.type == "cuda":
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return self.vgg(image)
+
+    def style_loss(self, render_size: tuple[int, int]) -> StyleLoss:
+        """Style targets for a render of (width, height), computed once and cached."""
+        if render_size not in self._style_cache:
+            weights = list(self.config.style_blend) or [1.0] * len(self.styles)
+            if len(weights) != len(self.styles):
+                raise UsageError(f"--style-blend has {len(weights)} weights for {len(self.styles)} styles")
+            grams = []
+            with torch.no_grad():
+                for style in self.styles:
+                    image = resize_rgb(style, style_size(style, render_size, self.config.style_scale))
+                    feats = self.features(to_tensor(image, self.device))
+                    grams.append({layer: gram(feats[layer]) for layer in STYLE_LAYERS})
+            self._style_cache[render_size] = StyleLoss(blend_grams(grams, weights)).to(self.device)
+        return self._style_cache[render_size]
+
+    def objective(self, content: Tensor, temporal: TemporalLoss | None = None) -> Callable[[Tensor], Tensor]:
+        """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame."""
+        cfg = self.config
+        with torch.no_grad():
+            content_loss = ContentLoss(self.features(content)[CONTENT_LAYERS[0]])
+        style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
+
+        def loss_fn(image: Tensor) -> Tensor:
+            feats = self.features(image)
+            loss = cfg.content_weight * content_loss(feats[CONTENT_LAYERS[0]])
+            loss = loss + cfg.style_weight * style_loss(feats) + cfg.tv_weight * tv_loss(image)
+            if temporal is not None and cfg.temporal_weight > 0:
+                loss = loss + cfg.temporal_weight * temporal(image)
+            return loss
+
+        return loss_fn
+
+    def stylize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
+                temporal: TemporalLoss | None = None, on_step: StepCallback | None = None) -> FrameResult:
+        """Optimize one frame from `init` (uint8 image or 0..1 tensor); returns the uint8 result."""
+        content_t = to_tensor(content, self.device)
+        init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
+        loss_fn = self.objective(content_t, temporal)
+        image, loss = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
+        rgb = to_rgb8(image)
+        if self.config.preserve_colors:
+            rgb = keep_colors(rgb, content)
+        return FrameResult(rgb, float(loss))
+
+    def random_init(self, shape: tuple[int, int], seed: int) -> Tensor:
+        """Uniform noise image (height, width), seeded per frame so resumed renders repeat exactly."""
+        gen = torch.Generator().manual_seed(seed)
+        return torch.rand((1, 3, *shape), generator=gen).to(self.device)
