@@ -36,6 +36,7 @@ class Motion:
     """A source frame and how it relates to the one before it."""
 
     frame: Frame
+    previous: np.ndarray | None  # the previous source frame (RGB), None for the first
     fresh: bool  # first frame or hard cut: start from the content, no warm start, no temporal loss
     backward: np.ndarray | None  # flow frame t -> t-1, when flow is on
     mask: np.ndarray | None  # reliability of `backward` in 0..1
@@ -51,30 +52,32 @@ def track_motion(frames: Iterator[Frame], config: Config, skip_before: int) -> I
             cur_gray, prev_gray = to_gray(frame.rgb), to_gray(prev.rgb)
             backward = estimate_flow(cur_gray, prev_gray, config.flow)
             mask = occlusion_mask(backward, estimate_flow(prev_gray, cur_gray, config.flow))
-        yield Motion(frame, fresh, backward, mask)
+        yield Motion(frame, prev.rgb if prev is not None else None, fresh, backward, mask)
         prev = frame
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config) -> tuple[np.ndarray, TemporalLoss | None]:
-    """Start image for a later frame and its temporal loss target.
+    """Start image for a later frame, and its temporal loss target.
 
-    A finished painting barely moves under the content loss, so starting from the previous output alone
-    freezes the video; mixing in the current frame keeps it following the scene. Where the flow is
-    unreliable (disocclusions, motion boundaries) the start is the current frame alone, so new content
-    is painted afresh instead of smeared from the previous frame.
+    We carry over the previous frame's *stylization* (output minus its source frame), not the output itself,
+    and add it to the current source frame. Starting from the previous output froze the video (a finished
+    painting barely moves under the content loss); mixing output and frame half and half followed the video
+    but let the style fade within a second at few iterations a frame, and ghosted the previous frame's
+    content. Re-basing on the current frame keeps the content sharp and current, so nothing is resampled
+    again and again; `prev_weight` < 1 lets stale texture decay. With flow, the carried stylization moves
+    with the scene and is dropped where the flow is unreliable, so new content is painted afresh.
     """
     content = motion.frame.rgb.astype(np.float32)
-    if motion.backward is not None and motion.mask is not None:
-        carried = warp(prev_out.astype(np.float32), motion.backward)
-        reliability = motion.mask[..., None]
-    else:
-        carried, reliability = prev_out.astype(np.float32), np.ones_like(content[..., :1])
-    start = content + config.prev_weight * reliability * (carried - content)
+    previous = motion.previous if motion.previous is not None else motion.frame.rgb
+    stylization = prev_out.astype(np.float32) - previous.astype(np.float32)
     temporal = None
-    if motion.mask is not None and config.temporal_weight > 0:
-        device_mask = torch.from_numpy(motion.mask)[None, None]
-        temporal = TemporalLoss(to_tensor(np.clip(carried, 0, 255).round().astype(np.uint8), torch.device("cpu")),
-                                device_mask.expand(1, 3, *motion.mask.shape))
+    if motion.backward is not None and motion.mask is not None:
+        stylization = warp(stylization, motion.backward) * motion.mask[..., None]
+        if config.temporal_weight > 0:
+            carried = np.clip(warp(prev_out.astype(np.float32), motion.backward), 0, 255).round().astype(np.uint8)
+            mask = torch.from_numpy(motion.mask)[None, None].expand(1, 3, *motion.mask.shape)
+            temporal = TemporalLoss(to_tensor(carried, torch.device("cpu")), mask)
+    start = content + config.prev_weight * stylization
     return np.clip(start, 0, 255).round().astype(np.uint8), temporal
 
 

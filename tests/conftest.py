@@ -1,0 +1,104 @@
+"""Shared fixtures: real media (bundled, and ../shared/assets when present) and ffmpeg-generated edge cases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidstyle.assets import builtin_style, demo_clip
+from vidstyle.io.decode import read_frames
+from vidstyle.io.ffmpeg import ffmpeg_exe
+from vidstyle.io.probe import probe_video
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "assets"
+
+
+def shared_asset(name: str) -> Path:
+    """A file of ../shared/assets; the test is skipped (saying why) where that folder is absent."""
+    path = SHARED / name
+    if not path.exists():
+        pytest.skip(f"{path} not present: real test media live in ../shared/assets beside the clone (CI has it)")
+    return path
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def bunny_short(media: Path) -> Path:
+    """12 frames of the bundled Big Buck Bunny clip with its 5.1 audio, downscaled: real footage, fast to render."""
+    out = media / "bunny_short.mp4"
+    ffmpeg("-i", str(demo_clip()), "-t", "0.48", "-vf", "scale=160:90", "-c:v", "libx264", "-crf", "18",
+           "-c:a", "aac", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def starry() -> Path:
+    path = builtin_style("starry-night")
+    assert path is not None and path.exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def lavfi_clip(media: Path) -> Callable[..., Path]:
+    """Generate a synthetic clip with ffmpeg's lavfi sources for edge cases (odd sizes, no audio, ...)."""
+
+    def make(name: str, size: str = "64x48", rate: str = "25", seconds: float = 0.4, audio: bool = True,
+             extra: tuple[str, ...] = ()) -> Path:
+        out = media / name
+        if out.exists():
+            return out
+        args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
+        if audio:
+            args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
+        args += ["-vf", f"scale={size.replace('x', ':')},setsar=1", "-c:v", "libx264", "-pix_fmt", "yuv444p" if "x" in size and _odd(size) else "yuv420p"]
+        args += ["-c:a", "aac"] if audio else []
+        ffmpeg(*args, *extra, str(out))
+        return out
+
+    return make
+
+
+def _odd(size: str) -> bool:
+    return any(int(v) % 2 for v in size.split("x"))
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    info = probe_video(path)
+    return [f.rgb.copy() for f in read_frames(info, (info.width, info.height))]
+
+
+def child_ffmpeg_pids() -> list[int]:
+    """ffmpeg processes that are children of this test process (none may outlive a call)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"ffmpeg" in cmd:
+            pids.append(int(entry.name))
+    return pids
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vidstyle", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)

@@ -1,0 +1,130 @@
+"""The network, the losses and the optimizer on tiny real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_asset
+
+from vidstyle.config import Config
+from vidstyle.io.images import read_image, resize_rgb
+from vidstyle.losses import gram
+from vidstyle.model import STYLE_LAYERS, default_weights_path, load_state, load_vgg
+from vidstyle.optimize import stylize_frame
+from vidstyle.stylize import Stylizer, keep_colors, resolve_precision, to_rgb8, to_tensor
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return load_vgg()
+
+
+@pytest.fixture(scope="module")
+def images(starry):
+    from vidstyle.assets import demo_clip
+    from vidstyle.io.decode import read_frames
+    from vidstyle.io.probe import probe_video
+
+    frame = next(read_frames(probe_video(demo_clip()), (64, 36))).rgb.copy()
+    return frame, read_image(starry)
+
+
+def test_weights_are_the_original_vgg19(vgg) -> None:
+    state = load_state(default_weights_path())
+    assert state["conv1_1.weight"].shape == (64, 3, 3, 3)
+    assert state["conv5_4.weight"].shape == (512, 512, 3, 3)
+    # 8-bit k-means quantized: at most 256 distinct values per layer.
+    assert torch.unique(state["conv3_2.weight"]).numel() <= 256
+    # Truncated after conv5_1: the deepest layer a loss needs.
+    assert list(vgg.convs)[-1] == "conv5_1"
+
+
+def test_preprocessing_is_bgr_minus_mean(vgg) -> None:
+    rgb = torch.zeros(1, 3, 2, 2)
+    rgb[:, 0] = 1.0  # pure red
+    x = vgg.preprocess(rgb)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([-103.939, -116.779, 255 - 123.68]))
+
+
+def test_features_follow_the_image(vgg, images) -> None:
+    frame, _ = images
+    feats = vgg(to_tensor(frame, torch.device("cpu")))
+    assert set(feats) == set(vgg.layers)
+    assert feats["relu1_1"].shape[-2:] == (36, 64)
+    assert feats["relu5_1"].shape[1] == 512
+    flat = vgg(torch.full((1, 3, 36, 64), 0.5))
+    assert not torch.allclose(feats["relu4_2"], flat["relu4_2"])
+
+
+def test_gram_is_resolution_normalized() -> None:
+    small = torch.rand(1, 8, 16, 16)
+    tiled = small.repeat(1, 1, 2, 2)
+    assert torch.allclose(gram(small), gram(tiled), atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_optimizer_lowers_the_loss_in_exactly_n_iterations(images, optimizer: str) -> None:
+    frame, style = images
+    stylizer = Stylizer(Config(device="cpu", precision="fp32", optimizer=optimizer), [style])
+    content = to_tensor(frame, stylizer.device)
+    loss_fn = stylizer.objective(content)
+    seen: list[float] = []
+    out, _ = stylize_frame(content, loss_fn, 6, optimizer, 0.02, on_step=lambda i, loss: seen.append(float(loss)))
+    assert len(seen) == 6
+    assert seen[-1] < seen[0]
+    assert float(loss_fn(out)) < seen[0] * 0.9
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_stylized_frame_moves_towards_the_style(images) -> None:
+    frame, style = images
+    stylizer = Stylizer(Config(device="cpu", precision="fp32"), [style])
+    result = stylizer.stylize(frame, frame, 20)
+    style_loss = stylizer.style_loss((64, 36))
+    with torch.no_grad():
+        before = float(style_loss(stylizer.features(to_tensor(frame, stylizer.device))))
+        after = float(style_loss(stylizer.features(to_tensor(result.rgb, stylizer.device))))
+    assert after < 0.8 * before
+
+
+def test_bf16_matches_fp32_within_two_percent() -> None:
+    content = resize_rgb(read_image(shared_asset("coffee.png")), (96, 64))
+    style = read_image(shared_asset("great_wave_hokusai.jpg"))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
+        losses[precision] = stylizer.stylize(content, content, 15).loss
+    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
+
+
+def test_precision_choice() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) == torch.bfloat16
+    assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
+
+
+def test_preserve_colors_keeps_source_chroma(images) -> None:
+    frame, style = images
+    stylized = Stylizer(Config(device="cpu"), [style]).stylize(frame, frame, 5).rgb
+    kept = keep_colors(stylized, frame)
+    import cv2
+
+    chroma = lambda im: cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(int)  # noqa: E731
+    assert np.abs(chroma(kept) - chroma(frame)).mean() < np.abs(chroma(stylized) - chroma(frame)).mean()
+
+
+def test_style_blend_weights_mix_targets(images) -> None:
+    frame, style = images
+    flipped = np.ascontiguousarray(style[:, :, ::-1])  # a second, differently coloured style
+    cfg = Config(device="cpu", precision="fp32", style_blend=(1.0, 0.0))
+    only_first = Stylizer(cfg, [style, flipped]).style_loss((64, 36))
+    plain = Stylizer(Config(device="cpu", precision="fp32"), [style]).style_loss((64, 36))
+    for i, _ in enumerate(STYLE_LAYERS):
+        assert torch.allclose(getattr(only_first, f"target{i}"), getattr(plain, f"target{i}"), rtol=1e-4)
+
+
+def test_uint8_roundtrip() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    assert np.array_equal(to_rgb8(to_tensor(rgb, torch.device("cpu"))), rgb)
