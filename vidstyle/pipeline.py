@@ -18,13 +18,14 @@ import torch
 
 from vidstyle.checkpoint import WorkDir, clean_stale_temporaries, default_workdir, make_manifest
 from vidstyle.config import Config
-from vidstyle.errors import EncodeError, InputError, Interrupted, OutputError, SignalInterrupt, UsageError
+from vidstyle.errors import EncodeError, InputError, Interrupted, SignalInterrupt, UsageError
 from vidstyle.events import (EventCallback, FrameDone, FrameStarted, IterationDone, RenderFinished,
                              RenderStarted, ignore_event)
 from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.encode import VideoWriter, container_for, temporary_path
 from vidstyle.io.images import read_image
+from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
 from vidstyle.losses import TemporalLoss
 from vidstyle.stylize import Stylizer, to_tensor
@@ -85,15 +86,7 @@ def _check_paths(input_path: Path, output: Path, overwrite: bool) -> None:
     if not input_path.exists():
         raise InputError(f"input not found: {input_path}")
     container_for(output)
-    if output.resolve() == input_path.resolve() or (output.exists() and os.path.samefile(output, input_path)):
-        raise UsageError(f"output {output} is the input; choose another output path")
-    if output.exists() and not overwrite:
-        raise UsageError(f"output {output} exists; use --overwrite to replace it")
-    parent = output.parent
-    if not parent.is_dir():
-        raise OutputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory is not writable: {parent}")
+    check_output_path(output, input_path, overwrite)
 
 
 def default_output(input_path: Path, style_paths: list[Path]) -> Path:

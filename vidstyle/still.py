@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from vidstyle.config import Config
-from vidstyle.errors import OutputError, UsageError
+from vidstyle.errors import UsageError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
 from vidstyle.io.images import encode_image, read_image, resize_rgb, write_atomic
+from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import size_to_fit
 from vidstyle.stylize import Stylizer
 
@@ -18,14 +18,7 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def _check_output(content: Path, output: Path, overwrite: bool) -> None:
     if output.suffix.lower() not in _IMAGE_SUFFIXES:
         raise UsageError(f"output must be an image ({', '.join(_IMAGE_SUFFIXES)}), got {output.name}")
-    if output.resolve() == content.resolve():
-        raise UsageError(f"output {output} is the content image; choose another output path")
-    if output.exists() and not overwrite:
-        raise UsageError(f"output {output} exists; use --overwrite to replace it")
-    if not output.parent.is_dir():
-        raise OutputError(f"output directory does not exist: {output.parent}")
-    if not os.access(output.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output directory is not writable: {output.parent}")
+    check_output_path(output, content, overwrite)
 
 
 def stylize_image(content_path: Path | str, style_paths: list[Path | str], output: Path | str,

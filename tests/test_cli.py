@@ -1,0 +1,198 @@
+"""The command line as a person uses it: real renders, and every kind of bad input answered in one line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import child_ffmpeg_pids, ffmpeg, run_cli, shared_asset
+
+from vidstyle.cli import main
+from vidstyle.io.probe import probe_video
+
+TINY = ("--size", "64", "--iters", "2", "--first-iters", "4", "--device", "cpu", "--quiet")
+
+
+def _audio_seconds(path: Path) -> float:
+    """Duration of the first audio stream, from ffmpeg's decode of it."""
+    import subprocess
+
+    from vidstyle.io.ffmpeg import ffmpeg_exe
+
+    out = subprocess.run([ffmpeg_exe(), "-i", str(path), "-map", "0:a:0", "-f", "null", "-"],
+                         capture_output=True, text=True).stderr
+    h, m, s = re.findall(r"time=(\d+):(\d+):([\d.]+)", out)[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def test_render_subprocess_keeps_frames_rate_audio_and_aspect(bunny_short: Path, starry: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *TINY, "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    src, got = probe_video(bunny_short), probe_video(out)
+    assert got.frame_count == src.frame_count
+    assert got.fps == src.fps
+    assert (got.width, got.height) == (64, 36)
+    assert got.has_audio
+    assert abs(_audio_seconds(out) - _audio_seconds(bunny_short)) < 0.25
+    assert not (tmp_path / "out.mp4.vidstyle-work").exists(), "checkpoints are removed after success"
+
+
+def test_render_real_handheld_clip_with_audio(starry: Path, tmp_path: Path) -> None:
+    clip = shared_asset("field_pan_with_audio.mp4")
+    out = tmp_path / "field.mp4"
+    proc = run_cli("render", str(clip), "--style", str(starry), "-o", str(out), "--size", "48", "--iters", "1",
+                   "--first-iters", "4", "--device", "cpu", "--flow", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert "rendering 125 frames at 48x28" in proc.stderr
+    info = probe_video(out)
+    assert (info.frame_count, info.width, info.height) == (125, 48, 28)
+    assert abs(info.duration - 5.0) < 0.05
+    assert abs(_audio_seconds(out) - 5.0) < 0.25
+
+
+def test_default_output_name_is_beside_the_input(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(bunny_short, clip)
+    assert main(["render", str(clip), "--style", str(starry), *TINY]) == 0
+    assert (tmp_path / "clip.starry_night.mp4").exists()
+
+
+def test_odd_names_work(bunny_short: Path, starry: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    clip = tmp_path / "-my clip é.mp4"
+    shutil.copy(bunny_short, clip)
+    style = tmp_path / "-ström style.jpg"
+    shutil.copy(starry, style)
+    assert main(["render", "--style", f"./{style.name}", "-o", "./-out put ü.mp4", *TINY, "--", clip.name]) == 0
+    assert probe_video(tmp_path / "-out put ü.mp4").frame_count == 12
+
+
+def test_image_command(starry: Path, tmp_path: Path) -> None:
+    content = shared_asset("coffee.png")
+    out = tmp_path / "coffee styled.png"
+    proc = run_cli("image", str(content), "--style", "starry-night", "-o", str(out), "--size", "64",
+                   "--iters", "5", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    import cv2
+
+    assert cv2.imread(str(out)).shape == (43, 64, 3) or cv2.imread(str(out)).shape == (42, 64, 3)
+
+
+def _bad(capsys, args: list[str], code: int, pattern: str, out: Path | None = None) -> None:
+    assert main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert re.search(pattern, err[0], re.IGNORECASE), err[0]
+    assert "Traceback" not in err[0]
+    if out is not None:
+        assert not out.exists()
+    assert not child_ffmpeg_pids()
+
+
+@pytest.fixture
+def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 100)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(bunny_short.read_bytes()[: bunny_short.stat().st_size // 2])
+    faststart = tmp_path / "faststart.mp4"
+    ffmpeg("-i", str(bunny_short), "-c", "copy", "-movflags", "+faststart", str(faststart))
+    cut = tmp_path / "faststart_truncated.mp4"
+    cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 2 // 3])
+    audio = tmp_path / "sound.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-c:a", "aac", str(audio))
+    image = tmp_path / "picture.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", "-f", "image2", "-c:v", "png", str(image))
+    empty = tmp_path / "empty.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "0", "-c:v", "libx264", str(empty))
+    return {"text": text, "truncated": truncated, "cut": cut, "audio": audio, "image": image, "empty": empty}
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("text", "cannot read"),
+    ("truncated", "cannot read|truncated"),
+    ("cut", "truncated|damaged|decod"),
+    ("audio", "no video stream"),
+    ("image", "still image"),
+    ("empty", "no video frames|no video stream|cannot read|no decodable"),
+])
+def test_bad_videos(capsys, bad_media: dict[str, Path], starry: Path, tmp_path: Path, name: str,
+                    pattern: str) -> None:
+    out = tmp_path / "out.mp4"
+    _bad(capsys, ["render", str(bad_media[name]), "--style", str(starry), "-o", str(out), *TINY], 1, pattern, out)
+
+
+def test_missing_input(capsys, starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    _bad(capsys, ["render", str(tmp_path / "nope.mp4"), "--style", str(starry), "-o", str(out), *TINY], 1,
+         "input not found", out)
+
+
+@pytest.mark.parametrize("style_kind, pattern", [
+    ("missing", "style image not found"),
+    ("text", "not a readable image"),
+    ("directory", "is a directory"),
+])
+def test_bad_styles(capsys, bunny_short: Path, tmp_path: Path, style_kind: str, pattern: str) -> None:
+    style = {"missing": tmp_path / "nope.jpg", "text": tmp_path / "style.jpg", "directory": tmp_path}[style_kind]
+    if style_kind == "text":
+        style.write_text("hello")
+    out = tmp_path / "o.mp4"
+    _bad(capsys, ["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY], 1, pattern, out)
+
+
+def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    base = ["render", str(bunny_short), "--style", str(starry), *TINY]
+    _bad(capsys, [*base, "-o", str(tmp_path / "missing dir" / "o.mp4")], 1, "directory does not exist")
+    _bad(capsys, [*base, "-o", "/proc/vidstyle-out.mp4"], 1, "not writable")
+    _bad(capsys, [*base, "-o", str(bunny_short)], 2, "is the input")
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"keep me")
+    _bad(capsys, [*base, "-o", str(existing)], 2, "--overwrite")
+    assert existing.read_bytes() == b"keep me"
+    _bad(capsys, [*base, "-o", str(tmp_path / "o.avi")], 1, "unsupported output type")
+
+
+@pytest.mark.parametrize("flags, pattern", [
+    (["--size", "0"], "--size"),
+    (["--size", "-5"], "--size"),
+    (["--size", "100000"], "--size"),
+    (["--iters", "0"], "--iters"),
+    (["--first-iters", "-1"], "--first-iters"),
+    (["--size", "abc"], "invalid int"),
+    (["--config", "nonexistent"], "unknown preset"),
+    (["--style-blend", "0.5,x"], "comma-separated"),
+])
+def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, flags: list[str],
+                      pattern: str) -> None:
+    out = tmp_path / "o.mp4"
+    args = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--quiet", *flags]
+    with pytest.raises(SystemExit) if pattern in ("invalid int", "comma-separated") else _nothing():
+        code = main(args)
+        assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]), err
+    assert not out.exists()
+
+
+def test_malformed_preset(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "mine.toml"
+    preset.write_text("size = [unclosed\n")
+    out = tmp_path / "o.mp4"
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset)],
+         2, "malformed preset", out)
+    preset.write_text('colour = "blue"\n')
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset)],
+         2, "unknown setting", out)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return False
