@@ -1,0 +1,166 @@
+"""Renders that survive kill -9, Ctrl-C and SIGTERM, and resume to the very same frames."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import decoded, run_cli
+
+from vidstyle.checkpoint import WorkDir
+from vidstyle.errors import CheckpointError
+from vidstyle.io.images import write_image
+
+FLAGS = ("--size", "64", "--iters", "3", "--first-iters", "6", "--device", "cpu", "--seed", "3", "--flow", "dis",
+         "--keep-frames", "--quiet")
+
+
+def _start(clip: Path, style: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "vidstyle", "render", str(clip), "--style", str(style),
+                             "-o", str(out), *FLAGS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def _wait_for_frames(workdir: Path, count: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while WorkDir(workdir).done_count() < count:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "render made no progress"
+        time.sleep(0.05)
+
+
+def _ffmpeg_touching(path: Path) -> list[str]:
+    """Any ffmpeg process anywhere whose command line mentions `path` (orphans of a killed render)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "ffmpeg" in cmd and str(path) in cmd:
+                found.append(cmd)
+    return found
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def reference(bunny_short: Path, starry: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted render with the same settings, for comparison."""
+    out = tmp_path_factory.mktemp("reference") / "ref.mp4"
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _same_as_reference(out: Path, reference: Path) -> None:
+    ref_frames = WorkDir(reference.with_name(reference.name + ".vidstyle-work"))
+    got_frames = WorkDir(out.with_name(out.name + ".vidstyle-work"))
+    assert got_frames.done_count() == ref_frames.done_count() == 12
+    for i in range(12):
+        assert np.array_equal(got_frames.load_frame(i), ref_frames.load_frame(i)), f"checkpoint {i} differs"
+    for i, (a, b) in enumerate(zip(decoded(out), decoded(reference), strict=True)):
+        assert _psnr(a, b) >= 50, f"frame {i}"
+
+
+def test_kill_9_then_same_command_resumes_identically(bunny_short, starry, reference, tmp_path) -> None:
+    out = tmp_path / "out.mp4"
+    proc = _start(bunny_short, starry, out)
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 4, proc)
+    proc.kill()
+    proc.wait()
+    assert not out.exists(), "nothing may sit at the output path after a kill"
+    time.sleep(0.5)  # the orphaned ffmpeg processes see their pipes close and exit
+    assert not _ffmpeg_touching(tmp_path)
+    again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
+    assert again.returncode == 0, again.stderr
+    assert "resuming at frame" in again.stderr
+    assert not list(tmp_path.glob(".out.partial-*")), "the killed run's partial output is cleaned up"
+    _same_as_reference(out, reference)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_path, signum, code) -> None:
+    out = tmp_path / "out.mp4"
+    proc = _start(bunny_short, starry, out)
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 3, proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted at frame" in lines[0] and "run the same command to resume" in lines[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.partial-*"))
+    assert not _ffmpeg_touching(tmp_path)
+    frame = int(lines[0].split("interrupted at frame ")[1].split(";")[0])
+    again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
+    assert again.returncode == 0, again.stderr
+    assert f"resuming at frame {frame} of 12" in again.stderr
+    _same_as_reference(out, reference)
+
+
+def test_changed_settings_are_refused_then_restart_works(bunny_short, starry, tmp_path) -> None:
+    out = tmp_path / "out.mp4"
+    proc = _start(bunny_short, starry, out)
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 2, proc)
+    proc.kill()
+    proc.wait()
+    changed = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS,
+                      "--style-weight", "7")
+    assert changed.returncode == 2
+    assert "--style-weight" in changed.stderr and "--restart" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1
+    restarted = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS,
+                        "--style-weight", "7", "--restart")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "resuming" not in restarted.stderr
+
+
+def test_lost_work_directory_is_a_clear_error(bunny_short, starry, tmp_path) -> None:
+    out = tmp_path / "out.mp4"
+    work = tmp_path / "out.mp4.vidstyle-work"
+    proc = _start(bunny_short, starry, out)
+    _wait_for_frames(work, 2, proc)
+    import shutil
+
+    shutil.rmtree(work)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "work directory" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_full_disk_keeps_earlier_checkpoints(tmp_path, monkeypatch) -> None:
+    work = WorkDir(tmp_path / "w")
+    work.frames.mkdir(parents=True)
+    frame = np.full((8, 8, 3), 90, np.uint8)
+    work.save_frame(0, frame)
+
+    def no_space(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(CheckpointError, match="No space left"):
+        work.save_frame(1, frame)
+    monkeypatch.undo()
+    assert work.done_count() == 1
+    assert np.array_equal(work.load_frame(0), frame)
+    assert sorted(p.name for p in work.frames.iterdir()) == ["0000000.png"], "no temporary file is left"
+    work.save_frame(1, frame)  # once space is back, the render continues
+    assert work.done_count() == 2
+
+
+def test_atomic_write_never_leaves_half_a_file(tmp_path) -> None:
+    target = tmp_path / "f.png"
+    write_image(target, np.zeros((4, 4, 3), np.uint8))
+    assert target.exists() and not list(tmp_path.glob(".*tmp*"))
