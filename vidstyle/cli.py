@@ -107,6 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     demo.add_argument("--device", choices=_CHOICES["device"], default=None, help="[auto]")
     demo.set_defaults(func=_cmd_demo)
+
+    metrics = sub.add_parser("metrics", help="measure flicker and content fidelity of a render",
+                             description="Warping error (Lai et al. 2018) of a render and of its source (the "
+                                         "floor), and the edge-map correlation of each frame with its source.")
+    metrics.add_argument("output", type=Path, help="rendered video")
+    metrics.add_argument("--source", type=Path, required=True, help="the video it was rendered from")
+    metrics.add_argument("--flow", choices=("farneback", "dis"), default="farneback",
+                         help="flow method for the warping error [farneback: independent of the renderer's DIS]")
+    metrics.add_argument("--json", action="store_true", help="print one JSON object")
+    metrics.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    metrics.set_defaults(func=_cmd_metrics)
     return parser
 
 
@@ -214,6 +225,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     print(f"demo written to {out.resolve()}", file=sys.stderr)
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from vidstyle.metrics import measure_video
+
+    found = measure_video(args.output, args.source, args.flow)
+    if args.json:
+        print(json.dumps(found.as_dict()))
+        return 0
+    print(f"frames                      {found.frames}")
+    print(f"warping error (output)      {found.warping_error:.6f}")
+    print(f"warping error (source)      {found.source_warping_error:.6f}   <- the floor")
+    print(f"edge correlation with source {found.edge_correlation:.3f} mean, {found.min_edge_correlation:.3f} min")
     return 0
 
 

@@ -1,0 +1,116 @@
+"""Optical flow, warping, occlusion masks and scene cuts on real frames."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ffmpeg, shared_asset
+
+from vidstyle.config import Config
+from vidstyle.events import FrameStarted
+from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
+from vidstyle.io.decode import read_frames
+from vidstyle.io.images import read_image, resize_rgb
+from vidstyle.io.probe import probe_video, size_to_fit
+from vidstyle.metrics import edge_correlation, measure_frames
+from vidstyle.pipeline import Motion, render, track_motion, warm_start
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return resize_rgb(read_image(shared_asset("coffee.png")), (150, 100))
+
+
+def test_warp_by_a_known_shift_lands_where_it_should(photo: np.ndarray) -> None:
+    shift = np.zeros((*photo.shape[:2], 2), np.float32)
+    shift[..., 0] = -3.0  # every pixel comes from 3 px to its left: the picture moves right by 3
+    moved = warp(photo, shift)
+    assert np.array_equal(moved[:, 3:], photo[:, :-3])
+
+
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_estimated_flow_recovers_a_real_camera_shift(photo: np.ndarray, method: str) -> None:
+    a = photo[:, 5:145]
+    b = photo[:, 2:142]  # the camera panned 3 px to the left: content moves right by 3, b(x) = a(x - 3)
+    flow = estimate_flow(to_gray(b), to_gray(a), method)  # b -> a
+    inner = flow[10:-10, 10:-10]
+    assert np.median(inner[..., 0]) == pytest.approx(-3.0, abs=0.3)
+    assert np.median(inner[..., 1]) == pytest.approx(0.0, abs=0.3)
+    carried = warp(a, flow)
+    assert np.abs(carried[10:-10, 10:-10].astype(int) - b[10:-10, 10:-10].astype(int)).mean() < 6
+
+
+def test_mask_marks_a_known_occlusion(photo: np.ndarray) -> None:
+    background = photo
+    patch = resize_rgb(read_image(shared_asset("astronaut.png")), (30, 30))
+    first, second = background.copy(), background.copy()
+    first[35:65, 20:50] = patch  # an object in front of the coffee cup ...
+    second[35:65, 40:70] = patch  # ... moves 20 px to the right
+    cur, prev = to_gray(second), to_gray(first)
+    mask = occlusion_mask(estimate_flow(cur, prev, "dis"), estimate_flow(prev, cur, "dis"))
+    uncovered = mask[40:60, 23:37]  # background seen in `second` that the object hid in `first`
+    static = mask[5:25, 100:145]
+    assert uncovered.mean() < 0.5
+    assert static.mean() > 0.9
+
+
+def test_hard_cut_in_real_footage_is_detected() -> None:
+    clip = shared_asset("bikes_street_no_audio.mp4")
+    info = probe_video(clip)
+    motions = itertools.islice(track_motion(read_frames(info, (96, 40)), Config(flow="none"), 0), 40)
+    assert [m.frame.index for m in motions if m.fresh] == [0, 30]  # the cut at 1.20 s, 25 fps
+
+
+def test_two_real_clips_joined_make_a_cut() -> None:
+    field = probe_video(shared_asset("field_pan_with_audio.mp4"))
+    bikes = probe_video(shared_asset("bikes_street_no_audio.mp4"))
+    size = (96, 54)
+    a = [f.rgb for f in itertools.islice(read_frames(field, size), 10)]
+    b = [f.rgb for f in itertools.islice(read_frames(bikes, size), 10)]
+    joined = a + b
+    cuts = [i for i in range(1, 20) if is_scene_cut(joined[i - 1], joined[i], Config().cut_threshold)]
+    assert cuts == [10]
+
+
+def test_render_restarts_at_a_cut(tmp_path: Path, starry: Path) -> None:
+    cut_clip = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "0.96", "-i", str(shared_asset("bikes_street_no_audio.mp4")), "-t", "0.48",
+           "-c:v", "libx264", str(cut_clip))
+    events = []
+    cfg = Config(size=48, iters=1, first_iters=3, device="cpu", flow="dis", temporal_weight=1.0)
+    render(cut_clip, [starry], tmp_path / "out.mp4", cfg, on_event=events.append)
+    starts = [e for e in events if isinstance(e, FrameStarted)]
+    fresh = [(e.index, e.iters) for e in starts if e.scene_cut]
+    assert fresh == [(0, 3), (6, 3)]
+    assert all(e.iters == 1 for e in starts if not e.scene_cut)
+
+
+def test_warm_start_paints_new_content_where_flow_is_unreliable(photo: np.ndarray) -> None:
+    from vidstyle.io.decode import Frame
+
+    prev_src = photo
+    prev_out = np.clip(photo.astype(int) + 60, 0, 255).astype(np.uint8)  # a "stylization": brighter
+    cur = photo.copy()
+    flow = np.zeros((*photo.shape[:2], 2), np.float32)
+    mask = np.ones(photo.shape[:2], np.float32)
+    mask[:, :50] = 0.0  # say the left third is disoccluded
+    start, temporal = warm_start(Motion(Frame(1, cur), prev_src, False, flow, mask), prev_out,
+                                 Config(prev_weight=1.0, temporal_weight=1.0))
+    assert np.array_equal(start[:, :50], cur[:, :50]), "unreliable regions start from the current frame"
+    assert np.array_equal(start[:, 60:], prev_out[:, 60:]), "reliable regions carry the stylization"
+    assert temporal is not None and float(temporal.mask[..., :50].max()) == 0.0
+
+
+def test_metrics_see_a_frozen_render(photo: np.ndarray) -> None:
+    clip = shared_asset("field_pan_with_audio.mp4")
+    info = probe_video(clip)
+    size = size_to_fit(info.width, info.height, 96)
+    frames = [f.rgb for f in itertools.islice(read_frames(info, size), 100)][::10]
+    honest = measure_frames(frames, frames)
+    frozen = measure_frames([frames[0]] * len(frames), frames)
+    assert honest.edge_correlation > 0.99
+    assert frozen.edge_correlation < honest.edge_correlation - 0.2
+    assert edge_correlation(frames[0], frames[0]) == pytest.approx(1.0)
