@@ -196,3 +196,13 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> bool:
         return False
+
+
+def test_demo_renders_the_bundled_clip_offline(tmp_path: Path) -> None:
+    out = tmp_path / "demo.mp4"
+    proc = run_cli("demo", "-o", str(out), "--quiet", "--device", "cpu", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert str(out.resolve()) in proc.stderr
+    info = probe_video(out)
+    assert info.frame_count == 132 and info.has_audio
+    assert max(info.width, info.height) == 128
