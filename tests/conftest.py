@@ -65,7 +65,8 @@ def lavfi_clip(media: Path) -> Callable[..., Path]:
         args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
         if audio:
             args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]
-        args += ["-vf", f"scale={size.replace('x', ':')},setsar=1", "-c:v", "libx264", "-pix_fmt", "yuv444p" if "x" in size and _odd(size) else "yuv420p"]
+        pix_fmt = "yuv444p" if _odd(size) else "yuv420p"  # 4:2:0 cannot hold odd sizes
+        args += ["-vf", f"scale={size.replace('x', ':')},setsar=1", "-c:v", "libx264", "-pix_fmt", pix_fmt]
         args += ["-c:a", "aac"] if audio else []
         ffmpeg(*args, *extra, str(out))
         return out

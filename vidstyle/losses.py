@@ -56,7 +56,7 @@ class StyleLoss(nn.Module):
 def blend_grams(grams: list[dict[str, Tensor]], weights: list[float]) -> dict[str, Tensor]:
     """Blend several styles by mixing their Gram targets (as neural-style does with -style_blend_weights)."""
     norm = sum(weights)
-    return {layer: sum(w / norm * g[layer] for g, w in zip(grams, weights)) for layer in grams[0]}
+    return {layer: sum(w / norm * g[layer] for g, w in zip(grams, weights, strict=True)) for layer in grams[0]}
 
 
 def tv_loss(image: Tensor) -> Tensor:

@@ -64,7 +64,7 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
     """Metrics over paired (output, source) frames of equal size; pairs across a scene cut are skipped."""
     warp_errors, floor_errors, edges = [], [], []
     prev: tuple[np.ndarray, np.ndarray] | None = None
-    for out, src in zip(outputs, sources):
+    for out, src in zip(outputs, sources, strict=False):  # a render may be cut short; score what both have
         edges.append(edge_correlation(out, src))
         if prev is not None and not is_scene_cut(prev[1], src, cut_threshold):
             warp_errors.append(pair_warping_error(prev[0], out, prev[1], src, flow_method))
@@ -92,7 +92,6 @@ def style_distances(frames: Iterable[np.ndarray], style_rgb: np.ndarray, every: 
     import torch
 
     from vidstyle.config import Config
-    from vidstyle.losses import gram
     from vidstyle.model import STYLE_LAYERS
     from vidstyle.stylize import Stylizer, to_tensor
 
@@ -105,5 +104,4 @@ def style_distances(frames: Iterable[np.ndarray], style_rgb: np.ndarray, every: 
             loss = stylizer.style_loss((frame.shape[1], frame.shape[0]))
             feats = stylizer.features(to_tensor(frame, stylizer.device))
             found.append(float(loss({k: feats[k] for k in STYLE_LAYERS})))
-    del gram  # imported for the reader: StyleLoss compares these Gram matrices
     return found

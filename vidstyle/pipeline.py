@@ -19,8 +19,15 @@ import torch
 from vidstyle.checkpoint import WorkDir, clean_stale_temporaries, default_workdir, make_manifest
 from vidstyle.config import Config
 from vidstyle.errors import EncodeError, InputError, Interrupted, SignalInterrupt, UsageError
-from vidstyle.events import (EventCallback, FrameDone, FrameStarted, IterationDone, RenderFinished,
-                             RenderStarted, ignore_event)
+from vidstyle.events import (
+    EventCallback,
+    FrameDone,
+    FrameStarted,
+    IterationDone,
+    RenderFinished,
+    RenderStarted,
+    ignore_event,
+)
 from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.encode import VideoWriter, container_for, temporary_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from vidstyle.config import Config
@@ -36,8 +37,9 @@ def stylize_image(content_path: Path | str, style_paths: list[Path | str], outpu
     stylizer = Stylizer(config, styles)
     iters = config.first_iters
     on_event(FrameStarted(0, iters, True))
+    started = time.perf_counter()
     result = stylizer.stylize(content, content, iters,
                               on_step=lambda i, _loss: on_event(IterationDone(0, i, iters)))
-    on_event(FrameDone(0, result.loss, 0.0, True))
+    on_event(FrameDone(0, result.loss, time.perf_counter() - started, True))
     write_atomic(output, encode_image(result.rgb, output.suffix.lower()))
     return output

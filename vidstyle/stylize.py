@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -30,8 +32,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _cpu_has_bf16() -> bool:
-    check = getattr(torch._C._cpu, "_is_avx512_bf16_supported", None)  # noqa: SLF001 - no public equivalent
-    return bool(check and check())
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); oneDNN only emulates it elsewhere."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()  # torch has no public query for this
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -55,7 +61,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in 0..1 on `device`."""
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1)[None].float().div_(255.0).contiguous()
+    pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).to(device)
+    return pixels.permute(2, 0, 1)[None].float().div_(255.0).contiguous()
 
 
 def to_rgb8(image: Tensor) -> np.ndarray:

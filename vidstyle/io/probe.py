@@ -99,7 +99,7 @@ def _frame_rate(time_base: Fraction, stamps: list[int], fallback: Fraction) -> t
     """Exact rate when every frame lasts the same number of ticks, else the average (variable rate)."""
     if len(stamps) < 2:
         return fallback, False
-    steps = {b - a for a, b in zip(stamps, stamps[1:])}
+    steps = {b - a for a, b in zip(stamps, stamps[1:], strict=False)}
     span = stamps[-1] - stamps[0]
     if span <= 0:
         return fallback, False
