@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-pastiche", action="store_true")
+    parser.add_argument("--parts", default="12345q", help="which figures to print, e.g. 4q")
     args = parser.parse_args()
     device = torch.device(args.device)
     style_path = builtin_style("starry-night")
@@ -133,7 +133,7 @@ def main() -> None:
     frame = next(read_frames(probe_video(demo_clip()), (args.size, args.size))).rgb.copy()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.size}x{args.size}")
 
-    for precision in ("fp32", "auto"):
+    for precision in ("fp32", "auto") if "1" in args.parts else ():
         stylizer = Stylizer(Config(device=args.device, precision=precision), [style], device)
         stylizer.stylize(frame, frame, 2)  # warm-up: allocator, cuDNN autotuning, oneDNN primitives
         ours, bare = [], []
@@ -144,7 +144,7 @@ def main() -> None:
         name = "fp32" if stylizer.dtype is None else str(stylizer.dtype).removeprefix("torch.")
         print(f"[1] {name:9} per iteration {o * 1000:8.1f} ms, bare network {b * 1000:8.1f} ms, ratio {o / b:.3f}")
 
-    if not args.skip_pastiche and device.type == "cpu":
+    if "2" in args.parts and device.type == "cpu":
         with tempfile.TemporaryDirectory() as tmp:
             content_path = Path(tmp) / "content.png"
             write_image(content_path, resize_rgb(frame, (256, 256)))
@@ -161,29 +161,41 @@ def main() -> None:
                 print(f"[2] {name:9} per iteration {o * 1000:8.1f} ms, pastiche step {t * 1000:8.1f} ms, "
                       f"ratio {o / t:.3f}")
 
-    whole, alone = end_to_end_ratio(args.device, 128, 24, 8)
-    print(f"[3] end to end {whole:.2f} frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
+    if "3" in args.parts:
+        whole, alone = end_to_end_ratio(args.device, 128, 24, 8)
+        print(f"[3] end to end {whole:.2f} frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
 
-    cfg = make_config(size=128, device=args.device)
+    if "4" in args.parts:
+        reach_first_loss(args.device, style, device)
+    if "q" in args.parts:
+        compare_precisions(args.device, style, device, frame)
+    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
+    print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
+
+
+def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) -> None:
+    # The temporal term is off here: it adds to the loss of later frames only, so with it the comparison
+    # with the first frame's loss would measure the temporal term, not how close the start is.
+    cfg = make_config(size=128, device=device_name, temporal_weight=0.0)
     info = probe_video(demo_clip())
     dims = size_to_fit(info.width, info.height, 128)
     stylizer = Stylizer(cfg, [style], device)
     for label, flow in (("warm start", "none"), ("flow-warped start", "dis")):
-        c = make_config(size=128, device=args.device, flow=flow)
+        c = make_config(size=128, device=device_name, flow=flow, temporal_weight=0.0)
         motions = list(itertools.islice(track_motion(read_frames(info, dims), c, 0), 8))
         fr = iterations_to_reach(stylizer, motions, c, 60)
         print(f"[4] {label:18} later frames reach the first frame's loss in {statistics.mean(fr) * 100:5.1f} % "
               f"of its 60 iterations (mean of {len(fr)})")
 
+
+def compare_precisions(device_name: str, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
     losses = {}
     for precision in ("fp32", "bf16"):
-        s = Stylizer(Config(device=args.device, precision=precision), [style], device)
+        s = Stylizer(Config(device=device_name, precision=precision), [style], device)
         losses[precision] = s.stylize(frame, frame, 30).loss
     print(f"[q] final loss after 30 iterations: fp32 {losses['fp32']:.4f}, bf16 {losses['bf16']:.4f} "
           f"({(losses['bf16'] / losses['fp32'] - 1) * 100:+.2f} %)")
-    host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
-    print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
 
 
 if __name__ == "__main__":
