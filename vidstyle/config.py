@@ -7,9 +7,7 @@ The CLI reads each field's help text and default from here, so a default lives i
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.resources
-import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,12 +54,8 @@ class Config:
     def __post_init__(self) -> None:
         validate(self)
 
-    def frames_hash(self) -> str:
-        """Hash of the settings that shape rendered frames (not device, crf, ...): resume safety."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["frames"]}
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-
     def frames_dict(self) -> dict[str, Any]:
+        """The settings that shape rendered frames (not device, crf, ...): what a resume must match."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["frames"]}
 
 
