@@ -9,7 +9,7 @@ from conftest import shared_asset
 
 from vidstyle.config import Config
 from vidstyle.io.images import read_image, resize_rgb
-from vidstyle.losses import gram
+from vidstyle.losses import StyleLoss, gram
 from vidstyle.model import STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
 from vidstyle.stylize import Stylizer, keep_colors, resolve_precision, to_rgb8, to_tensor
@@ -61,6 +61,27 @@ def test_gram_is_resolution_normalized() -> None:
     small = torch.rand(1, 8, 16, 16)
     tiled = small.repeat(1, 1, 2, 2)
     assert torch.allclose(gram(small), gram(tiled), atol=1e-5)
+
+
+def test_style_loss_value_and_gradient_match_plain_autograd() -> None:
+    gen = torch.Generator().manual_seed(0)
+    feats = {"a": torch.rand(1, 8, 12, 10, generator=gen), "b": torch.rand(1, 16, 6, 5, generator=gen)}
+    targets = {k: gram(torch.rand(v.shape, generator=gen)) for k, v in feats.items()}
+    fused_in = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
+    plain_in = {k: v.clone().requires_grad_(True) for k, v in feats.items()}
+    fused = StyleLoss(targets)(fused_in)
+    plain = sum((gram(plain_in[k]) - t).square().sum() / t.square().sum() for k, t in targets.items()) / 2
+    fused.backward()
+    plain.backward()
+    assert torch.allclose(fused, plain, rtol=1e-5)
+    for k in feats:
+        assert torch.allclose(fused_in[k].grad, plain_in[k].grad, rtol=1e-4, atol=1e-7)
+
+
+def test_style_loss_keeps_bf16_features_gradient_in_bf16() -> None:
+    feats = torch.rand(1, 4, 6, 6).bfloat16().requires_grad_(True)
+    StyleLoss({"x": gram(torch.rand(1, 4, 6, 6))})({"x": feats}).backward()
+    assert feats.grad is not None and feats.grad.dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])

@@ -96,9 +96,10 @@ class VGGFeatures(nn.Module):
         """RGB in 0..1 (N, 3, H, W) -> the network's input: BGR in 0..255 minus the mean pixel."""
         return rgb.flip(1) * 255.0 - self.mean
 
-    def forward(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """Activations of `layers` (default: all this extractor was built for); stops at the deepest one."""
+        wanted = set(layers or self.layers)
         x = self.preprocess(rgb)
-        wanted = set(self.layers)
         out: dict[str, torch.Tensor] = {}
         for name, conv in self.convs.items():
             # In-place ReLU is safe for autograd here (ReLU's backward needs only its output) and saves
@@ -107,7 +108,9 @@ class VGGFeatures(nn.Module):
             relu = "relu" + name.removeprefix("conv")
             if relu in wanted:
                 out[relu] = x
-            if name in _POOL_AFTER and len(out) < len(wanted):
+                if len(out) == len(wanted):
+                    break
+            if name in _POOL_AFTER:
                 x = self.pool(x)
         return out
 

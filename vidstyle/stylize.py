@@ -111,11 +111,11 @@ class Stylizer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def features(self, image: Tensor) -> dict[str, Tensor]:
+    def features(self, image: Tensor, layers: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            return self.vgg(image)
+            return self.vgg(image, layers)
 
     def style_loss(self, render_size: tuple[int, int]) -> StyleLoss:
         """Style targets for a render of (width, height), computed once and cached."""
@@ -136,7 +136,7 @@ class Stylizer:
         """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame."""
         cfg = self.config
         with torch.no_grad():
-            content_loss = ContentLoss(self.features(content)[CONTENT_LAYERS[0]])
+            content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
         style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
 
         def loss_fn(image: Tensor) -> Tensor:
