@@ -8,6 +8,7 @@
 3. end-to-end frames per second of render() on a real clip / the stylizer alone on the same frames in memory
 4. iterations a later frame needs to reach the first frame's final loss: warm start vs flow-warped start
 5. peak memory: host (max RSS) and device
+c. a first frame: single-scale vs the preset's coarse-to-fine start, time to the same loss
 and the final loss of a bf16 render against fp32 after the same iterations.
 """
 
@@ -125,7 +126,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="12345q", help="which figures to print, e.g. 4q")
+    parser.add_argument("--parts", default="12345cq", help="which figures to print, e.g. 4q")
+    parser.add_argument("--c2f-size", type=int, default=512, help="render size for the coarse-to-fine figure [c]")
+    parser.add_argument("--c2f-iters", type=int, default=100, help="full-size iterations for [c]")
     args = parser.parse_args()
     device = torch.device(args.device)
     style_path = builtin_style("starry-night")
@@ -167,6 +170,8 @@ def main() -> None:
 
     if "4" in args.parts:
         reach_first_loss(args.device, style, device)
+    if "c" in args.parts:
+        coarse_to_fine(args.device, style, device, args.c2f_size, args.c2f_iters)
     if "q" in args.parts:
         compare_precisions(args.device, style, device, frame)
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -187,6 +192,39 @@ def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) 
         fr = iterations_to_reach(stylizer, motions, c, 60)
         print(f"[4] {label:18} later frames reach the first frame's loss in {statistics.mean(fr) * 100:5.1f} % "
               f"of its 60 iterations (mean of {len(fr)})")
+
+
+def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, size: int, iters: int) -> None:
+    """Single-scale `iters` iterations from the content vs the preset's coarse-to-fine start (first frame)."""
+    info = probe_video(demo_clip())
+    frame = next(read_frames(info, size_to_fit(info.width, info.height, size))).rgb.copy()
+    preset = make_config(device=device_name)
+    runs = {}
+    for levels in (0, preset.coarse_levels):
+        stylizer = Stylizer(make_config(device=device_name, coarse_levels=levels), [style], device)
+        stylizer.stylize(frame, frame, 2)  # warm-up
+        marks: list[tuple[float, float]] = []  # (seconds since start, loss) per iteration
+        _sync(device)
+        started = time.perf_counter()
+        stylizer.stylize_fresh(frame, iters, lambda i, loss, m=marks, t0=started: m.append(
+            (time.perf_counter() - t0, float(loss))))
+        runs[levels] = marks
+    single, c2f = runs[0], runs[preset.coarse_levels]
+    target_time, target = single[-1]
+    full = c2f[-iters:]
+    hit = next((k for k, (_, loss) in enumerate(full, start=1) if loss <= target), None)
+    print(f"[c] {frame.shape[1]}x{frame.shape[0]}: single scale {iters} iterations {target_time:.1f} s, loss "
+          f"{target:.4f}; coarse-to-fine ({preset.coarse_levels} levels, {iters} iterations each) "
+          f"{c2f[-1][0]:.1f} s, loss {c2f[-1][1]:.4f}")
+    done_at = c2f[-1][0]
+    same_time = next((loss for t, loss in single if t >= done_at), single[-1][1])
+    print(f"[c] single-scale loss at {min(done_at, target_time):.1f} s (when coarse-to-fine is done, or its own end): "
+          f"{same_time:.4f}; first full-size loss: single {single[0][1]:.4f}, coarse-to-fine {full[0][1]:.4f}")
+    if hit is None:
+        print("[c] coarse-to-fine did not reach the single-scale loss")
+    else:
+        print(f"[c] coarse-to-fine reaches the single-scale final loss after {hit} full-size iterations, "
+              f"{full[hit - 1][0]:.1f} s: {full[hit - 1][0] / target_time:.2f} x the time")
 
 
 def compare_precisions(device_name: str, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:

@@ -12,7 +12,7 @@ from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.losses import StyleLoss, gram
 from vidstyle.model import STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
-from vidstyle.stylize import Stylizer, keep_colors, resolve_precision, to_rgb8, to_tensor
+from vidstyle.stylize import Stylizer, coarse_sizes, keep_colors, resolve_precision, to_rgb8, to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,29 @@ def test_style_blend_weights_mix_targets(images) -> None:
 def test_uint8_roundtrip() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     assert np.array_equal(to_rgb8(to_tensor(rgb, torch.device("cpu"))), rgb)
+
+
+def test_coarse_sizes_halve_and_stop_at_a_useful_minimum() -> None:
+    assert coarse_sizes((360, 640, 3), 2) == [(160, 90), (320, 180)]
+    assert coarse_sizes((72, 128, 3), 2) == [(64, 36)]  # 32 px would be below MIN_COARSE_SIDE
+    assert coarse_sizes((360, 640, 3), 0) == []
+
+
+def test_coarse_to_fine_hands_the_coarse_stylization_to_the_full_size(starry) -> None:
+    from vidstyle.assets import demo_clip
+    from vidstyle.io.decode import read_frames
+    from vidstyle.io.probe import probe_video
+
+    frame = next(read_frames(probe_video(demo_clip()), (128, 72))).rgb.copy()
+    style = read_image(starry)
+    runs = {}
+    for levels in (0, 1):
+        stylizer = Stylizer(Config(device="cpu", precision="fp32", coarse_levels=levels), [style])
+        steps: list[tuple[int, float]] = []
+        result = stylizer.stylize_fresh(frame, 8, on_step=lambda i, loss, s=steps: s.append((i, float(loss))))
+        assert [i for i, _ in steps] == list(range(1, stylizer.fresh_iterations(frame.shape, 8) + 1))
+        assert result.rgb.shape == frame.shape
+        runs[levels] = steps
+    assert len(runs[1]) == 16
+    # The full size starts from the upsampled coarse stylization, already closer than the plain content.
+    assert runs[1][8][1] < 0.97 * runs[0][0][1]

@@ -19,8 +19,8 @@ from vidstyle.errors import SignalInterrupt, UsageError, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted
 
 # Options shared by `render` and `image`; the video-only ones are listed separately.
-_STILL_FIELDS = ("size", "optimizer", "adam_lr", "content_weight", "style_weight", "tv_weight", "style_blend",
-                 "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
+_STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
+                 "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "init", "prev_weight", "flow", "cut_threshold",
                  "crf", "keep_frames")
 _CHOICES = {"optimizer": ("lbfgs", "adam"), "init": ("prev", "content", "random"),

@@ -31,6 +31,8 @@ class Config:
     size: int = _opt(512, "long side of the render in pixels (aspect kept, both sides even)")
     iters: int = _opt(40, "iterations per frame (one VGG forward + backward each)")
     first_iters: int = _opt(200, "iterations for the first frame and the first after a scene cut")
+    coarse_levels: int = _opt(0, "coarse-to-fine for fresh frames (first, after a cut, stills): halvings of the "
+                                 "size optimized first, each for the same iterations as the full size")
     optimizer: str = _opt("lbfgs", "lbfgs or adam")
     adam_lr: float = _opt(0.02, "Adam step size (pixels in 0..1)")
     content_weight: float = _opt(1.0, "weight of the content loss (relu4_2)")
@@ -76,6 +78,8 @@ def validate(cfg: Config) -> None:
             raise UsageError(f"--{_flag(name)} must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
     if not 16 <= cfg.size <= MAX_SIZE:
         raise UsageError(f"--size must be between 16 and {MAX_SIZE} pixels (got {cfg.size})")
+    if not 0 <= cfg.coarse_levels <= 4:
+        raise UsageError(f"--coarse-levels must be between 0 and 4 (got {cfg.coarse_levels})")
     for name in ("iters", "first_iters"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{_flag(name)} must be at least 1 (got {getattr(cfg, name)})")

@@ -35,7 +35,7 @@ from vidstyle.io.images import read_image
 from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
 from vidstyle.losses import TemporalLoss
-from vidstyle.stylize import Stylizer, to_tensor
+from vidstyle.stylize import Stylizer, add_stylization, to_tensor
 from vidstyle.threads import WriteBehind, read_ahead
 
 
@@ -75,7 +75,6 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config) -> tuple[np
     again and again; `prev_weight` < 1 lets stale texture decay. With flow, the carried stylization moves
     with the scene and is dropped where the flow is unreliable, so new content is painted afresh.
     """
-    content = motion.frame.rgb.astype(np.float32)
     previous = motion.previous if motion.previous is not None else motion.frame.rgb
     stylization = prev_out.astype(np.float32) - previous.astype(np.float32)
     temporal = None
@@ -85,8 +84,7 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config) -> tuple[np
             carried = np.clip(warp(prev_out.astype(np.float32), motion.backward), 0, 255).round().astype(np.uint8)
             mask = torch.from_numpy(motion.mask)[None, None].expand(1, 3, *motion.mask.shape)
             temporal = TemporalLoss(to_tensor(carried, torch.device("cpu")), mask)
-    start = content + config.prev_weight * stylization
-    return np.clip(start, 0, 255).round().astype(np.uint8), temporal
+    return add_stylization(motion.frame.rgb, stylization, config.prev_weight), temporal
 
 
 def _check_paths(input_path: Path, output: Path, overwrite: bool) -> None:
@@ -125,25 +123,32 @@ class _Job:
             yield prev_out
 
     def _stylize(self, motion: Motion, prev_out: np.ndarray | None) -> np.ndarray:
-        cfg, index = self.config, motion.frame.index
+        cfg, index, rgb = self.config, motion.frame.index, motion.frame.rgb
         fresh = motion.fresh or prev_out is None
-        iters = cfg.first_iters if fresh else cfg.iters
+        iters = self.stylizer.fresh_iterations(rgb.shape, cfg.first_iters) if fresh else cfg.iters
         self.on_event(FrameStarted(index, iters, fresh))
         started = time.perf_counter()
-        temporal = None
-        if fresh or cfg.init == "content":
-            init: np.ndarray | torch.Tensor = motion.frame.rgb
-        elif cfg.init == "random":
-            init = self.stylizer.random_init(motion.frame.rgb.shape[:2], cfg.seed * 1_000_003 + index)
+
+        def on_step(i: int, _loss: torch.Tensor) -> None:
+            self.on_event(IterationDone(index, i, iters))
+
+        if fresh:
+            result = self.stylizer.stylize_fresh(rgb, cfg.first_iters, on_step)
         else:
-            init, temporal = warm_start(motion, prev_out, cfg)  # type: ignore[arg-type]
-        if temporal is not None:
-            temporal = temporal.to(self.stylizer.device)
-        result = self.stylizer.stylize(
-            motion.frame.rgb, init, iters, temporal,
-            on_step=lambda i, _loss: self.on_event(IterationDone(index, i, iters)))
+            init, temporal = self._start(motion, prev_out)  # type: ignore[arg-type]
+            result = self.stylizer.stylize(rgb, init, iters, temporal, on_step)
         self.on_event(FrameDone(index, result.loss, time.perf_counter() - started, fresh))
         return result.rgb
+
+    def _start(self, motion: Motion, prev_out: np.ndarray) -> tuple[np.ndarray | torch.Tensor, TemporalLoss | None]:
+        """Start image (and temporal target) of a frame that follows another in the same shot."""
+        cfg, rgb = self.config, motion.frame.rgb
+        if cfg.init == "content":
+            return rgb, None
+        if cfg.init == "random":
+            return self.stylizer.random_init(rgb.shape[:2], cfg.seed * 1_000_003 + motion.frame.index), None
+        init, temporal = warm_start(motion, prev_out, cfg)
+        return init, temporal.to(self.stylizer.device) if temporal is not None else None
 
 
 def render(input_path: Path | str, style_paths: list[Path | str], output: Path | str | None = None,

@@ -35,11 +35,11 @@ def stylize_image(content_path: Path | str, style_paths: list[Path | str], outpu
     styles = [read_image(Path(p), "style image") for p in style_paths]
     content = resize_rgb(content, size_to_fit(content.shape[1], content.shape[0], config.size))
     stylizer = Stylizer(config, styles)
-    iters = config.first_iters
+    iters = stylizer.fresh_iterations(content.shape, config.first_iters)
     on_event(FrameStarted(0, iters, True))
     started = time.perf_counter()
-    result = stylizer.stylize(content, content, iters,
-                              on_step=lambda i, _loss: on_event(IterationDone(0, i, iters)))
+    result = stylizer.stylize_fresh(content, config.first_iters,
+                                    on_step=lambda i, _loss: on_event(IterationDone(0, i, iters)))
     on_event(FrameDone(0, result.loss, time.perf_counter() - started, True))
     write_atomic(output, encode_image(result.rgb, output.suffix.lower()))
     return output

@@ -84,6 +84,37 @@ def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) ->
     return max(16, round(style.shape[1] * ratio)), max(16, round(style.shape[0] * ratio))
 
 
+# Coarse levels smaller than this teach nothing: relu5_1 would be a few positions wide.
+MIN_COARSE_SIDE = 64
+
+
+def coarse_sizes(shape: tuple[int, ...], levels: int) -> list[tuple[int, int]]:
+    """(width, height) of the coarse levels for an (H, W, ...) frame, coarsest first; full size excluded."""
+    height, width = shape[:2]
+    sizes = []
+    for level in range(levels, 0, -1):
+        w, h = round(width / 2**level), round(height / 2**level)
+        if min(w, h) >= 16 and max(w, h) >= MIN_COARSE_SIDE:
+            sizes.append((w, h))
+    return sizes
+
+
+def add_stylization(content: np.ndarray, stylization: np.ndarray, weight: float = 1.0) -> np.ndarray:
+    """content + weight x stylization (float, any size: resized to the content's), as a uint8 start image."""
+    height, width = content.shape[:2]
+    if stylization.shape[:2] != (height, width):
+        stylization = cv2.resize(stylization, (width, height), interpolation=cv2.INTER_LINEAR)
+    start = content.astype(np.float32) + weight * stylization
+    return np.clip(start, 0, 255).round().astype(np.uint8)
+
+
+def _offset(on_step: StepCallback | None, done: int) -> StepCallback | None:
+    """Report a later phase's iterations after the `done` ones of earlier phases."""
+    if on_step is None:
+        return None
+    return lambda i, loss: on_step(done + i, loss)
+
+
 @dataclass
 class FrameResult:
     rgb: np.ndarray  # (H, W, 3) uint8
@@ -152,14 +183,42 @@ class Stylizer:
     def stylize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
                 temporal: TemporalLoss | None = None, on_step: StepCallback | None = None) -> FrameResult:
         """Optimize one frame from `init` (uint8 image or 0..1 tensor); returns the uint8 result."""
+        result = self._optimize(content, init, iters, temporal, on_step)
+        if self.config.preserve_colors:
+            result.rgb = keep_colors(result.rgb, content)
+        return result
+
+    def stylize_fresh(self, content: np.ndarray, iters: int, on_step: StepCallback | None = None) -> FrameResult:
+        """A frame with nothing to start from (a still, the first frame, the first after a cut).
+
+        `iters` iterations at each coarse level (cheap: a quarter of the pixels per halving), then at full size.
+        Coarse-to-fine: the large-scale layout of strokes forms in a few cheap iterations at a fraction of the
+        size; only the fine texture is left for the expensive full-size iterations. Each level hands on its
+        stylization (output minus its content), upsampled and added to the next level's content, so the
+        content stays sharp and only the painted part is interpolated.
+        """
+        done, stylization = 0, None
+        for dims in coarse_sizes(content.shape, self.config.coarse_levels):
+            small = resize_rgb(content, dims)
+            init = small if stylization is None else add_stylization(small, stylization)
+            shifted = _offset(on_step, done)
+            out = self._optimize(small, init, iters, None, shifted).rgb
+            stylization = out.astype(np.float32) - small.astype(np.float32)
+            done += iters
+        init = content if stylization is None else add_stylization(content, stylization)
+        return self.stylize(content, init, iters, None, _offset(on_step, done))
+
+    def fresh_iterations(self, shape: tuple[int, ...], iters: int) -> int:
+        """Iterations stylize_fresh spends on a frame of `shape` (progress counts them all)."""
+        return iters * (1 + len(coarse_sizes(shape, self.config.coarse_levels)))
+
+    def _optimize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
+                  temporal: TemporalLoss | None, on_step: StepCallback | None) -> FrameResult:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
         loss_fn = self.objective(content_t, temporal)
         image, loss = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
-        rgb = to_rgb8(image)
-        if self.config.preserve_colors:
-            rgb = keep_colors(rgb, content)
-        return FrameResult(rgb, float(loss))
+        return FrameResult(to_rgb8(image), float(loss))
 
     def random_init(self, shape: tuple[int, int], seed: int) -> Tensor:
         """Uniform noise image (height, width), seeded per frame so resumed renders repeat exactly."""
