@@ -98,7 +98,7 @@ def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_
     fractions = []
     prev_out = first.rgb
     for motion in frames[1:]:
-        init, temporal = warm_start(motion, prev_out, config)
+        init, temporal = warm_start(motion, prev_out, config, stylizer.device)
         hit: list[int] = []
 
         def on_step(i: int, loss: torch.Tensor, hit: list[int] = hit) -> None:
@@ -106,7 +106,7 @@ def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_
                 hit.append(i)
 
         result = stylizer.stylize(motion.frame.rgb, init, first_iters,
-                                  temporal.to(stylizer.device) if temporal is not None else None, on_step)
+                                  temporal, on_step)
         fractions.append((hit[0] if hit else first_iters) / first_iters)
         prev_out = result.rgb
     return fractions
@@ -123,9 +123,8 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int) -> tuple[f
         started = time.perf_counter()
         prev = None
         for m in motions:
-            init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg)
-            prev = stylizer.stylize(m.frame.rgb, init, iters,
-                                    temporal.to(stylizer.device) if temporal is not None else None).rgb
+            init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg, stylizer.device)
+            prev = stylizer.stylize(m.frame.rgb, init, iters, temporal).rgb
         alone = len(motions) / (time.perf_counter() - started)
         from vidstyle.io.ffmpeg import run_ffmpeg
 

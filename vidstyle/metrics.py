@@ -36,14 +36,17 @@ def edge_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ea, eb)[0, 1])
 
 
-def pair_warping_error(prev_out: np.ndarray, cur_out: np.ndarray, prev_src: np.ndarray, cur_src: np.ndarray,
-                       flow_method: str = "farneback") -> float:
-    """Masked mean squared difference (0..1 pixels) between cur_out and prev_out warped by the source's flow."""
+def source_motion(prev_src: np.ndarray, cur_src: np.ndarray, flow_method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Backward flow cur -> prev of the source and its (unblurred) reliability mask."""
     cur_gray, prev_gray = to_gray(cur_src), to_gray(prev_src)
     backward = estimate_flow(cur_gray, prev_gray, flow_method)
-    mask = occlusion_mask(backward, estimate_flow(prev_gray, cur_gray, flow_method), blur_sigma=0)
-    carried = warp(prev_out.astype(np.float32) / 255.0, backward)
-    diff = np.square(cur_out.astype(np.float32) / 255.0 - carried).sum(-1)
+    return backward, occlusion_mask(backward, estimate_flow(prev_gray, cur_gray, flow_method), blur_sigma=0)
+
+
+def warping_error(prev: np.ndarray, cur: np.ndarray, backward: np.ndarray, mask: np.ndarray) -> float:
+    """Masked mean squared difference (0..1 pixels) between `cur` and `prev` warped along `backward`."""
+    carried = warp(prev.astype(np.float32) / 255.0, backward)
+    diff = np.square(cur.astype(np.float32) / 255.0 - carried).sum(-1)
     return float((mask * diff).sum() / max(mask.sum(), 1.0))
 
 
@@ -67,8 +70,9 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
     for out, src in zip(outputs, sources, strict=False):  # a render may be cut short; score what both have
         edges.append(edge_correlation(out, src))
         if prev is not None and not is_scene_cut(prev[1], src, cut_threshold):
-            warp_errors.append(pair_warping_error(prev[0], out, prev[1], src, flow_method))
-            floor_errors.append(pair_warping_error(prev[1], src, prev[1], src, flow_method))
+            backward, mask = source_motion(prev[1], src, flow_method)  # one flow serves both errors
+            warp_errors.append(warping_error(prev[0], out, backward, mask))
+            floor_errors.append(warping_error(prev[1], src, backward, mask))
         prev = (out, src)
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
     return VideoMetrics(len(edges), mean(warp_errors), mean(floor_errors), mean(edges),
