@@ -12,7 +12,8 @@ from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.losses import StyleLoss, gram
 from vidstyle.model import STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
-from vidstyle.stylize import Stylizer, coarse_sizes, keep_colors, resolve_precision, to_rgb8, to_tensor
+from vidstyle.precision import resolve_precision
+from vidstyle.stylize import Stylizer, coarse_sizes, keep_colors, to_rgb8, to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,23 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
         stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
         losses[precision] = stylizer.stylize(content, content, 15).loss
     assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
+
+
+def test_fp16_gradient_matches_fp32(images) -> None:
+    # fp16 runs on CUDA; CPU autocast computes it too, slowly, which is enough to check the numbers. Without
+    # gradient scaling most of this gradient underflows to zero (relative error ~1).
+    frame, style = images
+    grads = {}
+    for dtype in (None, torch.float16):
+        stylizer = Stylizer(Config(device="cpu", precision="fp32"), [style])
+        stylizer.dtype = dtype
+        content = to_tensor(frame, stylizer.device)
+        image = content.clone().requires_grad_(True)
+        stylizer.objective(content)(image).backward()
+        grads[dtype] = image.grad
+    exact, half = grads[None], grads[torch.float16]
+    assert torch.isfinite(half).all()
+    assert float((half - exact).norm() / exact.norm()) < 0.05
 
 
 def test_precision_choice() -> None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,11 +13,12 @@ import torch
 from torch import Tensor
 
 from vidstyle.config import Config
-from vidstyle.errors import UsageError
+from vidstyle.errors import ModelError, UsageError
 from vidstyle.io.images import resize_rgb
 from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
+from vidstyle.precision import fp16_grad_scale, resolve_precision, scale_network_grads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,34 +29,6 @@ def resolve_device(name: str) -> torch.device:
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
         raise UsageError(f"--device {name} requested but no {name.upper()} device is available")
     return torch.device(name)
-
-
-def _cpu_has_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); oneDNN only emulates it elsewhere."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()  # torch has no public query for this
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for the network, or None for float32.
-
-    'auto' takes bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX):
-    twice the speed, and the final loss stays within 2 % of float32 (scripts/bench.py prints both).
-    """
-    if name == "fp32":
-        return None
-    if name == "fp16":
-        if device.type == "cpu":
-            raise UsageError("--precision fp16 is for GPUs; use bf16 or fp32 on the CPU")
-        return torch.float16
-    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
-        device.type == "cpu" and _cpu_has_bf16())
-    if name == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if native_bf16 else None
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> Tensor:
@@ -145,8 +117,14 @@ class Stylizer:
     def features(self, image: Tensor, layers: tuple[str, ...] | None = None) -> dict[str, Tensor]:
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            return self.vgg(image, layers)
+
+        def run(x: Tensor) -> dict[str, Tensor]:
+            with self._autocast():
+                return self.vgg(x, layers)
+
+        if self.dtype == torch.float16 and image.requires_grad:
+            return scale_network_grads(image, run, fp16_grad_scale(*image.shape[-2:]))
+        return run(image)
 
     def style_loss(self, render_size: tuple[int, int]) -> StyleLoss:
         """Style targets for a render of (width, height), computed once and cached."""
@@ -218,6 +196,10 @@ class Stylizer:
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
         loss_fn = self.objective(content_t, temporal)
         image, loss = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
+        if not math.isfinite(float(loss)):
+            # Never write a frame of NaNs; fp16 is the one mode whose range can run out.
+            raise ModelError(f"the optimization diverged (loss {float(loss)}) in {self.config.precision}; "
+                             "use --precision bf16 or fp32")
         return FrameResult(to_rgb8(image), float(loss))
 
     def random_init(self, shape: tuple[int, int], seed: int) -> Tensor:

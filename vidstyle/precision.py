@@ -1,0 +1,82 @@
+"""Which dtype the network runs in, and keeping fp16 gradients representable.
+
+Grams and losses are float32 in every mode (losses.py); only the VGG convolutions run in bf16/fp16.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vidstyle.errors import UsageError
+
+NetworkCall = Callable[[Tensor], dict[str, Tensor]]
+
+
+def _cpu_has_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 or AMX); oneDNN only emulates it elsewhere."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()  # torch has no public query for this
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for the network, or None for float32.
+
+    'auto' takes bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX):
+    twice the speed, and the final loss stays within 2 % of float32 (scripts/bench.py prints both).
+    """
+    if name == "fp32":
+        return None
+    if name == "fp16":
+        if device.type == "cpu":
+            raise UsageError("--precision fp16 is for GPUs; use bf16 or fp32 on the CPU")
+        return torch.float16
+    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+        device.type == "cpu" and _cpu_has_bf16())
+    if name == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if native_bf16 else None
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity on the way forward; multiplies the gradient by `factor` on the way back."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, factor: float) -> Tensor:  # type: ignore[override]
+        ctx.factor = factor  # type: ignore[attr-defined]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.factor, None  # type: ignore[attr-defined]
+
+
+def fp16_grad_scale(height: int, width: int) -> float:
+    """Factor that lifts the network's fp16 gradients out of the underflow range.
+
+    The losses are averages over positions, so the gradients reaching the network shrink with the pixel count:
+    measured at 64-512 px, the largest is about 10 / (H x W) and typical ones are 1e-3 of that, far below
+    fp16's smallest normal number (6e-5). A power of two times 4 x H x W brings the largest to ~40: typical
+    values become normal numbers and fp16's maximum (65504) is still 1600x away.
+    """
+    return 2.0 ** round(math.log2(4 * height * width))
+
+
+def scale_network_grads(image: Tensor, run: NetworkCall, factor: float) -> dict[str, Tensor]:
+    """run(image) with the gradient multiplied by `factor` between the losses and the network, and divided
+    again before it reaches the image: the network's backward sees large numbers, the image the true gradient.
+
+    The features are handed to the losses as float32, so that the scaling happens before the gradient is
+    cast down to fp16 (scaling an fp16 gradient that has already underflowed would scale zeros).
+    """
+    features = run(_ScaleGrad.apply(image, 1.0 / factor))
+    return {name: _ScaleGrad.apply(value.float(), factor) for name, value in features.items()}
+
