@@ -10,7 +10,7 @@ import pytest
 from conftest import ffmpeg, shared_asset
 
 from vidstyle.config import Config
-from vidstyle.events import FrameStarted
+from vidstyle.events import FrameStarted, IterationDone
 from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image, resize_rgb
@@ -86,6 +86,17 @@ def test_render_restarts_at_a_cut(tmp_path: Path, starry: Path) -> None:
     fresh = [(e.index, e.iters) for e in starts if e.scene_cut]
     assert fresh == [(0, 3), (6, 3)]
     assert all(e.iters == 1 for e in starts if not e.scene_cut)
+
+
+def test_coarse_to_fine_runs_on_fresh_frames_only(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    events = []
+    cfg = Config(size=128, iters=1, first_iters=3, coarse_levels=2, device="cpu")
+    render(bunny_short, [starry], tmp_path / "out.mp4", cfg, on_event=events.append)
+    starts = {e.index: e.iters for e in events if isinstance(e, FrameStarted)}
+    # 128x72: one coarse level (64x36); the next halving would be under 64 px and is skipped.
+    assert starts[0] == 6 and all(n == 1 for i, n in starts.items() if i > 0)
+    done = [e.iteration for e in events if isinstance(e, IterationDone) and e.index == 0]
+    assert done == [1, 2, 3, 4, 5, 6]
 
 
 def test_warm_start_damps_the_carried_stylization_where_flow_is_unreliable(photo: np.ndarray) -> None:
