@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names, demo_clip
-from vidstyle.config import DEFAULT_PRESET, Config, make_config, read_preset
+from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, read_preset
 from vidstyle.errors import SignalInterrupt, UsageError, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted
 
@@ -23,9 +23,6 @@ _STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weigh
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "init", "prev_weight", "flow", "cut_threshold",
                  "crf", "keep_frames")
-_CHOICES = {"optimizer": ("lbfgs", "adam"), "init": ("prev", "content", "random"),
-            "flow": ("none", "dis", "farneback"), "pooling": ("max", "avg"),
-            "precision": ("auto", "fp32", "bf16", "fp16"), "device": ("auto", "cpu", "cuda", "mps")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +51,8 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field[Any], p
         kwargs.update(type=_float_list, metavar="W1,W2")
     elif isinstance(field.default, (int, float)):
         kwargs.update(type=type(field.default), metavar="N" if isinstance(field.default, int) else "X")
-    if field.name in _CHOICES:
-        kwargs["choices"] = _CHOICES[field.name]
+    if field.name in CHOICES:
+        kwargs["choices"] = CHOICES[field.name]
     parser.add_argument(flag, **kwargs)
 
 
@@ -105,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    demo.add_argument("--device", choices=_CHOICES["device"], default=None, help="[auto]")
+    demo.add_argument("--device", choices=CHOICES["device"], default=None, help="[auto]")
     demo.set_defaults(func=_cmd_demo)
 
     metrics = sub.add_parser("metrics", help="measure flicker and content fidelity of a render",

@@ -61,7 +61,7 @@ class Config:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["frames"]}
 
 
-_CHOICES = {
+CHOICES = {
     "optimizer": ("lbfgs", "adam"),
     "init": ("prev", "content", "random"),
     "flow": ("none", "dis", "farneback"),
@@ -73,7 +73,7 @@ _CHOICES = {
 
 def validate(cfg: Config) -> None:
     """Reject impossible values with a message that names the option."""
-    for name, choices in _CHOICES.items():
+    for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise UsageError(f"--{_flag(name)} must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
     if not 16 <= cfg.size <= MAX_SIZE:
