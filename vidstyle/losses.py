@@ -55,7 +55,6 @@ class _GramError(torch.autograd.Function):
         # backward product then runs in bf16 like the rest of the network's backward pass.
         ctx.save_for_backward(features, diff)
         ctx.coef = 4.0 * scale / positions  # type: ignore[attr-defined]
-        ctx.shape = features.shape  # type: ignore[attr-defined]
         return diff.square().sum() * scale
 
     @staticmethod
@@ -64,7 +63,7 @@ class _GramError(torch.autograd.Function):
         flat = features.flatten(2)
         # Scale the small C x C matrix, not the activation-sized product.
         grad_flat = torch.bmm((diff * (grad * ctx.coef)).to(flat.dtype), flat)  # type: ignore[attr-defined]
-        return grad_flat.view(ctx.shape), None, None  # type: ignore[attr-defined]
+        return grad_flat.view_as(features), None, None
 
 
 class StyleLoss(nn.Module):

@@ -79,4 +79,3 @@ def scale_network_grads(image: Tensor, run: NetworkCall, factor: float) -> dict[
     """
     features = run(_ScaleGrad.apply(image, 1.0 / factor))
     return {name: _ScaleGrad.apply(value.float(), factor) for name, value in features.items()}
-

@@ -195,12 +195,13 @@ class Stylizer:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
         loss_fn = self.objective(content_t, temporal)
-        image, loss = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
-        if not math.isfinite(float(loss)):
+        image, loss_t = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
+        loss = float(loss_t)
+        if not math.isfinite(loss):
             # Never write a frame of NaNs; fp16 is the one mode whose range can run out.
-            raise ModelError(f"the optimization diverged (loss {float(loss)}) in {self.config.precision}; "
+            raise ModelError(f"the optimization diverged (loss {loss}) in {self.config.precision}; "
                              "use --precision bf16 or fp32")
-        return FrameResult(to_rgb8(image), float(loss))
+        return FrameResult(to_rgb8(image), loss)
 
     def random_init(self, shape: tuple[int, int], seed: int) -> Tensor:
         """Uniform noise image (height, width), seeded per frame so resumed renders repeat exactly."""
