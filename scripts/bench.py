@@ -33,6 +33,7 @@ from vidstyle import render
 from vidstyle.assets import builtin_style, demo_clip
 from vidstyle.config import Config, make_config
 from vidstyle.io.decode import read_frames
+from vidstyle.io.ffmpeg import run_ffmpeg
 from vidstyle.io.images import read_image, resize_rgb, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS
@@ -43,6 +44,10 @@ from vidstyle.stylize import Stylizer, to_tensor
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def precision_name(stylizer: Stylizer) -> str:
+    return "fp32" if stylizer.dtype is None else str(stylizer.dtype).removeprefix("torch.")
 
 
 def time_stylizer(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
@@ -106,8 +111,7 @@ def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_
             if not hit and float(loss) <= first.loss:
                 hit.append(i)
 
-        result = stylizer.stylize(motion.frame.rgb, init, first_iters,
-                                  temporal, on_step)
+        result = stylizer.stylize(motion.frame.rgb, init, first_iters, temporal, on_step)
         fractions.append((hit[0] if hit else first_iters) / first_iters)
         prev_out = result.rgb
     return fractions
@@ -127,8 +131,6 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int) -> tuple[f
             init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg, stylizer.device)
             prev = stylizer.stylize(m.frame.rgb, init, iters, temporal).rgb
         alone = len(motions) / (time.perf_counter() - started)
-        from vidstyle.io.ffmpeg import run_ffmpeg
-
         short = Path(tmp) / "short.mp4"
         run_ffmpeg(["-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264", "-crf", "12", "-c:a", "copy",
                     str(short)])
@@ -166,35 +168,11 @@ def main() -> None:
             ours.append(time_stylizer(stylizer, frame, args.iters))
             bare.append(time_bare_network(stylizer, frame, args.iters))
         o, b = statistics.median(ours), statistics.median(bare)
-        name = "fp32" if stylizer.dtype is None else str(stylizer.dtype).removeprefix("torch.")
-        print(f"[1] {name:9} per iteration {o * 1000:8.1f} ms, bare network {b * 1000:8.1f} ms, ratio {o / b:.3f}")
+        print(f"[1] {precision_name(stylizer):9} per iteration {o * 1000:8.1f} ms, bare network "
+              f"{b * 1000:8.1f} ms, ratio {o / b:.3f}")
 
-    if "2" in args.parts and device.type == "cpu":
-        with tempfile.TemporaryDirectory() as tmp:
-            content_path = Path(tmp) / "content.png"
-            write_image(content_path, resize_rgb(frame, (256, 256)))
-            frame256 = read_image(content_path)
-            for precision in ("fp32", "auto"):
-                stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
-                stylizer.stylize(frame256, frame256, 2)
-                ours, theirs = [], []
-                for _ in range(args.repeats):  # alternated, so drift in machine speed hits both
-                    theirs.append(time_pastiche(content_path, style_path, args.iters))
-                    ours.append(time_stylizer(stylizer, frame256, args.iters))
-                o, t = statistics.median(ours), statistics.median(theirs)
-                name = "fp32" if stylizer.dtype is None else str(stylizer.dtype).removeprefix("torch.")
-                print(f"[2] {name:9} per iteration {o * 1000:8.1f} ms, pastiche step {t * 1000:8.1f} ms, "
-                      f"ratio {o / t:.3f}")
-
-    if "w" in args.parts and device.type == "cpu":
-        with tempfile.TemporaryDirectory() as tmp:
-            content_path = Path(tmp) / "content.png"
-            write_image(content_path, resize_rgb(frame, (256, 256)))
-            for precision in ("fp32", "auto"):
-                runs = [time_processes(content_path, style_path, 50, precision, Path(tmp)) for _ in range(2)]
-                o, t = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
-                print(f"[2w] whole process, 50 iterations at 256 px, --precision {precision:5}: vidstyle image "
-                      f"{o:.1f} s, pastiche {t:.1f} s, ratio {o / t:.3f}")
+    if device.type == "cpu" and ("2" in args.parts or "w" in args.parts):
+        compare_with_pastiche(args, frame, style, style_path)
 
     if "3" in args.parts:
         whole, alone = end_to_end_ratio(args.device, args.e2e_size, 24, args.e2e_iters)
@@ -210,6 +188,29 @@ def main() -> None:
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
+
+
+def compare_with_pastiche(args: argparse.Namespace, frame: np.ndarray, style: np.ndarray, style_path: Path) -> None:
+    """[2] per iteration and [2w] whole process against pastiche, on one 256x256 content file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        content_path = Path(tmp) / "content.png"
+        write_image(content_path, resize_rgb(frame, (256, 256)))
+        frame256 = read_image(content_path)
+        for precision in ("fp32", "auto") if "2" in args.parts else ():
+            stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
+            stylizer.stylize(frame256, frame256, 2)
+            ours, theirs = [], []
+            for _ in range(args.repeats):  # alternated, so drift in machine speed hits both
+                theirs.append(time_pastiche(content_path, style_path, args.iters))
+                ours.append(time_stylizer(stylizer, frame256, args.iters))
+            o, t = statistics.median(ours), statistics.median(theirs)
+            print(f"[2] {precision_name(stylizer):9} per iteration {o * 1000:8.1f} ms, pastiche step "
+                  f"{t * 1000:8.1f} ms, ratio {o / t:.3f}")
+        for precision in ("fp32", "auto") if "w" in args.parts else ():
+            runs = [time_processes(content_path, style_path, 50, precision, Path(tmp)) for _ in range(2)]
+            o, t = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            print(f"[2w] whole process, 50 iterations at 256 px, --precision {precision:5}: vidstyle image "
+                  f"{o:.1f} s, pastiche {t:.1f} s, ratio {o / t:.3f}")
 
 
 def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) -> None:
