@@ -102,10 +102,13 @@ class Stylizer:
         self.device = device or resolve_device(config.device)
         self.dtype = resolve_precision(config.precision, self.device)
         self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
-        if self.device.type == "cuda":
-            # NHWC lets cuDNN use its fastest (tensor-core) convolutions; autotuning pays over a whole video.
+        # NHWC lets cuDNN use its fastest (tensor-core) convolutions, and on a CPU oneDNN's; there it also
+        # halves the cost of the Gram gradient (losses._GramError) and of max pooling (README, bench.py [1]).
+        self.channels_last = self.device.type in ("cpu", "cuda")
+        if self.channels_last:
             self.vgg = self.vgg.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # autotuning pays over a whole video of one size
         self.styles = styles
         self._style_cache: dict[tuple[int, int], StyleLoss] = {}
 
@@ -115,7 +118,7 @@ class Stylizer:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     def features(self, image: Tensor, layers: tuple[str, ...] | None = None) -> dict[str, Tensor]:
-        if self.device.type == "cuda":
+        if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
 
         def run(x: Tensor) -> dict[str, Tensor]:
