@@ -17,6 +17,7 @@ _EPS = 1e-8
 
 
 def _is_channels_last(features: Tensor) -> bool:
+    """Stored NHWC. A 1x1 map or a single channel is contiguous both ways; NCHW handles those."""
     return features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
 
 
