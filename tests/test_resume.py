@@ -18,7 +18,9 @@ from vidstyle.checkpoint import WorkDir
 from vidstyle.errors import CheckpointError
 from vidstyle.io.images import write_image
 
-FLAGS = ("--size", "64", "--iters", "3", "--first-iters", "6", "--device", "cpu", "--seed", "3", "--flow", "dis",
+# Enough iterations that the frames left after the third checkpoint take over a second: the signal tests must
+# interrupt a render that is still running (at 3 a frame a fast run could finish first and exit 0).
+FLAGS = ("--size", "64", "--iters", "12", "--first-iters", "6", "--device", "cpu", "--seed", "3", "--flow", "dis",
          "--keep-frames", "--quiet")
 
 
