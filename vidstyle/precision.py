@@ -39,10 +39,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cpu":
             raise UsageError("--precision fp16 is for GPUs; use bf16 or fp32 on the CPU")
         return torch.float16
-    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
-        device.type == "cpu" and _cpu_has_bf16())
     if name == "bf16":
         return torch.bfloat16
+    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+        device.type == "cpu" and _cpu_has_bf16())
     return torch.bfloat16 if native_bf16 else None
 
 
