@@ -13,12 +13,17 @@ from torch import Tensor
 
 StepCallback = Callable[[int, Tensor], None]
 
+# L-BFGS memory (pairs of image-sized vectors), which every iteration reads twice over. Measured at 256 px:
+# 20 pairs instead of 50 made 40-iteration frames 0.8 % faster (bf16), and left final losses 0.1 % higher after
+# 200 iterations and unchanged after 40; 10 pairs were 0.4 % higher (README, "L-BFGS memory").
+LBFGS_HISTORY = 20
+
 
 def _run_lbfgs(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, on_step: StepCallback | None) -> Tensor:
     # One step() call with max_iter = max_eval = iters gives exactly `iters` evaluations. No line search, like
     # neural-style: it would spend evaluations we count. Zero tolerances: never stop early, since a render
     # is budgeted in iterations and stopping at different points would make frames unrepeatable.
-    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, max_eval=iters, history_size=min(iters, 50),
+    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, max_eval=iters, history_size=min(iters, LBFGS_HISTORY),
                             tolerance_grad=0.0, tolerance_change=0.0)
     count = 0
     last = torch.zeros(())
