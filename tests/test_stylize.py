@@ -9,8 +9,8 @@ from conftest import shared_asset
 
 from vidstyle.config import Config
 from vidstyle.io.images import read_image, resize_rgb
-from vidstyle.losses import StyleLoss, gram
-from vidstyle.model import STYLE_LAYERS, default_weights_path, load_state, load_vgg
+from vidstyle.losses import ContentLoss, StyleLoss, gram, tv_loss
+from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
 from vidstyle.precision import resolve_precision
 from vidstyle.stylize import Stylizer, coarse_sizes, keep_colors, to_rgb8, to_tensor
@@ -62,6 +62,32 @@ def test_gram_is_resolution_normalized() -> None:
     small = torch.rand(1, 8, 16, 16)
     tiled = small.repeat(1, 1, 2, 2)
     assert torch.allclose(gram(small), gram(tiled), atol=1e-5)
+
+
+def test_activations_come_shallowest_first_and_stop_at_the_deepest(vgg) -> None:
+    image = torch.rand(1, 3, 32, 32)
+    seen = [name for name, _ in vgg.activations(image, ("relu3_1", "relu1_1"))]
+    assert seen == ["relu1_1", "relu3_1"]
+    assert vgg(image)["relu4_2"].shape == (1, 512, 4, 4)
+
+
+def test_gram_is_the_same_in_either_layout() -> None:
+    # NHWC on a CPU takes the 1x1-convolution route, NCHW the matmul: both must give the same Gram.
+    feats = torch.rand(1, 16, 9, 7)
+    nhwc = feats.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(gram(nhwc), gram(feats), rtol=1e-5)
+    assert gram(nhwc).shape == (1, 16, 16)
+
+
+def test_content_gradient_keeps_the_activations_layout() -> None:
+    # A gradient in the other layout than the network's costs a conversion at every iteration; F.mse_loss and
+    # mean() both hand back NCHW for NHWC input, which is what this guards against.
+    target = torch.rand(1, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    leaf = torch.rand(1, 8, 6, 5).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    features = leaf * 1.0  # a non-leaf, like an activation: autograd does not convert its gradient
+    (grad,) = torch.autograd.grad(ContentLoss(target)(features), features)
+    assert grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(ContentLoss(target)(features), (features - target).square().mean() / target.square().mean())
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -121,6 +147,22 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
         stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
         losses[precision] = stylizer.stylize(content, content, 15).loss
     assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_objective_taken_layer_by_layer_is_the_weighted_sum_of_the_terms(images, precision: str) -> None:
+    frame, style = images
+    cfg = Config(device="cpu", precision=precision, content_weight=0.5, style_weight=3.0, tv_weight=2.0)
+    stylizer = Stylizer(cfg, [style])
+    content = to_tensor(frame, stylizer.device)
+    image = torch.rand_like(content)
+    with torch.no_grad():
+        streamed = stylizer.objective(content)(image)
+        feats = stylizer.features(image)
+        content_loss = ContentLoss(stylizer.features(content, CONTENT_LAYERS)["relu4_2"])
+        style_loss = stylizer.style_loss((frame.shape[1], frame.shape[0]))
+        whole = 0.5 * content_loss(feats["relu4_2"]) + 3.0 * style_loss(feats) + 2.0 * tv_loss(image)
+    assert torch.allclose(streamed, whole, rtol=1e-5)
 
 
 def test_fp16_gradient_matches_fp32(images) -> None:

@@ -9,6 +9,7 @@ differently (and its compiled ops do not load with the CPU torch we target), so 
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -96,23 +97,29 @@ class VGGFeatures(nn.Module):
         """RGB in 0..1 (N, 3, H, W) -> the network's input: BGR in 0..255 minus the mean pixel."""
         return rgb.flip(1) * 255.0 - self.mean
 
-    def forward(self, rgb: torch.Tensor, layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-        """Activations of `layers` (default: all this extractor was built for); stops at the deepest one."""
+    def activations(self, rgb: torch.Tensor, layers: tuple[str, ...] | None = None
+                    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """(relu name, activation) for each of `layers` (default: all this extractor was built for) as soon as
+        the network computes it, shallowest first; stops at the deepest one."""
         wanted = set(layers or self.layers)
         x = self.preprocess(rgb)
-        out: dict[str, torch.Tensor] = {}
+        found = 0
         for name, conv in self.convs.items():
             # In-place ReLU is safe for autograd here (ReLU's backward needs only its output) and saves
             # one activation-sized buffer per layer.
             x = torch.relu_(conv(x))
             relu = "relu" + name.removeprefix("conv")
             if relu in wanted:
-                out[relu] = x
-                if len(out) == len(wanted):
-                    break
+                yield relu, x
+                found += 1
+                if found == len(wanted):
+                    return
             if name in _POOL_AFTER:
                 x = self.pool(x)
-        return out
+
+    def forward(self, rgb: torch.Tensor, layers: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+        """{relu name: activation} for `layers` (default: all this extractor was built for)."""
+        return dict(self.activations(rgb, layers))
 
 
 def load_vgg(

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from vidstyle.errors import UsageError
-
-NetworkCall = Callable[[Tensor], dict[str, Tensor]]
 
 
 def _cpu_has_bf16() -> bool:
@@ -70,12 +67,16 @@ def fp16_grad_scale(height: int, width: int) -> float:
     return 2.0 ** round(math.log2(4 * height * width))
 
 
-def scale_network_grads(image: Tensor, run: NetworkCall, factor: float) -> dict[str, Tensor]:
-    """run(image) with the gradient multiplied by `factor` between the losses and the network, and divided
-    again before it reaches the image: the network's backward sees large numbers, the image the true gradient.
+def scale_down_grad(image: Tensor, factor: float) -> Tensor:
+    """The image as the network's input, its gradient divided by `factor` again before it reaches the image."""
+    return _ScaleGrad.apply(image, 1.0 / factor)
 
-    The features are handed to the losses as float32, so that the scaling happens before the gradient is
-    cast down to fp16 (scaling an fp16 gradient that has already underflowed would scale zeros).
+
+def scale_up_grad(features: Tensor, factor: float) -> Tensor:
+    """An activation as float32 for the losses, their gradient multiplied by `factor` on its way into the network.
+
+    The scaling happens on the float32 copy, before the gradient is cast down to fp16: scaling an fp16
+    gradient that has already underflowed would scale zeros. Between the two, the network's backward sees
+    large numbers and the image the true gradient.
     """
-    features = run(_ScaleGrad.apply(image, 1.0 / factor))
-    return {name: _ScaleGrad.apply(value.float(), factor) for name, value in features.items()}
+    return _ScaleGrad.apply(features.float(), factor)
