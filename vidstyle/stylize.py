@@ -112,7 +112,8 @@ class Stylizer:
         self.styles = styles
         self._style_cache: dict[tuple[int, int], StyleLoss] = {}
 
-    def _autocast(self) -> AbstractContextManager[object]:
+    def autocast(self) -> AbstractContextManager[object]:
+        """The precision the network runs in (nothing for fp32); the losses run outside it."""
         if self.dtype is None:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -131,7 +132,7 @@ class Stylizer:
             image = scale_down_grad(image, scale)
         network = self.vgg.activations(image, layers)
         while True:
-            with self._autocast():  # only around the network: the losses between layers stay float32
+            with self.autocast():  # only around the network: the losses between layers stay float32
                 found = next(network, None)
             if found is None:
                 return
