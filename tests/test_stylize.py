@@ -182,6 +182,18 @@ def test_fp16_gradient_matches_fp32(images) -> None:
     assert float((half - exact).norm() / exact.norm()) < 0.05
 
 
+def test_bf16_network_holds_bf16_weights_with_autocasts_arithmetic(vgg, images) -> None:
+    # Cast once instead of by autocast at every iteration; the activations must not change.
+    frame, style = images
+    stylizer = Stylizer(Config(device="cpu", precision="bf16"), [style])
+    assert stylizer.vgg.convs["conv1_1"].weight.dtype == torch.bfloat16
+    image = to_tensor(frame, stylizer.device)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = vgg(image.contiguous(memory_format=torch.channels_last))
+    for layer, value in stylizer.features(image).items():
+        assert torch.equal(value, expected[layer])
+
+
 def test_precision_choice() -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None

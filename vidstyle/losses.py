@@ -33,8 +33,9 @@ def _rows(features: Tensor) -> Tensor:
 def _as_convolution(features: Tensor) -> bool:
     """Run the Gram products as 1x1 convolutions: one NHWC image on a CPU.
 
-    There oneDNN's convolution kernels beat MKL's matmul on these tall, thin products (on the README's CPU,
-    by 10-35 % per layer; "Gram matrices"). A batch, NCHW, or a GPU (cuBLAS) keep the plain matmul.
+    There oneDNN's convolution kernels beat MKL's matmul on these tall, thin products: on the README's CPU the
+    five style layers' Grams took 12 % less time at 256 px in fp32, their gradients 16 % less, most of it at
+    the 64- and 128-channel layers ("Losses"). A batch, NCHW, or a GPU (cuBLAS) keep the plain matmul.
     """
     return features.device.type == "cpu" and features.shape[0] == 1 and _is_channels_last(features)
 

@@ -15,7 +15,7 @@ StepCallback = Callable[[int, Tensor], None]
 
 # L-BFGS memory (pairs of image-sized vectors), which every iteration reads twice over. Measured at 256 px:
 # 20 pairs instead of 50 made 40-iteration frames 0.8 % faster (bf16), and left final losses 0.1 % higher after
-# 200 iterations and unchanged after 40; 10 pairs were 0.4 % higher (README, "L-BFGS memory").
+# 200 iterations and unchanged after 40; 10 pairs were 0.4 % higher (README, "L-BFGS").
 LBFGS_HISTORY = 20
 
 

@@ -73,7 +73,7 @@ def scale_down_grad(image: Tensor, factor: float) -> Tensor:
 
 
 def scale_up_grad(features: Tensor, factor: float) -> Tensor:
-    """An activation as float32 for the losses, their gradient multiplied by `factor` on its way into the network.
+    """An activation as float32 for the losses; their gradient is multiplied by `factor` on its way into the network.
 
     The scaling happens on the float32 copy, before the gradient is cast down to fp16: scaling an fp16
     gradient that has already underflowed would scale zeros. Between the two, the network's backward sees
