@@ -332,5 +332,6 @@ def compare_compiled(args: argparse.Namespace, style: np.ndarray, device: torch.
     print(f"[k] torch.compile of the network ({precision_name(stylizer)}): {compile_s:.0f} s to compile, forward + "
           f"input gradient compiled {c * 1000:.1f} ms, eager {e * 1000:.1f} ms, ratio {c / e:.3f}")
 
+
 if __name__ == "__main__":
     main()
