@@ -9,7 +9,7 @@ from conftest import shared_asset
 
 from vidstyle.config import Config
 from vidstyle.io.images import read_image, resize_rgb
-from vidstyle.losses import ContentLoss, StyleLoss, gram, tv_loss
+from vidstyle.losses import ContentLoss, StyleLoss, _gram_error, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
 from vidstyle.precision import resolve_precision
@@ -106,6 +106,27 @@ def test_style_loss_value_and_gradient_match_plain_autograd(layout: torch.memory
         assert torch.allclose(fused_in[k].grad, plain_in[k].grad, rtol=1e-4, atol=1e-7)
         # The gradient comes back in the activations' layout: a mismatch would cost a conversion per iteration.
         assert fused_in[k].grad.is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_bf16_gram_error_is_rounded_relative_to_the_error_not_the_gram(layout: torch.memory_format) -> None:
+    # Near convergence the Gram is close to its target: a Gram rounded to bf16 and then differenced would be
+    # off by several percent of the difference; the error must come out as accurate as one bf16 rounding of it.
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.rand(2, 32, 24, 20, generator=gen).bfloat16().contiguous(memory_format=layout)
+    exact = gram(feats.double())
+    noise = torch.randn(32, 32, generator=gen, dtype=torch.float64)
+    target = (exact * (1 + 0.01 * (noise + noise.T))).float()
+    error = _gram_error(feats, target)
+    assert error.dtype == torch.float32
+    wanted = exact - target.double()
+
+    def relative(e: torch.Tensor) -> float:
+        return float((e.double() - wanted).norm() / wanted.norm())
+
+    assert relative(error) < 4e-3  # one rounding to bf16's 8 significant bits: at most 2^-8 of each entry
+    rows = feats.flatten(2)
+    assert relative((rows @ rows.transpose(1, 2) / 480).float() - target) > 1e-2  # what the test guards against
 
 
 def test_style_loss_keeps_bf16_features_gradient_in_bf16() -> None:
