@@ -11,36 +11,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-StepCallback = Callable[[int, Tensor], None]
+from vidstyle.lbfgs import StepCallback, run_lbfgs
 
 # L-BFGS memory (pairs of image-sized vectors), which every iteration reads twice over. Measured at 256 px:
 # 20 pairs instead of 50 made 40-iteration frames 0.8 % faster (bf16), and left final losses 0.1 % higher after
 # 200 iterations and unchanged after 40; 10 pairs were 0.4 % higher (README, "L-BFGS").
 LBFGS_HISTORY = 20
-
-
-def _run_lbfgs(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, on_step: StepCallback | None) -> Tensor:
-    # One step() call with max_iter = max_eval = iters gives exactly `iters` evaluations. No line search, like
-    # neural-style: it would spend evaluations we count. Zero tolerances: never stop early, since a render
-    # is budgeted in iterations and stopping at different points would make frames unrepeatable.
-    opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iters, max_eval=iters, history_size=min(iters, LBFGS_HISTORY),
-                            tolerance_grad=0.0, tolerance_change=0.0)
-    count = 0
-    last = torch.zeros(())
-
-    def closure() -> Tensor:
-        nonlocal count, last
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(x)
-        loss.backward()
-        count += 1
-        last = loss.detach()
-        if on_step is not None:
-            on_step(count, last)
-        return loss
-
-    opt.step(closure)
-    return last
 
 
 def _run_adam(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, lr: float,
@@ -63,7 +39,9 @@ def stylize_frame(init: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int,
     """Optimize a copy of `init` (N, 3, H, W, RGB in 0..1); returns (image clamped to 0..1, last loss)."""
     x = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     if optimizer == "lbfgs":
-        last = _run_lbfgs(x, loss_fn, iters, on_step)
+        # No line search, like neural-style: it would spend evaluations we count. No tolerances: a render is
+        # budgeted in iterations (see vidstyle.lbfgs for why not torch.optim.LBFGS).
+        last = run_lbfgs(x, loss_fn, iters, LBFGS_HISTORY, on_step)
     elif optimizer == "adam":
         last = _run_adam(x, loss_fn, iters, lr, on_step)
     else:
