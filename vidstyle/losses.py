@@ -3,8 +3,9 @@
 Departures from the paper, and why: features and Grams are averaged over positions (not summed), and the
 content and style terms are relative errors (divided by the target's energy), so their size does not change
 with resolution or from layer to layer; every style layer then counts equally without hand-tuned layer
-weights. Grams and all loss arithmetic stay in float32 even when the network runs in bf16/fp16: fp16
-Grams overflow.
+weights. Grams accumulate, and all loss arithmetic runs, in float32 even when the network runs in bf16/fp16:
+fp16 Grams overflow, and a Gram rounded to bf16 loses the small difference to its target that the loss is
+made of (on a CPU in bf16 that difference itself is rounded once, see _gram_error).
 """
 
 from __future__ import annotations
