@@ -63,26 +63,26 @@ def _times_symmetric(features: Tensor, matrix: Tensor) -> Tensor:
     return torch.bmm(matrix, features.flatten(2)).view_as(features)
 
 
+def gram(features: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, C) float32 Gram matrix averaged over the H*W positions."""
+    return _gram_sum(features.float()) / (features.shape[-2] * features.shape[-1])
+
+
 def _gram_error(features: Tensor, target: Tensor) -> Tensor:
     """gram(features) - target in float32, for features in any dtype."""
-    positions = features.shape[-2] * features.shape[-1]
     if not (features.dtype == torch.bfloat16 and features.device.type == "cpu"):
-        return _gram_sum(features.float()).div_(positions).sub_(target)
+        return gram(features).sub_(target)
     # A CPU has no bf16-in/float32-out product, and a float32 Gram costs it twice a bf16 one plus a float32 copy
     # of the activations. So the bf16 product starts its float32 accumulator at minus the target's bf16 part:
     # its one rounding is then relative to the Gram's error, not to the Gram (1e-3 of the error; a bf16 Gram
     # would be off by 5e-2 of it), the rounding the backward gives that error anyway. The target's float32
     # remainder is taken off after. Half the time of the float32 Gram at 256 px (README, "Losses").
+    positions = features.shape[-2] * features.shape[-1]
     summed = target * positions
     leading = summed.to(torch.bfloat16)
     rows = _rows(features)
     error = torch.baddbmm(leading, rows.transpose(1, 2), rows, beta=-1)
     return error.float().sub_(summed - leading.float()).div_(positions)
-
-
-def gram(features: Tensor) -> Tensor:
-    """(N, C, H, W) -> (N, C, C) float32 Gram matrix averaged over the H*W positions."""
-    return _gram_sum(features.float()) / (features.shape[-2] * features.shape[-1])
 
 
 class ContentLoss(nn.Module):
