@@ -103,8 +103,9 @@ def run_lbfgs(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, histor
     """
     flat = x.detach().view(-1)
     pairs = _Pairs(flat, max(1, min(history, iters)))
-    step, previous = torch.empty_like(flat), torch.empty_like(flat)
+    step = torch.empty_like(flat)
     loss, grad = _evaluate(x, loss_fn)
+    previous = grad  # the gradient before the last step; each evaluation returns a new tensor, so none is copied
     for count in range(1, iters + 1):
         if on_step is not None:
             on_step(count, loss)
@@ -116,8 +117,7 @@ def run_lbfgs(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, histor
         else:
             pairs.direction(grad, pairs.add(step, grad, previous), out=step)
         flat.add_(step)
-        previous.copy_(grad)
-        loss, grad = _evaluate(x, loss_fn)
+        previous, (loss, grad) = grad, _evaluate(x, loss_fn)
     return loss
 
 
