@@ -14,6 +14,7 @@ import pytest
 from vidstyle.assets import builtin_style, demo_clip
 from vidstyle.io.decode import read_frames
 from vidstyle.io.ffmpeg import ffmpeg_exe
+from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,13 @@ def starry() -> Path:
     path = builtin_style("starry-night")
     assert path is not None and path.exists()
     return path
+
+
+@pytest.fixture(scope="session")
+def images(starry: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The demo clip's first frame at 64x36 and the bundled Starry Night: a tiny real content and style."""
+    frame = next(read_frames(probe_video(demo_clip()), (64, 36))).rgb.copy()
+    return frame, read_image(starry)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from vidstyle.config import Config
-from vidstyle.io.images import read_image
 from vidstyle.lbfgs import run_lbfgs
 from vidstyle.stylize import Stylizer, to_tensor
 
@@ -79,13 +78,9 @@ def test_never_reads_a_tensor_back_to_the_host() -> None:
         torch_lbfgs(x.detach(), bumpy, 12, 4)
 
 
-def test_same_losses_as_torch_on_a_stylization(starry) -> None:
-    from vidstyle.assets import demo_clip
-    from vidstyle.io.decode import read_frames
-    from vidstyle.io.probe import probe_video
-
-    frame = next(read_frames(probe_video(demo_clip()), (64, 36))).rgb.copy()
-    stylizer = Stylizer(Config(device="cpu", precision="fp32"), [read_image(starry)])
+def test_same_losses_as_torch_on_a_stylization(images) -> None:
+    frame, style = images
+    stylizer = Stylizer(Config(device="cpu", precision="fp32"), [style])
     content = to_tensor(frame, stylizer.device)
     loss_fn = stylizer.objective(content)
     _, theirs = torch_lbfgs(content, loss_fn, 12, 20)

@@ -21,16 +21,6 @@ def vgg():
     return load_vgg()
 
 
-@pytest.fixture(scope="module")
-def images(starry):
-    from vidstyle.assets import demo_clip
-    from vidstyle.io.decode import read_frames
-    from vidstyle.io.probe import probe_video
-
-    frame = next(read_frames(probe_video(demo_clip()), (64, 36))).rgb.copy()
-    return frame, read_image(starry)
-
-
 def test_weights_are_the_original_vgg19(vgg) -> None:
     state = load_state(default_weights_path())
     assert state["conv1_1.weight"].shape == (64, 3, 3, 3)
