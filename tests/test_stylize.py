@@ -150,6 +150,27 @@ def test_stylized_frame_moves_towards_the_style(images) -> None:
     assert after < 0.8 * before
 
 
+def test_a_start_at_the_content_takes_the_content_target_from_the_first_evaluation(images) -> None:
+    frame, style = images
+    stylizer = Stylizer(Config(device="cpu", precision="fp32"), [style])
+    stylizer.style_loss((frame.shape[1], frame.shape[0]))  # the style's own pass, once per size
+    passes = []
+    network = stylizer.vgg.activations
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return network(*args, **kwargs)
+
+    stylizer.vgg.activations = counted  # type: ignore[method-assign]
+    shared = stylizer.stylize(frame, frame, 6)
+    assert len(passes) == 6  # one per iteration, none for the target
+    passes.clear()
+    own = stylizer.stylize(frame, frame.copy(), 6)  # an equal start that is not the content: a target pass
+    assert len(passes) == 7
+    assert shared.loss == pytest.approx(own.loss, rel=1e-5)
+    assert np.abs(shared.rgb.astype(int) - own.rgb).max() <= 1
+
+
 def test_bf16_matches_fp32_within_two_percent() -> None:
     content = resize_rgb(read_image(shared_asset("coffee.png")), (96, 64))
     style = read_image(shared_asset("great_wave_hokusai.jpg"))

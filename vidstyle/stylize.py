@@ -161,19 +161,30 @@ class Stylizer:
             self._style_cache[render_size] = StyleLoss(blend_grams(grams, weights)).to(self.device)
         return self._style_cache[render_size]
 
-    def objective(self, content: Tensor, temporal: TemporalLoss | None = None) -> Callable[[Tensor], Tensor]:
-        """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame."""
+    def objective(self, content: Tensor, temporal: TemporalLoss | None = None,
+                  starts_at_content: bool = False) -> Callable[[Tensor], Tensor]:
+        """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame.
+
+        With `starts_at_content`, the caller promises that the first image evaluated is `content` itself; the
+        content target is then taken from that evaluation's activations instead of a forward pass of its own
+        (a first frame or a still: one network pass in 40 iterations saved, about 1 % at 256 px).
+        """
         cfg = self.config
-        with torch.no_grad():
-            content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
+        content_loss: ContentLoss | None = None
+        if not starts_at_content:
+            with torch.no_grad():
+                content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
         style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
 
         def loss_fn(image: Tensor) -> Tensor:
+            nonlocal content_loss
             terms = [cfg.tv_weight * tv_loss(image)]
             if temporal is not None and cfg.temporal_weight > 0:
                 terms.append(cfg.temporal_weight * temporal(image))
             for layer, features in self.activations(image):
                 if layer in CONTENT_LAYERS:
+                    if content_loss is None:
+                        content_loss = ContentLoss(features.detach())
                     terms.append(cfg.content_weight * content_loss(features))
                 if layer in style_loss.layers:
                     terms.append(cfg.style_weight * style_loss.term(layer, features))
@@ -217,7 +228,7 @@ class Stylizer:
                   temporal: TemporalLoss | None, on_step: StepCallback | None) -> FrameResult:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
-        loss_fn = self.objective(content_t, temporal)
+        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content)
         image, loss_t = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
         loss = float(loss_t)
         if not math.isfinite(loss):
