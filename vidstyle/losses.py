@@ -5,10 +5,12 @@ content and style terms are relative errors (divided by the target's energy), so
 with resolution or from layer to layer; every style layer then counts equally without hand-tuned layer
 weights. Grams accumulate, and all loss arithmetic runs, in float32 even when the network runs in bf16/fp16:
 fp16 Grams overflow, and a Gram rounded to bf16 loses the small difference to its target that the loss is
-made of (on a CPU in bf16 that difference itself is rounded once, see _gram_error).
+made of (on a CPU in bf16 that difference itself is rounded once, see _gram_error_sum).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -68,21 +70,36 @@ def gram(features: Tensor) -> Tensor:
     return _gram_sum(features.float()) / (features.shape[-2] * features.shape[-1])
 
 
-def _gram_error(features: Tensor, target: Tensor) -> Tensor:
-    """gram(features) - target in float32, for features in any dtype."""
+class SummedTarget(NamedTuple):
+    """A target Gram times the positions it is compared over, so that it meets the Gram as summed, not averaged.
+
+    `leading` is its bf16 rounding, where a CPU's bf16 product starts its accumulator, and `remainder` what that
+    rounding leaves out. They depend only on the target and the frame size, so a StyleLoss makes them once.
+    """
+
+    full: Tensor
+    leading: Tensor
+    remainder: Tensor
+
+
+def summed_target(target: Tensor, positions: int) -> SummedTarget:
+    full = target.float() * positions
+    leading = full.to(torch.bfloat16)
+    return SummedTarget(full, leading, full - leading.float())
+
+
+def _gram_error_sum(features: Tensor, target: SummedTarget) -> Tensor:
+    """positions x (gram(features) - target) in float32, for features in any dtype."""
     if not (features.dtype == torch.bfloat16 and features.device.type == "cpu"):
-        return gram(features).sub_(target)
+        return _gram_sum(features.float()).sub_(target.full)
     # A CPU has no bf16-in/float32-out product, and a float32 Gram costs it twice a bf16 one plus a float32 copy
     # of the activations. So the bf16 product starts its float32 accumulator at minus the target's bf16 part:
     # its one rounding is then relative to the Gram's error, not to the Gram (1e-3 of the error; a bf16 Gram
     # would be off by 5e-2 of it), the rounding the backward gives that error anyway. The target's float32
     # remainder is taken off after. Half the time of the float32 Gram at 256 px (README, "Losses").
-    positions = features.shape[-2] * features.shape[-1]
-    summed = target * positions
-    leading = summed.to(torch.bfloat16)
     rows = _rows(features)
-    error = torch.baddbmm(leading, rows.transpose(1, 2), rows, beta=-1)
-    return error.float().sub_(summed - leading.float()).div_(positions)
+    error = torch.baddbmm(target.leading, rows.transpose(1, 2), rows, beta=-1)
+    return torch.sub(error, target.remainder)  # promoted to float32: the bf16 error is exact in it
 
 
 class ContentLoss(nn.Module):
@@ -110,16 +127,19 @@ class _GramError(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, features: Tensor, target: Tensor,  # type: ignore[override]
-                scale: float) -> Tensor:
-        positions = features.shape[-2] * features.shape[-1]
+    def forward(ctx: torch.autograd.function.FunctionCtx, features: Tensor,  # type: ignore[override]
+                target: SummedTarget, scale: float) -> Tensor:
+        # The error is kept summed over positions, as the product makes it: the averages' 1/positions goes into
+        # the scalar coefficients instead of a pass over the matrix.
+        per_entry = scale / (features.shape[-2] * features.shape[-1]) ** 2
         with torch.autocast(features.device.type, enabled=False):  # the error stays float32 whatever the caller
-            diff = _gram_error(features, target)
+            diff = _gram_error_sum(features, target)
         # Save the network's own activations: for bf16 that is half the memory of the float32 copy, and the
         # backward product then runs in bf16 like the rest of the network's backward pass.
         ctx.save_for_backward(features, diff)
-        ctx.coef = 4.0 * scale / positions  # type: ignore[attr-defined]
-        return diff.square().sum() * scale
+        ctx.coef = 4.0 * per_entry  # type: ignore[attr-defined]
+        flat = diff.view(-1)
+        return torch.dot(flat, flat) * per_entry
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
@@ -135,15 +155,27 @@ class StyleLoss(nn.Module):
     def __init__(self, target_grams: dict[str, Tensor]) -> None:
         super().__init__()
         self.layers = tuple(target_grams)
-        # Python floats, read once here: a tensor scale would be a host sync per iteration on CUDA.
-        self.scales = tuple(1.0 / (float(g.float().square().sum()) + _EPS) for g in target_grams.values())
+        # Python floats, read once here: a tensor scale would be a host sync per iteration on CUDA. Each layer's
+        # share of the mean is in it.
+        self.scales = tuple(1.0 / (float(g.float().square().sum()) + _EPS) / len(self.layers)
+                            for g in target_grams.values())
         for i, layer in enumerate(self.layers):
             self.register_buffer(f"target{i}", target_grams[layer].detach().float())
+        self._summed: dict[tuple[int, int, torch.device], SummedTarget] = {}
+
+    def summed(self, i: int, positions: int) -> SummedTarget:
+        """Layer i's target for `positions` positions, made on first use (the buffers may have moved since)."""
+        target = getattr(self, f"target{i}")
+        key = (i, positions, target.device)
+        if key not in self._summed:
+            self._summed[key] = summed_target(target, positions)
+        return self._summed[key]
 
     def term(self, layer: str, features: Tensor) -> Tensor:
         """One layer's share of the loss, so that the terms can be taken as the network produces the layers."""
         i = self.layers.index(layer)
-        return _GramError.apply(features, getattr(self, f"target{i}"), self.scales[i]) / len(self.layers)
+        target = self.summed(i, features.shape[-2] * features.shape[-1])
+        return _GramError.apply(features, target, self.scales[i])
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         return torch.stack([self.term(layer, features[layer]) for layer in self.layers]).sum()
