@@ -80,6 +80,28 @@ def test_content_gradient_keeps_the_activations_layout() -> None:
     assert torch.allclose(ContentLoss(target)(features), (features - target).square().mean() / target.square().mean())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_content_and_tv_losses_match_plain_autograd(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 8, 6, 5, generator=gen).contiguous(memory_format=torch.channels_last)
+    features = torch.rand(1, 8, 6, 5, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
+    image = torch.rand(2, 3, 7, 9, generator=gen)
+    cases = [
+        (ContentLoss(target), lambda f: (f.float() - target).square().mean() / target.square().mean(), features),
+        (tv_loss, lambda x: 100 * ((x[..., 1:] - x[..., :-1]).square().mean()
+                                   + (x[..., 1:, :] - x[..., :-1, :]).square().mean()), image),
+    ]
+    for ours, plain, value in cases:
+        mine, reference = value.clone().requires_grad_(True), value.clone().requires_grad_(True)
+        loss, expected = ours(mine), plain(reference)
+        (3.0 * loss).backward()
+        (3.0 * expected).backward()
+        assert torch.allclose(loss, expected, rtol=1e-5)
+        assert mine.grad.dtype == value.dtype
+        assert torch.allclose(mine.grad.float(), reference.grad.float(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-5,
+                              atol=1e-8)
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_style_loss_value_and_gradient_match_plain_autograd(layout: torch.memory_format) -> None:
     gen = torch.Generator().manual_seed(0)
