@@ -9,7 +9,7 @@ from conftest import shared_asset
 
 from vidstyle.config import Config
 from vidstyle.io.images import read_image, resize_rgb
-from vidstyle.losses import ContentLoss, StyleLoss, _gram_error_sum, gram, summed_target, tv_loss
+from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, _gram_error_sum, gram, summed_target, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
 from vidstyle.precision import resolve_precision
@@ -81,15 +81,17 @@ def test_content_gradient_keeps_the_activations_layout() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_content_and_tv_losses_match_plain_autograd(dtype: torch.dtype) -> None:
+def test_content_tv_and_temporal_losses_match_plain_autograd(dtype: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(0)
     target = torch.rand(1, 8, 6, 5, generator=gen).contiguous(memory_format=torch.channels_last)
     features = torch.rand(1, 8, 6, 5, generator=gen).to(dtype).contiguous(memory_format=torch.channels_last)
     image = torch.rand(2, 3, 7, 9, generator=gen)
+    warped, mask = torch.rand(2, 3, 7, 9, generator=gen), (torch.rand(2, 1, 7, 9, generator=gen) > 0.3).float()
     cases = [
         (ContentLoss(target), lambda f: (f.float() - target).square().mean() / target.square().mean(), features),
         (tv_loss, lambda x: 100 * ((x[..., 1:] - x[..., :-1]).square().mean()
                                    + (x[..., 1:, :] - x[..., :-1, :]).square().mean()), image),
+        (TemporalLoss(warped, mask), lambda x: 100 * (mask * (x - warped).square()).mean(), image),
     ]
     for ours, plain, value in cases:
         mine, reference = value.clone().requires_grad_(True), value.clone().requires_grad_(True)

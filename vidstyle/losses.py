@@ -103,27 +103,29 @@ def _gram_error_sum(features: Tensor, target: SummedTarget) -> Tensor:
 
 
 class _SquaredError(torch.autograd.Function):
-    """scale * ||features - target||^2 (target float32) with the gradient 2 * scale * difference, in the
-    features' dtype and layout.
+    """scale * sum(weight * (x - target)^2) for a float32 target and an optional weight that broadcasts over x,
+    with the gradient 2 * scale * weight * (x - target) written directly, in x's dtype and layout.
 
     Autograd through the plain expression converts, subtracts, squares and scales twice over, a pass over the
-    activation each: 1.0-1.4 ms forward + backward at relu4_2 at 256 px in bf16, against 0.25 ms here
-    (README, "Losses"). Its mean() would also hand back an NCHW gradient for NHWC activations, which then costs a layout
+    activation each: 1.0-1.4 ms forward + backward at relu4_2 at 256 px in bf16, against 0.25 ms here (README,
+    "Losses"). Its mean() would also hand back an NCHW gradient for NHWC activations, which then costs a layout
     change to add to the network's gradient.
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, features: Tensor, target: Tensor,  # type: ignore[override]
-                scale: Tensor) -> Tensor:
-        diff = torch.sub(features, target)  # promoted to float32, in the features' layout
-        ctx.save_for_backward(diff, scale)
-        ctx.dtype = features.dtype  # type: ignore[attr-defined]
-        return torch.sum(diff * diff) * scale
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: Tensor, target: Tensor,  # type: ignore[override]
+                scale: Tensor | float, weight: Tensor | None) -> Tensor:
+        diff = torch.sub(x, target)  # promoted to float32, in x's layout
+        weighted = diff if weight is None else diff * weight
+        ctx.save_for_backward(weighted)
+        ctx.scale, ctx.dtype = scale, x.dtype  # type: ignore[attr-defined]
+        return torch.sum(diff * weighted) * scale
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        diff, scale = ctx.saved_tensors  # type: ignore[attr-defined]
-        return (diff * (grad * scale * 2.0)).to(ctx.dtype), None, None  # type: ignore[attr-defined]
+    def backward(ctx: torch.autograd.function.FunctionCtx,  # type: ignore[override]
+                 grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (weighted,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return (weighted * (grad * ctx.scale * 2.0)).to(ctx.dtype), None, None, None  # type: ignore[attr-defined]
 
 
 class ContentLoss(nn.Module):
@@ -136,7 +138,7 @@ class ContentLoss(nn.Module):
         self.register_buffer("scale", 1.0 / ((target.square().mean() + _EPS) * target.numel()))
 
     def forward(self, features: Tensor) -> Tensor:
-        return _SquaredError.apply(features, self.target, self.scale)
+        return _SquaredError.apply(features, self.target, self.scale, None)
 
 
 class _GramError(torch.autograd.Function):
@@ -255,5 +257,6 @@ class TemporalLoss(nn.Module):
         self.register_buffer("mask", mask.detach().float())
 
     def forward(self, image: Tensor) -> Tensor:
-        # x 100 for the same reason as tv_loss: pixels are in 0..1, so raw squared errors are tiny.
-        return (self.mask * (image - self.warped).square()).mean() * 100.0
+        # The mean over the image; x 100 for the same reason as tv_loss: pixels are in 0..1, so raw squared
+        # errors are tiny.
+        return _SquaredError.apply(image, self.warped, 100.0 / image.numel(), self.mask)
