@@ -1,0 +1,47 @@
+"""scripts/bench.py runs end to end at toy sizes and prints figures that agree with their own parts.
+
+Not a speed test (speed is read from the script's full run, README "Measured performance"): this keeps the
+benchmark itself from rotting as the code under it changes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+_NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
+
+
+def _run_bench(*args: str) -> str:
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--size", "64", "--iters", "2", "--repeats", "1",
+           "--floor-pairs", "1", "--e2e-size", "64", "--e2e-iters", "2", "--e2e-pairs", "1", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_bench_prints_each_figure_consistently() -> None:
+    out = _run_bench("--parts", "13q")
+
+    floors = re.findall(rf"\[1\] (\S+) +per iteration +{_NUMBER} ms, bare network +{_NUMBER} ms, ratio {_NUMBER}", out)
+    assert [name for name, *_ in floors][0] == "fp32" and len(floors) == 2, out
+    for _, ours, bare, ratio in floors:
+        # One pair: the printed median ratio is that pair's own.
+        assert float(ours) > 0 and float(bare) > 0
+        assert abs(float(ratio) - float(ours) / float(bare)) < 0.01, out
+
+    (whole, alone, ratio), = re.findall(
+        rf"\[3\] 64 px, 2 iterations a frame, flow on: end to end {_NUMBER} frames/s, stylizer alone "
+        rf"{_NUMBER} frames/s, ratio {_NUMBER}", out)
+    assert float(whole) > 0 and float(alone) > 0
+    assert abs(float(ratio) - float(whole) / float(alone)) < 0.01, out
+
+    (fp32, bf16, change), = re.findall(rf"\[q\] final loss after 30 iterations: fp32 {_NUMBER}, bf16 {_NUMBER} "
+                                       r"\(([+-][0-9.]+) %\)", out)
+    assert abs(float(change) - (float(bf16) / float(fp32) - 1) * 100) < 0.01, out
+
+    (host,) = re.findall(rf"\[5\] peak memory: host {_NUMBER} MiB", out)
+    assert float(host) > 100  # torch alone takes more: a smaller figure would be in the wrong unit
