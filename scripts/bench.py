@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -128,11 +129,20 @@ def iterations_to_reach(stylizer: Stylizer, frames: list, config: Config, first_
     return fractions
 
 
+def alternated(pairs: int, first: Callable[[], float], second: Callable[[], float]) -> tuple[list[float], list[float]]:
+    """`pairs` results of each callable, run in ABBA order (which runs first swaps every pair), so that a machine
+    that drifts faster or slower over minutes favours neither side."""
+    results: tuple[list[float], list[float]] = ([], [])
+    for pair in range(pairs):
+        for side in (0, 1) if pair % 2 == 0 else (1, 0):
+            results[side].append((first, second)[side]())
+    return results
+
+
 def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
                      pairs: int) -> tuple[list[float], list[float]]:
     """Frames per second of render() on a clip and of the stylizer on the same frames in memory, in `pairs`
-    pairs of runs. The order swaps every pair (ABBA), so a machine that drifts faster or slower over minutes
-    does not favour either side."""
+    pairs of runs (alternated)."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = demo_clip()
         cfg = make_config(size=size, iters=iters, first_iters=iters, device=device, flow="dis")
@@ -142,20 +152,17 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
         short = Path(tmp) / "short.mp4"
         run_ffmpeg(["-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264", "-crf", "12", "-c:a", "copy",
                     str(short)])
-        whole: list[float] = []
-        alone: list[float] = []
+        outputs = (Path(tmp) / f"out{n}.mp4" for n in itertools.count())
 
-        def run_render() -> None:
+        def run_render() -> float:
             started = time.perf_counter()
-            render(short, [builtin_style("starry-night")], Path(tmp) / f"out{len(whole)}.mp4", cfg)
-            whole.append(frames / (time.perf_counter() - started))
+            render(short, [builtin_style("starry-night")], next(outputs), cfg)
+            return frames / (time.perf_counter() - started)
 
-        def run_alone() -> None:
-            alone.append(len(motions) / stylize_in_memory(motions, cfg))
+        def run_alone() -> float:
+            return len(motions) / stylize_in_memory(motions, cfg)
 
-        for pair in range(pairs):
-            for run in (run_alone, run_render) if pair % 2 == 0 else (run_render, run_alone):
-                run()
+        alone, whole = alternated(pairs, run_alone, run_render)
     return whole, alone
 
 
@@ -199,15 +206,9 @@ def main() -> None:
     for precision in ("fp32", "auto") if "1" in args.parts else ():
         stylizer = Stylizer(Config(device=args.device, precision=precision), [style], device)
         stylizer.stylize(frame, frame, 2)  # warm-up: allocator, cuDNN autotuning, oneDNN primitives
-        ours, bare = [], []
-        for repeat in range(args.floor_pairs):
-            # Which runs first swaps every repeat and the ratio is taken per pair: this machine drifts over minutes.
-            if repeat % 2:
-                bare.append(time_bare_network(stylizer, frame, args.iters))
-                ours.append(time_stylizer(stylizer, frame, args.iters))
-            else:
-                ours.append(time_stylizer(stylizer, frame, args.iters))
-                bare.append(time_bare_network(stylizer, frame, args.iters))
+        # The ratio is taken per pair: this machine drifts over minutes.
+        ours, bare = alternated(args.floor_pairs, partial(time_stylizer, stylizer, frame, args.iters),
+                                partial(time_bare_network, stylizer, frame, args.iters))
         ratios = sorted(o / b for o, b in zip(ours, bare, strict=True))
         print(f"[1] {precision_name(stylizer):9} per iteration {statistics.median(ours) * 1000:8.1f} ms, bare network "
               f"{statistics.median(bare) * 1000:8.1f} ms, ratio {statistics.median(ratios):.3f} (median of "
