@@ -27,7 +27,7 @@ def test_bench_prints_each_figure_consistently() -> None:
     out = _run_bench("--parts", "13q")
 
     floors = re.findall(rf"\[1\] (\S+) +per iteration +{_NUMBER} ms, bare network +{_NUMBER} ms, ratio {_NUMBER}", out)
-    assert [name for name, *_ in floors][0] == "fp32" and len(floors) == 2, out
+    assert len(floors) == 2 and floors[0][0] == "fp32", out
     for _, ours, bare, ratio in floors:
         # One pair: the printed median ratio is that pair's own.
         assert float(ours) > 0 and float(bare) > 0
