@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import shared_asset
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vidstyle.config import Config
 from vidstyle.io.images import read_image, resize_rgb
@@ -193,6 +194,38 @@ def test_a_start_at_the_content_takes_the_content_target_from_the_first_evaluati
     assert len(passes) == 7
     assert shared.loss == pytest.approx(own.loss, rel=1e-5)
     assert np.abs(shared.rgb.astype(int) - own.rgb).max() <= 1
+
+
+class HostReads(TorchDispatchMode):
+    """Counts reads of a tensor's value into Python (.item(), float(), a tensor in an if): on a GPU each one
+    waits for the device to finish everything queued before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_whole_frame_never_reads_a_tensor_back_to_the_host(images, precision) -> None:
+    frame, style = images
+    stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
+    stylizer.style_loss((frame.shape[1], frame.shape[0]))  # once per render size, reads its scales
+    content = to_tensor(frame, stylizer.device)
+    height, width = frame.shape[:2]
+    temporal = TemporalLoss(torch.rand(1, 3, height, width), torch.rand(1, 1, height, width))
+    for starts_at_content in (False, True):
+        loss_fn = stylizer.objective(content, temporal, starts_at_content)
+        with HostReads() as reads:
+            _, loss = stylize_frame(content, loss_fn, 4)
+        assert reads.count == 0  # network, every loss term and L-BFGS, all four iterations
+        with HostReads() as reads:
+            assert float(loss) > 0
+        assert reads.count == 1  # the mode does see a read
 
 
 def test_bf16_matches_fp32_within_two_percent() -> None:
