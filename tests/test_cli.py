@@ -179,6 +179,16 @@ def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, f
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("args", "hint"), [([], "vidstyle --help"), (["render"], "vidstyle render --help"),
+                                            (["paint"], "vidstyle --help")])
+def test_usage_errors_point_to_the_right_help(capsys, args: list[str], hint: str) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidstyle: error: ") and err[0].endswith(f"(see '{hint}')"), err
+
+
 def test_malformed_preset(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
     preset = tmp_path / "mine.toml"
     preset.write_text("size = [unclosed\n")

@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (exit 2) instead of usage + error."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"vidstyle: error: {message} (see 'vidstyle {self.prog.split()[-1]} --help')\n")
+        self.exit(2, f"vidstyle: error: {message} (see '{self.prog} --help')\n")
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         preset = {}
     parser = _Parser(prog="vidstyle", description="Paint videos in the style of any picture.")
     parser.add_argument("--version", action="version", version=f"vidstyle {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     render = sub.add_parser("render", help="stylize a video", description="Stylize a video (resumable).")
     render.add_argument("input", type=Path, help="video file")
