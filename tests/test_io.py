@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,9 +13,10 @@ import pytest
 from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
 
 from vidstyle.assets import demo_clip
-from vidstyle.errors import VideoOpenError
+from vidstyle.errors import DecodeError, InputError, VideoOpenError
 from vidstyle.io.decode import read_frames
-from vidstyle.io.encode import VideoWriter
+from vidstyle.io.encode import VideoWriter, plan_audio
+from vidstyle.io.ffmpeg import file_url
 from vidstyle.io.probe import probe_video, size_to_fit
 
 
@@ -149,3 +153,229 @@ def test_unreadable_inputs_are_refused(tmp_path: Path, content: bytes, reason: s
     bad.write_bytes(content)
     with pytest.raises(VideoOpenError, match=reason):
         probe_video(bad)
+
+
+# --- every path reaches ffmpeg as exactly that file ------------------------------------------------------------
+
+TRICKY_NAMES = ["file:b.mp4", "concat:a.mp4|b.mp4", "-x.mp4", "a b.mp4", "%d.mp4", "x%03d.mp4", "[x.mp4", "y].mp4",
+                "pipe:0.mp4", "été 日本.mp4"]
+
+
+@pytest.fixture()
+def decoys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding a.mp4, b.mp4, x.mp4 and 0.mp4: flat red, 64x48, 3 frames, no audio.
+
+    Each tricky name, misread as a protocol, an option or a pattern, would land on one of these.
+    """
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.mp4", "b.mp4", "x.mp4", "0.mp4", "1.mp4", "001.mp4"):
+        ffmpeg("-f", "lavfi", "-i", "color=c=red:size=64x48:rate=25:duration=0.12", "-c:v", "libx264",
+               str(tmp_path / name))
+    return tmp_path
+
+
+def _make_tricky(name: str) -> None:
+    """testsrc2 at 48x32, 5 frames, with audio: unlike every decoy in size, length, content and sound."""
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=48x32:rate=25:duration=0.2", "-f", "lavfi",
+           "-i", "sine=duration=0.2", "-c:v", "libx264", "-c:a", "aac", "-f", "mp4", file_url(name))
+
+
+@pytest.mark.parametrize("name", TRICKY_NAMES)
+def test_tricky_input_names_are_read_as_themselves(decoys: Path, name: str) -> None:
+    _make_tricky(name)
+    info = probe_video(Path(name))  # relative, as a user types it
+    assert (info.width, info.height, info.frame_count, info.has_audio) == (48, 32, 5, True)
+    frames = [f.rgb for f in read_frames(info, (48, 32))]
+    assert len(frames) == 5
+    assert frames[0].std() > 20, "testsrc2 is colourful; a decoy is flat red"
+
+
+@pytest.mark.parametrize("name", ["file:b.mp4", "concat:a.mp4|b.mp4", "-x.mp4", "%d.mp4", "été [o].mp4"])
+def test_tricky_output_and_audio_source_names_are_written_as_themselves(decoys: Path, name: str) -> None:
+    source = "concat:a.mp4|b.mp4" if name != "concat:a.mp4|b.mp4" else "file:b.mp4"
+    _make_tricky(source)
+    info = probe_video(Path(source))
+    before = {p.name: p.read_bytes() for p in decoys.iterdir() if p.name != source}
+    _write(Path(name), [np.full((32, 48, 3), 200, np.uint8)] * 4, info.fps, info)
+    out = probe_video(Path(name))
+    assert (out.width, out.height, out.frame_count, out.audio_codecs) == (48, 32, 4, ("aac",))
+    assert {p.name: p.read_bytes() for p in decoys.iterdir() if p.name in before} == before, "a decoy changed"
+
+
+# --- frames lost in decoding -----------------------------------------------------------------------------------
+
+def _damage_middle(clean: Path, damaged: Path) -> None:
+    """Overwrite a fifth of the media data, two fifths in: the index still lists every packet."""
+    data = bytearray(clean.read_bytes())
+    mdat = data.find(b"mdat")
+    span = len(data) - mdat
+    at, size = mdat + span * 2 // 5, span // 5
+    data[at:at + size] = b"\xff" * size
+    damaged.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def damaged_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("damaged")
+    clean = folder / "clean.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1", "-c:v", "libx264", "-g", "5", "-bf", "0",
+           "-movflags", "+faststart", str(clean))
+    _damage_middle(clean, folder / "damaged.mp4")
+    return folder / "damaged.mp4"
+
+
+def test_frames_lost_in_a_damaged_file_are_an_error(damaged_clip: Path) -> None:
+    info = probe_video(damaged_clip)
+    assert info.frame_count == 25, "the container's index still promises every frame"
+    got: list[int] = []
+    with pytest.raises(DecodeError, match=r"decoded \d+ of the 25 frames the file's index promises") as caught:
+        for frame in read_frames(info, (64, 48)):
+            got.append(frame.index)
+    message = str(caught.value)
+    assert "\n" not in message and "near frame" in message and "re-encode" in message and "--" not in message
+    assert 0 < len(got) < 25 and got == list(range(len(got)))
+    assert not child_ffmpeg_pids()
+
+
+def test_a_range_that_ends_before_the_damage_is_fine(damaged_clip: Path) -> None:
+    info = probe_video(damaged_clip)
+    assert [f.index for f in read_frames(info, (64, 48), 2, 6)] == [2, 3, 4, 5]
+
+
+def test_a_killed_decoder_is_reported_as_killed() -> None:
+    info = probe_video(demo_clip())
+    frames = read_frames(info, (64, 36))
+    next(frames)  # ffmpeg is now running and blocked on the full pipe
+    (pid,) = child_ffmpeg_pids()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(DecodeError, match=r"ffmpeg was killed by signal 9 \(SIGKILL\) while decoding") as caught:
+        for _ in frames:
+            pass
+    assert "Stream" not in str(caught.value) and "Metadata" not in str(caught.value)
+    assert not child_ffmpeg_pids()
+
+
+def test_a_stream_copied_cut_counts_only_the_frames_it_shows(media: Path) -> None:
+    """`ffmpeg -ss 1.5 -c copy` keeps the GOP before the cut but flags it discarded in an edit list."""
+    long = media / "gop_long.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=4", "-c:v", "libx264", "-g", "25",
+           "-bf", "3", str(long))
+    cut = media / "gop_cut.mp4"
+    ffmpeg("-ss", "1.5", "-i", str(long), "-c", "copy", str(cut))
+    info = probe_video(cut)
+    assert info.frame_count == len(decoded(cut))
+    assert 60 <= info.frame_count <= 64
+
+
+# --- what is a video -------------------------------------------------------------------------------------------
+
+def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    result: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            probe_video(fifo)
+            result.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            result.append(exc)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # release the reader that a regression left blocked, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("probing a FIFO blocked")
+    assert isinstance(result[0], InputError) and "named pipe" in str(result[0])
+
+
+def test_a_device_is_refused() -> None:
+    with pytest.raises(InputError, match="character device"):
+        probe_video(Path("/dev/null"))
+
+
+def test_an_animated_gif_is_a_video(media: Path) -> None:
+    gif = media / "anim.gif"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10:duration=0.5", str(gif))
+    info = probe_video(gif)
+    assert (info.width, info.height, info.frame_count) == (32, 24, 5)
+    assert len(decoded(gif)) == 5
+
+
+@pytest.mark.parametrize("name", ["still.gif", "still.png", "still.jpg"])
+def test_a_single_frame_image_is_a_still(media: Path, name: str) -> None:
+    image = media / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10", "-frames:v", "1", "-update", "1", str(image))
+    with pytest.raises(VideoOpenError, match="is a still image, not a video"):
+        probe_video(image)
+
+
+def test_sides_under_ten_pixels_parse(lavfi_clip) -> None:
+    clip = lavfi_clip("tiny8x6.mp4", size="8x6", audio=False)
+    info = probe_video(clip)
+    assert (info.width, info.height) == (8, 6)
+    assert decoded(clip)[0].shape == (6, 8, 3)
+
+
+def test_rotation_with_non_square_pixels(media: Path) -> None:
+    wide = media / "sar2.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x32:rate=25:duration=0.2", "-vf", "setsar=2", "-c:v", "libx264",
+           str(wide))
+    rotated = media / "sar2_rotated.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(wide), "-c", "copy", str(rotated))
+    assert (probe_video(wide).width, probe_video(wide).height) == (128, 32)
+    info = probe_video(rotated)
+    assert (info.width, info.height) == (32, 128)
+    assert decoded(rotated)[0].shape == (128, 32, 3)
+
+
+# --- audio the output container cannot hold -------------------------------------------------------------------
+
+AUDIO_ENCODERS = {"aac": "aac", "mp3": "libmp3lame", "ac3": "ac3", "opus": "libopus", "flac": "flac",
+                  "vorbis": "libvorbis", "pcm_s16le": "pcm_s16le"}
+
+
+@pytest.fixture(scope="module")
+def audio_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("audio")
+    sources = {}
+    for codec, encoder in AUDIO_ENCODERS.items():
+        sources[codec] = folder / f"{codec}.mkv"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.12", "-f", "lavfi",
+               "-i", "sine=duration=0.12:sample_rate=48000", "-c:v", "libx264", "-c:a", encoder, str(sources[codec]))
+    return sources
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".m4v", ".mov", ".mkv"])
+def test_every_audio_codec_reaches_every_container(audio_sources: dict[str, Path], tmp_path: Path,
+                                                   suffix: str) -> None:
+    """Each codec the plan copies really muxes by copy; each other one arrives as AAC; all play to the end."""
+    for codec, source in audio_sources.items():
+        info = probe_video(source)
+        assert info.audio_codecs == (codec,)
+        out = tmp_path / f"{codec}{suffix}"
+        plan = plan_audio(info, out)
+        _write(out, [np.zeros((24, 32, 3), np.uint8)] * 3, info.fps, info)
+        assert probe_video(out).audio_codecs == ((codec,) if not plan.reencodes else ("aac",)), plan.description
+        ffmpeg("-i", str(out), "-map", "0:a", "-f", "null", "-")  # the audio decodes from start to end
+
+
+@pytest.mark.parametrize("codec, suffix, words", [
+    ("opus", ".mov", "re-encode opus to AAC (a .mov cannot hold opus)"),
+    ("flac", ".mov", "re-encode flac to AAC (a .mov cannot hold flac)"),
+    ("pcm_s16le", ".mp4", "re-encode pcm_s16le to AAC (a .mp4 cannot hold pcm_s16le)"),
+    ("opus", ".mp4", "copy opus"),
+    ("aac", ".mov", "copy aac"),
+    ("vorbis", ".mkv", "copy vorbis"),
+])
+def test_audio_plan_is_known_before_rendering(audio_sources: dict[str, Path], codec: str, suffix: str,
+                                             words: str) -> None:
+    plan = plan_audio(probe_video(audio_sources[codec]), Path(f"out{suffix}"))
+    assert plan.description == words
+    assert plan.reencodes == words.startswith("re-encode")
+
+
+def test_audio_plan_without_audio(lavfi_clip) -> None:
+    plan = plan_audio(probe_video(lavfi_clip("silent.mp4", audio=False)), Path("out.mov"))
+    assert (plan.args, plan.description, plan.reencodes) == ((), "no audio", False)

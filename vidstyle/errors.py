@@ -19,12 +19,26 @@ class ConfigError(UsageError):
     """A preset or setting is unknown or malformed."""
 
 
+class SettingError(ConfigError):
+    """One setting has an impossible value. It names the setting as the library spells it (`first_iters`); the
+    CLI shows its own flag for it instead."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
 class InputError(VidstyleError):
     """An input file (video, style or content image) is missing or unusable."""
 
 
 class VideoOpenError(InputError):
     """ffmpeg cannot read the input as a video."""
+
+
+class DecodeError(VideoOpenError):
+    """ffmpeg opened the video but could not decode all of it (damaged data, a decoder that was killed)."""
 
 
 class EncodeError(VidstyleError):
@@ -47,13 +61,23 @@ class CheckpointError(OutputError):
     """The work directory cannot be read or written (lost, full disk, permissions)."""
 
 
+class BusyError(VidstyleError):
+    """Another render is writing the same output or work directory right now."""
+
+
 class Interrupted(VidstyleError):
-    """Ctrl-C or SIGTERM stopped the render; completed frames are kept for resuming."""
+    """Ctrl-C, SIGTERM or the caller's stop event ended the render; completed frames are kept for resuming."""
 
     def __init__(self, frame: int, signal_number: int) -> None:
         super().__init__(f"interrupted at frame {frame}; run the same command to resume")
-        self.frame = frame
         self.exit_code = 128 + signal_number
+
+
+class Cancelled(BaseException):
+    """Raised inside the frame loop when the caller's stop event is set; the render turns it into Interrupted.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way up swallows it.
+    """
 
 
 class SignalInterrupt(BaseException):

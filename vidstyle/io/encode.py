@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -12,10 +13,34 @@ from typing import IO, cast
 import numpy as np
 
 from vidstyle.errors import EncodeError
-from vidstyle.io.ffmpeg import StderrTail, start_ffmpeg, stop_process
-from vidstyle.io.probe import MP4_AUDIO_COPY, VideoInfo
+from vidstyle.io.ffmpeg import StderrTail, file_url, start_ffmpeg, stop_process
+from vidstyle.io.probe import VideoInfo
 
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_SUFFIXES = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv"}
+
+_PCM = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le", "pcm_f64le",
+                  "pcm_u8", "pcm_alaw", "pcm_mulaw"})
+_COMPRESSED = frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "alac", "dts"})
+# What each container takes by stream copy, found by muxing every codec into every container with the bundled
+# ffmpeg (tests/test_io.py checks each entry). ffmpeg refuses opus, flac and truehd in .mov. It would write PCM
+# and Vorbis into .mp4, but as ISO 23003-5 PCM and a private Vorbis tag that few players read, so those are
+# re-encoded; AAC, which every one of these containers holds, is the fallback for all else.
+_AUDIO_COPY = {
+    "mp4": _COMPRESSED | {"flac", "opus"},
+    "mov": _COMPRESSED | _PCM,
+    "matroska": _COMPRESSED | _PCM | {"flac", "opus", "vorbis", "truehd"},
+}
+_AAC = ("aac", "192k")
+
+
+@dataclass(frozen=True)
+class AudioPlan:
+    """How the source's audio reaches the output: ffmpeg arguments (the source is input 1) and in words."""
+
+    args: tuple[str, ...]
+    description: str  # e.g. "copy aac" or "re-encode opus to AAC (a .mov cannot hold opus)"
+    reencodes: bool = False  # some stream is re-encoded (a small quality loss the caller may report)
 
 
 def container_for(path: Path) -> str:
@@ -26,13 +51,29 @@ def container_for(path: Path) -> str:
     return fmt
 
 
+def plan_audio(source: VideoInfo | None, output: Path) -> AudioPlan:
+    """Decide, before any rendering, how each audio stream of `source` gets into `output`: copy or AAC."""
+    suffix = Path(output).suffix.lower()
+    return _plan(source, container_for(Path(output)), suffix)
+
+
+def _plan(source: VideoInfo | None, container: str, suffix: str) -> AudioPlan:
+    if source is None or not source.has_audio:
+        return AudioPlan((), "no audio")
+    args, words, copyable = ["-map", "1:a"], [], _AUDIO_COPY.get(container, frozenset())
+    for i, codec in enumerate(source.audio_codecs):
+        if codec in copyable:
+            args += [f"-c:a:{i}", "copy"]
+            words.append(f"copy {codec}")
+        else:
+            args += [f"-c:a:{i}", _AAC[0], f"-b:a:{i}", _AAC[1]]
+            words.append(f"re-encode {codec} to AAC (a {suffix} cannot hold {codec})")
+    return AudioPlan(tuple(args), "; ".join(words), any(w.startswith("re-encode") for w in words))
+
+
 def audio_args(source: VideoInfo | None, container: str) -> list[str]:
     """Map every source audio stream; copy it where the container accepts the codec, else AAC."""
-    if source is None or not source.has_audio:
-        return []
-    copyable = container == "matroska" or all(c in MP4_AUDIO_COPY for c in source.audio_codecs)
-    codec = ["-c:a", "copy"] if copyable else ["-c:a", "aac", "-b:a", "192k"]
-    return ["-map", "1:a", *codec]
+    return list(_plan(source, container, _SUFFIXES.get(container, container)).args)
 
 
 def encode_args(
@@ -43,12 +84,12 @@ def encode_args(
     inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
               "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-"]
     if source is not None and source.has_audio:
-        inputs += ["-i", str(source.path)]
+        inputs += ["-i", file_url(source.path)]
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              "-pix_fmt", "yuv420p", "-fps_mode", "passthrough"]
     faststart = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
     return ["-v", "error", "-y", *inputs, *video, *audio_args(source, container), *faststart,
-            "-f", container, str(dest)]
+            "-f", container, file_url(dest)]
 
 
 class VideoWriter:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import collections
+import os
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO
 
 from vidstyle.errors import VidstyleError
@@ -25,11 +28,34 @@ def ffmpeg_exe() -> str:
         raise VidstyleError(f"no usable ffmpeg binary: {exc}") from exc
 
 
+def file_url(path: Path | str) -> str:
+    """The argument that makes ffmpeg open exactly this file, whatever its name holds.
+
+    ffmpeg reads a bare argument as a URL: `concat:a.mp4|b.mp4`, `file:b.mp4`, `pipe:0.mp4` or a leading `-`
+    would open some other file or stream and still exit 0. The `file:` protocol with an absolute path leaves
+    no prefix to interpret. (`%d` in a name with an image extension still makes the image2 demuxer expand
+    a sequence; the probe refuses image2 inputs, so that never reaches decoding.)
+    """
+    return "file:" + os.path.abspath(path)
+
+
+def exit_reason(returncode: int | None) -> str:
+    """How an ffmpeg process ended, in words ("killed by signal 9 (SIGKILL)", "exited with 1")."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            name = ""
+        return f"was killed by signal {-returncode}{name}"
+    return f"exited with {returncode}"
+
+
 class StderrTail:
     """Drains a process's stderr on a thread (a full pipe would stall ffmpeg) and keeps the last lines."""
 
     def __init__(self, stream: IO[bytes]) -> None:
         self.lines: collections.deque[str] = collections.deque(maxlen=_KEEP_STDERR_LINES)
+        self.count = 0  # lines seen in all; at `-v error` the first one marks where trouble began
         self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
         self._thread.start()
 
@@ -38,6 +64,7 @@ class StderrTail:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self.lines.append(line)
+                self.count += 1
         stream.close()
 
     def join(self, timeout: float = 5.0) -> None:

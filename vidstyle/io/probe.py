@@ -8,20 +8,25 @@ fraction, frame count, variable-rate detection) without decoding, while stderr c
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from vidstyle.errors import InputError, VideoOpenError
-from vidstyle.io.ffmpeg import run_ffmpeg
+from vidstyle.io.ffmpeg import file_url, run_ffmpeg
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
 VIDEO_STREAM = "0:V:0"
 
-# Containers that can carry these audio codecs unchanged in MP4; anything else is re-encoded to AAC.
-MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"})
-
-_IMAGE_FORMATS = re.compile(r"Input #0, (\w*_pipe|image2|gif|apng|webp)\b")
+_IMAGE_FORMATS = re.compile(r"^Input #0, (\w*_pipe|image2|gif|apng|webp)\b", re.MULTILINE)
+# Image formats that may hold an animation: one frame is a still, more is a (short) video.
+_ANIMATED_FORMATS = frozenset({"gif", "apng"})
+# Packets the demuxer flags AV_PKT_FLAG_DISCARD (an MP4 edit list cutting the start of a stream copied
+# with `-ss`) are never shown by the decoder, so they are not frames of the video.
+_DISCARD_FLAG = 0x4
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,21 @@ def _fail_reason(stderr: str) -> str:
     """The line of ffmpeg's complaint that a person can act on."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for line in reversed(lines):
-        if "Error opening input" not in line and "Error opening input files" not in line:
-            return line.split(": ", 1)[-1] if line.startswith(("[", "/")) else line
+        if "Error opening input" not in line:
+            line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[in#0 @ 0x55d...]": an address means nothing to a user
+            return line.split(": ", 1)[-1] if line.startswith(("/", "file:")) else line
     return "ffmpeg could not read it"
 
 
+def _input_section(stderr: str) -> str:
+    """ffmpeg's description of the input alone: the output streams it lists after it repeat some fields."""
+    return re.split(r"^(?:Stream mapping:|Output #0)", stderr, maxsplit=1, flags=re.MULTILINE)[0]
+
+
 def _parse_rotation(stderr: str) -> int:
-    match = re.search(r"rotation of (-?\d+(?:\.\d+)?) degrees", stderr)
+    # Anchored at the start of a line so that a file name or a metadata value cannot pose as side data.
+    match = re.search(r"^\s*display ?matrix: rotation of (-?\d+(?:\.\d+)?) degrees", stderr,
+                      re.MULTILINE | re.IGNORECASE)
     if not match:
         return 0
     # ffmpeg reports the display matrix's counter-clockwise angle; only quarter turns matter for size.
@@ -67,19 +80,27 @@ def _parse_sar(stream_line: str) -> Fraction:
     return Fraction(int(match.group(1)), int(match.group(2)))
 
 
+def _parse_size(stream_line: str) -> tuple[int, int] | None:
+    """Coded (width, height); any number of digits, as a 8x6 clip is as valid as a 1920x1080 one."""
+    # The size follows ", " and is followed by a space, comma, bracket or the end; a codec tag such
+    # as "(avc1 / 0x31637661)" follows "/ " and so never matches.
+    match = re.search(r", (\d+)x(\d+)(?=[ ,\[]|$)", stream_line)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def _video_stream_line(stderr: str) -> str:
     for line in stderr.splitlines():
-        if re.search(r"Stream #0:\d+.*: Video:", line) and "(attached pic)" not in line:
+        if re.match(r"\s*Stream #0:\d+.*?: Video:", line) and "(attached pic)" not in line:
             return line
     return ""
 
 
 def _parse_audio(stderr: str) -> tuple[str, ...]:
-    return tuple(re.findall(r"Stream #0:\d+\S*: Audio: (\w+)", stderr))
+    return tuple(re.findall(r"^\s*Stream #0:\d+\S*: Audio: (\w+)", stderr, re.MULTILINE))
 
 
 def _parse_timing(framecrc: str) -> tuple[Fraction, list[int]]:
-    """Time base and sorted presentation timestamps of the video packets."""
+    """Time base and sorted presentation timestamps of the video packets that become frames."""
     tb_match = re.search(r"^#tb 0: (\d+)/(\d+)", framecrc, re.MULTILINE)
     if not tb_match:
         raise VideoOpenError("ffmpeg reported no video timing")
@@ -89,9 +110,13 @@ def _parse_timing(framecrc: str) -> tuple[Fraction, list[int]]:
         if line.startswith("#"):
             continue
         cols = [c.strip() for c in line.split(",")]
-        if len(cols) >= 4:
-            dts, pts = int(cols[1]), int(cols[2])
-            stamps.append(pts if pts > -(2**62) else dts)  # packets without pts carry INT64_MIN
+        if len(cols) < 4:
+            continue
+        flags = next((int(c[2:], 16) for c in cols[6:] if c.startswith("F=0x")), 0)
+        if flags & _DISCARD_FLAG:
+            continue
+        dts, pts = int(cols[1]), int(cols[2])
+        stamps.append(pts if pts > -(2**62) else dts)  # packets without pts carry INT64_MIN
     return time_base, sorted(stamps)
 
 
@@ -116,30 +141,53 @@ def _fallback_fps(stream_line: str) -> Fraction:
     return Fraction(match.group(1)).limit_denominator(1001) if match else Fraction(25)
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Read a video's facts or raise a one-line VideoOpenError / InputError saying what is wrong."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"input not found: {path}")
-    if path.is_dir():
+def _check_regular_file(path: Path) -> None:
+    """Refuse what ffmpeg would block on (a FIFO waits for a writer forever) or cannot seek and re-read."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"input not found: {path}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
         raise InputError(f"input is a directory, not a video: {path}")
-    code, out, err = run_ffmpeg(["-i", str(path), "-map", VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"])
-    if _IMAGE_FORMATS.search(err):
+    for test, kind in _NOT_REGULAR:
+        if test(mode):
+            raise InputError(f"input {path} is {kind}, not a regular file; save the video to a file first")
+
+
+def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
+    image = _IMAGE_FORMATS.search(err)
+    if image and not (image.group(1) in _ANIMATED_FORMATS and frames > 1):
         raise VideoOpenError(f"{path} is a still image, not a video (use 'vidstyle image' for stills)")
-    if "matches no streams" in err or (code == 0 and not _video_stream_line(err)):
+    if "matches no streams" in err or (code == 0 and not _video_stream_line(_input_section(err))):
         raise VideoOpenError(f"{path} has no video stream (is it an audio file?)")
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
         raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file)")
+
+
+def _count_packet_lines(framecrc: str) -> int:
+    return sum(1 for line in framecrc.splitlines() if line and not line.startswith("#"))
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Read a video's facts or raise a one-line VideoOpenError / InputError saying what is wrong."""
+    path = Path(path)
+    _check_regular_file(path)
+    code, out, full_err = run_ffmpeg(["-i", file_url(path), "-map", VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"])
+    err = _input_section(full_err)
+    framecrc = out.decode("ascii", "replace")
+    _check_is_video(path, code, full_err, _count_packet_lines(framecrc))
     stream_line = _video_stream_line(err)
-    time_base, stamps = _parse_timing(out.decode("ascii", "replace"))
+    time_base, stamps = _parse_timing(framecrc)
     if not stamps:
         raise VideoOpenError(f"{path} contains no video frames")
-    size = re.search(r", (\d{2,5})x(\d{2,5})", stream_line)
-    if not size:
+    size = _parse_size(stream_line)
+    if size is None:
         raise VideoOpenError(f"cannot tell the picture size of {path}")
-    coded_w, coded_h = int(size.group(1)), int(size.group(2))
+    coded_w, coded_h = size
     display_w = max(2, round(coded_w * _parse_sar(stream_line)))
     rotation = _parse_rotation(err)
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)

@@ -1,0 +1,134 @@
+"""read_frames(info, size, start, stop): exactly the frames [start, stop) of a full decode, pixel for pixel.
+
+Each clip is one that an input seek gets wrong somewhere (hard cuts, 4:4:4, variable rate, rotation, long and
+open GOPs), so a range that came from anything but the same decode would show here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import child_ffmpeg_pids, ffmpeg, shared_asset
+
+from vidstyle.assets import demo_clip
+from vidstyle.io.decode import read_frames
+from vidstyle.io.ffmpeg import run_ffmpeg
+from vidstyle.io.probe import VIDEO_STREAM, VideoInfo, probe_video, size_to_fit
+
+LONG_SIDE = 64
+
+
+def _testsrc(folder: Path, name: str, seconds: float, *args: str, rate: int = 25) -> Path:
+    out = folder / name
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=96x64:rate={rate}:duration={seconds}", *args, str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Generated streams on which seeking by time is known to go wrong; the real clips are added per test."""
+    folder = tmp_path_factory.mktemp("ranges")
+    x264 = ("-c:v", "libx264")
+    made = {
+        "yuv444p": _testsrc(folder, "444.mp4", 2, *x264, "-pix_fmt", "yuv444p", "-g", "12"),
+        "long_gop": _testsrc(folder, "long_gop.mp4", 11, *x264, "-g", "250", "-bf", "3", "-sc_threshold", "0"),
+        "open_gop": _testsrc(folder, "open_gop.mp4", 4, *x264, "-bf", "3", "-x264-params",
+                             "open-gop=1:keyint=30:min-keyint=30:scenecut=0"),
+        "vfr": _testsrc(folder, "vfr.mkv", 2, "-vf", "select='mod(n\\,3)'", "-fps_mode", "vfr", *x264, rate=30),
+    }
+    plain = _testsrc(folder, "plain.mp4", 2, *x264, "-g", "10")
+    made["rotated"] = folder / "rotated.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(made["rotated"]))
+    return made
+
+
+def _keyframe_indices(path: Path) -> list[int]:
+    """Display-order indices of the frames the container flags as keyframes (framecrc omits F= for those)."""
+    code, out, err = run_ffmpeg(["-i", str(path), "-map", VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"])
+    assert code == 0, err
+    packets = [[c.strip() for c in line.split(",")] for line in out.decode().splitlines() if not line.startswith("#")]
+    pts = [int(cols[2]) for cols in packets]
+    order = sorted(pts)
+    keys = [p for p, cols in zip(pts, packets, strict=True) if not any(c.startswith("F=0x0") for c in cols)]
+    return sorted(order.index(p) for p in keys)
+
+
+def _ranges(count: int, keyframes: list[int]) -> list[tuple[int, int | None]]:
+    middle = count // 2
+    later_keys = [k for k in keyframes if k >= 3]
+    ranges: list[tuple[int, int | None]] = [
+        (0, 4), (middle, middle + 5), (count - 3, count), (count - 3, None), (count - 2, count + 10),
+        (7, 7), (9, 3), (count + 2, count + 6),
+    ]
+    if later_keys:
+        key = later_keys[0]
+        ranges += [(key - 3, key + 3), (key, key + 1), (key + 1, key + 4)]
+    return ranges
+
+
+def _check_ranges(path: Path) -> None:
+    info = probe_video(path)
+    size = size_to_fit(info.width, info.height, LONG_SIDE)
+    full = [f.rgb.copy() for f in read_frames(info, size)]
+    assert len(full) == info.frame_count
+    for start, stop in _ranges(len(full), _keyframe_indices(path)):
+        got = list(read_frames(info, size, start, stop))
+        expected = range(start, min(stop if stop is not None else len(full), len(full)))
+        assert [f.index for f in got] == list(expected), (path.name, start, stop)
+        for frame in got:
+            assert np.array_equal(frame.rgb, full[frame.index]), (path.name, start, stop, frame.index)
+    assert not child_ffmpeg_pids()
+
+
+@pytest.mark.parametrize("name", ["bikes_street_no_audio.mp4", "field_pan_with_audio.mp4"])
+def test_ranges_of_shared_clips_match_a_full_decode(name: str) -> None:
+    _check_ranges(shared_asset(name))
+
+
+def test_ranges_of_the_demo_clip_match_a_full_decode() -> None:
+    _check_ranges(demo_clip())
+
+
+@pytest.mark.parametrize("kind", ["yuv444p", "long_gop", "open_gop", "vfr", "rotated"])
+def test_ranges_of_hard_streams_match_a_full_decode(clips: dict[str, Path], kind: str) -> None:
+    _check_ranges(clips[kind])
+
+
+def test_generated_streams_are_what_they_claim(clips: dict[str, Path]) -> None:
+    assert _keyframe_indices(clips["long_gop"]) == [0, 250]
+    assert len(_keyframe_indices(clips["open_gop"])) >= 3
+    assert probe_video(clips["vfr"]).variable_rate
+    assert probe_video(clips["rotated"]).rotation in (90, 270)
+
+
+def test_abandoned_range_stops_ffmpeg() -> None:
+    frames = read_frames(probe_video(demo_clip()), (64, 36), 10, 100)
+    assert next(frames).index == 10
+    frames.close()
+    assert not child_ffmpeg_pids()
+
+
+def test_negative_bounds_are_refused() -> None:
+    info = probe_video(demo_clip())
+    with pytest.raises(ValueError, match="negative"):
+        next(read_frames(info, (64, 36), -1, 4))
+
+
+def _timed(info: VideoInfo, size: tuple[int, int], start: int = 0, stop: int | None = None) -> tuple[int, float]:
+    began = time.perf_counter()
+    count = sum(1 for _ in read_frames(info, size, start, stop))
+    return count, time.perf_counter() - began
+
+
+def test_report_time_of_a_late_range() -> None:
+    """Prints (with -s) what a range near the end costs next to a full decode; timings are not asserted."""
+    info = probe_video(shared_asset("field_pan_with_audio.mp4"))
+    for long_side in (64, 512):
+        size = size_to_fit(info.width, info.height, long_side)
+        full_count, full = _timed(info, size)
+        late_count, late = _timed(info, size, 100, 110)
+        print(f"\nfield_pan at {size[0]}x{size[1]}: full decode {full_count} frames {full * 1000:.0f} ms; "
+              f"range [100, 110) {late_count} frames {late * 1000:.0f} ms")
