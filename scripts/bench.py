@@ -42,7 +42,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.ffmpeg import run_ffmpeg
 from vidstyle.io.images import read_image, resize_rgb, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.pipeline import track_motion, warm_start
+from vidstyle.sequence import stylize_sequence, track_motion, warm_start
 from vidstyle.stylize import Stylizer, to_tensor
 
 
@@ -148,7 +148,7 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
         cfg = make_config(size=size, iters=iters, first_iters=iters, device=device, flow="dis")
         info = probe_video(clip)
         dims = size_to_fit(info.width, info.height, size)
-        motions = list(itertools.islice(track_motion(read_frames(info, dims), cfg, 0), frames))
+        decoded = list(read_frames(info, dims, 0, frames))
         short = Path(tmp) / "short.mp4"
         run_ffmpeg(["-i", str(clip), "-frames:v", str(frames), "-c:v", "libx264", "-crf", "12", "-c:a", "copy",
                     str(short)])
@@ -160,22 +160,20 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
             return frames / (time.perf_counter() - started)
 
         def run_alone() -> float:
-            return len(motions) / stylize_in_memory(motions, cfg)
+            return len(decoded) / stylize_in_memory(decoded, cfg)
 
         alone, whole = alternated(pairs, run_alone, run_render)
     return whole, alone
 
 
-def stylize_in_memory(motions: list, cfg: Config) -> float:
-    """Seconds the stylizer alone takes over decoded frames with their flow, building it included (render()
-    builds one too), so that the ratio isolates what probing, decode, flow, checkpoints and encoding cost."""
+def stylize_in_memory(frames: list, cfg: Config) -> float:
+    """Seconds the frame loop alone (flow included) takes over decoded frames, building the stylizer included
+    (render() builds one too), so that the ratio isolates what probing, planning, decode, checkpoints and
+    encoding cost."""
     style = read_image(builtin_style("starry-night"))
     started = time.perf_counter()
-    stylizer = Stylizer(cfg, [style])
-    prev = None
-    for m in motions:
-        init, temporal = (m.frame.rgb, None) if prev is None else warm_start(m, prev, cfg, stylizer.device)
-        prev = stylizer.stylize(m.frame.rgb, init, cfg.iters, temporal).rgb
+    for _ in stylize_sequence(frames, Stylizer(cfg, [style])):
+        pass
     return time.perf_counter() - started
 
 
@@ -270,7 +268,7 @@ def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) 
     stylizer = Stylizer(cfg, [style], device)
     for label, flow in (("warm start", "none"), ("flow-warped start", "dis")):
         c = make_config(size=128, device=device_name, flow=flow, temporal_weight=0.0)
-        motions = list(itertools.islice(track_motion(read_frames(info, dims), c, 0), 8))
+        motions = list(track_motion(read_frames(info, dims, 0, 8), c))
         fr = iterations_to_reach(stylizer, motions, c, 60)
         print(f"[4] {label:18} later frames reach the first frame's loss in {statistics.mean(fr) * 100:5.1f} % "
               f"of its 60 iterations (mean of {len(fr)})")

@@ -16,7 +16,8 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.metrics import edge_correlation, measure_frames
-from vidstyle.pipeline import UNRELIABLE_KEEP, Motion, render, track_motion, warm_start
+from vidstyle.pipeline import render
+from vidstyle.sequence import UNRELIABLE_KEEP, Motion, track_motion, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_mask_marks_a_known_occlusion(photo: np.ndarray) -> None:
 def test_hard_cut_in_real_footage_is_detected() -> None:
     clip = shared_asset("bikes_street_no_audio.mp4")
     info = probe_video(clip)
-    motions = itertools.islice(track_motion(read_frames(info, (96, 40)), Config(flow="none"), 0), 40)
+    motions = itertools.islice(track_motion(read_frames(info, (96, 40)), Config(flow="none")), 40)
     assert [m.frame.index for m in motions if m.fresh] == [0, 30]  # the cut at 1.20 s, 25 fps
 
 
@@ -83,9 +84,9 @@ def test_render_restarts_at_a_cut(tmp_path: Path, starry: Path) -> None:
     cfg = Config(size=48, iters=1, first_iters=3, device="cpu", flow="dis", temporal_weight=1.0)
     render(cut_clip, [starry], tmp_path / "out.mp4", cfg, on_event=events.append)
     starts = [e for e in events if isinstance(e, FrameStarted)]
-    fresh = [(e.index, e.iters) for e in starts if e.scene_cut]
+    fresh = [(e.index, e.iters) for e in starts if e.fresh]
     assert fresh == [(0, 3), (6, 3)]
-    assert all(e.iters == 1 for e in starts if not e.scene_cut)
+    assert all(e.iters == 1 for e in starts if not e.fresh)
 
 
 def test_coarse_to_fine_runs_on_fresh_frames_only(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def _start(clip: Path, style: Path, out: Path) -> subprocess.Popen[str]:
 
 def _wait_for_frames(workdir: Path, count: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while WorkDir(workdir).done_count() < count:
+    while len(WorkDir(workdir).done_frames()) < count:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         assert time.monotonic() < deadline, "render made no progress"
         time.sleep(0.05)
@@ -68,7 +68,7 @@ def reference(bunny_short: Path, starry: Path, tmp_path_factory: pytest.TempPath
 def _same_as_reference(out: Path, reference: Path) -> None:
     ref_frames = WorkDir(reference.with_name(reference.name + ".vidstyle-work"))
     got_frames = WorkDir(out.with_name(out.name + ".vidstyle-work"))
-    assert got_frames.done_count() == ref_frames.done_count() == 12
+    assert got_frames.done_frames() == ref_frames.done_frames() == set(range(12))
     for i in range(12):
         assert np.array_equal(got_frames.load_frame(i), ref_frames.load_frame(i)), f"checkpoint {i} differs"
     for i, (a, b) in enumerate(zip(decoded(out), decoded(reference), strict=True)):
@@ -87,7 +87,7 @@ def test_kill_9_then_same_command_resumes_identically(bunny_short, starry, refer
     again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
     assert again.returncode == 0, again.stderr
     assert "resuming at frame" in again.stderr
-    assert not list(tmp_path.glob(".out.partial-*")), "the killed run's partial output is cleaned up"
+    assert not list(tmp_path.glob(".out.mp4.partial*")), "the killed run's partial output is reused and renamed"
     _same_as_reference(out, reference)
 
 
@@ -102,7 +102,7 @@ def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_pa
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted at frame" in lines[0] and "run the same command to resume" in lines[0]
     assert not out.exists()
-    assert not list(tmp_path.glob(".out.partial-*"))
+    assert not list(tmp_path.glob(".out.mp4.partial*"))
     assert not _ffmpeg_touching(tmp_path)
     frame = int(lines[0].split("interrupted at frame ")[1].split(";")[0])
     again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
@@ -155,11 +155,11 @@ def test_full_disk_keeps_earlier_checkpoints(tmp_path, monkeypatch) -> None:
     with pytest.raises(CheckpointError, match="No space left"):
         work.save_frame(1, frame)
     monkeypatch.undo()
-    assert work.done_count() == 1
+    assert work.done_frames() == {0}
     assert np.array_equal(work.load_frame(0), frame)
     assert sorted(p.name for p in work.frames.iterdir()) == ["0000000.png"], "no temporary file is left"
     work.save_frame(1, frame)  # once space is back, the render continues
-    assert work.done_count() == 2
+    assert work.done_frames() == {0, 1}
 
 
 def test_atomic_write_never_leaves_half_a_file(tmp_path) -> None:

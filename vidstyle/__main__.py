@@ -1,5 +1,33 @@
+"""`python -m vidstyle` and the `vidstyle` command.
+
+Nothing slow is imported before the command line takes charge of Ctrl-C: a Ctrl-C while Python is still loading
+it ends with one line and exit code 130, like one at any later moment.
+"""
+
+from __future__ import annotations
+
+import os
 import sys
 
-from vidstyle.cli import main
+INTERRUPTED = 130
 
-sys.exit(main())
+
+def run() -> int:
+    try:
+        from vidstyle.cli import main
+    except KeyboardInterrupt:
+        print("vidstyle: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    code = main()
+    if code == INTERRUPTED:
+        # A Ctrl-C that arrives while some extension module runs Python code during its import can leave CPython
+        # marked as stopped by an unhandled KeyboardInterrupt; it then kills itself with SIGINT on the way out
+        # whatever the exit code. Everything is cleaned up by now, so leave with the code the message promised.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run())

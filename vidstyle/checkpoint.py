@@ -1,50 +1,52 @@
-"""The render's work directory: a manifest that says which render it belongs to, and finished frames.
+"""The render's work directory: a manifest that says which render it belongs to, and the finished frames.
 
 Every file is written under a temporary name and moved into place with os.replace, so a crash at any moment
 leaves either the old state or the new one. A finished frame's PNG is exactly the uint8 image the next frame
-warm-starts from, which is what makes a resumed render identical to an uninterrupted one.
+warm-starts from, which is what makes a resumed render identical to an uninterrupted one. Which frames are done
+is the set of frame files present, not a count: pieces of a render may finish in any order. Nothing here depends
+on a process id or a host, since several machines may share one work directory.
+
+vidstyle deletes only what it made: its manifest, lock, frame files and their temporary files, and the directory
+itself only when the manifest says vidstyle created it and nothing else is left in it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vidstyle import __version__
-from vidstyle.errors import CheckpointError, CheckpointMismatch, InputError
+from vidstyle.errors import CheckpointError, CheckpointMismatch, InputError, NotAWorkDir, OutputError
 from vidstyle.io.images import read_image, write_atomic, write_image
+from vidstyle.io.paths import FileLock
 
 MANIFEST = "manifest.json"
-_FINGERPRINT_CHUNK = 1 << 20
-
-
-def file_fingerprint(path: Path) -> str:
-    """Size plus SHA-256 of the first and last MiB: identifies a video in milliseconds, whatever its length."""
-    digest = hashlib.sha256()
-    size = path.stat().st_size
-    digest.update(str(size).encode())
-    with open(path, "rb") as fh:
-        digest.update(fh.read(_FINGERPRINT_CHUNK))
-        if size > _FINGERPRINT_CHUNK:
-            fh.seek(max(_FINGERPRINT_CHUNK, size - _FINGERPRINT_CHUNK))
-            digest.update(fh.read(_FINGERPRINT_CHUNK))
-    return digest.hexdigest()[:32]
+LOCK = "lock"
+FRAMES = "frames"
+_FRAME_NAME = re.compile(r"^(\d{7})\.png$")
+_TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a work directory's frames were made from; two renders may share frames only if all of it matches."""
+    """What a work directory's frames were made from; two renders may share frames only if all of it matches.
+
+    `segments` is the render's plan, (start, stop, fresh) frame ranges; `created_dir` records whether vidstyle
+    made the directory, and so may remove it.
+    """
 
     version: str
     input: str
@@ -52,9 +54,11 @@ class Manifest:
     size: tuple[int, int]
     frame_count: int
     settings: dict[str, Any]
+    segments: tuple[tuple[int, int, bool], ...] = ()
+    created_dir: bool = True
 
     def differences(self, other: Manifest) -> list[str]:
-        """Human names of what differs between two manifests."""
+        """Human names of what differs between the frames two manifests describe."""
         found = []
         if self.input != other.input:
             found.append("the input video")
@@ -62,36 +66,52 @@ class Manifest:
             found.append("the style image(s)")
         if self.size != other.size:
             found.append(f"the size ({other.size[0]}x{other.size[1]} before)")
-        changed = sorted(k for k in self.settings.keys() | other.settings.keys()
-                         if self.settings.get(k) != other.settings.get(k))
+        changed = self.changed_settings(other)
         if changed:
-            found.append("setting(s) " + ", ".join("--" + k.replace("_", "-") for k in changed))
+            found.append("setting(s) " + ", ".join(changed))
         if self.version != other.version and not found:
             found.append(f"the vidstyle version ({other.version} before)")
         return found
+
+    def changed_settings(self, other: Manifest) -> tuple[str, ...]:
+        return tuple(sorted(k for k in self.settings.keys() | other.settings.keys()
+                            if self.settings.get(k) != other.settings.get(k)))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> Manifest:
+        """Parse, checking every field's type: a damaged or edited manifest is refused, never half-trusted."""
         data = json.loads(text)
+        _expect(isinstance(data, dict), "not an object")
+        _expect(isinstance(data.get("version"), str) and isinstance(data.get("input"), str), "version or input")
+        styles, size, count = data.get("styles"), data.get("size"), data.get("frame_count")
+        _expect(isinstance(styles, list) and all(isinstance(s, str) for s in styles), "styles")
+        _expect(isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size), "size")
+        _expect(_is_int(count) and count > 0, "frame_count")
+        _expect(isinstance(data.get("settings"), dict), "settings")
+        segments = data.get("segments", [])
+        _expect(isinstance(segments, list) and all(_is_segment(s, count) for s in segments), "segments")
+        _expect(isinstance(data.get("created_dir", True), bool), "created_dir")
         # JSON turns tuples into lists; settings hold tuples too (style_blend), so normalize both ways.
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()}
-        return Manifest(data["version"], data["input"], tuple(data["styles"]), tuple(data["size"]),
-                        data["frame_count"], settings)
+        return Manifest(data["version"], data["input"], tuple(styles), (size[0], size[1]), count, settings,
+                        tuple((s[0], s[1], s[2]) for s in segments), data.get("created_dir", True))
 
 
-def make_manifest(input_path: Path, style_paths: list[Path], size: tuple[int, int], frame_count: int,
-                  settings: dict[str, Any]) -> Manifest:
-    return Manifest(
-        version=__version__,
-        input=file_fingerprint(input_path),
-        styles=tuple(file_sha256(p) for p in style_paths),
-        size=size,
-        frame_count=frame_count,
-        settings={k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()},
-    )
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_segment(value: Any, count: int) -> bool:
+    return (isinstance(value, list) and len(value) == 3 and _is_int(value[0]) and _is_int(value[1])
+            and 0 <= value[0] < value[1] <= count and isinstance(value[2], bool))
+
+
+def _expect(ok: bool, field: str) -> None:
+    if not ok:
+        raise ValueError(f"bad field: {field}")
 
 
 class WorkDir:
@@ -99,84 +119,112 @@ class WorkDir:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.frames = self.path / "frames"
+        self.frames = self.path / FRAMES
 
-    def open(self, manifest: Manifest, restart: bool) -> int:
-        """Create or reuse the directory; returns how many leading frames are already done."""
-        if restart and self.path.exists():
-            self.remove()
-        existing = self._read_manifest()
-        if existing is not None:
-            diffs = manifest.differences(existing)
-            if diffs:
-                raise CheckpointMismatch(
-                    f"work directory {self.path} belongs to another render ({'; '.join(diffs)} differ); "
-                    "use --restart to discard it, or --workdir to choose another")
-        try:
-            self.frames.mkdir(parents=True, exist_ok=True)
-            if existing is None:
-                write_atomic(self.path / MANIFEST, manifest.to_json().encode(), CheckpointError)
-        except OSError as exc:
-            raise CheckpointError(f"cannot create work directory {self.path}: {exc.strerror or exc}") from exc
-        return self.done_count()
+    def read_manifest(self) -> Manifest | None:
+        """The manifest of an existing work directory, None where there is none yet; changes nothing.
 
-    def _read_manifest(self) -> Manifest | None:
+        A directory that holds anything but vidstyle's files without a manifest is refused: it is not ours.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise NotAWorkDir(f"work directory {self.path} is a file, not a directory")
         path = self.path / MANIFEST
         if not path.exists():
-            if self.path.exists() and any(self.path.iterdir()):
-                raise CheckpointMismatch(f"{self.path} exists and is not a vidstyle work directory; "
-                                         "use --workdir to choose another")
+            if self.path.is_dir() and not self._holds_only_empty_frames():
+                raise NotAWorkDir(f"{self.path} exists and is not a vidstyle work directory (it has no {MANIFEST});"
+                                  " nothing in it was touched")
             return None
         try:
             return Manifest.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointMismatch(f"unreadable manifest in {self.path} ({exc}); use --restart") from exc
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointMismatch(f"the manifest of work directory {self.path} is damaged ({exc})") from exc
+
+    def _holds_only_empty_frames(self) -> bool:
+        """Empty, or only an empty frames/ left by a start that failed before its manifest (older versions)."""
+        entries = list(self.path.iterdir())
+        return not entries or (len(entries) == 1 and entries[0] == self.frames and self.frames.is_dir()
+                               and not any(self.frames.iterdir()))
+
+    def create(self, manifest: Manifest) -> Manifest:
+        """Make the directory and its manifest; a failure leaves nothing that was not there before.
+
+        The manifest is written before frames/ exists, so a work directory with frames always has one.
+        """
+        made = not self.path.exists()
+        manifest = replace(manifest, created_dir=made)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path / MANIFEST, manifest.to_json().encode(), CheckpointError)
+            self.frames.mkdir(exist_ok=True)
+        except (OSError, CheckpointError) as exc:
+            self._remove_own_files(made)
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise OutputError(f"cannot create work directory {self.path}: {reason or exc}") from exc
+        return manifest
+
+    def lock(self) -> FileLock:
+        """Held for the whole render, so two renders never write one work directory at once."""
+        return FileLock(self.path / LOCK, f"work directory {self.path}", remove_on_release=True)
 
     def frame_path(self, index: int) -> Path:
         return self.frames / f"{index:07d}.png"
 
-    def done_count(self) -> int:
-        """Number of consecutive finished frames from frame 0 (a gap means the rest must be redone)."""
-        done = 0
-        while self.frame_path(done).exists():
-            done += 1
-        return done
+    def done_frames(self) -> set[int]:
+        """Indices of every finished frame."""
+        if not self.frames.is_dir():
+            return set()
+        return {int(m.group(1)) for p in self.frames.iterdir() if (m := _FRAME_NAME.match(p.name))}
 
-    def save_frame(self, index: int, rgb: np.ndarray) -> None:
+    def save_frame(self, index: int, rgb: np.ndarray) -> Path:
         if not self.frames.is_dir():
             raise CheckpointError(f"work directory {self.path} disappeared during the render")
-        write_image(self.frame_path(index), rgb, CheckpointError)
+        path = self.frame_path(index)
+        write_image(path, rgb, CheckpointError)
+        return path
 
-    def load_frame(self, index: int) -> np.ndarray:
+    def load_frame(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
+        """A finished frame; with `size` (width, height), one of another size is refused, naming the file."""
+        path = self.frame_path(index)
         try:
-            return read_image(self.frame_path(index), "checkpoint")
+            rgb = read_image(path, "checkpoint")
         except InputError as exc:
-            raise CheckpointError(f"{exc}; use --restart") from exc
+            raise CheckpointError(f"{exc}; restart the render to discard the checkpoints") from exc
+        if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
+            raise CheckpointMismatch(f"checkpoint {path} is {rgb.shape[1]}x{rgb.shape[0]}, not the render's "
+                                     f"{size[0]}x{size[1]}: it belongs to another render")
+        return rgb
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        """Delete vidstyle's own files here, and the directory if vidstyle created it and it is left empty."""
+        try:
+            manifest = self.read_manifest()
+        except CheckpointMismatch:
+            if not (self.path / MANIFEST).is_file():
+                return  # not recognisably ours: touch nothing
+            manifest = None  # ours, with a damaged manifest: our files go, the directory stays
+        self._remove_own_files(manifest.created_dir if manifest is not None else False)
+
+    def _remove_own_files(self, remove_directory: bool) -> None:
+        if self.frames.is_dir():
+            for entry in self.frames.iterdir():
+                if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
+                    entry.unlink(missing_ok=True)
+            _remove_if_empty(self.frames)
+        if self.path.is_dir():
+            for entry in self.path.iterdir():
+                if entry.name in (MANIFEST, LOCK) or _TEMPORARY_NAME.match(entry.name):
+                    entry.unlink(missing_ok=True)
+            if remove_directory:
+                _remove_if_empty(self.path)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # something else lives there: it stays, and so does the directory
 
 
 def default_workdir(output: Path) -> Path:
     """Beside the output, named after it, so two renders into one folder never share checkpoints."""
     return output.with_name(output.name + ".vidstyle-work")
-
-
-def clean_stale_temporaries(directory: Path, stem: str) -> None:
-    """Remove partial outputs left by a killed earlier run of the same render (kill -9 skips our cleanup)."""
-    for stale in directory.glob(f".{stem}.partial-*"):
-        try:
-            if not _pid_alive(int(stale.stem.rsplit("-", 1)[-1])):
-                stale.unlink(missing_ok=True)
-        except ValueError:
-            continue
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()

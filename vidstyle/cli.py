@@ -15,7 +15,17 @@ from typing import Any, NoReturn
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names, demo_clip
 from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, read_preset
-from vidstyle.errors import SignalInterrupt, UsageError, VidstyleError
+from vidstyle.errors import (
+    BusyError,
+    CheckpointError,
+    CheckpointMismatch,
+    NotAWorkDir,
+    OutputExists,
+    SettingError,
+    SignalInterrupt,
+    UsageError,
+    VidstyleError,
+)
 from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted
 
 # Options shared by `render` and `image`; the video-only ones are listed separately.
@@ -112,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--source", type=Path, required=True, help="the video it was rendered from")
     metrics.add_argument("--flow", choices=("farneback", "dis"), default="farneback",
                          help="flow method for the warping error [farneback: independent of the renderer's DIS]")
+    metrics.add_argument("--style", "-s", metavar="STYLE",
+                         help="the painting it was rendered with (file or built-in name): adds the style gain")
     metrics.add_argument("--json", action="store_true", help="print one JSON object")
     metrics.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     metrics.set_defaults(func=_cmd_metrics)
@@ -136,6 +148,7 @@ class _Progress:
         self.quiet = quiet
         self.bar: Any = None
         self.iters = 1
+        self.frames_done = 0
 
     def say(self, text: str) -> None:
         if self.quiet:
@@ -152,13 +165,14 @@ class _Progress:
             self._start(event)
         elif isinstance(event, FrameStarted):
             self.iters = event.iters
-            if event.scene_cut and event.index > 0 and self.bar is not None:
+            if event.fresh and event.index > 0 and self.bar is not None:
                 self.bar.set_postfix_str(f"scene cut at frame {event.index}: starting fresh")
         elif isinstance(event, IterationDone) and self.bar is not None:
             self.bar.update(1.0 / event.iters)
         elif isinstance(event, FrameDone) and self.bar is not None:
-            self.bar.n = event.index + 1
-            self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.scene_cut else ""))
+            self.frames_done += 1
+            self.bar.n = self.frames_done  # whole frames again, whatever the iterations' fractions added up to
+            self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.fresh else ""))
         elif isinstance(event, RenderFinished):
             self.close()
             self.say(f"wrote {event.output} ({event.frames} frames in {_clock(event.seconds)})")
@@ -169,9 +183,14 @@ class _Progress:
         width, height = event.size
         self.say(f"rendering {event.total_frames} frames at {width}x{height}, {float(event.fps):.3f} fps, "
                  f"on {event.device}; checkpoints in {event.workdir}")
-        if event.resume_from:
-            self.say(f"resuming at frame {event.resume_from} of {event.total_frames}")
-        self.bar = tqdm(total=event.total_frames, initial=event.resume_from, unit="frame", dynamic_ncols=True,
+        for note in event.notes:
+            self.say(note)
+        if event.already_done:
+            self.say(f"resuming at frame {event.resume_from} of {event.total_frames}"
+                     + (f" ({event.already_done} frames already done)"
+                        if event.already_done != event.resume_from else ""))
+        self.frames_done = event.already_done
+        self.bar = tqdm(total=event.total_frames, initial=event.already_done, unit="frame", dynamic_ncols=True,
                         bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {postfix}]")
 
     def close(self) -> None:
@@ -228,16 +247,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_metrics(args: argparse.Namespace) -> int:
     import json
 
+    from vidstyle.io.images import read_image
     from vidstyle.metrics import measure_video
 
-    found = measure_video(args.output, args.source, args.flow)
+    style = read_image(_style_paths([args.style])[0], "style image") if args.style else None
+    found = measure_video(args.output, args.source, args.flow, style)
     if args.json:
         print(json.dumps(found.as_dict()))
         return 0
-    print(f"frames                      {found.frames}")
-    print(f"warping error (output)      {found.warping_error:.6f}")
-    print(f"warping error (source)      {found.source_warping_error:.6f}   <- the floor")
-    print(f"edge correlation with source {found.edge_correlation:.3f} mean, {found.min_edge_correlation:.3f} min")
+    print(f"frames                       {found.frames}")
+    print(f"warping error (output)       {found.warping_error:.6f}   flicker: lower is steadier")
+    print(f"warping error (source)       {found.source_warping_error:.6f}   the floor: the source's own change "
+          "that flow cannot explain; a render does not go below it")
+    print(f"edge correlation with source {found.edge_correlation:.3f} mean, {found.min_edge_correlation:.3f} min"
+          "   content kept: 1 is the source's edges")
+    if found.style_gain is not None:
+        print(f"style gain                   {found.style_gain:.3f}   closer to the painting's patches than the "
+              "source: 1 is the painting itself, 0 no closer, below 0 further")
     return 0
 
 
@@ -245,17 +271,63 @@ def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise SignalInterrupt(signum)
 
 
+def _interrupt_once(_signum: int, _frame: FrameType | None) -> None:
+    """The first Ctrl-C stops the work; later ones are ignored, so that the clean-up they would interrupt (closing
+    ffmpeg, saving finished frames) completes and Python prints no 'Exception ignored' lines."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+# Library errors that a flag of this command line can resolve: the hint names it.
+_HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
+    (NotAWorkDir, "choose another --workdir"),
+    (CheckpointMismatch, "use --restart to discard the checkpoints, or --workdir to choose another directory"),
+    (CheckpointError, "use --restart to discard the checkpoints"),
+    (OutputExists, "use --overwrite to replace it"),
+)
+
+
+def _message(exc: VidstyleError, command: str) -> str:
+    """The library's one line in the command line's words: flags instead of setting names, and a hint."""
+    if isinstance(exc, SettingError):
+        return f"{_flag_for(exc.setting, command)} {exc.problem}"
+    text = str(exc)
+    if isinstance(exc, CheckpointMismatch) and exc.settings:
+        flags = ", ".join(_flag_for(name, command) for name in exc.settings)
+        text = text.replace("setting(s) " + ", ".join(exc.settings), "setting(s) " + flags)
+    for kind, hint in _HINTS:
+        if isinstance(exc, kind):
+            return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind
+    return text
+
+
+def _flag_for(setting: str, command: str) -> str:
+    if command == "image" and setting == "first_iters":
+        return "--iters"  # a still's iterations are the first frame's
+    special = {"styles": "--style", "stylizer": "the prepared stylizer"}
+    return special.get(setting, "--" + setting.replace("_", "-"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    func: Callable[[argparse.Namespace], int] = args.func
+    handlers = signal.signal(signal.SIGINT, _interrupt_once), signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
+        return _run_command(argv)
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
+    args = argparse.Namespace(debug=False, command="")
+    try:
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except VidstyleError as exc:
         if args.debug:
             raise
-        prefix = "vidstyle: " if exc.exit_code >= 128 else "vidstyle: error: "
-        print(prefix + str(exc), file=sys.stderr)
+        prefix = "vidstyle: " if exc.exit_code >= 128 or isinstance(exc, BusyError) else "vidstyle: error: "
+        print(prefix + _message(exc, args.command), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("vidstyle: interrupted", file=sys.stderr)

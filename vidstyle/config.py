@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidstyle.errors import ConfigError, UsageError
+from vidstyle.errors import ConfigError, SettingError
 
 DEFAULT_PRESET = "balanced"
 MAX_SIZE = 8192  # long side in pixels; beyond this VGG activations alone exceed any GPU's memory
@@ -54,6 +55,8 @@ class Config:
     keep_frames: bool = _opt(False, "keep the frame checkpoints after a successful render", frames=False)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _normalized(f.name, getattr(self, f.name)))
         validate(self)
 
     def frames_dict(self) -> dict[str, Any]:
@@ -70,57 +73,89 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
 }
 
+# Inclusive ranges of the numeric settings. Seeds stay within 63 bits so that per-frame seeds derived from them
+# fit torch's generator (see sequence.frame_seed).
+RANGES: dict[str, tuple[float, float]] = {
+    "size": (16, MAX_SIZE),
+    "iters": (1, 100_000),
+    "first_iters": (1, 100_000),
+    "coarse_levels": (0, 4),
+    "adam_lr": (1e-6, 10.0),
+    "content_weight": (0.0, 1e6),
+    "style_weight": (0.0, 1e6),
+    "tv_weight": (0.0, 1e6),
+    "temporal_weight": (0.0, 1e6),
+    "style_scale": (0.05, 8.0),
+    "prev_weight": (0.0, 1.0),
+    "cut_threshold": (0.0, 1.0),
+    "seed": (0, 2**63 - 1),
+    "crf": (0, 51),
+}
+
 
 def validate(cfg: Config) -> None:
-    """Reject impossible values with a message that names the option."""
+    """Reject a wrong type or an impossible value with a message that names the setting."""
+    for f in dataclasses.fields(cfg):
+        _check_type(f.name, getattr(cfg, f.name), f.default)
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
-            raise UsageError(f"--{_flag(name)} must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
-    if not 16 <= cfg.size <= MAX_SIZE:
-        raise UsageError(f"--size must be between 16 and {MAX_SIZE} pixels (got {cfg.size})")
-    if not 0 <= cfg.coarse_levels <= 4:
-        raise UsageError(f"--coarse-levels must be between 0 and 4 (got {cfg.coarse_levels})")
-    for name in ("iters", "first_iters"):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{_flag(name)} must be at least 1 (got {getattr(cfg, name)})")
-    for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "adam_lr"):
-        if getattr(cfg, name) < 0:
-            raise UsageError(f"--{_flag(name)} must not be negative (got {getattr(cfg, name)})")
-    if not 0.05 <= cfg.style_scale <= 8:
-        raise UsageError(f"--style-scale must be between 0.05 and 8 (got {cfg.style_scale})")
-    if not 0 <= cfg.prev_weight <= 1:
-        raise UsageError(f"--prev-weight must be between 0 and 1 (got {cfg.prev_weight})")
-    if any(w < 0 for w in cfg.style_blend) or (cfg.style_blend and sum(cfg.style_blend) <= 0):
-        raise UsageError(f"--style-blend weights must be non-negative and not all zero (got {cfg.style_blend})")
-    if not 0 <= cfg.crf <= 51:
-        raise UsageError(f"--crf must be between 0 and 51 (got {cfg.crf})")
+            raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
+    for name, (low, high) in RANGES.items():
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {value!r})")
+    blend = cfg.style_blend
+    if any(not math.isfinite(w) or w < 0 for w in blend) or (blend and sum(blend) <= 0):
+        raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero (got {blend})")
 
 
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
+def _number(bound: float) -> str:
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    """The type of the default, with an int accepted for a float; bools are not numbers here."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(value, bool) and isinstance(default, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float))
+    elif isinstance(default, tuple):
+        ok = isinstance(value, tuple) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise SettingError(name, f"must be {_type_name(default)} (got {value!r})")
+
+
+def _type_name(default: Any) -> str:
+    if isinstance(default, tuple):
+        return "a sequence of numbers"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[type(default)]
+
+
+def check_style_count(cfg: Config, styles: int) -> None:
+    """A blend names one weight per style image."""
+    if styles < 1:
+        raise SettingError("styles", "needs at least one style image")
+    if cfg.style_blend and len(cfg.style_blend) != styles:
+        raise SettingError("style_blend", f"has {len(cfg.style_blend)} weights for {styles} style images")
+
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}
 
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config))
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """Type-check one preset value against the field's default type."""
-    default = next(f.default for f in dataclasses.fields(Config) if f.name == name)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
-        value = tuple(float(v) for v in value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ConfigError(f"{source}: '{name}' should be a {type(default).__name__}, got {value!r}")
+def _normalized(name: str, value: Any) -> Any:
+    """TOML and Python callers write lists for tuples and `2` for 2.0: bring a value to its field's own type."""
+    default = _DEFAULTS[name]
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
 
 
@@ -136,17 +171,26 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.toml"))
 
 
+def _preset_path(name_or_path: str) -> Path:
+    """A file that exists is read as TOML whatever its name (`x.TOML`, `mine`); a bare word names a preset."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"preset {path} is a directory, not a TOML file")
+    builtin = presets_dir() / f"{name_or_path}.toml"
+    if builtin.is_file() and path.name == name_or_path:
+        return builtin
+    if path.suffix or path.name != name_or_path:
+        raise ConfigError(f"preset file not found: {path}")
+    raise ConfigError(f"unknown preset '{name_or_path}' (available: {', '.join(preset_names())})")
+
+
 def read_preset(name_or_path: str) -> dict[str, Any]:
     """Parse a preset by name (`fast`) or path (`my.toml`) into {field: value}; never executes anything."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml":
-        path = presets_dir() / f"{name_or_path}.toml"
-        if not path.is_file():
-            raise ConfigError(f"unknown preset '{name_or_path}' (available: {', '.join(preset_names())})")
+    path = _preset_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"preset file not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read preset {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -155,7 +199,13 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-    return {name: _coerce(name, value, str(path)) for name, value in data.items()}
+    values = {name: _normalized(name, value) for name, value in data.items()}
+    for name, value in values.items():
+        try:
+            _check_type(name, value, _DEFAULTS[name])
+        except SettingError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return values
 
 
 def make_config(preset: str | None = DEFAULT_PRESET, **overrides: Any) -> Config:

@@ -15,6 +15,10 @@ class UsageError(VidstyleError):
     exit_code = 2
 
 
+class OutputExists(UsageError):
+    """The output file exists and overwriting was not allowed."""
+
+
 class ConfigError(UsageError):
     """A preset or setting is unknown or malformed."""
 
@@ -50,7 +54,15 @@ class ModelError(VidstyleError):
 
 
 class CheckpointMismatch(UsageError):
-    """The work directory belongs to a different render."""
+    """The work directory belongs to a different render; `settings` names the settings that differ, if any."""
+
+    def __init__(self, message: str, settings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.settings = settings
+
+
+class NotAWorkDir(CheckpointMismatch):
+    """The directory named as a work directory is not one of vidstyle's: a file, or a folder of other files."""
 
 
 class OutputError(VidstyleError):

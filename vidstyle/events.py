@@ -11,18 +11,22 @@ from pathlib import Path
 @dataclass(frozen=True)
 class RenderStarted:
     total_frames: int
-    resume_from: int  # frames already finished by an earlier run (0 for a fresh render)
+    resume_from: int  # the first frame not yet finished by an earlier run (0 for a fresh render)
+    already_done: int  # frames finished by earlier runs, not necessarily all before resume_from
     size: tuple[int, int]  # (width, height)
     fps: Fraction
     device: str
     workdir: Path
+    shots: int  # segments of the plan that start fresh: the first frame and each scene cut
+    audio: str  # what happens to the source's audio, e.g. "copy aac" or "no audio"
+    notes: tuple[str, ...] = ()  # things a person should know before waiting for the result, one line each
 
 
 @dataclass(frozen=True)
 class FrameStarted:
     index: int
     iters: int
-    scene_cut: bool  # the frame starts fresh: first frame, or the first after a hard cut
+    fresh: bool  # the frame starts from nothing: the first frame, or the first after a scene cut
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,20 @@ class IterationDone:
 
 @dataclass(frozen=True)
 class FrameDone:
+    """A frame is stylized; its checkpoint may not be on disk yet (FrameSaved says when it is)."""
+
     index: int
     loss: float
     seconds: float
-    scene_cut: bool
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class FrameSaved:
+    """A frame's checkpoint is on disk, under `path`, where a reader may fetch it."""
+
+    index: int
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class RenderFinished:
     seconds: float
 
 
-Event = RenderStarted | FrameStarted | IterationDone | FrameDone | RenderFinished
+Event = RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished
 EventCallback = Callable[[Event], None]
 
 

@@ -36,9 +36,8 @@ def _rows(features: Tensor) -> Tensor:
 def _as_convolution(features: Tensor) -> bool:
     """Run the Gram products as 1x1 convolutions: one NHWC image on a CPU.
 
-    There oneDNN's convolution kernels beat MKL's matmul on these tall, thin products: on the README's CPU the
-    five style layers' Grams took 12 % less time at 256 px in fp32, their gradients 16 % less, most of it at
-    the 64- and 128-channel layers ("Losses"). A batch, NCHW, or a GPU (cuBLAS) keep the plain matmul.
+    There oneDNN's convolution kernels beat MKL's matmul on these tall, thin products, most of all at the 64- and
+    128-channel layers (docs/performance.md). A batch, NCHW, or a GPU (cuBLAS) keep the plain matmul.
     """
     return features.device.type == "cpu" and features.shape[0] == 1 and _is_channels_last(features)
 
@@ -96,7 +95,7 @@ def _gram_error_sum(features: Tensor, target: SummedTarget) -> Tensor:
     # of the activations. So the bf16 product starts its float32 accumulator at minus the target's bf16 part:
     # its one rounding is then relative to the Gram's error, not to the Gram (1e-3 of the error; a bf16 Gram
     # would be off by 5e-2 of it), the rounding the backward gives that error anyway. The target's float32
-    # remainder is taken off after. Half the time of the float32 Gram at 256 px (README, "Losses").
+    # remainder is taken off after (docs/performance.md).
     rows = _rows(features)
     error = torch.baddbmm(target.leading, rows.transpose(1, 2), rows, beta=-1)
     return torch.sub(error, target.remainder)  # promoted to float32: the bf16 error is exact in it
@@ -107,9 +106,8 @@ class _SquaredError(torch.autograd.Function):
     with the gradient 2 * scale * weight * (x - target) written directly, in x's dtype and layout.
 
     Autograd through the plain expression converts, subtracts, squares and scales twice over, a pass over the
-    activation each: 1.0-1.4 ms forward + backward at relu4_2 at 256 px in bf16, against 0.25 ms here (README,
-    "Losses"). Its mean() would also hand back an NCHW gradient for NHWC activations, which then costs a layout
-    change to add to the network's gradient.
+    activation each, several times the work of this one pass (docs/performance.md). Its mean() would also hand
+    back an NCHW gradient for NHWC activations, which then costs a layout change to add to the network's gradient.
     """
 
     @staticmethod
@@ -214,8 +212,8 @@ def blend_grams(grams: list[dict[str, Tensor]], weights: list[float]) -> dict[st
 class _TotalVariation(torch.autograd.Function):
     """100 x (mean dx^2 + mean dy^2) over neighbouring pixels, with the gradient written into one image.
 
-    Autograd through the slices zero-fills an image-sized gradient per slice and adds the four up: 0.6-1.0 ms
-    forward + backward at 256 px, against 0.3 ms here (README, "Losses").
+    Autograd through the slices zero-fills an image-sized gradient per slice and adds the four up
+    (docs/performance.md).
     """
 
     @staticmethod

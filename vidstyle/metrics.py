@@ -5,7 +5,9 @@
   the flow taken from the *source* video. The source's own figure is the floor.
 - Edge fidelity: per frame, the correlation of the output's and the source frame's edge-strength maps.
   Warping error alone rewards a render that freezes or smears; this catches both.
-- Style distance: the relative Gram error (the style loss) of the frames against the style image.
+- Style gain: the sliced Wasserstein distance of image patches to the painting's (vidstyle.style_distance), which
+  does not use the VGG19 the renderer optimizes, as a gain over the source frame's; `style_distances` gives the
+  renderer's own Gram error instead.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vidstyle.errors import InputError
 from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import read_frames
-from vidstyle.io.probe import probe_video
+from vidstyle.io.probe import VideoInfo, probe_video
+from vidstyle.style_distance import StyleDistance
 
 
 def edge_strength(rgb: np.ndarray) -> np.ndarray:
@@ -57,17 +61,28 @@ class VideoMetrics:
     source_warping_error: float  # of the source itself: the floor
     edge_correlation: float  # mean over frames
     min_edge_correlation: float
+    # Network-free style gain (vidstyle.style_distance) of sampled frames over their source frames, when the
+    # painting is given: 1 is the painting's own patch statistics, 0 no closer to them than the source.
+    style_gain: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
 
 
 def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray], flow_method: str = "farneback",
-                   cut_threshold: float = 0.5) -> VideoMetrics:
-    """Metrics over paired (output, source) frames of equal size; pairs across a scene cut are skipped."""
-    warp_errors, floor_errors, edges = [], [], []
+                   cut_threshold: float = 0.5, style: np.ndarray | None = None,
+                   style_every: int = 5) -> VideoMetrics:
+    """Metrics over paired (output, source) frames of equal size; pairs across a scene cut are skipped.
+
+    With the `style` painting, every `style_every`-th frame's network-free style gain is averaged too.
+    """
+    warp_errors, floor_errors, edges, gains = [], [], [], []
     prev: tuple[np.ndarray, np.ndarray] | None = None
+    scorer: StyleDistance | None = None
     for out, src in zip(outputs, sources, strict=False):  # a render may be cut short; score what both have
+        if style is not None and len(edges) % style_every == 0:
+            scorer = scorer or StyleDistance(style, (out.shape[1], out.shape[0]))
+            gains.append(scorer.gain(out, src))
         edges.append(edge_correlation(out, src))
         if prev is not None and not is_scene_cut(prev[1], src, cut_threshold):
             backward, mask = source_motion(prev[1], src, flow_method)  # one flow serves both errors
@@ -76,19 +91,36 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
         prev = (out, src)
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
     return VideoMetrics(len(edges), mean(warp_errors), mean(floor_errors), mean(edges),
-                        float(min(edges)) if edges else 0.0)
+                        float(min(edges)) if edges else 0.0, mean(gains) if gains else None)
+
+
+def check_pair(output: VideoInfo, source: VideoInfo) -> None:
+    """Refuse to score a video against a source it was not rendered from: another length or shape of picture.
+
+    A render keeps every frame and the aspect ratio (to the even pixel), so either difference means another clip.
+    """
+    if output.frame_count != source.frame_count:
+        raise InputError(f"{output.path} has {output.frame_count} frames and {source.path} {source.frame_count}: "
+                         "it was not rendered from that source")
+    out_aspect, src_aspect = output.width / output.height, source.width / source.height
+    if abs(out_aspect / src_aspect - 1) > 0.03:
+        raise InputError(f"{output.path} is {output.width}x{output.height} and {source.path} "
+                         f"{source.width}x{source.height}: another shape of picture, so not a render of it")
 
 
 def _paired_frames(output: Path, source: Path) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]]:
     out_info, src_info = probe_video(output), probe_video(source)
+    check_pair(out_info, src_info)
     size = (out_info.width, out_info.height)
     return ((f.rgb for f in read_frames(out_info, size)), (f.rgb for f in read_frames(src_info, size)))
 
 
-def measure_video(output: Path, source: Path, flow_method: str = "farneback") -> VideoMetrics:
-    """Metrics of a rendered video against its source (the source is decoded at the output's size)."""
+def measure_video(output: Path, source: Path, flow_method: str = "farneback",
+                  style: np.ndarray | None = None) -> VideoMetrics:
+    """Metrics of a rendered video against its source (the source is decoded at the output's size); with the
+    `style` painting, the network-free style gain too."""
     outs, srcs = _paired_frames(Path(output), Path(source))
-    return measure_frames(outs, srcs, flow_method)
+    return measure_frames(outs, srcs, flow_method, style=style)
 
 
 def style_distances(frames: Iterable[np.ndarray], style_rgb: np.ndarray, every: int = 1) -> list[float]:

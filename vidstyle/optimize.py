@@ -14,8 +14,8 @@ from torch import Tensor
 from vidstyle.lbfgs import StepCallback, run_lbfgs
 
 # L-BFGS memory (pairs of image-sized vectors), which every iteration reads twice over. Measured at 256 px:
-# 20 pairs instead of 50 made 40-iteration frames 0.8 % faster (bf16), and left final losses 0.1 % higher after
-# 200 iterations and unchanged after 40; 10 pairs were 0.4 % higher (README, "L-BFGS").
+# 20 pairs run faster than 50 (fewer image-sized reads) with final losses all but the same, where 10 lose more
+# (docs/performance.md).
 LBFGS_HISTORY = 20
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vidstyle.errors import UsageError
+from vidstyle.errors import SettingError
 
 
 def _cpu_has_bf16() -> bool:
@@ -34,7 +34,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return None
     if name == "fp16":
         if device.type == "cpu":
-            raise UsageError("--precision fp16 is for GPUs; use bf16 or fp32 on the CPU")
+            raise SettingError("precision", "fp16 is for GPUs; use bf16 or fp32 on a CPU")
         return torch.float16
     if name == "bf16":
         return torch.bfloat16

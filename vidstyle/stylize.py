@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import cv2
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vidstyle.config import Config
-from vidstyle.errors import ModelError, UsageError
+from vidstyle.config import Config, check_style_count
+from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb
 from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
@@ -27,7 +27,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise UsageError(f"--device {name} requested but no {name.upper()} device is available")
+        raise SettingError("device", f"is {name} but this machine has no {name.upper()} device")
     return torch.device(name)
 
 
@@ -103,18 +103,22 @@ class Stylizer:
         self.dtype = resolve_precision(config.precision, self.device)
         self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
         # NHWC lets cuDNN use its fastest (tensor-core) convolutions, and on a CPU oneDNN's; there the Gram
-        # gradient (losses._GramError) also runs at twice the speed of its NCHW form (README, "channels_last").
+        # gradient (losses._GramError) also runs at twice the speed of its NCHW form (docs/performance.md).
         self.channels_last = self.device.type in ("cpu", "cuda")
         if self.channels_last:
             self.vgg = self.vgg.to(memory_format=torch.channels_last)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # autotuning pays over a whole video of one size
         if self.dtype is not None:
             # Autocast caches its casts of trainable weights only; these are frozen, so it would cast all of them
-            # again at every iteration (a 5 % slower bare network at 256 px in bf16). The same arithmetic.
+            # again at every iteration (docs/performance.md). The same arithmetic.
             self.vgg.convs.to(self.dtype)
         self.styles = styles
         self._style_cache: dict[tuple[int, int], StyleLoss] = {}
+
+    def made_for(self, config: Config, styles: list[np.ndarray], device: torch.device) -> bool:
+        """Whether this stylizer makes the frames `config` and `styles` describe, on `device`."""
+        return (self.config.frames_dict() == config.frames_dict() and self.device == device
+                and len(self.styles) == len(styles)
+                and all(np.array_equal(a, b) for a, b in zip(self.styles, styles, strict=True)))
 
     def autocast(self) -> AbstractContextManager[object]:
         """The precision the network runs in (nothing for fp32); the losses run outside it."""
@@ -127,7 +131,7 @@ class Stylizer:
 
         A loss taken as soon as its layer comes out finds the activation still in cache, and its backward
         runs when the network's backward reaches that layer; taken after the whole forward pass, both
-        went to memory and back (measured at 256 px in bf16: 5 % of an iteration; README, "Losses").
+        went to memory and back (docs/performance.md).
         """
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
@@ -149,9 +153,8 @@ class Stylizer:
     def style_loss(self, render_size: tuple[int, int]) -> StyleLoss:
         """Style targets for a render of (width, height), computed once and cached."""
         if render_size not in self._style_cache:
+            check_style_count(self.config, len(self.styles))
             weights = list(self.config.style_blend) or [1.0] * len(self.styles)
-            if len(weights) != len(self.styles):
-                raise UsageError(f"--style-blend has {len(weights)} weights for {len(self.styles)} styles")
             grams = []
             with torch.no_grad():
                 for style in self.styles:
@@ -167,7 +170,7 @@ class Stylizer:
 
         With `starts_at_content`, the caller promises that the first image evaluated is `content` itself; the
         content target is then taken from that evaluation's activations instead of a forward pass of its own
-        (a first frame or a still: one network pass in 40 iterations saved, about 1 % at 256 px).
+        (a first frame or a still: one network pass a frame saved).
         """
         cfg = self.config
         content_loss: ContentLoss | None = None
@@ -207,7 +210,7 @@ class Stylizer:
         halving), then at full size, which so starts from a painted frame. Each level hands on its stylization
         (output minus its content), upsampled and added to the next level's content, so the content stays
         sharp and only the painted part is interpolated. Measured on a CPU at up to 512 px it rarely saves
-        time (README, bench.py [c]), hence off by default.
+        time (docs/performance.md, bench.py [c]), hence off by default.
         """
         done, stylization = 0, None
         for dims in coarse_sizes(content.shape, self.config.coarse_levels):
@@ -229,15 +232,27 @@ class Stylizer:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
         loss_fn = self.objective(content_t, temporal, starts_at_content=init is content)
-        image, loss_t = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr, on_step)
+        with self._backend_flags():
+            image, loss_t = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr,
+                                          on_step)
         loss = float(loss_t)
         if not math.isfinite(loss):
             # Never write a frame of NaNs; fp16 is the one mode whose range can run out.
-            raise ModelError(f"the optimization diverged (loss {loss}) in {self.config.precision}; "
-                             "use --precision bf16 or fp32")
+            raise ModelError(f"the optimization diverged (loss {loss}) in precision {self.config.precision}; "
+                             "bf16 or fp32 keep it finite")
         return FrameResult(to_rgb8(image), loss)
 
-    def random_init(self, shape: tuple[int, int], seed: int) -> Tensor:
-        """Uniform noise image (height, width), seeded per frame so resumed renders repeat exactly."""
-        gen = torch.Generator().manual_seed(seed)
-        return torch.rand((1, 3, *shape), generator=gen).to(self.device)
+    def _backend_flags(self) -> AbstractContextManager[object]:
+        """cuDNN autotuning for the frame's convolutions, set for this call only, not for the whole process:
+        it pays over many frames of one size, and a caller's own torch work keeps its own settings."""
+        return _cudnn_autotuning() if self.device.type == "cuda" else nullcontext()
+
+
+@contextmanager
+def _cudnn_autotuning() -> Iterator[None]:
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

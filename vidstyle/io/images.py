@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -46,7 +47,8 @@ def encode_image(rgb: np.ndarray, suffix: str = ".png") -> bytes:
 
 def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError) -> None:
     """Write via a temporary name and os.replace, so a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Unique without a process id: several hosts may write into one shared work directory.
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

@@ -1,21 +1,25 @@
-"""Checks on where a result will be written, done before any work so a mistake costs nothing."""
+"""Where results are written: checks done before any work, the hidden partial file, and exclusive locks."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from pathlib import Path
+from types import TracebackType
 
-from vidstyle.errors import OutputError, UsageError
+from vidstyle.errors import BusyError, OutputError, OutputExists, UsageError
 
 
 def check_output_path(output: Path, source: Path, overwrite: bool) -> None:
-    """Refuse an output that is the source, exists (without overwrite), or cannot be created."""
+    """Refuse an output that is the source, a directory, exists (without overwrite), or cannot be created."""
     if output.resolve() == source.resolve() or (output.exists() and source.exists()
                                                   and os.path.samefile(output, source)):
         raise UsageError(f"output {output} is the input; choose another output path")
+    if output.is_dir():
+        raise UsageError(f"output {output} is a directory; name a file")
     if output.exists() and not overwrite:
-        raise UsageError(f"output {output} exists; use --overwrite to replace it")
+        raise OutputExists(f"output {output} exists")
     parent = output.parent
     if not parent.is_dir():
         raise OutputError(f"output directory does not exist: {parent}")
@@ -25,3 +29,50 @@ def check_output_path(output: Path, source: Path, overwrite: bool) -> None:
             pass
     except OSError as exc:
         raise OutputError(f"output directory is not writable: {parent} ({exc.strerror or exc})") from exc
+
+
+def partial_path(output: Path) -> Path:
+    """The hidden sibling an output is written to before it is renamed into place (same file system, so the
+    rename is atomic). One name per output, not per process: a re-run after a kill reuses it instead of
+    leaving the old one behind, and a second render of the same output finds it locked."""
+    return output.with_name(f".{output.name}.partial{output.suffix}")
+
+
+class FileLock:
+    """An exclusive flock on `path`, created if needed; the kernel drops it when the process dies, kill -9 too.
+
+    `remove_on_release` deletes the file when the lock is released, for lock files that only we create.
+    """
+
+    def __init__(self, path: Path, what: str, remove_on_release: bool = False) -> None:
+        self.path, self.what, self.remove_on_release = Path(path), what, remove_on_release
+        self._fd: int | None = None
+
+    def acquire(self) -> FileLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BusyError(f"another vidstyle render is writing {self.what} right now; wait for it to finish "
+                            "or choose another output") from None
+        self._fd = fd
+        return self
+
+    def release(self, unlink: bool | None = None) -> None:
+        if self._fd is None:
+            return
+        if self.remove_on_release if unlink is None else unlink:
+            self.path.unlink(missing_ok=True)  # before unlocking: nobody else can hold it meanwhile
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> FileLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()

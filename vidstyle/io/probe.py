@@ -7,6 +7,7 @@ fraction, frame count, variable-rate detection) without decoding, while stderr c
 
 from __future__ import annotations
 
+import hashlib
 import re
 import stat
 from dataclasses import dataclass
@@ -42,6 +43,10 @@ class VideoInfo:
     duration: float  # seconds of video
     variable_rate: bool
     audio_codecs: tuple[str, ...]
+    # Identity of what the frames are made from: every video packet's timestamps, size and checksum (the probe's
+    # framecrc pass lists them anyway) plus the displayed size and rotation. Two files whose pictures differ
+    # anywhere differ here, at no cost beyond the probe; the audio, which a render copies, does not count.
+    digest: str = ""
 
     @property
     def has_audio(self) -> bool:
@@ -202,7 +207,16 @@ def probe_video(path: Path) -> VideoInfo:
         duration=float(len(stamps) / fps),
         variable_rate=variable,
         audio_codecs=_parse_audio(err),
+        digest=_digest(framecrc, width, height, rotation),
     )
+
+
+def _digest(framecrc: str, width: int, height: int, rotation: int) -> str:
+    hasher = hashlib.sha256(f"{width}x{height}@{rotation}\n".encode())
+    for line in framecrc.splitlines():
+        if not line.startswith("#software"):  # the muxer's version: a new ffmpeg must not orphan checkpoints
+            hasher.update(line.encode("ascii", "replace") + b"\n")
+    return hasher.hexdigest()[:32]
 
 
 def size_to_fit(width: int, height: int, long_side: int) -> tuple[int, int]:

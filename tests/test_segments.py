@@ -1,0 +1,267 @@
+"""The render as a plan of segments: the same frames as the sequential renderer, resumable as a set of frames."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, shared_asset
+
+import vidstyle
+from vidstyle.checkpoint import WorkDir
+from vidstyle.cli import main
+from vidstyle.errors import Interrupted, OutputExists, SettingError, VidstyleError
+from vidstyle.events import FrameDone, FrameSaved, FrameStarted
+from vidstyle.io.decode import Frame, read_frames
+from vidstyle.io.images import read_image
+from vidstyle.io.paths import partial_path
+from vidstyle.io.probe import probe_video, size_to_fit
+from vidstyle.pipeline import prepare_render
+from vidstyle.plan import Segment, find_cuts, plan_segments
+from vidstyle.sequence import Previous, StylizedFrame
+
+REFERENCE = ROOT / "tests" / "data" / "cut_reference"
+CUT_CLIP = REFERENCE / "cut.mkv"
+
+
+def _config(**changes: object) -> vidstyle.Config:
+    settings: dict[str, object] = dict(size=64, iters=2, first_iters=4, device="cpu", flow="dis",
+                                       temporal_weight=10.0, precision="fp32", keep_frames=True)
+    settings.update(changes)
+    return vidstyle.make_config("balanced", **settings)
+
+
+def _pixels(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    assert image is not None, f"{path} is not a readable image"
+    return image
+
+
+def _leftovers(folder: Path, out: Path) -> list[str]:
+    """Anything a render of `out` may leave in `folder`: the output, its partial file, its work directory."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith((out.name, f".{out.name}")))
+
+
+class _Recorder:
+    """Collects events, and checks each FrameSaved at the moment it arrives (problems are asserted later: an
+    assertion raised inside the callback would end the render instead of failing the test)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        self.size, self.events, self.problems = size, [], []
+
+    def __call__(self, event: object) -> None:
+        self.events.append(event)
+        if isinstance(event, FrameSaved):
+            image = cv2.imread(str(event.path)) if event.path.is_file() else None
+            if image is None:
+                self.problems.append(f"frame {event.index}: {event.path} is missing or unreadable when announced")
+            elif (image.shape[1], image.shape[0]) != self.size:
+                self.problems.append(f"frame {event.index}: {image.shape[1]}x{image.shape[0]}, not {self.size}")
+
+
+@pytest.fixture(scope="module")
+def full(bunny_short: Path, starry: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, _Recorder]:
+    """An uninterrupted API render of bunny_short with kept frames, and the events it reported."""
+    folder = tmp_path_factory.mktemp("full")
+    recorder = _Recorder((64, 36))
+    vidstyle.render(bunny_short, [starry], folder / "full.mp4", _config(), workdir=folder / "work",
+                    on_event=recorder)
+    assert WorkDir(folder / "work").done_frames() == set(range(12))
+    return folder / "work", recorder
+
+
+def test_cut_clip_renders_exactly_the_sequential_reference(starry: Path, tmp_path: Path) -> None:
+    readme = (REFERENCE / "README.md").read_text()
+    assert "--size 64 --iters 4 --first-iters 8" in readme and "--flow dis --temporal-weight 10" in readme
+    work = tmp_path / "work"
+    code = main(["render", str(CUT_CLIP), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), "--size", "64",
+                 "--iters", "4", "--first-iters", "8", "--flow", "dis", "--temporal-weight", "10", "--precision",
+                 "fp32", "--seed", "0", "--device", "cpu", "--keep-frames", "--quiet", "--workdir", str(work)])
+    assert code == 0
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert manifest["segments"] == [[0, 6, True], [6, 12, True]]
+    for i in range(12):
+        name = f"{i:07d}.png"
+        got, want = _pixels(work / "frames" / name), _pixels(REFERENCE / name)
+        assert got.shape == want.shape == (36, 64, 3)
+        assert np.array_equal(got, want), f"frame {i} differs from the sequential renderer's (max diff " \
+                                          f"{np.abs(got.astype(int) - want).max()})"
+
+
+def test_resume_makes_only_the_missing_frames_of_a_set(full, bunny_short: Path, starry: Path,
+                                                       tmp_path: Path) -> None:
+    reference, _ = full
+    work = tmp_path / "work"
+    shutil.copytree(reference, work)
+    for i in (3, 4):
+        (work / "frames" / f"{i:07d}.png").unlink()
+    kept = {i: (work / "frames" / f"{i:07d}.png") for i in (*range(3), *range(5, 12))}
+    before = {i: (p.stat().st_mtime_ns, p.stat().st_ino, p.read_bytes()) for i, p in kept.items()}
+    events: list[object] = []
+    out = tmp_path / "again.mp4"
+    vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=events.append)
+    assert [e.index for e in events if isinstance(e, FrameStarted)] == [3, 4]
+    assert sorted(e.index for e in events if isinstance(e, FrameSaved)) == [3, 4]
+    for i, p in kept.items():
+        assert (p.stat().st_mtime_ns, p.stat().st_ino, p.read_bytes()) == before[i], f"frame {i} was rewritten"
+    for i in (3, 4):
+        name = f"{i:07d}.png"
+        assert np.array_equal(_pixels(work / "frames" / name), _pixels(reference / "frames" / name)), \
+            f"re-made frame {i} differs from the uninterrupted render's"
+    assert probe_video(out).frame_count == 12
+
+
+def test_stop_event_interrupts_and_the_same_call_resumes_identically(full, bunny_short: Path, starry: Path,
+                                                                    tmp_path: Path) -> None:
+    reference, _ = full
+    out, work = tmp_path / "out.mp4", tmp_path / "work"
+    shutil.copytree(reference, work)  # the first half done, to keep the test short: frames 6-11 still to make
+    for i in range(6, 12):
+        (work / "frames" / f"{i:07d}.png").unlink()
+    stop = threading.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, FrameSaved):
+            stop.set()
+
+    with pytest.raises(Interrupted) as stopped:
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=on_event, stop=stop)
+    assert stopped.value.exit_code == 130
+    assert not out.exists() and not partial_path(out).exists()
+    assert _leftovers(tmp_path, out) == []
+    done = WorkDir(work).done_frames()
+    assert set(range(7)) <= done and len(done) < 12, sorted(done)
+    events: list[object] = []
+    vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=events.append)
+    assert sorted(e.index for e in events if isinstance(e, FrameStarted)) == sorted(set(range(12)) - done)
+    for i in range(12):
+        name = f"{i:07d}.png"
+        assert np.array_equal(_pixels(work / "frames" / name), _pixels(reference / "frames" / name)), \
+            f"frame {i} differs from the uninterrupted render's"
+    assert probe_video(out).frame_count == 12
+
+
+def test_frame_saved_means_the_checkpoint_is_on_disk(full) -> None:
+    _, recorder = full
+    assert recorder.problems == []
+    saved = [e for e in recorder.events if isinstance(e, FrameSaved)]
+    assert sorted(e.index for e in saved) == list(range(12))
+    position = {(type(e), getattr(e, "index", None)): n for n, e in enumerate(recorder.events)}
+    for i in range(12):
+        assert position[(FrameDone, i)] < position[(FrameSaved, i)], f"frame {i}: FrameSaved before FrameDone"
+
+
+def test_a_prepared_stylizer_makes_the_same_frames_and_refuses_other_settings(full, bunny_short: Path,
+                                                                              starry: Path, tmp_path: Path) -> None:
+    reference, _ = full
+    stylizer = vidstyle.Stylizer(_config(), [read_image(starry)])
+    # Two renders share it; each makes a few frames of the reference (a fresh first frame, later ones).
+    for name, missing in (("one", (0, 1, 2)), ("two", (9, 10, 11))):
+        work = tmp_path / name
+        shutil.copytree(reference, work)
+        for i in missing:
+            (work / "frames" / f"{i:07d}.png").unlink()
+        events: list[object] = []
+        vidstyle.render(bunny_short, [starry], tmp_path / f"{name}.mp4", _config(), workdir=work,
+                        stylizer=stylizer, on_event=events.append)
+        assert [e.index for e in events if isinstance(e, FrameStarted)] == list(missing)
+        for i in missing:
+            frame = f"{i:07d}.png"
+            assert np.array_equal(_pixels(work / "frames" / frame), _pixels(reference / "frames" / frame)), \
+                f"render {name}: frame {i} differs from the render without a prepared stylizer"
+    other = vidstyle.Stylizer(_config(style_weight=7.0), [read_image(starry)])
+    out = tmp_path / "other.mp4"
+    with pytest.raises(SettingError):
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=tmp_path / "w3", stylizer=other)
+    assert not (tmp_path / "w3").exists() and _leftovers(tmp_path, out) == []
+
+
+def test_stylize_sequence_on_frames_in_memory(starry: Path) -> None:
+    info = probe_video(CUT_CLIP)
+    frames = [Frame(f.index, f.rgb.copy()) for f in read_frames(info, (32, 18))]
+    assert len(frames) == 12
+    config = _config(size=32, iters=1, first_iters=2)
+    stylizer = vidstyle.Stylizer(config, [read_image(starry)])
+    results = list(vidstyle.stylize_sequence(frames, stylizer))
+    assert all(isinstance(r, StylizedFrame) for r in results)
+    assert [r.index for r in results] == list(range(12))
+    assert [i for i, r in enumerate(results) if r.fresh] == [0, 6]
+    assert [r.iterations for r in results] == [2 if i in (0, 6) else 1 for i in range(12)]
+    for r in results:
+        assert r.rgb.shape == (18, 32, 3) and r.rgb.dtype == np.uint8
+        assert math.isfinite(r.loss) and r.loss > 0
+    continued = list(vidstyle.stylize_sequence(frames[1:4], stylizer, Previous(frames[0].rgb, results[0].rgb)))
+    assert [r.index for r in continued] == [1, 2, 3]
+    assert not any(r.fresh for r in continued)
+    for a, b in zip(continued, results[1:4], strict=True):
+        assert np.array_equal(a.rgb, b.rgb), f"frame {a.index}: a continued sequence differs from the whole"
+    fresh = next(vidstyle.stylize_sequence(frames[1:2], stylizer))
+    assert fresh.fresh and fresh.iterations == 2
+
+
+def test_plan_segments() -> None:
+    assert plan_segments(12, [6]) == [Segment(0, 6, True), Segment(6, 12, True)]
+    assert plan_segments(12, [6], chunk_frames=4) == [Segment(0, 4, True), Segment(4, 6, False),
+                                                      Segment(6, 10, True), Segment(10, 12, False)]
+    assert plan_segments(12, [0, 12, 15, -1]) == [Segment(0, 12, True)]
+    assert plan_segments(12, [6, 6, 0]) == [Segment(0, 6, True), Segment(6, 12, True)]
+    assert plan_segments(1, []) == [Segment(0, 1, True)]
+    segments = plan_segments(125, [30, 70], chunk_frames=16)
+    assert [i for s in segments for i in range(s.start, s.stop)] == list(range(125)), "every frame exactly once"
+    assert [s.start for s in segments if s.fresh] == [0, 30, 70]
+
+
+@pytest.mark.parametrize("name, cuts", [("bikes_street_no_audio.mp4", [30]), ("field_pan_with_audio.mp4", [])])
+def test_find_cuts_on_real_footage(name: str, cuts: list[int]) -> None:
+    info = probe_video(shared_asset(name))
+    for side in (64, 512):  # the render's own frames, and the plan's downscaled ones
+        assert find_cuts(info, size_to_fit(info.width, info.height, side), 0.5) == cuts, f"at {side} px"
+
+
+def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short: Path, starry: Path,
+                                                                     tmp_path: Path) -> None:
+    out, work = tmp_path / "out.mp4", tmp_path / "w"
+    messages = []
+    with pytest.raises(SettingError) as blend:
+        vidstyle.render(bunny_short, [starry, starry], out, vidstyle.make_config(style_blend=(1.0,)), workdir=work)
+    assert blend.value.setting == "style_blend"
+    messages.append(str(blend.value))
+    for settings in ({"size": 0}, {"adam_lr": 0.0}, {"style_weight": float("nan")}, {"precision": "fp8"}):
+        with pytest.raises(SettingError) as bad:
+            vidstyle.make_config(**settings)
+        assert bad.value.setting in settings
+        messages.append(str(bad.value))
+    for size, precision in ((16, "fp32"), (64, "fp16")):
+        with pytest.raises(SettingError) as bad:
+            vidstyle.render(bunny_short, [starry], out, _config(size=size, precision=precision), workdir=work)
+        messages.append(str(bad.value))
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(VidstyleError) as not_ours:
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=user)
+    messages.append(str(not_ours.value))
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"keep")
+    with pytest.raises(OutputExists) as exists:
+        vidstyle.render(bunny_short, [starry], existing, _config(), workdir=work)
+    messages.append(str(exists.value))
+    assert not work.exists() and _leftovers(tmp_path, out) == [] and not partial_path(existing).exists()
+    assert existing.read_bytes() == b"keep" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
+    for message in messages:
+        assert "--" not in message, f"the library spoke in flags: {message}"
+
+
+def test_render_without_config_uses_the_balanced_preset(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    job = prepare_render(bunny_short, [starry], out)
+    assert job.config == vidstyle.make_config() == vidstyle.make_config("balanced")
+    assert job.config.size == 512 and job.size == (512, 288)
+    assert job.output == out and job.workdir.path == tmp_path / "out.mp4.vidstyle-work"
+    assert list(tmp_path.iterdir()) == [], "prepare_render writes nothing"

@@ -1,0 +1,72 @@
+"""Sizes a render can run at, checked before anything starts: the network's smallest frame, and memory.
+
+A size that cannot work is refused in one line that names one that does, instead of failing inside the network
+or in the allocator after the style targets were built."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from vidstyle.errors import SettingError
+from vidstyle.io.probe import size_to_fit
+
+# VGG19 halves a frame four times before relu5_1, the deepest style layer: a side under 16 pixels pools to nothing.
+MIN_SIDE = 16
+
+# Peak bytes per pixel of an optimized frame: VGG19's activations to relu5_1 with their saved tensors and
+# gradients, the L-BFGS history and the loss targets, as `python scripts/bench_memory.py` measures it
+# (docs/performance.md, "Memory"), with a margin over its largest figures in each precision.
+_BYTES_PER_PIXEL = {"fp32": 3200, "half": 2200}
+_FIXED = 512 << 20  # the network's weights, the style targets, ffmpeg's buffers and the interpreter
+# Leave some of the free memory to everything else on the machine.
+_USABLE = 0.9
+
+
+def frame_bytes(size: tuple[int, int], dtype: torch.dtype | None) -> int:
+    """Estimated peak memory of optimizing one frame of (width, height) with the network in `dtype`."""
+    per_pixel = _BYTES_PER_PIXEL["fp32" if dtype is None else "half"]
+    return _FIXED + size[0] * size[1] * per_pixel
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a render on `device`, or None where it cannot be told (then nothing is refused)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+
+
+def check_fits(size: tuple[int, int], long_side: int, dtype: torch.dtype | None, device: torch.device) -> None:
+    """Refuse a render size whose frames cannot fit in the device's free memory, naming one that does."""
+    free = available_bytes(device)
+    need = frame_bytes(size, dtype)
+    if free is None or need <= free * _USABLE:
+        return
+    pixels = max(0.0, (free * _USABLE - _FIXED) / (need - _FIXED) * size[0] * size[1])
+    fits = int(math.sqrt(pixels * max(size) / min(size))) // 16 * 16
+    advice = f"size {fits} fits" if fits >= 16 else "no size fits"
+    half = " (bf16 precision needs about a third less)" if dtype is None else ""
+    raise SettingError("size", f"{long_side} needs about {need / 2**30:.1f} GiB for a {size[0]}x{size[1]} frame "
+                               f"on {device.type}, which has {free / 2**30:.1f} GiB free; {advice}{half}")
+
+
+def render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(width, height) of a render whose long side is `long_side`; refused, naming the smallest size that works
+    for this picture's aspect, where the short side would fall under MIN_SIDE."""
+    size = size_to_fit(width, height, long_side)
+    if min(size) >= MIN_SIDE:
+        return size
+    smallest = next((n for n in range(long_side, 8 * 8192) if min(size_to_fit(width, height, n)) >= MIN_SIDE), None)
+    fix = f"the smallest size that works for it is {smallest}" if smallest else "it is too narrow to stylize"
+    raise SettingError("size", f"{long_side} makes this {width}x{height} picture {size[0]}x{size[1]} pixels, and the "
+                               f"network needs at least {MIN_SIDE} on each side; {fix}")

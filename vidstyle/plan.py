@@ -1,0 +1,72 @@
+"""A render's plan: the video's frame ranges, split at scene cuts, found by one cheap pass over small frames.
+
+A segment that starts at a cut (or at frame 0) starts fresh; the rest continue their shot from the stylized
+frame before them. The sequential render runs one segment per shot; `chunk_frames` splits long shots into
+pieces that several workers can take.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from vidstyle.errors import Cancelled
+from vidstyle.flow import is_scene_cut
+from vidstyle.io.decode import read_frames
+from vidstyle.io.probe import VideoInfo, size_to_fit
+
+# Long side of the frames the cut test looks at. The test compares colour histograms, which a small frame
+# gives as well as a large one; at or under this size the render's own frames are used, as before plans existed.
+PLAN_SIDE = 256
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames [start, stop) of the video; `fresh`: the first starts from nothing (first frame or a cut)."""
+
+    start: int
+    stop: int
+    fresh: bool
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def cut_positions(frames: Iterable[np.ndarray], threshold: float, stop: threading.Event | None = None) -> list[int]:
+    """Indices of the frames that begin a new shot (the first excluded), by the render's own cut test."""
+    cuts, previous = [], None
+    for index, rgb in enumerate(frames):
+        if stop is not None and stop.is_set():
+            raise Cancelled()
+        if previous is not None and is_scene_cut(previous, rgb, threshold):
+            cuts.append(index)
+        previous = rgb
+    return cuts
+
+
+def find_cuts(info: VideoInfo, render_size: tuple[int, int], threshold: float,
+              stop: threading.Event | None = None) -> list[int]:
+    """Scene cuts of the whole video from one decode at a small size (every frame is checked: a cut is one pair)."""
+    size = render_size if max(render_size) <= PLAN_SIDE else size_to_fit(info.width, info.height, PLAN_SIDE)
+    return cut_positions((frame.rgb for frame in read_frames(info, size)), threshold, stop)
+
+
+def plan_segments(frame_count: int, cuts: Iterable[int], chunk_frames: int | None = None) -> list[Segment]:
+    """Shots between the cuts, each split into pieces of at most `chunk_frames` (none: one segment per shot)."""
+    bounds = sorted({0, *(c for c in cuts if 0 < c < frame_count), frame_count})
+    segments = []
+    for start, stop in zip(bounds, bounds[1:], strict=False):
+        step = chunk_frames or (stop - start)
+        segments += [Segment(a, min(a + step, stop), a == start) for a in range(start, stop, step)]
+    return segments
+
+
+def segment_of(segments: list[Segment], index: int) -> Segment:
+    """The segment holding frame `index`."""
+    for segment in segments:
+        if segment.start <= index < segment.stop:
+            return segment
+    raise IndexError(f"frame {index} is outside the plan")

@@ -1,0 +1,172 @@
+"""A sequence of frames becomes a sequence of stylized frames: the one frame loop of vidstyle.
+
+Everything that ties a frame to the one before it lives here: scene cuts, optical flow and its reliability, the
+warm start, the temporal loss's target and per-frame random seeds. It reads and writes no files: a render feeds it
+the decoded frames of one segment, a still is a sequence of one, a benchmark feeds frames held in memory, and each
+of them decides what to do with the results.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vidstyle.config import Config
+from vidstyle.errors import Cancelled
+from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
+from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
+from vidstyle.io.decode import Frame
+from vidstyle.losses import TemporalLoss
+from vidstyle.stylize import Stylizer, add_stylization, to_tensor
+from vidstyle.threads import read_ahead
+
+# Share of the warped stylization kept where the flow is unreliable (disocclusions, motion boundaries).
+# Dropping it there (0.0) cost later frames the most iterations to reach a first frame's loss and flickered more;
+# keeping all of it (1.0) converged fastest but ghosted old edges; 0.7 measured best on both counts
+# (scripts/bench_temporal.py and bench.py [4]; docs/performance.md).
+UNRELIABLE_KEEP = 0.7
+
+
+@dataclass(frozen=True)
+class StylizedFrame:
+    """One result of the loop; `fresh` means it started from nothing (first frame, or the first after a cut)."""
+
+    index: int
+    rgb: np.ndarray  # (H, W, 3) uint8
+    loss: float
+    fresh: bool
+    iterations: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The frame just before a sequence that continues a shot: its source pixels and its stylized result."""
+
+    source: np.ndarray
+    stylized: np.ndarray
+
+
+@dataclass(frozen=True)
+class Motion:
+    """A source frame and how it relates to the one before it."""
+
+    frame: Frame
+    previous: np.ndarray | None  # the previous source frame (RGB), None where the frame starts fresh
+    fresh: bool
+    backward: np.ndarray | None  # flow frame t -> t-1, when flow is on
+    mask: np.ndarray | None  # reliability of `backward` in 0..1
+
+
+def track_motion(frames: Iterable[Frame], config: Config, previous: np.ndarray | None = None,
+                 find_cuts: bool = True) -> Iterator[Motion]:
+    """Scene cuts and flow between consecutive source frames; `previous` is the source frame before the first.
+
+    Without `find_cuts` the caller has already split the video at its cuts (a render's plan), so only the start
+    of the sequence is fresh, and only where nothing precedes it.
+    """
+    prev = previous
+    for frame in frames:
+        fresh = prev is None or (find_cuts and is_scene_cut(prev, frame.rgb, config.cut_threshold))
+        backward = mask = None
+        if not fresh and config.flow != "none":
+            cur_gray, prev_gray = to_gray(frame.rgb), to_gray(prev)  # type: ignore[arg-type]
+            backward = estimate_flow(cur_gray, prev_gray, config.flow)
+            mask = occlusion_mask(backward, estimate_flow(prev_gray, cur_gray, config.flow))
+        yield Motion(frame, None if fresh else prev, fresh, backward, mask)
+        prev = frame.rgb
+
+
+def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
+               device: torch.device | None = None) -> tuple[np.ndarray, TemporalLoss | None]:
+    """Start image for a later frame, and its temporal loss target.
+
+    We carry over the previous frame's *stylization* (output minus its source frame), not the output itself,
+    and add it to the current source frame. Starting from the previous output froze the video (a finished
+    painting barely moves under the content loss); mixing output and frame half and half followed the video
+    but let the style fade within a second at few iterations a frame, and ghosted the previous frame's
+    content. Re-basing on the current frame keeps the content sharp and current, so nothing is resampled
+    again and again; `prev_weight` < 1 lets stale texture decay. With flow, the carried stylization moves
+    with the scene and is damped where the flow is unreliable (see UNRELIABLE_KEEP).
+    """
+    previous = motion.previous if motion.previous is not None else motion.frame.rgb
+    stylization = prev_out.astype(np.float32) - previous.astype(np.float32)
+    temporal = None
+    if motion.backward is not None and motion.mask is not None:
+        kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
+        stylization = warp(stylization, motion.backward) * kept
+        if config.temporal_weight > 0:
+            carried = np.clip(warp(prev_out.astype(np.float32), motion.backward), 0, 255).round().astype(np.uint8)
+            device = device or torch.device("cpu")
+            mask = torch.from_numpy(motion.mask).to(device)[None, None]  # broadcast over the colour channels
+            temporal = TemporalLoss(to_tensor(carried, device), mask)
+    return add_stylization(motion.frame.rgb, stylization, config.prev_weight), temporal
+
+
+def frame_seed(seed: int, index: int) -> int:
+    """A per-frame seed, so that a resumed render draws the same noise; kept within torch's 63-bit range."""
+    return (seed * 1_000_003 + index) % 2**63
+
+
+def random_start(shape: tuple[int, int], seed: int, device: torch.device) -> torch.Tensor:
+    """Uniform noise image of (height, width) in 0..1, from its own generator (no process-wide seeding)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand((1, 3, *shape), generator=generator).to(device)
+
+
+def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Previous | None = None, *,
+                     find_cuts: bool = True, on_event: EventCallback = ignore_event,
+                     stop: threading.Event | None = None) -> Iterator[StylizedFrame]:
+    """Stylize consecutive frames of one video, each warm-started from the one before it.
+
+    `previous` continues a shot whose earlier frames were stylized before (a resumed render, a later segment);
+    without it the first frame starts fresh. Motion (decoding too, when `frames` decodes lazily) runs on a
+    thread one frame ahead, so the device does not wait for the flow. Setting `stop` ends the sequence between
+    two iterations by raising Cancelled.
+    """
+    config = stylizer.config
+    prev_out = previous.stylized if previous is not None else None
+    motions = track_motion(frames, config, previous.source if previous is not None else None, find_cuts)
+    for motion in read_ahead(motions, depth=3):
+        result = _stylize_motion(motion, prev_out, stylizer, on_event, stop)
+        prev_out = result.rgb
+        yield result
+
+
+def _stylize_motion(motion: Motion, prev_out: np.ndarray | None, stylizer: Stylizer, on_event: EventCallback,
+                    stop: threading.Event | None) -> StylizedFrame:
+    config, index, rgb = stylizer.config, motion.frame.index, motion.frame.rgb
+    fresh = motion.fresh or prev_out is None
+    iters = stylizer.fresh_iterations(rgb.shape, config.first_iters) if fresh else config.iters
+    on_event(FrameStarted(index, iters, fresh))
+    started = time.perf_counter()
+
+    def on_step(i: int, _loss: torch.Tensor) -> None:
+        if stop is not None and stop.is_set():
+            raise Cancelled()
+        on_event(IterationDone(index, i, iters))
+
+    if fresh:
+        result = stylizer.stylize_fresh(rgb, config.first_iters, on_step)
+    else:
+        init, temporal = _later_start(motion, prev_out, stylizer)  # type: ignore[arg-type]
+        result = stylizer.stylize(rgb, init, iters, temporal, on_step)
+    seconds = time.perf_counter() - started
+    on_event(FrameDone(index, result.loss, seconds, fresh))
+    return StylizedFrame(index, result.rgb, result.loss, fresh, iters, seconds)
+
+
+def _later_start(motion: Motion, prev_out: np.ndarray,
+                 stylizer: Stylizer) -> tuple[np.ndarray | torch.Tensor, TemporalLoss | None]:
+    """Start image (and temporal target) of a frame that follows another in the same shot."""
+    config, rgb = stylizer.config, motion.frame.rgb
+    if config.init == "content":
+        return rgb, None
+    if config.init == "random":
+        return random_start(rgb.shape[:2], frame_seed(config.seed, motion.frame.index), stylizer.device), None
+    return warm_start(motion, prev_out, config, stylizer.device)
