@@ -1,0 +1,478 @@
+"""Each cause of a failed or harmful render, as a user meets it: one clear line, nothing destroyed, nothing left."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import child_ffmpeg_pids, ffmpeg
+
+import vidstyle
+from vidstyle.checkpoint import WorkDir
+from vidstyle.cli import main
+from vidstyle.errors import Interrupted
+from vidstyle.events import FrameSaved
+from vidstyle.io.probe import probe_video
+from vidstyle.limits import available_bytes, frame_bytes
+
+TINY = ("--size", "32", "--iters", "1", "--first-iters", "2", "--device", "cpu", "--quiet")
+
+
+def _tiny_config(**changes: object) -> vidstyle.Config:
+    """The settings TINY gives on the command line, for renders made through the API."""
+    settings: dict[str, object] = dict(size=32, iters=1, first_iters=2, device="cpu")
+    settings.update(changes)
+    return vidstyle.make_config("balanced", **settings)
+
+
+@pytest.fixture(scope="module")
+def tiny(lavfi_clip: Callable[..., Path]) -> Path:
+    """3 frames, 64x36, with AAC audio."""
+    return lavfi_clip("reliability_tiny.mp4", size="64x36", seconds=0.12)
+
+
+def _listing(folder: Path) -> dict[str, bytes | None]:
+    """Every path under `folder` with its bytes (None for a directory)."""
+    return {str(p.relative_to(folder)): None if p.is_dir() else p.read_bytes() for p in sorted(folder.rglob("*"))}
+
+
+def _run(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, list[str]]:
+    """main() in-process: its exit code and its stderr lines; no ffmpeg may outlive it."""
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert not child_ffmpeg_pids()
+    return code, [line for line in err.strip().splitlines() if line.strip()]
+
+
+def _refused(capsys: pytest.CaptureFixture[str], args: list[str], code: int, *patterns: str,
+             folder: Path | None = None) -> str:
+    """The command fails with `code` in one line matching every pattern, and `folder` is as it was before."""
+    before = _listing(folder) if folder is not None else None
+    got, lines = _run(capsys, args)
+    assert got == code, lines
+    assert len(lines) == 1, lines
+    assert "Traceback" not in lines[0] and "Exception ignored" not in lines[0]
+    for pattern in patterns:
+        assert re.search(pattern, lines[0], re.IGNORECASE), f"{pattern!r} not in: {lines[0]}"
+    if folder is not None:
+        assert _listing(folder) == before, "a refused command changed the folder"
+    return lines[0]
+
+
+def _interrupted(clip: Path, style: Path, out: Path, config: vidstyle.Config, after: int = 1) -> set[int]:
+    """Start an API render and stop it after `after` checkpoints are saved; returns the frames it finished."""
+    stop, saved = threading.Event(), []
+
+    def on_event(event: object) -> None:
+        if isinstance(event, FrameSaved):
+            saved.append(event.index)
+            if len(saved) >= after:
+                stop.set()
+
+    with pytest.raises(Interrupted):
+        vidstyle.render(clip, [style], out, config, on_event=on_event, stop=stop)
+    return WorkDir(out.with_name(out.name + ".vidstyle-work")).done_frames()
+
+
+# 1. --restart never deletes what vidstyle did not create ----------------------------------------------------------
+
+def test_restart_refuses_a_folder_of_user_files(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    user = tmp_path / "my folder"
+    (user / "frames").mkdir(parents=True)
+    (user / "notes.txt").write_text("my notes\n")
+    (user / "photo.png").write_bytes(b"\x89PNG not really")
+    (user / "frames" / "0000000.png").write_bytes(b"my own frame")
+    line = _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
+                             "--workdir", str(user), "--restart", *TINY], 2,
+                    "not a vidstyle work directory", folder=tmp_path)
+    assert "--restart" not in line.split("not a vidstyle work directory", 1)[1], \
+        f"the hint proposes --restart, the very flag that was just refused for this folder: {line}"
+
+
+def test_restart_with_workdir_dot_refuses_the_current_folder(capsys, monkeypatch, tiny: Path, starry: Path,
+                                                            tmp_path: Path) -> None:
+    shutil.copy(tiny, tmp_path / "clip.mp4")
+    shutil.copy(starry, tmp_path / "style.jpg")
+    (tmp_path / "notes.txt").write_text("do not delete\n")
+    monkeypatch.chdir(tmp_path)
+    _refused(capsys, ["render", "clip.mp4", "--style", "style.jpg", "-o", "out.mp4", "--workdir", ".", "--restart",
+                      *TINY], 2, "not a vidstyle work directory", folder=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.txt", "style.jpg"]
+
+
+def test_restart_of_a_real_work_directory_keeps_the_users_files(capsys, tiny: Path, starry: Path,
+                                                                tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    base = ["render", str(tiny), "--style", str(starry), "--workdir", str(work), *TINY]
+    assert _run(capsys, [*base, "-o", str(tmp_path / "a.mp4"), "--keep-frames"])[0] == 0
+    assert (work / "manifest.json").is_file() and WorkDir(work).done_frames() == {0, 1, 2}
+    (work / "notes.txt").write_text("mine\n")
+    (work / "frames" / "mine.txt").write_text("mine too\n")
+    code, lines = _run(capsys, [*base, "-o", str(tmp_path / "b.mp4"), "--restart"])
+    assert (work / "notes.txt").read_text() == "mine\n", "the user's file was deleted"
+    assert (work / "frames" / "mine.txt").read_text() == "mine too\n", "the user's file was deleted"
+    assert code == 0, f"--restart of vidstyle's own work directory (holding a user's file) failed: {lines}"
+    assert probe_video(tmp_path / "b.mp4").frame_count == 3
+    assert sorted(str(p.relative_to(work)) for p in work.rglob("*")) == ["frames", "frames/mine.txt", "notes.txt"]
+
+
+def test_success_removes_only_the_work_directory_vidstyle_created(capsys, tiny: Path, starry: Path,
+                                                                  tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    base = ["render", str(tiny), "--style", str(starry), *TINY]
+    assert _run(capsys, [*base, "-o", str(tmp_path / "a.mp4"), "--workdir", str(mine)])[0] == 0
+    assert mine.is_dir() and list(mine.iterdir()) == [], "the user's (empty) work directory is kept, and empty"
+    assert _run(capsys, [*base, "-o", str(tmp_path / "b.mp4")])[0] == 0
+    assert not (tmp_path / "b.mp4.vidstyle-work").exists(), "the work directory vidstyle made is removed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4", "b.mp4", "mine"]
+
+
+# 2. A rejected option leaves nothing, and the corrected command then works ----------------------------------------
+
+@pytest.mark.parametrize("flags, flag, fixed", [
+    (["--precision", "fp16"], "--precision", ["--precision", "fp32"]),
+    (["--style-blend", "0.5,0.5"], "--style-blend", ["--style-blend", "1"]),
+    (["--style-weight", "nan"], "--style-weight", None),
+    (["--device", "cuda"], "--device", None),
+    (["--cut-threshold", "2"], "--cut-threshold", None),
+    (["--seed", "18446744073709551616"], "--seed", None),
+])
+def test_a_rejected_option_leaves_nothing(capsys, tiny: Path, starry: Path, tmp_path: Path, flags: list[str],
+                                         flag: str, fixed: list[str] | None) -> None:
+    if flag == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    out = tmp_path / "out.mp4"
+    base = ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY]
+    _refused(capsys, [*base, *flags], 2, re.escape(flag), folder=tmp_path)
+    assert list(tmp_path.iterdir()) == [], "no work directory, partial file or output"
+    if fixed is not None:
+        assert _run(capsys, [*base, *fixed])[0] == 0
+        assert probe_video(out).frame_count == 3
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+# 3. Disk full while creating the work directory ------------------------------------------------------------------
+
+def test_disk_full_while_creating_the_work_directory_leaves_nothing(capsys, monkeypatch, tiny: Path, starry: Path,
+                                                                    tmp_path: Path) -> None:
+    real_fsync = os.fsync
+    refused = []
+
+    def fsync(fd: int) -> None:
+        if "manifest.json" in os.readlink(f"/proc/self/fd/{fd}"):
+            refused.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    args = ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), *TINY]
+    _refused(capsys, args, 1, "work directory", "No space left", folder=tmp_path)
+    assert refused, "the manifest was written without fsync"
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    assert _run(capsys, args)[0] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+# 4. Ctrl-C --------------------------------------------------------------------------------------------------------
+
+def _start_cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """`python -m vidstyle` in its own process group, so a Ctrl-C can reach it the way a terminal sends one."""
+    return subprocess.Popen([sys.executable, "-m", "vidstyle", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _ctrl_c(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+
+
+def _interpreter_start_up() -> float:
+    """Seconds until Python itself (site, runpy) is ready: a Ctrl-C before that never reaches vidstyle's code."""
+    times = []
+    for _ in range(2):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import runpy"], check=True)
+        times.append(time.monotonic() - started)
+    return max(times)
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tiny: Path, starry: Path, tmp_path: Path) -> None:
+    ready = _interpreter_start_up()
+    args = ["render", str(tiny), "--style", str(starry), "-o", "out.mp4", "--size", "32", "--iters", "50",
+            "--first-iters", "50", "--device", "cpu", "--quiet"]
+    results = []
+    for delay in (0.02, 0.1, 0.3, 0.6, 1.0):
+        proc = _start_cli(args, tmp_path)
+        time.sleep(ready + delay)
+        _ctrl_c(proc)
+        _, err = proc.communicate(timeout=120)
+        results.append((delay, proc.returncode, err))
+    for delay, code, err in results:
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and "Exception ignored" not in err, f"at +{delay}s: {err}"
+        assert len(lines) == 1 and lines[0].startswith("vidstyle: interrupted"), f"at +{delay}s: {err!r}"
+        assert code == 130, f"Ctrl-C at +{delay}s after Python's start-up ended with {code}, printing {lines}"
+    assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".out.mp4.partial*"))
+
+
+def test_two_ctrl_c_during_a_render_then_the_same_command_resumes(capsys, bunny_short: Path, starry: Path,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    args = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "32", "--iters", "3",
+            "--first-iters", "4", "--device", "cpu", "--seed", "1", "--quiet"]
+    proc = _start_cli(args, tmp_path)
+    work = WorkDir(tmp_path / "out.mp4.vidstyle-work")
+    deadline = time.monotonic() + 120
+    while not work.done_frames():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    _ctrl_c(proc)
+    time.sleep(0.02)
+    _ctrl_c(proc)
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130, err
+    assert "Exception ignored" not in err and "Traceback" not in err, err
+    assert len(lines) == 1 and "interrupted at frame" in lines[0], lines
+    assert not out.exists() and not list(tmp_path.glob(".out.mp4.partial*"))
+    done = len(work.done_frames())
+    assert 1 <= done < 12
+    code, lines = _run(capsys, args[:-1])  # the same command, with its progress messages
+    assert code == 0, lines
+    assert any("resuming at frame" in line for line in lines), lines
+    assert probe_video(out).frame_count == 12
+
+
+# 5. Sizes ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def panorama(lavfi_clip: Callable[..., Path]) -> Path:
+    return lavfi_clip("reliability_panorama.mp4", size="640x40", seconds=0.12, audio=False)
+
+
+@pytest.mark.parametrize("clip, size, smallest", [("bunny", "16", 27), ("bunny", "17", 27), ("panorama", "64", 240)])
+def test_a_size_too_small_names_the_smallest_that_works(capsys, bunny_short: Path, panorama: Path, starry: Path,
+                                                        tmp_path: Path, clip: str, size: str, smallest: int) -> None:
+    source = bunny_short if clip == "bunny" else panorama
+    out = tmp_path / "out.mp4"
+    base = ["render", str(source), "--style", str(starry), "-o", str(out), *TINY]
+    _refused(capsys, [*base, "--size", size], 2, "--size", rf"\b{smallest}\b", folder=tmp_path)
+    if clip == "panorama":
+        assert _run(capsys, [*base, "--size", str(smallest)])[0] == 0, "the suggested size does not work"
+        info = probe_video(out)
+        assert (info.width, info.height, info.frame_count) == (smallest, 16, 3)
+
+
+def test_image_too_small_for_a_wide_picture(capsys, starry: Path, tmp_path: Path) -> None:
+    wide = tmp_path / "wide.png"
+    cv2.imwrite(str(wide), np.full((50, 400, 3), 120, np.uint8))
+    _refused(capsys, ["image", str(wide), "--style", str(starry), "-o", str(tmp_path / "o.png"), "--size", "32",
+                      "--iters", "1", "--device", "cpu", "--quiet"], 2, "--size", r"\b120\b", folder=tmp_path)
+
+
+def test_a_size_beyond_memory_is_refused_at_once(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    free = available_bytes(torch.device("cpu"))
+    if free is None or frame_bytes((8192, 4608), None) < free:
+        pytest.skip("this machine could hold an 8192 px frame")
+    started = time.monotonic()
+    _refused(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), "--size",
+                      "8192", "--device", "cpu", "--precision", "fp32", "--quiet"], 2, "--size", "fits",
+             folder=tmp_path)
+    assert time.monotonic() - started < 20
+    assert list(tmp_path.iterdir()) == []
+
+
+# 6. Numeric settings and preset files -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, flag", [
+    (["--content-weight", "nan"], "--content-weight"),
+    (["--style-weight", "inf"], "--style-weight"),
+    (["--tv-weight", "-1"], "--tv-weight"),
+    (["--temporal-weight=-inf"], "--temporal-weight"),
+    (["--style-blend", "nan"], "--style-blend"),
+    (["--adam-lr", "0"], "--adam-lr"),
+    (["--prev-weight", "2"], "--prev-weight"),
+])
+def test_impossible_numbers_name_their_flag(capsys, tiny: Path, starry: Path, tmp_path: Path, flags: list[str],
+                                            flag: str) -> None:
+    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), *TINY, *flags],
+             2, re.escape(flag), folder=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["x.TOML", "mine"])
+def test_a_preset_file_of_any_name_is_read_as_toml(capsys, tiny: Path, starry: Path, tmp_path: Path,
+                                                   name: str) -> None:
+    preset = tmp_path / name
+    preset.write_text("size = 48\n")
+    out = tmp_path / "o.mp4"
+    code, lines = _run(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), "--config", str(preset),
+                                "--iters", "1", "--first-iters", "2", "--device", "cpu"])
+    assert code == 0, lines
+    assert any("rendering 3 frames at 48x28" in line for line in lines), lines
+    info = probe_video(out)
+    assert (info.width, info.height) == (48, 28)
+
+
+@pytest.mark.parametrize("name", ["nope.toml", "./nope", "sub/nope"])
+def test_a_missing_preset_file(capsys, monkeypatch, tiny: Path, starry: Path, tmp_path: Path, name: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", "o.mp4", "--config", name, *TINY], 2,
+             "preset file not found", folder=tmp_path)
+
+
+def test_image_iters_zero_names_iters(capsys, starry: Path, tmp_path: Path) -> None:
+    content = tmp_path / "c.png"
+    cv2.imwrite(str(content), np.full((36, 64, 3), 90, np.uint8))
+    line = _refused(capsys, ["image", str(content), "--style", str(starry), "-o", str(tmp_path / "o.png"), "--iters",
+                             "0", "--size", "32", "--device", "cpu"], 2, "--iters", folder=tmp_path)
+    assert "--first-iters" not in line and "first_iters" not in line
+
+
+# 7. Internal errors become one clear line -------------------------------------------------------------------------
+
+def test_a_workdir_that_is_a_file(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.write_bytes(b"my file")
+    line = _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
+                             "--workdir", str(work), *TINY], 2, "is a file", folder=tmp_path)
+    assert str(work) in line
+
+
+def test_an_output_that_is_a_directory_is_refused_before_rendering(capsys, bunny_short: Path, starry: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    out.mkdir()
+    (out / "inside.txt").write_text("keep\n")
+    started = time.monotonic()
+    _refused(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--overwrite", "--device",
+                      "cpu", "--quiet"], 2, "is a directory", folder=tmp_path)
+    assert time.monotonic() - started < 10, "the default 512 px render started before the output was checked"
+
+
+def test_a_damaged_manifest_is_one_line_and_restart_works(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    base = ["render", str(tiny), "--style", str(starry), "--workdir", str(work), *TINY]
+    assert _run(capsys, [*base, "-o", str(tmp_path / "a.mp4"), "--keep-frames"])[0] == 0
+    manifest = work / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"frame_count": 3', '"frame_count": "3"'))
+    assert '"frame_count": "3"' in manifest.read_text()
+    out = tmp_path / "b.mp4"
+    _refused(capsys, [*base, "-o", str(out)], 2, "manifest", "damaged", "--restart", folder=tmp_path)
+    code, lines = _run(capsys, [*base, "-o", str(out), "--restart"])
+    assert code == 0, lines
+    assert probe_video(out).frame_count == 3
+
+
+def test_a_checkpoint_of_the_wrong_size_is_named(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    done = _interrupted(tiny, starry, out, _tiny_config())
+    assert 0 in done and len(done) < 3
+    bad = tmp_path / "out.mp4.vidstyle-work" / "frames" / "0000000.png"
+    cv2.imwrite(str(bad), np.zeros((10, 10, 3), np.uint8))
+    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY], 2, re.escape(str(bad)),
+             "10x10", "--restart", folder=tmp_path)
+
+
+# 8. Two renders of one output at once -----------------------------------------------------------------------------
+
+def test_a_second_render_of_the_same_output_is_refused(capsys, bunny_short: Path, starry: Path,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    args = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "32", "--iters", "3",
+            "--first-iters", "4", "--device", "cpu", "--quiet"]
+    first = _start_cli(args, tmp_path)
+    work = WorkDir(tmp_path / "out.mp4.vidstyle-work")
+    deadline = time.monotonic() + 120
+    while not work.done_frames():
+        assert first.poll() is None, first.communicate()[1]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    frames = _listing(work.path / "frames")
+    _refused(capsys, args, 1, "another vidstyle render is writing", re.escape(str(out)))
+    _refused(capsys, [*args[:5], str(tmp_path / "other.mp4"), *args[6:], "--workdir", str(work.path)], 1,
+             "another vidstyle render is writing", "work directory")
+    assert first.poll() is None, "the first render ended before the second was tried: the test proves nothing"
+    assert not (tmp_path / "other.mp4").exists() and not list(tmp_path.glob(".other.mp4.partial*"))
+    assert all(_listing(work.path / "frames").get(name) == data for name, data in frames.items())
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert probe_video(out).frame_count == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+# 9. Input identity -------------------------------------------------------------------------------------------------
+
+def test_a_changed_input_under_the_same_name_size_and_time_is_refused(capsys, starry: Path, tmp_path: Path) -> None:
+    source = ["-f", "lavfi", "-i", "testsrc2=size=64x36:rate=25:duration=0.48"]
+    raw = ["-c:v", "rawvideo", "-pix_fmt", "yuv420p"]
+    first, second = tmp_path / "first.avi", tmp_path / "second.avi"
+    ffmpeg(*source, *raw, str(first))
+    ffmpeg(*source, "-vf", "drawbox=x=0:y=0:w=16:h=16:color=red:t=fill:enable='eq(n,6)'", *raw, str(second))
+    a, b = first.read_bytes(), second.read_bytes()
+    assert len(a) == len(b) and a != b
+    differ = [i for i in range(len(a)) if a[i] != b[i]]
+    assert len(a) // 4 < differ[0] and differ[-1] < len(a) * 3 // 4, "the files differ only in the middle"
+    clip = tmp_path / "clip.avi"
+    shutil.copy2(first, clip)
+    stamp = clip.stat().st_mtime_ns
+    out = tmp_path / "out.mp4"
+    done = _interrupted(clip, starry, out, _tiny_config())
+    assert 0 < len(done) < 12
+    work = tmp_path / "out.mp4.vidstyle-work"
+    kept = _listing(work)
+    clip.write_bytes(b)
+    os.utime(clip, ns=(stamp, stamp))
+    _refused(capsys, ["render", str(clip), "--style", str(starry), "-o", str(out), *TINY], 2, "the input video",
+             "--restart")
+    assert _listing(work) == kept, "the checkpoints of the first input were touched"
+    assert not out.exists()
+
+
+# 10. Audio the container cannot hold ------------------------------------------------------------------------------
+
+def test_opus_audio_into_mov_is_re_encoded_and_said_up_front(capsys, starry: Path, tmp_path: Path) -> None:
+    clip = tmp_path / "opus.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x36:rate=25:duration=0.12", "-f", "lavfi", "-i",
+           "sine=frequency=440:duration=0.12", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "libopus", str(clip))
+    assert probe_video(clip).audio_codecs == ("opus",)
+    out = tmp_path / "out.mov"
+    assert main(["render", str(clip), "--style", str(starry), "-o", str(out), *TINY[:-1]]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("rendering 3 frames at 32x18"), lines
+    assert lines[1].startswith("audio: re-encode opus to AAC"), f"the note does not come before the work: {lines}"
+    assert probe_video(out).audio_codecs == ("aac",)
+
+
+# 11. Names --------------------------------------------------------------------------------------------------------
+
+def test_names_that_look_like_urls_or_patterns(capsys, monkeypatch, tiny: Path, lavfi_clip: Callable[..., Path],
+                                               starry: Path, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(tiny, tmp_path / "file:b.mp4")
+    decoy = lavfi_clip("reliability_decoy.mp4", size="64x36", seconds=0.2)
+    shutil.copy(decoy, tmp_path / "b.mp4")
+    decoy_bytes = (tmp_path / "b.mp4").read_bytes()
+    assert probe_video(tmp_path / "b.mp4").frame_count == 5
+    for name in ("file:o.mp4", "o[1].mp4"):
+        assert _run(capsys, ["render", "file:b.mp4", "--style", str(starry), "-o", name, *TINY])[0] == 0
+        assert probe_video(tmp_path / name).frame_count == 3, f"{name} was not made from file:b.mp4"
+    assert (tmp_path / "b.mp4").read_bytes() == decoy_bytes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4", "file:b.mp4", "file:o.mp4", "o[1].mp4"]
