@@ -1,0 +1,421 @@
+"""`vidstyle serve`: the HTTP API against a real server process on a free local port, with real tiny media.
+
+Renders are 64 px with one or two iterations; the server runs as `python -m vidstyle serve`, so that killing it
+with -9 in the restart test is a real kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ffmpeg
+
+from vidstyle.io.probe import probe_video
+
+httpx = pytest.importorskip("httpx", reason="the serve tests need httpx (pip install -e '.[test]')")
+pytest.importorskip("fastapi", reason="vidstyle serve needs the serve extra (pip install -e '.[test]')")
+
+TINY = {"size": "64", "iters": "1", "first_iters": "2", "flow": "none", "preset": "fast"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServeProcess:
+    """`python -m vidstyle serve` on a free port of 127.0.0.1, waited for until it answers."""
+
+    def __init__(self, data: Path, *extra: str, token: str | None = None) -> None:
+        self.data, self.extra, self.token = data, extra, token
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> ServeProcess:
+        args = [sys.executable, "-m", "vidstyle", "serve", "--port", str(self.port), "--data", str(self.data),
+                "--device", "cpu", *self.extra] + (["--token", self.token] if self.token else [])
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vidstyle serve exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if self.client.get("/api/health").status_code in (200, 401):
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("vidstyle serve did not answer within 90 s")
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        return _children(self.process.pid)
+
+    def kill(self) -> None:
+        """kill -9: no clean-up of any kind in the server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.client.close()
+
+    def submit(self, content: Path, style: str = "starry-night", **options: str) -> httpx.Response:
+        with open(content, "rb") as fh:
+            return self.client.post("/api/jobs", data={"style": style, **options},
+                                    files={"input": (content.name, fh, "application/octet-stream")})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.client.get(f"/api/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait(self, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if until(job):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} did not get there in {timeout} s: {self.job(job_id)}")
+
+    def wait_final(self, job_id: str, timeout: float = 240) -> dict[str, Any]:
+        return self.wait(job_id, lambda j: j["state"] in ("done", "failed", "cancelled"), timeout)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="session")
+def clip(media: Path) -> Path:
+    """5 frames of ffmpeg's test picture at 64x48, with audio."""
+    out = media / "serve_clip.mp4"
+    if not out.exists():
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-f", "lavfi", "-i",
+               "sine=frequency=440:duration=0.5", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def photo(media: Path, images: tuple[np.ndarray, np.ndarray]) -> Path:
+    out = media / "serve_photo.png"
+    cv2.imwrite(str(out), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    served = ServeProcess(tmp_path_factory.mktemp("serve"), "--max-upload", "1MB").start()
+    yield served
+    served.stop()
+
+
+def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
+    response = server.submit(clip, **TINY)
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["state"] in ("queued", "running") and job["kind"] == "video"
+    with server.client.stream("GET", job["urls"]["events"]) as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("event:")]
+    assert "event: progress" in events and events[-1] == "event: end"
+    done = server.job(job["id"])
+    assert done["state"] == "done", done
+    assert (done["frame"], done["frames"], done["progress"]) == (5, 5, 1.0)
+    result = server.client.get(done["urls"]["result"])
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    out = server.data / "result.mp4"
+    out.write_bytes(result.content)
+    assert probe_video(out).frame_count == 5
+    preview = server.client.get(f"/api/jobs/{job['id']}/preview")
+    assert preview.status_code == 200 and preview.content[:3] == b"\xff\xd8\xff"
+    assert job["id"] in [j["id"] for j in server.client.get("/api/jobs").json()]
+    assert job["id"] in [g["id"] for g in server.client.get("/api/gallery").json()]
+    assert server.client.delete(f"/api/jobs/{job['id']}").status_code == 204
+    assert server.client.get(f"/api/jobs/{job['id']}").status_code == 404
+    assert not (server.data / "jobs" / job["id"]).exists()
+
+
+def test_image_job_and_progress_fields(server: ServeProcess, photo: Path) -> None:
+    job = server.submit(photo, **TINY).json()
+    assert job["kind"] == "image"
+    done = server.wait_final(job["id"])
+    assert done["state"] == "done" and done["urls"]["result"], done
+    result = server.client.get(done["urls"]["result"])
+    assert result.headers["content-type"] == "image/png"
+    rgb = cv2.imdecode(np.frombuffer(result.content, np.uint8), cv2.IMREAD_COLOR)
+    assert rgb.shape == (36, 64, 3)
+
+
+def test_cancel_queued_and_running_jobs(server: ServeProcess, clip: Path) -> None:
+    slow = server.submit(clip, **{**TINY, "iters": "200", "first_iters": "200"}).json()
+    queued = server.submit(clip, **TINY).json()
+    assert server.client.post(f"/api/jobs/{queued['id']}/cancel").json()["state"] == "cancelled"
+    server.wait(slow["id"], lambda j: j["state"] == "running")
+    refused = server.client.delete(f"/api/jobs/{slow['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["detail"]
+    assert server.client.post(f"/api/jobs/{slow['id']}/cancel").json()["cancel_requested"]
+    assert server.wait_final(slow["id"], timeout=60)["state"] == "cancelled"
+    assert server.job(queued["id"])["started"] is None  # cancelled while queued: never ran
+    for job in (slow, queued):
+        assert server.client.delete(f"/api/jobs/{job['id']}").status_code == 204
+
+
+def test_openapi_documents_the_api(server: ServeProcess) -> None:
+    paths = server.client.get("/openapi.json").json()["paths"]
+    for path in ("/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/preview",
+                 "/api/jobs/{job_id}/result", "/api/jobs/{job_id}/cancel", "/api/gallery", "/api/styles"):
+        assert path in paths
+    page = server.client.get("/")
+    assert page.status_code == 200 and "latest creations" in page.text
+    styles = server.client.get("/api/styles").json()
+    assert styles[0]["name"] == "starry-night"
+    assert server.client.get(styles[0]["thumbnail"]).headers["content-type"] == "image/jpeg"
+
+
+BAD_OPTIONS = [
+    ({"style": "no-such-painting"}, 422, "style", "unknown style"),
+    ({"style": ""}, 422, "style", "choose a style"),
+    ({"size": "abc"}, 422, "size", "whole number"),
+    ({"size": "5"}, 422, "size", "between 16"),
+    ({"iters": "0"}, 422, "iters", "between 1"),
+    ({"style_weight": "-1"}, 422, "style_weight", "between 0"),
+    ({"flow": "warp"}, 422, "flow", "must be one of"),
+    ({"preserve_colors": "maybe"}, 422, "preserve_colors", "true or false"),
+    ({"preset": "../../etc/passwd"}, 422, "preset", "preset must be one of"),
+    ({"size": "100000"}, 422, "size", "between 16"),
+]
+
+
+@pytest.mark.parametrize(("options", "status", "field", "words"), BAD_OPTIONS,
+                         ids=[next(iter(o)) + "=" + next(iter(o.values())) for o, *_ in BAD_OPTIONS])
+def test_bad_options_are_refused_at_once(server: ServeProcess, clip: Path, options: dict[str, str], status: int,
+                                         field: str, words: str) -> None:
+    before = server.client.get("/api/health").json()["jobs"]
+    response = server.submit(clip, **{**TINY, **options})
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["field"] == field and words in body["detail"], body
+    assert server.client.get("/api/health").json()["jobs"] == before  # nothing queued
+    assert not any((server.data / "uploads").iterdir())  # nothing left behind
+
+
+def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video at all\n")
+    before = server.client.get("/api/health").json()["jobs"]
+    response = server.submit(text, **TINY)
+    assert response.status_code == 415 and response.json()["field"] == "input", response.text
+    assert "not a video or image" in response.json()["detail"]
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(2_000_000))  # the server's --max-upload is 1MB
+    response = server.submit(big, **TINY)
+    assert response.status_code == 413 and "upload too large" in response.json()["detail"]
+    with open(text, "rb") as style:
+        response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
+                                                                      "style_file": ("s.jpg", style)})
+    assert response.status_code == 415 and response.json()["field"] == "style_file", response.text
+    response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY})
+    assert response.status_code == 422 and response.json()["field"] == "input"
+    assert server.client.get("/api/health").json()["jobs"] == before
+    assert not any((server.data / "uploads").iterdir())
+
+
+def test_chunked_upload_over_the_limit_is_refused(server: ServeProcess) -> None:
+    """No Content-Length to check first: the body is counted as it arrives."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'--x\r\nContent-Disposition: form-data; name="input"; filename="a.mp4"\r\n\r\n'
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield b"\r\n--x--\r\n"
+
+    response = server.client.post("/api/jobs", content=chunks(),
+                                  headers={"content-type": "multipart/form-data; boundary=x"})
+    assert response.status_code == 413, response.text
+
+
+def test_upload_file_names_are_never_paths(server: ServeProcess, clip: Path, photo: Path) -> None:
+    with open(clip, "rb") as fh, open(photo, "rb") as style:
+        response = server.client.post("/api/jobs", data={**TINY, "iters": "500", "first_iters": "500"},
+                                      files={"input": ("../../../escape.mp4", fh),
+                                             "style_file": ("/tmp/../../style-escape.png", style)})
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    server.client.post(f"/api/jobs/{job_id}/cancel")
+    folder = server.data / "jobs" / job_id
+    assert {"input.mp4", "style.png"} <= {p.name for p in folder.iterdir()}
+    assert not list(server.data.rglob("*escape*")) and not Path("/tmp/style-escape.png").exists()
+    server.wait_final(job_id, timeout=60)
+    assert server.client.delete(f"/api/jobs/{job_id}").status_code == 204
+
+
+@pytest.mark.parametrize("method_path", ["GET /api/jobs/{}", "GET /api/jobs/{}/preview", "GET /api/jobs/{}/result",
+                                         "GET /api/jobs/{}/events", "POST /api/jobs/{}/cancel",
+                                         "DELETE /api/jobs/{}", "GET /jobs/{}"])
+@pytest.mark.parametrize("job_id", ["0" * 32, "nope", "..%2F..%2Fvidstyle.db"])
+def test_unknown_job_is_404(server: ServeProcess, method_path: str, job_id: str) -> None:
+    method, path = method_path.split()
+    response = server.client.request(method, path.format(job_id))
+    assert response.status_code == 404
+    assert "detail" in response.json()
+
+
+def test_token_is_required_on_every_request(tmp_path: Path) -> None:
+    served = ServeProcess(tmp_path / "data", token="s3cret-token-123").start()
+    try:
+        anonymous = httpx.Client(base_url=served.url, timeout=30)
+        for path in ("/", "/api/jobs", "/api/health", "/openapi.json", "/static/app.js"):
+            response = anonymous.get(path)
+            assert response.status_code == 401 and "bearer token" in response.json()["detail"], path
+        wrong = anonymous.get("/api/jobs", headers={"Authorization": "Bearer wrong-token-000"})
+        assert wrong.status_code == 401
+        assert served.client.get("/api/jobs").status_code == 200
+        visit = anonymous.get("/?token=s3cret-token-123")  # a browser's way in: the token becomes a cookie
+        assert visit.status_code == 303 and "HttpOnly" in visit.headers["set-cookie"]
+        assert anonymous.get("/api/jobs").status_code == 200
+        anonymous.close()
+    finally:
+        served.stop()
+
+
+def test_kill_9_mid_render_resumes_and_loses_nothing(tmp_path: Path, bunny_short: Path, clip: Path) -> None:
+    """kill -9 the server while a job renders and another waits; a new server resumes the first from its frame
+    checkpoints and runs the second once."""
+    data = tmp_path / "data"
+    first = ServeProcess(data).start()
+    try:
+        rendering = first.submit(bunny_short, **{**TINY, "iters": "2"}).json()
+        waiting = first.submit(clip, **TINY).json()
+        seen = first.wait(rendering["id"], lambda j: j["frame"] >= 3)["frame"]
+        workers = first.worker_pids()
+        first.kill()
+    finally:
+        first.stop()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its server"
+    assert len(list((data / "jobs" / rendering["id"] / "work" / "frames").glob("*.png"))) >= seen
+    second = ServeProcess(data).start()
+    try:
+        resumed = second.wait_final(rendering["id"])
+        assert resumed["state"] == "done", resumed
+        assert resumed["resumed"] >= seen and resumed["frames"] == 12
+        assert second.wait_final(waiting["id"])["state"] == "done"
+        rows = _rows(data)
+        assert rows[rendering["id"]]["attempts"] == 2 and rows[waiting["id"]]["attempts"] == 1
+        out = tmp_path / "out.mp4"
+        out.write_bytes(second.client.get(resumed["urls"]["result"]).content)
+        assert probe_video(out).frame_count == 12
+    finally:
+        second.stop()
+
+
+def _rows(data: Path) -> dict[str, dict[str, Any]]:
+    import sqlite3
+
+    with sqlite3.connect(data / "vidstyle.db") as db:
+        db.row_factory = sqlite3.Row
+        return {r["id"]: dict(r) for r in db.execute("SELECT * FROM jobs")}
+
+
+def test_a_dead_worker_is_replaced_and_its_job_resumes(tmp_path: Path, clip: Path) -> None:
+    served = ServeProcess(tmp_path / "data").start()
+    try:
+        job = served.submit(clip, **{**TINY, "iters": "3"}).json()
+        served.wait(job["id"], lambda j: j["frame"] >= 1)
+        for pid in served.worker_pids():
+            if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
+        done = served.wait_final(job["id"])
+        assert done["state"] == "done" and done["resumed"] >= 1, done
+    finally:
+        served.stop()
+
+
+def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) -> None:
+    result = subprocess.run([sys.executable, "-m", "vidstyle", "serve", "--port", str(free_port()), "--data",
+                             str(server.data), "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "another vidstyle server is using the data directory" in result.stderr
+
+
+def test_missing_extra_is_one_line(tmp_path: Path) -> None:
+    """Without fastapi the command says which extra to install, in one line."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\nclass _Block:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('fastapi', 'uvicorn'):\n"
+        "            raise ModuleNotFoundError(name)\n        return None\nsys.meta_path.insert(0, _Block())\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    result = subprocess.run([sys.executable, "-m", "vidstyle", "serve", "--data", str(tmp_path / "d")],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "vidstyle[serve]" in result.stderr, result.stderr
+
+
+def test_queue_claims_each_job_once(tmp_path: Path) -> None:
+    """Many claimers at once: every job is claimed exactly once (BEGIN IMMEDIATE + UPDATE ... RETURNING)."""
+    import threading
+
+    from vidstyle.serve.queue import JobQueue, new_job_id
+
+    queue = JobQueue(tmp_path / "q.db")
+    ids = [queue.add(new_job_id(), "video", {"n": i}).id for i in range(60)]
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def claim_all(name: str) -> None:
+        mine = JobQueue(tmp_path / "q.db")
+        while (job := mine.claim(name)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=claim_all, args=(f"w{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(ids)
+    assert json.loads(json.dumps(queue.counts())) == {"queued": 0, "running": 60, "done": 0, "failed": 0,
+                                                      "cancelled": 0}
+    assert queue.recover() == 60 and queue.counts()["queued"] == 60

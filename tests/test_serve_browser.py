@@ -1,0 +1,84 @@
+"""The web page of `vidstyle serve` in a real browser: Debian's headless Chromium driven by Playwright.
+
+Playwright's own browser download is not used (CI has no route to it): the system's /usr/bin/chromium is.
+Skipped, saying why, where either is missing; `.ci/run` installs Chromium.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ffmpeg
+from test_serve import TINY, ServeProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+if not CHROMIUM.exists() and shutil.which("chromium") is None:
+    pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium), as .ci/run does",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def clip(media: Path) -> Path:
+    """5 frames of ffmpeg's test picture at 64x48, H.264 as browsers play it."""
+    out = media / "browser_clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    served = ServeProcess(tmp_path_factory.mktemp("browser")).start()
+    yield served
+    served.stop()
+
+
+def test_upload_progress_and_playback(browser, site: ServeProcess, clip: Path) -> None:  # noqa: ANN001
+    page = browser.new_page()
+    page.goto(site.url + "/")
+    page.wait_for_selector("#styles input[value=starry-night]:checked", state="attached")
+    page.set_input_files("#input", str(clip))
+    page.click("details summary")  # the iteration fields are folded away
+    for name in ("size", "iters", "first_iters"):
+        page.fill(f"#{name}", TINY[name])
+    page.select_option("#flow", "none")
+    page.click("#submit")
+    page.wait_for_url("**/jobs/*")
+    page.wait_for_function("document.getElementById('percent').textContent === '100 %'", timeout=240_000)
+    assert page.text_content("#state") == "done"
+    assert page.text_content("#frames") == "frame 5 of 5"
+    # The finished video plays in the page: it has decoded frames and its clock moves.
+    page.wait_for_function("(() => { const v = document.getElementById('video');"
+                           " return !v.hidden && v.readyState >= 2 && v.currentTime > 0; })()", timeout=30_000)
+    assert page.eval_on_selector("#video", "v => v.videoWidth") == 64
+    page.goto(site.url + "/")
+    page.wait_for_selector("#gallery a img")  # the creation is in the gallery
+    page.close()
+
+
+def test_refused_upload_shows_the_reason(browser, site: ServeProcess, tmp_path: Path) -> None:  # noqa: ANN001
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n")
+    page = browser.new_page()
+    page.goto(site.url + "/")
+    page.set_input_files("#input", str(text))
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('error').textContent.includes('not a video or image')")
+    assert page.url.rstrip("/") == site.url
+    page.close()

@@ -1,0 +1,131 @@
+"""`vidstyle serve`: the web page and HTTP API with a persistent job queue (the `vidstyle[serve]` extra).
+
+This module imports neither FastAPI nor uvicorn until a server is built, so the command line can say that the
+extra is missing in one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vidstyle.errors import BusyError, UsageError, VidstyleError
+
+DEFAULT_MAX_UPLOAD = "500MB"
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+class MissingExtra(VidstyleError):
+    """The web dependencies are not installed."""
+
+
+def check_installed() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtra(f"vidstyle serve needs {exc.name or 'the web dependencies'}: install vidstyle[serve] "
+                           "(pip install \"vidstyle[serve]\")") from None
+
+
+def parse_byte_size(text: str) -> int:
+    """`500MB`, `2GB`, `1GiB` or a number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
+    if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
+        raise UsageError(f"--max-upload must be a size such as 500MB or 2GB (got {text!r})")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+@dataclass
+class Server:
+    """A server ready to run: the data directory locked and recovered, the app built."""
+
+    url: str
+    summary: str
+    app: Any
+    host: str
+    port: int
+    lock_fd: int
+
+    def run(self) -> None:
+        import uvicorn
+
+        try:
+            # Access logs off: at hundreds of polls a second they would cost more than the routes themselves.
+            uvicorn.run(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
+                        timeout_graceful_shutdown=3)
+        finally:
+            os.close(self.lock_fd)
+
+
+def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str = "vidstyle-data",
+                   workers: int | None = None, max_upload: str = DEFAULT_MAX_UPLOAD, token: str | None = None,
+                   device: str = "auto") -> Server:
+    """Lock the data directory, put jobs of a dead server back in the queue, and build the app."""
+    check_installed()
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool
+
+    limit = parse_byte_size(max_upload)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1 (got {workers})")
+    if token is not None and len(token) < 8:
+        raise UsageError("--token must be at least 8 characters")
+    folder = DataDir(Path(data).resolve())
+    folder.create()
+    lock_fd = _lock_data(folder.lock)
+    queue = JobQueue(folder.database)
+    recovered = queue.recover()
+    _sweep(folder, queue)
+    specs = worker_specs(folder.root, device, workers)
+    settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs))
+    app = create_app(settings, queue, WorkerPool(queue, specs))
+    summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
+               f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
+    return Server(f"http://{host}:{port}/", summary, app, host, port, lock_fd)
+
+
+def _lock_data(path: Path) -> int:
+    """One server per data directory: a second would requeue the first one's running jobs as its own."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BusyError(f"another vidstyle server is using the data directory {path.parent}") from None
+    return fd
+
+
+def _sweep(folder: Any, queue: Any) -> None:
+    """Files of uploads that a dead server was still checking, and job folders whose job was never queued."""
+    for entry in folder.uploads.iterdir():
+        shutil.rmtree(entry, ignore_errors=True)
+    known = {job.id for job in queue.jobs(limit=1 << 30)}
+    for entry in folder.jobs.iterdir():
+        if entry.name not in known:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:
+    """One slot per GPU by default (each on its own GPU), else one on the CPU; CPU slots share the cores."""
+    import torch
+
+    from vidstyle.serve.worker import WorkerSpec
+
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        raise UsageError(f"--device must be auto, cpu, cuda or mps (got {device!r})")
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
+    if device == "cuda" and not gpus:
+        raise UsageError("--device cuda: no CUDA device is available")
+    resolved = "cuda" if gpus else ("cpu" if device == "auto" else device)
+    count = workers or max(gpus, 1)
+    threads = max(1, (os.cpu_count() or 1) // count) if not gpus and count > 1 else None
+    return [WorkerSpec(f"slot-{i}", data, resolved, i % gpus if gpus else None, threads) for i in range(count)]

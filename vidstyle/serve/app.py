@@ -1,0 +1,451 @@
+"""The HTTP API and the web page: FastAPI routes over the job queue; renders happen in the worker processes.
+
+Everything a job needs is checked while the upload request is still open (options with make_config, the style,
+the content probed as a video or read as an image, the render size against the device's memory), so a bad request
+is answered 4xx at once and nothing is queued. Uploads are stored under names the server chooses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from vidstyle import __version__
+from vidstyle.assets import builtin_style, builtin_style_names
+from vidstyle.config import Config, make_config, preset_names
+from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
+from vidstyle.io.images import encode_image, read_image, resize_rgb
+from vidstyle.serve.guard import Guard
+from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
+from vidstyle.serve.queue import FINAL_STATES, Job, JobQueue, is_job_id, new_job_id
+from vidstyle.serve.worker import WorkerPool
+
+STATIC = Path(__file__).resolve().parent / "static"
+# Suffixes an upload may keep (ffmpeg and OpenCV look at the content, but some formats are told by the name);
+# anything else is stored as .bin. The client's file name is used for nothing else.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts", ".flv", ".ogv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Magic numbers of the image formats OpenCV reads: a video is never loaded into memory to find it is no image.
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
+# The options a client may set, by their library names (SettingError names them the same way).
+OPTIONS: dict[str, type] = {"size": int, "iters": int, "first_iters": int, "style_weight": float, "flow": str,
+                            "preserve_colors": bool, "seed": int}
+SSE_INTERVAL = 0.5  # seconds between looks at a job for its event stream
+THUMBNAIL_SIDE = 192
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    data: Path
+    max_upload: int  # bytes in one request
+    token: str | None
+    device: str  # Config device of every job: the server's choice, not the client's
+    workers: int
+    default_preset: str = "balanced"
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status, a one-line message, and the form field or setting it is about."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class JobUrls(BaseModel):
+    page: str
+    events: str
+    preview: str | None
+    result: str | None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str  # video or image
+    state: str  # queued, running, done, failed, cancelled
+    created: float  # Unix time
+    started: float | None
+    finished: float | None
+    frame: int  # frames finished
+    frames: int | None  # frames in all, once the render has started
+    resumed: int | None  # frames earlier runs had finished when the latest run began (after a restart)
+    progress: float  # 0..1
+    eta_seconds: float | None
+    error: str | None
+    cancel_requested: bool
+    style: str
+    options: dict[str, Any]
+    urls: JobUrls
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    field: str | None = None
+
+
+class StyleOut(BaseModel):
+    name: str
+    thumbnail: str
+
+
+class GalleryItem(BaseModel):
+    id: str
+    kind: str
+    finished: float | None
+    preview: str
+    result: str
+    page: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 413, 415, 422)}
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    base = f"/api/jobs/{job.id}"
+    done = job.state == "done"
+    preview = f"{base}/preview?frame={job.preview_frame}" if job.preview_frame is not None else None
+    style = job.params["style"]
+    return {"id": job.id, "kind": job.kind, "state": job.state, "created": job.created, "started": job.started,
+            "finished": job.finished, "frame": job.frames_done, "frames": job.frames_total,
+            "resumed": job.resumed, "progress": round(job.progress, 4), "eta_seconds": job.eta, "error": job.error,
+            "cancel_requested": job.cancel, "style": style.get("builtin", "uploaded"),
+            "options": job.params["options"],
+            "urls": {"page": f"/jobs/{job.id}", "events": f"{base}/events", "preview": preview,
+                     "result": f"{base}/result" if done else None}}
+
+
+def parse_options(form: dict[str, str | None], default_preset: str, device: str) -> tuple[str, dict[str, Any]]:
+    """(preset, overrides) from the form's text fields, checked by make_config exactly as a render will build it."""
+    preset = form.get("preset") or default_preset
+    if preset not in preset_names():  # a name only: a client never names a file on the server
+        raise ApiError(422, f"preset must be one of {', '.join(preset_names())} (got {preset!r})", "preset")
+    overrides = {name: _parse_value(name, kind, form.get(name)) for name, kind in OPTIONS.items()
+                 if form.get(name) not in (None, "")}
+    try:
+        make_config(preset, **overrides, device=device)
+    except SettingError as exc:
+        raise ApiError(422, str(exc), exc.setting) from None
+    except ConfigError as exc:
+        raise ApiError(422, str(exc)) from None
+    return preset, overrides
+
+
+def _parse_value(name: str, kind: type, text: str | None) -> Any:
+    text = (text or "").strip()
+    if kind is bool:
+        if text.lower() in ("1", "true", "on", "yes"):
+            return True
+        if text.lower() in ("0", "false", "off", "no"):
+            return False
+        raise ApiError(422, f"{name} must be true or false (got {text!r})", name)
+    try:
+        return kind(text)
+    except ValueError:
+        what = {int: "a whole number", float: "a number", str: "text"}[kind]
+        raise ApiError(422, f"{name} must be {what} (got {text!r})", name) from None
+
+
+def _suffix(filename: str | None, allowed: tuple[str, ...]) -> str:
+    suffix = Path(filename or "").suffix.lower()
+    return suffix if suffix in allowed else ".bin"
+
+
+def _save_upload(upload: UploadFile, folder: Path, stem: str, allowed: tuple[str, ...]) -> Path:
+    path = folder / (stem + _suffix(upload.filename, allowed))  # a name of ours; the client's is never a path
+    with open(path, "wb") as out:
+        shutil.copyfileobj(upload.file, out, 1 << 20)
+    if path.stat().st_size == 0:
+        raise ApiError(422, f"the {stem} upload is empty", stem)
+    return path
+
+
+def _looks_like_image(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+    return head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def _present(upload: UploadFile) -> bool:
+    """Browsers send an empty file field as a part with no name and no bytes."""
+    return bool(upload.filename or upload.size)
+
+
+class JobFactory:
+    """Checks an upload request completely, then moves its files into jobs/<id>/ and queues it."""
+
+    def __init__(self, settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None) -> None:
+        self.settings, self.queue, self.pool = settings, queue, pool
+        self.data = DataDir(settings.data)
+
+    def create(self, content: UploadFile, style: str | None, style_file: UploadFile | None,
+               form: dict[str, str | None]) -> Job:
+        preset, overrides = parse_options(form, self.settings.default_preset, self.settings.device)
+        config = make_config(preset, **overrides, device=self.settings.device)
+        job_id = new_job_id()
+        staging = self.data.uploads / job_id
+        staging.mkdir(parents=True)
+        try:
+            style_spec, style_path = self._style(style, style_file, staging)
+            source = _save_upload(content, staging, "input", VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+            kind, output = self._check_content(source, style_path, config, staging)
+            params = {"preset": preset, "overrides": overrides, "style": style_spec, "input": source.name,
+                      "output": output, "options": {"preset": preset, **overrides}}
+            staging.rename(self.data.job(job_id))  # same file system: the job's files appear at once
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        job = self.queue.add(job_id, kind, params)
+        if self.pool is not None:
+            self.pool.notify()
+        return job
+
+    def _style(self, name: str | None, upload: UploadFile | None, staging: Path) -> tuple[dict[str, str], Path]:
+        if upload is not None and _present(upload):
+            path = _save_upload(upload, staging, "style", IMAGE_SUFFIXES)
+            try:
+                read_image(path, "style image")
+            except InputError:
+                raise ApiError(415, "the style upload is not a readable image (PNG, JPEG, BMP, TIFF or WebP)",
+                               "style_file") from None
+            return {"file": path.name}, path
+        if not name:
+            raise ApiError(422, f"choose a style: one of {', '.join(builtin_style_names())}, or upload a picture",
+                           "style")
+        path = builtin_style(name)
+        if path is None:
+            raise ApiError(422, f"unknown style {name!r} (built-in: {', '.join(builtin_style_names())})", "style")
+        return {"builtin": name.lower().replace("_", "-")}, path
+
+    def _check_content(self, source: Path, style: Path, config: Config, staging: Path) -> tuple[str, str]:
+        """('video' | 'image', output name); every check the render itself will make, nothing written."""
+        try:
+            if _looks_like_image(source):
+                _check_image(source, config)
+                return "image", "result.png"
+            from vidstyle.pipeline import prepare_render
+
+            prepare_render(source, [style], staging / "result.mp4", config, workdir=staging / WORKDIR)
+            return "video", "result.mp4"
+        except SettingError as exc:
+            raise ApiError(422, str(exc), exc.setting) from None
+        except InputError as exc:
+            reason = str(exc).replace(str(source), "the upload")
+            raise ApiError(415, f"not a video or image vidstyle can read: {reason}", "input") from None
+        except VidstyleError as exc:
+            raise ApiError(422, str(exc).replace(str(staging), "the job"), "input") from None
+
+
+def _check_image(path: Path, config: Config) -> None:
+    from vidstyle.limits import check_fits, render_size
+    from vidstyle.precision import resolve_precision
+    from vidstyle.stylize import resolve_device
+
+    rgb = read_image(path, "content image")
+    size = render_size(rgb.shape[1], rgb.shape[0], config.size)
+    device = resolve_device(config.device)
+    check_fits(size, config.size, resolve_precision(config.precision, device), device)
+
+
+def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None) -> FastAPI:
+    """The ASGI app. `pool` (the worker processes) starts and stops with it; None serves the queue only."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if pool is not None:
+            pool.start()
+        try:
+            yield
+        finally:
+            if pool is not None:
+                await asyncio.to_thread(pool.stop)
+
+    app = FastAPI(title="vidstyle", version=__version__, lifespan=lifespan,
+                  description="Neural style transfer for videos and pictures, as a service: upload a video or an "
+                              "image and a style, follow the render's progress, download the result.")
+    app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token)  # type: ignore[arg-type]
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_error_handlers(app)
+    _add_api(app, settings, queue, JobFactory(settings, queue, pool))
+    _add_pages(app, queue)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = str(first["loc"][-1]) if first.get("loc") else None
+        return JSONResponse({"detail": f"{field}: {first['msg']}" if field else first["msg"], "field": field},
+                            status_code=422)
+
+
+def _get_job(queue: JobQueue, job_id: str) -> Job:
+    job = queue.get(job_id) if is_job_id(job_id) else None
+    if job is None:
+        raise ApiError(404, f"no job {job_id!r}")
+    return job
+
+
+def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: JobFactory) -> None:
+    data = DataDir(settings.data)
+    thumbnails: dict[str, bytes] = {}
+
+    @app.post("/api/jobs", status_code=201, response_model=JobOut, responses=_ERRORS, tags=["jobs"])
+    def create_job(
+        input: Annotated[UploadFile, File(description="the content: a video, or an image")],
+        style: Annotated[str | None, Form(description="a built-in style's name (GET /api/styles)")] = None,
+        style_file: Annotated[UploadFile | None, File(description="or a style picture of your own")] = None,
+        preset: Annotated[str | None, Form(description="fast, balanced, quality or demo")] = None,
+        size: Annotated[str | None, Form(description="long side of the render in pixels")] = None,
+        iters: Annotated[str | None, Form(description="iterations per frame")] = None,
+        first_iters: Annotated[str | None, Form(description="iterations of fresh frames and of an image")] = None,
+        style_weight: Annotated[str | None, Form(description="style strength (default 2)")] = None,
+        flow: Annotated[str | None, Form(description="none, dis or farneback")] = None,
+        preserve_colors: Annotated[str | None, Form(description="keep the content's colours: true or false")] = None,
+        seed: Annotated[str | None, Form(description="random seed")] = None,
+    ) -> dict[str, Any]:
+        """Upload a video or an image plus a style and options; the job is checked completely and queued."""
+        form = {"preset": preset, "size": size, "iters": iters, "first_iters": first_iters,
+                "style_weight": style_weight, "flow": flow, "preserve_colors": preserve_colors, "seed": seed}
+        return job_out(factory.create(input, style, style_file, form))
+
+    @app.get("/api/jobs", response_model=list[JobOut], tags=["jobs"])
+    async def list_jobs(state: Annotated[str | None, Query(description="only jobs in this state")] = None,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+        """Jobs, newest first."""
+        return [job_out(job) for job in queue.jobs(state, limit)]
+
+    @app.get("/api/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, tags=["jobs"])
+    async def get_job(job_id: str) -> dict[str, Any]:
+        """A job's state, frame N of M, ETA and error."""
+        return job_out(_get_job(queue, job_id))
+
+    @app.get("/api/jobs/{job_id}/events", responses=_ERRORS, tags=["jobs"],
+             response_class=StreamingResponse)
+    async def job_events(job_id: str) -> StreamingResponse:
+        """Server-sent events: `progress` (the job as JSON) whenever it changes, `end` when it is over."""
+        _get_job(queue, job_id)
+        return StreamingResponse(_event_stream(queue, job_id), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get("/api/jobs/{job_id}/preview", responses={**_ERRORS, 200: {"content": {"image/jpeg": {}}}},
+             response_class=Response, tags=["jobs"])
+    async def job_preview(job_id: str) -> Response:
+        """The newest finished frame as a JPEG, while the job renders and after."""
+        _get_job(queue, job_id)
+        try:  # read whole: the file is replaced while we serve it, and a small read is quicker than a stream
+            picture = (data.job(job_id) / PREVIEW).read_bytes()
+        except FileNotFoundError:
+            raise ApiError(404, "no frame is finished yet") from None
+        return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/jobs/{job_id}/result", responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}},
+             response_class=FileResponse, tags=["jobs"])
+    async def job_result(job_id: str, download: bool = False) -> FileResponse:
+        """The finished video (MP4) or image (PNG); `download=true` asks the browser to save it."""
+        job = _get_job(queue, job_id)
+        if job.state != "done":
+            raise ApiError(409, f"job {job_id} is {job.state}, not done")
+        path = data.job(job_id) / job.params["output"]
+        media = "video/mp4" if job.kind == "video" else "image/png"
+        return FileResponse(path, media_type=media, filename=f"vidstyle-{job_id}{path.suffix}",
+                            content_disposition_type="attachment" if download else "inline")
+
+    @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut, responses=_ERRORS, tags=["jobs"])
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        """A queued job is cancelled at once; a running one stops within a second (state becomes cancelled)."""
+        _get_job(queue, job_id)
+        job = queue.cancel(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id!r}")
+        return job_out(job)
+
+    @app.delete("/api/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])
+    def delete_job(job_id: str) -> Response:
+        """Delete a job and its files; a running job must be cancelled first (409)."""
+        _get_job(queue, job_id)
+        state = queue.delete(job_id)
+        if state is None:
+            raise ApiError(404, f"no job {job_id!r}")
+        if state == "running":
+            raise ApiError(409, f"job {job_id} is running: cancel it first")
+        shutil.rmtree(data.job(job_id), ignore_errors=True)
+        return Response(status_code=204)
+
+    @app.get("/api/gallery", response_model=list[GalleryItem], tags=["gallery"])
+    async def gallery(limit: Annotated[int, Query(ge=1, le=100)] = 12) -> list[dict[str, Any]]:
+        """The latest creations: finished jobs, the most recently finished first."""
+        return [{"id": j.id, "kind": j.kind, "finished": j.finished, "preview": f"/api/jobs/{j.id}/preview",
+                 "result": f"/api/jobs/{j.id}/result", "page": f"/jobs/{j.id}"} for j in queue.jobs("done", limit)]
+
+    @app.get("/api/styles", response_model=list[StyleOut], tags=["styles"])
+    async def styles() -> list[dict[str, str]]:
+        """The built-in style paintings, by the name a job's `style` field takes."""
+        return [{"name": n, "thumbnail": f"/api/styles/{n}/thumbnail"} for n in builtin_style_names()]
+
+    @app.get("/api/styles/{name}/thumbnail", response_class=Response, responses=_ERRORS, tags=["styles"])
+    def style_thumbnail(name: str) -> Response:
+        """A small JPEG of a built-in style painting."""
+        path = builtin_style(name) if name in builtin_style_names() else None
+        if path is None:
+            raise ApiError(404, f"no built-in style {name!r}")
+        if name not in thumbnails:
+            rgb = read_image(path, "style image")
+            scale = THUMBNAIL_SIDE / max(rgb.shape[:2])
+            thumbnails[name] = encode_image(resize_rgb(rgb, (round(rgb.shape[1] * scale),
+                                                             round(rgb.shape[0] * scale))), ".jpg")
+        return Response(thumbnails[name], media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/api/health", tags=["service"])
+    async def health() -> dict[str, Any]:
+        """Jobs by state, and the service's settings a client may need."""
+        return {"version": __version__, "jobs": queue.counts(), "workers": settings.workers,
+                "device": settings.device, "max_upload": settings.max_upload, "presets": preset_names()}
+
+
+async def _event_stream(queue: JobQueue, job_id: str) -> AsyncIterator[str]:
+    last: str | None = None
+    quiet = 0.0
+    while True:
+        job = queue.get(job_id)
+        if job is None:
+            yield "event: end\ndata: {\"state\": \"deleted\"}\n\n"
+            return
+        text = json.dumps(job_out(job))
+        if text != last:
+            yield f"event: progress\ndata: {text}\n\n"
+            last, quiet = text, 0.0
+        elif quiet >= 15:
+            yield ": keep-alive\n\n"  # proxies close a stream that says nothing for long
+            quiet = 0.0
+        if job.state in FINAL_STATES:
+            yield f"event: end\ndata: {text}\n\n"
+            return
+        await asyncio.sleep(SSE_INTERVAL)
+        quiet += SSE_INTERVAL
+
+
+def _add_pages(app: FastAPI, queue: JobQueue) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/jobs/{job_id}", include_in_schema=False)
+    async def job_page(job_id: str) -> FileResponse:
+        _get_job(queue, job_id)
+        return FileResponse(STATIC / "job.html", media_type="text/html")

@@ -1,0 +1,116 @@
+"""ASGI middleware in front of every route: the bearer token, and the size limit of a request's body.
+
+Plain ASGI rather than Starlette's BaseHTTPMiddleware: it adds no task per request (the latency of GET job stays
+that of the route) and it can stop an upload while it streams in, before the multipart parser spools it to disk.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from http.cookies import SimpleCookie
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COOKIE = "vidstyle_token"
+
+
+class _TooLarge(BaseException):
+    """Raised from inside `receive`; a BaseException so that the form parser's `except Exception` cannot turn it
+    into a generic 400 on the way out."""
+
+
+async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": data})
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, max_upload: int, token: str | None) -> None:
+        self.app, self.max_upload, self.token = app, max_upload, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.token is not None and not await self._authorized(scope, send, self.token):
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_upload:
+            await send_json(send, 413, self._too_large())  # refused before a byte of the body is read
+            return
+        await self._limited(scope, receive, send)
+
+    def _too_large(self) -> dict[str, Any]:
+        return {"detail": f"upload too large: the limit is {self.max_upload / 1e6:g} MB (--max-upload)",
+                "field": "input"}
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the body as it arrives: a chunked upload has no Content-Length to check first."""
+        received, started = 0, False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_upload:
+                raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await send_json(send, 413, self._too_large())
+
+    @staticmethod
+    async def _authorized(scope: Scope, send: Send, token: str) -> bool:
+        """`Authorization: Bearer <token>`, or the cookie a browser got by opening a page with `?token=`."""
+        given = _bearer(scope) or _cookie(scope)
+        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+            return True
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), token.encode()):
+            # A browser cannot send headers with <img>, <video> or EventSource: it keeps the token as a cookie,
+            # sent only to this site (SameSite=Strict), and the token leaves the address bar.
+            cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            await send({"type": "http.response.start", "status": 303,
+                        "headers": [(b"location", scope["path"].encode()), (b"set-cookie", cookie.encode()),
+                                    (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return False
+        await send_json(send, 401, {"detail": "this server needs a bearer token (Authorization: Bearer <token>)",
+                                    "field": None}, [(b"www-authenticate", b"Bearer")])
+        return False
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _bearer(scope: Scope) -> str | None:
+    value = _header(scope, b"authorization")
+    if value is None or not value.lower().startswith("bearer "):
+        return None
+    return value[7:].strip()
+
+
+def _cookie(scope: Scope) -> str | None:
+    value = _header(scope, b"cookie")
+    if value is None:
+        return None
+    morsel = SimpleCookie(value).get(COOKIE)
+    return morsel.value if morsel is not None else None

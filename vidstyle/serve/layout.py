@@ -1,0 +1,43 @@
+"""Where the service keeps things under its data directory; every path a job uses is made here, from its id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidstyle.serve.queue import is_job_id
+
+PREVIEW = "preview.jpg"  # the newest finished frame, replaced atomically while the job renders
+WORKDIR = "work"  # the render's frame checkpoints: what a restarted job resumes from
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """`vidstyle.db` (the queue), `jobs/<id>/` (a job's files), `uploads/` (uploads being checked)."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "vidstyle.db"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "server.lock"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    def job(self, job_id: str) -> Path:
+        if not is_job_id(job_id):  # ids are ours, but this is the one door from an id to the file system
+            raise ValueError(f"not a job id: {job_id!r}")
+        return self.jobs / job_id
+
+    def create(self) -> None:
+        for path in (self.root, self.jobs, self.uploads):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,288 @@
+"""Worker processes: each claims one job at a time from the queue and runs the library's render on it.
+
+Renders run in separate processes (spawned, not forked: the web server has threads and an event loop), one per
+GPU or per `--workers` slot on a CPU, so the web server's event loop never waits for the network. A supervisor
+thread in the server restarts a worker that dies and puts its job back in the queue; a worker dies with the
+server (PR_SET_PDEATHSIG, and a parent check), so a server killed with -9 leaves no render running behind it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as ProcessEvent
+from pathlib import Path
+
+from vidstyle.assets import builtin_style
+from vidstyle.errors import BusyError, Interrupted, VidstyleError
+from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
+from vidstyle.io.images import encode_image, read_image
+from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
+from vidstyle.serve.queue import Job, JobQueue
+
+REPORT_INTERVAL = 0.25  # seconds between progress rows: cheap for the database, smooth enough for a progress bar
+WATCH_INTERVAL = 0.25  # how often a running job looks for a cancel request or a server shutdown
+BUSY_RETRY_SECONDS = 30  # a render of a killed server may hold its work directory's lock for a moment
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str  # the slot, as recorded in the jobs it runs
+    data: Path
+    device: str  # the Config device every job of this service runs on
+    gpu: int | None  # the CUDA device of this slot
+    threads: int | None  # torch CPU threads, when several slots share the CPU
+
+
+def job_style(folder: Path, params: dict) -> Path:
+    style = params["style"]
+    if "builtin" in style:
+        path = builtin_style(style["builtin"])
+        if path is None:
+            raise VidstyleError(f"unknown built-in style {style['builtin']!r}")
+        return path
+    return folder / style["file"]
+
+
+def job_config(params: dict, device: str):  # -> Config; typed loosely so importing this module stays cheap
+    from vidstyle.config import make_config
+
+    return make_config(params["preset"], **params["overrides"], device=device)
+
+
+class ProgressWriter:
+    """on_event callback: frame N of M, ETA and the newest frame as preview.jpg, written at most 4 times a second.
+
+    Called from the render's thread and its write-behind thread (FrameSaved), hence the lock.
+    """
+
+    def __init__(self, queue: JobQueue, job_id: str, folder: Path) -> None:
+        self.queue, self.job_id, self.folder = queue, job_id, folder
+        self.lock = threading.Lock()
+        self.total, self.done, self.fraction = 1, 0, 0.0
+        self.run_start: float | None = None
+        self.run_first_done = 0
+        self.preview_frame: int | None = None
+        self.resumed: int | None = None
+        self.last_report = 0.0
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            force = self._apply(event)
+            if force or time.monotonic() - self.last_report >= REPORT_INTERVAL:
+                self.flush()
+
+    def _apply(self, event: Event) -> bool:
+        if isinstance(event, RenderStarted):
+            self.total, self.done, self.resumed = event.total_frames, event.already_done, event.already_done
+            return True
+        if isinstance(event, FrameStarted) and self.run_start is None:
+            self.run_start, self.run_first_done = time.monotonic(), self.done
+        elif isinstance(event, IterationDone):
+            self.fraction = event.iteration / max(event.iters, 1)
+        elif isinstance(event, FrameDone):
+            self.done, self.fraction = min(self.done + 1, self.total), 0.0
+        elif isinstance(event, FrameSaved):
+            write_preview(self.folder / PREVIEW, read_image(event.path, "frame"))
+            self.preview_frame = event.index
+        elif isinstance(event, RenderFinished):
+            self.done, self.fraction = event.frames, 0.0
+            return True
+        return False
+
+    def eta(self) -> float | None:
+        made = self.done - self.run_first_done
+        if self.run_start is None or made <= 0:
+            return None
+        return (time.monotonic() - self.run_start) / made * (self.total - self.done)
+
+    def flush(self) -> None:
+        progress = min((self.done + self.fraction) / max(self.total, 1), 1.0)
+        self.queue.report(self.job_id, self.done, self.total, progress, self.eta(), self.preview_frame,
+                          self.resumed)
+        self.last_report = time.monotonic()
+
+
+def write_preview(path: Path, rgb) -> None:  # rgb: np.ndarray
+    """JPEG of a frame, renamed into place so a reader gets the old picture or the new one, never half of one.
+    No fsync: a preview lost to a power cut is remade by the next frame."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_bytes(encode_image(rgb, ".jpg"))
+    os.replace(tmp, path)
+
+
+class Watcher:
+    """Sets a render's stop event when the job is cancelled or the server shuts down."""
+
+    def __init__(self, queue: JobQueue, job_id: str, shutdown: ProcessEvent) -> None:
+        self.stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(queue, job_id, shutdown), daemon=True)
+        self._thread.start()
+
+    def _watch(self, queue: JobQueue, job_id: str, shutdown: ProcessEvent) -> None:
+        while not self._done.wait(WATCH_INTERVAL):
+            if shutdown.is_set() or queue.cancel_requested(job_id):
+                self.stop.set()
+                return
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: ProcessEvent) -> None:
+    """Render one claimed job and record how it ended: done, failed (one line why), cancelled, or queued."""
+    folder = DataDir(spec.data).job(job.id)
+    output = folder / job.params["output"]
+    if output.exists():  # outputs appear by an atomic rename of a complete file: a killed run had finished
+        queue.finish(job.id, "done")
+        return
+    watcher = Watcher(queue, job.id, shutdown)
+    try:
+        _render_retrying(queue, spec, job, folder, watcher.stop)
+        queue.finish(job.id, "done")
+    except Interrupted:
+        queue.finish(job.id, "cancelled" if queue.cancel_requested(job.id) else "queued")
+    except VidstyleError as exc:
+        queue.finish(job.id, "failed", str(exc))
+    except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; the worker takes the next
+        queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        watcher.close()
+
+
+def _render_retrying(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event) -> None:
+    deadline = time.monotonic() + BUSY_RETRY_SECONDS
+    while True:
+        try:
+            _render(queue, spec, job, folder, stop)
+            return
+        except BusyError:
+            if time.monotonic() > deadline or stop.wait(1.0):
+                raise
+
+
+def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event) -> None:
+    from vidstyle.pipeline import render
+    from vidstyle.still import stylize_image
+
+    params = job.params
+    config = job_config(params, spec.device)
+    progress = ProgressWriter(queue, job.id, folder)
+    style, content, output = job_style(folder, params), folder / params["input"], folder / params["output"]
+    if job.kind == "video":
+        render(content, [style], output, config, workdir=folder / WORKDIR, on_event=progress, stop=stop)
+    else:
+        stylize_image(content, [style], output, config, on_event=progress, stop=stop)
+        write_preview(folder / PREVIEW, read_image(output, "result"))
+        progress.preview_frame = 0
+    progress.flush()
+
+
+def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, parent: int) -> None:
+    """The worker process: claim, render, repeat, until the server asks it to stop."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server stops us
+    _setup_device(spec)
+    queue = JobQueue(DataDir(spec.data).database)
+    try:
+        while not shutdown.is_set():
+            job = queue.claim(spec.name)
+            if job is None:
+                wake.wait(1.0)
+                wake.clear()
+                continue
+            run_job(queue, spec, job, shutdown)
+    finally:
+        queue.close()
+
+
+def _setup_device(spec: WorkerSpec) -> None:
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    if spec.gpu is not None:
+        torch.cuda.set_device(spec.gpu)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux kills us with the server (kill -9 too); elsewhere, and as a backstop, a thread watches the parent."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread below does it, within half a second
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+class WorkerPool:
+    """Starts one worker process per slot, restarts any that dies (its job goes back to the queue), stops them."""
+
+    RESTART_DELAY = 2.0  # a worker that dies at once is not restarted in a tight loop
+
+    def __init__(self, queue: JobQueue, specs: list[WorkerSpec]) -> None:
+        self.queue, self.specs = queue, specs
+        self.context = multiprocessing.get_context("spawn")
+        self.wake, self.shutdown = self.context.Event(), self.context.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
+
+    def start(self) -> None:
+        # The processes are started from this one thread: PR_SET_PDEATHSIG fires when the thread that started a
+        # child ends, so it must live as long as the server does.
+        self._thread = threading.Thread(target=self._supervise, name="vidstyle-workers", daemon=True)
+        self._thread.start()
+
+    def notify(self) -> None:
+        """A job was queued: wake an idle worker now instead of at its next poll."""
+        self.wake.set()
+
+    def _spawn(self, spec: WorkerSpec) -> multiprocessing.process.BaseProcess:
+        process = self.context.Process(target=worker_main, args=(spec, self.wake, self.shutdown, os.getpid()),
+                                       name=f"vidstyle-{spec.name}", daemon=True)
+        process.start()
+        return process
+
+    def _supervise(self) -> None:
+        started = {spec.name: time.monotonic() for spec in self.specs}
+        self.processes = {spec.name: self._spawn(spec) for spec in self.specs}
+        while not self._stopping.wait(0.5):
+            for spec in self.specs:
+                process = self.processes[spec.name]
+                if process.is_alive() or time.monotonic() - started[spec.name] < self.RESTART_DELAY:
+                    continue
+                process.join()
+                self.queue.requeue_worker(spec.name, died=True)
+                self.processes[spec.name], started[spec.name] = self._spawn(spec), time.monotonic()
+                self.wake.set()
+        self._stop_processes()
+
+    def _stop_processes(self, grace: float = 10.0) -> None:
+        self.shutdown.set()
+        deadline = time.monotonic() + grace
+        for process in self.processes.values():
+            process.join(max(deadline - time.monotonic(), 0.1))
+        for spec in self.specs:
+            process = self.processes[spec.name]
+            if process.is_alive():
+                process.kill()
+                process.join()
+            self.queue.requeue_worker(spec.name, died=False)  # normally a no-op: a stopped worker requeued its job
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
