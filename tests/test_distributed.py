@@ -1,0 +1,332 @@
+"""A render on Ray workers: every frame exactly once, a killed worker's chunk retried with the same frames, a killed
+render resumed, Ctrl-C leaving no process behind. Real Ray (one local instance for the module: it takes seconds to
+start), real ffmpeg, real files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import child_ffmpeg_pids
+
+import vidstyle
+from vidstyle.checkpoint import WorkDir
+from vidstyle.cli import build_parser, main
+from vidstyle.errors import CheckpointMismatch, SettingError
+from vidstyle.events import FrameSaved, RenderStarted, WorkersBusy
+from vidstyle.io.decode import read_frames
+from vidstyle.io.paths import partial_path
+from vidstyle.io.probe import probe_video
+from vidstyle.plan import plan_segments
+
+ray = pytest.importorskip("ray", reason="the distributed render needs vidstyle[ray] (the test extra installs it)")
+
+from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is Ray's front door
+    DEFAULT_CHUNK_FRAMES,
+    DEFAULT_OVERLAP,
+    Chunk,
+    ChunkFiles,
+    RayMissing,
+    blend_frames,
+    blend_weight,
+    plan_chunks,
+)
+
+# 12 frames in chunks of 4 with 2 frames of overlap: 3 chunks, 2 seams.
+CHUNKING = {"chunk_frames": 4, "overlap": 2}
+CLI_SETTINGS = ["--size", "64", "--iters", "2", "--first-iters", "4", "--device", "cpu", "--flow", "dis",
+                "--temporal-weight", "10", "--precision", "fp32", "--keep-frames"]
+
+
+def _config(**changes: object) -> vidstyle.Config:
+    settings: dict[str, object] = dict(size=64, iters=2, first_iters=4, device="cpu", flow="dis",
+                                       temporal_weight=10.0, precision="fp32", keep_frames=True)
+    settings.update(changes)
+    return vidstyle.make_config("balanced", **settings)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray of 2 CPUs for the module; a render in a process connected to Ray uses it and leaves it up."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR,
+             log_to_driver=False, object_store_memory=128 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def reference(local_ray, bunny_short: Path, starry: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted render on 2 workers, its work directory (frames kept) and its events."""
+    folder = tmp_path_factory.mktemp("reference")
+    events: list[object] = []
+    out = vidstyle.render(bunny_short, [starry], folder / "out.mp4", _config(), workdir=folder / "work",
+                          on_event=events.append, workers=2, **CHUNKING)
+    return folder / "work", out, events
+
+
+def _frames(work: Path) -> dict[int, np.ndarray]:
+    return {int(p.stem): cv2.imread(str(p)) for p in sorted((work / "frames").glob("*.png"))}
+
+
+def _assert_same_frames(work: Path, reference: Path) -> None:
+    got, want = _frames(work), _frames(reference)
+    assert sorted(got) == sorted(want) == list(range(12))
+    for i in range(12):
+        assert np.array_equal(got[i], want[i]), f"frame {i} differs from the uninterrupted render's"
+
+
+# The plan and the blend -------------------------------------------------------------------------------------------
+
+def test_chunks_cover_every_frame_once_and_overlap_only_inside_shots() -> None:
+    segments = plan_segments(30, [13], chunk_frames=5)
+    chunks = plan_chunks(segments, 2)
+    assert [(c.first, c.start, c.stop, c.tail) for c in chunks] == [
+        (0, 0, 5, 2), (3, 5, 10, 2), (8, 10, 13, 0),  # shot 0-12: the last chunk ends at the cut
+        (13, 13, 18, 2), (16, 18, 23, 2), (21, 23, 28, 2), (26, 28, 30, 0)]
+    finals = [i for c in chunks for i in range(c.start, c.stop) if c.role(i) == "final"]
+    leads = [i for c in chunks for i in range(c.first, c.start)]
+    tails = [i for c in chunks for i in range(c.start, c.stop) if c.role(i) == "tail"]
+    assert sorted(finals + leads) == list(range(30)), "every frame is final in one chunk or blended once"
+    assert leads == tails, "each lead-in frame is blended with the earlier chunk's painting of it"
+    assert not set(leads) & {0, 13}, "a shot's first frame starts fresh, never blended"
+    assert [c.start for c in plan_chunks(plan_segments(30, [13], chunk_frames=None), 2)] == [0, 13]
+    assert [blend_weight(k, 3) for k in range(3)] == [0.25, 0.5, 0.75]
+
+
+def test_blend_goes_from_the_earlier_painting_to_the_later_and_keeps_the_contrast() -> None:
+    rng = np.random.default_rng(0)
+    content = cv2.resize(rng.uniform(0, 255, (8, 8, 3)).astype(np.float32), (64, 64))
+    earlier, later = (np.clip(content + rng.normal(0, 30, content.shape), 0, 255).astype(np.uint8) for _ in "ab")
+    assert np.array_equal(blend_frames(earlier, later, 0.0), earlier)
+    assert np.array_equal(blend_frames(earlier, later, 1.0), later)
+    middle = blend_frames(earlier, later, 0.5).astype(np.float32)
+
+    def detail(image: np.ndarray) -> float:
+        image = image.astype(np.float32)
+        return float((image - cv2.GaussianBlur(image, (0, 0), 2.0)).std())
+
+    plain = (earlier.astype(np.float32) + later) / 2
+    assert detail(plain) < 0.8 * detail(earlier), "two unrelated textures averaged lose contrast"
+    assert detail(middle) == pytest.approx((detail(earlier) + detail(later)) / 2, rel=0.05)
+    assert np.abs(cv2.GaussianBlur(middle, (0, 0), 3) - cv2.GaussianBlur(plain, (0, 0), 3)).mean() < 2, \
+        "the content (the blurred picture) is the plain average's"
+
+
+# Settings ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, setting", [
+    ({"workers": 0}, "workers"), ({"workers": 2, "chunk_frames": 0}, "chunk_frames"),
+    ({"workers": 2, "chunk_frames": 4, "overlap": 4}, "overlap"), ({"workers": 2, "overlap": -1}, "overlap"),
+    ({"chunk_frames": 8}, "chunk_frames"), ({"ray_address": " "}, "ray_address")])
+def test_impossible_distributed_settings_are_refused_before_anything(bunny_short: Path, starry: Path,
+                                                                     tmp_path: Path, kwargs: dict[str, object],
+                                                                     setting: str) -> None:
+    with pytest.raises(SettingError) as bad:
+        vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(), **kwargs)  # type: ignore[arg-type]
+    assert bad.value.setting == setting and "--" not in str(bad.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_ray_the_message_says_what_to_install(monkeypatch, capsys, bunny_short: Path, starry: Path,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` finds where Ray is not installed
+    with pytest.raises(RayMissing):
+        vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(), workers=2)
+    code = main(["render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), "--workers",
+                 "2", *CLI_SETTINGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "install vidstyle[ray]" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_shows_the_library_defaults() -> None:
+    render = build_parser()._subparsers._group_actions[0].choices["render"]  # type: ignore[union-attr]
+    helps = {a.dest: a.help for a in render._actions}
+    assert helps["chunk_frames"].endswith(f"[{DEFAULT_CHUNK_FRAMES}]")
+    assert helps["overlap"].endswith(f"[{DEFAULT_OVERLAP}]")
+
+
+# Renders on the module's Ray ----------------------------------------------------------------------------------------
+
+def test_every_frame_is_made_and_encoded_exactly_once(reference) -> None:
+    work, out, events = reference
+    assert probe_video(out).frame_count == 12
+    assert sorted(_frames(work)) == list(range(12))
+    saved = [e.index for e in events if isinstance(e, FrameSaved)]
+    assert sorted(saved) == list(range(12)), "one FrameSaved per frame"
+    started = next(e for e in events if isinstance(e, RenderStarted))
+    assert started.device.startswith("ray, 2 workers") and started.shots == 1
+    busy = [e for e in events if isinstance(e, WorkersBusy)]
+    assert busy and all(0 <= e.busy <= e.workers == 2 for e in busy) and busy[-1].frames_done == 12
+    assert max(e.busy for e in busy) == 2, "both workers took a chunk"
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert manifest["segments"] == [[0, 4, True], [4, 8, False], [8, 12, False]]
+    assert (manifest["settings"]["chunk_frames"], manifest["settings"]["overlap"]) == (4, 2)
+    assert not (work / "chunks").exists(), "the overlap frames go once they are blended into the final ones"
+    assert child_ffmpeg_pids() == []
+    decoded = [f.rgb for f in read_frames(probe_video(out), (64, 36))]
+    for i in (0, 5, 11):  # the video holds the checkpoints, in order (H.264 at crf 18: close, not equal)
+        assert np.abs(decoded[i].astype(int) - _frames(work)[i][..., ::-1]).mean() < 6, f"frame {i}"
+
+
+def test_another_chunking_or_the_sequential_render_is_refused(reference, bunny_short: Path, starry: Path,
+                                                              tmp_path: Path) -> None:
+    work, _, _ = reference
+    for kwargs, differ in (({"workers": 2, "chunk_frames": 6, "overlap": 2}, ("chunk_frames",)),
+                           ({}, ("chunk_frames", "overlap"))):
+        with pytest.raises(CheckpointMismatch) as other:
+            vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(), workdir=work, **kwargs)
+        assert other.value.settings == differ
+    assert sorted(_frames(work)) == list(range(12)) and list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_worker_is_retried_and_the_frames_are_the_same(reference, bunny_short: Path, starry: Path,
+                                                                 tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    files = ChunkFiles(WorkDir(work))
+    chunks = {c.first: c for c in plan_chunks(_segments(), CHUNKING["overlap"])}
+    seen: set[tuple[int, int]] = set()  # (chunk, pid) of every running task observed
+    killed: list[tuple[int, int]] = []
+    result: list[object] = []
+    render = threading.Thread(target=_render_into, args=(bunny_short, starry, tmp_path / "out.mp4", work, result))
+    render.start()
+    while render.is_alive():
+        for first, markers in _markers(files).items():
+            for pid in markers:
+                seen.add((first, pid))
+                if not killed and _mid_chunk(files, chunks[first]):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((first, pid))
+        time.sleep(0.002)
+    render.join()
+    assert result and isinstance(result[0], Path), result
+    assert killed, "no chunk was caught between its first and last frame"
+    first, pid = killed[0]
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    assert any(c == first and p != pid for c, p in seen), "Ray did not run the killed chunk again"
+    assert probe_video(result[0]).frame_count == 12
+    _assert_same_frames(work, reference[0])
+
+
+def _segments():
+    return plan_segments(12, [], CHUNKING["chunk_frames"])
+
+
+def _render_into(video: Path, style: Path, out: Path, work: Path, result: list[object]) -> None:
+    try:
+        result.append(vidstyle.render(video, [style], out, _config(), workdir=work, workers=2, **CHUNKING))
+    except BaseException as exc:  # noqa: BLE001 - handed to the test thread, which asserts on it
+        result.append(exc)
+
+
+def _markers(files: ChunkFiles) -> dict[int, list[int]]:
+    try:
+        return {first: [int(p.name.rsplit(".", 1)[1]) for p in paths] for first, paths in files.running().items()}
+    except OSError:
+        return {}  # a marker removed while the folder was read
+
+
+def _mid_chunk(files: ChunkFiles, chunk: Chunk) -> bool:
+    made = files.made(chunk)
+    return 0 < len(made) < chunk.stop - chunk.first
+
+
+# The command line, killed and interrupted -----------------------------------------------------------------------
+
+def _start_cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """In its own process group, so that a Ctrl-C reaches it (and Ray's processes) as a terminal sends one."""
+    return subprocess.Popen([sys.executable, "-m", "vidstyle", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None, f"the render ended before {what}: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.01)
+
+
+def test_ctrl_c_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Callable[..., Path], starry: Path,
+                                                                 tmp_path: Path) -> None:
+    clip = lavfi_clip("distributed_48.mp4", size="64x48", seconds=1.92)  # 48 frames: 6 chunks of 8
+    out, work = tmp_path / "out.mp4", WorkDir(tmp_path / "out.mp4.vidstyle-work")
+    args = ["render", str(clip), "--style", str(starry), "-o", str(out), *CLI_SETTINGS, "--iters", "3",
+            "--workers", "2", "--chunk-frames", "8", "--overlap", "2"]
+    total = 48
+
+    proc = _start_cli([*args, "--quiet"], tmp_path)  # 1. Ctrl-C once frames are being made
+    _wait_for(lambda: len(work.done_frames()) >= 2, proc, "checkpoint")
+    started = _descendants(proc.pid)
+    assert any(b"raylet" in Path(f"/proc/{p}/cmdline").read_bytes() for p in _alive(started)), "no local Ray"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted at frame" in err and "Traceback" not in err, err
+    deadline = time.monotonic() + 30
+    while _alive(started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:80] for p in _alive(started)}
+    assert not left, f"still running after Ctrl-C: {left}"
+    assert not out.exists() and not partial_path(out).exists()
+    after_ctrl_c = work.done_frames()
+    assert 1 <= len(after_ctrl_c) < total
+
+    proc = _start_cli([*args, "--quiet"], tmp_path)  # 2. kill -9 of the render itself, later on
+    _wait_for(lambda: len(work.done_frames()) >= len(after_ctrl_c) + 8, proc, "new checkpoint")
+    orphans = _descendants(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=60)
+    for pid in _alive(orphans):  # Ray's agents and workers of a killed driver end by themselves within a minute
+        os.kill(pid, signal.SIGKILL)  # (docs); this test does not wait for them
+    before = {i: (p.stat().st_ino, p.stat().st_mtime_ns) for i in work.done_frames()
+              for p in [work.frame_path(i)]}
+    assert len(before) < total, "the render finished before it was killed"
+
+    proc = _start_cli(args, tmp_path)  # 3. the same command resumes
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"resuming at frame {min(set(range(total)) - set(before))} of {total}" in err, err
+    assert probe_video(out).frame_count == total and work.done_frames() == set(range(total))
+    for i, stamp in before.items():
+        p = work.frame_path(i)
+        assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, f"frame {i}, finished before the kill, was redone"

@@ -1,0 +1,522 @@
+"""One render on many workers: the plan's chunks run as Ray tasks, and this process blends their seams and encodes
+the frames in order while later chunks still run.
+
+Ray is the engine: it places the tasks (one GPU each where there are GPUs), retries a chunk whose worker died, and
+cancels them. This module only says what a chunk is and how its frames join the others. It imports ray when a
+render asks for workers, never before: the plain install has no Ray.
+
+A chunk that begins a shot starts fresh, as in the sequential render. A chunk inside a shot cannot wait for the one
+before it (the shot would be sequential again), so it starts fresh `overlap` frames early: its lead-in. Those
+source frames are then painted twice, at the end of the earlier chunk and at the start of the later one; each final
+frame there is a cross-fade between the two, so the texture turns from one chain's to the other's over `overlap`
+frames instead of jumping at one (`blend_frames`; the seams are measured in scripts/bench_distributed.py).
+
+Files: the final frames are the work directory's frames/ (WorkDir), exactly as in a sequential render, so what is
+done is still the set of frame files. The two painted versions of an overlap frame wait in chunks/tail (the earlier
+chunk's) and chunks/lead (the later chunk's) until this process blends them; chunks/running holds one marker per
+running task, named after its first frame, host and process id (the "busy" count; a test kills that process).
+A task makes only the frames of its chain that are not on disk, so a retry and a resumed render redo nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from vidstyle.checkpoint import MANIFEST, WorkDir
+from vidstyle.config import Config
+from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
+from vidstyle.events import EventCallback, FrameSaved, RenderFinished, WorkersBusy
+from vidstyle.io.decode import read_frames
+from vidstyle.io.encode import VideoWriter
+from vidstyle.io.images import read_image, write_image
+from vidstyle.io.probe import VideoInfo
+from vidstyle.pipeline import RenderJob, _first_missing, _open_workdir, _Progress, _started_event, output_slot
+from vidstyle.plan import Segment
+from vidstyle.sequence import Previous, stylize_sequence
+from vidstyle.stylize import Stylizer, resolve_device
+
+# A chunk costs one fresh frame (first_iters, 5x a later frame in the presets) and `overlap` lead-in frames more
+# than the frames it delivers: at 120 and 12, 13 % in a long shot and 8 % of a simulated 40-shot film, which still
+# splits into enough chunks to keep 64 GPUs mostly busy (scripts/simulate_cluster.py). A cross-fade over 4 frames
+# left seam pairs with 2-4.5x the warping error inside chunks, over 12 at most 1.13x (scripts/bench_distributed.py).
+DEFAULT_CHUNK_FRAMES = 120
+DEFAULT_OVERLAP = 12
+# Retries of a chunk whose worker died (killed, out of memory, node lost); a Python error in a chunk is not retried.
+MAX_RETRIES = 3
+CHUNKS = "chunks"
+_POLL = 0.2  # seconds between looks at the work directory while tasks run
+_RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
+
+
+class RayMissing(UsageError):
+    """A render on workers was asked for, and Ray is not installed."""
+
+
+class WorkerFailed(VidstyleError):
+    """A chunk failed on every try, or a worker raised an error that is not vidstyle's."""
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise RayMissing("a render on several workers needs Ray, which is not installed; "
+                         "install vidstyle[ray] (pip install 'vidstyle[ray]')") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where and how a render runs on Ray: `workers` chunks at a time (None: one per GPU, or one per node), on a
+    local Ray started for the render (`address` None) or an existing cluster ("auto" or its address)."""
+
+    workers: int | None
+    address: str | None
+    chunk_frames: int
+    overlap: int
+
+    @property
+    def chunking(self) -> tuple[int, int]:
+        return self.chunk_frames, self.overlap
+
+    @staticmethod
+    def of(workers: int | None, address: str | None, chunk_frames: int | None, overlap: int | None,
+           stylizer: Stylizer | None = None) -> Cluster:
+        """Check a request for a render on workers; raises before anything is started or written."""
+        if workers is None and address is None:
+            name = "chunk_frames" if chunk_frames is not None else "overlap"
+            raise SettingError(name, "applies to a render on Ray workers only (set workers or ray_address)")
+        if stylizer is not None:
+            raise SettingError("stylizer", "cannot be shared with Ray workers, which load their own network")
+        if workers is not None:
+            _check_count("workers", workers, 1)
+        chunk = DEFAULT_CHUNK_FRAMES if chunk_frames is None else _check_count("chunk_frames", chunk_frames, 1)
+        if overlap is None:
+            lap = min(DEFAULT_OVERLAP, chunk // 2)
+        elif _check_count("overlap", overlap, 0) >= chunk:
+            raise SettingError("overlap", f"must be smaller than chunk_frames ({chunk}), got {overlap}")
+        else:
+            lap = overlap
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise SettingError("ray_address", f"must be 'auto' or a Ray cluster's address (got {address!r})")
+        import_ray()
+        return Cluster(workers, address, chunk, lap)
+
+
+def _check_count(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SettingError(name, f"must be a whole number of at least {low} (got {value!r})")
+    return value
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One task: the frames [first, stop) stylized as one chain that starts fresh at `first`.
+
+    Frames before `start` are the lead-in, blended with the previous chunk's last frames; this chunk's own last
+    `tail` frames are its side of the next chunk's lead-in. The rest are final as they come.
+    """
+
+    first: int
+    start: int
+    stop: int
+    tail: int
+
+    def role(self, index: int) -> str:
+        if index < self.start:
+            return "lead"
+        return "tail" if index >= self.stop - self.tail else "final"
+
+
+def plan_chunks(segments: list[Segment], overlap: int) -> list[Chunk]:
+    """A chunk per segment; one that continues a shot begins `overlap` frames early (never before its shot)."""
+    chunks = []
+    for i, segment in enumerate(segments):
+        lead = 0 if segment.fresh else min(overlap, len(segments[i - 1]))
+        follows = i + 1 < len(segments) and not segments[i + 1].fresh
+        tail = min(overlap, len(segment)) if follows else 0
+        chunks.append(Chunk(segment.start - lead, segment.start, segment.stop, tail))
+    return chunks
+
+
+def blend_weight(position: int, length: int) -> float:
+    """Share of the later chunk in the `position`-th of `length` overlap frames: a linear ramp that leaves out
+    0 and 1, which are the frames on either side of the overlap."""
+    return (position + 1) / (length + 1)
+
+
+def blend_frames(earlier: np.ndarray, later: np.ndarray, weight: float) -> np.ndarray:
+    """Cross-fade of two paintings of one source frame, `weight` of the later one.
+
+    Both carry the same content, so their average keeps it; their brush strokes differ, and an average of two
+    unrelated textures has less contrast than either (at one half, about 0.7 of it), which reads as a softer,
+    washed-out picture in the middle of the fade. So the detail (the image minus its blur) of the mix is scaled
+    back to the contrast the two frames have on average.
+    """
+    a, b = earlier.astype(np.float32), later.astype(np.float32)
+    mixed = (1.0 - weight) * a + weight * b
+    base = cv2.GaussianBlur(mixed, (0, 0), 2.0)
+    detail = mixed - base
+    wanted = (1.0 - weight) * _detail_contrast(a) + weight * _detail_contrast(b)
+    have = float(detail.std())
+    gain = wanted / have if have > 1e-6 else 1.0
+    return np.clip(base + gain * detail, 0, 255).round().astype(np.uint8)
+
+
+def _detail_contrast(image: np.ndarray) -> float:
+    return float((image - cv2.GaussianBlur(image, (0, 0), 2.0)).std())
+
+
+class ChunkFiles:
+    """The work directory as the chunks see it: final frames in frames/, overlap frames and markers in chunks/."""
+
+    def __init__(self, work: WorkDir) -> None:
+        self.work = work
+        self.root = work.path / CHUNKS
+
+    def path(self, role: str, index: int) -> Path:
+        return self.work.frame_path(index) if role == "final" else self.root / role / f"{index:07d}.png"
+
+    def present(self, role: str) -> set[int]:
+        if role == "final":
+            return self.work.done_frames()
+        folder = self.root / role
+        if not folder.is_dir():
+            return set()
+        return {int(p.name[:7]) for p in folder.iterdir() if p.name.endswith(".png") and p.name[:7].isdigit()}
+
+    def save(self, role: str, index: int, rgb: np.ndarray) -> None:
+        if role == "final":
+            self.work.save_frame(index, rgb)
+            return
+        path = self.path(role, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, rgb, CheckpointError)
+
+    def load(self, role: str, index: int, size: tuple[int, int]) -> np.ndarray:
+        if role == "final":
+            return self.work.load_frame(index, size)
+        try:
+            rgb = read_image(self.path(role, index), "checkpoint")
+        except VidstyleError as exc:
+            raise CheckpointError(f"{exc}; restart the render to discard the checkpoints") from exc
+        if (rgb.shape[1], rgb.shape[0]) != size:
+            raise CheckpointError(f"checkpoint {self.path(role, index)} is not {size[0]}x{size[1]}")
+        return rgb
+
+    def made(self, chunk: Chunk) -> set[int]:
+        """Frames of the chunk's chain that are on disk."""
+        present = {role: self.present(role) for role in ("lead", "tail", "final")}
+        return {i for i in range(chunk.first, chunk.stop) if i in present[chunk.role(i)]}
+
+    def mark_running(self, chunk: Chunk) -> Path:
+        marker = self.root / "running" / f"{chunk.first:07d}.{socket.gethostname()}.{os.getpid()}"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        return marker
+
+    def running(self) -> dict[int, list[Path]]:
+        """Markers of running tasks by their chunk's first frame (a killed task's marker stays until the end)."""
+        folder = self.root / "running"
+        found: dict[int, list[Path]] = {}
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name[:7].isdigit():
+                found.setdefault(int(path.name[:7]), []).append(path)
+        return found
+
+    def remove(self) -> None:
+        """Drop the overlap frames and markers: the final frames hold everything a render needs from them."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What every task of one render needs: paths and settings only, never frames (all absolute paths)."""
+
+    info: VideoInfo
+    size: tuple[int, int]
+    config: Config
+    styles: tuple[Path, ...]
+    workdir: Path
+    threads: int
+
+
+def render_chunk(job: ChunkJob, chunk: Chunk) -> int:
+    """The Ray task: stylize the chunk's frames that are not on disk yet; returns how many it made."""
+    torch.set_num_threads(job.threads)
+    cv2.setNumThreads(job.threads)
+    files = ChunkFiles(WorkDir(job.workdir))
+    marker = files.mark_running(chunk)
+    try:
+        stylizer = _worker_stylizer(job)
+        made = files.made(chunk)
+        missing = [i for i in range(chunk.first, chunk.stop) if i not in made]
+        count = 0
+        for start, stop in _runs(missing):
+            count += _stylize_range(job, chunk, files, stylizer, start, stop)
+        return count
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
+    """Consecutive stretches [start, stop) of sorted indices."""
+    start = previous = None
+    for i in indices:
+        if previous is None or i != previous + 1:
+            if start is not None:
+                yield start, previous + 1  # type: ignore[operator]
+            start = i
+        previous = i
+    if start is not None:
+        yield start, previous + 1  # type: ignore[operator]
+
+
+def _stylize_range(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Stylizer, start: int,
+                   stop: int) -> int:
+    """Frames [start, stop) of the chunk's chain; after its first frame, warm-started from the saved frame before
+    `start`, which is exactly the image an uninterrupted task used, so a retry makes the same frames."""
+    continues = start > chunk.first
+    frames = read_frames(job.info, job.size, start - 1 if continues else start, stop)
+    results = None
+    count = 0
+    try:
+        previous = None
+        if continues:
+            source = next(frames)
+            previous = Previous(source.rgb.copy(), files.load(chunk.role(start - 1), start - 1, job.size))
+        results = stylize_sequence(frames, stylizer, previous, find_cuts=False)
+        for result in results:
+            files.save(chunk.role(result.index), result.index, result.rgb)
+            count += 1
+    finally:
+        if results is not None:
+            results.close()
+        frames.close()
+    return count
+
+
+# One prepared stylizer per worker process: Ray reuses the process for later chunks, which then skip loading VGG19
+# and computing the style targets.
+_STYLIZERS: dict[tuple[Config, tuple[Path, ...]], Stylizer] = {}
+
+
+def _worker_stylizer(job: ChunkJob) -> Stylizer:
+    key = (job.config, job.styles)
+    if key not in _STYLIZERS:
+        _STYLIZERS.clear()
+        styles = [read_image(p, "style image") for p in job.styles]
+        _STYLIZERS[key] = Stylizer(job.config, styles, resolve_device(job.config.device))
+    return _STYLIZERS[key]
+
+
+@dataclass(frozen=True)
+class _Session:
+    """The Ray this render uses: how many chunks run at once and what each task asks of Ray."""
+
+    workers: int
+    threads: int
+    gpus: bool
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {"num_cpus": self.threads, "num_gpus": 1 if self.gpus else 0}
+
+    def describe(self) -> str:
+        each = "1 GPU" if self.gpus else f"{self.threads} CPU thread{'s' * (self.threads > 1)}"
+        return f"ray, {self.workers} worker{'s' * (self.workers > 1)} ({each} each)"
+
+
+@contextmanager
+def _ray_session(ray: Any, cluster: Cluster, config: Config) -> Iterator[_Session]:
+    """Start a local Ray (or join a cluster) unless this process is connected already; stop what was started."""
+    initialized = not ray.is_initialized()
+    if initialized:
+        _init_ray(ray, cluster, config)
+    try:
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0)) if config.device in ("auto", "cuda") else 0
+        cpus = max(1, int(resources.get("CPU", 1)))
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        workers = cluster.workers or gpus or max(1, nodes)
+        yield _Session(workers, max(1, cpus // (min(workers, gpus) if gpus else workers)), gpus > 0)
+    finally:
+        if initialized:
+            ray.shutdown()  # a local Ray ends with its processes; a cluster is only disconnected from
+
+
+def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
+    # ray.init replaces the SIGTERM handler with one that exits at once; the caller's (the CLI's turns SIGTERM into
+    # an orderly stop that keeps the finished frames) is put back.
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGTERM) if main else None
+    options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if cluster.address is None:
+        options.update(address="local", num_cpus=max(os.cpu_count() or 1, cluster.workers or 1),
+                       object_store_memory=_RAY_OBJECT_STORE)
+        if config.device == "cpu":
+            options["num_gpus"] = 0
+    else:
+        options["address"] = cluster.address
+    try:
+        ray.init(**options)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {cluster.address}" if cluster.address else "a local Ray"
+        raise WorkerFailed(f"cannot start or reach {where}: {exc}") from None
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
+def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event: EventCallback,
+                       stop: threading.Event | None) -> Path:
+    """pipeline.render on Ray workers: the same checks, manifest, locks, resume and output as a sequential render."""
+    ray = import_ray()
+    files = ChunkFiles(job.workdir)
+    progress = _Progress(on_event, 0)
+    with output_slot(job.output, progress) as partial:
+        if restart and (job.workdir.path / MANIFEST).is_file():
+            with job.workdir.lock():  # never under a render that is running now
+                files.remove()  # overlap frames of the discarded render must not be blended into the new one
+        manifest = _open_workdir(job, restart, stop)
+        with job.workdir.lock():
+            shutil.rmtree(files.root / "running", ignore_errors=True)  # markers of tasks of an earlier run
+            segments = [Segment(*s) for s in manifest.segments]
+            done = job.workdir.done_frames()
+            progress.current = _first_missing(done, job.info.frame_count)
+            with _ray_session(ray, cluster, job.config) as session:
+                on_event(_started_event(job, session.describe(), segments, done))
+                started = time.perf_counter()
+                driver = _Driver(ray, job, plan_chunks(segments, cluster.overlap), session, progress, stop)
+                count = driver.run(partial)
+            os.replace(partial, job.output)
+        files.remove()
+        if not job.config.keep_frames:
+            job.workdir.remove()
+        on_event(RenderFinished(job.output, count, time.perf_counter() - started))
+    return job.output
+
+
+class _Driver:
+    """Submits the chunks, blends each overlap once both sides are on disk, and encodes every frame in order as soon
+    as it and all before it are final."""
+
+    def __init__(self, ray: Any, job: RenderJob, chunks: list[Chunk], session: _Session, progress: _Progress,
+                 stop: threading.Event | None) -> None:
+        self.ray, self.job, self.chunks, self.session = ray, job, chunks, session
+        self.progress, self.stop = progress, stop
+        self.files = ChunkFiles(job.workdir)
+        self.seams = [c for c in chunks if c.first < c.start]
+        self.reported: tuple[int, int] | None = None
+
+    def run(self, partial: Path) -> int:
+        job = self.job
+        task = ChunkJob(replace(job.info, path=job.info.path.resolve()), job.size, job.config,
+                        tuple(p.resolve() for p in job.styles), job.workdir.path.resolve(), self.session.threads)
+        remote = self.ray.remote(render_chunk).options(max_retries=MAX_RETRIES, retry_exceptions=False,
+                                                       **self.session.options)
+        made = self.files.present("final")
+        todo = deque(c for c in self.chunks if not self._complete(c, made))
+        pending: dict[Any, Chunk] = {}
+        announced = set(made)
+        with VideoWriter(partial, job.size, job.info.fps, job.info, job.config.crf) as writer:
+            try:
+                while writer.frames_written < job.info.frame_count:
+                    while todo and len(pending) < self.session.workers:
+                        chunk = todo.popleft()
+                        pending[remote.remote(task, chunk)] = chunk
+                    self._collect(pending)
+                    final = self._blend(self.files.present("final"))
+                    self._announce(final - announced, announced)
+                    self._encode(writer, final)
+                    self._report(pending, len(final))
+                    if self.stop is not None and self.stop.is_set():
+                        raise Cancelled()
+                    if not pending and not todo and writer.frames_written < job.info.frame_count:
+                        self._check_complete(writer.frames_written)
+            finally:
+                for ref in pending:
+                    self.ray.cancel(ref, force=True)  # ends the worker process, and with it its ffmpeg
+            return writer.frames_written
+
+    def _complete(self, chunk: Chunk, final: set[int]) -> bool:
+        return all(i in final for i in range(chunk.start, chunk.stop))
+
+    def _collect(self, pending: dict[Any, Chunk]) -> None:
+        """Wait a little for tasks to finish; a task's error is the render's."""
+        if not pending:
+            return
+        ready, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=_POLL)
+        for ref in ready:
+            chunk = pending.pop(ref)
+            try:
+                self.ray.get(ref)
+            except self.ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, (VidstyleError, Cancelled)):
+                    raise cause from None
+                raise WorkerFailed(f"frames {chunk.first}-{chunk.stop - 1} failed on a worker: {cause or exc}") \
+                    from None
+            except self.ray.exceptions.RayError as exc:
+                raise WorkerFailed(f"frames {chunk.first}-{chunk.stop - 1} failed on {MAX_RETRIES + 1} tries "
+                                   f"({type(exc).__name__}): a worker died each time") from None
+
+    def _blend(self, final: set[int]) -> set[int]:
+        """Blend every overlap whose two sides are both on disk; returns the final frames now present."""
+        open_seams = [c for c in self.seams if not all(i in final for i in range(c.first, c.start))]
+        if not open_seams:
+            return final
+        leads, tails = self.files.present("lead"), self.files.present("tail")
+        for chunk in open_seams:
+            indices = range(chunk.first, chunk.start)
+            if not all(i in leads and i in tails for i in indices):
+                continue
+            for position, index in enumerate(indices):
+                if index in final:
+                    continue
+                earlier = self.files.load("tail", index, self.job.size)
+                later = self.files.load("lead", index, self.job.size)
+                self.job.workdir.save_frame(index, blend_frames(earlier, later, blend_weight(position, len(indices))))
+                final = final | {index}
+        return final
+
+    def _announce(self, new: set[int], announced: set[int]) -> None:
+        for index in sorted(new):
+            self.progress.on_event(FrameSaved(index, self.job.workdir.frame_path(index)))
+            announced.add(index)
+
+    def _encode(self, writer: VideoWriter, final: set[int]) -> None:
+        while writer.frames_written in final:
+            writer.write(self.job.workdir.load_frame(writer.frames_written, self.job.size))
+            self.progress.current = writer.frames_written
+
+    def _report(self, pending: dict[Any, Chunk], frames_done: int) -> None:
+        running = self.files.running()
+        busy = sum(1 for chunk in pending.values() if chunk.first in running)
+        if (busy, frames_done) != self.reported:
+            self.reported = (busy, frames_done)
+            self.progress.on_event(WorkersBusy(busy, self.session.workers, frames_done))
+
+    def _check_complete(self, next_frame: int) -> None:
+        """Every task has finished: a frame still missing is lost (deleted by hand, a full disk that a task did not
+        notice), never waited for forever."""
+        final = self._blend(self.files.present("final"))
+        if next_frame not in final:
+            raise CheckpointError(f"frame {next_frame} is missing from {self.job.workdir.path} after its chunk "
+                                  "finished; run the same render again to make it")
