@@ -216,3 +216,18 @@ def test_demo_renders_the_bundled_clip_offline(tmp_path: Path) -> None:
     info = probe_video(out)
     assert info.frame_count == 132 and info.has_audio
     assert max(info.width, info.height) == 128
+
+
+def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: Path, starry: Path,
+                                                           lavfi_clip, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), *TINY]) == 0
+    other_length = lavfi_clip("other_length.mp4", size="160x90", seconds=0.2)
+    other_shape = lavfi_clip("other_shape.mp4", size="90x90", seconds=0.48)
+    _bad(capsys, ["metrics", str(out), "--source", str(other_length)], 1, r"12 frames .* 5: it was not rendered")
+    _bad(capsys, ["metrics", str(out), "--source", str(other_shape)], 1, "another shape of picture")
+    assert main(["metrics", str(out), "--source", str(bunny_short), "--style", "starry-night"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"frames +12", printed) and "the floor" in printed
+    gain = float(re.search(r"style gain +(-?[\d.]+)", printed).group(1))
+    assert gain > 0, "a render in the painting's style is closer to it than its source"

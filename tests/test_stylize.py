@@ -157,7 +157,9 @@ def test_optimizer_lowers_the_loss_in_exactly_n_iterations(images, optimizer: st
     content = to_tensor(frame, stylizer.device)
     loss_fn = stylizer.objective(content)
     seen: list[float] = []
-    out, _ = stylize_frame(content, loss_fn, 6, optimizer, 0.02, on_step=lambda i, loss: seen.append(float(loss)))
+    out, _, spent = stylize_frame(content, loss_fn, 6, optimizer, 0.02,
+                                  on_step=lambda i, loss: seen.append(float(loss)))
+    assert spent == 6
     assert len(seen) == 6
     assert seen[-1] < seen[0]
     assert float(loss_fn(out)) < seen[0] * 0.9
@@ -221,7 +223,7 @@ def test_a_whole_frame_never_reads_a_tensor_back_to_the_host(images, precision) 
     for starts_at_content in (False, True):
         loss_fn = stylizer.objective(content, temporal, starts_at_content)
         with HostReads() as reads:
-            _, loss = stylize_frame(content, loss_fn, 4)
+            _, loss, _ = stylize_frame(content, loss_fn, 4)
         assert reads.count == 0  # network, every loss term and L-BFGS, all four iterations
         with HostReads() as reads:
             assert float(loss) > 0

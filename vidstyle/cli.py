@@ -13,7 +13,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from vidstyle import __version__
-from vidstyle.assets import builtin_style, builtin_style_names, demo_clip
+from vidstyle.assets import builtin_style, builtin_style_credit, builtin_style_names, demo_clip, resolve_style
 from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, read_preset
 from vidstyle.errors import (
     BusyError,
@@ -26,10 +26,10 @@ from vidstyle.errors import (
     UsageError,
     VidstyleError,
 )
-from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted
+from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted, WorkersBusy
 
 # Options shared by `render` and `image`; the video-only ones are listed separately.
-_STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
+_STILL_FIELDS = ("size", "tol", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "init", "prev_weight", "flow", "cut_threshold",
                  "crf", "keep_frames")
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", type=Path, help="output video [<input>.<style>.mp4 beside the input]")
     render.add_argument("--workdir", type=Path, help="checkpoint directory [<output>.vidstyle-work]")
     render.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
+    _add_workers(render)
     _add_settings(render, _STILL_FIELDS + _VIDEO_FIELDS, preset)
     render.set_defaults(func=_cmd_render)
 
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    demo.add_argument("--device", choices=CHOICES["device"], default=None, help="[auto]")
+    demo.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [auto]")
     demo.set_defaults(func=_cmd_demo)
 
     metrics = sub.add_parser("metrics", help="measure flicker and content fidelity of a render",
@@ -127,18 +128,66 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="print one JSON object")
     metrics.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     metrics.set_defaults(func=_cmd_metrics)
+    _add_serve(sub)
+    styles = sub.add_parser("styles", help="list the built-in paintings", description="The built-in paintings, "
+                            "usable by name wherever a style image is asked for (--style starry-night).")
+    styles.set_defaults(func=_cmd_styles, debug=False)
+    presets = sub.add_parser("presets", help="list the presets and their settings",
+                             description="The presets in configs/, for --config NAME; any flag overrides them.")
+    presets.set_defaults(func=_cmd_presets, debug=False)
     return parser
+
+
+def _cmd_styles(_args: argparse.Namespace) -> int:
+    for name in builtin_style_names():
+        print(f"{name:16} {builtin_style_credit(name)}   {builtin_style(name)}")
+    return 0
+
+
+def _cmd_presets(_args: argparse.Namespace) -> int:
+    from vidstyle.config import preset_names
+
+    for name in preset_names():
+        settings = ", ".join(f"{key} {value}" for key, value in read_preset(name).items())
+        print(f"{name:10}{' (default)' if name == DEFAULT_PRESET else '':11} {settings}")
+    return 0
+
+
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="web page and HTTP API with a job queue (needs vidstyle[serve])",
+                           description="Serve the web page and the HTTP API (OpenAPI page at /docs); renders run "
+                                       "one at a time per worker process, from a queue that survives restarts.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
+    serve.add_argument("--port", type=int, default=8000, help="[8000]")
+    serve.add_argument("--data", type=Path, default=Path("vidstyle-data"),
+                       help="the queue database and the jobs' files [./vidstyle-data]")
+    serve.add_argument("--workers", type=int, metavar="N", help="render processes [one per GPU, else 1]")
+    serve.add_argument("--max-upload", default="500MB", metavar="SIZE", help="largest request body [500MB]")
+    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request (for a public host)")
+    serve.add_argument("--device", default="auto", help="device of every render: auto, cpu, cuda, cuda:N or mps [auto]")
+    serve.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    serve.set_defaults(func=_cmd_serve)
+
+
+def _add_workers(render: argparse.ArgumentParser) -> None:
+    # The defaults shown are vidstyle.distributed's (a test checks they agree); importing it here would load torch
+    # before the command line has taken charge of Ctrl-C.
+    group = render.add_argument_group("many GPUs and machines (needs vidstyle[ray])")
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="render on N Ray workers started for this render: one GPU each where there are GPUs, "
+                            "else the CPU threads split between them")
+    group.add_argument("--ray", metavar="auto|ADDRESS", dest="ray_address",
+                       help="join an existing Ray cluster (auto: the one this machine belongs to)")
+    group.add_argument("--chunk-frames", type=int, metavar="N",
+                       help="split shots longer than this into chunks, one Ray task each [120]")
+    group.add_argument("--overlap", type=int, metavar="N",
+                       help="frames each chunk inside a shot starts early, cross-faded at the seam [12]")
 
 
 def _config_from(args: argparse.Namespace, names: Sequence[str], **extra: Any) -> Config:
     overrides = {name: getattr(args, name, None) for name in names}
     overrides.update(extra)
     return make_config(getattr(args, "config", DEFAULT_PRESET), **overrides)
-
-
-def _style_paths(names: list[str]) -> list[Path]:
-    """A style argument is a file path, or the name of a built-in painting when no such file exists."""
-    return [Path(n) if Path(n).exists() else builtin_style(n) or Path(n) for n in names]
 
 
 class _Progress:
@@ -173,9 +222,16 @@ class _Progress:
             self.frames_done += 1
             self.bar.n = self.frames_done  # whole frames again, whatever the iterations' fractions added up to
             self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.fresh else ""))
+        elif isinstance(event, WorkersBusy) and self.bar is not None:
+            self.bar.update(event.frames_done - self.bar.n)  # update(), not n =, so the ETA follows the rate
+            self.bar.set_postfix_str(f"{event.busy}/{event.workers} workers busy")
         elif isinstance(event, RenderFinished):
             self.close()
             self.say(f"wrote {event.output} ({event.frames} frames in {_clock(event.seconds)})")
+            if event.iterations is not None:
+                mean, low, high = event.iterations
+                self.say(f"iterations a frame: mean {mean:.1f}, min {low}, max {high} "
+                         f"({event.stylized} frames stylized by this run)")
 
     def _start(self, event: RenderStarted) -> None:
         from tqdm import tqdm
@@ -210,8 +266,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
     progress = _Progress(args.quiet)
     try:
-        render(args.input, _style_paths(args.style), args.output, config, workdir=args.workdir,
-               overwrite=args.overwrite, restart=args.restart, on_event=progress)
+        render(args.input, args.style, args.output, config, workdir=args.workdir,
+               overwrite=args.overwrite, restart=args.restart, on_event=progress, workers=args.workers,
+               ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap)
     finally:
         progress.close()
     return 0
@@ -223,7 +280,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
     # A still is a first frame: its iteration count is the preset's first_iters unless --iters is given.
     config = _config_from(args, _STILL_FIELDS, first_iters=args.iters)
     started = time.perf_counter()
-    stylize_image(args.content, _style_paths(args.style), args.output, config, overwrite=args.overwrite)
+    stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite)
     if not args.quiet:
         print(f"wrote {args.output} in {_clock(time.perf_counter() - started)}", file=sys.stderr)
     return 0
@@ -250,7 +307,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from vidstyle.io.images import read_image
     from vidstyle.metrics import measure_video
 
-    style = read_image(_style_paths([args.style])[0], "style image") if args.style else None
+    style = read_image(resolve_style(args.style), "style image") if args.style else None
     found = measure_video(args.output, args.source, args.flow, style)
     if args.json:
         print(json.dumps(found.as_dict()))
@@ -264,6 +321,16 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     if found.style_gain is not None:
         print(f"style gain                   {found.style_gain:.3f}   closer to the painting's patches than the "
               "source: 1 is the painting itself, 0 no closer, below 0 further")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from vidstyle.serve import prepare_server
+
+    server = prepare_server(args.host, args.port, args.data, args.workers, args.max_upload, args.token,
+                            args.device)
+    print(server.summary, file=sys.stderr)
+    server.run()
     return 0
 
 
@@ -304,7 +371,7 @@ def _message(exc: VidstyleError, command: str) -> str:
 def _flag_for(setting: str, command: str) -> str:
     if command == "image" and setting == "first_iters":
         return "--iters"  # a still's iterations are the first frame's
-    special = {"styles": "--style", "stylizer": "the prepared stylizer"}
+    special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray"}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

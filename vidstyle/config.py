@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,13 +33,18 @@ class Config:
     size: int = _opt(512, "long side of the render in pixels (aspect kept, both sides even)")
     iters: int = _opt(40, "iterations per frame (one VGG forward + backward each)")
     first_iters: int = _opt(200, "iterations for the first frame and the first after a scene cut")
+    tol: float = _opt(0.0, "stop a frame early once its loss improves by less than this fraction per iteration "
+                           "(checked every 5; iters and first_iters stay the cap); 0: always the full count")
     coarse_levels: int = _opt(0, "coarse-to-fine for fresh frames (first, after a cut, stills): halvings of the "
                                  "size optimized first, each for the same iterations as the full size")
     optimizer: str = _opt("lbfgs", "lbfgs or adam")
     adam_lr: float = _opt(0.02, "Adam step size (pixels in 0..1)")
     content_weight: float = _opt(1.0, "weight of the content loss (relu4_2)")
-    style_weight: float = _opt(2.0, "weight of the Gram style loss (relu1_1..relu5_1)")
-    tv_weight: float = _opt(1.0, "weight of the total-variation smoothness loss")
+    # Style 5 and smoothness 0.3 (not 2 and 1): at 1 the smoothness term charged a painting's own brush strokes
+    # about as much as the whole style term was worth, so renders stayed washed-out photos; measured with a
+    # style figure that does not use VGG19 (scripts/bench_style.py, docs/performance.md "Style strength").
+    style_weight: float = _opt(5.0, "weight of the Gram style loss (relu1_1..relu5_1)")
+    tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
     style_blend: tuple[float, ...] = _opt((), "relative weights of several styles, e.g. 0.7,0.3 (default equal)")
     style_scale: float = _opt(1.0, "style image long side relative to the render's long side")
@@ -50,7 +56,8 @@ class Config:
     pooling: str = _opt("max", "VGG pooling: max (as trained) or avg")
     precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 where the hardware runs it natively)")
     seed: int = _opt(0, "random seed (random init, Adam); renders are repeatable for a seed and device")
-    device: str = _opt("auto", "auto, cpu, cuda or mps (auto: cuda, then mps, then cpu)", frames=False)
+    device: str = _opt("auto", "auto, cpu, cuda, cuda:N (a GPU by index) or mps (auto: cuda, then mps, then cpu)",
+                       frames=False)
     crf: int = _opt(18, "H.264 quality, 0 (lossless) .. 51 (worst)", frames=False)
     keep_frames: bool = _opt(False, "keep the frame checkpoints after a successful render", frames=False)
 
@@ -70,8 +77,10 @@ CHOICES = {
     "flow": ("none", "dis", "farneback"),
     "pooling": ("max", "avg"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
-    "device": ("auto", "cpu", "cuda", "mps"),
 }
+
+# A GPU may be named by its index, as torch names it (cuda:1).
+DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 # Inclusive ranges of the numeric settings. Seeds stay within 63 bits so that per-frame seeds derived from them
 # fit torch's generator (see sequence.frame_seed).
@@ -79,6 +88,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "size": (16, MAX_SIZE),
     "iters": (1, 100_000),
     "first_iters": (1, 100_000),
+    "tol": (0.0, 1.0),
     "coarse_levels": (0, 4),
     "adam_lr": (1e-6, 10.0),
     "content_weight": (0.0, 1e6),
@@ -100,6 +110,8 @@ def validate(cfg: Config) -> None:
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
+    if not DEVICE_NAMES.fullmatch(cfg.device):
+        raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps (got {cfg.device!r})")
     for name, (low, high) in RANGES.items():
         value = getattr(cfg, name)
         if not (math.isfinite(value) and low <= value <= high):

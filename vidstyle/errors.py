@@ -49,6 +49,10 @@ class EncodeError(VidstyleError):
     """ffmpeg failed while writing the output."""
 
 
+class ResourceError(VidstyleError):
+    """The device ran out of memory in the middle of a frame."""
+
+
 class ModelError(VidstyleError):
     """The VGG19 weights are missing or unreadable."""
 

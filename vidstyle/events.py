@@ -44,6 +44,7 @@ class FrameDone:
     loss: float
     seconds: float
     fresh: bool
+    iterations: int = 0  # spent on the frame: its budget, or fewer where it converged first
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,21 @@ class RenderFinished:
     output: Path
     frames: int
     seconds: float
+    stylized: int = 0  # frames stylized by this run (the rest came from checkpoints)
+    iterations: tuple[float, int, int] | None = None  # per stylized frame: mean, min, max
 
 
-Event = RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished
+@dataclass(frozen=True)
+class WorkersBusy:
+    """A render on Ray workers (vidstyle.distributed): its workers report no per-frame events to this process, so
+    the driver reports how many are stylizing a chunk now and how many frames are final (checkpointed)."""
+
+    busy: int
+    workers: int
+    frames_done: int
+
+
+Event = RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished | WorkersBusy
 EventCallback = Callable[[Event], None]
 
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 StepCallback = Callable[[int, Tensor], None]
+StopRule = Callable[[int, Tensor], bool]  # (evaluations so far, their last loss) -> stop here
 
 # torch.optim.LBFGS's threshold on y.s below which a pair carries no usable curvature.
 _CURVATURE_EPS = 1e-10
@@ -96,8 +97,9 @@ class _Pairs:
 
 
 def run_lbfgs(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, history: int,
-              on_step: StepCallback | None = None) -> Tensor:
-    """Update the contiguous leaf `x` in place with `iters` evaluations of loss_fn (iters - 1 steps).
+              on_step: StepCallback | None = None, should_stop: StopRule | None = None) -> Tensor:
+    """Update the contiguous leaf `x` in place with `iters` evaluations of loss_fn (iters - 1 steps), or fewer
+    where `should_stop` says so after an evaluation.
 
     Returns the last loss, which is that of the final `x`.
     """
@@ -109,7 +111,7 @@ def run_lbfgs(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, histor
     for count in range(1, iters + 1):
         if on_step is not None:
             on_step(count, loss)
-        if count == iters:
+        if count == iters or (should_stop is not None and should_stop(count, loss)):
             break
         if count == 1:
             # torch's first step: steepest descent, at most a unit step in the gradient's L1 norm.

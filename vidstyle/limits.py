@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vidstyle.errors import SettingError
+from vidstyle.errors import ResourceError, SettingError
 from vidstyle.io.probe import size_to_fit
 
 # VGG19 halves a frame four times before relu5_1, the deepest style layer: a side under 16 pixels pools to nothing.
@@ -52,12 +52,26 @@ def check_fits(size: tuple[int, int], long_side: int, dtype: torch.dtype | None,
     need = frame_bytes(size, dtype)
     if free is None or need <= free * _USABLE:
         return
+    raise SettingError("size", f"{long_side} needs about {need / 2**30:.1f} GiB for a {size[0]}x{size[1]} frame "
+                               f"on {device.type}, which has {free / 2**30:.1f} GiB free; {advice(size, dtype, free)}")
+
+
+def advice(size: tuple[int, int], dtype: torch.dtype | None, free: int) -> str:
+    """What to do about a frame of `size` that does not fit in `free` bytes: the largest size that does."""
+    need = frame_bytes(size, dtype)
     pixels = max(0.0, (free * _USABLE - _FIXED) / (need - _FIXED) * size[0] * size[1])
     fits = int(math.sqrt(pixels * max(size) / min(size))) // 16 * 16
-    advice = f"size {fits} fits" if fits >= 16 else "no size fits"
-    half = " (bf16 precision needs about a third less)" if dtype is None else ""
-    raise SettingError("size", f"{long_side} needs about {need / 2**30:.1f} GiB for a {size[0]}x{size[1]} frame "
-                               f"on {device.type}, which has {free / 2**30:.1f} GiB free; {advice}{half}")
+    found = f"size {fits} fits" if fits >= MIN_SIDE else "no size fits"
+    return found + (" (bf16 precision needs about a third less)" if dtype is None else "")
+
+
+def out_of_memory(size: tuple[int, int], dtype: torch.dtype | None, device: torch.device) -> ResourceError:
+    """The one-line error for an allocation that failed in the middle of a frame, naming a size that fits now."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # what the failed frame held is free again
+    free = available_bytes(device)
+    hint = advice(size, dtype, free) if free is not None else "try a smaller size"
+    return ResourceError(f"out of memory on {device} for a {size[0]}x{size[1]} frame; {hint}")
 
 
 def render_size(width: int, height: int, long_side: int) -> tuple[int, int]:

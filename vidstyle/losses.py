@@ -220,7 +220,8 @@ class _TotalVariation(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, image: Tensor) -> Tensor:  # type: ignore[override]
         dx = image[..., :, 1:] - image[..., :, :-1]
         dy = image[..., 1:, :] - image[..., :-1, :]
-        # x 100: brings the term to the magnitude of the relative content/style errors at the default weight.
+        # x 100: brings the term to the magnitude of the relative content/style errors, so that weights near 1
+        # mean something for every term.
         cx, cy = 100.0 / max(1, dx.numel()), 100.0 / max(1, dy.numel())
         ctx.save_for_backward(dx, dy)
         ctx.coefs = (cx, cy)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""The optimization loop: an image is pushed down a loss for a fixed number of iterations.
+"""The optimization loop: an image is pushed down a loss for a budget of iterations (or until it converges).
 
 An iteration is one evaluation of the loss and its gradient (one VGG forward + backward) whatever the
 optimizer, so counts compare across optimizers and with other tools.
@@ -6,12 +6,14 @@ optimizer, so counts compare across optimizers and with other tools.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from vidstyle.lbfgs import StepCallback, run_lbfgs
+from vidstyle.lbfgs import StepCallback, StopRule, run_lbfgs
 
 # L-BFGS memory (pairs of image-sized vectors), which every iteration reads twice over. Measured at 256 px:
 # 20 pairs run faster than 50 (fewer image-sized reads) with final losses all but the same, where 10 lose more
@@ -19,8 +21,41 @@ from vidstyle.lbfgs import StepCallback, run_lbfgs
 LBFGS_HISTORY = 20
 
 
+class Optimized(NamedTuple):
+    image: Tensor  # clamped to 0..1
+    loss: Tensor  # of the final image
+    iterations: int  # evaluations spent, at most the budget
+
+
+class Converged:
+    """Stop a frame once its loss improves by less than `tol` (relative, per iteration) over `every` iterations.
+
+    The loss is read on the host only every `every` iterations: each read is a device synchronization, so a GPU
+    still runs that many iterations without waiting. Never before `floor` iterations: the first steps of L-BFGS
+    are small while it builds its curvature pairs, which is no sign of convergence.
+    """
+
+    def __init__(self, tol: float, every: int, floor: int) -> None:
+        self.tol, self.every, self.floor = tol, every, floor
+        self.last: float | None = None
+
+    def __call__(self, count: int, loss: Tensor) -> bool:
+        if count % self.every:
+            return False
+        value, previous = float(loss), self.last
+        self.last = value
+        if previous is None or count < self.floor or not math.isfinite(value):
+            return False
+        return (previous - value) / max(abs(previous), 1e-12) < self.tol * self.every
+
+
+# Iterations between two convergence checks, and the fewest a frame gets when `tol` is set.
+CHECK_EVERY = 5
+MIN_ITERS = 10
+
+
 def _run_adam(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, lr: float,
-              on_step: StepCallback | None) -> Tensor:
+              on_step: StepCallback | None, should_stop: StopRule | None) -> Tensor:
     opt = torch.optim.Adam([x], lr=lr)
     last = torch.zeros(())
     for i in range(1, iters + 1):
@@ -31,19 +66,30 @@ def _run_adam(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, lr: fl
         last = loss.detach()
         if on_step is not None:
             on_step(i, last)
+        if should_stop is not None and should_stop(i, last):
+            break
     return last
 
 
 def stylize_frame(init: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, optimizer: str = "lbfgs",
-                  lr: float = 0.02, on_step: StepCallback | None = None) -> tuple[Tensor, Tensor]:
-    """Optimize a copy of `init` (N, 3, H, W, RGB in 0..1); returns (image clamped to 0..1, last loss)."""
+                  lr: float = 0.02, on_step: StepCallback | None = None, tol: float = 0.0) -> Optimized:
+    """Optimize a copy of `init` (N, 3, H, W, RGB in 0..1) for `iters` iterations, or fewer once the loss
+    improves by less than `tol` per iteration (0: always the full budget, and no host read of the loss)."""
     x = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
+    rule = Converged(tol, CHECK_EVERY, MIN_ITERS) if tol > 0 and iters > MIN_ITERS else None
+    counted: list[int] = [0]
+
+    def step(i: int, loss: Tensor) -> None:
+        counted[0] = i
+        if on_step is not None:
+            on_step(i, loss)
+
     if optimizer == "lbfgs":
-        # No line search, like neural-style: it would spend evaluations we count. No tolerances: a render is
-        # budgeted in iterations (see vidstyle.lbfgs for why not torch.optim.LBFGS).
-        last = run_lbfgs(x, loss_fn, iters, LBFGS_HISTORY, on_step)
+        # No line search, like neural-style: it would spend evaluations we count (see vidstyle.lbfgs for why not
+        # torch.optim.LBFGS).
+        last = run_lbfgs(x, loss_fn, iters, LBFGS_HISTORY, step, rule)
     elif optimizer == "adam":
-        last = _run_adam(x, loss_fn, iters, lr, on_step)
+        last = _run_adam(x, loss_fn, iters, lr, step, rule)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}")
-    return x.detach().clamp_(0.0, 1.0), last
+    return Optimized(x.detach().clamp_(0.0, 1.0), last, counted[0])

@@ -13,19 +13,22 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vidstyle import __version__
+from vidstyle.assets import resolve_style
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, CheckpointMismatch, InputError, Interrupted, SettingError, SignalInterrupt
 from vidstyle.events import (
     Event,
     EventCallback,
+    FrameDone,
     FrameSaved,
     FrameStarted,
     RenderFinished,
@@ -59,6 +62,9 @@ class RenderJob:
     config: Config
     device: torch.device
     audio: AudioPlan
+    # (chunk_frames, overlap) of a render on several workers: its frames differ from the sequential render's
+    # (each chunk starts fresh), so the manifest records them and a resume must match them.
+    chunking: tuple[int, int] | None = None
 
 
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
@@ -71,7 +77,7 @@ def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], ou
                    overwrite: bool = False) -> RenderJob:
     """Check every part of a render request, in the order a person would fix them; writes nothing."""
     config = config if config is not None else make_config()
-    input_path, styles = Path(input_path), tuple(Path(p) for p in style_paths)
+    input_path, styles = Path(input_path), tuple(resolve_style(p) for p in style_paths)
     check_style_count(config, len(styles))
     output = Path(output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
@@ -102,14 +108,22 @@ def _check_workdir(work: WorkDir) -> None:
 def render(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
            config: Config | None = None, *, workdir: Path | str | None = None, overwrite: bool = False,
            restart: bool = False, on_event: EventCallback = ignore_event, stop: threading.Event | None = None,
-           stylizer: Stylizer | None = None) -> Path:
+           stylizer: Stylizer | None = None, workers: int | None = None, ray_address: str | None = None,
+           chunk_frames: int | None = None, overlap: int | None = None) -> Path:
     """Stylize a video; returns the output path. Re-running an interrupted render resumes it.
 
     `config` defaults to the balanced preset, as on the command line. `stop`, when set, ends the render between
     two iterations with Interrupted, leaving the finished frames for a resume. A prepared `stylizer` (network
     loaded, style targets cached) made with the same settings and style images is reused instead of a new one.
+    `workers` (a local Ray started for the render) or `ray_address` ("auto" or a cluster's address) render chunks
+    of `chunk_frames` frames on Ray workers, `overlap` frames blended at each chunk's start (vidstyle.distributed).
     """
     job = prepare_render(input_path, style_paths, output, config, workdir=workdir, overwrite=overwrite)
+    if workers is not None or ray_address is not None or chunk_frames is not None or overlap is not None:
+        from vidstyle.distributed import Cluster, render_distributed
+
+        cluster = Cluster.of(workers, ray_address, chunk_frames, overlap, stylizer)
+        return render_distributed(replace(job, chunking=cluster.chunking), cluster, restart, on_event, stop)
     if stylizer is not None:
         _check_stylizer(stylizer, job)
     return _run(job, restart, on_event, stop, stylizer)
@@ -125,60 +139,80 @@ class _Progress:
 
     def __init__(self, on_event: EventCallback, first: int) -> None:
         self.on_event, self.current = on_event, first
+        self.iterations: list[int] = []
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
             self.current = event.index
+        elif isinstance(event, FrameDone):
+            self.iterations.append(event.iterations)
         self.on_event(event)
+
+    def finished(self, output: Path, frames: int, seconds: float) -> RenderFinished:
+        spent = self.iterations
+        summary = (sum(spent) / len(spent), min(spent), max(spent)) if spent else None
+        return RenderFinished(output, frames, seconds, len(spent), summary)
 
 
 def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading.Event | None,
          stylizer: Stylizer | None) -> Path:
-    partial = partial_path(job.output)
-    output_lock = FileLock(partial, str(job.output)).acquire()
     progress = _Progress(on_event, 0)
-    finished = False
-    try:
+    with output_slot(job.output, progress) as partial:
         manifest = _open_workdir(job, restart, stop)
         with job.workdir.lock():
             done = job.workdir.done_frames()
             progress.current = _first_missing(done, job.info.frame_count)
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
-            on_event(_started_event(job, stylizer, segments, done))
+            on_event(_started_event(job, str(stylizer.device), segments, done))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             os.replace(partial, job.output)
-            finished = True
         if not job.config.keep_frames:
             job.workdir.remove()
-        on_event(RenderFinished(job.output, count, time.perf_counter() - started))
-        return job.output
+        on_event(progress.finished(job.output, count, time.perf_counter() - started))
+    return job.output
+
+
+@contextmanager
+def output_slot(output: Path, progress: _Progress) -> Iterator[Path]:
+    """The output's partial file, locked for the whole render; the body renames it into place when complete.
+
+    Ctrl-C, SIGTERM and the stop event leave as Interrupted at `progress.current`; a partial file that was not
+    renamed is removed (a re-run reuses the same name, so nothing accumulates).
+    """
+    partial = partial_path(output)
+    output_lock = FileLock(partial, str(output)).acquire(fresh=True)
+    try:
+        yield partial
     except (KeyboardInterrupt, Cancelled):
         raise Interrupted(progress.current, signal.SIGINT) from None
     except SignalInterrupt as exc:
         raise Interrupted(progress.current, exc.signum) from None
     finally:
-        output_lock.release(unlink=not finished)
+        output_lock.release(unlink=partial.exists())
 
 
 def _first_missing(done: set[int], frame_count: int) -> int:
     return next((i for i in range(frame_count) if i not in done), frame_count)
 
 
-def _started_event(job: RenderJob, stylizer: Stylizer, segments: list[Segment], done: set[int]) -> RenderStarted:
+def _started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
     if job.info.variable_rate:
         notes.append(f"the source has a variable frame rate; it is written at its average, {float(job.info.fps):.3f}"
                      " fps")
     return RenderStarted(job.info.frame_count, _first_missing(done, job.info.frame_count), len(done), job.size,
-                         job.info.fps, str(stylizer.device), job.workdir.path, sum(s.fresh for s in segments),
+                         job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes))
 
 
 def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
+    settings = job.config.frames_dict()
+    if job.chunking is not None:
+        settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])
     return Manifest(version=__version__, input=job.info.digest, styles=tuple(file_sha256(p) for p in job.styles),
-                    size=job.size, frame_count=job.info.frame_count, settings=job.config.frames_dict(),
+                    size=job.size, frame_count=job.info.frame_count, settings=settings,
                     segments=tuple((s.start, s.stop, s.fresh) for s in segments))
 
 
@@ -200,7 +234,8 @@ def _open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None) -
         if existing.segments:
             return existing
     cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop)
-    return work.create(_manifest(job, plan_segments(job.info.frame_count, cuts)))
+    chunk_frames = job.chunking[0] if job.chunking is not None else None
+    return work.create(_manifest(job, plan_segments(job.info.frame_count, cuts, chunk_frames)))
 
 
 @dataclass(frozen=True)

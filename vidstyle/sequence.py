@@ -40,7 +40,7 @@ class StylizedFrame:
     rgb: np.ndarray  # (H, W, 3) uint8
     loss: float
     fresh: bool
-    iterations: int
+    iterations: int  # spent on it: the budget, or fewer where the loss converged first (Config.tol)
     seconds: float
 
 
@@ -157,8 +157,8 @@ def _stylize_motion(motion: Motion, prev_out: np.ndarray | None, stylizer: Styli
         init, temporal = _later_start(motion, prev_out, stylizer)  # type: ignore[arg-type]
         result = stylizer.stylize(rgb, init, iters, temporal, on_step)
     seconds = time.perf_counter() - started
-    on_event(FrameDone(index, result.loss, seconds, fresh))
-    return StylizedFrame(index, result.rgb, result.loss, fresh, iters, seconds)
+    on_event(FrameDone(index, result.loss, seconds, fresh, result.iterations))
+    return StylizedFrame(index, result.rgb, result.loss, fresh, result.iterations, seconds)
 
 
 def _later_start(motion: Motion, prev_out: np.ndarray,

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from vidstyle.assets import resolve_style
 from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
@@ -35,7 +36,7 @@ def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], o
         raise UsageError(f"output must be an image ({', '.join(IMAGE_SUFFIXES)}), got {output.name}")
     check_output_path(output, content_path, overwrite)
     content = read_image(content_path, "content image")
-    styles = [read_image(Path(p), "style image") for p in style_paths]
+    styles = [read_image(resolve_style(p), "style image") for p in style_paths]
     size = render_size(content.shape[1], content.shape[0], config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)

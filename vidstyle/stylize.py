@@ -15,6 +15,7 @@ from torch import Tensor
 from vidstyle.config import Config, check_style_count
 from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb
+from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
@@ -26,9 +27,13 @@ def resolve_device(name: str) -> torch.device:
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
     if name == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise SettingError("device", f"is {name} but this machine has no {name.upper()} device")
-    return torch.device(name)
+    device = torch.device(name)
+    if (device.type == "cuda" and not cuda) or (device.type == "mps" and not mps):
+        raise SettingError("device", f"is {name} but this machine has no {device.type.upper()} device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SettingError("device", f"is {name} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                                     f"numbered from 0")
+    return device
 
 
 def to_tensor(rgb: np.ndarray, device: torch.device) -> Tensor:
@@ -91,6 +96,7 @@ def _offset(on_step: StepCallback | None, done: int) -> StepCallback | None:
 class FrameResult:
     rgb: np.ndarray  # (H, W, 3) uint8
     loss: float
+    iterations: int  # spent, fewer than the budget where the loss converged first (Config.tol)
 
 
 class Stylizer:
@@ -212,16 +218,17 @@ class Stylizer:
         sharp and only the painted part is interpolated. Measured on a CPU at up to 512 px it rarely saves
         time (docs/performance.md, bench.py [c]), hence off by default.
         """
-        done, stylization = 0, None
+        done, spent, stylization = 0, 0, None
         for dims in coarse_sizes(content.shape, self.config.coarse_levels):
             small = resize_rgb(content, dims)
             init = small if stylization is None else add_stylization(small, stylization)
-            shifted = _offset(on_step, done)
-            out = self._optimize(small, init, iters, None, shifted).rgb
-            stylization = out.astype(np.float32) - small.astype(np.float32)
-            done += iters
+            level = self._optimize(small, init, iters, None, _offset(on_step, done))
+            stylization = level.rgb.astype(np.float32) - small.astype(np.float32)
+            done, spent = done + iters, spent + level.iterations
         init = content if stylization is None else add_stylization(content, stylization)
-        return self.stylize(content, init, iters, None, _offset(on_step, done))
+        result = self.stylize(content, init, iters, None, _offset(on_step, done))
+        result.iterations += spent
+        return result
 
     def fresh_iterations(self, shape: tuple[int, ...], iters: int) -> int:
         """Iterations stylize_fresh spends on a frame of `shape` (progress counts them all)."""
@@ -232,15 +239,18 @@ class Stylizer:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
         loss_fn = self.objective(content_t, temporal, starts_at_content=init is content)
-        with self._backend_flags():
-            image, loss_t = stylize_frame(init_t, loss_fn, iters, self.config.optimizer, self.config.adam_lr,
-                                          on_step)
+        try:
+            with self._backend_flags():
+                image, loss_t, spent = stylize_frame(init_t, loss_fn, iters, self.config.optimizer,
+                                                     self.config.adam_lr, on_step, self.config.tol)
+        except torch.OutOfMemoryError:
+            raise out_of_memory((content.shape[1], content.shape[0]), self.dtype, self.device) from None
         loss = float(loss_t)
         if not math.isfinite(loss):
             # Never write a frame of NaNs; fp16 is the one mode whose range can run out.
             raise ModelError(f"the optimization diverged (loss {loss}) in precision {self.config.precision}; "
                              "bf16 or fp32 keep it finite")
-        return FrameResult(to_rgb8(image), loss)
+        return FrameResult(to_rgb8(image), loss, spent)
 
     def _backend_flags(self) -> AbstractContextManager[object]:
         """cuDNN autotuning for the frame's convolutions, set for this call only, not for the whole process:

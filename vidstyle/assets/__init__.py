@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
+from vidstyle.errors import InputError
+
 _STYLES = {"starry-night": "starry_night.jpg"}
+# What each built-in painting is, for `vidstyle styles` (ATTRIBUTION.md has the sources).
+_CREDITS = {"starry-night": "Vincent van Gogh, The Starry Night, 1889 (public domain)"}
 
 
 def _asset(name: str) -> Path:
@@ -20,6 +24,28 @@ def builtin_style(name: str) -> Path | None:
     """Path of a built-in style painting by name (`starry-night`), or None."""
     file = _STYLES.get(name.lower().replace("_", "-"))
     return _asset(file) if file else None
+
+
+def builtin_style_credit(name: str) -> str:
+    return _CREDITS[name]
+
+
+def resolve_style(name_or_path: Path | str) -> Path:
+    """A style given as a file path, or as the name of a built-in painting where no such file exists.
+
+    A bare word that is neither is refused naming the built-in paintings, so a typo is not reported as a
+    missing file.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    builtin = builtin_style(str(name_or_path))
+    if builtin is not None:
+        return builtin
+    if not path.suffix and path.name == str(name_or_path):
+        raise InputError(f"style '{name_or_path}' is neither a file nor a built-in painting "
+                         f"(built-in: {', '.join(builtin_style_names())})")
+    return path
 
 
 def demo_clip() -> Path:

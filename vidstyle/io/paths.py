@@ -48,19 +48,40 @@ class FileLock:
         self.path, self.what, self.remove_on_release = Path(path), what, remove_on_release
         self._fd: int | None = None
 
-    def acquire(self) -> FileLock:
+    def acquire(self, fresh: bool = False) -> FileLock:
+        """Lock the file; with `fresh`, replace a file left by a dead process with a new, empty one.
+
+        A killed render's ffmpeg may still be finishing its partial output (it sees its input end, not its
+        parent die): a new file under the same name leaves that writer its old, unlinked one.
+        """
+        fd = self._lock(os.O_RDWR | os.O_CREAT)
+        if fresh and os.fstat(fd).st_size > 0:
+            self.path.unlink(missing_ok=True)
+            os.close(fd)
+            try:
+                fd = self._lock(os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                raise self._busy() from None
+        self._fd = fd
+        return self
+
+    def _lock(self, flags: int) -> int:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, flags, 0o644)
+        except FileExistsError:
+            raise
         except OSError as exc:
             raise OutputError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise BusyError(f"another vidstyle render is writing {self.what} right now; wait for it to finish "
-                            "or choose another output") from None
-        self._fd = fd
-        return self
+            raise self._busy() from None
+        return fd
+
+    def _busy(self) -> BusyError:
+        return BusyError(f"another vidstyle render is writing {self.what} right now; wait for it to finish or "
+                         "choose another output")
 
     def release(self, unlink: bool | None = None) -> None:
         if self._fd is None:

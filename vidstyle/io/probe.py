@@ -40,13 +40,17 @@ class VideoInfo:
     rotation: int  # degrees clockwise the player turns the coded picture; ffmpeg applies it when decoding
     fps: Fraction  # exact for constant-rate video; the average rate for variable-rate video
     frame_count: int
-    duration: float  # seconds of video
     variable_rate: bool
     audio_codecs: tuple[str, ...]
     # Identity of what the frames are made from: every video packet's timestamps, size and checksum (the probe's
     # framecrc pass lists them anyway) plus the displayed size and rotation. Two files whose pictures differ
     # anywhere differ here, at no cost beyond the probe; the audio, which a render copies, does not count.
     digest: str = ""
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video, as the frames and the rate make it."""
+        return float(self.frame_count / self.fps)
 
     @property
     def has_audio(self) -> bool:
@@ -204,7 +208,6 @@ def probe_video(path: Path) -> VideoInfo:
         rotation=rotation,
         fps=fps,
         frame_count=len(stamps),
-        duration=float(len(stamps) / fps),
         variable_rate=variable,
         audio_codecs=_parse_audio(err),
         digest=_digest(framecrc, width, height, rotation),

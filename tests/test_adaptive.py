@@ -1,0 +1,62 @@
+"""Iterations where they are needed: `tol` stops a frame once its loss stops improving, never before a floor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ffmpeg, shared_asset
+
+import vidstyle
+from vidstyle.events import Event, FrameDone, RenderFinished
+from vidstyle.optimize import CHECK_EVERY, MIN_ITERS, Converged, stylize_frame
+
+
+def test_the_rule_reads_the_loss_only_every_few_iterations_and_never_stops_before_the_floor() -> None:
+    rule = Converged(tol=0.01, every=5, floor=10)
+    flat = torch.tensor(1.0)
+    assert [rule(i, flat) for i in range(1, 10)] == [False] * 9, "nothing stops before the floor"
+    assert rule(10, flat), "no improvement over a window at the floor: stop"
+    falling = Converged(tol=0.01, every=5, floor=10)
+    steps = [falling(i, torch.tensor(1.0 - 0.1 * i)) for i in range(1, 16)]
+    assert not any(steps), "a loss still falling 10 % an iteration goes on"
+
+
+def test_a_converged_optimization_stops_early_and_says_how_many_iterations_it_spent() -> None:
+    target = torch.full((1, 3, 8, 8), 0.5)
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        return ((x - target) ** 2).sum()
+
+    start = torch.zeros(1, 3, 8, 8)
+    full = stylize_frame(start, loss_fn, 60, "lbfgs")
+    early = stylize_frame(start, loss_fn, 60, "lbfgs", tol=1e-3)
+    assert full.iterations == 60
+    assert MIN_ITERS <= early.iterations < 60 and early.iterations % CHECK_EVERY == 0
+    assert float(early.loss) <= float(loss_fn(start)) * 1e-3
+
+
+def _clip_iterations(clip: Path, out: Path, starry: Path) -> tuple[list[int], RenderFinished]:
+    events: list[Event] = []
+    config = vidstyle.make_config(size=48, iters=40, first_iters=30, tol=0.0003, device="cpu", precision="fp32")
+    vidstyle.render(clip, [starry], out, config, on_event=events.append)
+    done = [e.iterations for e in events if isinstance(e, FrameDone)]
+    (finished,) = [e for e in events if isinstance(e, RenderFinished)]
+    return done, finished
+
+
+def test_tol_stops_early_on_a_static_clip_and_not_on_a_moving_one(starry: Path, tmp_path: Path) -> None:
+    still = tmp_path / "still.png"
+    ffmpeg("-i", str(shared_asset("field_pan_with_audio.mp4")), "-frames:v", "1", "-vf", "scale=96:54", str(still))
+    static = tmp_path / "static.mp4"
+    ffmpeg("-loop", "1", "-i", str(still), "-frames:v", "6", "-r", "25", "-c:v", "libx264", "-crf", "12", str(static))
+    moving = tmp_path / "moving.mp4"  # the camera pans: every frame brings new picture at its edges
+    ffmpeg("-ss", "1", "-i", str(shared_asset("field_pan_with_audio.mp4")), "-frames:v", "6", "-vf", "scale=96:54",
+           "-an", "-c:v", "libx264", "-crf", "12", str(moving))
+    calm, calm_summary = _clip_iterations(static, tmp_path / "a.mp4", starry)
+    busy, _ = _clip_iterations(moving, tmp_path / "b.mp4", starry)
+    assert calm[1:] == [MIN_ITERS] * 5, f"a frame that repeats the last one is done at the floor: {calm}"
+    assert sum(busy[1:]) / 5 > MIN_ITERS + 2, f"a moving camera needs more: {busy}"
+    assert calm_summary.stylized == 6
+    assert calm_summary.iterations == (pytest.approx(sum(calm) / 6), min(calm), max(calm))
