@@ -48,6 +48,9 @@ def test_render_real_handheld_clip_with_audio(starry: Path, tmp_path: Path) -> N
                    "--first-iters", "4", "--device", "cpu", "--flow", "none")
     assert proc.returncode == 0, proc.stderr
     assert "rendering 125 frames at 48x28" in proc.stderr
+    # Not a terminal: plain lines, no carriage returns; the first frame's budget is said up front.
+    assert "\r" not in proc.stderr and "frame 0: 4 iterations (fresh)" in proc.stderr
+    assert re.search(r"^frame 125/125: [\d.]+ s a frame, about 0s left$", proc.stderr, re.MULTILINE)
     info = probe_video(out)
     assert (info.frame_count, info.width, info.height) == (125, 48, 28)
     assert abs(info.duration - 5.0) < 0.05

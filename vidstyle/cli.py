@@ -191,13 +191,24 @@ def _config_from(args: argparse.Namespace, names: Sequence[str], **extra: Any) -
 
 
 class _Progress:
-    """tqdm bar over frames, advanced per iteration so slow frames still show movement and a fair ETA."""
+    """tqdm bar over frames, advanced per iteration so slow frames still show movement and a fair ETA.
+
+    Where stderr is not a terminal (a log file, a service), carriage returns would pile up into one huge line:
+    there it prints one plain line every few seconds instead.
+    """
+
+    PLAIN_EVERY = 5.0  # seconds between plain progress lines
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar: Any = None
         self.iters = 1
         self.frames_done = 0
+        self.total = 0
+        self.plain = not sys.stderr.isatty()
+        self.started = self.last_line = time.monotonic()
+        self.made = 0  # frames stylized by this run, for the plain lines' rate
+        self.announced = False
 
     def say(self, text: str) -> None:
         if self.quiet:
@@ -214,10 +225,15 @@ class _Progress:
             self._start(event)
         elif isinstance(event, FrameStarted):
             self.iters = event.iters
+            if not self.announced:
+                self.announced = True
+                self.say(f"frame {event.index}: {event.iters} iterations" + (" (fresh)" if event.fresh else ""))
             if event.fresh and event.index > 0 and self.bar is not None:
                 self.bar.set_postfix_str(f"scene cut at frame {event.index}: starting fresh")
         elif isinstance(event, IterationDone) and self.bar is not None:
             self.bar.update(1.0 / event.iters)
+        elif isinstance(event, FrameDone) and self.plain:
+            self._plain_line()
         elif isinstance(event, FrameDone) and self.bar is not None:
             self.frames_done += 1
             self.bar.n = self.frames_done  # whole frames again, whatever the iterations' fractions added up to
@@ -245,9 +261,24 @@ class _Progress:
             self.say(f"resuming at frame {event.resume_from} of {event.total_frames}"
                      + (f" ({event.already_done} frames already done)"
                         if event.already_done != event.resume_from else ""))
-        self.frames_done = event.already_done
+        self.frames_done, self.total = event.already_done, event.total_frames
+        self.started = self.last_line = time.monotonic()
+        if self.plain:
+            return
+        # tqdm puts ", " before a postfix itself; whole frames are shown, the iterations move the bar between them.
         self.bar = tqdm(total=event.total_frames, initial=event.already_done, unit="frame", dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n:.1f}/{total} [{elapsed}<{remaining}, {postfix}]")
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}{postfix}]")
+
+    def _plain_line(self) -> None:
+        self.frames_done += 1
+        self.made += 1
+        now = time.monotonic()
+        if now - self.last_line < self.PLAIN_EVERY and self.frames_done < self.total:
+            return
+        self.last_line = now
+        per_frame = (now - self.started) / self.made
+        left = _clock(per_frame * (self.total - self.frames_done))
+        self.say(f"frame {self.frames_done}/{self.total}: {per_frame:.1f} s a frame, about {left} left")
 
     def close(self) -> None:
         if self.bar is not None:
