@@ -234,3 +234,21 @@ def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: 
     assert re.search(r"frames +12", printed) and "the floor" in printed
     gain = float(re.search(r"style gain +(-?[\d.]+)", printed).group(1))
     assert gain > 0, "a render in the painting's style is closer to it than its source"
+
+
+def test_log_json_writes_every_event_as_one_json_line(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    import json
+
+    log = tmp_path / "events.jsonl"
+    assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), *TINY,
+                 "--log-json", str(log)]) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = [r["event"] for r in records]
+    assert kinds[0] == "RenderStarted" and kinds[-1] == "RenderFinished"
+    assert kinds.count("FrameDone") == kinds.count("FrameSaved") == 12
+    assert [r["index"] for r in records if r["event"] == "FrameDone"] == list(range(12))
+    still_log = tmp_path / "still.jsonl"
+    assert main(["image", str(shared_asset("coffee.png")), "--style", "starry-night", "-o", str(tmp_path / "c.png"),
+                 "--size", "32", "--iters", "3", "--device", "cpu", "--quiet", "--log-json", str(still_log)]) == 0
+    still = [json.loads(line)["event"] for line in still_log.read_text().splitlines()]
+    assert still == ["FrameStarted", "IterationDone", "IterationDone", "IterationDone", "FrameDone"]

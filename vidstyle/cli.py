@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import signal
 import sys
 import time
@@ -75,7 +76,31 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
                         help="preset from configs/ (fast, balanced, quality) or a TOML file [balanced]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    parser.add_argument("--log-json", type=Path, metavar="FILE",
+                        help="also write every progress event to FILE, one JSON object a line (for scripts)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+class _JsonLog:
+    """The library's typed events as JSON lines: {"event": "FrameDone", "index": 3, ...}."""
+
+    def __init__(self, path: Path | None, then: Callable[[Event], None]) -> None:
+        self.then = then
+        try:
+            self.file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write the event log {path}: {exc.strerror or exc}") from exc
+
+    def __call__(self, event: Event) -> None:
+        if self.file is not None:
+            record = {"event": type(event).__name__, **dataclasses.asdict(event)}
+            self.file.write(json.dumps(record, default=str) + "\n")
+            self.file.flush()
+        self.then(event)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,12 +321,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
     progress = _Progress(args.quiet)
+    log = _JsonLog(args.log_json, progress)
     try:
         render(args.input, args.style, args.output, config, workdir=args.workdir,
-               overwrite=args.overwrite, restart=args.restart, on_event=progress, workers=args.workers,
+               overwrite=args.overwrite, restart=args.restart, on_event=log, workers=args.workers,
                ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap)
     finally:
         progress.close()
+        log.close()
     return 0
 
 
@@ -311,10 +338,43 @@ def _cmd_image(args: argparse.Namespace) -> int:
     # A still is a first frame: its iteration count is the preset's first_iters unless --iters is given.
     config = _config_from(args, _STILL_FIELDS, first_iters=args.iters)
     started = time.perf_counter()
-    stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite)
+    bar = _IterationBar(args.quiet)
+    log = _JsonLog(args.log_json, bar)
+    try:
+        stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log)
+    finally:
+        bar.close()
+        log.close()
     if not args.quiet:
         print(f"wrote {args.output} in {_clock(time.perf_counter() - started)}", file=sys.stderr)
     return 0
+
+
+class _IterationBar:
+    """A still's progress: a bar over its iterations, or a plain line every few seconds off a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar, self.last = quiet, None, time.monotonic()
+        self.plain = not sys.stderr.isatty()
+
+    def __call__(self, event: Event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, FrameStarted) and not self.plain:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=event.iters, unit="it", dynamic_ncols=True, file=sys.stderr)
+        elif isinstance(event, IterationDone):
+            if self.bar is not None:
+                self.bar.update(1)
+            elif time.monotonic() - self.last >= _Progress.PLAIN_EVERY:
+                self.last = time.monotonic()
+                print(f"iteration {event.iteration}/{event.iters}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
