@@ -43,6 +43,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"vidstyle: error: {message} (see '{self.prog} --help')\n")
 
 
+def _seconds(text: str) -> float:
+    """ffmpeg's time syntax: 12.5, 1:02.5 or 00:01:02.500."""
+    try:
+        parts = [float(p) for p in text.strip().split(":")]
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or any(p < 0 or p != p for p in parts):
+        raise argparse.ArgumentTypeError(f"expected seconds or HH:MM:SS.ms, got {text!r}")
+    return sum(value * 60**power for power, value in enumerate(reversed(parts)))
+
+
 def _float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
@@ -119,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", type=Path, help="output video [<input>.<style>.mp4 beside the input]")
     render.add_argument("--workdir", type=Path, help="checkpoint directory [<output>.vidstyle-work]")
     render.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
+    trim = render.add_argument_group("a part of the video (frames exact, the audio cut to match)")
+    trim.add_argument("--start", type=_seconds, metavar="TIME", help="first moment to render: seconds or HH:MM:SS.ms")
+    ends = trim.add_mutually_exclusive_group()
+    ends.add_argument("--duration", type=_seconds, metavar="TIME", help="how much to render from --start")
+    ends.add_argument("--end", type=_seconds, metavar="TIME", help="the moment to stop before")
     _add_workers(render)
     _add_settings(render, _STILL_FIELDS + _VIDEO_FIELDS, preset)
     render.set_defaults(func=_cmd_render)
@@ -325,11 +341,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
     try:
         render(args.input, args.style, args.output, config, workdir=args.workdir,
                overwrite=args.overwrite, restart=args.restart, on_event=log, workers=args.workers,
-               ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap)
+               ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap,
+               start=args.start, end=_trim_end(args))
     finally:
         progress.close()
         log.close()
     return 0
+
+
+def _trim_end(args: argparse.Namespace) -> float | None:
+    if args.duration is not None:
+        return (args.start or 0.0) + args.duration
+    return args.end
 
 
 def _cmd_image(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ memory stays constant for any video length.
 
 from __future__ import annotations
 
+import bisect
+import math
 import os
 import signal
 import threading
@@ -65,6 +67,12 @@ class RenderJob:
     # (chunk_frames, overlap) of a render on several workers: its frames differ from the sequential render's
     # (each chunk starts fresh), so the manifest records them and a resume must match them.
     chunking: tuple[int, int] | None = None
+    trim: tuple[int, int] | None = None  # frames [first, stop) of a render of part of the video
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """The frames [first, stop) this render makes: the whole video unless trimmed."""
+        return self.trim if self.trim is not None else (0, self.info.frame_count)
 
 
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
@@ -74,7 +82,7 @@ def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
 
 def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
                    config: Config | None = None, *, workdir: Path | str | None = None,
-                   overwrite: bool = False) -> RenderJob:
+                   overwrite: bool = False, start: float | None = None, end: float | None = None) -> RenderJob:
     """Check every part of a render request, in the order a person would fix them; writes nothing."""
     config = config if config is not None else make_config()
     input_path, styles = Path(input_path), tuple(resolve_style(p) for p in style_paths)
@@ -92,7 +100,25 @@ def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], ou
     work = WorkDir(Path(workdir) if workdir is not None else default_workdir(output))
     _check_workdir(work)
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
-                     plan_audio(info, output))
+                     plan_audio(info, output), trim=trim_frames(info, start, end))
+
+
+def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
+    """Frames [first, stop) whose times lie in [start, end) seconds, by the probe's timestamps (exact for
+    variable frame rates too); None for the whole video. The frames are then cut out of a sequential decode."""
+    if start is None and end is None:
+        return None
+    begin, finish = start or 0.0, end if end is not None else math.inf
+    for name, value in (("start", begin), ("end", finish)):
+        if math.isnan(value) or value < 0:
+            raise SettingError(name, f"must be a time of at least 0 seconds (got {value})")
+    if finish <= begin:
+        raise SettingError("end", f"must come after the start ({finish:g} s is not after {begin:g} s)")
+    times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
+    first, stop = bisect.bisect_left(times, begin - 1e-9), bisect.bisect_left(times, finish - 1e-9)
+    if first >= info.frame_count or stop <= first:
+        raise SettingError("start", f"{begin:g} s leaves no frame of the video, which lasts {info.duration:.3f} s")
+    return None if (first, stop) == (0, info.frame_count) else (first, stop)
 
 
 def _check_workdir(work: WorkDir) -> None:
@@ -109,7 +135,8 @@ def render(input_path: Path | str, style_paths: Sequence[Path | str], output: Pa
            config: Config | None = None, *, workdir: Path | str | None = None, overwrite: bool = False,
            restart: bool = False, on_event: EventCallback = ignore_event, stop: threading.Event | None = None,
            stylizer: Stylizer | None = None, workers: int | None = None, ray_address: str | None = None,
-           chunk_frames: int | None = None, overlap: int | None = None) -> Path:
+           chunk_frames: int | None = None, overlap: int | None = None, start: float | None = None,
+           end: float | None = None) -> Path:
     """Stylize a video; returns the output path. Re-running an interrupted render resumes it.
 
     `config` defaults to the balanced preset, as on the command line. `stop`, when set, ends the render between
@@ -117,9 +144,13 @@ def render(input_path: Path | str, style_paths: Sequence[Path | str], output: Pa
     loaded, style targets cached) made with the same settings and style images is reused instead of a new one.
     `workers` (a local Ray started for the render) or `ray_address` ("auto" or a cluster's address) render chunks
     of `chunk_frames` frames on Ray workers, `overlap` frames blended at each chunk's start (vidstyle.distributed).
+    `start` and `end` (seconds) render only the frames between them, with the audio cut to match.
     """
-    job = prepare_render(input_path, style_paths, output, config, workdir=workdir, overwrite=overwrite)
+    job = prepare_render(input_path, style_paths, output, config, workdir=workdir, overwrite=overwrite,
+                         start=start, end=end)
     if workers is not None or ray_address is not None or chunk_frames is not None or overlap is not None:
+        if job.trim is not None:
+            raise SettingError("start", "and end (a part of the video) are not available on several workers yet")
         from vidstyle.distributed import Cluster, render_distributed
 
         cluster = Cluster.of(workers, ray_address, chunk_frames, overlap, stylizer)
@@ -161,7 +192,7 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
         manifest = _open_workdir(job, restart, stop)
         with job.workdir.lock():
             done = job.workdir.done_frames()
-            progress.current = _first_missing(done, job.info.frame_count)
+            progress.current = _first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
             on_event(_started_event(job, str(stylizer.device), segments, done))
@@ -193,8 +224,8 @@ def output_slot(output: Path, progress: _Progress) -> Iterator[Path]:
         output_lock.release(unlink=partial.exists())
 
 
-def _first_missing(done: set[int], frame_count: int) -> int:
-    return next((i for i in range(frame_count) if i not in done), frame_count)
+def _first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
+    return next((i for i in range(first, frame_count) if i not in done), frame_count)
 
 
 def _started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
@@ -202,7 +233,12 @@ def _started_event(job: RenderJob, device: str, segments: list[Segment], done: s
     if job.info.variable_rate:
         notes.append(f"the source has a variable frame rate; it is written at its average, {float(job.info.fps):.3f}"
                      " fps")
-    return RenderStarted(job.info.frame_count, _first_missing(done, job.info.frame_count), len(done), job.size,
+    first, stop = job.span
+    if job.trim is not None:
+        notes.append(f"frames {first} to {stop - 1} of {job.info.frame_count} ({job.info.frame_times[first]:.3f} s on)"
+                     if job.info.frame_times else f"frames {first} to {stop - 1} of {job.info.frame_count}")
+    inside = {i for i in done if first <= i < stop}
+    return RenderStarted(stop - first, _first_missing(done, stop, first), len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes))
 
@@ -211,6 +247,8 @@ def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
     settings = job.config.frames_dict()
     if job.chunking is not None:
         settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])
+    if job.trim is not None:
+        settings.update(frames=job.trim)  # a trimmed render starts fresh at its first frame: other frames
     return Manifest(version=__version__, input=job.info.digest, styles=tuple(file_sha256(p) for p in job.styles),
                     size=job.size, frame_count=job.info.frame_count, settings=settings,
                     segments=tuple((s.start, s.stop, s.fresh) for s in segments))
@@ -233,9 +271,10 @@ def _open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None) -
                                      f"({'; '.join(differences)} differ)", wanted.changed_settings(existing))
         if existing.segments:
             return existing
-    cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop)
+    first, end = job.span
+    cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop, job.trim)
     chunk_frames = job.chunking[0] if job.chunking is not None else None
-    return work.create(_manifest(job, plan_segments(job.info.frame_count, cuts, chunk_frames)))
+    return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first)))
 
 
 @dataclass(frozen=True)
@@ -289,14 +328,25 @@ def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: _Progr
         frames.close()
 
 
+def _audio_window(job: RenderJob) -> tuple[float, float] | None:
+    """(start, seconds) of the source's audio that goes with a trimmed render's frames."""
+    if job.trim is None or not job.info.frame_times:
+        return None
+    first, stop = job.trim
+    times = job.info.frame_times
+    end = times[stop] if stop < len(times) else times[-1] + 1 / float(job.info.fps)
+    return times[first], end - times[first]
+
+
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,
                      progress: _Progress, stop: threading.Event | None) -> int:
     """Checkpoint new frames and encode all of them, in order, on a thread behind the stylizer."""
-    with VideoWriter(partial, job.size, job.info.fps, job.info, job.config.crf) as writer:
+    first = job.span[0]
+    with VideoWriter(partial, job.size, job.info.fps, job.info, job.config.crf, _audio_window(job)) as writer:
 
         def save_and_encode(item: tuple[int, np.ndarray, bool]) -> None:
             index, rgb, new = item
-            if index != writer.frames_written:  # the index travels with the frame; the encoder takes no count
+            if index != first + writer.frames_written:  # the index travels with the frame; the encoder counts none
                 raise RuntimeError(f"frame {index} reached the encoder at position {writer.frames_written}")
             if new:
                 progress.on_event(FrameSaved(index, job.workdir.save_frame(index, rgb)))

@@ -35,10 +35,12 @@ class Segment:
         return self.stop - self.start
 
 
-def cut_positions(frames: Iterable[np.ndarray], threshold: float, stop: threading.Event | None = None) -> list[int]:
-    """Indices of the frames that begin a new shot (the first excluded), by the render's own cut test."""
+def cut_positions(frames: Iterable[np.ndarray], threshold: float, stop: threading.Event | None = None,
+                  first: int = 0) -> list[int]:
+    """Indices (counted from `first`) of the frames that begin a new shot, the first excluded, by the render's own
+    cut test."""
     cuts, previous = [], None
-    for index, rgb in enumerate(frames):
+    for index, rgb in enumerate(frames, start=first):
         if stop is not None and stop.is_set():
             raise Cancelled()
         if previous is not None and is_scene_cut(previous, rgb, threshold):
@@ -48,15 +50,19 @@ def cut_positions(frames: Iterable[np.ndarray], threshold: float, stop: threadin
 
 
 def find_cuts(info: VideoInfo, render_size: tuple[int, int], threshold: float,
-              stop: threading.Event | None = None) -> list[int]:
-    """Scene cuts of the whole video from one decode at a small size (every frame is checked: a cut is one pair)."""
+              stop: threading.Event | None = None, span: tuple[int, int] | None = None) -> list[int]:
+    """Scene cuts of the video (or of its frames `span` = [first, stop)) from one decode at a small size; every
+    frame is checked, since a cut is one pair of frames."""
     size = render_size if max(render_size) <= PLAN_SIDE else size_to_fit(info.width, info.height, PLAN_SIDE)
-    return cut_positions((frame.rgb for frame in read_frames(info, size)), threshold, stop)
+    first, end = span if span is not None else (0, None)
+    return cut_positions((frame.rgb for frame in read_frames(info, size, first, end)), threshold, stop, first)
 
 
-def plan_segments(frame_count: int, cuts: Iterable[int], chunk_frames: int | None = None) -> list[Segment]:
-    """Shots between the cuts, each split into pieces of at most `chunk_frames` (none: one segment per shot)."""
-    bounds = sorted({0, *(c for c in cuts if 0 < c < frame_count), frame_count})
+def plan_segments(frame_count: int, cuts: Iterable[int], chunk_frames: int | None = None,
+                  first: int = 0) -> list[Segment]:
+    """Shots between the cuts of frames [first, frame_count), each split into pieces of at most `chunk_frames`
+    (none: one segment per shot)."""
+    bounds = sorted({first, *(c for c in cuts if first < c < frame_count), frame_count})
     segments = []
     for start, stop in zip(bounds, bounds[1:], strict=False):
         step = chunk_frames or (stop - start)

@@ -77,14 +77,19 @@ def audio_args(source: VideoInfo | None, container: str) -> list[str]:
 
 
 def encode_args(
-    dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None, crf: int
+    dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None, crf: int,
+    audio_window: tuple[float, float] | None = None,
 ) -> list[str]:
+    """`audio_window` = (start, seconds) takes only that part of the source's audio (a trimmed render)."""
     width, height = size
     container = container_for(dest)
     inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
               "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-"]
     if source is not None and source.has_audio:
-        inputs += ["-i", file_url(source.path)]
+        # Seeking an input that is only read for its audio is exact to the sample when re-encoded and to the
+        # packet (a few ms) when copied; the frames themselves are never cut by seeking.
+        window = ["-ss", f"{audio_window[0]:.6f}", "-t", f"{audio_window[1]:.6f}"] if audio_window else []
+        inputs += [*window, "-i", file_url(source.path)]
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              "-pix_fmt", "yuv420p", "-fps_mode", "passthrough"]
     faststart = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
@@ -100,12 +105,12 @@ class VideoWriter:
     """
 
     def __init__(self, dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None,
-                 crf: int = 18) -> None:
+                 crf: int = 18, audio_window: tuple[float, float] | None = None) -> None:
         self.dest = Path(dest)
         self.size = size
         self.frames_written = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._args = encode_args(self.dest, size, fps, source, crf)
+        self._args = encode_args(self.dest, size, fps, source, crf, audio_window)
         self._stderr: StderrTail | None = None
 
     def __enter__(self) -> VideoWriter:

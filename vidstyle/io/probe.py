@@ -46,6 +46,8 @@ class VideoInfo:
     # framecrc pass lists them anyway) plus the displayed size and rotation. Two files whose pictures differ
     # anywhere differ here, at no cost beyond the probe; the audio, which a render copies, does not count.
     digest: str = ""
+    # Seconds from the first frame to each frame, in presentation order: where a time falls for trimming.
+    frame_times: tuple[float, ...] = ()
 
     @property
     def duration(self) -> float:
@@ -211,6 +213,7 @@ def probe_video(path: Path) -> VideoInfo:
         variable_rate=variable,
         audio_codecs=_parse_audio(err),
         digest=_digest(framecrc, width, height, rotation),
+        frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
     )
 
 

@@ -1,0 +1,71 @@
+"""Rendering a part of a video: the frames exactly those of the whole video at those times, the audio cut along."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import _audio_seconds
+
+from vidstyle.cli import main
+from vidstyle.io.images import read_image
+from vidstyle.io.probe import probe_video
+
+# Every frame on its own from its content with the same budget, so a frame's pixels depend on its source only:
+# the trimmed render's frames must then equal the whole render's at the same indices, bit for bit.
+INDEPENDENT = ("--size", "48", "--iters", "3", "--first-iters", "3", "--init", "content", "--flow", "none",
+               "--device", "cpu", "--precision", "fp32", "--keep-frames", "--quiet")
+
+
+def _render(clip: Path, starry: Path, out: Path, *extra: str) -> Path:
+    work = out.with_name(out.name + ".work")
+    assert main(["render", str(clip), "--style", str(starry), "-o", str(out), "--workdir", str(work),
+                 *INDEPENDENT, *extra]) == 0
+    return work
+
+
+def test_a_trimmed_render_makes_exactly_the_frames_at_those_times(bunny_short: Path, starry: Path,
+                                                                  tmp_path: Path) -> None:
+    whole = _render(bunny_short, starry, tmp_path / "whole.mp4")
+    part = _render(bunny_short, starry, tmp_path / "part.mp4", "--start", "0.2", "--duration", "0.2")
+    made = sorted(p.name for p in (part / "frames").iterdir())
+    assert made == [f"{i:07d}.png" for i in range(5, 10)], "0.2 s to 0.4 s at 25 fps: frames 5 to 9"
+    for name in made:
+        assert np.array_equal(read_image(part / "frames" / name), read_image(whole / "frames" / name)), name
+    assert json.loads((part / "manifest.json").read_text())["segments"] == [[5, 10, True]]
+    info = probe_video(tmp_path / "part.mp4")
+    assert info.frame_count == 5 and info.has_audio
+    assert abs(_audio_seconds(tmp_path / "part.mp4") - 0.2) < 0.05, "the audio is cut to the same 0.2 s"
+
+
+def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Path, starry: Path,
+                                                                 tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o.mp4"
+    _render(bunny_short, starry, out, "--start", "00:00:00.12", "--end", "0.28")
+    assert probe_video(out).frame_count == 4  # frames 3, 4, 5, 6
+    out.unlink()
+    code = main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workdir",
+                 str(out.with_name(out.name + ".work")), *INDEPENDENT, "--start", "0.16"])
+    assert code == 2
+    assert re.search(r"setting\(s\) --frames differ", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--start", "9"], "--start 9 s leaves no frame"),
+    (["--start", "0.3", "--end", "0.1"], "--end must come after the start"),
+    (["--start", "x"], "expected seconds or HH:MM:SS.ms"),
+])
+def test_impossible_ranges_are_refused_in_one_line(bunny_short: Path, starry: Path, tmp_path: Path, capsys,
+                                                   flags: list[str], message: str) -> None:
+    args = ["render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), *flags]
+    try:
+        code = main(args)
+    except SystemExit as stopped:  # argparse's own type errors
+        code = stopped.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert list(tmp_path.iterdir()) == []
