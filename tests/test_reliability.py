@@ -288,12 +288,16 @@ def test_image_too_small_for_a_wide_picture(capsys, starry: Path, tmp_path: Path
                       "--iters", "1", "--device", "cpu", "--quiet"], 2, "--size", r"\b120\b", folder=tmp_path)
 
 
-def test_a_size_beyond_memory_is_refused_at_once(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+def test_a_size_beyond_memory_is_refused_at_once(capsys, starry: Path, tmp_path: Path,
+                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
     free = available_bytes(torch.device("cpu"))
     if free is None or frame_bytes((8192, 4608), None) < free:
         pytest.skip("this machine could hold an 8192 px frame")
+    # A source as large as the size asked for: a smaller one is rendered at its own size, never enlarged.
+    huge = tmp_path_factory.mktemp("huge") / "huge.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=gray:size=8192x4608:duration=0.08:rate=25", "-c:v", "ffv1", str(huge))
     started = time.monotonic()
-    _refused(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), "--size",
+    _refused(capsys, ["render", str(huge), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), "--size",
                       "8192", "--device", "cpu", "--precision", "fp32", "--quiet"], 2, "--size", "fits",
              folder=tmp_path)
     assert time.monotonic() - started < 20

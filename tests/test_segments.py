@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, shared_asset
 
 import vidstyle
+from vidstyle.assets import demo_clip
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
 from vidstyle.errors import Interrupted, OutputExists, SettingError, VidstyleError
@@ -264,8 +265,8 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
 
 def test_render_without_config_uses_the_balanced_preset(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    job = prepare_render(bunny_short, [starry], out)
+    job = prepare_render(demo_clip(), [starry], out)
     assert job.config == vidstyle.make_config() == vidstyle.make_config("balanced")
-    assert job.config.size == 512 and job.size == (512, 288)
+    assert job.config.size == 512 and job.size == (512, 288)  # the 1280x720 demo clip at the preset's 512 px
     assert job.output == out and job.workdir.path == tmp_path / "out.mp4.vidstyle-work"
     assert list(tmp_path.iterdir()) == [], "prepare_render writes nothing"

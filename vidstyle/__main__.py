@@ -15,10 +15,11 @@ INTERRUPTED = 130
 def run() -> int:
     try:
         from vidstyle.cli import main
-    except KeyboardInterrupt:
+
+        code = main()
+    except KeyboardInterrupt:  # before main() took charge of Ctrl-C
         print("vidstyle: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    code = main()
+        code = INTERRUPTED
     if code == INTERRUPTED:
         # A Ctrl-C that arrives while some extension module runs Python code during its import can leave CPython
         # marked as stopped by an unhandled KeyboardInterrupt; it then kills itself with SIGINT on the way out

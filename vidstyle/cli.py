@@ -33,7 +33,7 @@ from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, Rende
 _STILL_FIELDS = ("size", "tol", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "init", "prev_weight", "flow", "cut_threshold",
-                 "crf", "keep_frames")
+                 "crf", "output_size", "keep_frames")
 
 
 class _Parser(argparse.ArgumentParser):

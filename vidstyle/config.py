@@ -59,6 +59,8 @@ class Config:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N (a GPU by index) or mps (auto: cuda, then mps, then cpu)",
                        frames=False)
     crf: int = _opt(18, "H.264 quality, 0 (lossless) .. 51 (worst)", frames=False)
+    output_size: str = _opt("render", "size of the written video: render (as stylized), source (the input's), "
+                                      "WxH, or a long side N; frames are scaled with Lanczos", frames=False)
     keep_frames: bool = _opt(False, "keep the frame checkpoints after a successful render", frames=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,7 @@ CHOICES = {
 
 # A GPU may be named by its index, as torch names it (cuda:1).
 DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+OUTPUT_SIZES = re.compile(r"render|source|[1-9]\d{0,4}(x[1-9]\d{0,4})?")
 
 # Inclusive ranges of the numeric settings. Seeds stay within 63 bits so that per-frame seeds derived from them
 # fit torch's generator (see sequence.frame_seed).
@@ -110,6 +113,8 @@ def validate(cfg: Config) -> None:
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
+    if not OUTPUT_SIZES.fullmatch(cfg.output_size):
+        raise SettingError("output_size", f"must be render, source, WxH or a long side N (got {cfg.output_size!r})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps (got {cfg.device!r})")
     for name, (low, high) in RANGES.items():

@@ -46,7 +46,16 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import VideoInfo
-from vidstyle.pipeline import RenderJob, _first_missing, _open_workdir, _Progress, _started_event, output_slot
+from vidstyle.pipeline import (
+    RenderJob,
+    _first_missing,
+    _open_workdir,
+    _Progress,
+    _started_event,
+    for_output,
+    open_writer,
+    output_slot,
+)
 from vidstyle.plan import Segment
 from vidstyle.sequence import Previous, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
@@ -435,7 +444,7 @@ class _Driver:
         todo = deque(c for c in self.chunks if not self._complete(c, made))
         pending: dict[Any, Chunk] = {}
         announced = set(made)
-        with VideoWriter(partial, job.size, job.info.fps, job.info, job.config.crf) as writer:
+        with open_writer(job, partial) as writer:
             try:
                 while writer.frames_written < job.info.frame_count:
                     while todo and len(pending) < self.session.workers:
@@ -503,7 +512,7 @@ class _Driver:
 
     def _encode(self, writer: VideoWriter, final: set[int]) -> None:
         while writer.frames_written in final:
-            writer.write(self.job.workdir.load_frame(writer.frames_written, self.job.size))
+            writer.write(for_output(self.job, self.job.workdir.load_frame(writer.frames_written, self.job.size)))
             self.progress.current = writer.frames_written
 
     def _report(self, pending: dict[Any, Chunk], frames_done: int) -> None:

@@ -65,6 +65,18 @@ def advice(size: tuple[int, int], dtype: torch.dtype | None, free: int) -> str:
     return found + (" (bf16 precision needs about a third less)" if dtype is None else "")
 
 
+def output_size(setting: str, render: tuple[int, int], source: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the written video for `Config.output_size`, both sides even (H.264 4:2:0 needs it)."""
+    if setting == "render":
+        return render
+    if setting == "source":
+        return size_to_fit(*source, max(source))
+    if "x" in setting:
+        width, height = (int(v) for v in setting.split("x"))
+        return width + width % 2, height + height % 2
+    return size_to_fit(*render, int(setting))
+
+
 def out_of_memory(size: tuple[int, int], dtype: torch.dtype | None, device: torch.device) -> ResourceError:
     """The one-line error for an allocation that failed in the middle of a frame, naming a size that fits now."""
     if device.type == "cuda":
@@ -75,12 +87,16 @@ def out_of_memory(size: tuple[int, int], dtype: torch.dtype | None, device: torc
 
 
 def render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """(width, height) of a render whose long side is `long_side`; refused, naming the smallest size that works
-    for this picture's aspect, where the short side would fall under MIN_SIDE."""
-    size = size_to_fit(width, height, long_side)
+    """(width, height) of a render whose long side is `long_side`, or the picture's own size where it is smaller
+    (an upscaled source only adds blur for the network to paint); refused, naming the smallest size that works for
+    this picture's aspect, where the short side would fall under MIN_SIDE."""
+    size = size_to_fit(width, height, min(long_side, max(width, height)))
     if min(size) >= MIN_SIDE:
         return size
     smallest = next((n for n in range(long_side, 8 * 8192) if min(size_to_fit(width, height, n)) >= MIN_SIDE), None)
+    if smallest is not None and smallest > max(width, height):
+        raise SettingError("size", f"cannot make this {width}x{height} picture {MIN_SIDE} pixels on its short side "
+                                   "without enlarging it; the network needs at least that")
     fix = f"the smallest size that works for it is {smallest}" if smallest else "it is too narrow to stylize"
     raise SettingError("size", f"{long_side} makes this {width}x{height} picture {size[0]}x{size[1]} pixels, and the "
                                f"network needs at least {MIN_SIDE} on each side; {fix}")

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -42,7 +43,7 @@ from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
 from vidstyle.io.images import read_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
 from vidstyle.io.probe import VideoInfo, probe_video
-from vidstyle.limits import check_fits, render_size
+from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.plan import Segment, find_cuts, plan_segments
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import Previous, stylize_sequence
@@ -68,6 +69,7 @@ class RenderJob:
     # (each chunk starts fresh), so the manifest records them and a resume must match them.
     chunking: tuple[int, int] | None = None
     trim: tuple[int, int] | None = None  # frames [first, stop) of a render of part of the video
+    out_size: tuple[int, int] | None = None  # (width, height) written, where it differs from the render's
 
     @property
     def span(self) -> tuple[int, int]:
@@ -99,8 +101,10 @@ def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], ou
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     work = WorkDir(Path(workdir) if workdir is not None else default_workdir(output))
     _check_workdir(work)
+    written = output_size(config.output_size, size, (info.width, info.height))
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
-                     plan_audio(info, output), trim=trim_frames(info, start, end))
+                     plan_audio(info, output), trim=trim_frames(info, start, end),
+                     out_size=written if written != size else None)
 
 
 def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
@@ -230,6 +234,12 @@ def _first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
 
 def _started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
+    if max(job.info.width, job.info.height) < job.config.size:
+        notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at its own size, not enlarged to "
+                     f"{job.config.size}")
+    if job.out_size is not None:
+        notes.append(f"written at {job.out_size[0]}x{job.out_size[1]}, scaled from the {job.size[0]}x{job.size[1]} "
+                     "render")
     if job.info.variable_rate:
         notes.append(f"the source has a variable frame rate; it is written at its average, {float(job.info.fps):.3f}"
                      " fps")
@@ -328,6 +338,19 @@ def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: _Progr
         frames.close()
 
 
+def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
+    """The encoder of a render's video: its output size, the source's rate and audio (cut to a trimmed render)."""
+    return VideoWriter(partial, job.out_size or job.size, job.info.fps, job.info, job.config.crf, _audio_window(job))
+
+
+def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:
+    """A stylized frame at the output's size: Lanczos, the usual resampler for enlarging a render (the
+    checkpoints keep the render size)."""
+    if job.out_size is None:
+        return rgb
+    return cv2.resize(rgb, job.out_size, interpolation=cv2.INTER_LANCZOS4)
+
+
 def _audio_window(job: RenderJob) -> tuple[float, float] | None:
     """(start, seconds) of the source's audio that goes with a trimmed render's frames."""
     if job.trim is None or not job.info.frame_times:
@@ -342,7 +365,7 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
                      progress: _Progress, stop: threading.Event | None) -> int:
     """Checkpoint new frames and encode all of them, in order, on a thread behind the stylizer."""
     first = job.span[0]
-    with VideoWriter(partial, job.size, job.info.fps, job.info, job.config.crf, _audio_window(job)) as writer:
+    with open_writer(job, partial) as writer:
 
         def save_and_encode(item: tuple[int, np.ndarray, bool]) -> None:
             index, rgb, new = item
@@ -350,7 +373,7 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
                 raise RuntimeError(f"frame {index} reached the encoder at position {writer.frames_written}")
             if new:
                 progress.on_event(FrameSaved(index, job.workdir.save_frame(index, rgb)))
-            writer.write(rgb)
+            writer.write(for_output(job, rgb))
 
         sink: WriteBehind[tuple[int, np.ndarray, bool]] = WriteBehind(save_and_encode, depth=4)
         try:

@@ -1,0 +1,48 @@
+"""The size people asked for: stylize at --size, write at --output-size; never enlarge a small source silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from conftest import decoded, run_cli
+
+from vidstyle.io.images import read_image
+from vidstyle.io.probe import probe_video
+
+TINY = ("--iters", "1", "--first-iters", "2", "--device", "cpu", "--keep-frames")
+
+
+def test_written_at_the_source_size_from_a_smaller_render(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "64",
+                   "--output-size", "source", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "written at 160x90, scaled from the 64x36 render" in proc.stderr
+    info = probe_video(out)
+    assert (info.width, info.height, info.frame_count) == (160, 90, 12)
+    checkpoint = read_image(tmp_path / "o.mp4.vidstyle-work" / "frames" / "0000000.png")
+    assert checkpoint.shape == (36, 64, 3), "the checkpoints keep the render size"
+    # The written frame is the checkpoint enlarged: shrunk back, it is close to the checkpoint (H.264 aside).
+    import cv2
+
+    back = cv2.resize(decoded(out)[0], (64, 36), interpolation=cv2.INTER_AREA)
+    assert np.abs(back.astype(int) - checkpoint).mean() < 6
+
+
+def test_a_small_source_is_rendered_at_its_own_size_and_said(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "512", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "the source is 160x90: rendered at its own size, not enlarged to 512" in proc.stderr
+    info = probe_video(out)
+    assert (info.width, info.height) == (160, 90)
+
+
+def test_an_impossible_output_size_is_refused(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
+                   "--output-size", "huge")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "vidstyle: error: --output-size must be render, source, WxH or a long side N (got 'huge')"]
+    assert list(tmp_path.iterdir()) == []
