@@ -48,13 +48,13 @@ from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import VideoInfo
 from vidstyle.pipeline import (
     RenderJob,
-    _first_missing,
-    _open_workdir,
-    _Progress,
-    _started_event,
+    RunProgress,
+    first_missing,
     for_output,
+    open_workdir,
     open_writer,
     output_slot,
+    started_event,
 )
 from vidstyle.plan import Segment
 from vidstyle.sequence import Previous, stylize_sequence
@@ -398,19 +398,19 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     """pipeline.render on Ray workers: the same checks, manifest, locks, resume and output as a sequential render."""
     ray = import_ray()
     files = ChunkFiles(job.workdir)
-    progress = _Progress(on_event, 0)
+    progress = RunProgress(on_event, 0)
     with output_slot(job.output, progress) as partial:
         if restart and (job.workdir.path / MANIFEST).is_file():
             with job.workdir.lock():  # never under a render that is running now
                 files.remove()  # overlap frames of the discarded render must not be blended into the new one
-        manifest = _open_workdir(job, restart, stop)
+        manifest = open_workdir(job, restart, stop)
         with job.workdir.lock():
             shutil.rmtree(files.root / "running", ignore_errors=True)  # markers of tasks of an earlier run
             segments = [Segment(*s) for s in manifest.segments]
             done = job.workdir.done_frames()
-            progress.current = _first_missing(done, job.info.frame_count)
+            progress.current = first_missing(done, job.info.frame_count)
             with _ray_session(ray, cluster, job.config) as session:
-                on_event(_started_event(job, session.describe(), segments, done))
+                on_event(started_event(job, session.describe(), segments, done))
                 started = time.perf_counter()
                 driver = _Driver(ray, job, plan_chunks(segments, cluster.overlap), session, progress, stop)
                 count = driver.run(partial)
@@ -426,7 +426,7 @@ class _Driver:
     """Submits the chunks, blends each overlap once both sides are on disk, and encodes every frame in order as soon
     as it and all before it are final."""
 
-    def __init__(self, ray: Any, job: RenderJob, chunks: list[Chunk], session: _Session, progress: _Progress,
+    def __init__(self, ray: Any, job: RenderJob, chunks: list[Chunk], session: _Session, progress: RunProgress,
                  stop: threading.Event | None) -> None:
         self.ray, self.job, self.chunks, self.session = ray, job, chunks, session
         self.progress, self.stop = progress, stop

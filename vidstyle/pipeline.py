@@ -169,8 +169,9 @@ def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
         raise SettingError("stylizer", "was prepared with other settings, style images or device than this render")
 
 
-class _Progress:
-    """The frame in progress, for the message of an interrupted render."""
+class RunProgress:
+    """What a render has done so far: the frame in progress (for an interrupted render's message) and the
+    iterations spent a frame (for the summary); shared by the sequential and the distributed driver."""
 
     def __init__(self, on_event: EventCallback, first: int) -> None:
         self.on_event, self.current = on_event, first
@@ -191,15 +192,15 @@ class _Progress:
 
 def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading.Event | None,
          stylizer: Stylizer | None) -> Path:
-    progress = _Progress(on_event, 0)
+    progress = RunProgress(on_event, 0)
     with output_slot(job.output, progress) as partial:
-        manifest = _open_workdir(job, restart, stop)
+        manifest = open_workdir(job, restart, stop)
         with job.workdir.lock():
             done = job.workdir.done_frames()
-            progress.current = _first_missing(done, job.span[1], job.span[0])
+            progress.current = first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
-            on_event(_started_event(job, str(stylizer.device), segments, done))
+            on_event(started_event(job, str(stylizer.device), segments, done))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             os.replace(partial, job.output)
@@ -210,7 +211,7 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
 
 
 @contextmanager
-def output_slot(output: Path, progress: _Progress) -> Iterator[Path]:
+def output_slot(output: Path, progress: RunProgress) -> Iterator[Path]:
     """The output's partial file, locked for the whole render; the body renames it into place when complete.
 
     Ctrl-C, SIGTERM and the stop event leave as Interrupted at `progress.current`; a partial file that was not
@@ -228,11 +229,11 @@ def output_slot(output: Path, progress: _Progress) -> Iterator[Path]:
         output_lock.release(unlink=partial.exists())
 
 
-def _first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
+def first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
     return next((i for i in range(first, frame_count) if i not in done), frame_count)
 
 
-def _started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
+def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
     if max(job.info.width, job.info.height) < job.config.size:
         notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at its own size, not enlarged to "
@@ -248,7 +249,7 @@ def _started_event(job: RenderJob, device: str, segments: list[Segment], done: s
         notes.append(f"frames {first} to {stop - 1} of {job.info.frame_count} ({job.info.frame_times[first]:.3f} s on)"
                      if job.info.frame_times else f"frames {first} to {stop - 1} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
-    return RenderStarted(stop - first, _first_missing(done, stop, first), len(inside), job.size,
+    return RenderStarted(stop - first, first_missing(done, stop, first), len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes))
 
@@ -264,7 +265,7 @@ def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
                     segments=tuple((s.start, s.stop, s.fresh) for s in segments))
 
 
-def _open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None) -> Manifest:
+def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None) -> Manifest:
     """Reuse the work directory of the same render, or plan the render and create one."""
     work = job.workdir
     existing = None
@@ -309,7 +310,7 @@ def _runs(segments: list[Segment], done: set[int]) -> Iterator[_Run]:
             start = stop
 
 
-def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: _Progress,
+def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
                      stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """(index, pixels, new) for every frame in order: loaded where an earlier run finished it, else stylized."""
     for run in _runs(segments, job.workdir.done_frames()):
@@ -320,7 +321,7 @@ def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
             yield from _stylize_run(job, run, stylizer, progress, stop)
 
 
-def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: _Progress,
+def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunProgress,
                  stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     frames = read_frames(job.info, job.size, run.start - 1 if run.continues else run.start, run.stop)
     results = None
@@ -362,7 +363,7 @@ def _audio_window(job: RenderJob) -> tuple[float, float] | None:
 
 
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,
-                     progress: _Progress, stop: threading.Event | None) -> int:
+                     progress: RunProgress, stop: threading.Event | None) -> int:
     """Checkpoint new frames and encode all of them, in order, on a thread behind the stylizer."""
     first = job.span[0]
     with open_writer(job, partial) as writer:
