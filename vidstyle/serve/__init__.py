@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidstyle.errors import BusyError, UsageError, VidstyleError
+from vidstyle.errors import BusyError, SettingError, VidstyleError
 
 DEFAULT_MAX_UPLOAD = "500MB"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -38,7 +38,7 @@ def parse_byte_size(text: str) -> int:
     """`500MB`, `2GB`, `1GiB` or a number of bytes."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
     if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
-        raise UsageError(f"--max-upload must be a size such as 500MB or 2GB (got {text!r})")
+        raise SettingError("max_upload", f"must be a size such as 500MB or 2GB (got {text!r})")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -76,9 +76,9 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
 
     limit = parse_byte_size(max_upload)
     if workers is not None and workers < 1:
-        raise UsageError(f"--workers must be at least 1 (got {workers})")
+        raise SettingError("workers", f"must be at least 1 (got {workers})")
     if token is not None and len(token) < 8:
-        raise UsageError("--token must be at least 8 characters")
+        raise SettingError("token", "must be at least 8 characters")
     folder = DataDir(Path(data).resolve())
     folder.create()
     lock_fd = _lock_data(folder.lock)
@@ -121,10 +121,10 @@ def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:
     from vidstyle.serve.worker import WorkerSpec
 
     if device not in ("auto", "cpu", "cuda", "mps"):
-        raise UsageError(f"--device must be auto, cpu, cuda or mps (got {device!r})")
+        raise SettingError("device", f"must be auto, cpu, cuda or mps (got {device!r})")
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
     if device == "cuda" and not gpus:
-        raise UsageError("--device cuda: no CUDA device is available")
+        raise SettingError("device", "is cuda but this machine has no CUDA device")
     resolved = "cuda" if gpus else ("cpu" if device == "auto" else device)
     count = workers or max(gpus, 1)
     threads = max(1, (os.cpu_count() or 1) // count) if not gpus and count > 1 else None
