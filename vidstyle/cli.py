@@ -498,11 +498,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, handlers[1])
 
 
+def _import_the_engine() -> None:
+    """Import torch and the rest while Ctrl-C and SIGTERM are only noted, then act on them.
+
+    An exception raised by a signal handler while torch's C++ runs Python code during its import cannot unwind
+    through that C++: the process aborts with a C++ message. So the handlers wait until the imports are done.
+    """
+    noted: list[int] = []
+    handlers = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        import vidstyle.pipeline  # noqa: F401 - torch, OpenCV and the model code, loaded once here
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    if signal.SIGINT in noted:
+        raise KeyboardInterrupt
+    if noted:
+        raise SignalInterrupt(noted[0])
+
+
 def _run_command(argv: Sequence[str] | None) -> int:
     args = argparse.Namespace(debug=False, command="")
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
+        if args.command not in ("styles", "presets"):
+            _import_the_engine()
         return func(args)
     except VidstyleError as exc:
         if args.debug:
