@@ -205,7 +205,10 @@ def _ctrl_c(proc: subprocess.Popen[str]) -> None:
 
 # `python -m vidstyle` as runpy runs it, after telling the parent on stdout that Python itself (site, runpy) is up:
 # a Ctrl-C before that point never reaches vidstyle's code, and a machine under load makes that point move.
-_AFTER_START_UP = ("import runpy, sys; sys.argv[0] = 'vidstyle'; print('ready', flush=True); "
+# SIGINT is put back to Python's own handler first, as a terminal's child has it: a process inherits an ignored
+# SIGINT, and a library used earlier in this test process (Ray) may have left it ignored here.
+_AFTER_START_UP = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "sys.argv[0] = 'vidstyle'; print('ready', flush=True); "
                    "runpy.run_module('vidstyle', run_name='__main__', alter_sys=True)")
 
 
