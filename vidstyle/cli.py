@@ -490,10 +490,7 @@ def _flag_for(setting: str, command: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # A SIGINT that was ignored when we started (a shell's background job, nohup) stays ignored, as Python leaves it.
-    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    handlers = (signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else _interrupt_once),
-                signal.signal(signal.SIGTERM, _raise_on_sigterm))
+    handlers = signal.signal(signal.SIGINT, _interrupt_once), signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         return _run_command(argv)
     finally:
