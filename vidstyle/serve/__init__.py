@@ -104,13 +104,19 @@ def _lock_data(path: Path) -> int:
     return fd
 
 
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def _sweep(folder: Any, queue: Any) -> None:
     """Files of uploads that a dead server was still checking, and job folders whose job was never queued."""
+    # Only folders named as the server names them (a 32-hex job id): --data may point at a folder that holds
+    # other things, and those are never the server's to delete.
     for entry in folder.uploads.iterdir():
-        shutil.rmtree(entry, ignore_errors=True)
+        if _JOB_ID.fullmatch(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
     known = {job.id for job in queue.jobs(limit=1 << 30)}
     for entry in folder.jobs.iterdir():
-        if entry.name not in known:
+        if _JOB_ID.fullmatch(entry.name) and entry.name not in known:
             shutil.rmtree(entry, ignore_errors=True)
 
 
