@@ -116,6 +116,35 @@ def test_no_audio_source_gives_silent_output(lavfi_clip, media: Path) -> None:
     assert not probe_video(out).has_audio
 
 
+def _ffmpeg_banner(path: Path) -> str:
+    """What `ffmpeg -i` says of a file: its tags, and each stream with its language in brackets."""
+    import subprocess
+
+    from vidstyle.io.ffmpeg import ffmpeg_exe
+
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", file_url(path)], capture_output=True,
+                          text=True).stderr
+
+
+@pytest.mark.parametrize("audio", [True, False])
+def test_the_sources_title_creation_time_and_languages_are_kept(lavfi_clip, media: Path, audio: bool) -> None:
+    plain = lavfi_clip(f"plain_{audio}.mp4", audio=audio)
+    tagged = media / f"tagged_{audio}.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", "-metadata", "title=Holiday in Arles",
+           "-metadata", "creation_time=2024-06-01T10:20:30Z", "-metadata:s:v:0", "language=fra",
+           *(("-metadata:s:a:0", "language=deu") if audio else ()), str(tagged))
+    info = probe_video(tagged)
+    out = media / f"tagged_out_{audio}.mp4"
+    _write(out, [f.rgb for f in read_frames(info, (48, 64))], info.fps, info)
+    banner = _ffmpeg_banner(out)
+    assert "Holiday in Arles" in banner
+    assert "2024-06-01T10:20:30" in banner
+    assert "(fra): Video" in banner
+    assert ("(deu): Audio" in banner) == audio
+    back = probe_video(out)
+    assert back.rotation == 0 and (back.width, back.height) == (48, 64), "frames are written upright, unrotated"
+
+
 def test_pcm_audio_is_reencoded_for_mp4(lavfi_clip, media: Path) -> None:
     clip = lavfi_clip("pcm.mov", extra=("-c:a", "pcm_s16le"))
     info = probe_video(clip)

@@ -85,16 +85,29 @@ def encode_args(
     container = container_for(dest)
     inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
               "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "-"]
-    if source is not None and source.has_audio:
-        # Seeking an input that is only read for its audio is exact to the sample when re-encoded and to the
-        # packet (a few ms) when copied; the frames themselves are never cut by seeking.
+    metadata: list[str] = []
+    if source is not None:
+        # The source is an input for its audio and its tags. Seeking an input that is only read for its audio is
+        # exact to the sample when re-encoded and to the packet (a few ms) when copied; the frames themselves are
+        # never cut by seeking.
         window = ["-ss", f"{audio_window[0]:.6f}", "-t", f"{audio_window[1]:.6f}"] if audio_window else []
         inputs += [*window, "-i", file_url(source.path)]
+        metadata = _metadata_args(source)
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              "-pix_fmt", "yuv420p", "-fps_mode", "passthrough"]
     faststart = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
-    return ["-v", "error", "-y", *inputs, *video, *audio_args(source, container), *faststart,
+    return ["-v", "error", "-y", *inputs, *video, *audio_args(source, container), *metadata, *faststart,
             "-f", container, file_url(dest)]
+
+
+def _metadata_args(source: VideoInfo) -> list[str]:
+    """The source's tags (title, creation time, ...) and its streams' (language) on the output.
+
+    Rotation is not among them: frames are decoded upright, so the output needs none. Naming one stream's tags
+    turns off ffmpeg's automatic copy for all of them, so each audio stream is named too.
+    """
+    audio = [arg for i in range(len(source.audio_codecs)) for arg in (f"-map_metadata:s:a:{i}", f"1:s:a:{i}")]
+    return ["-map_metadata", "1", "-map_metadata:s:v:0", "1:s:v:0", *audio]
 
 
 class VideoWriter:
