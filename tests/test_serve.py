@@ -39,8 +39,8 @@ def free_port() -> int:
 class ServeProcess:
     """`python -m vidstyle serve` on a free port of 127.0.0.1, waited for until it answers."""
 
-    def __init__(self, data: Path, *extra: str, token: str | None = None) -> None:
-        self.data, self.extra, self.token = data, extra, token
+    def __init__(self, data: Path, *extra: str, token: str | None = None, token_in_env: bool = False) -> None:
+        self.data, self.extra, self.token, self.token_in_env = data, extra, token, token_in_env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -49,8 +49,14 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         args = [sys.executable, "-m", "vidstyle", "serve", "--port", str(self.port), "--data", str(self.data),
-                "--device", "cpu", *self.extra] + (["--token", self.token] if self.token else [])
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                "--device", "cpu", *self.extra]
+        env = dict(os.environ)
+        env.pop("VIDSTYLE_TOKEN", None)
+        if self.token and self.token_in_env:
+            env["VIDSTYLE_TOKEN"] = self.token
+        elif self.token:
+            args += ["--token", self.token]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -316,6 +322,17 @@ def test_token_is_required_on_every_request(tmp_path: Path) -> None:
         served.stop()
 
 
+def test_the_token_can_come_from_the_environment_out_of_sight_of_ps(tmp_path: Path) -> None:
+    served = ServeProcess(tmp_path / "data", token="env-token-456", token_in_env=True).start()
+    try:
+        assert httpx.get(served.url + "/api/jobs", timeout=30).status_code == 401
+        assert served.client.get("/api/jobs").status_code == 200
+        assert served.process is not None
+        assert b"env-token-456" not in Path(f"/proc/{served.process.pid}/cmdline").read_bytes()
+    finally:
+        served.stop()
+
+
 def test_kill_9_mid_render_resumes_and_loses_nothing(tmp_path: Path, bunny_short: Path, clip: Path) -> None:
     """kill -9 the server while a job renders and another waits; a new server resumes the first from its frame
     checkpoints and runs the second once."""
@@ -419,3 +436,18 @@ def test_queue_claims_each_job_once(tmp_path: Path) -> None:
     assert json.loads(json.dumps(queue.counts())) == {"queued": 0, "running": 60, "done": 0, "failed": 0,
                                                       "cancelled": 0}
     assert queue.recover() == 60 and queue.counts()["queued"] == 60
+
+
+def test_a_worker_keeps_the_network_from_job_to_job(starry: Path) -> None:
+    from vidstyle.config import make_config
+    from vidstyle.serve import worker
+
+    config = make_config("fast", size=64, device="cpu")
+    first = worker._stylizer(config, starry)
+    again = worker._stylizer(make_config("fast", size=96, device="cpu", style_weight=9.0), starry)
+    assert again.vgg is first.vgg, "same device, pooling and precision: the loaded network is reused"
+    other = worker._stylizer(make_config("fast", size=64, device="cpu", precision="fp32"), starry)
+    assert other.dtype != first.dtype
+    assert other.vgg is not first.vgg, "another precision needs weights in its own type"
+    other_pooling = worker._stylizer(make_config("fast", size=64, device="cpu", pooling="avg"), starry)
+    assert other_pooling.vgg is not other.vgg

@@ -82,3 +82,15 @@ def test_refused_upload_shows_the_reason(browser, site: ServeProcess, tmp_path: 
     page.wait_for_function("document.getElementById('error').textContent.includes('not a video or image')")
     assert page.url.rstrip("/") == site.url
     page.close()
+
+
+def test_the_api_page_works_without_internet(browser, site: ServeProcess) -> None:  # noqa: ANN001
+    page = browser.new_page()
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(site.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=30_000)  # Swagger UI drew the operations from the schema
+    assert "/api/jobs/{job_id}/preview" in page.inner_text("body")
+    assert fetched and all(url.startswith(site.url) for url in fetched), [u for u in fetched
+                                                                           if not u.startswith(site.url)]
+    page.close()

@@ -20,6 +20,7 @@ from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from vidstyle import __version__
@@ -270,7 +271,9 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
             if pool is not None:
                 await asyncio.to_thread(pool.stop)
 
-    app = FastAPI(title="vidstyle", version=__version__, lifespan=lifespan,
+    # The OpenAPI pages (/docs, /redoc) with their scripts served by this app, not by a CDN that an offline host
+    # cannot reach.
+    app = FastAPIOffline(title="vidstyle", version=__version__, lifespan=lifespan,
                   description="Neural style transfer for videos and pictures, as a service: upload a video or an "
                               "image and a style, follow the render's progress, download the result.")
     app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token)  # type: ignore[arg-type]

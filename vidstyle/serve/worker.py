@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
+from typing import Any
 
 from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, Interrupted, VidstyleError
@@ -176,13 +177,33 @@ def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: thr
     config = job_config(params, spec.device)
     progress = ProgressWriter(queue, job.id, folder)
     style, content, output = job_style(folder, params), folder / params["input"], folder / params["output"]
+    stylizer = _stylizer(config, style)
     if job.kind == "video":
-        render(content, [style], output, config, workdir=folder / WORKDIR, on_event=progress, stop=stop)
+        render(content, [style], output, config, workdir=folder / WORKDIR, on_event=progress, stop=stop,
+               stylizer=stylizer)
     else:
-        stylize_image(content, [style], output, config, on_event=progress, stop=stop)
+        stylize_image(content, [style], output, config, on_event=progress, stop=stop, stylizer=stylizer)
         write_preview(folder / PREVIEW, read_image(output, "result"))
         progress.preview_frame = 0
     progress.flush()
+
+
+# The network of the last job, by (device, pooling, precision): a worker renders job after job, and loading the
+# weights again for each would add seconds to every job (scripts/bench_serve.py measures the whole overhead).
+_NETWORKS: dict[tuple[str, str, str], Any] = {}
+
+
+def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loosely to keep imports cheap
+    """A Stylizer for this job on the network kept from earlier jobs of the same kind."""
+    from vidstyle.precision import resolve_precision
+    from vidstyle.stylize import Stylizer, resolve_device
+
+    device = resolve_device(config.device)
+    key = (str(device), config.pooling, str(resolve_precision(config.precision, device)))
+    made = Stylizer(config, [read_image(style, "style image")], device, vgg=_NETWORKS.get(key))
+    _NETWORKS.clear()  # one network at a time: another kind replaces it rather than adding to device memory
+    _NETWORKS[key] = made.vgg
+    return made
 
 
 def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, parent: int) -> None:
