@@ -72,17 +72,25 @@ def _run_adam(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, lr: fl
 
 
 def stylize_frame(init: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, optimizer: str = "lbfgs",
-                  lr: float = 0.02, on_step: StepCallback | None = None, tol: float = 0.0) -> Optimized:
+                  lr: float = 0.02, on_step: StepCallback | None = None, tol: float = 0.0,
+                  on_iterate: StepCallback | None = None) -> Optimized:
     """Optimize a copy of `init` (N, 3, H, W, RGB in 0..1) for `iters` iterations, or fewer once the loss
-    improves by less than `tol` per iteration (0: always the full budget, and no host read of the loss)."""
+    improves by less than `tol` per iteration (0: always the full budget, and no host read of the loss).
+
+    `on_iterate(i, image)` sees the iterate itself, from i = 0 (the start); reading it waits for the device,
+    so only a caller that wants the pictures (an animation of the optimization) passes it."""
     x = init.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     rule = Converged(tol, CHECK_EVERY, MIN_ITERS) if tol > 0 and iters > MIN_ITERS else None
     counted: list[int] = [0]
+    if on_iterate is not None:
+        on_iterate(0, x.detach().clamp(0.0, 1.0))
 
     def step(i: int, loss: Tensor) -> None:
         counted[0] = i
         if on_step is not None:
             on_step(i, loss)
+        if on_iterate is not None:
+            on_iterate(i, x.detach().clamp(0.0, 1.0))
 
     if optimizer == "lbfgs":
         # No line search, like neural-style: it would spend evaluations we count (see vidstyle.lbfgs for why not

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import resolve_style
 from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
@@ -23,11 +24,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], output: Path | str,
                   config: Config | None = None, *, overwrite: bool = False, on_event: EventCallback = ignore_event,
-                  stop: threading.Event | None = None, stylizer: Stylizer | None = None) -> Path:
+                  stop: threading.Event | None = None, stylizer: Stylizer | None = None,
+                  animation: Path | str | None = None, animation_every: int = 5) -> Path:
     """Paint one image in the style(s), `config.first_iters` iterations from the content. Returns `output`.
 
     `config` defaults to the balanced preset, as on the command line. A prepared `stylizer` made with the same
-    settings and style images is reused instead of a new one.
+    settings and style images is reused instead of a new one. `animation` (.mp4 or .gif) also writes the
+    optimization itself: the picture every `animation_every` iterations, from the start to the result.
     """
     config = config if config is not None else make_config()
     content_path, output = Path(content_path), Path(output)
@@ -35,6 +38,12 @@ def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], o
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"output must be an image ({', '.join(IMAGE_SUFFIXES)}), got {output.name}")
     check_output_path(output, content_path, overwrite)
+    if animation is not None:
+        animation = Path(animation)
+        check_animation(animation, animation_every)
+        check_output_path(animation, content_path, overwrite)
+        if animation.resolve() == output.resolve():
+            raise SettingError("animation", "must be another file than the output")
     content = read_image(content_path, "content image")
     styles = [read_image(resolve_style(p), "style image") for p in style_paths]
     size = render_size(content.shape[1], content.shape[0], config.size)
@@ -45,7 +54,12 @@ def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], o
     stylizer = stylizer or Stylizer(config, styles, device)
     frames = [Frame(0, resize_rgb(content, size))]
     try:
-        (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
+        if animation is None:
+            (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
+        else:
+            with IterateRecorder(animation, size, animation_every) as recorder, stylizer.watching(recorder):
+                (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
+                recorder.finish(result.rgb)
     except Cancelled:
         raise Interrupted(0, 2) from None
     write_atomic(output, encode_image(result.rgb, output.suffix.lower()))

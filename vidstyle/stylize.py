@@ -119,6 +119,16 @@ class Stylizer:
             self.vgg.convs.to(self.dtype)
         self.styles = styles
         self._style_cache: dict[tuple[int, int], StyleLoss] = {}
+        self._on_iterate: StepCallback | None = None
+
+    @contextmanager
+    def watching(self, on_iterate: StepCallback) -> Iterator[None]:
+        """Every optimization inside the block shows its iterates to `on_iterate(i, image)` (an animation)."""
+        self._on_iterate = on_iterate
+        try:
+            yield
+        finally:
+            self._on_iterate = None
 
     def made_for(self, config: Config, styles: list[np.ndarray], device: torch.device) -> bool:
         """Whether this stylizer makes the frames `config` and `styles` describe, on `device`."""
@@ -242,7 +252,8 @@ class Stylizer:
         try:
             with self._backend_flags():
                 image, loss_t, spent = stylize_frame(init_t, loss_fn, iters, self.config.optimizer,
-                                                     self.config.adam_lr, on_step, self.config.tol)
+                                                     self.config.adam_lr, on_step, self.config.tol,
+                                                     self._on_iterate)
         except torch.OutOfMemoryError:
             raise out_of_memory((content.shape[1], content.shape[0]), self.dtype, self.device) from None
         loss = float(loss_t)

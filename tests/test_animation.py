@@ -1,0 +1,88 @@
+"""`vidstyle image --animation`: the optimization written as a short video, from the start to the result."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import decoded
+
+from vidstyle.animation import FPS, HOLD_SECONDS
+from vidstyle.cli import main
+from vidstyle.config import make_config
+from vidstyle.errors import SettingError
+from vidstyle.io.images import encode_image, read_image, resize_rgb, write_atomic
+from vidstyle.io.probe import probe_video
+from vidstyle.still import stylize_image
+from vidstyle.stylize import coarse_sizes
+
+HOLD = round(HOLD_SECONDS * FPS)
+
+
+@pytest.fixture()
+def content(images: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> Path:
+    path = tmp_path / "content.png"
+    write_atomic(path, encode_image(images[0]))
+    return path
+
+
+def test_the_animation_goes_from_the_photograph_to_the_result(content: Path, starry: Path, tmp_path: Path) -> None:
+    out, film = tmp_path / "out.png", tmp_path / "film.mp4"
+    config = make_config("fast", size=64, first_iters=12, device="cpu", init="content", coarse_levels=0)
+    stylize_image(content, [starry], out, config, animation=film, animation_every=3)
+    info = probe_video(film)
+    assert info.frame_count == 1 + 12 // 3 + HOLD  # the start, every third iteration, the result held
+    assert float(info.fps) == FPS
+    frames = decoded(film)
+    photo, result = read_image(content).astype(float), read_image(out).astype(float)
+    assert np.abs(frames[0] - photo).mean() < 6, "the first picture is the start: the photograph"
+    assert np.abs(frames[-1] - result).mean() < 6, "the last is the saved result"
+    assert np.abs(frames[0] - result).mean() > 10, "and the two differ: the animation shows the painting appear"
+    assert not list(tmp_path.glob(".film*")), "no partial file left"
+
+
+def test_a_gif_with_coarse_levels_is_written_at_the_full_size(content: Path, starry: Path, tmp_path: Path) -> None:
+    out, film = tmp_path / "out.png", tmp_path / "film.gif"
+    big = tmp_path / "big.png"
+    write_atomic(big, encode_image(resize_rgb(read_image(content), (192, 108))))
+    config = make_config("fast", size=192, first_iters=4, device="cpu", coarse_levels=1)
+    assert coarse_sizes((108, 192, 3), 1) == [(96, 54)]
+    stylize_image(big, [starry], out, config, animation=film, animation_every=2)
+    info = probe_video(film)
+    assert (info.width, info.height) == (192, 108)
+    assert info.frame_count == 2 * (1 + 4 // 2) + HOLD  # each level starts at its iteration 0
+
+
+@pytest.mark.parametrize("name, every, pattern", [
+    ("film.avi", 5, "animation must end in .mp4 or .gif"),
+    ("film.mp4", 0, "animation_every must be a whole number"),
+])
+def test_bad_animation_settings_are_refused_before_anything_is_written(
+        content: Path, starry: Path, tmp_path: Path, name: str, every: int, pattern: str) -> None:
+    with pytest.raises(SettingError, match=pattern):
+        stylize_image(content, [starry], tmp_path / "out.png", make_config("fast", size=64, device="cpu"),
+                      animation=tmp_path / name, animation_every=every)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png"]
+
+
+def test_the_cli_names_its_flags(content: Path, starry: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["image", str(content), "-s", str(starry), "-o", str(tmp_path / "o.png"), "--size", "64",
+                 "--iters", "4", "--animation", str(tmp_path / "a.mp4"), "--animation-every", "-1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(r"--animation-every must be a whole number", err[0]), err
+    assert main(["image", str(content), "-s", str(starry), "-o", str(tmp_path / "o.png"), "--size", "64",
+                 "--iters", "4", "--device", "cpu", "--quiet", "--animation", str(tmp_path / "a.mp4")]) == 0
+    assert probe_video(tmp_path / "a.mp4").frame_count == 1 + 0 + HOLD  # 4 iterations, one picture every 5
+
+
+def test_resize_keeps_the_animation_size_of_odd_stills(tmp_path: Path, starry: Path) -> None:
+    odd = tmp_path / "odd.png"
+    write_atomic(odd, encode_image(resize_rgb(read_image(starry), (63, 47))))
+    film = tmp_path / "odd.mp4"
+    stylize_image(odd, [starry], tmp_path / "o.png", make_config("fast", size=63, first_iters=2, device="cpu"),
+                  animation=film, animation_every=1)
+    info = probe_video(film)
+    assert (info.width, info.height) == (64, 48), "padded to even sides for H.264"

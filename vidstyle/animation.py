@@ -1,0 +1,110 @@
+"""The optimization as a picture: the iterate every few iterations, written as a short video or GIF.
+
+Gatys et al.'s method paints by gradient descent on the pixels; watching the iterate go from the photograph to
+the painting shows what the weights and iterations do. Only stills offer it: a video's frames start warm.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import IO, cast
+
+import cv2
+import numpy as np
+from torch import Tensor
+
+from vidstyle.errors import EncodeError, SettingError
+from vidstyle.io.ffmpeg import StderrTail, file_url, start_ffmpeg, stop_process
+from vidstyle.stylize import to_rgb8
+
+ANIMATION_SUFFIXES = (".mp4", ".gif")
+FPS = 10
+HOLD_SECONDS = 1.5  # the finished picture stays on screen a moment before a player loops
+
+
+def check_animation(path: Path, every: int) -> None:
+    if path.suffix.lower() not in ANIMATION_SUFFIXES:
+        raise SettingError("animation", f"must end in {' or '.join(ANIMATION_SUFFIXES)} (got {path.name})")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise SettingError("animation_every", f"must be a whole number of iterations, at least 1 (got {every!r})")
+
+
+def _ffmpeg_args(dest: Path, size: tuple[int, int]) -> list[str]:
+    width, height = size
+    source = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(FPS), "-i", "-"]
+    if dest.suffix.lower() == ".gif":
+        # One palette made for the whole animation: a fixed web palette would band the painting's gradients.
+        encode = ["-vf", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse", "-f", "gif"]
+    else:
+        # H.264 in 4:2:0 needs even sides: a still may have odd ones.
+        encode = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p",
+                  "-movflags", "+faststart", "-f", "mp4"]
+    return ["-v", "error", "-y", *source, *encode, file_url(dest)]
+
+
+class IterateRecorder:
+    """A context manager fed (iteration, image) by the optimizer; keeps every `every`-th iterate as a frame.
+
+    It writes to a hidden sibling of `path` and renames it into place on a clean exit, so an interrupted still
+    leaves no half-written animation.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int], every: int) -> None:
+        self.path, self.size, self.every = path, size, every
+        self.partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex}{path.suffix}")
+        self.frames = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: StderrTail | None = None
+
+    def __enter__(self) -> IterateRecorder:
+        self._proc = start_ffmpeg(_ffmpeg_args(self.partial, self.size), stdin=True)
+        self._stderr = StderrTail(cast(IO[bytes], self._proc.stderr))
+        return self
+
+    def __call__(self, iteration: int, image: Tensor) -> None:
+        """An iterate of the optimization (iteration 0 is its start); a coarse level's is enlarged."""
+        if iteration % self.every == 0:
+            self.add(to_rgb8(image))
+
+    def add(self, rgb: np.ndarray, repeat: int = 1) -> None:
+        width, height = self.size
+        if rgb.shape[:2] != (height, width):
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_CUBIC)
+        data = np.ascontiguousarray(rgb).data
+        try:
+            for _ in range(repeat):
+                cast(IO[bytes], cast(subprocess.Popen[bytes], self._proc).stdin).write(data)
+                self.frames += 1
+        except (BrokenPipeError, OSError) as exc:
+            raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}") from exc
+
+    def finish(self, result: np.ndarray) -> None:
+        """The finished picture (after colour preservation, as saved), held a moment at the end."""
+        self.add(result, repeat=max(1, round(HOLD_SECONDS * FPS)))
+
+    def _last_words(self) -> str:
+        proc = cast(subprocess.Popen[bytes], self._proc)
+        stop_process(proc)
+        if self._stderr is not None:
+            self._stderr.join()
+            return self._stderr.last() or f"ffmpeg exited with {proc.returncode}"
+        return f"ffmpeg exited with {proc.returncode}"
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        proc = cast(subprocess.Popen[bytes], self._proc)
+        if exc_type is not None:
+            proc.kill()
+        stop_process(proc, grace=120.0)  # closing stdin lets ffmpeg write the palette pass and the file
+        if self._stderr is not None:
+            self._stderr.join()
+        if exc_type is None and proc.returncode != 0:
+            self.partial.unlink(missing_ok=True)
+            raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
+        if exc_type is None:
+            self.partial.replace(self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
