@@ -127,3 +127,21 @@ def test_metrics_see_a_frozen_render(photo: np.ndarray) -> None:
     assert honest.edge_correlation > 0.99
     assert frozen.edge_correlation < honest.edge_correlation - 0.2
     assert edge_correlation(frames[0], frames[0]) == pytest.approx(1.0)
+
+
+def test_the_long_term_warping_error_sees_strokes_redrawn_every_frame() -> None:
+    clip = shared_asset("field_pan_with_audio.mp4")
+    info = probe_video(clip)
+    frames = [f.rgb for f in itertools.islice(read_frames(info, size_to_fit(info.width, info.height, 96)), 24)]
+    kept = measure_frames(frames, frames)
+    assert kept.long_term_warping_error == pytest.approx(kept.source_long_term_warping_error)
+    assert kept.source_long_term_warping_error > kept.source_warping_error, "eight frames apart drift more"
+    rng = np.random.default_rng(0)
+    redrawn = [np.clip(f + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    fixed = rng.normal(0, 12, frames[0].shape)  # strokes that stay put: a painted texture fixed on the screen
+    steady = [np.clip(f + fixed, 0, 255).astype(np.uint8) for f in frames]
+    noisy, stuck = measure_frames(redrawn, frames), measure_frames(steady, frames)
+    assert noisy.long_term_warping_error > 2 * kept.long_term_warping_error
+    assert noisy.long_term_warping_error > stuck.long_term_warping_error
+    three = measure_frames(frames[:3], frames[:3])
+    assert three.long_term_warping_error > 0, "frames 0 and 2: one pair two apart"

@@ -46,6 +46,9 @@ class Config:
     style_weight: float = _opt(5.0, "weight of the Gram style loss (relu1_1..relu5_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
+    temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
+                                  "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
+                                  "region hidden and shown again gets its old strokes back)")
     style_blend: tuple[float, ...] = _opt((), "relative weights of several styles, e.g. 0.7,0.3 (default equal)")
     style_scale: float = _opt(1.0, "style image long side relative to the render's long side")
     preserve_colors: bool = _opt(False, "keep the source's colours, take only luminance from the style")
@@ -98,6 +101,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "style_weight": (0.0, 1e6),
     "tv_weight": (0.0, 1e6),
     "temporal_weight": (0.0, 1e6),
+    "temporal_reach": (1, 64),
     "style_scale": (0.05, 8.0),
     "prev_weight": (0.0, 1.0),
     "cut_threshold": (0.0, 1.0),

@@ -65,6 +65,17 @@ def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float 
     return mask
 
 
+def colour_agreement(frame: np.ndarray, carried: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
+    """(H, W) in 0..1: how well `carried` (another frame warped onto `frame`) shows the same colours there.
+
+    Flow consistency alone trusts a still background that an object has since covered: forward and backward flow
+    are both zero and agree. Over a few frames that happens often; the colours tell the two apart. Soft, so
+    that noise and lighting drift cost little: exp(-(d / tolerance)^2), d the mean absolute difference in 0..1.
+    """
+    difference = np.abs(frame.astype(np.float32) - carried.astype(np.float32)).mean(-1) / 255.0
+    return np.exp(-np.square(difference / tolerance)).astype(np.float32)
+
+
 def cut_distance(prev_rgb: np.ndarray, next_rgb: np.ndarray) -> float:
     """0 (same shot) .. 1 (unrelated): Bhattacharyya distance of hue-saturation histograms."""
     hists = []

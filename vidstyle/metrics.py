@@ -2,7 +2,8 @@
 
 - Warping error (Lai et al. 2018, "Learning Blind Video Temporal Consistency"): mean over consecutive pairs of
   the occlusion-masked squared difference between a frame and its flow-warped predecessor, pixels in 0..1,
-  the flow taken from the *source* video. The source's own figure is the floor.
+  the flow taken from the *source* video. The source's own figure is the floor. The long-term figure does the
+  same for frames 2, 4 and 8 apart in one shot.
 - Edge fidelity: per frame, the correlation of the output's and the source frame's edge-strength maps.
   Warping error alone rewards a render that freezes or smears; this catches both.
 - Style gain: the sliced Wasserstein distance of image patches to the painting's (vidstyle.style_distance), which
@@ -24,6 +25,8 @@ from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, 
 from vidstyle.io.decode import read_frames
 from vidstyle.io.probe import VideoInfo, probe_video
 from vidstyle.style_distance import StyleDistance
+
+LONG_TERM_GAPS = (2, 4, 8)  # frames apart for the long-term warping error
 
 
 def edge_strength(rgb: np.ndarray) -> np.ndarray:
@@ -64,6 +67,10 @@ class VideoMetrics:
     # Network-free style gain (vidstyle.style_distance) of sampled frames over their source frames, when the
     # painting is given: 1 is the painting's own patch statistics, 0 no closer to them than the source.
     style_gain: float | None = None
+    # The same error between frames LONG_TERM_GAPS apart in one shot (mean over the gaps): whether a region
+    # keeps its strokes over a second, not only from one frame to the next; and the source's own, its floor.
+    long_term_warping_error: float = 0.0
+    source_long_term_warping_error: float = 0.0
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -77,21 +84,31 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
     With the `style` painting, every `style_every`-th frame's network-free style gain is averaged too.
     """
     warp_errors, floor_errors, edges, gains = [], [], [], []
-    prev: tuple[np.ndarray, np.ndarray] | None = None
+    long_errors, long_floor = [], []
+    shot: list[tuple[np.ndarray, np.ndarray]] = []  # (output, source) of the shot so far, newest first
     scorer: StyleDistance | None = None
     for out, src in zip(outputs, sources, strict=False):  # a render may be cut short; score what both have
         if style is not None and len(edges) % style_every == 0:
             scorer = scorer or StyleDistance(style, (out.shape[1], out.shape[0]))
             gains.append(scorer.gain(out, src))
         edges.append(edge_correlation(out, src))
-        if prev is not None and not is_scene_cut(prev[1], src, cut_threshold):
-            backward, mask = source_motion(prev[1], src, flow_method)  # one flow serves both errors
-            warp_errors.append(warping_error(prev[0], out, backward, mask))
-            floor_errors.append(warping_error(prev[1], src, backward, mask))
-        prev = (out, src)
+        if shot and is_scene_cut(shot[0][1], src, cut_threshold):
+            shot = []
+        if shot:
+            backward, mask = source_motion(shot[0][1], src, flow_method)  # one flow serves both errors
+            warp_errors.append(warping_error(shot[0][0], out, backward, mask))
+            floor_errors.append(warping_error(shot[0][1], src, backward, mask))
+        for gap in LONG_TERM_GAPS:
+            if gap <= len(shot):
+                earlier_out, earlier_src = shot[gap - 1]
+                backward, mask = source_motion(earlier_src, src, flow_method)
+                long_errors.append(warping_error(earlier_out, out, backward, mask))
+                long_floor.append(warping_error(earlier_src, src, backward, mask))
+        shot = [(out, src), *shot][:max(LONG_TERM_GAPS)]
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
     return VideoMetrics(len(edges), mean(warp_errors), mean(floor_errors), mean(edges),
-                        float(min(edges)) if edges else 0.0, mean(gains) if gains else None)
+                        float(min(edges)) if edges else 0.0, mean(gains) if gains else None,
+                        mean(long_errors), mean(long_floor))
 
 
 def check_pair(output: VideoInfo, source: VideoInfo) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
+from vidstyle.flow import colour_agreement, estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
 from vidstyle.stylize import Stylizer, add_stylization, to_tensor
@@ -46,10 +46,21 @@ class StylizedFrame:
 
 @dataclass(frozen=True)
 class Previous:
-    """The frame just before a sequence that continues a shot: its source pixels and its stylized result."""
+    """The frame just before a sequence that continues a shot: its source pixels and its stylized result, and
+    (source, stylized) of the frames before it in the shot, nearest first, as far as `temporal_reach` looks."""
 
     source: np.ndarray
     stylized: np.ndarray
+    earlier: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+
+@dataclass(frozen=True)
+class LongTerm:
+    """How frame t relates to frame t - `back` of its shot (back >= 2): flow t -> t-back and its reliability."""
+
+    back: int
+    backward: np.ndarray
+    mask: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -61,29 +72,68 @@ class Motion:
     fresh: bool
     backward: np.ndarray | None  # flow frame t -> t-1, when flow is on
     mask: np.ndarray | None  # reliability of `backward` in 0..1
+    further: tuple[LongTerm, ...] = ()  # frames further back, nearest first (temporal_reach > 1)
 
 
-def track_motion(frames: Iterable[Frame], config: Config, previous: np.ndarray | None = None,
+def reach_offsets(reach: int) -> tuple[int, ...]:
+    """The frames back the temporal loss looks at beyond t-1: 2, 4, 8, ... up to `reach`."""
+    offsets, back = [], 2
+    while back <= reach:
+        offsets.append(back)
+        back *= 2
+    return tuple(offsets)
+
+
+def _flow_and_mask(cur_gray: np.ndarray, other_gray: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    backward = estimate_flow(cur_gray, other_gray, method)
+    return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method))
+
+
+def _long_term(frame: np.ndarray, cur_gray: np.ndarray, other: np.ndarray, back: int, method: str) -> LongTerm:
+    """Frame t against frame t - back: flow, reliable where the flow is consistent and the colours agree."""
+    backward, mask = _flow_and_mask(cur_gray, to_gray(other), method)
+    return LongTerm(back, backward, mask * colour_agreement(frame, warp(other, backward)))
+
+
+def track_motion(frames: Iterable[Frame], config: Config, previous: Sequence[np.ndarray] | np.ndarray | None = None,
                  find_cuts: bool = True) -> Iterator[Motion]:
-    """Scene cuts and flow between consecutive source frames; `previous` is the source frame before the first.
+    """Scene cuts and flow between consecutive source frames; `previous` is the source frame before the first,
+    or those frames nearest first (as far back as `temporal_reach` looks).
 
     Without `find_cuts` the caller has already split the video at its cuts (a render's plan), so only the start
     of the sequence is fresh, and only where nothing precedes it.
     """
-    prev = previous
+    offsets = reach_offsets(config.temporal_reach) if config.flow != "none" else ()
+    shot: list[np.ndarray] = [previous] if isinstance(previous, np.ndarray) else list(previous or [])
     for frame in frames:
+        prev = shot[0] if shot else None
         fresh = prev is None or (find_cuts and is_scene_cut(prev, frame.rgb, config.cut_threshold))
         backward = mask = None
+        further: tuple[LongTerm, ...] = ()
         if not fresh and config.flow != "none":
-            cur_gray, prev_gray = to_gray(frame.rgb), to_gray(prev)  # type: ignore[arg-type]
-            backward = estimate_flow(cur_gray, prev_gray, config.flow)
-            mask = occlusion_mask(backward, estimate_flow(prev_gray, cur_gray, config.flow))
-        yield Motion(frame, None if fresh else prev, fresh, backward, mask)
-        prev = frame.rgb
+            cur_gray = to_gray(frame.rgb)
+            backward, mask = _flow_and_mask(cur_gray, to_gray(prev), config.flow)  # type: ignore[arg-type]
+            further = tuple(_long_term(frame.rgb, cur_gray, shot[back - 1], back, config.flow)
+                            for back in offsets if back <= len(shot))
+        yield Motion(frame, None if fresh else prev, fresh, backward, mask, further)
+        shot = [frame.rgb] if fresh else [frame.rgb, *shot][:max(offsets, default=1)]
+
+
+def long_term_masks(nearest: np.ndarray, further: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Ruder et al. 2018, eq. 8: each further frame's reliability less what the closer frames already cover,
+    so a pixel is tied to the nearest frame that saw it, and only there."""
+    covered = nearest.copy()
+    masks = []
+    for mask in further:
+        own = np.clip(mask - covered, 0.0, 1.0)
+        covered += own
+        masks.append(own)
+    return masks
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
-               device: torch.device | None = None) -> tuple[np.ndarray, TemporalLoss | None]:
+               device: torch.device | None = None,
+               earlier: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[np.ndarray, TemporalLoss | None]:
     """Start image for a later frame, and its temporal loss target.
 
     We carry over the previous frame's *stylization* (output minus its source frame), not the output itself,
@@ -93,6 +143,10 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     content. Re-basing on the current frame keeps the content sharp and current, so nothing is resampled
     again and again; `prev_weight` < 1 lets stale texture decay. With flow, the carried stylization moves
     with the scene and is damped where the flow is unreliable (see UNRELIABLE_KEEP).
+
+    Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
+    the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
+    takes up its old strokes instead of being painted anew.
     """
     previous = motion.previous if motion.previous is not None else motion.frame.rgb
     stylization = prev_out.astype(np.float32) - previous.astype(np.float32)
@@ -100,12 +154,35 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     if motion.backward is not None and motion.mask is not None:
         kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
         stylization = warp(stylization, motion.backward) * kept
+        carried = warp(prev_out.astype(np.float32), motion.backward)
+        mask = motion.mask
+        if motion.further:
+            stylization, carried, mask = _reach_further(motion, stylization, carried, earlier)
         if config.temporal_weight > 0:
-            carried = np.clip(warp(prev_out.astype(np.float32), motion.backward), 0, 255).round().astype(np.uint8)
             device = device or torch.device("cpu")
-            mask = torch.from_numpy(motion.mask).to(device)[None, None]  # broadcast over the colour channels
-            temporal = TemporalLoss(to_tensor(carried, device), mask)
+            target = np.clip(carried, 0, 255).round().astype(np.uint8)
+            weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
+            temporal = TemporalLoss(to_tensor(target, device), weights)
     return add_stylization(motion.frame.rgb, stylization, config.prev_weight), temporal
+
+
+def _reach_further(motion: Motion, stylization: np.ndarray, carried: np.ndarray,
+                   earlier: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add the frames further back where only they are reliable. The terms of Ruder et al.'s long-term loss,
+    sum_k m_k (x - w_k)^2 with disjoint masks m_k, equal one term (sum m_k)(x - w)^2 with w their m-weighted
+    mean, up to a constant: so one masked target carries them all, at the cost of one."""
+    assert motion.mask is not None
+    masks = long_term_masks(motion.mask, [far.mask for far in motion.further])
+    total = motion.mask.copy()
+    target = carried * motion.mask[..., None]
+    for far, own in zip(motion.further, masks, strict=True):
+        source, stylized = earlier[far.back - 2]  # earlier[0] is frame t-2
+        style_part = warp(stylized.astype(np.float32) - source.astype(np.float32), far.backward)
+        stylization = stylization * (1.0 - own[..., None]) + style_part * own[..., None]
+        target += warp(stylized.astype(np.float32), far.backward) * own[..., None]
+        total += own
+    mean = np.where(total[..., None] > 1e-6, target / np.maximum(total, 1e-6)[..., None], carried)
+    return stylization, mean, total
 
 
 def frame_seed(seed: int, index: int) -> int:
@@ -130,18 +207,22 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
     two iterations by raising Cancelled.
     """
     config = stylizer.config
-    prev_out = previous.stylized if previous is not None else None
-    motions = track_motion(frames, config, previous.source if previous is not None else None, find_cuts)
+    # (source, stylized) of the shot's latest frames, nearest first, as far back as temporal_reach looks.
+    history: list[tuple[np.ndarray, np.ndarray]] = []
+    if previous is not None:
+        history = [(previous.source, previous.stylized), *previous.earlier]
+    motions = track_motion(frames, config, [source for source, _ in history], find_cuts)
+    keep = max(reach_offsets(config.temporal_reach), default=1)
     for motion in read_ahead(motions, depth=3):
-        result = _stylize_motion(motion, prev_out, stylizer, on_event, stop)
-        prev_out = result.rgb
+        result = _stylize_motion(motion, history, stylizer, on_event, stop)
+        history = [(motion.frame.rgb, result.rgb)] + ([] if result.fresh else history[:keep - 1])
         yield result
 
 
-def _stylize_motion(motion: Motion, prev_out: np.ndarray | None, stylizer: Stylizer, on_event: EventCallback,
-                    stop: threading.Event | None) -> StylizedFrame:
+def _stylize_motion(motion: Motion, history: list[tuple[np.ndarray, np.ndarray]], stylizer: Stylizer,
+                    on_event: EventCallback, stop: threading.Event | None) -> StylizedFrame:
     config, index, rgb = stylizer.config, motion.frame.index, motion.frame.rgb
-    fresh = motion.fresh or prev_out is None
+    fresh = motion.fresh or not history
     iters = stylizer.fresh_iterations(rgb.shape, config.first_iters) if fresh else config.iters
     on_event(FrameStarted(index, iters, fresh))
     started = time.perf_counter()
@@ -154,14 +235,14 @@ def _stylize_motion(motion: Motion, prev_out: np.ndarray | None, stylizer: Styli
     if fresh:
         result = stylizer.stylize_fresh(rgb, config.first_iters, on_step)
     else:
-        init, temporal = _later_start(motion, prev_out, stylizer)  # type: ignore[arg-type]
+        init, temporal = _later_start(motion, history, stylizer)
         result = stylizer.stylize(rgb, init, iters, temporal, on_step)
     seconds = time.perf_counter() - started
     on_event(FrameDone(index, result.loss, seconds, fresh, result.iterations))
     return StylizedFrame(index, result.rgb, result.loss, fresh, result.iterations, seconds)
 
 
-def _later_start(motion: Motion, prev_out: np.ndarray,
+def _later_start(motion: Motion, history: list[tuple[np.ndarray, np.ndarray]],
                  stylizer: Stylizer) -> tuple[np.ndarray | torch.Tensor, TemporalLoss | None]:
     """Start image (and temporal target) of a frame that follows another in the same shot."""
     config, rgb = stylizer.config, motion.frame.rgb
@@ -169,4 +250,4 @@ def _later_start(motion: Motion, prev_out: np.ndarray,
         return rgb, None
     if config.init == "random":
         return random_start(rgb.shape[:2], frame_seed(config.seed, motion.frame.index), stylizer.device), None
-    return warm_start(motion, prev_out, config, stylizer.device)
+    return warm_start(motion, history[0][1], config, stylizer.device, history[1:])
