@@ -16,15 +16,17 @@ _PUBLIC = {
     "make_config": "vidstyle.config",
     "VidstyleError": "vidstyle.errors",
     "render": "vidstyle.pipeline",
+    "render_many": "vidstyle.batch",
     "stylize_image": "vidstyle.still",
     "Stylizer": "vidstyle.stylize",
     "stylize_sequence": "vidstyle.sequence",
 }
 
-__all__ = ["Config", "Stylizer", "VidstyleError", "__version__", "make_config", "render", "stylize_image",
-           "stylize_sequence"]
+__all__ = ["Config", "Stylizer", "VidstyleError", "__version__", "make_config", "render", "render_many",
+           "stylize_image", "stylize_sequence"]
 
 if TYPE_CHECKING:
+    from vidstyle.batch import render_many
     from vidstyle.config import Config, make_config
     from vidstyle.errors import VidstyleError
     from vidstyle.pipeline import render

@@ -20,6 +20,8 @@ class RenderStarted:
     shots: int  # segments of the plan that start fresh: the first frame and each scene cut
     audio: str  # what happens to the source's audio, e.g. "copy aac" or "no audio"
     notes: tuple[str, ...] = ()  # things a person should know before waiting for the result, one line each
+    fresh_left: int = 0  # frames still to make that start from nothing (the first, scene cuts): the costly ones
+    budgets: tuple[int, int] = (0, 0)  # iterations of a fresh frame and of a later one (at most, with a tolerance)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,28 @@ class WorkersBusy:
     frames_done: int
 
 
-Event = RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished | WorkersBusy
+@dataclass(frozen=True)
+class BatchItemStarted:
+    """One render of a batch (vidstyle.batch) begins: number `position` (from 0) of `count`."""
+
+    position: int
+    count: int
+    input: Path
+    styles: tuple[Path, ...]
+    output: Path
+
+
+@dataclass(frozen=True)
+class BatchItemEnded:
+    position: int
+    count: int
+    output: Path
+    status: str  # "written", "skipped" (the output exists) or "failed"
+    reason: str  # why it was skipped or failed
+
+
+Event = (RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished | WorkersBusy
+         | BatchItemStarted | BatchItemEnded)
 EventCallback = Callable[[Event], None]
 
 

@@ -46,7 +46,7 @@ from vidstyle.io.probe import VideoInfo, probe_video
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.plan import Segment, find_cuts, plan_segments
 from vidstyle.precision import resolve_precision
-from vidstyle.sequence import Previous, stylize_sequence
+from vidstyle.sequence import Previous, reach_offsets, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 from vidstyle.threads import WriteBehind
 
@@ -152,9 +152,16 @@ def render(input_path: Path | str, style_paths: Sequence[Path | str], output: Pa
     """
     job = prepare_render(input_path, style_paths, output, config, workdir=workdir, overwrite=overwrite,
                          start=start, end=end)
-    if workers is not None or ray_address is not None or chunk_frames is not None or overlap is not None:
-        if job.trim is not None:
-            raise SettingError("start", "and end (a part of the video) are not available on several workers yet")
+    return render_job(job, restart=restart, on_event=on_event, stop=stop, stylizer=stylizer, workers=workers,
+                      ray_address=ray_address, chunk_frames=chunk_frames, overlap=overlap)
+
+
+def render_job(job: RenderJob, *, restart: bool = False, on_event: EventCallback = ignore_event,
+               stop: threading.Event | None = None, stylizer: Stylizer | None = None, workers: int | None = None,
+               ray_address: str | None = None, chunk_frames: int | None = None, overlap: int | None = None) -> Path:
+    """Carry out a render that prepare_render() has checked (render() is the two in one)."""
+    if on_cluster(workers, ray_address, chunk_frames, overlap):
+        check_cluster_job(job)
         from vidstyle.distributed import Cluster, render_distributed
 
         cluster = Cluster.of(workers, ray_address, chunk_frames, overlap, stylizer)
@@ -162,6 +169,16 @@ def render(input_path: Path | str, style_paths: Sequence[Path | str], output: Pa
     if stylizer is not None:
         _check_stylizer(stylizer, job)
     return _run(job, restart, on_event, stop, stylizer)
+
+
+def on_cluster(workers: int | None, ray_address: str | None, chunk_frames: int | None, overlap: int | None) -> bool:
+    """Whether these options ask for a render on Ray workers."""
+    return workers is not None or ray_address is not None or chunk_frames is not None or overlap is not None
+
+
+def check_cluster_job(job: RenderJob) -> None:
+    if job.trim is not None:
+        raise SettingError("start", "and end (a part of the video) are not available on several workers yet")
 
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
@@ -249,9 +266,11 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"frames {first} to {stop - 1} of {job.info.frame_count} ({job.info.frame_times[first]:.3f} s on)"
                      if job.info.frame_times else f"frames {first} to {stop - 1} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
+    fresh_left = sum(s.fresh and s.start not in done for s in segments)
     return RenderStarted(stop - first, first_missing(done, stop, first), len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
-                         job.audio.description, tuple(notes))
+                         job.audio.description, tuple(notes), fresh_left,
+                         (job.config.first_iters, job.config.iters))
 
 
 def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
@@ -296,9 +315,10 @@ class _Run:
     stop: int
     done: bool
     continues: bool  # its first frame follows a finished frame of the same shot
+    history: int = 0  # finished frames of the shot right before it, up to what the temporal loss looks back at
 
 
-def _runs(segments: list[Segment], done: set[int]) -> Iterator[_Run]:
+def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_Run]:
     for segment in segments:
         start = segment.start
         while start < segment.stop:
@@ -306,14 +326,18 @@ def _runs(segments: list[Segment], done: set[int]) -> Iterator[_Run]:
             stop = start + 1
             while stop < segment.stop and (stop in done) == finished:
                 stop += 1
-            yield _Run(start, stop, finished, start > segment.start or not segment.fresh)
+            history = 0
+            while history < reach and start - history - 1 >= segment.start and start - history - 1 in done:
+                history += 1
+            yield _Run(start, stop, finished, start > segment.start or not segment.fresh, history)
             start = stop
 
 
 def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
                      stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """(index, pixels, new) for every frame in order: loaded where an earlier run finished it, else stylized."""
-    for run in _runs(segments, job.workdir.done_frames()):
+    keep = max(reach_offsets(job.config.temporal_reach), default=1)
+    for run in _runs(segments, job.workdir.done_frames(), keep):
         if run.done:
             for index in range(run.start, run.stop):
                 yield index, job.workdir.load_frame(index, job.size), False
@@ -323,13 +347,16 @@ def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
 
 def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunProgress,
                  stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
-    frames = read_frames(job.info, job.size, run.start - 1 if run.continues else run.start, run.stop)
+    back = max(run.history, 1) if run.continues else 0
+    frames = read_frames(job.info, job.size, run.start - back, run.stop)
     results = None
     try:
         previous = None
-        if run.continues:
-            source = next(frames)
-            previous = Previous(source.rgb.copy(), job.workdir.load_frame(run.start - 1, job.size))
+        if back:
+            # The shot's frames before the run, nearest first: their sources decoded, their paintings loaded.
+            pairs = [(next(frames).rgb.copy(), job.workdir.load_frame(index, job.size))
+                     for index in range(run.start - back, run.start)][::-1]
+            previous = Previous(*pairs[0], earlier=tuple(pairs[1:]))
         results = stylize_sequence(frames, stylizer, previous, find_cuts=False, on_event=progress, stop=stop)
         for result in results:
             yield result.index, result.rgb, True

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
+from vidstyle.config import Config, make_config
 from vidstyle.errors import InputError
+
+GPU_DEMO_SIZE = 720  # the demo on a GPU: the default preset at a size that shows the brush strokes
 
 _STYLES = {"starry-night": "starry_night.jpg"}
 # What each built-in painting is, for `vidstyle styles` (ATTRIBUTION.md has the sources).
@@ -51,3 +54,14 @@ def resolve_style(name_or_path: Path | str) -> Path:
 def demo_clip() -> Path:
     """Big Buck Bunny, 5.3 s with 5.1 audio (CC BY 3.0, Blender Foundation)."""
     return _asset("bigbuckbunny.mp4")
+
+
+def demo_config(device: str | None = None) -> Config:
+    """The demo's settings for the device it runs on: on a CPU the `demo` preset (small, to finish in about two
+    minutes on two cores); on a GPU or Apple's MPS the default preset at GPU_DEMO_SIZE, as a real render looks."""
+    from vidstyle.stylize import resolve_device  # torch: only once a demo is really asked for
+
+    chosen = resolve_device(device or "auto")
+    if chosen.type == "cpu":
+        return make_config("demo", device=device)
+    return make_config(size=GPU_DEMO_SIZE, device=device)

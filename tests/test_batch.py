@@ -1,0 +1,136 @@
+"""Many inputs and `--each-style` in one command: every output written, the network loaded once, a failure
+reported and passed over, a re-run finishing what is left."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ffmpeg
+
+import vidstyle.stylize
+from vidstyle.batch import plan_batch, render_many
+from vidstyle.cli import main
+from vidstyle.config import make_config
+from vidstyle.errors import SettingError
+from vidstyle.events import BatchItemEnded, BatchItemStarted, Event
+from vidstyle.io.probe import probe_video
+
+TINY = ("--size", "64", "--iters", "1", "--first-iters", "3", "--device", "cpu", "--flow", "none", "--quiet")
+
+
+@pytest.fixture()
+def clips(tmp_path: Path) -> list[Path]:
+    """Two short real-looking clips with different lengths, in a folder of their own."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    made = []
+    for name, seconds in (("one.mp4", 0.2), ("two.mp4", 0.16)):
+        ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=64x48:rate=25:duration={seconds}", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", str(folder / name))
+        made.append(folder / name)
+    return made
+
+
+@pytest.fixture()
+def two_styles(starry: Path, tmp_path: Path) -> list[Path]:
+    wave = tmp_path / "wave.jpg"
+    ffmpeg("-i", str(starry), "-vf", "hflip,scale=96:-2", str(wave))
+    return [starry, wave]
+
+
+def test_each_style_writes_one_output_per_input_and_style_on_one_network(
+        clips: list[Path], two_styles: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = []
+    real_load = vidstyle.stylize.load_vgg
+    monkeypatch.setattr(vidstyle.stylize, "load_vgg", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    events: list[Event] = []
+    config = make_config("fast", size=64, iters=1, first_iters=3, device="cpu")
+    results = render_many(clips, two_styles, config, each_style=True, on_event=events.append)
+    assert [r.status for r in results] == ["written"] * 4
+    expected = [clip.with_name(f"{clip.stem}.{style.stem}.mp4") for clip in clips for style in two_styles]
+    assert [r.item.output for r in results] == expected
+    for clip, output in zip([c for c in clips for _ in two_styles], expected, strict=True):
+        assert probe_video(output).frame_count == probe_video(clip).frame_count
+    assert len(loads) == 1, "the network is loaded once for the whole batch"
+    started = [e for e in events if isinstance(e, BatchItemStarted)]
+    assert [(e.position, e.count) for e in started] == [(0, 4), (1, 4), (2, 4), (3, 4)]
+
+
+def test_a_blend_is_one_output_per_input(clips: list[Path], two_styles: list[Path]) -> None:
+    items = plan_batch(clips, two_styles)
+    assert [i.output.name for i in items] == ["one.starry_night.mp4", "two.starry_night.mp4"]
+    assert all(i.styles == tuple(two_styles) for i in items)
+
+
+def test_a_failure_is_reported_and_the_others_are_written(clips: list[Path], starry: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    broken = clips[0].with_name("broken.mp4")
+    broken.write_bytes(b"not a video at all")
+    code = main(["render", str(clips[0]), str(broken), str(clips[1]), "--style", str(starry), *TINY])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "vidstyle: 2 written, 0 skipped" in err and "1 failed" in err
+    assert re.search(r"failed: .*broken\.starry_night\.mp4: .*broken\.mp4", err)
+    assert "Traceback" not in err
+    assert clips[0].with_name("one.starry_night.mp4").exists() and clips[1].with_name("two.starry_night.mp4").exists()
+    assert not clips[0].with_name("broken.starry_night.mp4").exists()
+
+
+def test_a_rerun_skips_what_is_written(clips: list[Path], starry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first = clips[0].with_name("one.starry_night.mp4")
+    assert main(["render", str(clips[0]), "--style", str(starry), "-o", str(first), *TINY]) == 0
+    before = first.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["render", *map(str, clips), "--style", str(starry), *TINY]) == 0
+    assert "1 written, 1 skipped" in capsys.readouterr().err
+    assert first.stat().st_mtime_ns == before, "an existing output is left alone"
+    assert clips[1].with_name("two.starry_night.mp4").exists()
+
+
+def test_outputs_go_into_the_folder_that_o_names(clips: list[Path], starry: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    assert main(["render", *map(str, clips), "--style", str(starry), "-o", str(folder), *TINY]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["one.starry_night.mp4", "two.starry_night.mp4"]
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (("-o", "single.mp4"), r"-o single\.mp4 is not a directory: this command writes 2 videos"),
+    (("--workdir", "work"), r"--workdir names one render's checkpoints"),
+])
+def test_options_for_one_output_are_refused_for_many(clips: list[Path], starry: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str], monkeypatch,
+                                                     extra: tuple[str, ...], pattern: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["render", *map(str, clips), "--style", str(starry), *extra, *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]), err
+    assert not any(clips[0].parent.glob("*.starry_night.mp4"))
+
+
+def test_two_inputs_of_one_name_into_one_folder_are_refused_before_anything(
+        clips: list[Path], starry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    twin = shutil.copy(clips[0], other / clips[0].name)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(SettingError, match="would both be written to"):
+        render_many([clips[0], twin], [starry], output_dir=folder)
+    assert main(["render", str(clips[0]), str(twin), "--style", str(starry), "-o", str(folder), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vidstyle: error: the inputs "), err
+    assert not any(folder.iterdir())
+
+
+def test_each_items_end_is_an_event(clips: list[Path], starry: Path) -> None:
+    events: list[Event] = []
+    clips[1].with_name("two.starry_night.mp4").write_bytes(b"mine")
+    config = make_config("fast", size=64, iters=1, first_iters=3, device="cpu")
+    render_many(clips, [starry], config, on_event=events.append)
+    ended = [(e.position, e.status) for e in events if isinstance(e, BatchItemEnded)]
+    assert ended == [(0, "written"), (1, "skipped")]
+    assert clips[1].with_name("two.starry_night.mp4").read_bytes() == b"mine"

@@ -1,0 +1,70 @@
+"""The ETA weighs fresh frames by their cost and settles within a few frames (events replayed on a clock)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from vidstyle.eta import RenderEta
+from vidstyle.events import FrameDone, FrameStarted, IterationDone, RenderStarted
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _started(total: int, fresh_left: int, done: int = 0) -> RenderStarted:
+    return RenderStarted(total, done, done, (64, 36), Fraction(25), "cpu", Path("w"), fresh_left, "no audio",
+                         fresh_left=fresh_left, budgets=(200, 40))
+
+
+def _frame(eta: RenderEta, clock: Clock, index: int, fresh: bool, seconds: float, iters: int) -> None:
+    eta.update(FrameStarted(index, iters, fresh))
+    for i in range(1, iters + 1):
+        clock.now += seconds / iters
+        eta.update(IterationDone(index, i, iters))
+    eta.update(FrameDone(index, 1.0, seconds, fresh, iters))
+
+
+def test_the_first_frame_predicts_later_frames_by_their_iteration_budget() -> None:
+    clock = Clock()
+    eta = RenderEta(_started(total=101, fresh_left=1), clock)
+    assert eta.seconds_left() is None
+    eta.update(FrameStarted(0, 200, True))
+    clock.now += 5.0
+    eta.update(IterationDone(0, 10, 200))
+    # 0.5 s an iteration: the first frame 100 s (95 s still to go), each later frame 40 x 0.5 s.
+    assert eta.seconds_left() == pytest.approx(95 + 100 * 20)
+    clock.now += 95.0
+    eta.update(FrameDone(0, 1.0, 100.0, True, 200))
+    assert eta.seconds_left() == pytest.approx(100 * 20)
+    assert eta.seconds_a_frame() == pytest.approx(20)
+
+
+def test_it_settles_within_a_few_frames_and_keeps_scene_cuts_costly() -> None:
+    """Truth: fresh frames 100 s, later frames 8 s (warm starts converge faster than their budget says)."""
+    clock = Clock()
+    eta = RenderEta(_started(total=60, fresh_left=3), clock)
+    plan = [(i, i in (0, 20, 40)) for i in range(60)]
+    errors = []
+    for position, (index, fresh) in enumerate(plan):
+        _frame(eta, clock, index, fresh, 100.0 if fresh else 8.0, 200 if fresh else 40)
+        truth = sum(100.0 if f else 8.0 for _, f in plan[position + 1:])
+        errors.append(abs(eta.seconds_left() - truth) / max(truth, 1e-9))
+    assert errors[0] > 0.5, "after one fresh frame the later frames' cost is only a guess"
+    assert max(errors[3:-1]) < 0.02, "from the fourth frame on it is within 2 %"
+
+
+def test_a_resumed_render_without_fresh_frames_times_its_later_frames() -> None:
+    clock = Clock()
+    eta = RenderEta(_started(total=50, fresh_left=0, done=30), clock)
+    eta.update(FrameStarted(30, 40, False))
+    clock.now += 2.0
+    eta.update(IterationDone(30, 10, 40))
+    assert eta.seconds_left() == pytest.approx(6.0 + 19 * 8.0)

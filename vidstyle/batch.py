@@ -1,0 +1,132 @@
+"""Many renders in one call: several inputs, and one output per style where asked, the network loaded once.
+
+Every render is checked before the first one starts, so a mistake in the fourth input is reported at once, not
+after an hour; a render that cannot be done is reported and the others go on. An output that already exists is
+skipped (not an error), so re-running an interrupted batch finishes it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vidstyle.assets import resolve_style
+from vidstyle.config import Config, make_config
+from vidstyle.errors import Interrupted, OutputExists, SettingError, VidstyleError
+from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
+from vidstyle.pipeline import RenderJob, check_cluster_job, default_output, on_cluster, prepare_render, render_job
+from vidstyle.stylize import Stylizer
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One render of a batch: an input and the styles of its output (one, or a blend of all)."""
+
+    input: Path
+    styles: tuple[Path, ...]
+    output: Path
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    item: BatchItem
+    status: str  # "written", "skipped" (the output exists) or "failed"
+    reason: str = ""  # why it was skipped or failed, one line
+
+
+def plan_batch(inputs: Sequence[Path | str], style_paths: Sequence[Path | str], *, each_style: bool = False,
+               output_dir: Path | str | None = None) -> list[BatchItem]:
+    """The renders of a batch, named as a single render names its output, beside each input or in `output_dir`."""
+    if not inputs:
+        raise SettingError("inputs", "is empty: give at least one video")
+    if not style_paths:
+        raise SettingError("styles", "is empty: give at least one style image")
+    styles = tuple(resolve_style(p) for p in style_paths)
+    if output_dir is not None and not Path(output_dir).is_dir():
+        raise SettingError("output_dir", f"{output_dir} is not a directory")
+    groups = [(style,) for style in styles] if each_style else [styles]
+    items = []
+    for source in map(Path, inputs):
+        for group in groups:
+            output = default_output(source, group)
+            items.append(BatchItem(source, group, Path(output_dir) / output.name if output_dir else output))
+    _check_distinct(items)
+    return items
+
+
+def _check_distinct(items: list[BatchItem]) -> None:
+    seen: dict[Path, BatchItem] = {}
+    for item in items:
+        key = item.output.resolve()
+        if key in seen:
+            raise SettingError("inputs", f"{seen[key].input} and {item.input} would both be written to "
+                                         f"{item.output}: rename one, or render them separately")
+        seen[key] = item
+
+
+def render_many(inputs: Sequence[Path | str], style_paths: Sequence[Path | str], config: Config | None = None, *,
+                each_style: bool = False, output_dir: Path | str | None = None, overwrite: bool = False,
+                restart: bool = False, on_event: EventCallback = ignore_event, stop: threading.Event | None = None,
+                start: float | None = None, end: float | None = None, **cluster: Any) -> list[BatchResult]:
+    """Render every input with the styles (blended, or `each_style` one output per style), one after another.
+
+    `start`/`end` and the Ray options (`workers`, `ray_address`, `chunk_frames`, `overlap`) mean what they mean
+    for render(), for every render of the batch. Returns one result per render, in order. Interruption (Ctrl-C,
+    SIGTERM, `stop`) ends the whole batch with Interrupted; finished outputs stay, and the same call later skips
+    them and resumes the interrupted one.
+    """
+    config = config if config is not None else make_config()
+    unknown = set(cluster) - {"workers", "ray_address", "chunk_frames", "overlap"}
+    if unknown:
+        raise TypeError(f"render_many() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+    items = plan_batch(inputs, style_paths, each_style=each_style, output_dir=output_dir)
+    distributed = on_cluster(*(cluster.get(k) for k in ("workers", "ray_address", "chunk_frames", "overlap")))
+    prepared = [_prepare(item, config, overwrite, start, end, distributed) for item in items]
+    stylizers: dict[tuple[Path, ...], Stylizer] = {}
+    results = []
+    for position, (item, job) in enumerate(zip(items, prepared, strict=True)):
+        on_event(BatchItemStarted(position, len(items), item.input, item.styles, item.output))
+        result = job if isinstance(job, BatchResult) else _render_one(
+            item, job, None if distributed else stylizers, restart, on_event, stop, cluster)
+        on_event(BatchItemEnded(position, len(items), item.output, result.status, result.reason))
+        results.append(result)
+    return results
+
+
+def _prepare(item: BatchItem, config: Config, overwrite: bool, start: float | None, end: float | None,
+             distributed: bool) -> RenderJob | BatchResult:
+    try:
+        job = prepare_render(item.input, item.styles, item.output, config, overwrite=overwrite, start=start, end=end)
+        if distributed:
+            check_cluster_job(job)
+    except OutputExists:
+        return BatchResult(item, "skipped", f"{item.output} exists")
+    except VidstyleError as exc:
+        return BatchResult(item, "failed", str(exc))
+    return job
+
+
+def _render_one(item: BatchItem, job: RenderJob, stylizers: dict[tuple[Path, ...], Stylizer] | None,
+                restart: bool, on_event: EventCallback, stop: threading.Event | None,
+                cluster: dict[str, Any]) -> BatchResult:
+    try:
+        stylizer = _stylizer_for(job, stylizers) if stylizers is not None else None
+        render_job(job, restart=restart, on_event=on_event, stop=stop, stylizer=stylizer, **cluster)
+    except Interrupted:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one render's failure must not stop the others; it is reported
+        reason = str(exc) if isinstance(exc, VidstyleError) else f"{type(exc).__name__}: {exc}"
+        return BatchResult(item, "failed", reason)
+    return BatchResult(item, "written")
+
+
+def _stylizer_for(job: RenderJob, stylizers: dict[tuple[Path, ...], Stylizer]) -> Stylizer:
+    """One Stylizer per style set (its style targets), all on the one network loaded for the first. (A render
+    on Ray workers loads the network in each worker instead.)"""
+    if job.styles not in stylizers:
+        network = next(iter(stylizers.values())).vgg if stylizers else None
+        stylizers[job.styles] = Stylizer(job.config, list(job.style_images), job.device, vgg=network)
+    return stylizers[job.styles]

@@ -1,0 +1,83 @@
+"""How long a render has left, from its events: frames still to make, each weighed by what its kind costs.
+
+A fresh frame (the first, and the first after each scene cut) spends `first_iters` iterations from nothing; a later
+frame `iters` from a warm start, often five times fewer. A rate over all frames swings between those two (the
+first readings of a plain frames-per-second ETA said two hours, then 29 s). Here each kind has its own measured
+cost, and until a later frame has been seen its cost is the fresh frame's, scaled by the iteration budgets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderStarted
+
+_SMOOTHING = 0.3  # weight of the newest later frame in its running cost: follows a change within a few frames
+
+
+class RenderEta:
+    """Feed it every event of one render; `seconds_left()` is the estimate, None until a frame has begun."""
+
+    def __init__(self, started: RenderStarted, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.fresh_left = started.fresh_left
+        self.later_left = started.total_frames - started.already_done - started.fresh_left
+        self.budgets = started.budgets  # (first_iters, iters)
+        self.fresh_cost: float | None = None
+        self.later_cost: float | None = None
+        self.current: FrameStarted | None = None
+        self.frame_began = 0.0
+        self.done_iterations = 0
+
+    def update(self, event: Event) -> None:
+        if isinstance(event, FrameStarted):
+            self.current, self.frame_began, self.done_iterations = event, self.clock(), 0
+        elif isinstance(event, IterationDone):
+            self.done_iterations = event.iteration
+        elif isinstance(event, FrameDone):
+            self._frame_done(event)
+
+    def _frame_done(self, event: FrameDone) -> None:
+        if event.fresh:
+            self.fresh_left = max(0, self.fresh_left - 1)
+            self.fresh_cost = event.seconds if self.fresh_cost is None else (self.fresh_cost + event.seconds) / 2
+        else:
+            self.later_left = max(0, self.later_left - 1)
+            previous = self.later_cost if self.later_cost is not None else event.seconds
+            self.later_cost = _SMOOTHING * event.seconds + (1 - _SMOOTHING) * previous
+        self.current = None
+
+    def seconds_a_frame(self) -> float | None:
+        """What most frames cost: a later frame's, measured or scaled from a fresh one's."""
+        costs = self._costs()
+        return costs[1] if costs is not None else None
+
+    def seconds_left(self) -> float | None:
+        costs = self._costs()
+        if costs is None:
+            return None
+        fresh, later = costs
+        fresh_after, later_after, in_frame = self.fresh_left, self.later_left, 0.0
+        if self.current is not None:  # the frame in progress: what its kind costs, less what it has spent
+            own = fresh if self.current.fresh else later
+            in_frame = max(0.0, own - (self.clock() - self.frame_began))
+            fresh_after -= self.current.fresh
+            later_after -= not self.current.fresh
+        return in_frame + max(0, fresh_after) * fresh + max(0, later_after) * later
+
+    def _costs(self) -> tuple[float, float] | None:
+        fresh, later = self.fresh_cost, self.later_cost
+        if self.current is not None and self.done_iterations:
+            # A kind not measured yet: the frame in progress, its iterations so far extended to its budget.
+            guess = (self.clock() - self.frame_began) / self.done_iterations * self.current.iters
+            if self.current.fresh and fresh is None:
+                fresh = guess
+            elif not self.current.fresh and later is None:
+                later = guess
+        first_iters, iters = (max(1, b) for b in self.budgets)
+        if later is None and fresh is not None:
+            later = fresh * iters / first_iters
+        if fresh is None and later is not None:
+            fresh = later * first_iters / iters
+        return None if fresh is None or later is None else (fresh, later)
