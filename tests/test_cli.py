@@ -10,6 +10,7 @@ import pytest
 from conftest import child_ffmpeg_pids, ffmpeg, run_cli, shared_asset
 
 from vidstyle.cli import main
+from vidstyle.config import read_preset
 from vidstyle.io.probe import probe_video
 
 TINY = ("--size", "64", "--iters", "2", "--first-iters", "4", "--device", "cpu", "--quiet")
@@ -50,7 +51,7 @@ def test_render_real_handheld_clip_with_audio(starry: Path, tmp_path: Path) -> N
     assert "rendering 125 frames at 48x28" in proc.stderr
     # Not a terminal: plain lines, no carriage returns; the first frame's budget is said up front.
     assert "\r" not in proc.stderr and "frame 0: 4 iterations (fresh)" in proc.stderr
-    assert re.search(r"^frame 125/125: [\d.]+ s a frame, about 0s left$", proc.stderr, re.MULTILINE)
+    assert re.search(r"^frame 125/125: [\d.]+ s/frame, about 0s left$", proc.stderr, re.MULTILINE)
     info = probe_video(out)
     assert (info.frame_count, info.width, info.height) == (125, 48, 28)
     assert abs(info.duration - 5.0) < 0.05
@@ -218,7 +219,23 @@ def test_demo_renders_the_bundled_clip_offline(tmp_path: Path) -> None:
     assert str(out.resolve()) in proc.stderr
     info = probe_video(out)
     assert info.frame_count == 132 and info.has_audio
-    assert max(info.width, info.height) == 128
+    assert max(info.width, info.height) == read_preset("demo")["size"]
+
+
+def test_the_demo_is_small_on_a_cpu_and_full_size_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import vidstyle.stylize
+    from vidstyle.assets import GPU_DEMO_SIZE, demo_config
+
+    cpu = demo_config("cpu")
+    assert (cpu.size, cpu.iters, cpu.first_iters) == tuple(read_preset("demo")[k] for k in ("size", "iters",
+                                                                                             "first_iters"))
+    # No GPU here: the device check answers as it would on a machine with one.
+    monkeypatch.setattr(vidstyle.stylize, "resolve_device", lambda name: torch.device("cuda"))
+    gpu = demo_config("cuda")
+    assert gpu.size == GPU_DEMO_SIZE and gpu.iters == read_preset("balanced")["iters"]
+    assert gpu.device == "cuda"
 
 
 def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: Path, starry: Path,

@@ -5,16 +5,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vidstyle import __version__
-from vidstyle.assets import builtin_style, builtin_style_credit, builtin_style_names, demo_clip, resolve_style
+from vidstyle.assets import (
+    GPU_DEMO_SIZE,
+    builtin_style,
+    builtin_style_credit,
+    builtin_style_names,
+    demo_clip,
+    demo_config,
+    resolve_style,
+)
 from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, read_preset
 from vidstyle.errors import (
     BusyError,
@@ -27,13 +36,26 @@ from vidstyle.errors import (
     UsageError,
     VidstyleError,
 )
-from vidstyle.events import Event, FrameDone, FrameStarted, IterationDone, RenderFinished, RenderStarted, WorkersBusy
+from vidstyle.events import (
+    BatchItemEnded,
+    BatchItemStarted,
+    Event,
+    FrameDone,
+    FrameStarted,
+    IterationDone,
+    RenderFinished,
+    RenderStarted,
+    WorkersBusy,
+)
+
+if TYPE_CHECKING:
+    from vidstyle.preview import Estimate  # at run time only once the engine is imported
 
 # Options shared by `render` and `image`; the video-only ones are listed separately.
 _STILL_FIELDS = ("size", "tol", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
-_VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "init", "prev_weight", "flow", "cut_threshold",
-                 "crf", "output_size", "keep_frames")
+_VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "temporal_reach", "init", "prev_weight", "flow",
+                 "cut_threshold", "crf", "output_size", "keep_frames")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,11 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     render = sub.add_parser("render", help="stylize a video", description="Stylize a video (resumable).")
-    render.add_argument("input", type=Path, help="video file")
+    render.add_argument("input", type=Path, nargs="+", help="video file(s), rendered one after another")
     render.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
-                        help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable")
-    render.add_argument("-o", "--output", type=Path, help="output video [<input>.<style>.mp4 beside the input]")
-    render.add_argument("--workdir", type=Path, help="checkpoint directory [<output>.vidstyle-work]")
+                        help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable: "
+                             "the styles are blended, or see --each-style")
+    render.add_argument("--each-style", action="store_true",
+                        help="one output per --style instead of one blending them")
+    render.add_argument("-o", "--output", type=Path,
+                        help="output video, or an existing directory for the outputs "
+                             "[<input>.<style>.mp4 beside each input]")
+    render.add_argument("--workdir", type=Path, help="checkpoint directory, for one output [<output>.vidstyle-work]")
     render.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
     trim = render.add_argument_group("a part of the video (frames exact, the audio cut to match)")
     trim.add_argument("--start", type=_seconds, metavar="TIME", help="first moment to render: seconds or HH:MM:SS.ms")
@@ -145,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg)")
     image.add_argument("--iters", type=int, default=None, metavar="N",
                        help=f"iterations [balanced: {preset.get('first_iters', Config.first_iters)}]")
+    image.add_argument("--animation", type=Path, metavar="FILE",
+                       help="also write the optimization as a short video (.mp4) or .gif: the picture every few "
+                            "iterations, from the photograph to the painting")
+    image.add_argument("--animation-every", type=int, default=5, metavar="N",
+                       help="iterations between two pictures of --animation [5]")
     _add_settings(image, _STILL_FIELDS, preset)
     image.set_defaults(func=_cmd_image)
 
@@ -170,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     metrics.set_defaults(func=_cmd_metrics)
     _add_serve(sub)
+    _add_preview(sub, preset)
     styles = sub.add_parser("styles", help="list the built-in paintings", description="The built-in paintings, "
                             "usable by name wherever a style image is asked for (--style starry-night).")
     styles.set_defaults(func=_cmd_styles, debug=False)
@@ -204,10 +237,37 @@ def _add_serve(sub: Any) -> None:
                        help="the queue database and the jobs' files [./vidstyle-data]")
     serve.add_argument("--workers", type=int, metavar="N", help="render processes [one per GPU, else 1]")
     serve.add_argument("--max-upload", default="500MB", metavar="SIZE", help="largest request body [500MB]")
-    serve.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every request (for a public host)")
+    serve.add_argument("--token", default=os.environ.get("VIDSTYLE_TOKEN"),
+                       help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "
+                            "[$VIDSTYLE_TOKEN, which other users cannot read in the process list]")
     serve.add_argument("--device", default="auto", help="device of every render: auto, cpu, cuda, cuda:N or mps [auto]")
     serve.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     serve.set_defaults(func=_cmd_serve)
+
+
+def _add_preview(sub: Any, preset: dict[str, Any]) -> None:
+    preview = sub.add_parser("preview", help="a few frames stylized, and how long the whole render would take",
+                             description="Stylize a few frames spread over a video (or at --at times) at the "
+                                         "render's settings, write them on a contact sheet (source above, "
+                                         "stylized below) and estimate the whole render's time on this device "
+                                         "from what it measured.")
+    preview.add_argument("input", type=Path, help="video file")
+    preview.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
+                         help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable")
+    preview.add_argument("-o", "--output", type=Path,
+                         help="contact sheet (.png, .jpg) [<input>.<style>.preview.png beside the input]")
+    frames = preview.add_argument_group("which frames").add_mutually_exclusive_group()
+    frames.add_argument("--at", type=_seconds, action="append", metavar="TIME",
+                        help="a frame at this time (seconds or HH:MM:SS.ms); repeatable")
+    frames.add_argument("--frames", type=int, metavar="N", help="frames spread evenly over the video [4]")
+    preview.add_argument("--strength", type=_float_list, metavar="S1,S2",
+                         help="style strengths to compare, one row each: each multiplies --style-weight [1]")
+    _add_settings(preview, _STILL_FIELDS + _VIDEO_FIELDS, preset)
+    preview.set_defaults(func=_cmd_preview)
+
+
+# The preview's own parameters that a flag of another name sets.
+_PREVIEW_FLAGS = {"strengths": "--strength", "at": "--at", "count": "--frames"}
 
 
 def _add_workers(render: argparse.ArgumentParser) -> None:
@@ -232,7 +292,8 @@ def _config_from(args: argparse.Namespace, names: Sequence[str], **extra: Any) -
 
 
 class _Progress:
-    """tqdm bar over frames, advanced per iteration so slow frames still show movement and a fair ETA.
+    """A bar over whole frames with an ETA that weighs fresh frames by their cost (vidstyle.eta), moved by each
+    iteration so that a slow frame still shows movement.
 
     Where stderr is not a terminal (a log file, a service), carriage returns would pile up into one huge line:
     there it prints one plain line every few seconds instead.
@@ -243,12 +304,11 @@ class _Progress:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar: Any = None
-        self.iters = 1
+        self.eta: Any = None
         self.frames_done = 0
         self.total = 0
         self.plain = not sys.stderr.isatty()
-        self.started = self.last_line = time.monotonic()
-        self.made = 0  # frames stylized by this run, for the plain lines' rate
+        self.last_line = time.monotonic()
         self.announced = False
 
     def say(self, text: str) -> None:
@@ -262,10 +322,11 @@ class _Progress:
     def __call__(self, event: Event) -> None:
         if self.quiet:
             return
+        if self.eta is not None:
+            self.eta.update(event)
         if isinstance(event, RenderStarted):
             self._start(event)
         elif isinstance(event, FrameStarted):
-            self.iters = event.iters
             if not self.announced:
                 self.announced = True
                 self.say(f"frame {event.index}: {event.iters} iterations" + (" (fresh)" if event.fresh else ""))
@@ -273,15 +334,18 @@ class _Progress:
                 self.bar.set_postfix_str(f"scene cut at frame {event.index}: starting fresh")
         elif isinstance(event, IterationDone) and self.bar is not None:
             self.bar.update(1.0 / event.iters)
-        elif isinstance(event, FrameDone) and self.plain:
-            self._plain_line()
-        elif isinstance(event, FrameDone) and self.bar is not None:
-            self.frames_done += 1
-            self.bar.n = self.frames_done  # whole frames again, whatever the iterations' fractions added up to
-            self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.fresh else ""))
+        elif isinstance(event, FrameDone):
+            self._frame_done(event)
         elif isinstance(event, WorkersBusy) and self.bar is not None:
-            self.bar.update(event.frames_done - self.bar.n)  # update(), not n =, so the ETA follows the rate
+            self.eta = None  # Ray workers send no frame events: the bar's own rate of final frames is the ETA
+            self.bar.update(event.frames_done - self.bar.n)
             self.bar.set_postfix_str(f"{event.busy}/{event.workers} workers busy")
+        elif isinstance(event, BatchItemStarted):
+            styles = " + ".join(p.name for p in event.styles)
+            self.say(f"[{event.position + 1}/{event.count}] {event.input.name} as {styles} -> {event.output}")
+        elif isinstance(event, BatchItemEnded) and event.status != "written":
+            self.close()
+            self.say(f"[{event.position + 1}/{event.count}] {event.status}: {event.reason}")
         elif isinstance(event, RenderFinished):
             self.close()
             self.say(f"wrote {event.output} ({event.frames} frames in {_clock(event.seconds)})")
@@ -291,7 +355,7 @@ class _Progress:
                          f"({event.stylized} frames stylized by this run)")
 
     def _start(self, event: RenderStarted) -> None:
-        from tqdm import tqdm
+        from vidstyle.eta import RenderEta
 
         width, height = event.size
         self.say(f"rendering {event.total_frames} frames at {width}x{height}, {float(event.fps):.3f} fps, "
@@ -302,24 +366,34 @@ class _Progress:
             self.say(f"resuming at frame {event.resume_from} of {event.total_frames}"
                      + (f" ({event.already_done} frames already done)"
                         if event.already_done != event.resume_from else ""))
-        self.frames_done, self.total = event.already_done, event.total_frames
-        self.started = self.last_line = time.monotonic()
-        if self.plain:
-            return
-        # tqdm puts ", " before a postfix itself; whole frames are shown, the iterations move the bar between them.
-        self.bar = tqdm(total=event.total_frames, initial=event.already_done, unit="frame", dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{remaining}{postfix}]")
+        self.frames_done, self.total, self.announced = event.already_done, event.total_frames, False
+        self.eta = RenderEta(event)
+        self.last_line = time.monotonic()
+        if not self.plain:
+            self.bar = _eta_bar(event.total_frames, event.already_done, self)
+
+    def _frame_done(self, event: FrameDone) -> None:
+        self.frames_done += 1
+        if self.bar is not None:
+            self.bar.n = self.frames_done  # whole frames again, whatever the iterations' fractions added up to
+            self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.fresh else ""))
+        elif self.plain:
+            self._plain_line()
+
+    def left_and_rate(self) -> tuple[str, str]:
+        """The ETA and the seconds a frame, as shown; '?' until the first iterations are timed."""
+        left = self.eta.seconds_left() if self.eta is not None else None
+        per_frame = self.eta.seconds_a_frame() if self.eta is not None else None
+        return (_clock(left) if left is not None else "?",
+                f"{per_frame:.1f} s/frame" if per_frame is not None else "? s/frame")
 
     def _plain_line(self) -> None:
-        self.frames_done += 1
-        self.made += 1
         now = time.monotonic()
         if now - self.last_line < self.PLAIN_EVERY and self.frames_done < self.total:
             return
         self.last_line = now
-        per_frame = (now - self.started) / self.made
-        left = _clock(per_frame * (self.total - self.frames_done))
-        self.say(f"frame {self.frames_done}/{self.total}: {per_frame:.1f} s a frame, about {left} left")
+        left, rate = self.left_and_rate()
+        self.say(f"frame {self.frames_done}/{self.total}: {rate}, about {left} left")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -327,8 +401,32 @@ class _Progress:
             self.bar = None
 
 
+def _eta_bar(total: int, initial: int, progress: _Progress) -> Any:
+    """A tqdm bar whose ETA and rate are the progress's own (fresh frames weighed), not tqdm's mean rate."""
+    from tqdm import tqdm
+
+    class EtaBar(tqdm):  # type: ignore[type-arg]
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            shown = super().format_dict
+            if progress.eta is None:  # frames arrive from workers: tqdm's rate of them
+                rate = shown.get("rate")
+                shown["left"] = _clock((self.total - self.n) / rate) if rate else "?"
+                shown["per_frame"] = f"{1 / rate:.1f} s/frame" if rate else "? s/frame"
+            else:
+                shown["left"], shown["per_frame"] = progress.left_and_rate()
+            return shown
+
+    # tqdm puts ", " before a postfix itself; whole frames are shown, the iterations move the bar between them.
+    return EtaBar(total=total, initial=initial, unit="frame", dynamic_ncols=True, file=sys.stderr,
+                  bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{left}, {per_frame}{postfix}]")
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
@@ -336,10 +434,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from vidstyle.pipeline import render
 
     config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
+    outputs = len(args.input) * (len(args.style) if args.each_style else 1)
+    into_folder = args.output is not None and args.output.is_dir()
+    if outputs > 1 or into_folder:
+        return _render_batch(args, config, outputs)
     progress = _Progress(args.quiet)
     log = _JsonLog(args.log_json, progress)
     try:
-        render(args.input, args.style, args.output, config, workdir=args.workdir,
+        render(args.input[0], args.style, args.output, config, workdir=args.workdir,
                overwrite=args.overwrite, restart=args.restart, on_event=log, workers=args.workers,
                ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap,
                start=args.start, end=_trim_end(args))
@@ -347,6 +449,35 @@ def _cmd_render(args: argparse.Namespace) -> int:
         progress.close()
         log.close()
     return 0
+
+
+def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int:
+    """Several outputs: each rendered in turn, a failure reported and passed over, a summary at the end."""
+    from vidstyle.batch import render_many
+
+    if args.output is not None and not args.output.is_dir():
+        raise UsageError(f"-o {args.output} is not a directory: this command writes {outputs} videos, so -o "
+                         "must name an existing directory for them (or leave -o out to write each beside its input)")
+    if args.workdir is not None:
+        raise UsageError(f"--workdir names one render's checkpoints, and this command makes {outputs} renders: "
+                         "leave it out (each gets <output>.vidstyle-work)")
+    progress = _Progress(args.quiet)
+    log = _JsonLog(args.log_json, progress)
+    try:
+        results = render_many(args.input, args.style, config, each_style=args.each_style, output_dir=args.output,
+                              overwrite=args.overwrite, restart=args.restart, on_event=log, start=args.start,
+                              end=_trim_end(args), workers=args.workers, ray_address=args.ray_address,
+                              chunk_frames=args.chunk_frames, overlap=args.overlap)
+    finally:
+        progress.close()
+        log.close()
+    counts = {status: sum(r.status == status for r in results) for status in ("written", "skipped", "failed")}
+    print(f"vidstyle: {counts['written']} written, {counts['skipped']} skipped (output exists; --overwrite "
+          f"replaces it), {counts['failed']} failed", file=sys.stderr)
+    for result in results:
+        if result.status == "failed":
+            print(f"  failed: {result.item.output}: {result.reason}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
 
 
 def _trim_end(args: argparse.Namespace) -> float | None:
@@ -364,7 +495,8 @@ def _cmd_image(args: argparse.Namespace) -> int:
     bar = _IterationBar(args.quiet)
     log = _JsonLog(args.log_json, bar)
     try:
-        stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log)
+        stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log,
+                      animation=args.animation, animation_every=args.animation_every)
     finally:
         bar.close()
         log.close()
@@ -403,9 +535,10 @@ class _IterationBar:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vidstyle.pipeline import render
 
-    config = make_config("demo", device=args.device)
+    config = demo_config(args.device)
     progress = _Progress(args.quiet)
-    progress.say("demo: Big Buck Bunny (c) Blender Foundation, CC BY 3.0, as The Starry Night (public domain)")
+    progress.say(f"demo: Big Buck Bunny (c) Blender Foundation, CC BY 3.0, as The Starry Night (public domain), "
+                 f"{config.size} px ({'small on a CPU' if config.size < GPU_DEMO_SIZE else 'on a GPU'})")
     try:
         out = render(demo_clip(), [builtin_style("starry-night")], args.output, config,
                      overwrite=args.overwrite, on_event=progress)
@@ -430,6 +563,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     print(f"warping error (output)       {found.warping_error:.6f}   flicker: lower is steadier")
     print(f"warping error (source)       {found.source_warping_error:.6f}   the floor: the source's own change "
           "that flow cannot explain; a render does not go below it")
+    print(f"long-term warping error      {found.long_term_warping_error:.6f}   frames 2, 4 and 8 apart: strokes kept "
+          f"over time (source: {found.source_long_term_warping_error:.6f})")
     print(f"edge correlation with source {found.edge_correlation:.3f} mean, {found.min_edge_correlation:.3f} min"
           "   content kept: 1 is the source's edges")
     if found.style_gain is not None:
@@ -446,6 +581,65 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(server.summary, file=sys.stderr)
     server.run()
     return 0
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    from vidstyle.preview import preview
+
+    config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
+    log = _JsonLog(args.log_json, _PreviewLines(args.quiet))
+    try:
+        result = preview(args.input, args.style, args.output, config, at=args.at, count=args.frames,
+                         strengths=args.strength if args.strength is not None else (1.0,),
+                         overwrite=args.overwrite, on_event=log)
+    finally:
+        log.close()
+    times = ", ".join(f"{t:.2f} s" for t in result.times)
+    print(f"contact sheet: {result.sheet} (frames at {times}; the source on top)")
+    if result.strengths != (1.0,):
+        for row, (strength, weight) in enumerate(zip(result.strengths, result.style_weights, strict=True), 2):
+            print(f"row {row}: --strength {strength:g} is --style-weight {weight:g}")
+    print(_estimate_line(result.estimate))
+    return 0
+
+
+class _PreviewLines:
+    """A line a stylized preview frame: they take seconds each on a CPU, and there are a few of them."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, event: Event) -> None:
+        if not self.quiet and isinstance(event, FrameDone):
+            kind = "fresh" if event.fresh else "a later frame, timed for the estimate"
+            print(f"frame {event.index}: {event.seconds:.1f} s ({kind})", file=sys.stderr)
+
+
+def _estimate_line(estimate: Estimate) -> str:
+    """One line: the whole render's time and the measured parts it is made of."""
+    width, height = estimate.size
+    parts = [f"{estimate.fresh_frames} fresh frame{'s' * (estimate.fresh_frames != 1)} x "
+             f"{_short_seconds(estimate.fresh_seconds)} s"]
+    if estimate.later_frames:
+        parts.append(f"{estimate.later_frames} later frame{'s' * (estimate.later_frames != 1)} x "
+                     f"{_short_seconds(estimate.later_seconds)} s")
+    parts.append(f"plan {_short_seconds(estimate.plan_seconds)} s, start-up {_short_seconds(estimate.setup_seconds)} s")
+    return f"whole render on {estimate.device} at {width}x{height}: about {_long_time(estimate.total_seconds)} " \
+           f"({', '.join(parts)})"
+
+
+def _short_seconds(seconds: float) -> str:
+    """Two significant figures under 10 s (0.41, 3.2), whole seconds above (14, 240)."""
+    return f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"
+
+
+def _long_time(seconds: float) -> str:
+    """1h12m, 3m05s or 42s: a duration as a person says it, to the precision an estimate has."""
+    total = max(1, round(seconds))
+    if total < 3600:
+        return _clock(total)
+    hours, minutes = divmod(round(total / 60), 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
@@ -485,7 +679,10 @@ def _message(exc: VidstyleError, command: str) -> str:
 def _flag_for(setting: str, command: str) -> str:
     if command == "image" and setting == "first_iters":
         return "--iters"  # a still's iterations are the first frame's
-    special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray"}
+    if command == "preview" and setting in _PREVIEW_FLAGS:
+        return _PREVIEW_FLAGS[setting]
+    special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
+               "inputs": "the inputs", "output_dir": "-o"}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

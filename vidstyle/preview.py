@@ -1,0 +1,332 @@
+"""Try before committing: a few frames stylized at the chosen settings, and what the whole render would cost.
+
+A preview stylizes a handful of frames spread over the video (or at given times), each as a fresh frame, at one
+or more style strengths, and lays them out on a contact sheet: the source frames on top, one row per strength
+below. Its estimate of the whole render's time on this device is measured, not modelled from a benchmark table:
+the render's own plan pass (the same scene-cut test, so the same count of fresh frames), the render's own frame
+loop on a fresh frame and on a warm-started later frame, the network's start-up, all timed here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from vidstyle.assets import resolve_style
+from vidstyle.config import Config, check_style_count, make_config
+from vidstyle.errors import Cancelled, InputError, Interrupted, OutputExists, SettingError, UsageError
+from vidstyle.events import EventCallback, ignore_event
+from vidstyle.io.decode import Frame, read_frames
+from vidstyle.io.images import encode_image, read_image, write_atomic
+from vidstyle.io.paths import check_output_path
+from vidstyle.io.probe import VideoInfo, probe_video
+from vidstyle.limits import check_fits, render_size
+from vidstyle.plan import find_cuts
+from vidstyle.precision import resolve_precision
+from vidstyle.sequence import StylizedFrame, stylize_sequence
+from vidstyle.stylize import Stylizer, resolve_device
+
+DEFAULT_COUNT = 4  # frames of a preview when no times are given
+# Later frames timed after the first preview frame. One alone is at the mercy of a busy machine: the median of three
+# held to a few per cent of the render's mean on a shared two-core machine (docs/performance.md).
+LATER_SAMPLES = 3
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+LABEL_HEIGHT = 18  # pixels of the band above each row of the sheet that names what the row shows
+_LABEL_SCALE = 0.4  # Hershey simplex at this scale is about 9 pixels tall: fits the band with a margin
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The whole render's time on this device, from times measured at its size and settings."""
+
+    device: str
+    size: tuple[int, int]  # (width, height) of the render
+    fresh_frames: int  # the first frame and the first after each scene cut: `first_iters` each
+    later_frames: int  # the rest, warm-started from the frame before: `iters` each
+    fresh_seconds: float  # one fresh frame
+    later_seconds: float  # one later frame (flow and temporal loss included, as configured)
+    plan_seconds: float  # the scene-cut pass over the whole video, before the first frame
+    setup_seconds: float  # probe, network load and style targets: once a render
+
+    @property
+    def total_seconds(self) -> float:
+        return (self.setup_seconds + self.plan_seconds + self.fresh_frames * self.fresh_seconds
+                + self.later_frames * self.later_seconds)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a preview made: the sheet, the frames on it and the estimate."""
+
+    sheet: Path
+    frames: tuple[int, ...]  # the columns' frame indices, in time order
+    times: tuple[float, ...]  # the columns' frame times in seconds
+    strengths: tuple[float, ...]  # one stylized row each, top to bottom
+    style_weights: tuple[float, ...]  # what each strength means: the settings' style_weight x strength
+    estimate: Estimate
+
+
+@dataclass(frozen=True)
+class PreviewJob:
+    """A preview request, checked before anything is written."""
+
+    input: Path
+    style_images: tuple[np.ndarray, ...]
+    output: Path
+    overwrite: bool
+    info: VideoInfo
+    size: tuple[int, int]  # (width, height)
+    config: Config
+    device: torch.device
+    frames: tuple[int, ...]
+    strengths: tuple[float, ...]
+    probe_seconds: float  # a render probes the video too: part of its start-up
+
+
+def default_preview_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
+    """`<input stem>.<style stem>.preview.png` beside the input."""
+    return input_path.with_name(f"{input_path.stem}.{style_paths[0].stem}.preview.png")
+
+
+def preview(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
+            config: Config | None = None, *, at: Sequence[float] | None = None, count: int | None = None,
+            strengths: Sequence[float] = (1.0,), overwrite: bool = False, on_event: EventCallback = ignore_event,
+            stop: threading.Event | None = None) -> Preview:
+    """Stylize a few frames of a video, write them on a contact sheet and estimate the whole render's time.
+
+    The frames are those shown at the times `at` (seconds), or else `count` frames (4 by default) at the centres
+    of equal parts of the video. Each strength s is a row stylized with `style_weight` x s. `config` defaults to
+    the balanced preset, as for a render. Every check comes before the first file is written; the sheet is
+    written whole or not at all. Setting `stop` ends the preview between two iterations with Interrupted.
+    """
+    job = prepare_preview(input_path, style_paths, output, config, at=at, count=count, strengths=strengths,
+                          overwrite=overwrite)
+    try:
+        return _run(job, on_event, stop)
+    except Cancelled:
+        raise Interrupted(job.frames[0], signal.SIGINT) from None
+
+
+def prepare_preview(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
+                    config: Config | None = None, *, at: Sequence[float] | None = None, count: int | None = None,
+                    strengths: Sequence[float] = (1.0,), overwrite: bool = False) -> PreviewJob:
+    """Check every part of a preview request, as prepare_render does for a render; writes nothing."""
+    config = config if config is not None else make_config()
+    strengths = check_strengths(strengths)
+    check_frame_choice(at, count)
+    input_path, styles = Path(input_path), tuple(resolve_style(p) for p in style_paths)
+    check_style_count(config, len(styles))
+    for strength in strengths:
+        try:
+            replace(config, style_weight=config.style_weight * strength)
+        except SettingError as exc:
+            raise SettingError("strengths", f"{strength:g} makes a style weight that {exc.problem}") from None
+    output = Path(output) if output is not None else default_preview_output(input_path, styles)
+    if not input_path.exists():
+        raise InputError(f"input not found: {input_path}")
+    if output.suffix.lower() not in SHEET_SUFFIXES:
+        raise UsageError(f"the contact sheet must be an image ({', '.join(SHEET_SUFFIXES)}), got {output.name}")
+    check_output_path(output, input_path, overwrite)
+    style_images = tuple(read_image(p, "style image") for p in styles)
+    started = time.perf_counter()
+    info = probe_video(input_path)
+    probe_seconds = time.perf_counter() - started
+    size = render_size(info.width, info.height, config.size)
+    device = resolve_device(config.device)
+    check_fits(size, config.size, resolve_precision(config.precision, device), device)
+    frames = frames_at(info, at) if at is not None else frames_at(info, centre_times(info, count or DEFAULT_COUNT))
+    return PreviewJob(input_path, style_images, output, overwrite, info, size, config, device, frames,
+                      strengths, probe_seconds)
+
+
+def check_strengths(strengths: Sequence[float]) -> tuple[float, ...]:
+    """Strengths multiply the style weight: at least one, each a finite number above 0."""
+    values = tuple(strengths)
+    if not values:
+        raise SettingError("strengths", "names no strength; 1 is the settings' own style weight")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SettingError("strengths", f"must be numbers above 0 that multiply the style weight (got {value!r})")
+    return tuple(float(v) for v in values)
+
+
+def check_frame_choice(at: Sequence[float] | None, count: int | None) -> None:
+    """Either times or a count of frames, and a sensible one."""
+    if at is not None and count is not None:
+        raise SettingError("count", "and at both choose the frames; give one of them")
+    if at is not None and len(at) == 0:
+        raise SettingError("at", "names no time")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise SettingError("count", f"must be a whole number of at least 1 (got {count!r})")
+
+
+def centre_times(info: VideoInfo, count: int) -> tuple[float, ...]:
+    """The centres of `count` equal parts of the video, in seconds."""
+    if count > info.frame_count:
+        raise SettingError("count", f"is {count}, more than the video's {info.frame_count} frames")
+    return tuple((part + 0.5) * info.duration / count for part in range(count))
+
+
+def frames_at(info: VideoInfo, seconds: Iterable[float]) -> tuple[int, ...]:
+    """The distinct frames a player shows at these times (the last one starting at or before each), in order."""
+    times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
+    found = set()
+    for moment in seconds:
+        if isinstance(moment, bool) or not isinstance(moment, (int, float)) or math.isnan(moment) or moment < 0:
+            raise SettingError("at", f"must be a time of at least 0 seconds (got {moment!r})")
+        if moment >= info.duration:
+            raise SettingError("at", f"{moment:g} s is past the end of the video, which lasts {info.duration:.3f} s")
+        # A hair of tolerance: 0.24 s typed for a frame stamped 0.24000000000000002 s means that frame.
+        found.add(min(info.frame_count - 1, max(0, bisect.bisect_right(times, moment + 1e-9) - 1)))
+    return tuple(sorted(found))
+
+
+def _run(job: PreviewJob, on_event: EventCallback, stop: threading.Event | None) -> Preview:
+    started = time.perf_counter()
+    cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop)
+    plan_seconds = time.perf_counter() - started
+    sources = _decode(job, {*job.frames, *_followers(job)})
+    stylizers, start_seconds = _stylizers(job)
+    setup_seconds = job.probe_seconds + start_seconds
+    rows, fresh_seconds, later_seconds = _stylize_rows(job, stylizers, sources, on_event, stop)
+    fresh = 1 + len(cuts)
+    estimate = Estimate(str(job.device), job.size, fresh, job.info.frame_count - fresh, fresh_seconds,
+                        later_seconds, plan_seconds, setup_seconds)
+    times = _times_of(job.info, job.frames)
+    weights = tuple(s.config.style_weight for s in stylizers)
+    sheet = contact_sheet([[sources[i] for i in job.frames], *rows], _labels(job, times, weights))
+    _write_sheet(job, sheet)
+    return Preview(job.output, job.frames, times, job.strengths, weights, estimate)
+
+
+def _followers(job: PreviewJob) -> tuple[int, ...]:
+    """The frames stylized after the first preview frame as later frames, to time them: those after it, or, where
+    it is the video's last, those before it (backwards: the cost is the same); none in a video of one frame, which
+    has no later frames."""
+    first, count = job.frames[0], job.info.frame_count
+    after = tuple(range(first + 1, min(first + 1 + LATER_SAMPLES, count)))
+    return after or tuple(range(first - 1, max(-1, first - 1 - LATER_SAMPLES), -1))
+
+
+def _decode(job: PreviewJob, wanted: set[int]) -> dict[int, np.ndarray]:
+    """The wanted frames at the render's size, from one sequential decode, as the render cuts its ranges."""
+    found = {}
+    with closing(read_frames(job.info, job.size, min(wanted), max(wanted) + 1)) as frames:
+        for frame in frames:
+            if frame.index in wanted:
+                found[frame.index] = frame.rgb.copy()
+    return found
+
+
+def _stylizers(job: PreviewJob) -> tuple[list[Stylizer], float]:
+    """One stylizer per strength, all on one loaded network, with their style targets built now (not inside a timed
+    frame); and the seconds the first one took, network load included, which a render pays once at its start."""
+    stylizers: list[Stylizer] = []
+    first_seconds = 0.0
+    for strength in job.strengths:
+        started = time.perf_counter()
+        config = replace(job.config, style_weight=job.config.style_weight * strength)
+        vgg = stylizers[0].vgg if stylizers else None
+        stylizers.append(Stylizer(config, list(job.style_images), job.device, vgg=vgg))
+        stylizers[-1].style_loss(job.size)
+        first_seconds = first_seconds or time.perf_counter() - started
+    return stylizers, first_seconds
+
+
+def _stylize_rows(job: PreviewJob, stylizers: list[Stylizer], sources: dict[int, np.ndarray],
+                  on_event: EventCallback, stop: threading.Event | None
+                  ) -> tuple[list[list[np.ndarray]], float, float]:
+    """Each row's stylized frames, and the median seconds of a fresh and of a later frame.
+
+    Every preview frame is stylized fresh, as the first of its shot; the first one, in the first row, is followed
+    by a few frames as later frames (warm start, flow on the read-ahead thread, temporal loss: the render's own
+    loop in its steady state), which are timed.
+    """
+    followers = _followers(job)
+    rows, fresh, later = [], [], []
+    for row, stylizer in enumerate(stylizers):
+        results = []
+        for column, index in enumerate(job.frames):
+            after = followers if row == 0 and column == 0 else ()
+            made = _stylize([Frame(i, sources[i]) for i in (index, *after)], stylizer, on_event, stop)
+            results.append(made[0].rgb)
+            fresh.append(made[0].seconds)
+            later += [m.seconds for m in made[1:]]
+        rows.append(results)
+    return rows, float(np.median(fresh)), float(np.median(later)) if later else 0.0
+
+
+def _stylize(frames: list[Frame], stylizer: Stylizer, on_event: EventCallback,
+             stop: threading.Event | None) -> list[StylizedFrame]:
+    # The caller has chosen what is fresh: only the first frame of the list, whatever a cut test would say.
+    with closing(stylize_sequence(frames, stylizer, find_cuts=False, on_event=on_event, stop=stop)) as results:
+        return list(results)
+
+
+def _times_of(info: VideoInfo, frames: tuple[int, ...]) -> tuple[float, ...]:
+    if info.frame_times:
+        return tuple(info.frame_times[i] for i in frames)
+    return tuple(i / float(info.fps) for i in frames)
+
+
+def _labels(job: PreviewJob, times: tuple[float, ...], weights: tuple[float, ...]) -> list[list[str]]:
+    """The text over the tiles: each source frame's time, and each stylized row's strength and style weight (once,
+    across the row)."""
+    first = f"source {times[0]:.2f} s"
+    labels = [[first if _fits_tile(first, job.size[0]) else f"{times[0]:.2f} s", *(f"{t:.2f} s" for t in times[1:])]]
+    for strength, weight in zip(job.strengths, weights, strict=True):
+        labels.append([f"strength {strength:g}: style weight {weight:g}"] + [""] * (len(times) - 1))
+    return labels
+
+
+def contact_sheet(rows: Sequence[Sequence[np.ndarray]], labels: Sequence[Sequence[str]]) -> np.ndarray:
+    """Tiles of one size in a grid, each row under a band with a label a tile; RGB uint8.
+
+    A label runs on over the tiles after it whose labels are empty. The sheet is len(rows) x (LABEL_HEIGHT + tile
+    height) pixels high and len(rows[0]) x tile width wide.
+    """
+    height, width = rows[0][0].shape[:2]
+    sheet = np.zeros((len(rows) * (LABEL_HEIGHT + height), len(rows[0]) * width, 3), np.uint8)
+    for r, (tiles, texts) in enumerate(zip(rows, labels, strict=True)):
+        top = r * (LABEL_HEIGHT + height)
+        for c, tile in enumerate(tiles):
+            sheet[top + LABEL_HEIGHT:top + LABEL_HEIGHT + height, c * width:(c + 1) * width] = tile
+        sheet[top:top + LABEL_HEIGHT] = _band(texts, width)
+    return sheet
+
+
+def _fits_tile(text: str, width: int) -> bool:
+    (text_width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _LABEL_SCALE, 1)
+    return text_width + 6 <= width
+
+
+def _band(texts: Sequence[str], width: int) -> np.ndarray:
+    """A row's band: each label from its tile's left edge up to the next label, where it is cut off."""
+    band = np.full((LABEL_HEIGHT, width * len(texts), 3), 32, np.uint8)  # dark, so that light text reads on it
+    starts = [c for c, text in enumerate(texts) if text]
+    for start, end in zip(starts, [*starts[1:], len(texts)], strict=True):
+        # Drawn on an array of its own: cv2 would draw on a copy of a strided view of the band.
+        piece = np.ascontiguousarray(band[:, start * width:end * width])
+        cv2.putText(piece, texts[start], (3, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, _LABEL_SCALE,
+                    (240, 240, 240), 1, cv2.LINE_AA)
+        band[:, start * width:end * width] = piece
+    return band
+
+
+def _write_sheet(job: PreviewJob, sheet: np.ndarray) -> None:
+    """Written whole, via a temporary name; a file that appeared while the frames were stylized is kept unless
+    overwriting was asked for."""
+    if job.output.exists() and not job.overwrite:
+        raise OutputExists(f"output {job.output} exists")
+    write_atomic(job.output, encode_image(sheet, job.output.suffix.lower()))
