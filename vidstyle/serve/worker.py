@@ -211,6 +211,7 @@ def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, pa
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server stops us
     _setup_device(spec)
+    _warm_up(spec)
     queue = JobQueue(DataDir(spec.data).database)
     try:
         while not shutdown.is_set():
@@ -222,6 +223,24 @@ def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, pa
             run_job(queue, spec, job, shutdown)
     finally:
         queue.close()
+
+
+def _warm_up(spec: WorkerSpec) -> None:
+    """Import the renderer and load the network of the default settings before the first job is claimed, so that
+    the first job after a start waits no longer than the ones after it."""
+    import vidstyle.pipeline  # noqa: F401 - the render's modules, imported once here
+    import vidstyle.still  # noqa: F401
+    from vidstyle.config import make_config
+    from vidstyle.precision import resolve_precision
+    from vidstyle.stylize import CONTENT_LAYERS, STYLE_LAYERS, load_vgg, resolve_device
+
+    try:
+        config = make_config(device=spec.device)
+        device = resolve_device(config.device)
+        key = (str(device), config.pooling, str(resolve_precision(config.precision, device)))
+        _NETWORKS[key] = load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=device, pooling=config.pooling)
+    except Exception:  # noqa: BLE001, S110 - whatever fails here fails again in the first job, which reports it
+        pass
 
 
 def _setup_device(spec: WorkerSpec) -> None:
