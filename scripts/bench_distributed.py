@@ -99,6 +99,10 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seams-only", action="store_true", help="only the library's blend; no timing runs")
+    parser.add_argument("--strip", type=Path, metavar="JPG",
+                        help="write the frames across the first seam of the library's blend as one picture")
+    parser.add_argument("--speed-runs", type=int, default=0, metavar="R",
+                        help="only the speed-up: R alternated pairs of the chunked render on 1 and on N workers")
     args = parser.parse_args()
     style = builtin_style("starry-night")
     assert style is not None
@@ -117,6 +121,9 @@ def main() -> None:
         print(f"{args.frames} frames at {size[0]}x{size[1]}, cuts at {cuts or 'none'}; chunks of "
               f"{args.chunk_frames}, overlap {args.overlap}: {len(chunks)} chunks, seams at {[s for _, s in seams]}")
         chunking = {"chunk_frames": args.chunk_frames}
+        if args.speed_runs:
+            speed_up(clip, style, folder, config, args, chunking)
+            return
         times: dict[str, float] = {}
         variants: list[tuple[str, dict[str, object], Callable[..., np.ndarray] | None]] = [
             ("blend", {**chunking, "overlap": args.overlap}, None),
@@ -129,6 +136,8 @@ def main() -> None:
             work = name.replace(" ", "_")
             times[name] = render(clip, style, folder, work, config, workers=args.workers, **kwargs)
             distributed.blend_frames = library_blend
+            if args.strip is not None and name == "blend" and seams:
+                write_strip(args.strip, frames_of(folder / work, len(sources)), sources, seams[0])
             own = seams if kwargs["overlap"] else [(s, s) for _, s in seams]
             report = seam_report(frames_of(folder / work, len(sources)), sources, own, cuts, scorer)
             print(f"{name:14s} worst seam pair / median inside pair: "
@@ -147,6 +156,30 @@ def main() -> None:
               f"{times['1 worker']:.1f}, on {args.workers} workers {times['blend']:.1f}: "
               f"speed-up {times['1 worker'] / times['blend']:.2f}x over 1 worker, "
               f"{times['sequential'] / times['blend']:.2f}x over the sequential render")
+
+
+def write_strip(path: Path, outs: list[np.ndarray], sources: list[np.ndarray], seam: tuple[int, int]) -> None:
+    """Sources above, the render below, from the frame before the overlap to the first frame after it, enlarged."""
+    first, start = seam
+    picked = sorted({first - 1, *range(first, start, max(1, (start - first) // 4)), start})
+    rows = [np.hstack([frames[i] for i in picked]) for frames in (sources, outs)]
+    sheet = np.vstack(rows)
+    sheet = cv2.resize(sheet, (sheet.shape[1] * 2, sheet.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    print(f"strip of frames {picked} (the overlap is {first}..{start - 1}) written to {path}")
+
+
+def speed_up(clip: Path, style: Path, folder: Path, config: vidstyle.Config, args: argparse.Namespace,
+             chunking: dict[str, int]) -> None:
+    """1 worker and N workers alternated, so that a change in the machine's load falls on both."""
+    ratios = []
+    for run in range(args.speed_runs):
+        one = render(clip, style, folder, f"one_{run}", config, workers=1, **chunking, overlap=args.overlap)
+        many = render(clip, style, folder, f"many_{run}", config, workers=args.workers, **chunking,
+                      overlap=args.overlap)
+        ratios.append(one / many)
+        print(f"run {run + 1}: 1 worker {one:.1f} s, {args.workers} workers {many:.1f} s, speed-up {one / many:.2f}x")
+    print(f"median speed-up {statistics.median(ratios):.2f}x over {len(ratios)} alternated pairs")
 
 
 if __name__ == "__main__":

@@ -170,26 +170,35 @@ def blend_weight(position: int, length: int) -> float:
     return (position + 1) / (length + 1)
 
 
+# Scales (Gaussian sigmas, pixels) that split a picture into detail bands for the cross-fade: from single-pixel
+# grain up to brush strokes a tenth of a small frame wide.
+_BANDS = (1.0, 2.0, 4.0, 8.0)
+
+
 def blend_frames(earlier: np.ndarray, later: np.ndarray, weight: float) -> np.ndarray:
     """Cross-fade of two paintings of one source frame, `weight` of the later one.
 
     Both carry the same content, so their average keeps it; their brush strokes differ, and an average of two
     unrelated textures has less contrast than either (at one half, about 0.7 of it), which reads as a softer,
-    washed-out picture in the middle of the fade. So the detail (the image minus its blur) of the mix is scaled
-    back to the contrast the two frames have on average.
+    washed-out picture in the middle of the fade. So each detail band of the mix (the differences between
+    successive blurs, from grain to brush strokes) is scaled back to the contrast the two frames have in that
+    band on average; the coarsest blur, the colours and shapes, is the plain mix.
     """
     a, b = earlier.astype(np.float32), later.astype(np.float32)
     mixed = (1.0 - weight) * a + weight * b
-    base = cv2.GaussianBlur(mixed, (0, 0), 2.0)
-    detail = mixed - base
-    wanted = (1.0 - weight) * _detail_contrast(a) + weight * _detail_contrast(b)
-    have = float(detail.std())
-    gain = wanted / have if have > 1e-6 else 1.0
-    return np.clip(base + gain * detail, 0, 255).round().astype(np.uint8)
+    bands_a, bands_b, bands_mix = _bands(a), _bands(b), _bands(mixed)
+    out = bands_mix[-1]  # the coarsest blur
+    for band_a, band_b, band in zip(bands_a[:-1], bands_b[:-1], bands_mix[:-1], strict=True):
+        wanted = (1.0 - weight) * float(band_a.std()) + weight * float(band_b.std())
+        have = float(band.std())
+        out = out + band * (wanted / have if have > 1e-6 else 1.0)
+    return np.clip(out, 0, 255).round().astype(np.uint8)
 
 
-def _detail_contrast(image: np.ndarray) -> float:
-    return float((image - cv2.GaussianBlur(image, (0, 0), 2.0)).std())
+def _bands(image: np.ndarray) -> list[np.ndarray]:
+    """The image as detail bands, finest first, and last its coarsest blur: they add up to the image."""
+    blurs = [image] + [cv2.GaussianBlur(image, (0, 0), sigma) for sigma in _BANDS]
+    return [fine - coarse for fine, coarse in zip(blurs, blurs[1:], strict=False)] + [blurs[-1]]
 
 
 class ChunkFiles:
