@@ -17,7 +17,7 @@ import numpy as np
 from torch import Tensor
 
 from vidstyle.errors import EncodeError, SettingError
-from vidstyle.io.ffmpeg import StderrTail, file_url, start_ffmpeg, stop_process
+from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
 from vidstyle.stylize import to_rgb8
 
 ANIMATION_SUFFIXES = (".mp4", ".gif")
@@ -86,12 +86,7 @@ class IterateRecorder:
         self.add(result, repeat=max(1, round(HOLD_SECONDS * FPS)))
 
     def _last_words(self) -> str:
-        proc = cast(subprocess.Popen[bytes], self._proc)
-        stop_process(proc)
-        if self._stderr is not None:
-            self._stderr.join()
-            return self._stderr.last() or f"ffmpeg exited with {proc.returncode}"
-        return f"ffmpeg exited with {proc.returncode}"
+        return last_words(cast(subprocess.Popen[bytes], self._proc), self._stderr)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -624,22 +624,13 @@ def _estimate_line(estimate: Estimate) -> str:
         parts.append(f"{estimate.later_frames} later frame{'s' * (estimate.later_frames != 1)} x "
                      f"{_short_seconds(estimate.later_seconds)} s")
     parts.append(f"plan {_short_seconds(estimate.plan_seconds)} s, start-up {_short_seconds(estimate.setup_seconds)} s")
-    return f"whole render on {estimate.device} at {width}x{height}: about {_long_time(estimate.total_seconds)} " \
+    return f"whole render on {estimate.device} at {width}x{height}: about {_clock(max(1.0, estimate.total_seconds))} " \
            f"({', '.join(parts)})"
 
 
 def _short_seconds(seconds: float) -> str:
     """Two significant figures under 10 s (0.41, 3.2), whole seconds above (14, 240)."""
     return f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"
-
-
-def _long_time(seconds: float) -> str:
-    """1h12m, 3m05s or 42s: a duration as a person says it, to the precision an estimate has."""
-    total = max(1, round(seconds))
-    if total < 3600:
-        return _clock(total)
-    hours, minutes = divmod(round(total / 60), 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:

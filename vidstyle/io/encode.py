@@ -13,7 +13,7 @@ from typing import IO, cast
 import numpy as np
 
 from vidstyle.errors import EncodeError
-from vidstyle.io.ffmpeg import StderrTail, file_url, start_ffmpeg, stop_process
+from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
 from vidstyle.io.probe import VideoInfo
 
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -142,12 +142,7 @@ class VideoWriter:
         self.frames_written += 1
 
     def _last_words(self) -> str:
-        proc = cast(subprocess.Popen[bytes], self._proc)
-        stop_process(proc)
-        if self._stderr is not None:
-            self._stderr.join()
-            return self._stderr.last() or f"ffmpeg exited with {proc.returncode}"
-        return f"ffmpeg exited with {proc.returncode}"
+        return last_words(cast(subprocess.Popen[bytes], self._proc), self._stderr)
 
     def close(self) -> None:
         """Finish the file; raises EncodeError if ffmpeg failed."""

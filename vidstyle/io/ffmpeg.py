@@ -74,6 +74,15 @@ class StderrTail:
         return " | ".join(list(self.lines)[-n:])
 
 
+def last_words(proc: subprocess.Popen[bytes], stderr: StderrTail | None) -> str:
+    """Why an ffmpeg we write to stopped: it is ended first, then its last lines are read, or its exit code."""
+    stop_process(proc)
+    if stderr is not None:
+        stderr.join()
+        return stderr.last() or f"ffmpeg exited with {proc.returncode}"
+    return f"ffmpeg exited with {proc.returncode}"
+
+
 def start_ffmpeg(args: Sequence[str], *, stdin: bool = False, stdout: bool = False) -> subprocess.Popen[bytes]:
     """Start ffmpeg in its own session so that a terminal's Ctrl-C reaches only us; we decide how it ends."""
     return subprocess.Popen(
