@@ -14,7 +14,7 @@ import vidstyle.stylize
 from vidstyle.batch import plan_batch, render_many
 from vidstyle.cli import main
 from vidstyle.config import make_config
-from vidstyle.errors import SettingError
+from vidstyle.errors import SettingError, UsageError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, Event
 from vidstyle.io.probe import probe_video
 
@@ -61,7 +61,7 @@ def test_each_style_writes_one_output_per_input_and_style_on_one_network(
 
 def test_a_blend_is_one_output_per_input(clips: list[Path], two_styles: list[Path]) -> None:
     items = plan_batch(clips, two_styles)
-    assert [i.output.name for i in items] == ["one.starry_night.mp4", "two.starry_night.mp4"]
+    assert [i.output.name for i in items] == ["one.starry_night+wave.mp4", "two.starry_night+wave.mp4"]
     assert all(i.styles == tuple(two_styles) for i in items)
 
 
@@ -118,11 +118,12 @@ def test_two_inputs_of_one_name_into_one_folder_are_refused_before_anything(
     twin = shutil.copy(clips[0], other / clips[0].name)
     folder = tmp_path / "out"
     folder.mkdir()
-    with pytest.raises(SettingError, match="would both be written to"):
+    with pytest.raises(UsageError, match="two renders would both be written to"):
         render_many([clips[0], twin], [starry], output_dir=folder)
     assert main(["render", str(clips[0]), str(twin), "--style", str(starry), "-o", str(folder), *TINY]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("vidstyle: error: the inputs "), err
+    assert len(err) == 1 and err[0].startswith("vidstyle: error: two renders would both be written to "), err
+    assert f"{clips[0]} as starry_night.jpg and {twin} as starry_night.jpg" in err[0]
     assert not any(folder.iterdir())
 
 
@@ -134,3 +135,15 @@ def test_each_items_end_is_an_event(clips: list[Path], starry: Path) -> None:
     ended = [(e.position, e.status) for e in events if isinstance(e, BatchItemEnded)]
     assert ended == [(0, "written"), (1, "skipped")]
     assert clips[1].with_name("two.starry_night.mp4").read_bytes() == b"mine"
+
+
+def test_each_style_and_a_blend_are_refused_together(clips: list[Path], two_styles: list[Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_config("fast", size=64, device="cpu", style_blend=(0.7, 0.3))
+    with pytest.raises(SettingError, match="style_blend mixes several styles"):
+        render_many(clips, two_styles, config, each_style=True)
+    code = main(["render", str(clips[0]), *(a for s in two_styles for a in ("--style", str(s))), "--each-style",
+                 "--style-blend", "0.7,0.3", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("vidstyle: error: --style-blend mixes"), err
+    assert not list(clips[0].parent.glob("*.mp4.*")) and len(list(clips[0].parent.iterdir())) == 2

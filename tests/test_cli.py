@@ -269,3 +269,35 @@ def test_log_json_writes_every_event_as_one_json_line(bunny_short: Path, starry:
                  "--size", "32", "--iters", "3", "--device", "cpu", "--quiet", "--log-json", str(still_log)]) == 0
     still = [json.loads(line)["event"] for line in still_log.read_text().splitlines()]
     assert still == ["FrameStarted", "IterationDone", "IterationDone", "IterationDone", "FrameDone"]
+
+
+def test_the_bar_counts_finished_frames_only() -> None:
+    from vidstyle.cli import _eta_bar, _Progress
+
+    bar = _eta_bar(10, 0, _Progress(quiet=False))
+    try:
+        bar.n = 1.6  # one frame done and most of the next one's iterations
+        assert "| 1/10 [" in str(bar)
+        bar.n = 9.95
+        assert "| 9/10 [" in str(bar), "the last frame is not done until it is"
+    finally:
+        bar.close()
+
+
+def test_one_output_into_a_folder_is_refused_when_it_exists(bunny_short: Path, starry: Path, tmp_path: Path,
+                                                            capsys) -> None:
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(folder), *TINY]) == 0
+    written = folder / f"{bunny_short.stem}.starry_night.mp4"
+    assert written.exists()
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(folder), *TINY], 2,
+         "exists; use --overwrite")
+
+
+def test_options_that_would_be_ignored_are_refused(bunny_short: Path, starry: Path, tmp_path: Path,
+                                                  capsys) -> None:
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "--flow", "none", "--temporal-reach", "4",
+                  *TINY], 2, "--temporal-reach looks back along the optical flow")
+    _bad(capsys, ["image", str(tmp_path / "x.png"), "--style", str(starry), "-o", str(tmp_path / "o.png"),
+                  "--animation-every", "3"], 2, "--animation-every sets the pictures of an --animation")

@@ -145,3 +145,5 @@ def test_the_long_term_warping_error_sees_strokes_redrawn_every_frame() -> None:
     assert noisy.long_term_warping_error > stuck.long_term_warping_error
     three = measure_frames(frames[:3], frames[:3])
     assert three.long_term_warping_error > 0, "frames 0 and 2: one pair two apart"
+    two = measure_frames(frames[:2], frames[:2])
+    assert two.long_term_warping_error is None and two.as_dict()["long_term_warping_error"] is None

@@ -15,7 +15,7 @@ from typing import Any
 
 from vidstyle.assets import resolve_style
 from vidstyle.config import Config, make_config
-from vidstyle.errors import Interrupted, OutputExists, SettingError, VidstyleError
+from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.pipeline import RenderJob, check_cluster_job, default_output, on_cluster, prepare_render, render_job
 from vidstyle.stylize import Stylizer
@@ -62,9 +62,14 @@ def _check_distinct(items: list[BatchItem]) -> None:
     for item in items:
         key = item.output.resolve()
         if key in seen:
-            raise SettingError("inputs", f"{seen[key].input} and {item.input} would both be written to "
-                                         f"{item.output}: rename one, or render them separately")
+            raise UsageError(f"two renders would both be written to {item.output}: {_describe(seen[key])} and "
+                             f"{_describe(item)}; give each input and style once, and inputs or styles of one name "
+                             "in separate commands")
         seen[key] = item
+
+
+def _describe(item: BatchItem) -> str:
+    return f"{item.input} as {' + '.join(p.name for p in item.styles)}"
 
 
 def render_many(inputs: Sequence[Path | str], style_paths: Sequence[Path | str], config: Config | None = None, *,
@@ -79,6 +84,9 @@ def render_many(inputs: Sequence[Path | str], style_paths: Sequence[Path | str],
     them and resumes the interrupted one.
     """
     config = config if config is not None else make_config()
+    if each_style and config.style_blend:
+        raise SettingError("style_blend", "mixes several styles into one output, and each_style makes one output "
+                                          "per style: use one or the other")
     unknown = set(cluster) - {"workers", "ray_address", "chunk_frames", "overlap"}
     if unknown:
         raise TypeError(f"render_many() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")

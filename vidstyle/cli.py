@@ -56,6 +56,7 @@ _STILL_FIELDS = ("size", "tol", "coarse_levels", "optimizer", "adam_lr", "conten
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "temporal_reach", "init", "prev_weight", "flow",
                  "cut_threshold", "crf", "output_size", "keep_frames")
+_PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("crf", "output_size", "keep_frames"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,14 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--animation", type=Path, metavar="FILE",
                        help="also write the optimization as a short video (.mp4) or .gif: the picture every few "
                             "iterations, from the photograph to the painting")
-    image.add_argument("--animation-every", type=int, default=5, metavar="N",
+    image.add_argument("--animation-every", type=int, metavar="N",
                        help="iterations between two pictures of --animation [5]")
     _add_settings(image, _STILL_FIELDS, preset)
     image.set_defaults(func=_cmd_image)
 
     demo = sub.add_parser("demo", help="render the bundled sample clip offline",
-                          description="Render a bundled Big Buck Bunny clip as The Starry Night.")
-    demo.add_argument("-o", "--output", type=Path, default=Path("vidstyle-demo.mp4"), help="[vidstyle-demo.mp4]")
+                          description="Render the bundled 5 s Big Buck Bunny clip as The Starry Night, offline: "
+                                      "192 px on a CPU (about two minutes on two cores), the balanced preset at "
+                                      "720 px on a GPU.")
+    demo.add_argument("-o", "--output", type=Path, default=Path("vidstyle-demo.mp4"),
+                      help="the video to write [vidstyle-demo.mp4]")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -255,14 +259,15 @@ def _add_preview(sub: Any, preset: dict[str, Any]) -> None:
     preview.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                          help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable")
     preview.add_argument("-o", "--output", type=Path,
-                         help="contact sheet (.png, .jpg) [<input>.<style>.preview.png beside the input]")
+                         help="contact sheet (.png, .jpg, .webp) [<input>.<style>.preview.png beside the input]")
     frames = preview.add_argument_group("which frames").add_mutually_exclusive_group()
     frames.add_argument("--at", type=_seconds, action="append", metavar="TIME",
                         help="a frame at this time (seconds or HH:MM:SS.ms); repeatable")
     frames.add_argument("--frames", type=int, metavar="N", help="frames spread evenly over the video [4]")
     preview.add_argument("--strength", type=_float_list, metavar="S1,S2",
                          help="style strengths to compare, one row each: each multiplies --style-weight [1]")
-    _add_settings(preview, _STILL_FIELDS + _VIDEO_FIELDS, preset)
+    # A preview writes no video: the encoder's settings (crf, output size, kept frames) mean nothing to it.
+    _add_settings(preview, _STILL_FIELDS + _PREVIEW_VIDEO_FIELDS, preset)
     preview.set_defaults(func=_cmd_preview)
 
 
@@ -307,7 +312,7 @@ class _Progress:
         self.eta: Any = None
         self.frames_done = 0
         self.total = 0
-        self.plain = not sys.stderr.isatty()
+        self.plain = not _terminal_columns()
         self.last_line = time.monotonic()
         self.announced = False
 
@@ -401,6 +406,17 @@ class _Progress:
             self.bar = None
 
 
+def _terminal_columns() -> int:
+    """Columns of the terminal stderr is, 0 where it is none; a terminal that says it has no columns (a bare
+    pseudo-terminal) would show an empty bar, so it gets the plain lines too."""
+    if not sys.stderr.isatty():
+        return 0
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        return 0
+
+
 def _eta_bar(total: int, initial: int, progress: _Progress) -> Any:
     """A tqdm bar whose ETA and rate are the progress's own (fresh frames weighed), not tqdm's mean rate."""
     from tqdm import tqdm
@@ -409,6 +425,7 @@ def _eta_bar(total: int, initial: int, progress: _Progress) -> Any:
         @property
         def format_dict(self) -> dict[str, Any]:
             shown = super().format_dict
+            shown["whole"] = int(self.n + 1e-9)  # frames finished: the iterations move n between them
             if progress.eta is None:  # frames arrive from workers: tqdm's rate of them
                 rate = shown.get("rate")
                 shown["left"] = _clock((self.total - self.n) / rate) if rate else "?"
@@ -419,7 +436,7 @@ def _eta_bar(total: int, initial: int, progress: _Progress) -> Any:
 
     # tqdm puts ", " before a postfix itself; whole frames are shown, the iterations move the bar between them.
     return EtaBar(total=total, initial=initial, unit="frame", dynamic_ncols=True, file=sys.stderr,
-                  bar_format="{l_bar}{bar}| {n:.0f}/{total} [{elapsed}<{left}, {per_frame}{postfix}]")
+                  bar_format="{l_bar}{bar}| {whole}/{total} [{elapsed}<{left}, {per_frame}{postfix}]")
 
 
 def _clock(seconds: float) -> str:
@@ -431,17 +448,19 @@ def _clock(seconds: float) -> str:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from vidstyle.pipeline import render
+    from vidstyle.pipeline import default_output, render
 
     config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
     outputs = len(args.input) * (len(args.style) if args.each_style else 1)
-    into_folder = args.output is not None and args.output.is_dir()
-    if outputs > 1 or into_folder:
+    if outputs > 1:
         return _render_batch(args, config, outputs)
+    output = args.output
+    if output is not None and output.is_dir():  # one output into a folder: named as beside the input
+        output = output / default_output(args.input[0], [resolve_style(s) for s in args.style]).name
     progress = _Progress(args.quiet)
     log = _JsonLog(args.log_json, progress)
     try:
-        render(args.input[0], args.style, args.output, config, workdir=args.workdir,
+        render(args.input[0], args.style, output, config, workdir=args.workdir,
                overwrite=args.overwrite, restart=args.restart, on_event=log, workers=args.workers,
                ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap,
                start=args.start, end=_trim_end(args))
@@ -491,17 +510,21 @@ def _cmd_image(args: argparse.Namespace) -> int:
 
     # A still is a first frame: its iteration count is the preset's first_iters unless --iters is given.
     config = _config_from(args, _STILL_FIELDS, first_iters=args.iters)
+    if args.animation_every is not None and args.animation is None:
+        raise UsageError("--animation-every sets the pictures of an --animation: give --animation FILE too")
     started = time.perf_counter()
     bar = _IterationBar(args.quiet)
     log = _JsonLog(args.log_json, bar)
     try:
+        every = 5 if args.animation_every is None else args.animation_every
         stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log,
-                      animation=args.animation, animation_every=args.animation_every)
+                      animation=args.animation, animation_every=every)
     finally:
         bar.close()
         log.close()
     if not args.quiet:
-        print(f"wrote {args.output} in {_clock(time.perf_counter() - started)}", file=sys.stderr)
+        also = f" and {args.animation}" if args.animation is not None else ""
+        print(f"wrote {args.output}{also} in {_clock(time.perf_counter() - started)}", file=sys.stderr)
     return 0
 
 
@@ -510,7 +533,7 @@ class _IterationBar:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet, self.bar, self.last = quiet, None, time.monotonic()
-        self.plain = not sys.stderr.isatty()
+        self.plain = not _terminal_columns()
 
     def __call__(self, event: Event) -> None:
         if self.quiet:
@@ -562,9 +585,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     print(f"frames                       {found.frames}")
     print(f"warping error (output)       {found.warping_error:.6f}   flicker: lower is steadier")
     print(f"warping error (source)       {found.source_warping_error:.6f}   the floor: the source's own change "
-          "that flow cannot explain; a render does not go below it")
-    print(f"long-term warping error      {found.long_term_warping_error:.6f}   frames 2, 4 and 8 apart: strokes kept "
-          f"over time (source: {found.source_long_term_warping_error:.6f})")
+          "that flow cannot explain, which a render rarely goes below")
+    if found.long_term_warping_error is not None:
+        print(f"long-term warping error      {found.long_term_warping_error:.6f}   frames 2, 4 and 8 apart (as far as "
+              f"the shots go): strokes kept over time (source: {found.source_long_term_warping_error:.6f})")
     print(f"edge correlation with source {found.edge_correlation:.3f} mean, {found.min_edge_correlation:.3f} min"
           "   content kept: 1 is the source's edges")
     if found.style_gain is not None:
@@ -586,7 +610,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_preview(args: argparse.Namespace) -> int:
     from vidstyle.preview import preview
 
-    config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
+    config = _config_from(args, _STILL_FIELDS + _PREVIEW_VIDEO_FIELDS)
     log = _JsonLog(args.log_json, _PreviewLines(args.quiet))
     try:
         result = preview(args.input, args.style, args.output, config, at=args.at, count=args.frames,

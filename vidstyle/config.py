@@ -125,6 +125,8 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and low <= value <= high):
             raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {value!r})")
+    if cfg.temporal_reach > 1 and cfg.flow == "none":
+        raise SettingError("temporal_reach", "looks back along the optical flow: it needs flow (dis or farneback)")
     blend = cfg.style_blend
     if any(not math.isfinite(w) or w < 0 for w in blend) or (blend and sum(blend) <= 0):
         raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero (got {blend})")

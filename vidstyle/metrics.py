@@ -69,8 +69,8 @@ class VideoMetrics:
     style_gain: float | None = None
     # The same error between frames LONG_TERM_GAPS apart in one shot (mean over the gaps): whether a region
     # keeps its strokes over a second, not only from one frame to the next; and the source's own, its floor.
-    long_term_warping_error: float = 0.0
-    source_long_term_warping_error: float = 0.0
+    long_term_warping_error: float | None = None  # None where the clip has no frames that far apart in a shot
+    source_long_term_warping_error: float | None = None
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -108,7 +108,7 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
     return VideoMetrics(len(edges), mean(warp_errors), mean(floor_errors), mean(edges),
                         float(min(edges)) if edges else 0.0, mean(gains) if gains else None,
-                        mean(long_errors), mean(long_floor))
+                        mean(long_errors) if long_errors else None, mean(long_floor) if long_floor else None)
 
 
 def check_pair(output: VideoInfo, source: VideoInfo) -> None:
@@ -117,10 +117,14 @@ def check_pair(output: VideoInfo, source: VideoInfo) -> None:
     A render keeps every frame and the aspect ratio (to the even pixel), so either difference means another clip.
     """
     if output.frame_count != source.frame_count:
+        part = (" (a render of part of it, with a start or an end, is compared with that part: cut the source "
+                "the same way first)") if output.frame_count < source.frame_count else ""
         raise InputError(f"{output.path} has {output.frame_count} frames and {source.path} {source.frame_count}: "
-                         "it was not rendered from that source")
+                         f"it was not rendered from that source{part}")
     out_aspect, src_aspect = output.width / output.height, source.width / source.height
-    if abs(out_aspect / src_aspect - 1) > 0.03:
+    # A render rounds both sides to even pixels: at small sizes that moves the aspect by up to a pixel a side.
+    rounding = 2.0 / min(output.width, output.height)
+    if abs(out_aspect / src_aspect - 1) > 0.03 + rounding:
         raise InputError(f"{output.path} is {output.width}x{output.height} and {source.path} "
                          f"{source.width}x{source.height}: another shape of picture, so not a render of it")
 

@@ -77,9 +77,15 @@ class RenderJob:
         return self.trim if self.trim is not None else (0, self.info.frame_count)
 
 
+def style_label(style_paths: Sequence[Path]) -> str:
+    """The styles as an output name says them: `starry_night`, or a blend's `starry_night+wave`."""
+    return "+".join(Path(p).stem for p in style_paths)
+
+
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
-    """`<input stem>.<style stem>.mp4` beside the input."""
-    return input_path.with_name(f"{input_path.stem}.{style_paths[0].stem}.mp4")
+    """`<input stem>.<style stem>.mp4` beside the input; a blend names all its styles, so that it is never taken
+    for a render of its first style alone."""
+    return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.mp4")
 
 
 def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,

@@ -32,14 +32,17 @@ from vidstyle.io.images import encode_image, read_image, write_atomic
 from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import VideoInfo, probe_video
 from vidstyle.limits import check_fits, render_size
+from vidstyle.pipeline import style_label
 from vidstyle.plan import find_cuts
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import StylizedFrame, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 
 DEFAULT_COUNT = 4  # frames of a preview when no times are given
-# Later frames timed after the first preview frame. One alone is at the mercy of a busy machine: the median of three
-# held to a few per cent of the render's mean on a shared two-core machine (docs/performance.md).
+# Later frames timed after the first preview frame: their median, since one alone is at the mercy of a moment's
+# noise. Three cost about 15 % more iterations than the four fresh frames at the presets (3 x iters against
+# 4 x first_iters); what is left of the error is the machine's speed changing between preview and render
+# (docs/performance.md, "Render time estimate").
 LATER_SAMPLES = 3
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LABEL_HEIGHT = 18  # pixels of the band above each row of the sheet that names what the row shows
@@ -95,8 +98,8 @@ class PreviewJob:
 
 
 def default_preview_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
-    """`<input stem>.<style stem>.preview.png` beside the input."""
-    return input_path.with_name(f"{input_path.stem}.{style_paths[0].stem}.preview.png")
+    """`<input stem>.<style stem>.preview.png` beside the input (a blend names all its styles)."""
+    return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.preview.png")
 
 
 def preview(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
