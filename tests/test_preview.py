@@ -137,8 +137,9 @@ def test_an_existing_sheet_is_kept_unless_overwriting(tmp_path: Path) -> None:
 def test_a_failed_write_or_a_stop_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     stop = threading.Event()
     stop.set()
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted) as stopped:
         preview(CUT_CLIP, ["starry-night"], tmp_path / "stopped.png", _config(), count=1, stop=stop)
+    assert "resume" not in str(stopped.value), "a preview keeps nothing to resume"
     assert list(tmp_path.iterdir()) == [] and not child_ffmpeg_pids()
 
     def full_disk(_src: object, _dst: object) -> None:

@@ -84,8 +84,10 @@ class BusyError(VidstyleError):
 class Interrupted(VidstyleError):
     """Ctrl-C, SIGTERM or the caller's stop event ended the render; completed frames are kept for resuming."""
 
-    def __init__(self, frame: int, signal_number: int) -> None:
-        super().__init__(f"interrupted at frame {frame}; run the same command to resume")
+    def __init__(self, frame: int, signal_number: int, resumable: bool = True) -> None:
+        # Only a render keeps what it finished; a preview or a still has nothing to resume.
+        then = "; run the same command to resume" if resumable else ""
+        super().__init__(f"interrupted at frame {frame}{then}")
         self.exit_code = 128 + signal_number
 
 

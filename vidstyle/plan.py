@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,10 @@ def find_cuts(info: VideoInfo, render_size: tuple[int, int], threshold: float,
     frame is checked, since a cut is one pair of frames."""
     size = render_size if max(render_size) <= PLAN_SIDE else size_to_fit(info.width, info.height, PLAN_SIDE)
     first, end = span if span is not None else (0, None)
-    return cut_positions((frame.rgb for frame in read_frames(info, size, first, end)), threshold, stop, first)
+    # Closed here, not left to the garbage collector: an exception (a stop) that a caller keeps would keep the
+    # decoder's ffmpeg running through its traceback.
+    with closing(read_frames(info, size, first, end)) as frames:
+        return cut_positions((frame.rgb for frame in frames), threshold, stop, first)
 
 
 def plan_segments(frame_count: int, cuts: Iterable[int], chunk_frames: int | None = None,

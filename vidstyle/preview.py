@@ -118,7 +118,7 @@ def preview(input_path: Path | str, style_paths: Sequence[Path | str], output: P
     try:
         return _run(job, on_event, stop)
     except Cancelled:
-        raise Interrupted(job.frames[0], signal.SIGINT) from None
+        raise Interrupted(job.frames[0], signal.SIGINT, resumable=False) from None
 
 
 def prepare_preview(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +62,6 @@ def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], o
                 (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
                 recorder.finish(result.rgb)
     except Cancelled:
-        raise Interrupted(0, 2) from None
+        raise Interrupted(0, signal.SIGINT, resumable=False) from None
     write_atomic(output, encode_image(result.rgb, output.suffix.lower()))
     return output
