@@ -448,6 +448,7 @@ def _clock(seconds: float) -> str:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from vidstyle.io.encode import VIDEO_SUFFIXES
     from vidstyle.pipeline import default_output, render
 
     config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
@@ -455,7 +456,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if outputs > 1:
         return _render_batch(args, config, outputs)
     output = args.output
-    if output is not None and output.is_dir():  # one output into a folder: named as beside the input
+    if output is not None and output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES:
+        # One output into a folder, named as beside the input. A folder named like a video (out.mp4/) is taken for
+        # the mistake it most likely is, and refused as an output that is a directory.
         output = output / default_output(args.input[0], [resolve_style(s) for s in args.style]).name
     progress = _Progress(args.quiet)
     log = _JsonLog(args.log_json, progress)

@@ -18,6 +18,7 @@ from vidstyle.io.probe import VideoInfo
 
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _SUFFIXES = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv"}
+VIDEO_SUFFIXES = frozenset(_CONTAINERS)  # the output names a render writes
 
 _PCM = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le", "pcm_f64le",
                   "pcm_u8", "pcm_alaw", "pcm_mulaw"})
