@@ -158,7 +158,7 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     existing.write_bytes(b"keep me")
     _bad(capsys, [*base, "-o", str(existing)], 2, "--overwrite")
     assert existing.read_bytes() == b"keep me"
-    _bad(capsys, [*base, "-o", str(tmp_path / "o.avi")], 1, "unsupported output type")
+    _bad(capsys, [*base, "-o", str(tmp_path / "o.avi")], 2, "unsupported output type")
 
 
 @pytest.mark.parametrize("flags, pattern", [

@@ -12,7 +12,7 @@ from typing import IO, cast
 
 import numpy as np
 
-from vidstyle.errors import EncodeError
+from vidstyle.errors import EncodeError, UsageError
 from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
 from vidstyle.io.probe import VideoInfo
 
@@ -48,7 +48,8 @@ def container_for(path: Path) -> str:
     """ffmpeg muxer name for an output file name; raises EncodeError for unsupported extensions."""
     fmt = _CONTAINERS.get(path.suffix.lower())
     if fmt is None:
-        raise EncodeError(f"unsupported output type '{path.suffix}' (use {', '.join(sorted(_CONTAINERS))})")
+        # A usage error (exit 2), like any other refused option: nothing was encoded yet.
+        raise UsageError(f"unsupported output type '{path.suffix}' (use {', '.join(sorted(_CONTAINERS))})")
     return fmt
 
 
