@@ -20,6 +20,9 @@ from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ign
 from vidstyle.pipeline import RenderJob, check_cluster_job, default_output, on_cluster, prepare_render, render_job
 from vidstyle.stylize import Stylizer
 
+# render()'s Ray options, in on_cluster's order, which a batch passes on to each render.
+_CLUSTER_OPTIONS = ("workers", "ray_address", "chunk_frames", "overlap")
+
 
 @dataclass(frozen=True)
 class BatchItem:
@@ -87,11 +90,11 @@ def render_many(inputs: Sequence[Path | str], style_paths: Sequence[Path | str],
     if each_style and config.style_blend:
         raise SettingError("style_blend", "mixes several styles into one output, and each_style makes one output "
                                           "per style: use one or the other")
-    unknown = set(cluster) - {"workers", "ray_address", "chunk_frames", "overlap"}
+    unknown = set(cluster) - set(_CLUSTER_OPTIONS)
     if unknown:
         raise TypeError(f"render_many() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
     items = plan_batch(inputs, style_paths, each_style=each_style, output_dir=output_dir)
-    distributed = on_cluster(*(cluster.get(k) for k in ("workers", "ray_address", "chunk_frames", "overlap")))
+    distributed = on_cluster(*(cluster.get(k) for k in _CLUSTER_OPTIONS))
     prepared = [_prepare(item, config, overwrite, start, end, distributed) for item in items]
     stylizers: dict[tuple[Path, ...], Stylizer] = {}
     results = []

@@ -46,7 +46,7 @@ from vidstyle.io.probe import VideoInfo, probe_video
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.plan import Segment, find_cuts, plan_segments
 from vidstyle.precision import resolve_precision
-from vidstyle.sequence import Previous, reach_offsets, stylize_sequence
+from vidstyle.sequence import Previous, frames_back, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 from vidstyle.threads import WriteBehind
 
@@ -342,8 +342,7 @@ def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_
 def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
                      stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """(index, pixels, new) for every frame in order: loaded where an earlier run finished it, else stylized."""
-    keep = max(reach_offsets(job.config.temporal_reach), default=1)
-    for run in _runs(segments, job.workdir.done_frames(), keep):
+    for run in _runs(segments, job.workdir.done_frames(), frames_back(job.config)):
         if run.done:
             for index in range(run.start, run.stop):
                 yield index, job.workdir.load_frame(index, job.size), False

@@ -84,6 +84,11 @@ def reach_offsets(reach: int) -> tuple[int, ...]:
     return tuple(offsets)
 
 
+def frames_back(config: Config) -> int:
+    """How many of a shot's latest frames the loop keeps: as far back as the temporal loss looks, at least one."""
+    return max(reach_offsets(config.temporal_reach), default=1) if config.flow != "none" else 1
+
+
 def _flow_and_mask(cur_gray: np.ndarray, other_gray: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     backward = estimate_flow(cur_gray, other_gray, method)
     return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method))
@@ -116,7 +121,7 @@ def track_motion(frames: Iterable[Frame], config: Config, previous: Sequence[np.
             further = tuple(_long_term(frame.rgb, cur_gray, shot[back - 1], back, config.flow)
                             for back in offsets if back <= len(shot))
         yield Motion(frame, None if fresh else prev, fresh, backward, mask, further)
-        shot = [frame.rgb] if fresh else [frame.rgb, *shot][:max(offsets, default=1)]
+        shot = [frame.rgb] if fresh else [frame.rgb, *shot][:frames_back(config)]
 
 
 def long_term_masks(nearest: np.ndarray, further: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -154,7 +159,10 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     if motion.backward is not None and motion.mask is not None:
         kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
         stylization = warp(stylization, motion.backward) * kept
-        carried = warp(prev_out.astype(np.float32), motion.backward)
+        # The warped previous output is the temporal target, and the frames further back join it: only then
+        # is it worth a warp of the whole frame.
+        wanted = config.temporal_weight > 0 or bool(motion.further)
+        carried = warp(prev_out.astype(np.float32), motion.backward) if wanted else prev_out
         mask = motion.mask
         if motion.further:
             stylization, carried, mask = _reach_further(motion, stylization, carried, earlier)
@@ -212,7 +220,7 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
     if previous is not None:
         history = [(previous.source, previous.stylized), *previous.earlier]
     motions = track_motion(frames, config, [source for source, _ in history], find_cuts)
-    keep = max(reach_offsets(config.temporal_reach), default=1)
+    keep = frames_back(config)
     for motion in read_ahead(motions, depth=3):
         result = _stylize_motion(motion, history, stylizer, on_event, stop)
         history = [(motion.frame.rgb, result.rgb)] + ([] if result.fresh else history[:keep - 1])
