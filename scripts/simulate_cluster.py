@@ -8,9 +8,10 @@ lengths are skewed: many short shots, a few long ones). It is planned as vidstyl
 (plan.plan_segments, distributed.plan_chunks), and the chunks are run in video order by W workers, each taking the
 next chunk when it is free: what the driver and Ray do. A chunk costs
 
-    start-up (loading VGG19 in a fresh worker) + decoding its first frame's predecessors (read_frames decodes
-    from frame 0) + one fresh frame (FIRST_ITERS iterations) + every later frame of its chain (ITERS each),
-    lead-in frames included.
+    start-up (loading VGG19 in a fresh worker) + decoding the frames before its first one from where its decode
+    begins (read_frames seeks to the keyframe before the last one at or before the range; keyframes every GOP
+    frames, x264's default 250, so up to two GOPs) + one fresh frame (FIRST_ITERS iterations) + every later frame
+    of its chain (ITERS each), lead-in frames included.
 
 The per-iteration time, the start-up and the decode rate are this machine's (--measure measures the last two on
 the bundled clip at 512 px; the default iteration time is performance.md's 512x288 bf16 figure on 2 CPU cores).
@@ -38,6 +39,7 @@ class Costs:
     fresh: float  # seconds a fresh frame takes
     start_up: float  # seconds a worker spends before its first frame (VGG19, style targets)
     decode_fps: float  # frames a second the decoder skips through before a chunk's first frame
+    gop: int  # frames from one keyframe to the next
 
 
 def shot_cuts(frames: int, shots: int, seed: int = 0) -> list[int]:
@@ -48,8 +50,14 @@ def shot_cuts(frames: int, shots: int, seed: int = 0) -> list[int]:
     return [int(c) for c in np.cumsum(lengths)[:-1]]
 
 
+def frames_skipped(first: int, gop: int) -> int:
+    """Frames decoded and dropped before `first`: from the keyframe before the last one at or before it."""
+    begin = (first // gop - 1) * gop
+    return first - begin if begin > 0 else first
+
+
 def chunk_seconds(chunk: Chunk, costs: Costs) -> float:
-    return (costs.start_up + chunk.first / costs.decode_fps + costs.fresh
+    return (costs.start_up + frames_skipped(chunk.first, costs.gop) / costs.decode_fps + costs.fresh
             + (chunk.stop - chunk.first - 1) * costs.later)
 
 
@@ -107,11 +115,12 @@ def main() -> None:
     parser.add_argument("--first-iters", type=int, default=200)
     parser.add_argument("--start-up", type=float, default=3.0, help="seconds [3.0; --measure measures it]")
     parser.add_argument("--decode-fps", type=float, default=400.0, help="[400; --measure measures it]")
+    parser.add_argument("--gop", type=int, default=250, help="frames from one keyframe to the next [250]")
     parser.add_argument("--measure", action="store_true", help="measure start-up and decode rate here")
     args = parser.parse_args()
     start_up, decode_fps = measure() if args.measure else (args.start_up, args.decode_fps)
     costs = Costs(args.iters * args.iteration_seconds, args.first_iters * args.iteration_seconds, start_up,
-                  decode_fps)
+                  decode_fps, args.gop)
     cuts = shot_cuts(args.frames, args.shots)
     lengths = np.diff([0, *cuts, args.frames])
     # One process renders the shots one after another and loads the network once.
@@ -120,7 +129,7 @@ def main() -> None:
                          sequential.wall - args.shots * start_up + start_up, 0.0)
     print(f"{args.frames} frames, {args.shots} shots ({lengths.min()}-{lengths.max()} frames, median "
           f"{int(np.median(lengths))}); a later frame {costs.later:.1f} s, a fresh one {costs.fresh:.1f} s, worker "
-          f"start-up {start_up:.1f} s, decoding {decode_fps:.0f} frames/s")
+          f"start-up {start_up:.1f} s, decoding {decode_fps:.0f} frames/s, a keyframe every {args.gop} frames")
     print(f"sequential render, one process: {sequential.wall / 3600:.1f} h")
     plans: list[tuple[int | None, int]] = [(None, 0), (480, 12), (240, 12), (120, 12), (60, 12), (30, 12),
                                            (120, 0), (120, 4), (120, 8), (120, 24)]

@@ -1,12 +1,15 @@
 """read_frames(info, size, start, stop): exactly the frames [start, stop) of a full decode, pixel for pixel.
 
 Each clip is one that an input seek gets wrong somewhere (hard cuts, 4:4:4, variable rate, rotation, long and
-open GOPs), so a range that came from anything but the same decode would show here.
+open GOPs, MPEG-TS whose audio starts before the video), so a range that came from anything but the frames
+of a full decode would show here; and where a range starts a GOP or more past a keyframe, it must come from
+a seek (decoding only from the keyframe before), not from a decode of everything before it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import pytest
 from conftest import child_ffmpeg_pids, ffmpeg, shared_asset
 
 from vidstyle.assets import demo_clip
-from vidstyle.io.decode import read_frames
+from vidstyle.io.decode import Frame, _read_after_seek, read_frames, seek_keyframe
 from vidstyle.io.ffmpeg import run_ffmpeg
 from vidstyle.io.probe import VIDEO_STREAM, VideoInfo, probe_video, size_to_fit
 
@@ -37,11 +40,37 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "long_gop": _testsrc(folder, "long_gop.mp4", 11, *x264, "-g", "250", "-bf", "3", "-sc_threshold", "0"),
         "open_gop": _testsrc(folder, "open_gop.mp4", 4, *x264, "-bf", "3", "-x264-params",
                              "open-gop=1:keyint=30:min-keyint=30:scenecut=0"),
-        "vfr": _testsrc(folder, "vfr.mkv", 2, "-vf", "select='mod(n\\,3)'", "-fps_mode", "vfr", *x264, rate=30),
+        "vfr": _testsrc(folder, "vfr.mkv", 2, "-vf", "select='mod(n\\,3)'", "-fps_mode", "vfr", *x264, "-g", "10",
+                       rate=30),
     }
     plain = _testsrc(folder, "plain.mp4", 2, *x264, "-g", "10")
     made["rotated"] = folder / "rotated.mp4"
     ffmpeg("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(made["rotated"]))
+    # The x264 version an old encoder writes into the first frame, added to a current stream: ffmpeg's
+    # decoder mends such streams only when it has read that version, so they must never be seeked.
+    made["old_x264"] = folder / "old_x264.mp4"
+    ffmpeg("-i", str(plain), "-c", "copy", "-bsf:v",
+           "h264_metadata=sei_user_data=dc45e9bd-e6d9-48b7-962c-d820d923eeef+x264 - core 148 r2643",
+           str(made["old_x264"]))
+    return made
+
+
+@pytest.fixture(scope="module")
+def real_variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The field clip (real footage, with audio) re-encoded with short GOPs, in containers that seek differently."""
+    source = shared_asset("field_pan_with_audio.mp4")
+    folder = tmp_path_factory.mktemp("real_ranges")
+    common = ("-t", "2", "-vf", "scale=96:54", "-c:v", "libx264", "-g", "8", "-bf", "2")
+    made = {
+        # MPEG-TS starts its clock at 1.4 s, and its audio starts before its video.
+        "ts": folder / "field.ts",
+        "mkv_vfr": folder / "field_vfr.mkv",
+        "mp4_audio": folder / "field.mp4",
+    }
+    ffmpeg("-i", str(source), *common, "-c:a", "mp2", str(made["ts"]))
+    ffmpeg("-i", str(source), "-t", "2", "-vf", "scale=96:54,setpts=PTS+0.2*floor(N/7)/TB", "-fps_mode",
+           "passthrough", "-c:v", "libx264", "-g", "8", "-an", str(made["mkv_vfr"]))
+    ffmpeg("-i", str(source), *common, "-c:a", "aac", str(made["mp4_audio"]))
     return made
 
 
@@ -69,23 +98,41 @@ def _ranges(count: int, keyframes: list[int]) -> list[tuple[int, int | None]]:
     return ranges
 
 
-def _check_ranges(path: Path) -> None:
+def _check_ranges(path: Path) -> int:
+    """Check every range against a full decode; return how many came from a seek (each one whole)."""
     info = probe_video(path)
     size = size_to_fit(info.width, info.height, LONG_SIDE)
     full = [f.rgb.copy() for f in read_frames(info, size)]
     assert len(full) == info.frame_count
-    for start, stop in _ranges(len(full), _keyframe_indices(path)):
+    keyframes = _keyframe_indices(path)
+    assert list(info.keyframes) == keyframes
+    seeked = 0
+    for start, stop in _ranges(len(full), keyframes):
         got = list(read_frames(info, size, start, stop))
-        expected = range(start, min(stop if stop is not None else len(full), len(full)))
-        assert [f.index for f in got] == list(expected), (path.name, start, stop)
+        expected = list(range(start, min(stop if stop is not None else len(full), len(full))))
+        assert [f.index for f in got] == expected, (path.name, start, stop)
         for frame in got:
             assert np.array_equal(frame.rgb, full[frame.index]), (path.name, start, stop, frame.index)
+        key = seek_keyframe(info, start)
+        if key is not None and expected:
+            assert 0 < key <= start
+            # What the seek alone gives (read_frames goes on from the first frame where it stops short).
+            seek = _read_after_seek(info, size, key, start, stop)
+            assert [f.index for f in _drain(seek)] == expected, (path.name, start, stop, key)
+            seeked += 1
     assert not child_ffmpeg_pids()
+    return seeked
 
 
-@pytest.mark.parametrize("name", ["bikes_street_no_audio.mp4", "field_pan_with_audio.mp4"])
-def test_ranges_of_shared_clips_match_a_full_decode(name: str) -> None:
-    _check_ranges(shared_asset(name))
+def _drain(frames: Iterator[Frame]) -> list[Frame]:
+    return list(frames)
+
+
+def test_ranges_of_shared_clips_match_a_full_decode() -> None:
+    # The field pan has keyframes at 0 and 56 only: every range is decoded from the first frame.
+    assert _check_ranges(shared_asset("field_pan_with_audio.mp4")) == 0
+    # The bikes clip's ranges from frame 76 on start at its keyframe 30 (one GOP of margin).
+    assert _check_ranges(shared_asset("bikes_street_no_audio.mp4")) >= 3
 
 
 def test_ranges_of_the_demo_clip_match_a_full_decode() -> None:
@@ -94,10 +141,37 @@ def test_ranges_of_the_demo_clip_match_a_full_decode() -> None:
 
 @pytest.mark.parametrize("kind", ["yuv444p", "long_gop", "open_gop", "vfr", "rotated"])
 def test_ranges_of_hard_streams_match_a_full_decode(clips: dict[str, Path], kind: str) -> None:
-    _check_ranges(clips[kind])
+    seeked = _check_ranges(clips[kind])
+    # Ranges well past the second keyframe come from a seek, except in the long GOP (keyframes 0 and 250).
+    assert seeked == 0 if kind == "long_gop" else seeked >= 2
 
 
-def test_generated_streams_are_what_they_claim(clips: dict[str, Path]) -> None:
+@pytest.mark.parametrize("kind", ["ts", "mkv_vfr", "mp4_audio"])
+def test_ranges_of_real_footage_in_other_containers_come_from_a_seek(real_variants: dict[str, Path],
+                                                                      kind: str) -> None:
+    assert _check_ranges(real_variants[kind]) >= 2
+
+
+def test_a_stream_from_an_old_x264_is_never_seeked(clips: dict[str, Path]) -> None:
+    info = probe_video(clips["old_x264"])
+    assert len(info.keyframes) >= 4
+    assert seek_keyframe(info, info.frame_count - 1) is None
+    assert _check_ranges(clips["old_x264"]) == 0
+
+
+def test_a_seek_that_lands_past_the_range_yields_nothing() -> None:
+    """The timestamps are checked before a frame is given out: a decode that begins after `start` gives none."""
+    info = probe_video(shared_asset("bikes_street_no_audio.mp4"))
+    seek = _read_after_seek(info, (64, 28), 76, 40, 50)  # keyframe 76 is after the range
+    assert _drain(seek) == []
+    assert list(f.index for f in read_frames(info, (64, 28), 100, 103)) == [100, 101, 102]
+    assert not child_ffmpeg_pids()
+
+
+def test_generated_streams_are_what_they_claim(clips: dict[str, Path],
+                                               real_variants: dict[str, Path]) -> None:
+    assert probe_video(real_variants["mkv_vfr"]).variable_rate
+    assert probe_video(real_variants["ts"]).has_audio
     assert _keyframe_indices(clips["long_gop"]) == [0, 250]
     assert len(_keyframe_indices(clips["open_gop"])) >= 3
     assert probe_video(clips["vfr"]).variable_rate

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
+import os
+import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import IO, cast
 
 import numpy as np
 
 from vidstyle.errors import DecodeError
-from vidstyle.io.ffmpeg import StderrTail, exit_reason, file_url, start_ffmpeg, stop_process
+from vidstyle.io.ffmpeg import StderrTail, exit_reason, file_url, run_ffmpeg, start_ffmpeg, stop_process
 from vidstyle.io.probe import VIDEO_STREAM, VideoInfo
 
 
@@ -22,24 +27,36 @@ class Frame:
     rgb: np.ndarray
 
 
-def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = None) -> list[str]:
+def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = None, *,
+                seek_to: str | None = None, stamps_fd: int | None = None,
+                copy_timestamps: bool = False) -> list[str]:
     """ffmpeg arguments that emit every frame once, upright, scaled to `size` = (width, height), as RGB24.
 
     With `frames`, ffmpeg stops after emitting that many, so nothing past the end of a range is decoded.
+    With `seek_to` (seconds), the decode begins at the last keyframe before that time and keeps every
+    frame it decodes (we drop those before a range ourselves, by timestamp). With `stamps_fd`, ffmpeg
+    writes each frame's timestamp ("pts time_base", in the stream's own time base) to that descriptor
+    before the frame itself; with `copy_timestamps`, those are the file's own, not shifted to start at 0.
     """
     width, height = size
     # Area averaging when shrinking avoids aliasing; bicubic when enlarging.
     flags = "area" if width <= info.width else "bicubic"
     limit = ["-frames:v", str(frames)] if frames is not None else []
+    seek = ["-ss", seek_to, "-noaccurate_seek"] if seek_to is not None else []
+    seek += ["-copyts"] if copy_timestamps else []
+    stamps = [] if stamps_fd is None else ["-enc_time_base:v", "demux", "-stats_enc_pre:v", f"pipe:{stamps_fd}",
+                                           "-stats_enc_pre_fmt:v", "{pts} {tb}"]
     return [
         # At this level every stderr line is a complaint, so the first one marks where trouble began.
         "-v", "error",
+        *seek,
         "-i", file_url(info.path),
         "-map", VIDEO_STREAM,
         # passthrough: no frame duplicated or dropped, so variable-rate phone clips keep every frame.
         "-fps_mode", "passthrough",
         "-vf", f"scale={width}:{height}:flags={flags},setsar=1",
         *limit,
+        *stamps,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
     ]
 
@@ -48,9 +65,9 @@ def read_frames(info: VideoInfo, size: tuple[int, int], start: int = 0, stop: in
     """Yield the frames [start, stop) of `info.path` at `size` (width, height); all of them by default.
 
     Each `Frame.index` is the frame's position in the whole video, and its pixels are exactly those a
-    decode of the whole video gives: the range is cut out of the same decode from the first frame (an
-    input seek is not exact on every stream), and ffmpeg stops at `stop`. The process ends with the
-    generator.
+    decode of the whole video gives. A range that starts past a keyframe is decoded from a keyframe
+    before it (see `_read_after_seek`); where that cannot be proven exact, from the first frame.
+    The process ends with the generator.
 
     When the decode reaches the end of the file with fewer frames than the probe counted, DecodeError is
     raised after the last frame was yielded: the file is damaged, and a silently shorter video would drift
@@ -60,6 +77,165 @@ def read_frames(info: VideoInfo, size: tuple[int, int], start: int = 0, stop: in
         raise ValueError(f"frame range [{start}, {stop}) has a negative bound")
     if stop is not None and stop <= start:
         return
+    key = seek_keyframe(info, start)
+    if key is not None:
+        start = yield from _read_after_seek(info, size, key, start, stop)
+        if start >= (info.frame_count if stop is None else stop):
+            return
+    yield from _read_from_first(info, size, start, stop)
+
+
+def seek_keyframe(info: VideoInfo, start: int) -> int | None:
+    """The keyframe a decode of frames from `start` on begins at, or None to begin at the first frame.
+
+    It is the keyframe before the last one at or before `start`: an open GOP's first pictures may refer
+    to the GOP before it, so one whole GOP is decoded first.
+    """
+    if info.codec not in _SEEKABLE_CODECS:
+        return None
+    before = [k for k in info.keyframes if k <= start]
+    if len(before) < 2 or before[-2] == 0 or not info.frame_times:
+        return None
+    if info.codec == "h264" and _old_x264(info):
+        return None
+    if _clock(info) is None:
+        return None
+    return before[-2]
+
+
+# Decoders that begin cleanly at a flagged keyframe. Others (MPEG-4 Part 2 among them) work around
+# encoder bugs that they learn of from the first frame's headers, which a seek skips.
+_SEEKABLE_CODECS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "mpeg2video", "prores", "mjpeg", "dnxhd"})
+# ffmpeg's H.264 decoder mends the pictures of x264 builds before 151 (4:4:4 streams among them) only
+# after reading the encoder's version in the first frame: a decode that seeks past it is silently wrong.
+_X264_MENDED_BEFORE = 151
+
+
+@functools.lru_cache(maxsize=16)
+def _old_x264(info: VideoInfo) -> bool:
+    """Whether the stream's first packet names an x264 build whose output ffmpeg mends (or cannot be read)."""
+    code, packet, _ = run_ffmpeg(["-v", "error", "-i", file_url(info.path), "-map", VIDEO_STREAM, "-c", "copy",
+                                  "-frames:v", "1", "-f", "data", "-"])
+    if code != 0:
+        return True
+    builds = [int(build) for build in re.findall(rb"x264 - core (\d+)", packet)]
+    return any(build < _X264_MENDED_BEFORE for build in builds)
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Where the video's frames sit on the file's own timestamps, which a decode with -copyts reports."""
+
+    first_frame: Fraction  # the timestamp of frame 0
+    file_start: Fraction  # the earliest timestamp of any stream: where ffmpeg's -ss counts from
+
+
+@functools.lru_cache(maxsize=16)
+def _clock(info: VideoInfo) -> _Clock | None:
+    """Read off a decode of the first frame; None where ffmpeg does not report it."""
+    side_read, side_write = os.pipe()
+    args = decode_args(info, (16, 16), 1, stamps_fd=side_write, copy_timestamps=True)
+    args[1] = "info"  # ffmpeg says the file's start time at this level
+    try:
+        proc = start_ffmpeg(args, stdout=True, pass_fds=(side_write,))
+    finally:
+        os.close(side_write)
+    stderr = StderrTail(cast(IO[bytes], proc.stderr))
+    with os.fdopen(side_read, "rb") as side:
+        cast(IO[bytes], proc.stdout).read()
+        line = side.readline()
+    stop_process(proc)
+    stderr.join()
+    first = _stamp_seconds(line)
+    start = re.search(r"\bstart: (-?\d+(?:\.\d+)?)", "\n".join(stderr.lines))
+    if proc.returncode != 0 or first is None or start is None:
+        return None
+    return _Clock(first, Fraction(start.group(1)))
+
+
+def _stamp_seconds(line: bytes) -> Fraction | None:
+    """The time of a side-pipe line ("pts time_base"), exactly."""
+    try:
+        pts, base = line.split()
+        return int(pts) * Fraction(base.decode())
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _read_after_seek(info: VideoInfo, size: tuple[int, int], key: int, start: int,
+                     stop: int | None) -> Generator[Frame, None, int]:
+    """Yield frames start, start + 1, ... decoded from keyframe `key`; return the first index not yielded.
+
+    An input seek is exact only where the container's keyframe flags and timestamps are right, which is
+    not so on every stream. So ffmpeg reports each frame's timestamp on a side pipe, and a frame is
+    yielded only when its timestamp is that of the next frame of the range in the probe's list. At the
+    first frame that is not, the decode stops and the caller goes on from the first frame: slower, never
+    wrong. Complaints of the decoder about pictures shown before keyframe `key` are expected (an open
+    GOP's first pictures refer to the GOP before, which was not decoded; the decoder outputs nothing
+    it could not recover, and the range lies a whole GOP later); one after it, before the range,
+    stops the decode too.
+    """
+    width, height = size
+    frame_bytes = width * height * 3
+    seek_to = _seek_time(info, key)
+    side_read, side_write = os.pipe()
+    try:
+        args = decode_args(info, size, seek_to=seek_to, stamps_fd=side_write, copy_timestamps=True)
+        proc = start_ffmpeg(args, stdout=True, pass_fds=(side_write,))
+    finally:
+        os.close(side_write)
+    stdout, stderr = cast(IO[bytes], proc.stdout), StderrTail(cast(IO[bytes], proc.stderr))
+    expected, complaints = start, None
+    end = info.frame_count if stop is None else stop
+    try:
+        with os.fdopen(side_read, "rb") as side:
+            while expected < end and (buf := stdout.read(frame_bytes)) and len(buf) == frame_bytes:
+                index = _frame_at(info, side.readline())
+                if index is not None and index >= key and complaints is None:
+                    complaints = stderr.count
+                if (index is None or index > expected or (index < expected and expected > start)
+                        or (index == start and stderr.count != complaints)):
+                    break
+                if index == expected:
+                    yield Frame(index, np.frombuffer(buf, np.uint8).reshape(height, width, 3))
+                    expected += 1
+    finally:
+        stop_process(proc)
+        stderr.join()
+    return expected
+
+
+def _seek_time(info: VideoInfo, key: int) -> str:
+    """The -ss value (seconds from the file's start) midway between frame key - 1 and keyframe `key`."""
+    clock = cast(_Clock, _clock(info))
+    midway = clock.first_frame - clock.file_start + Fraction((info.frame_times[key - 1] + info.frame_times[key]) / 2)
+    return f"{float(midway):.6f}"
+
+
+def _frame_at(info: VideoInfo, line: bytes) -> int | None:
+    """The index of the frame whose timestamp a side-pipe line gives; None when none matches beyond doubt."""
+    stamp = _stamp_seconds(line)
+    if stamp is None:
+        return None
+    when = float(stamp - cast(_Clock, _clock(info)).first_frame)
+    times = info.frame_times
+    index = min(max(bisect.bisect_left(times, when), 1), len(times) - 1)
+    index = index - 1 if abs(times[index - 1] - when) <= abs(times[index] - when) else index
+    # With the file's own timestamps nothing is rounded: a frame further off than a float's error, or not
+    # clearly nearer this frame than its neighbours, is not this frame.
+    off = abs(times[index] - when)
+    gaps = [abs(times[j] - times[index]) for j in (index - 1, index + 1) if 0 <= j < len(times)]
+    if off > _SEEK_SLACK or any(off * 2 >= gap for gap in gaps):
+        return None
+    return index
+
+
+# Seconds a frame's timestamp may be off the probe's: the probe's list is of floats.
+_SEEK_SLACK = 1e-6
+
+
+def _read_from_first(info: VideoInfo, size: tuple[int, int], start: int, stop: int | None) -> Iterator[Frame]:
+    """The range cut out of a decode from the first frame: exact on every stream; ffmpeg stops at `stop`."""
     width, height = size
     frame_bytes = width * height * 3
     proc = start_ffmpeg(decode_args(info, size, stop), stdout=True)

@@ -83,14 +83,19 @@ def last_words(proc: subprocess.Popen[bytes], stderr: StderrTail | None) -> str:
     return f"ffmpeg exited with {proc.returncode}"
 
 
-def start_ffmpeg(args: Sequence[str], *, stdin: bool = False, stdout: bool = False) -> subprocess.Popen[bytes]:
-    """Start ffmpeg in its own session so that a terminal's Ctrl-C reaches only us; we decide how it ends."""
+def start_ffmpeg(args: Sequence[str], *, stdin: bool = False, stdout: bool = False,
+                 pass_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start ffmpeg in its own session so that a terminal's Ctrl-C reaches only us; we decide how it ends.
+
+    `pass_fds` are file descriptors ffmpeg inherits (a pipe it writes side output to, as `pipe:N`).
+    """
     return subprocess.Popen(
         [ffmpeg_exe(), "-hide_banner", *([] if stdin else ["-nostdin"]), *args],
         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        pass_fds=tuple(pass_fds),
     )
 
 

@@ -26,6 +26,7 @@ _ANIMATED_FORMATS = frozenset({"gif", "apng"})
 # Packets the demuxer flags AV_PKT_FLAG_DISCARD (an MP4 edit list cutting the start of a stream copied
 # with `-ss`) are never shown by the decoder, so they are not frames of the video.
 _DISCARD_FLAG = 0x4
+_KEY_FLAG = 0x1
 _NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
@@ -48,6 +49,10 @@ class VideoInfo:
     digest: str = ""
     # Seconds from the first frame to each frame, in presentation order: where a time falls for trimming.
     frame_times: tuple[float, ...] = ()
+    # Where a decode may begin other than at the start: the presentation indices of the frames whose packets
+    # the container flags as keyframes (none when two frames share a timestamp).
+    keyframes: tuple[int, ...] = ()
+    codec: str = ""  # ffmpeg's name of the video codec
 
     @property
     def duration(self) -> float:
@@ -106,29 +111,53 @@ def _video_stream_line(stderr: str) -> str:
     return ""
 
 
+def _parse_codec(stream_line: str) -> str:
+    match = re.search(r": Video: (\w+)", stream_line)
+    return match.group(1) if match else ""
+
+
 def _parse_audio(stderr: str) -> tuple[str, ...]:
     return tuple(re.findall(r"^\s*Stream #0:\d+\S*: Audio: (\w+)", stderr, re.MULTILINE))
 
 
-def _parse_timing(framecrc: str) -> tuple[Fraction, list[int]]:
+@dataclass(frozen=True)
+class _Timing:
+    time_base: Fraction
+    stamps: list[int]  # presentation timestamps of the packets that become frames, sorted
+    key_stamps: list[int]  # those of the packets flagged as keyframes
+
+    def keyframe_indices(self) -> tuple[int, ...]:
+        """Frame indices of the keyframes; none when two frames share a timestamp (which one would it be?)."""
+        index = {stamp: i for i, stamp in enumerate(self.stamps)}
+        if len(index) != len(self.stamps):
+            return ()
+        return tuple(sorted(index[stamp] for stamp in self.key_stamps))
+
+
+def _parse_timing(framecrc: str) -> _Timing:
     """Time base and sorted presentation timestamps of the video packets that become frames."""
     tb_match = re.search(r"^#tb 0: (\d+)/(\d+)", framecrc, re.MULTILINE)
     if not tb_match:
         raise VideoOpenError("ffmpeg reported no video timing")
     time_base = Fraction(int(tb_match.group(1)), int(tb_match.group(2)))
     stamps: list[int] = []
+    key_stamps: list[int] = []
     for line in framecrc.splitlines():
         if line.startswith("#"):
             continue
         cols = [c.strip() for c in line.split(",")]
         if len(cols) < 4:
             continue
-        flags = next((int(c[2:], 16) for c in cols[6:] if c.startswith("F=0x")), 0)
+        # framecrc writes flags only where they are not the keyframe flag alone.
+        flags = next((int(c[2:], 16) for c in cols[6:] if c.startswith("F=0x")), _KEY_FLAG)
         if flags & _DISCARD_FLAG:
             continue
         dts, pts = int(cols[1]), int(cols[2])
-        stamps.append(pts if pts > -(2**62) else dts)  # packets without pts carry INT64_MIN
-    return time_base, sorted(stamps)
+        stamp = pts if pts > -(2**62) else dts  # packets without pts carry INT64_MIN
+        stamps.append(stamp)
+        if flags & _KEY_FLAG:
+            key_stamps.append(stamp)
+    return _Timing(time_base, sorted(stamps), key_stamps)
 
 
 def _frame_rate(time_base: Fraction, stamps: list[int], fallback: Fraction) -> tuple[Fraction, bool]:
@@ -192,7 +221,8 @@ def probe_video(path: Path) -> VideoInfo:
     framecrc = out.decode("ascii", "replace")
     _check_is_video(path, code, full_err, _count_packet_lines(framecrc))
     stream_line = _video_stream_line(err)
-    time_base, stamps = _parse_timing(framecrc)
+    timing = _parse_timing(framecrc)
+    time_base, stamps = timing.time_base, timing.stamps
     if not stamps:
         raise VideoOpenError(f"{path} contains no video frames")
     size = _parse_size(stream_line)
@@ -214,6 +244,8 @@ def probe_video(path: Path) -> VideoInfo:
         audio_codecs=_parse_audio(err),
         digest=_digest(framecrc, width, height, rotation),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
+        keyframes=timing.keyframe_indices(),
+        codec=_parse_codec(stream_line),
     )
 
 
