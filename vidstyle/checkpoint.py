@@ -28,6 +28,8 @@ from vidstyle.io.paths import FileLock
 MANIFEST = "manifest.json"
 LOCK = "lock"
 FRAMES = "frames"
+PASSES = "passes"  # the frames of passes before the last one (Config.passes), a folder per pass number
+_PASS_NAME = re.compile(r"^\d{1,2}$")
 _FRAME_NAME = re.compile(r"^(\d{7})\.png$")
 _TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
 
@@ -169,6 +171,28 @@ class WorkDir:
     def frame_path(self, index: int) -> Path:
         return self.frames / f"{index:07d}.png"
 
+    def pass_path(self, number: int, index: int) -> Path:
+        return self.path / PASSES / str(number) / f"{index:07d}.png"
+
+    def save_pass_frame(self, number: int, index: int, rgb: np.ndarray) -> None:
+        path = self.pass_path(number, index)
+        if not self.frames.is_dir():
+            raise CheckpointError(f"work directory {self.path} disappeared during the render")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_image(path, rgb, CheckpointError)
+
+    def load_pass_frame(self, number: int, index: int, size: tuple[int, int]) -> np.ndarray | None:
+        """A frame of an earlier pass, None where that pass has not made it."""
+        path = self.pass_path(number, index)
+        return self._load(path, size) if path.is_file() else None
+
+    def remove_pass_frames(self, number: int, indices: range) -> None:
+        """Drop a pass's frames once the passes after it are made (they are not needed to resume any more)."""
+        for index in indices:
+            self.pass_path(number, index).unlink(missing_ok=True)
+        _remove_if_empty(self.path / PASSES / str(number))
+        _remove_if_empty(self.path / PASSES)
+
     def done_frames(self) -> set[int]:
         """Indices of every finished frame."""
         if not self.frames.is_dir():
@@ -184,7 +208,10 @@ class WorkDir:
 
     def load_frame(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """A finished frame; with `size` (width, height), one of another size is refused, naming the file."""
-        path = self.frame_path(index)
+        return self._load(self.frame_path(index), size)
+
+    @staticmethod
+    def _load(path: Path, size: tuple[int, int] | None) -> np.ndarray:
         try:
             rgb = read_image(path, "checkpoint")
         except InputError as exc:
@@ -205,6 +232,15 @@ class WorkDir:
         self._remove_own_files(manifest.created_dir if manifest is not None else False)
 
     def _remove_own_files(self, remove_directory: bool) -> None:
+        passes = self.path / PASSES
+        if passes.is_dir():
+            for folder in passes.iterdir():
+                if _PASS_NAME.match(folder.name) and folder.is_dir() and not folder.is_symlink():
+                    for entry in folder.iterdir():
+                        if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
+                            entry.unlink(missing_ok=True)
+                    _remove_if_empty(folder)
+            _remove_if_empty(passes)
         if self.frames.is_dir():
             for entry in self.frames.iterdir():
                 if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):

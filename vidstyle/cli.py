@@ -54,9 +54,10 @@ if TYPE_CHECKING:
 # Options shared by `render` and `image`; the video-only ones are listed separately.
 _STILL_FIELDS = ("size", "tol", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
-_VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "temporal_reach", "init", "prev_weight", "flow",
+_VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "temporal_reach", "passes", "init", "prev_weight", "flow",
                  "cut_threshold", "crf", "output_size", "keep_frames")
-_PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("crf", "output_size", "keep_frames"))
+# A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.
+_PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("passes", "crf", "output_size", "keep_frames"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -310,8 +311,9 @@ class _Progress:
         self.quiet = quiet
         self.bar: Any = None
         self.eta: Any = None
-        self.frames_done = 0
+        self.frames_done = 0.0
         self.total = 0
+        self.passes = 1
         self.plain = not _terminal_columns()
         self.last_line = time.monotonic()
         self.announced = False
@@ -338,7 +340,7 @@ class _Progress:
             if event.fresh and event.index > 0 and self.bar is not None:
                 self.bar.set_postfix_str(f"scene cut at frame {event.index}: starting fresh")
         elif isinstance(event, IterationDone) and self.bar is not None:
-            self.bar.update(1.0 / event.iters)
+            self.bar.update(1.0 / (event.iters * self.passes))
         elif isinstance(event, FrameDone):
             self._frame_done(event)
         elif isinstance(event, WorkersBusy) and self.bar is not None:
@@ -372,15 +374,16 @@ class _Progress:
                      + (f" ({event.already_done} frames already done)"
                         if event.already_done != event.resume_from else ""))
         self.frames_done, self.total, self.announced = event.already_done, event.total_frames, False
+        self.passes = event.passes
         self.eta = RenderEta(event)
         self.last_line = time.monotonic()
         if not self.plain:
             self.bar = _eta_bar(event.total_frames, event.already_done, self)
 
     def _frame_done(self, event: FrameDone) -> None:
-        self.frames_done += 1
+        self.frames_done += 1 / self.passes  # with several passes, a frame is done after the last
         if self.bar is not None:
-            self.bar.n = self.frames_done  # whole frames again, whatever the iterations' fractions added up to
+            self.bar.n = self.frames_done  # whole passes again, whatever the iterations' fractions added up to
             self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.fresh else ""))
         elif self.plain:
             self._plain_line()
@@ -398,7 +401,7 @@ class _Progress:
             return
         self.last_line = now
         left, rate = self.left_and_rate()
-        self.say(f"frame {self.frames_done}/{self.total}: {rate}, about {left} left")
+        self.say(f"frame {int(self.frames_done + 1e-9)}/{self.total}: {rate}, about {left} left")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -49,6 +49,9 @@ class Config:
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
                                   "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
                                   "region hidden and shown again gets its old strokes back)")
+    passes: int = _opt(1, "passes over each shot: 1 stylizes each frame once; N adds N-1 passes, backward and "
+                          "forward in turn, each frame starting half from its own last result and half from "
+                          "its neighbour's, warped (each pass costs a quarter of a later frame's iterations)")
     style_blend: tuple[float, ...] = _opt((), "relative weights of several styles, e.g. 0.7,0.3 (default equal)")
     style_scale: float = _opt(1.0, "style image long side relative to the render's long side")
     preserve_colors: bool = _opt(False, "keep the source's colours, take only luminance from the style")
@@ -102,6 +105,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "tv_weight": (0.0, 1e6),
     "temporal_weight": (0.0, 1e6),
     "temporal_reach": (1, 64),
+    "passes": (1, 16),
     "style_scale": (0.05, 8.0),
     "prev_weight": (0.0, 1.0),
     "cut_threshold": (0.0, 1.0),
@@ -127,6 +131,9 @@ def validate(cfg: Config) -> None:
             raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {value!r})")
     if cfg.temporal_reach > 1 and cfg.flow == "none":
         raise SettingError("temporal_reach", "looks back along the optical flow: it needs flow (dis or farneback)")
+    if cfg.passes > 1 and cfg.flow == "none":
+        raise SettingError("passes", "blends each frame with its neighbour warped along the optical flow: it needs "
+                                     "flow (dis or farneback)")
     blend = cfg.style_blend
     if any(not math.isfinite(w) or w < 0 for w in blend) or (blend and sum(blend) <= 0):
         raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero (got {blend})")

@@ -22,7 +22,8 @@ class RenderEta:
     def __init__(self, started: RenderStarted, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.fresh_left = started.fresh_left
-        self.later_left = started.total_frames - started.already_done - started.fresh_left
+        # Each pass stylizes every frame again from a warm start: a later frame's cost each.
+        self.later_left = (started.total_frames - started.already_done) * started.passes - started.fresh_left
         self.budgets = started.budgets  # (first_iters, iters)
         self.fresh_cost: float | None = None
         self.later_cost: float | None = None

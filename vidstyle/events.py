@@ -22,6 +22,7 @@ class RenderStarted:
     notes: tuple[str, ...] = ()  # things a person should know before waiting for the result, one line each
     fresh_left: int = 0  # frames still to make that start from nothing (the first, scene cuts): the costly ones
     budgets: tuple[int, int] = (0, 0)  # iterations of a fresh frame and of a later one (at most, with a tolerance)
+    passes: int = 1  # times each frame is stylized (Config.passes): FrameStarted/FrameDone come once a pass
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -44,6 +45,7 @@ from vidstyle.io.images import read_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
 from vidstyle.io.probe import VideoInfo, probe_video
 from vidstyle.limits import check_fits, output_size, render_size
+from vidstyle.passes import SourceWindow, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
@@ -185,6 +187,8 @@ def on_cluster(workers: int | None, ray_address: str | None, chunk_frames: int |
 def check_cluster_job(job: RenderJob) -> None:
     if job.trim is not None:
         raise SettingError("start", "and end (a part of the video) are not available on several workers yet")
+    if job.config.passes > 1:
+        raise SettingError("passes", "more than one pass is not available on several workers yet")
 
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
@@ -198,17 +202,17 @@ class RunProgress:
 
     def __init__(self, on_event: EventCallback, first: int) -> None:
         self.on_event, self.current = on_event, first
-        self.iterations: list[int] = []
+        self.iterations: dict[int, int] = {}  # by frame: all passes over it together
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
             self.current = event.index
         elif isinstance(event, FrameDone):
-            self.iterations.append(event.iterations)
+            self.iterations[event.index] = self.iterations.get(event.index, 0) + event.iterations
         self.on_event(event)
 
     def finished(self, output: Path, frames: int, seconds: float) -> RenderFinished:
-        spent = self.iterations
+        spent = list(self.iterations.values())
         summary = (sum(spent) / len(spent), min(spent), max(spent)) if spent else None
         return RenderFinished(output, frames, seconds, len(spent), summary)
 
@@ -276,7 +280,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     return RenderStarted(stop - first, first_missing(done, stop, first), len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes), fresh_left,
-                         (job.config.first_iters, job.config.iters))
+                         (job.config.first_iters, job.config.iters), job.config.passes)
 
 
 def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
@@ -342,16 +346,21 @@ def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_
 def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
                      stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """(index, pixels, new) for every frame in order: loaded where an earlier run finished it, else stylized."""
+    if job.config.passes > 1:
+        yield from _frames_after_passes(job, segments, stylizer, progress, stop)
+        return
     for run in _runs(segments, job.workdir.done_frames(), frames_back(job.config)):
         if run.done:
             for index in range(run.start, run.stop):
                 yield index, job.workdir.load_frame(index, job.size), False
         else:
-            yield from _stylize_run(job, run, stylizer, progress, stop)
+            yield from _stylize_run(job, run, stylizer, progress, stop, job.workdir.load_frame)
 
 
 def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunProgress,
-                 stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+                 stop: threading.Event | None,
+                 load: Callable[[int, tuple[int, int]], np.ndarray]) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """Stylize a run of frames, continuing the shot from the frames before it that `load` gives."""
     back = max(run.history, 1) if run.continues else 0
     frames = read_frames(job.info, job.size, run.start - back, run.stop)
     results = None
@@ -359,7 +368,7 @@ def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunPro
         previous = None
         if back:
             # The shot's frames before the run, nearest first: their sources decoded, their paintings loaded.
-            pairs = [(next(frames).rgb.copy(), job.workdir.load_frame(index, job.size))
+            pairs = [(next(frames).rgb.copy(), load(index, job.size))
                      for index in range(run.start - back, run.start)][::-1]
             previous = Previous(*pairs[0], earlier=tuple(pairs[1:]))
         results = stylize_sequence(frames, stylizer, previous, find_cuts=False, on_event=progress, stop=stop)
@@ -369,6 +378,58 @@ def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunPro
         if results is not None:
             results.close()  # joins the decoding thread before its generator is closed here
         frames.close()
+
+
+class _PassCheckpoints:
+    """Each pass's frames as checkpoints: the last pass's are the render's frames, the others kept aside."""
+
+    def __init__(self, job: RenderJob, progress: RunProgress) -> None:
+        self.job, self.progress, self.last = job, progress, job.config.passes
+
+    def load(self, number: int, index: int) -> np.ndarray | None:
+        work = self.job.workdir
+        if number == self.last:
+            return work.load_frame(index, self.job.size) if work.frame_path(index).is_file() else None
+        return work.load_pass_frame(number, index, self.job.size)
+
+    def save(self, number: int, index: int, rgb: np.ndarray) -> None:
+        if number == self.last:
+            self.progress.on_event(FrameSaved(index, self.job.workdir.save_frame(index, rgb)))
+        else:
+            self.job.workdir.save_pass_frame(number, index, rgb)
+
+
+def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
+                         stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """With several passes a frame is final only after the last pass over its shot: each segment's passes run
+    to the end (checkpointed frame by frame) before its frames go to the encoder."""
+    store = _PassCheckpoints(job, progress)
+    for segment in segments:
+        frames = range(segment.start, segment.stop)
+        if any(store.load(store.last, index) is None for index in frames):
+            _first_pass(job, segment, stylizer, store, progress, stop)
+            for number in range(2, store.last + 1):
+                sources = SourceWindow(lambda start, end: read_frames(job.info, job.size, start, end),
+                                       segment.start, segment.stop, forward=number % 2 == 1)
+                refine(number, segment.start, segment.stop, sources, store, stylizer, progress, stop)
+            for number in range(1, store.last):
+                job.workdir.remove_pass_frames(number, frames)
+        for index in frames:
+            yield index, job.workdir.load_frame(index, job.size), False
+
+
+def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: _PassCheckpoints,
+                progress: RunProgress, stop: threading.Event | None) -> None:
+    """The ordinary forward pass over a segment, kept as pass 1; what an earlier run made of it is kept."""
+    made = {index for index in range(segment.start, segment.stop) if store.load(1, index) is not None}
+
+    def load(index: int, _size: tuple[int, int]) -> np.ndarray:
+        return cast(np.ndarray, store.load(1, index))
+
+    for run in _runs([segment], made, frames_back(job.config)):
+        if not run.done:
+            for index, rgb, _new in _stylize_run(job, run, stylizer, progress, stop, load):
+                store.save(1, index, rgb)
 
 
 def open_writer(job: RenderJob, partial: Path) -> VideoWriter:

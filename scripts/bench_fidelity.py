@@ -1,0 +1,108 @@
+"""Fidelity under coherence: what the coherent render keeps of the source, next to independent frames.
+
+    python scripts/bench_fidelity.py CLIP [--style PAINTING] [--size 256] [--frames 24] [--start 0]
+                                     [--mode NAME=JSON ...] [--repeat-modes]
+
+Each mode stylizes the same FRAMES source frames (from frame START, decoded at SIZE px long side: choose frames
+of one shot) through the render's frame loop (`stylize_sequence`, then `passes.refine` for more passes) with the
+balanced preset plus the mode's settings, fp32 on the CPU, and prints per mode: warping error and long-term warping
+error (Lai et al. 2018, Farneback flow from the source; the source's own figures are the floor), mean edge
+correlation with the source frames, the network-free style gain (vidstyle.style_distance, every frame) and seconds
+a frame; then the ratios to the independent render (`init content`, no flow), which is what the goal is stated
+against: edge correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
+
+Modes: `independent` (`init content`, no flow: the balanced preset's 40 iterations from the source frame),
+`independent-full` (the same with 200 iterations, a fresh frame's budget: about as stylized as the coherent render),
+`plain` (warm start, no flow), `default` (the balanced preset), `passes2` (two passes), and any given as
+NAME={"setting": value, ...} (Config fields). The ratios are printed against both independent renders when
+both ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vidstyle.assets import builtin_style
+from vidstyle.config import make_config
+from vidstyle.io.decode import Frame, read_frames
+from vidstyle.io.images import read_image
+from vidstyle.io.probe import probe_video, size_to_fit
+from vidstyle.metrics import VideoMetrics, measure_frames
+from vidstyle.passes import stylize_shot
+from vidstyle.stylize import Stylizer
+
+BUILT_IN = {
+    # Each frame on its own from the source, with a later frame's budget: the goal's reference.
+    "independent": {"init": "content", "flow": "none"},
+    # Each frame on its own with a fresh frame's budget: as stylized as the coherent render, so what coherence
+    # costs the picture shows at equal style strength.
+    "independent-full": {"init": "content", "flow": "none", "iters": 200},
+    "plain": {"flow": "none"},
+    "default": {},
+    "passes2": {"passes": 2},
+}
+
+
+def run_mode(frames: list[Frame], style: np.ndarray, overrides: dict[str, object]) -> tuple[list[np.ndarray], float]:
+    size = max(frames[0].rgb.shape[:2])
+    config = make_config(**{"size": size, "precision": "fp32", "device": "cpu", "seed": 0, **overrides})
+    stylizer = Stylizer(config, [style])
+    started = time.perf_counter()
+    outputs = stylize_shot(frames, stylizer)  # the frames are one shot: the plan's cut test found none in them
+    return outputs, (time.perf_counter() - started) / len(frames)
+
+
+def row(name: str, found: VideoMetrics, seconds: float) -> str:
+    long_term = found.long_term_warping_error or 0.0
+    return (f"{name:24} {found.warping_error:9.5f} {long_term:9.5f} {found.edge_correlation:7.3f} "
+            f"{found.style_gain or 0.0:7.3f} {seconds:8.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clip", type=Path)
+    parser.add_argument("--style", type=Path, default=builtin_style("starry-night"))
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
+    args = parser.parse_args()
+    modes: dict[str, dict[str, object]] = {}
+    for spec in args.mode or ["independent", "default"]:
+        name, _, settings = spec.partition("=")
+        modes[name] = json.loads(settings) if settings else BUILT_IN[name]
+    info = probe_video(args.clip)
+    size = size_to_fit(info.width, info.height, args.size)
+    frames = [Frame(f.index, f.rgb.copy()) for f in read_frames(info, size, args.start, args.start + args.frames)]
+    style = read_image(args.style)
+    sources = [f.rgb for f in frames]
+    results: dict[str, tuple[VideoMetrics, float]] = {}
+    print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}, "
+          f"{args.style.name}; balanced preset, fp32, cpu")
+    print(f"{'mode':24} {'warp err':>9} {'long-term':>9} {'edges':>7} {'style':>7} {'s/frame':>8}")
+    for name, overrides in modes.items():
+        outputs, seconds = run_mode(frames, style, overrides)
+        found = measure_frames(outputs, sources, style=style, style_every=1)
+        results[name] = (found, seconds)
+        print(row(name, found, seconds), flush=True)
+    floor = measure_frames(sources, sources)
+    print(f"{'source (floor)':24} {floor.source_warping_error:9.5f} {floor.source_long_term_warping_error or 0:9.5f}")
+    for reference in ("independent", "independent-full"):
+        if reference not in results:
+            continue
+        base = results[reference][0]
+        print(f"\nratios to {reference:17} warp   long-term  edges   style")
+        for name, (found, _) in results.items():
+            long_ratio = ((found.long_term_warping_error or 0) / base.long_term_warping_error
+                          if base.long_term_warping_error else float("nan"))
+            print(f"{name:24} {found.warping_error / base.warping_error:7.2f} {long_ratio:9.2f} "
+                  f"{found.edge_correlation / base.edge_correlation:7.3f} "
+                  f"{(found.style_gain or 0) / (base.style_gain or 1):7.3f}")
+
+if __name__ == "__main__":
+    main()

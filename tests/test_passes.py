@@ -1,0 +1,148 @@
+"""More passes over a shot (Ruder et al. 2018, section 3.3): backward and forward in turn after the first pass."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import decoded, run_cli
+
+import vidstyle
+from vidstyle.config import make_config
+from vidstyle.errors import Interrupted, SettingError
+from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted
+from vidstyle.io.decode import Frame, read_frames
+from vidstyle.io.images import read_image
+from vidstyle.io.probe import probe_video
+from vidstyle.metrics import measure_video
+from vidstyle.passes import BLEND, LATER_PASS_SHARE, SourceWindow, neighbour_start, pass_order, stylize_shot
+from vidstyle.stylize import Stylizer
+
+ITERS = 8
+
+
+def _config(passes: int, **more: object):
+    return make_config("fast", size=64, iters=ITERS, first_iters=12, flow="dis", temporal_weight=10.0, passes=passes,
+                       device="cpu", precision="fp32", **more)
+
+
+def test_passes_alternate_direction() -> None:
+    assert list(pass_order(1, 3, 6)) == [3, 4, 5]
+    assert list(pass_order(2, 3, 6)) == [5, 4, 3]
+    assert list(pass_order(3, 3, 6)) == [3, 4, 5]
+
+
+def test_sources_are_decoded_in_blocks_in_the_pass_direction(bunny_short: Path) -> None:
+    info = probe_video(bunny_short)
+    size = (64, 36)
+    full = [f.rgb.copy() for f in read_frames(info, size)]
+    for forward in (True, False):
+        reads: list[tuple[int, int]] = []
+
+        def read(start: int, stop: int, reads: list[tuple[int, int]] = reads) -> object:
+            reads.append((start, stop))
+            return read_frames(info, size, start, stop)
+
+        window = SourceWindow(read, 1, 11, forward=forward, block=4)  # type: ignore[arg-type]
+        for index in pass_order(1 if forward else 2, 1, 11):
+            assert np.array_equal(window(index), full[index])
+        assert reads == ([(1, 5), (5, 9), (9, 11)] if forward else [(7, 11), (3, 7), (1, 3)])
+
+
+def test_a_frame_starts_half_from_its_warped_neighbour_where_the_flow_is_reliable(bunny_short: Path) -> None:
+    source = next(read_frames(probe_video(bunny_short), (64, 36))).rgb.copy()
+    own = np.full_like(source, 200)
+    near = np.full_like(source, 100)
+    start, warped, reliable = neighbour_start(source, own, (source, near), "dis")  # no motion: all reliable
+    assert reliable.min() > 0.99
+    assert np.allclose(warped, 100, atol=1)
+    expected = BLEND * 100 + (1 - BLEND) * 200
+    assert np.abs(start.astype(float) - expected).max() <= 1.5
+
+
+def test_passes_need_flow() -> None:
+    with pytest.raises(SettingError, match="passes"):
+        make_config("fast", passes=2, flow="none")
+    with pytest.raises(SettingError, match="passes"):
+        make_config("fast", passes=0, flow="dis")
+
+
+def test_a_second_pass_steadies_the_render(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    errors = {}
+    for passes in (1, 2):
+        events: list[Event] = []
+        out = vidstyle.render(bunny_short, [starry], tmp_path / f"p{passes}.mp4", _config(passes),
+                              on_event=events.append)
+        frames = len(decoded(out))
+        assert frames == probe_video(bunny_short).frame_count
+        started = [e for e in events if isinstance(e, RenderStarted)][0]
+        assert started.passes == passes
+        assert sum(isinstance(e, FrameDone) for e in events) == frames * passes
+        finished = [e for e in events if isinstance(e, RenderFinished)][0]
+        assert finished.stylized == frames  # counted once a frame, however many passes
+        later_pass = max(1, round(ITERS * LATER_PASS_SHARE))
+        assert finished.iterations is not None and finished.iterations[1] >= ITERS + (passes - 1) * later_pass
+        errors[passes] = measure_video(out, bunny_short).warping_error
+        assert not list(tmp_path.glob("*.vidstyle-work")), "the work directory, pass frames included, is removed"
+    assert errors[2] < 0.9 * errors[1], errors
+
+
+def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path, starry: Path,
+                                                               tmp_path: Path) -> None:
+    config = _config(3, keep_frames=True)
+    whole = vidstyle.render(bunny_short, [starry], tmp_path / "whole.mp4", config, workdir=tmp_path / "w1")
+    count = probe_video(bunny_short).frame_count
+    stop = threading.Event()
+    seen: list[Event] = []
+
+    def stop_in_pass_two(event: Event) -> None:
+        seen.append(event)
+        if sum(isinstance(e, FrameDone) for e in seen) == count + 3:  # the first pass, and three of the second
+            stop.set()
+
+    with pytest.raises(Interrupted):
+        vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2",
+                        on_event=stop_in_pass_two, stop=stop)
+    assert not (tmp_path / "resumed.mp4").exists()
+    assert len(list((tmp_path / "w2" / "passes" / "1").glob("*.png"))) == count
+    assert len(list((tmp_path / "w2" / "passes" / "2").glob("*.png"))) == 3
+    again: list[Event] = []
+    resumed = vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2",
+                              on_event=again.append)
+    # Pass 2 goes on backward from the fourth frame from the end; pass 3 makes every frame.
+    redone = [e.index for e in again if isinstance(e, FrameStarted)]
+    assert redone == list(range(count - 4, -1, -1)) + list(range(count))
+    for index in range(count):
+        name = f"{index:07d}.png"
+        assert np.array_equal(read_image(tmp_path / "w1" / "frames" / name),
+                              read_image(tmp_path / "w2" / "frames" / name)), f"frame {index} differs"
+    assert len(decoded(resumed)) == len(decoded(whole)) == count
+    assert not (tmp_path / "w2" / "passes").exists(), "the passes before the last are dropped once it is made"
+
+
+def test_passes_are_refused_on_workers(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match="passes"):
+        vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(2), workers=2)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cli_passes_option(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    refused = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
+                      "--passes", "2", "--flow", "none")
+    assert refused.returncode == 2
+    assert "passes" in refused.stderr and "Traceback" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_frames_in_memory_take_the_same_passes_as_a_render(bunny_short: Path, starry: Path,
+                                                           tmp_path: Path) -> None:
+    """passes.stylize_shot (a benchmark's, the API's) and a render make the same frames, pass for pass."""
+    config = _config(2, keep_frames=True)
+    vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", config, workdir=tmp_path / "work")
+    info = probe_video(bunny_short)
+    frames = [Frame(f.index, f.rgb.copy()) for f in read_frames(info, (64, 36))]
+    made = stylize_shot(frames, Stylizer(config, [read_image(starry)]))
+    for index, rgb in enumerate(made):
+        assert np.array_equal(rgb, read_image(tmp_path / "work" / "frames" / f"{index:07d}.png")), index

@@ -1,0 +1,188 @@
+"""More passes over a shot (Ruder et al. 2018, §3.3): backward and forward in turn after the ordinary forward pass.
+
+The forward pass tells a frame only about the frames before it, so a shot's first frames never hear of its later
+ones, and two pieces of a shot started apart meet at a seam. Each further pass walks the shot the other way: a
+frame starts from its own result of the pass before, blended, where the flow is reliable, with its neighbour's
+result of this pass warped onto it (eq. 11, with the blend weight below), and the temporal loss holds it to both
+neighbours: the one this pass has just made and the one on the other side as the pass before left it. Strokes then
+settle with both neighbours and flicker less.
+
+This module knows nothing of files: `PassFrames` gives and takes a pass's frames (a render keeps them as
+checkpoints, so an interrupted pass resumes where it stopped and makes the same frames), and `sources` gives a
+source frame by index (a render decodes them in blocks, in the pass's direction).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from vidstyle.errors import Cancelled
+from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
+from vidstyle.flow import estimate_flow, occlusion_mask, to_gray, warp
+from vidstyle.io.decode import Frame
+from vidstyle.losses import TemporalLoss
+from vidstyle.sequence import stylize_sequence
+from vidstyle.stylize import Stylizer, to_tensor
+
+# δ of eq. 11: how much of the warped neighbour a frame starts from where the flow is reliable; the rest is the
+# frame's own result of the pass before. Ruder et al. use one half.
+BLEND = 0.5
+# Share of a later frame's iterations (Config.iters) a frame gets in each pass after the first. The blended start
+# is already close: a quarter, a half and all of them steadied the field pan alike (about -11 % warping error at
+# 96 px), and more iterations only restyle the blend (scripts/bench_fidelity.py, docs/performance.md).
+LATER_PASS_SHARE = 0.25
+# Source frames a pass decodes at a time: memory stays that of twice this many frames whatever the shot's length.
+SOURCE_BLOCK = 32
+
+
+class PassFrames(Protocol):
+    """The results of each pass, by pass number (1 is the ordinary forward pass) and frame index."""
+
+    def load(self, number: int, index: int) -> np.ndarray | None:
+        """The frame as pass `number` made it, or None where that pass has not made it yet."""
+
+    def save(self, number: int, index: int, rgb: np.ndarray) -> None: ...
+
+
+def pass_order(number: int, first: int, stop: int) -> range:
+    """Frame indices in the order pass `number` visits frames [first, stop): odd passes forward, even backward."""
+    return range(first, stop) if number % 2 else range(stop - 1, first - 1, -1)
+
+
+class SourceWindow:
+    """Source frames by index for a pass, decoded `block` at a time in the pass's direction."""
+
+    def __init__(self, read: Callable[[int, int], Iterator[Frame]], first: int, stop: int, forward: bool,
+                 block: int = SOURCE_BLOCK) -> None:
+        self.read, self.first, self.stop, self.forward, self.block = read, first, stop, forward, block
+        self.frames: dict[int, np.ndarray] = {}
+        self.older: dict[int, np.ndarray] = {}  # the block before: a frame's neighbour may lie across the edge
+
+    def __call__(self, index: int) -> np.ndarray:
+        if index in self.older:
+            return self.older[index]
+        if index not in self.frames:
+            if self.forward:
+                start, end = index, min(self.stop, index + self.block)
+            else:
+                start, end = max(self.first, index + 1 - self.block), index + 1
+            self.older, self.frames = self.frames, {f.index: f.rgb for f in self.read(start, end)}
+        return self.frames[index]
+
+
+def refine(number: int, first: int, stop: int, sources: Callable[[int], np.ndarray], frames: PassFrames,
+           stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None = None) -> None:
+    """Make pass `number` (>= 2) of the shot [first, stop) from pass `number` - 1; frames it has made are kept."""
+    order = list(pass_order(number, first, stop))
+    todo = next((k for k, index in enumerate(order) if frames.load(number, index) is None), len(order))
+    ahead: tuple[np.ndarray, np.ndarray] | None = None  # (source, this pass's result) of the frame before
+    if todo > 0:
+        ahead = (sources(order[todo - 1]), _loaded(frames, number, order[todo - 1]))
+    for k in range(todo, len(order)):
+        index = order[k]
+        source = sources(index)
+        # The neighbour this pass has not reached yet, as the pass before left it.
+        behind = ((sources(order[k + 1]), _loaded(frames, number - 1, order[k + 1]))
+                  if k + 1 < len(order) else None)
+        result = _refine_frame(index, source, _loaded(frames, number - 1, index), ahead, behind, stylizer,
+                               on_event, stop_event)
+        frames.save(number, index, result)
+        ahead = (source, result)
+
+
+class MemoryPasses:
+    """Each pass's frames held in memory: for a shot whose frames are in memory anyway (a benchmark, the API)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[tuple[int, int], np.ndarray] = {}
+
+    def load(self, number: int, index: int) -> np.ndarray | None:
+        return self.frames.get((number, index))
+
+    def save(self, number: int, index: int, rgb: np.ndarray) -> None:
+        self.frames[(number, index)] = rgb
+
+
+def stylize_shot(frames: Sequence[Frame], stylizer: Stylizer,
+                 on_event: EventCallback = ignore_event) -> list[np.ndarray]:
+    """Every pass of `stylizer.config.passes` over consecutive frames of one shot held in memory: the first is
+    the ordinary frame loop, the rest `refine`; returns the last pass's frames in order."""
+    store, sources = MemoryPasses(), {frame.index: frame.rgb for frame in frames}
+    for result in stylize_sequence(iter(frames), stylizer, find_cuts=False, on_event=on_event):
+        store.save(1, result.index, result.rgb)
+    first, stop = frames[0].index, frames[-1].index + 1
+    for number in range(2, stylizer.config.passes + 1):
+        refine(number, first, stop, sources.__getitem__, store, stylizer, on_event)
+    return [_loaded(store, stylizer.config.passes, index) for index in range(first, stop)]
+
+
+def _loaded(frames: PassFrames, number: int, index: int) -> np.ndarray:
+    rgb = frames.load(number, index)
+    if rgb is None:
+        raise RuntimeError(f"pass {number} has no frame {index}, which the next pass starts from")
+    return rgb
+
+
+def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray], method: str) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbour's result brought onto this frame along the flow, and where that flow is reliable."""
+    near_source, near_result = neighbour
+    gray, near_gray = to_gray(source), to_gray(near_source)
+    flow = estimate_flow(gray, near_gray, method)
+    reliable = occlusion_mask(flow, estimate_flow(near_gray, gray, method))
+    return warp(near_result.astype(np.float32), flow), reliable
+
+
+def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
+                    method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start image, warped neighbour, reliability): eq. 11, the neighbour brought onto this frame by the flow."""
+    warped, reliable = _warped(source, neighbour, method)
+    share = BLEND * reliable[..., None]
+    start = share * warped + (1.0 - share) * own.astype(np.float32)
+    return np.clip(start, 0, 255).round().astype(np.uint8), warped, reliable
+
+
+def two_sided_target(ahead: tuple[np.ndarray, np.ndarray], reliable: np.ndarray,
+                     behind: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """One target and weight for the temporal loss against both neighbours: c1 (x - w1)^2 + c2 (x - w2)^2 is
+    (c1 + c2) (x - w)^2 up to a constant, with w the c-weighted mean of the two warped neighbours."""
+    warped, _ = ahead
+    if behind is None:
+        return warped, reliable
+    other, other_reliable = behind
+    weight = reliable + other_reliable
+    mean = (warped * reliable[..., None] + other * other_reliable[..., None]) / np.maximum(weight, 1e-6)[..., None]
+    return np.where(weight[..., None] > 1e-6, mean, warped), weight
+
+
+def _refine_frame(index: int, source: np.ndarray, own: np.ndarray, ahead: tuple[np.ndarray, np.ndarray] | None,
+                  behind: tuple[np.ndarray, np.ndarray] | None, stylizer: Stylizer, on_event: EventCallback,
+                  stop_event: threading.Event | None) -> np.ndarray:
+    """One frame of a later pass: started from eq. 11 with the neighbour this pass made (`ahead`), held by the
+    temporal loss to it and to the neighbour on the other side as the pass before left it (`behind`)."""
+    config = stylizer.config
+    iters = max(1, round(config.iters * LATER_PASS_SHARE))
+    start, temporal = own, None
+    if ahead is not None:
+        start, warped, reliable = neighbour_start(source, own, ahead, config.flow)
+        if config.temporal_weight > 0:
+            other = _warped(source, behind, config.flow) if behind is not None else None
+            target, weight = two_sided_target((warped, reliable), reliable, other)
+            temporal = TemporalLoss(to_tensor(np.clip(target, 0, 255).round().astype(np.uint8), stylizer.device),
+                                    torch.from_numpy(weight.astype(np.float32)).to(stylizer.device)[None, None])
+    on_event(FrameStarted(index, iters, False))
+    began = time.perf_counter()
+
+    def on_step(i: int, _loss: torch.Tensor) -> None:
+        if stop_event is not None and stop_event.is_set():
+            raise Cancelled()
+        on_event(IterationDone(index, i, iters))
+
+    result = stylizer.stylize(source, start, iters, temporal, on_step)
+    on_event(FrameDone(index, result.loss, time.perf_counter() - began, False, result.iterations))
+    return result.rgb
