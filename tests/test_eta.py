@@ -68,3 +68,22 @@ def test_a_resumed_render_without_fresh_frames_times_its_later_frames() -> None:
     clock.now += 2.0
     eta.update(IterationDone(30, 10, 40))
     assert eta.seconds_left() == pytest.approx(6.0 + 19 * 8.0)
+
+
+def test_later_passes_count_at_their_own_cost() -> None:
+    """Two passes over 11 frames: pass 1 as ever (a fresh frame, 10 later ones), then 11 frames at a quarter budget."""
+    clock = Clock()
+    started = RenderStarted(11, 0, 0, (64, 36), Fraction(25), "cpu", Path("w"), 1, "no audio", fresh_left=1,
+                            budgets=(200, 40), passes=2, pass_budget=10)
+    eta = RenderEta(started, clock)
+    _frame(eta, clock, 0, True, 100.0, 200)
+    # Later frames not measured yet: 20 s each from the budgets; a later pass's frame a quarter of that.
+    assert eta.seconds_left() == pytest.approx(10 * 20 + 11 * 5)
+    for index in range(1, 11):
+        _frame(eta, clock, index, False, 8.0, 40)
+    assert eta.seconds_left() == pytest.approx(11 * 2.0)
+    for done, index in enumerate(range(10, -1, -1), start=1):
+        eta.update(FrameStarted(index, 10, False, 2))
+        clock.now += 3.0
+        eta.update(FrameDone(index, 1.0, 3.0, False, 10, 2))
+        assert eta.seconds_left() == pytest.approx((11 - done) * 3.0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import decoded, run_cli
+from conftest import child_ffmpeg_pids, decoded, run_cli
 
 import vidstyle
 from vidstyle.config import make_config
@@ -34,7 +34,7 @@ def test_passes_alternate_direction() -> None:
     assert list(pass_order(3, 3, 6)) == [3, 4, 5]
 
 
-def test_sources_are_decoded_in_blocks_in_the_pass_direction(bunny_short: Path) -> None:
+def test_sources_stream_forward_and_come_in_blocks_backward(bunny_short: Path) -> None:
     info = probe_video(bunny_short)
     size = (64, 36)
     full = [f.rgb.copy() for f in read_frames(info, size)]
@@ -48,7 +48,11 @@ def test_sources_are_decoded_in_blocks_in_the_pass_direction(bunny_short: Path) 
         window = SourceWindow(read, 1, 11, forward=forward, block=4)  # type: ignore[arg-type]
         for index in pass_order(1 if forward else 2, 1, 11):
             assert np.array_equal(window(index), full[index])
-        assert reads == ([(1, 5), (5, 9), (9, 11)] if forward else [(7, 11), (3, 7), (1, 3)])
+            if index + 1 < 11 and forward or index - 1 >= 1 and not forward:  # the neighbour a pass looks at
+                assert np.array_equal(window(index + (1 if forward else -1)), full[index + (1 if forward else -1)])
+        window.close()
+        assert reads == ([(1, 11)] if forward else [(7, 11), (3, 7), (1, 3)])
+    assert not child_ffmpeg_pids()
 
 
 def test_a_frame_starts_half_from_its_warped_neighbour_where_the_flow_is_reliable(bunny_short: Path) -> None:

@@ -22,11 +22,15 @@ class RenderEta:
     def __init__(self, started: RenderStarted, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.fresh_left = started.fresh_left
-        # Each pass stylizes every frame again from a warm start: a later frame's cost each.
-        self.later_left = (started.total_frames - started.already_done) * started.passes - started.fresh_left
+        frames_left = started.total_frames - started.already_done
+        self.later_left = frames_left - started.fresh_left
+        # Each pass after the first stylizes every frame again from a blend, with its own budget (Config.passes).
+        self.pass_left = frames_left * (started.passes - 1)
         self.budgets = started.budgets  # (first_iters, iters)
+        self.pass_budget = started.pass_budget
         self.fresh_cost: float | None = None
         self.later_cost: float | None = None
+        self.pass_cost: float | None = None
         self.current: FrameStarted | None = None
         self.frame_began = 0.0
         self.done_iterations = 0
@@ -40,7 +44,11 @@ class RenderEta:
             self._frame_done(event)
 
     def _frame_done(self, event: FrameDone) -> None:
-        if event.fresh:
+        if event.pass_number > 1:
+            self.pass_left = max(0, self.pass_left - 1)
+            previous = self.pass_cost if self.pass_cost is not None else event.seconds
+            self.pass_cost = _SMOOTHING * event.seconds + (1 - _SMOOTHING) * previous
+        elif event.fresh:
             self.fresh_left = max(0, self.fresh_left - 1)
             self.fresh_cost = event.seconds if self.fresh_cost is None else (self.fresh_cost + event.seconds) / 2
         else:
@@ -59,17 +67,20 @@ class RenderEta:
         if costs is None:
             return None
         fresh, later = costs
-        fresh_after, later_after, in_frame = self.fresh_left, self.later_left, 0.0
+        again = self.pass_cost if self.pass_cost is not None else later * self.pass_budget / max(1, self.budgets[1])
+        fresh_after, later_after, pass_after, in_frame = self.fresh_left, self.later_left, self.pass_left, 0.0
         if self.current is not None:  # the frame in progress: what its kind costs, less what it has spent
-            own = fresh if self.current.fresh else later
+            current = self.current
+            own = again if current.pass_number > 1 else fresh if current.fresh else later
             in_frame = max(0.0, own - (self.clock() - self.frame_began))
-            fresh_after -= self.current.fresh
-            later_after -= not self.current.fresh
-        return in_frame + max(0, fresh_after) * fresh + max(0, later_after) * later
+            pass_after -= current.pass_number > 1
+            fresh_after -= current.pass_number == 1 and current.fresh
+            later_after -= current.pass_number == 1 and not current.fresh
+        return in_frame + max(0, fresh_after) * fresh + max(0, later_after) * later + max(0, pass_after) * again
 
     def _costs(self) -> tuple[float, float] | None:
         fresh, later = self.fresh_cost, self.later_cost
-        if self.current is not None and self.done_iterations:
+        if self.current is not None and self.done_iterations and self.current.pass_number == 1:
             # A kind not measured yet: the frame in progress, its iterations so far extended to its budget.
             guess = (self.clock() - self.frame_began) / self.done_iterations * self.current.iters
             if self.current.fresh and fresh is None:

@@ -23,6 +23,7 @@ class RenderStarted:
     fresh_left: int = 0  # frames still to make that start from nothing (the first, scene cuts): the costly ones
     budgets: tuple[int, int] = (0, 0)  # iterations of a fresh frame and of a later one (at most, with a tolerance)
     passes: int = 1  # times each frame is stylized (Config.passes): FrameStarted/FrameDone come once a pass
+    pass_budget: int = 0  # iterations of a frame in a pass after the first
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class FrameStarted:
     index: int
     iters: int
     fresh: bool  # the frame starts from nothing: the first frame, or the first after a scene cut
+    pass_number: int = 1  # which pass over the frame's shot (Config.passes); 1 is the ordinary frame loop
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class FrameDone:
     seconds: float
     fresh: bool
     iterations: int = 0  # spent on the frame: its budget, or fewer where it converged first
+    pass_number: int = 1
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,18 @@ SOURCE_BLOCK = 32
 class PassFrames(Protocol):
     """The results of each pass, by pass number (1 is the ordinary forward pass) and frame index."""
 
+    def has(self, number: int, index: int) -> bool:
+        """Whether pass `number` has made the frame (without reading it)."""
+
     def load(self, number: int, index: int) -> np.ndarray | None:
         """The frame as pass `number` made it, or None where that pass has not made it yet."""
 
     def save(self, number: int, index: int, rgb: np.ndarray) -> None: ...
+
+
+def later_pass_iterations(iters: int) -> int:
+    """Iterations a frame gets in a pass after the first, from a later frame's `iters`."""
+    return max(1, round(iters * LATER_PASS_SHARE))
 
 
 def pass_order(number: int, first: int, stop: int) -> range:
@@ -56,31 +64,52 @@ def pass_order(number: int, first: int, stop: int) -> range:
 
 
 class SourceWindow:
-    """Source frames by index for a pass, decoded `block` at a time in the pass's direction."""
+    """Source frames by index for a pass: one decode streamed forward, or blocks of `block` frames decoded from
+    the end backward (a decoder runs forward only); the frames next to the one asked for stay at hand."""
 
     def __init__(self, read: Callable[[int, int], Iterator[Frame]], first: int, stop: int, forward: bool,
                  block: int = SOURCE_BLOCK) -> None:
         self.read, self.first, self.stop, self.forward, self.block = read, first, stop, forward, block
         self.frames: dict[int, np.ndarray] = {}
         self.older: dict[int, np.ndarray] = {}  # the block before: a frame's neighbour may lie across the edge
+        self.stream: Iterator[Frame] | None = None
+        self.position = first  # the index the stream gives next
 
     def __call__(self, index: int) -> np.ndarray:
         if index in self.older:
             return self.older[index]
         if index not in self.frames:
             if self.forward:
-                start, end = index, min(self.stop, index + self.block)
+                self._stream_to(index)
             else:
-                start, end = max(self.first, index + 1 - self.block), index + 1
-            self.older, self.frames = self.frames, {f.index: f.rgb for f in self.read(start, end)}
+                start = max(self.first, index + 1 - self.block)
+                self.older, self.frames = self.frames, {f.index: f.rgb for f in self.read(start, index + 1)}
         return self.frames[index]
+
+    def _stream_to(self, index: int) -> None:
+        if self.stream is None or index < self.position:
+            self.close()
+            self.stream, self.position = self.read(index, self.stop), index
+        while self.position <= index:
+            frame = next(self.stream)
+            self.frames[frame.index], self.position = frame.rgb, frame.index + 1
+        self.frames = {i: rgb for i, rgb in self.frames.items() if i >= index - 1}
+
+    def close(self) -> None:
+        """End the forward decode (its ffmpeg) before the pass is over, as when it is interrupted."""
+        close = getattr(self.stream, "close", None)
+        if close is not None:
+            close()
+        self.stream = None
 
 
 def refine(number: int, first: int, stop: int, sources: Callable[[int], np.ndarray], frames: PassFrames,
            stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None = None) -> None:
     """Make pass `number` (>= 2) of the shot [first, stop) from pass `number` - 1; frames it has made are kept."""
     order = list(pass_order(number, first, stop))
-    todo = next((k for k, index in enumerate(order) if frames.load(number, index) is None), len(order))
+    todo = next((k for k, index in enumerate(order) if not frames.has(number, index)), len(order))
+    if todo == len(order):
+        return
     ahead: tuple[np.ndarray, np.ndarray] | None = None  # (source, this pass's result) of the frame before
     if todo > 0:
         ahead = (sources(order[todo - 1]), _loaded(frames, number, order[todo - 1]))
@@ -90,8 +119,8 @@ def refine(number: int, first: int, stop: int, sources: Callable[[int], np.ndarr
         # The neighbour this pass has not reached yet, as the pass before left it.
         behind = ((sources(order[k + 1]), _loaded(frames, number - 1, order[k + 1]))
                   if k + 1 < len(order) else None)
-        result = _refine_frame(index, source, _loaded(frames, number - 1, index), ahead, behind, stylizer,
-                               on_event, stop_event)
+        result = _refine_frame(number, index, source, _loaded(frames, number - 1, index), ahead, behind,
+                               stylizer, on_event, stop_event)
         frames.save(number, index, result)
         ahead = (source, result)
 
@@ -101,6 +130,9 @@ class MemoryPasses:
 
     def __init__(self) -> None:
         self.frames: dict[tuple[int, int], np.ndarray] = {}
+
+    def has(self, number: int, index: int) -> bool:
+        return (number, index) in self.frames
 
     def load(self, number: int, index: int) -> np.ndarray | None:
         return self.frames.get((number, index))
@@ -147,11 +179,12 @@ def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.nda
     return np.clip(start, 0, 255).round().astype(np.uint8), warped, reliable
 
 
-def two_sided_target(ahead: tuple[np.ndarray, np.ndarray], reliable: np.ndarray,
+def two_sided_target(ahead: tuple[np.ndarray, np.ndarray],
                      behind: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    """One target and weight for the temporal loss against both neighbours: c1 (x - w1)^2 + c2 (x - w2)^2 is
-    (c1 + c2) (x - w)^2 up to a constant, with w the c-weighted mean of the two warped neighbours."""
-    warped, _ = ahead
+    """One target and weight for the temporal loss against both neighbours, each (warped result, reliability):
+    c1 (x - w1)^2 + c2 (x - w2)^2 is (c1 + c2) (x - w)^2 up to a constant, with w the c-weighted mean of the
+    two warped neighbours."""
+    warped, reliable = ahead
     if behind is None:
         return warped, reliable
     other, other_reliable = behind
@@ -160,22 +193,26 @@ def two_sided_target(ahead: tuple[np.ndarray, np.ndarray], reliable: np.ndarray,
     return np.where(weight[..., None] > 1e-6, mean, warped), weight
 
 
-def _refine_frame(index: int, source: np.ndarray, own: np.ndarray, ahead: tuple[np.ndarray, np.ndarray] | None,
-                  behind: tuple[np.ndarray, np.ndarray] | None, stylizer: Stylizer, on_event: EventCallback,
-                  stop_event: threading.Event | None) -> np.ndarray:
+def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
+                  ahead: tuple[np.ndarray, np.ndarray] | None, behind: tuple[np.ndarray, np.ndarray] | None,
+                  stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None) -> np.ndarray:
     """One frame of a later pass: started from eq. 11 with the neighbour this pass made (`ahead`), held by the
     temporal loss to it and to the neighbour on the other side as the pass before left it (`behind`)."""
     config = stylizer.config
-    iters = max(1, round(config.iters * LATER_PASS_SHARE))
-    start, temporal = own, None
+    iters = later_pass_iterations(config.iters)
+    start, target = own, None
+    other = _warped(source, behind, config.flow) if behind is not None and config.temporal_weight > 0 else None
     if ahead is not None:
         start, warped, reliable = neighbour_start(source, own, ahead, config.flow)
-        if config.temporal_weight > 0:
-            other = _warped(source, behind, config.flow) if behind is not None else None
-            target, weight = two_sided_target((warped, reliable), reliable, other)
-            temporal = TemporalLoss(to_tensor(np.clip(target, 0, 255).round().astype(np.uint8), stylizer.device),
-                                    torch.from_numpy(weight.astype(np.float32)).to(stylizer.device)[None, None])
-    on_event(FrameStarted(index, iters, False))
+        target = two_sided_target((warped, reliable), other)
+    elif other is not None:  # the pass's first frame: held to the neighbour it has, on the other side
+        target = other
+    temporal = None
+    if target is not None and config.temporal_weight > 0:
+        image, weight = target
+        temporal = TemporalLoss(to_tensor(np.clip(image, 0, 255).round().astype(np.uint8), stylizer.device),
+                                torch.from_numpy(weight.astype(np.float32)).to(stylizer.device)[None, None])
+    on_event(FrameStarted(index, iters, False, number))
     began = time.perf_counter()
 
     def on_step(i: int, _loss: torch.Tensor) -> None:
@@ -184,5 +221,5 @@ def _refine_frame(index: int, source: np.ndarray, own: np.ndarray, ahead: tuple[
         on_event(IterationDone(index, i, iters))
 
     result = stylizer.stylize(source, start, iters, temporal, on_step)
-    on_event(FrameDone(index, result.loss, time.perf_counter() - began, False, result.iterations))
+    on_event(FrameDone(index, result.loss, time.perf_counter() - began, False, result.iterations, number))
     return result.rgb

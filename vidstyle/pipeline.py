@@ -45,7 +45,7 @@ from vidstyle.io.images import read_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
 from vidstyle.io.probe import VideoInfo, probe_video
 from vidstyle.limits import check_fits, output_size, render_size
-from vidstyle.passes import SourceWindow, refine
+from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
@@ -280,7 +280,8 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     return RenderStarted(stop - first, first_missing(done, stop, first), len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes), fresh_left,
-                         (job.config.first_iters, job.config.iters), job.config.passes)
+                         (job.config.first_iters, job.config.iters), job.config.passes,
+                         later_pass_iterations(job.config.iters))
 
 
 def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
@@ -386,6 +387,10 @@ class _PassCheckpoints:
     def __init__(self, job: RenderJob, progress: RunProgress) -> None:
         self.job, self.progress, self.last = job, progress, job.config.passes
 
+    def has(self, number: int, index: int) -> bool:
+        work = self.job.workdir
+        return (work.frame_path(index) if number == self.last else work.pass_path(number, index)).is_file()
+
     def load(self, number: int, index: int) -> np.ndarray | None:
         work = self.job.workdir
         if number == self.last:
@@ -406,14 +411,17 @@ def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Styl
     store = _PassCheckpoints(job, progress)
     for segment in segments:
         frames = range(segment.start, segment.stop)
-        if any(store.load(store.last, index) is None for index in frames):
+        if not all(store.has(store.last, index) for index in frames):
             _first_pass(job, segment, stylizer, store, progress, stop)
             for number in range(2, store.last + 1):
                 sources = SourceWindow(lambda start, end: read_frames(job.info, job.size, start, end),
                                        segment.start, segment.stop, forward=number % 2 == 1)
-                refine(number, segment.start, segment.stop, sources, store, stylizer, progress, stop)
-            for number in range(1, store.last):
-                job.workdir.remove_pass_frames(number, frames)
+                try:
+                    refine(number, segment.start, segment.stop, sources, store, stylizer, progress, stop)
+                finally:
+                    sources.close()
+        for number in range(1, store.last):  # also after a run that stopped between the last pass and this
+            job.workdir.remove_pass_frames(number, frames)
         for index in frames:
             yield index, job.workdir.load_frame(index, job.size), False
 
@@ -421,7 +429,7 @@ def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Styl
 def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: _PassCheckpoints,
                 progress: RunProgress, stop: threading.Event | None) -> None:
     """The ordinary forward pass over a segment, kept as pass 1; what an earlier run made of it is kept."""
-    made = {index for index in range(segment.start, segment.stop) if store.load(1, index) is not None}
+    made = {index for index in range(segment.start, segment.stop) if store.has(1, index)}
 
     def load(index: int, _size: tuple[int, int]) -> np.ndarray:
         return cast(np.ndarray, store.load(1, index))

@@ -6,6 +6,7 @@ import bisect
 import functools
 import os
 import re
+import selectors
 import subprocess
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -29,13 +30,13 @@ class Frame:
 
 def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = None, *,
                 seek_to: str | None = None, stamps_fd: int | None = None,
-                copy_timestamps: bool = False) -> list[str]:
+                copy_timestamps: bool = False, log_level: str = "error") -> list[str]:
     """ffmpeg arguments that emit every frame once, upright, scaled to `size` = (width, height), as RGB24.
 
     With `frames`, ffmpeg stops after emitting that many, so nothing past the end of a range is decoded.
     With `seek_to` (seconds), the decode begins at the last keyframe before that time and keeps every
     frame it decodes (we drop those before a range ourselves, by timestamp). With `stamps_fd`, ffmpeg
-    writes each frame's timestamp ("pts time_base", in the stream's own time base) to that descriptor
+    writes each frame's number and timestamp ("n pts time_base", in the stream's own time base) to that descriptor
     before the frame itself; with `copy_timestamps`, those are the file's own, not shifted to start at 0.
     """
     width, height = size
@@ -45,10 +46,11 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
     seek = ["-ss", seek_to, "-noaccurate_seek"] if seek_to is not None else []
     seek += ["-copyts"] if copy_timestamps else []
     stamps = [] if stamps_fd is None else ["-enc_time_base:v", "demux", "-stats_enc_pre:v", f"pipe:{stamps_fd}",
-                                           "-stats_enc_pre_fmt:v", "{pts} {tb}"]
+                                           "-stats_enc_pre_fmt:v", "{n} {pts} {tb}"]
     return [
-        # At this level every stderr line is a complaint, so the first one marks where trouble began.
-        "-v", "error",
+        # At "error" every stderr line is a complaint, so the first one marks where trouble began; "repeat" prints
+        # each when it happens, not held back as "Last message repeated n times".
+        "-v", f"repeat+{log_level}",
         *seek,
         "-i", file_url(info.path),
         "-map", VIDEO_STREAM,
@@ -130,36 +132,94 @@ class _Clock:
     file_start: Fraction  # the earliest timestamp of any stream: where ffmpeg's -ss counts from
 
 
+# ffmpeg's summary line of the input, "Duration: 00:00:05.00, start: 0.000000, bitrate: ...".
+_FILE_START = re.compile(r"^\s*Duration: [^,]*, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
+
+
 @functools.lru_cache(maxsize=16)
 def _clock(info: VideoInfo) -> _Clock | None:
-    """Read off a decode of the first frame; None where ffmpeg does not report it."""
+    """Read off a decode of the first frame at `-v info` (which prints the file's start); None where ffmpeg
+    does not report it."""
     side_read, side_write = os.pipe()
-    args = decode_args(info, (16, 16), 1, stamps_fd=side_write, copy_timestamps=True)
-    args[1] = "info"  # ffmpeg says the file's start time at this level
     try:
+        args = decode_args(info, (16, 16), 1, stamps_fd=side_write, copy_timestamps=True, log_level="info")
         proc = start_ffmpeg(args, stdout=True, pass_fds=(side_write,))
+    except BaseException:
+        os.close(side_read)
+        raise
     finally:
         os.close(side_write)
-    stderr = StderrTail(cast(IO[bytes], proc.stderr))
     with os.fdopen(side_read, "rb") as side:
-        cast(IO[bytes], proc.stdout).read()
-        line = side.readline()
-    stop_process(proc)
-    stderr.join()
-    first = _stamp_seconds(line)
-    start = re.search(r"\bstart: (-?\d+(?:\.\d+)?)", "\n".join(stderr.lines))
-    if proc.returncode != 0 or first is None or start is None:
+        try:
+            _, err = proc.communicate(timeout=60)  # one 16x16 frame: the stamp line waits in the pipe meanwhile
+        except subprocess.TimeoutExpired:
+            stop_process(proc, grace=0)
+            return None
+        stamp = _parse_stamp(side.readline())
+    start = _FILE_START.search(err.decode("utf-8", "replace"))
+    if proc.returncode != 0 or stamp is None or stamp[0] != 0 or start is None:
         return None
-    return _Clock(first, Fraction(start.group(1)))
+    return _Clock(stamp[1], Fraction(start.group(1)))
 
 
-def _stamp_seconds(line: bytes) -> Fraction | None:
-    """The time of a side-pipe line ("pts time_base"), exactly."""
+def _parse_stamp(line: bytes) -> tuple[int, Fraction] | None:
+    """(frame number, exact time) of a side-pipe line "n pts time_base"."""
     try:
-        pts, base = line.split()
-        return int(pts) * Fraction(base.decode())
+        number, pts, base = line.split()
+        return int(number), int(pts) * Fraction(base.decode())
     except (ValueError, ZeroDivisionError):
         return None
+
+
+class _SeekedOutput:
+    """A seeked decode's three outputs read in one thread: frames (stdout), their timestamps (the side pipe) and
+    complaints (stderr). ffmpeg writes a frame's timestamp, and any complaint about decoding it, before the frame
+    itself; so when a frame is complete both are already in their pipes and are read, without waiting, before the
+    frame is given out. (A thread draining stderr might not have counted a complaint yet.)"""
+
+    def __init__(self, proc: subprocess.Popen[bytes], side: int, frame_bytes: int) -> None:
+        self.out, self.err = cast(IO[bytes], proc.stdout).fileno(), cast(IO[bytes], proc.stderr).fileno()
+        self.side, self.frame_bytes = side, frame_bytes
+        self.buffers = {fd: bytearray() for fd in (self.out, self.side, self.err)}
+        self.selector = selectors.DefaultSelector()
+        for fd in self.buffers:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ)
+        self.complaints = 0
+
+    def frame(self) -> tuple[bytes, bytes] | None:
+        """The next frame and its timestamp line; None at the end of the output or when a line is missing."""
+        frames = self.buffers[self.out]
+        while len(frames) < self.frame_bytes:
+            if not self.selector.get_map() or self.out not in self.selector.get_map():
+                return None
+            for key, _ in self.selector.select():
+                self._read(key.fd)
+        self._read(self.side)
+        self._read(self.err)
+        self.complaints = self.buffers[self.err].count(b"\n")
+        lines = self.buffers[self.side]
+        if b"\n" not in lines:
+            return None
+        line, _, rest = bytes(lines).partition(b"\n")
+        self.buffers[self.side] = bytearray(rest)
+        frame = bytes(frames[:self.frame_bytes])
+        del frames[:self.frame_bytes]
+        return frame, line
+
+    def _read(self, fd: int) -> None:
+        while fd in self.selector.get_map():
+            try:
+                data = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                return
+            if not data:
+                self.selector.unregister(fd)
+                return
+            self.buffers[fd] += data
+
+    def close(self) -> None:
+        self.selector.close()
 
 
 def _read_after_seek(info: VideoInfo, size: tuple[int, int], key: int, start: int,
@@ -167,8 +227,8 @@ def _read_after_seek(info: VideoInfo, size: tuple[int, int], key: int, start: in
     """Yield frames start, start + 1, ... decoded from keyframe `key`; return the first index not yielded.
 
     An input seek is exact only where the container's keyframe flags and timestamps are right, which is
-    not so on every stream. So ffmpeg reports each frame's timestamp on a side pipe, and a frame is
-    yielded only when its timestamp is that of the next frame of the range in the probe's list. At the
+    not so on every stream. So ffmpeg reports each frame's number and timestamp on a side pipe, and a frame
+    is yielded only when its timestamp is that of the next frame of the range in the probe's list. At the
     first frame that is not, the decode stops and the caller goes on from the first frame: slower, never
     wrong. Complaints of the decoder about pictures shown before keyframe `key` are expected (an open
     GOP's first pictures refer to the GOP before, which was not decoded; the decoder outputs nothing
@@ -176,48 +236,51 @@ def _read_after_seek(info: VideoInfo, size: tuple[int, int], key: int, start: in
     stops the decode too.
     """
     width, height = size
-    frame_bytes = width * height * 3
-    seek_to = _seek_time(info, key)
+    clock = cast(_Clock, _clock(info))
+    seek_to = _seek_time(info, clock, key)
     side_read, side_write = os.pipe()
     try:
         args = decode_args(info, size, seek_to=seek_to, stamps_fd=side_write, copy_timestamps=True)
         proc = start_ffmpeg(args, stdout=True, pass_fds=(side_write,))
+    except BaseException:
+        os.close(side_read)
+        raise
     finally:
         os.close(side_write)
-    stdout, stderr = cast(IO[bytes], proc.stdout), StderrTail(cast(IO[bytes], proc.stderr))
-    expected, complaints = start, None
-    end = info.frame_count if stop is None else stop
+    output = _SeekedOutput(proc, side_read, width * height * 3)
+    expected, complaints, count = start, None, 0
+    end = min(info.frame_count, stop if stop is not None else info.frame_count)
     try:
-        with os.fdopen(side_read, "rb") as side:
-            while expected < end and (buf := stdout.read(frame_bytes)) and len(buf) == frame_bytes:
-                index = _frame_at(info, side.readline())
-                if index is not None and index >= key and complaints is None:
-                    complaints = stderr.count
-                if (index is None or index > expected or (index < expected and expected > start)
-                        or (index == start and stderr.count != complaints)):
-                    break
-                if index == expected:
-                    yield Frame(index, np.frombuffer(buf, np.uint8).reshape(height, width, 3))
-                    expected += 1
+        while expected < end and (got := output.frame()) is not None:
+            buf, line = got
+            stamp = _parse_stamp(line)
+            index = _frame_at(info, clock, stamp[1]) if stamp is not None and stamp[0] == count else None
+            count += 1
+            if index is not None and index >= key and complaints is None:
+                complaints = output.complaints
+            if (index is None or index > expected or (index < expected and expected > start)
+                    or (index == start and output.complaints != complaints)):
+                break
+            if index == expected:
+                yield Frame(index, np.frombuffer(buf, np.uint8).reshape(height, width, 3))
+                expected += 1
     finally:
+        output.close()
+        os.close(side_read)
         stop_process(proc)
-        stderr.join()
+        cast(IO[bytes], proc.stderr).close()
     return expected
 
 
-def _seek_time(info: VideoInfo, key: int) -> str:
+def _seek_time(info: VideoInfo, clock: _Clock, key: int) -> str:
     """The -ss value (seconds from the file's start) midway between frame key - 1 and keyframe `key`."""
-    clock = cast(_Clock, _clock(info))
     midway = clock.first_frame - clock.file_start + Fraction((info.frame_times[key - 1] + info.frame_times[key]) / 2)
     return f"{float(midway):.6f}"
 
 
-def _frame_at(info: VideoInfo, line: bytes) -> int | None:
-    """The index of the frame whose timestamp a side-pipe line gives; None when none matches beyond doubt."""
-    stamp = _stamp_seconds(line)
-    if stamp is None:
-        return None
-    when = float(stamp - cast(_Clock, _clock(info)).first_frame)
+def _frame_at(info: VideoInfo, clock: _Clock, stamp: Fraction) -> int | None:
+    """The index of the frame at file timestamp `stamp`; None when none matches beyond doubt."""
+    when = float(stamp - clock.first_frame)
     times = info.frame_times
     index = min(max(bisect.bisect_left(times, when), 1), len(times) - 1)
     index = index - 1 if abs(times[index - 1] - when) <= abs(times[index] - when) else index
