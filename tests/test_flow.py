@@ -147,3 +147,26 @@ def test_the_long_term_warping_error_sees_strokes_redrawn_every_frame() -> None:
     assert three.long_term_warping_error > 0, "frames 0 and 2: one pair two apart"
     two = measure_frames(frames[:2], frames[:2])
     assert two.long_term_warping_error is None and two.as_dict()["long_term_warping_error"] is None
+
+
+def test_the_previous_paint_is_not_trusted_where_the_picture_changed(photo: np.ndarray) -> None:
+    """A still shot over which a soft red light falls: the flow stays zero both ways, so its forward-backward check
+    trusts the old picture there; the colour check (change_tolerance) does not, and elsewhere changes little."""
+    import cv2
+
+    from vidstyle.io.decode import Frame
+
+    light = np.zeros(photo.shape[:2], np.float32)
+    light[30:60, 50:90] = 1.0
+    light = cv2.GaussianBlur(light, (0, 0), 6)[..., None] * 0.2
+    after = (photo * (1 - light) + np.array([250, 40, 40], np.float32) * light).round().astype(np.uint8)
+    frames = [Frame(0, photo), Frame(1, after)]
+    masks = {}
+    for tolerance in (0.0, 0.025):
+        masks[tolerance] = list(track_motion(frames, Config(flow="dis", change_tolerance=tolerance)))[1].mask
+    inside = (slice(35, 55), slice(55, 85))
+    assert masks[0.0][inside].mean() > 0.9, "zero motion both ways passes the flow check"
+    assert masks[0.025][inside].mean() < 0.2, "the light changed the picture there: the old paint does not belong"
+    outside = np.ones(photo.shape[:2], bool)
+    outside[20:70, 40:100] = False
+    assert masks[0.025][outside].mean() > 0.9 * masks[0.0][outside].mean()

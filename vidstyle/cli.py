@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 _STILL_FIELDS = ("size", "tol", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "style_blend", "style_scale", "preserve_colors", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "temporal_weight", "temporal_reach", "passes", "init", "prev_weight", "flow",
-                 "cut_threshold", "crf", "output_size", "keep_frames")
+                 "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames")
 # A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.
 _PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("passes", "crf", "output_size", "keep_frames"))
 

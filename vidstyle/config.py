@@ -58,6 +58,12 @@ class Config:
     init: str = _opt("prev", "what later frames start from: prev, content or random")
     prev_weight: float = _opt(1.0, "share of the previous frame's stylization carried into the next frame's start")
     flow: str = _opt("none", "optical flow for the warm start and temporal loss: none, dis or farneback")
+    # Where the source itself changed (something appeared, the flow slid a background over a moving object), the
+    # flow's forward-backward check still passes; carrying the old paint there rode old texture and edges along
+    # (scripts/bench_fidelity.py, docs/performance.md "Fidelity under coherence").
+    change_tolerance: float = _opt(0.025, "colour change (mean absolute difference, 0..1) between a frame and the "
+                                          "previous one warped onto it above which the previous frame's paint is "
+                                          "not trusted there; 0 turns the check off")
     cut_threshold: float = _opt(0.5, "scene-cut sensitivity: histogram distance above which a frame starts fresh")
     pooling: str = _opt("max", "VGG pooling: max (as trained) or avg")
     precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 where the hardware runs it natively)")
@@ -109,6 +115,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "style_scale": (0.05, 8.0),
     "prev_weight": (0.0, 1.0),
     "cut_threshold": (0.0, 1.0),
+    "change_tolerance": (0.0, 1.0),
     "seed": (0, 2**63 - 1),
     "crf": (0, 51),
 }

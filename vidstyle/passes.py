@@ -22,9 +22,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from vidstyle.config import Config
 from vidstyle.errors import Cancelled
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import estimate_flow, occlusion_mask, to_gray, warp
+from vidstyle.flow import colour_agreement, estimate_flow, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
 from vidstyle.sequence import stylize_sequence
@@ -161,19 +162,23 @@ def _loaded(frames: PassFrames, number: int, index: int) -> np.ndarray:
     return rgb
 
 
-def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray], method: str) -> tuple[np.ndarray, np.ndarray]:
-    """The neighbour's result brought onto this frame along the flow, and where that flow is reliable."""
+def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
+            config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The neighbour's result brought onto this frame along the flow, and where that is to be trusted: where the
+    flow is consistent and, as in the first pass (Config.change_tolerance), the source did not change."""
     near_source, near_result = neighbour
     gray, near_gray = to_gray(source), to_gray(near_source)
-    flow = estimate_flow(gray, near_gray, method)
-    reliable = occlusion_mask(flow, estimate_flow(near_gray, gray, method))
+    flow = estimate_flow(gray, near_gray, config.flow)
+    reliable = occlusion_mask(flow, estimate_flow(near_gray, gray, config.flow))
+    if config.change_tolerance > 0:
+        reliable = reliable * colour_agreement(source, warp(near_source, flow), config.change_tolerance)
     return warp(near_result.astype(np.float32), flow), reliable
 
 
 def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
-                    method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start image, warped neighbour, reliability): eq. 11, the neighbour brought onto this frame by the flow."""
-    warped, reliable = _warped(source, neighbour, method)
+    warped, reliable = _warped(source, neighbour, config)
     share = BLEND * reliable[..., None]
     start = share * warped + (1.0 - share) * own.astype(np.float32)
     return np.clip(start, 0, 255).round().astype(np.uint8), warped, reliable
@@ -201,9 +206,9 @@ def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
     config = stylizer.config
     iters = later_pass_iterations(config.iters)
     start, target = own, None
-    other = _warped(source, behind, config.flow) if behind is not None and config.temporal_weight > 0 else None
+    other = _warped(source, behind, config) if behind is not None and config.temporal_weight > 0 else None
     if ahead is not None:
-        start, warped, reliable = neighbour_start(source, own, ahead, config.flow)
+        start, warped, reliable = neighbour_start(source, own, ahead, config)
         target = two_sided_target((warped, reliable), other)
     elif other is not None:  # the pass's first frame: held to the neighbour it has, on the other side
         target = other

@@ -118,6 +118,8 @@ def track_motion(frames: Iterable[Frame], config: Config, previous: Sequence[np.
         if not fresh and config.flow != "none":
             cur_gray = to_gray(frame.rgb)
             backward, mask = _flow_and_mask(cur_gray, to_gray(prev), config.flow)  # type: ignore[arg-type]
+            if config.change_tolerance > 0:
+                mask = mask * colour_agreement(frame.rgb, warp(prev, backward), config.change_tolerance)
             further = tuple(_long_term(frame.rgb, cur_gray, shot[back - 1], back, config.flow)
                             for back in offsets if back <= len(shot))
         yield Motion(frame, None if fresh else prev, fresh, backward, mask, further)
