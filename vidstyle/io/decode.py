@@ -8,7 +8,7 @@ import os
 import re
 import selectors
 import subprocess
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import IO, cast
@@ -140,15 +140,8 @@ _FILE_START = re.compile(r"^\s*Duration: [^,]*, start: (-?\d+(?:\.\d+)?)", re.MU
 def _clock(info: VideoInfo) -> _Clock | None:
     """Read off a decode of the first frame at `-v info` (which prints the file's start); None where ffmpeg
     does not report it."""
-    side_read, side_write = os.pipe()
-    try:
-        args = decode_args(info, (16, 16), 1, stamps_fd=side_write, copy_timestamps=True, log_level="info")
-        proc = start_ffmpeg(args, stdout=True, pass_fds=(side_write,))
-    except BaseException:
-        os.close(side_read)
-        raise
-    finally:
-        os.close(side_write)
+    proc, side_read = _start_with_stamps(lambda fd: decode_args(info, (16, 16), 1, stamps_fd=fd,
+                                                                copy_timestamps=True, log_level="info"))
     with os.fdopen(side_read, "rb") as side:
         try:
             _, err = proc.communicate(timeout=60)  # one 16x16 frame: the stamp line waits in the pipe meanwhile
@@ -160,6 +153,19 @@ def _clock(info: VideoInfo) -> _Clock | None:
     if proc.returncode != 0 or stamp is None or stamp[0] != 0 or start is None:
         return None
     return _Clock(stamp[1], Fraction(start.group(1)))
+
+
+def _start_with_stamps(args_for: Callable[[int], list[str]]) -> tuple[subprocess.Popen[bytes], int]:
+    """ffmpeg with a pipe for its per-frame stamps (`args_for(write_fd)` names it); returns it and the read end."""
+    side_read, side_write = os.pipe()
+    try:
+        proc = start_ffmpeg(args_for(side_write), stdout=True, pass_fds=(side_write,))
+    except BaseException:
+        os.close(side_read)
+        raise
+    finally:
+        os.close(side_write)  # ffmpeg holds its own copy: the read end sees the end when ffmpeg ends
+    return proc, side_read
 
 
 def _parse_stamp(line: bytes) -> tuple[int, Fraction] | None:
@@ -238,15 +244,8 @@ def _read_after_seek(info: VideoInfo, size: tuple[int, int], key: int, start: in
     width, height = size
     clock = cast(_Clock, _clock(info))
     seek_to = _seek_time(info, clock, key)
-    side_read, side_write = os.pipe()
-    try:
-        args = decode_args(info, size, seek_to=seek_to, stamps_fd=side_write, copy_timestamps=True)
-        proc = start_ffmpeg(args, stdout=True, pass_fds=(side_write,))
-    except BaseException:
-        os.close(side_read)
-        raise
-    finally:
-        os.close(side_write)
+    proc, side_read = _start_with_stamps(lambda fd: decode_args(info, size, seek_to=seek_to, stamps_fd=fd,
+                                                                copy_timestamps=True))
     output = _SeekedOutput(proc, side_read, width * height * 3)
     expected, complaints, count = start, None, 0
     end = min(info.frame_count, stop if stop is not None else info.frame_count)
