@@ -114,16 +114,18 @@ def refine(number: int, first: int, stop: int, sources: Callable[[int], np.ndarr
     ahead: tuple[np.ndarray, np.ndarray] | None = None  # (source, this pass's result) of the frame before
     if todo > 0:
         ahead = (sources(order[todo - 1]), _loaded(frames, number, order[todo - 1]))
+    own = _loaded(frames, number - 1, order[todo])
     for k in range(todo, len(order)):
         index = order[k]
         source = sources(index)
-        # The neighbour this pass has not reached yet, as the pass before left it.
+        # The neighbour this pass has not reached yet, as the pass before left it (and the next frame's own start).
         behind = ((sources(order[k + 1]), _loaded(frames, number - 1, order[k + 1]))
                   if k + 1 < len(order) else None)
-        result = _refine_frame(number, index, source, _loaded(frames, number - 1, index), ahead, behind,
-                               stylizer, on_event, stop_event)
+        result = _refine_frame(number, index, source, own, ahead, behind, stylizer, on_event, stop_event)
         frames.save(number, index, result)
         ahead = (source, result)
+        if behind is not None:
+            own = behind[1]
 
 
 class MemoryPasses:
