@@ -1,6 +1,7 @@
 """Seams and speed of a render on Ray workers (vidstyle.distributed).
 
     python scripts/bench_distributed.py [--frames 48] [--size 96] [--chunk-frames 12] [--overlap 4] [--workers 2]
+                                        [--passes 1]
 
 Renders the first FRAMES frames of the bundled clip (demo-like settings: 8 iterations a frame, 40 for a fresh one,
 DIS flow, temporal loss) several ways, keeping the frames, and scores the PNG checkpoints against the source:
@@ -10,7 +11,8 @@ DIS flow, temporal loss) several ways, keeping the frames, and scores the PNG ch
   of the pairs inside chunks; and the edge correlation with the source and the style distance
   (vidstyle.style_distance, lower is closer to the painting) of the overlap frames and that first frame, relative
   to the other frames. Variants: the library's blend, a plain average (the same ramp), no overlap (each chunk
-  starts fresh at its first frame), and the sequential render (no chunks) for reference.
+  starts fresh at its first frame), and the sequential render (no chunks) for reference. With --passes N every
+  render makes N passes (on workers, a later pass reads across the chunks' edges: the remedy for seams).
 - speed: wall time of the chunked render on 1 and on N workers (local Ray started by each render, its start-up
   included), and of the sequential render without Ray.
 """
@@ -98,6 +100,7 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=12)
     parser.add_argument("--overlap", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--passes", type=int, default=1)
     parser.add_argument("--seams-only", action="store_true", help="only the library's blend; no timing runs")
     parser.add_argument("--strip", type=Path, metavar="JPG",
                         help="write the frames across the first seam of the library's blend as one picture")
@@ -106,7 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     style = builtin_style("starry-night")
     assert style is not None
-    config = vidstyle.make_config("demo", size=args.size, device="cpu", precision="fp32", keep_frames=True)
+    config = vidstyle.make_config("demo", size=args.size, device="cpu", precision="fp32", keep_frames=True,
+                                  passes=args.passes)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         clip = cut_clip(args.frames, folder)
@@ -119,7 +123,8 @@ def main() -> None:
         chunks = distributed.plan_chunks(plan_segments(len(sources), cuts, args.chunk_frames), args.overlap)
         seams = [(c.first, c.start) for c in chunks if c.first < c.start]
         print(f"{args.frames} frames at {size[0]}x{size[1]}, cuts at {cuts or 'none'}; chunks of "
-              f"{args.chunk_frames}, overlap {args.overlap}: {len(chunks)} chunks, seams at {[s for _, s in seams]}")
+              f"{args.chunk_frames}, overlap {args.overlap}: {len(chunks)} chunks, seams at {[s for _, s in seams]}; "
+              f"{args.passes} pass{'es' * (args.passes > 1)}")
         chunking = {"chunk_frames": args.chunk_frames}
         if args.speed_runs:
             speed_up(clip, style, folder, config, args, chunking)

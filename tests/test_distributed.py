@@ -23,7 +23,7 @@ from conftest import child_ffmpeg_pids
 import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import build_parser, main
-from vidstyle.errors import CheckpointMismatch, SettingError
+from vidstyle.errors import CheckpointMismatch, Interrupted, SettingError
 from vidstyle.events import FrameSaved, RenderStarted, WorkersBusy
 from vidstyle.io.decode import read_frames
 from vidstyle.io.paths import partial_path
@@ -41,6 +41,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     blend_frames,
     blend_weight,
     plan_chunks,
+    plan_tasks,
 )
 
 # 12 frames in chunks of 4 with 2 frames of overlap: 3 chunks, 2 seams.
@@ -102,6 +103,12 @@ def test_chunks_cover_every_frame_once_and_overlap_only_inside_shots() -> None:
     assert not set(leads) & {0, 13}, "a shot's first frame starts fresh, never blended"
     assert [c.start for c in plan_chunks(plan_segments(30, [13], chunk_frames=None), 2)] == [0, 13]
     assert [blend_weight(k, 3) for k in range(3)] == [0.25, 0.5, 0.75]
+    tasks = plan_tasks(segments, 2, passes=2)
+    assert [(t.number, t.chunk.first, t.shot) for t in tasks[:4]] == [(1, 0, (0, 13)), (2, 0, (0, 13)),
+                                                                      (1, 3, (0, 13)), (2, 3, (0, 13))]
+    assert [(t.frames, t.needs) for t in tasks[2:4]] == [(range(3, 10), range(4, 11)), (range(5, 10), range(4, 11))]
+    assert [t.needs for t in tasks if t.number == 2 and t.chunk.start in (10, 13, 28)] == [
+        range(9, 13), range(13, 19), range(27, 30)], "a later pass reads no frame of another shot"
 
 
 def test_blend_goes_from_the_earlier_painting_to_the_later_and_keeps_the_contrast() -> None:
@@ -217,6 +224,31 @@ def test_a_killed_worker_is_retried_and_the_frames_are_the_same(reference, bunny
     assert any(c == first and p != pid for c, p in seen), "Ray did not run the killed chunk again"
     assert probe_video(result[0]).frame_count == 12
     _assert_same_frames(work, reference[0])
+
+
+def test_passes_on_workers_reach_across_the_chunks_and_resume_to_the_same_frames(reference, bunny_short: Path,
+                                                                                starry: Path, tmp_path: Path) -> None:
+    config = _config(passes=2)
+    events: list[object] = []
+    whole = vidstyle.render(bunny_short, [starry], tmp_path / "whole.mp4", config, workdir=tmp_path / "w1",
+                            on_event=events.append, workers=2, **CHUNKING)
+    assert probe_video(whole).frame_count == 12
+    assert sorted(e.index for e in events if isinstance(e, FrameSaved)) == list(range(12))
+    assert not (tmp_path / "w1" / "passes").exists() and not (tmp_path / "w1" / "chunks").exists()
+    # The backward pass starts at the last frame from its own result; a later pass's one iteration here (a quarter
+    # of 2, at least 1) is one evaluation and no step, so that frame stays as it was and every other one changes.
+    one_pass, two = _frames(reference[0]), _frames(tmp_path / "w1")
+    assert [i for i in range(12) if np.array_equal(two[i], one_pass[i])] == [11]
+
+    stop = threading.Event()
+    with pytest.raises(Interrupted):
+        vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2",
+                        on_event=lambda e: isinstance(e, FrameSaved) and stop.set(), stop=stop, workers=2,
+                        **CHUNKING)
+    assert 0 < len(WorkDir(tmp_path / "w2").done_frames()) < 12 and (tmp_path / "w2" / "passes" / "1").is_dir()
+    vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2", workers=2,
+                    **CHUNKING)
+    _assert_same_frames(tmp_path / "w2", tmp_path / "w1")
 
 
 def _segments():

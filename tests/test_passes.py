@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,21 @@ from conftest import child_ffmpeg_pids, decoded, run_cli
 import vidstyle
 from vidstyle.config import make_config
 from vidstyle.errors import Interrupted, SettingError
-from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted
+from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted, ignore_event
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video
 from vidstyle.metrics import measure_video
-from vidstyle.passes import BLEND, LATER_PASS_SHARE, SourceWindow, neighbour_start, pass_order, stylize_shot
+from vidstyle.passes import (
+    BLEND,
+    LATER_PASS_SHARE,
+    MemoryPasses,
+    SourceWindow,
+    neighbour_start,
+    pass_order,
+    refine,
+    stylize_shot,
+)
 from vidstyle.stylize import Stylizer
 
 ITERS = 16  # a later pass gets a quarter: 4 iterations
@@ -128,10 +138,41 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
     assert not (tmp_path / "w2" / "passes").exists(), "the passes before the last are dropped once it is made"
 
 
-def test_passes_are_refused_on_workers(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
-    with pytest.raises(SettingError, match="passes"):
-        vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(2), workers=2)
-    assert not (tmp_path / "out.mp4").exists()
+class _Recorded(MemoryPasses):
+    """Pass frames in memory that remember which ones were read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[tuple[int, int]] = []
+
+    def load(self, number: int, index: int) -> np.ndarray | None:
+        self.read.append((number, index))
+        return super().load(number, index)
+
+
+def test_a_piece_of_a_shot_reads_its_neighbours_across_its_edges_as_the_pass_before_left_them(
+        bunny_short: Path, starry: Path) -> None:
+    """Workers refine pieces of one shot at once: a piece's edge frames are held to the neighbouring piece's frames
+    of the pass before (never this pass's, which may or may not exist yet), so the result never depends on timing."""
+    config = _config(2)
+    stylizer = Stylizer(config, [read_image(starry)])
+    frames = [Frame(f.index, f.rgb.copy()) for f in read_frames(probe_video(bunny_short), (64, 36), 0, 9)]
+    sources = {f.index: f.rgb for f in frames}
+    first = _Recorded()
+    for index, rgb in enumerate(stylize_shot(frames, Stylizer(replace(config, passes=1), [read_image(starry)]))):
+        first.save(1, index, rgb)
+    pieces: dict[bool, _Recorded] = {}
+    for across in (False, True):
+        store = pieces[across] = _Recorded()
+        store.frames = dict(first.frames)
+        store.frames[(2, 6)] = np.zeros_like(sources[6])  # this pass's frame next to the piece: never read
+        refine(2, 3, 6, sources.__getitem__, store, stylizer, ignore_event, shot=(0, 9) if across else None)
+        assert sorted(i for n, i in store.frames if n == 2) == [3, 4, 5, 6], "only the piece's frames are made"
+    assert (1, 6) in pieces[True].read and (1, 2) in pieces[True].read
+    assert all(i in range(3, 6) for n, i in pieces[False].read), "a whole shot reads nothing outside it"
+    assert (2, 6) not in pieces[True].read, "neighbours come from the pass before"
+    for index in (5, 3):  # the pass (backward) starts at 5 and ends at 3: both edges see their outside neighbour
+        assert not np.array_equal(pieces[True].frames[(2, index)], pieces[False].frames[(2, index)]), index
 
 
 def test_cli_passes_option(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

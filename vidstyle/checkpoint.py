@@ -195,9 +195,11 @@ class WorkDir:
 
     def done_frames(self) -> set[int]:
         """Indices of every finished frame."""
-        if not self.frames.is_dir():
-            return set()
-        return {int(m.group(1)) for p in self.frames.iterdir() if (m := _FRAME_NAME.match(p.name))}
+        return _frame_indices(self.frames)
+
+    def done_pass_frames(self, number: int) -> set[int]:
+        """Indices of the frames pass `number` (one before the last) has made."""
+        return _frame_indices(self.path / PASSES / str(number))
 
     def save_frame(self, index: int, rgb: np.ndarray) -> Path:
         if not self.frames.is_dir():
@@ -252,6 +254,12 @@ class WorkDir:
                     entry.unlink(missing_ok=True)
             if remove_directory:
                 _remove_if_empty(self.path)
+
+
+def _frame_indices(folder: Path) -> set[int]:
+    if not folder.is_dir():
+        return set()
+    return {int(m.group(1)) for p in folder.iterdir() if (m := _FRAME_NAME.match(p.name))}
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -11,10 +11,16 @@ source frames are then painted twice, at the end of the earlier chunk and at the
 frame there is a cross-fade between the two, so the texture turns from one chain's to the other's over `overlap`
 frames instead of jumping at one (`blend_frames`; the seams are measured in scripts/bench_distributed.py).
 
+With more passes (Config.passes) the chunks' blended first pass is pass 1, and each later pass is one task per
+chunk over the chunk's own frames, started once the frames it reads from the pass before are made (`Task.needs`):
+across the chunk's edges it reads its neighbours as the pass before left them, so the frames never depend on which
+task ran first, and each pass carries the strokes one frame further across a seam.
+
 Files: the final frames are the work directory's frames/ (WorkDir), exactly as in a sequential render, so what is
-done is still the set of frame files. The two painted versions of an overlap frame wait in chunks/tail (the earlier
-chunk's) and chunks/lead (the later chunk's) until this process blends them; chunks/running holds one marker per
-running task, named after its first frame, host and process id (the "busy" count; a test kills that process).
+done is still the set of frame files; earlier passes' frames are in passes/<n>/, also as in a sequential render.
+The two painted versions of an overlap frame wait in chunks/tail (the earlier chunk's) and chunks/lead (the later
+chunk's) until this process blends them; chunks/running holds one marker per running task, named after its chunk's
+first frame, host and process id (the "busy" count; a test kills that process).
 A task makes only the frames of its chain that are not on disk, so a retry and a resumed render redo nothing.
 """
 
@@ -27,7 +33,6 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -41,12 +46,14 @@ import torch
 from vidstyle.checkpoint import MANIFEST, WorkDir
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
-from vidstyle.events import EventCallback, FrameSaved, RenderFinished, WorkersBusy
+from vidstyle.events import EventCallback, FrameSaved, RenderFinished, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import VideoInfo
+from vidstyle.passes import SourceWindow, refine
 from vidstyle.pipeline import (
+    PassCheckpoints,
     RenderJob,
     RunProgress,
     first_missing,
@@ -153,6 +160,44 @@ class Chunk:
         return "tail" if index >= self.stop - self.tail else "final"
 
 
+@dataclass(frozen=True)
+class Task:
+    """One Ray task: pass `number` over a chunk of the shot [shot[0], shot[1]). The first pass makes the chunk's
+    whole chain (lead-in, own frames, tail); a later pass refines the chunk's own frames [start, stop)."""
+
+    number: int
+    chunk: Chunk
+    shot: tuple[int, int]
+
+    @property
+    def frames(self) -> range:
+        return range(self.chunk.first if self.number == 1 else self.chunk.start, self.chunk.stop)
+
+    @property
+    def needs(self) -> range:
+        """Frames of the pass before that a later pass reads: its own and one neighbour on each side in the shot."""
+        return range(max(self.shot[0], self.chunk.start - 1), min(self.shot[1], self.chunk.stop + 1))
+
+    def describe(self) -> str:
+        frames = f"frames {self.frames[0]}-{self.frames[-1]}"
+        return frames if self.number == 1 else f"pass {self.number} over {frames}"
+
+
+def plan_tasks(segments: list[Segment], overlap: int, passes: int) -> list[Task]:
+    """Every task of a render, chunk by chunk and pass by pass within a chunk: the order they are started in, each
+    as soon as the frames it reads are made, so that a chunk's frames reach the encoder early."""
+    chunks = plan_chunks(segments, overlap)
+    return [Task(number, chunk, _shot(segments, i)) for i, chunk in enumerate(chunks)
+            for number in range(1, passes + 1)]
+
+
+def _shot(segments: list[Segment], i: int) -> tuple[int, int]:
+    """[first, stop) of the shot that segment `i` belongs to."""
+    first = max(k for k in range(i + 1) if k == 0 or segments[k].fresh)
+    last = min((k for k in range(i + 1, len(segments)) if segments[k].fresh), default=len(segments)) - 1
+    return segments[first].start, segments[last].stop
+
+
 def plan_chunks(segments: list[Segment], overlap: int) -> list[Chunk]:
     """A chunk per segment; one that continues a shot begins `overlap` frames early (never before its shot)."""
     chunks = []
@@ -202,25 +247,28 @@ def _bands(image: np.ndarray) -> list[np.ndarray]:
 
 
 class ChunkFiles:
-    """The work directory as the chunks see it: final frames in frames/, overlap frames and markers in chunks/."""
+    """The work directory as the chunks see it: final frames of the first pass in frames/ (in passes/1/ where more
+    passes follow), overlap frames and markers in chunks/."""
 
-    def __init__(self, work: WorkDir) -> None:
-        self.work = work
+    def __init__(self, work: WorkDir, passes: int = 1) -> None:
+        self.work, self.passes = work, passes
         self.root = work.path / CHUNKS
 
     def path(self, role: str, index: int) -> Path:
-        return self.work.frame_path(index) if role == "final" else self.root / role / f"{index:07d}.png"
+        if role == "final":
+            return self.work.frame_path(index) if self.passes == 1 else self.work.pass_path(1, index)
+        return self.root / role / f"{index:07d}.png"
 
     def present(self, role: str) -> set[int]:
         if role == "final":
-            return self.work.done_frames()
+            return self.work.done_frames() if self.passes == 1 else self.work.done_pass_frames(1)
         folder = self.root / role
         if not folder.is_dir():
             return set()
         return {int(p.name[:7]) for p in folder.iterdir() if p.name.endswith(".png") and p.name[:7].isdigit()}
 
     def save(self, role: str, index: int, rgb: np.ndarray) -> None:
-        if role == "final":
+        if role == "final" and self.passes == 1:
             self.work.save_frame(index, rgb)
             return
         path = self.path(role, index)
@@ -228,7 +276,7 @@ class ChunkFiles:
         write_image(path, rgb, CheckpointError)
 
     def load(self, role: str, index: int, size: tuple[int, int]) -> np.ndarray:
-        if role == "final":
+        if role == "final" and self.passes == 1:
             return self.work.load_frame(index, size)
         try:
             rgb = read_image(self.path(role, index), "checkpoint")
@@ -275,22 +323,39 @@ class ChunkJob:
     threads: int
 
 
-def render_chunk(job: ChunkJob, chunk: Chunk) -> int:
-    """The Ray task: stylize the chunk's frames that are not on disk yet; returns how many it made."""
+def run_task(job: ChunkJob, task: Task) -> int:
+    """The Ray task: make the task's frames that are not on disk yet; returns how many it made."""
     torch.set_num_threads(job.threads)
     cv2.setNumThreads(job.threads)
-    files = ChunkFiles(WorkDir(job.workdir))
-    marker = files.mark_running(chunk)
+    files = ChunkFiles(WorkDir(job.workdir), job.config.passes)
+    marker = files.mark_running(task.chunk)
     try:
         stylizer = _worker_stylizer(job)
-        made = files.made(chunk)
-        missing = [i for i in range(chunk.first, chunk.stop) if i not in made]
-        count = 0
-        for start, stop in _runs(missing):
-            count += _stylize_range(job, chunk, files, stylizer, start, stop)
-        return count
+        if task.number == 1:
+            return _first_pass(job, task.chunk, files, stylizer)
+        return _later_pass(job, task, files.work, stylizer)
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _first_pass(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Stylizer) -> int:
+    made = files.made(chunk)
+    missing = [i for i in range(chunk.first, chunk.stop) if i not in made]
+    return sum(_stylize_range(job, chunk, files, stylizer, start, stop) for start, stop in _runs(missing))
+
+
+def _later_pass(job: ChunkJob, task: Task, work: WorkDir, stylizer: Stylizer) -> int:
+    store = PassCheckpoints(work, job.size, job.config.passes, ignore_event)
+    missing = sum(not store.has(task.number, i) for i in task.frames)
+    if missing:
+        sources = SourceWindow(lambda start, stop: read_frames(job.info, job.size, start, stop),
+                               task.needs.start, task.needs.stop, forward=task.number % 2 == 1)
+        try:
+            refine(task.number, task.frames.start, task.frames.stop, sources, store, stylizer, ignore_event,
+                   shot=task.shot)
+        finally:
+            sources.close()
+    return missing
 
 
 def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
@@ -406,7 +471,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                        stop: threading.Event | None) -> Path:
     """pipeline.render on Ray workers: the same checks, manifest, locks, resume and output as a sequential render."""
     ray = import_ray()
-    files = ChunkFiles(job.workdir)
+    files = ChunkFiles(job.workdir, job.config.passes)
     progress = RunProgress(on_event, 0)
     with output_slot(job.output, progress) as partial:
         if restart and (job.workdir.path / MANIFEST).is_file():
@@ -421,82 +486,95 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
             with _ray_session(ray, cluster, job.config) as session:
                 on_event(started_event(job, session.describe(), segments, done))
                 started = time.perf_counter()
-                driver = _Driver(ray, job, plan_chunks(segments, cluster.overlap), session, progress, stop)
-                count = driver.run(partial)
+                tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
+                count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
             os.replace(partial, job.output)
         files.remove()
         if not job.config.keep_frames:
             job.workdir.remove()
+        else:  # as in a sequential render, the earlier passes are not needed to resume any more
+            for number in range(1, job.config.passes):
+                job.workdir.remove_pass_frames(number, range(job.info.frame_count))
         on_event(RenderFinished(job.output, count, time.perf_counter() - started))
     return job.output
 
 
 class _Driver:
-    """Submits the chunks, blends each overlap once both sides are on disk, and encodes every frame in order as soon
-    as it and all before it are final."""
+    """Starts each task once the frames it reads are made, blends each overlap once both sides are on disk, and
+    encodes every frame in order as soon as it and all before it are final."""
 
-    def __init__(self, ray: Any, job: RenderJob, chunks: list[Chunk], session: _Session, progress: RunProgress,
+    def __init__(self, ray: Any, job: RenderJob, tasks: list[Task], session: _Session, progress: RunProgress,
                  stop: threading.Event | None) -> None:
-        self.ray, self.job, self.chunks, self.session = ray, job, chunks, session
+        self.ray, self.job, self.tasks, self.session = ray, job, tasks, session
         self.progress, self.stop = progress, stop
-        self.files = ChunkFiles(job.workdir)
-        self.seams = [c for c in chunks if c.first < c.start]
+        self.files = ChunkFiles(job.workdir, job.config.passes)
+        self.seams = [t.chunk for t in tasks if t.number == 1 and t.chunk.first < t.chunk.start]
         self.reported: tuple[int, int] | None = None
 
     def run(self, partial: Path) -> int:
         job = self.job
-        task = ChunkJob(replace(job.info, path=job.info.path.resolve()), job.size, job.config,
+        work = ChunkJob(replace(job.info, path=job.info.path.resolve()), job.size, job.config,
                         tuple(p.resolve() for p in job.styles), job.workdir.path.resolve(), self.session.threads)
-        remote = self.ray.remote(render_chunk).options(max_retries=MAX_RETRIES, retry_exceptions=False,
-                                                       **self.session.options)
-        made = self.files.present("final")
-        todo = deque(c for c in self.chunks if not self._complete(c, made))
-        pending: dict[Any, Chunk] = {}
-        announced = set(made)
+        remote = self.ray.remote(run_task).options(max_retries=MAX_RETRIES, retry_exceptions=False,
+                                                   **self.session.options)
+        made = self._made()
+        todo = [t for t in self.tasks if not all(i in made[t.number] for i in range(t.chunk.start, t.chunk.stop))]
+        pending: dict[Any, Task] = {}
+        announced = set(made[job.config.passes])
         with open_writer(job, partial) as writer:
             try:
                 while writer.frames_written < job.info.frame_count:
-                    while todo and len(pending) < self.session.workers:
-                        chunk = todo.popleft()
-                        pending[remote.remote(task, chunk)] = chunk
+                    while len(pending) < self.session.workers and (task := self._ready(todo, made)) is not None:
+                        todo.remove(task)
+                        pending[remote.remote(work, task)] = task
                     self._collect(pending)
-                    final = self._blend(self.files.present("final"))
+                    made = self._made()
+                    final = made[job.config.passes]
                     self._announce(final - announced, announced)
                     self._encode(writer, final)
                     self._report(pending, len(final))
                     if self.stop is not None and self.stop.is_set():
                         raise Cancelled()
-                    if not pending and not todo and writer.frames_written < job.info.frame_count:
-                        self._check_complete(writer.frames_written)
+                    if not pending and writer.frames_written < job.info.frame_count:
+                        self._check_complete(writer.frames_written, todo, made)
             finally:
                 for ref in pending:
                     self.ray.cancel(ref, force=True)  # ends the worker process, and with it its ffmpeg
             return writer.frames_written
 
-    def _complete(self, chunk: Chunk, final: set[int]) -> bool:
-        return all(i in final for i in range(chunk.start, chunk.stop))
+    def _made(self) -> dict[int, set[int]]:
+        """The frames each pass has made (the first pass's seams blended where both sides are on disk)."""
+        work, last = self.job.workdir, self.job.config.passes
+        made = {1: self._blend(self.files.present("final"))}
+        for number in range(2, last + 1):
+            made[number] = work.done_frames() if number == last else work.done_pass_frames(number)
+        return made
 
-    def _collect(self, pending: dict[Any, Chunk]) -> None:
+    @staticmethod
+    def _ready(todo: list[Task], made: dict[int, set[int]]) -> Task | None:
+        """The first task whose frames of the pass before are all made (a first pass reads none)."""
+        return next((t for t in todo if t.number == 1 or all(i in made[t.number - 1] for i in t.needs)), None)
+
+    def _collect(self, pending: dict[Any, Task]) -> None:
         """Wait a little for tasks to finish; a task's error is the render's."""
         if not pending:
             return
         ready, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=_POLL)
         for ref in ready:
-            chunk = pending.pop(ref)
+            task = pending.pop(ref)
             try:
                 self.ray.get(ref)
             except self.ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, (VidstyleError, Cancelled)):
                     raise cause from None
-                raise WorkerFailed(f"frames {chunk.first}-{chunk.stop - 1} failed on a worker: {cause or exc}") \
-                    from None
+                raise WorkerFailed(f"{task.describe()} failed on a worker: {cause or exc}") from None
             except self.ray.exceptions.RayError as exc:
-                raise WorkerFailed(f"frames {chunk.first}-{chunk.stop - 1} failed on {MAX_RETRIES + 1} tries "
+                raise WorkerFailed(f"{task.describe()} failed on {MAX_RETRIES + 1} tries "
                                    f"({type(exc).__name__}): a worker died each time") from None
 
     def _blend(self, final: set[int]) -> set[int]:
-        """Blend every overlap whose two sides are both on disk; returns the final frames now present."""
+        """Blend every overlap whose two sides are both on disk; returns the first pass's final frames now present."""
         open_seams = [c for c in self.seams if not all(i in final for i in range(c.first, c.start))]
         if not open_seams:
             return final
@@ -510,7 +588,7 @@ class _Driver:
                     continue
                 earlier = self.files.load("tail", index, self.job.size)
                 later = self.files.load("lead", index, self.job.size)
-                self.job.workdir.save_frame(index, blend_frames(earlier, later, blend_weight(position, len(indices))))
+                self.files.save("final", index, blend_frames(earlier, later, blend_weight(position, len(indices))))
                 final = final | {index}
         return final
 
@@ -524,17 +602,22 @@ class _Driver:
             writer.write(for_output(self.job, self.job.workdir.load_frame(writer.frames_written, self.job.size)))
             self.progress.current = writer.frames_written
 
-    def _report(self, pending: dict[Any, Chunk], frames_done: int) -> None:
+    def _report(self, pending: dict[Any, Task], frames_done: int) -> None:
         running = self.files.running()
-        busy = sum(1 for chunk in pending.values() if chunk.first in running)
+        busy = sum(1 for task in pending.values() if task.chunk.first in running)
         if (busy, frames_done) != self.reported:
             self.reported = (busy, frames_done)
             self.progress.on_event(WorkersBusy(busy, self.session.workers, frames_done))
 
-    def _check_complete(self, next_frame: int) -> None:
-        """Every task has finished: a frame still missing is lost (deleted by hand, a full disk that a task did not
-        notice), never waited for forever."""
-        final = self._blend(self.files.present("final"))
-        if next_frame not in final:
+    def _check_complete(self, next_frame: int, todo: list[Task], made: dict[int, set[int]]) -> None:
+        """No task runs: a frame still missing, or one a waiting task reads, is lost (deleted by hand, a full disk
+        that a task did not notice), never waited for forever."""
+        if self._ready(todo, made) is not None:
+            return
+        for task in todo:  # waiting for a frame of the pass before that no task will make
+            lost = next(i for i in task.needs if i not in made[task.number - 1])
+            raise CheckpointError(f"frame {lost} of pass {task.number - 1} is missing from {self.job.workdir.path} "
+                                  "after its task finished; run the same render again to make it")
+        if next_frame not in made[self.job.config.passes]:
             raise CheckpointError(f"frame {next_frame} is missing from {self.job.workdir.path} after its chunk "
                                   "finished; run the same render again to make it")

@@ -105,22 +105,37 @@ class SourceWindow:
 
 
 def refine(number: int, first: int, stop: int, sources: Callable[[int], np.ndarray], frames: PassFrames,
-           stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None = None) -> None:
-    """Make pass `number` (>= 2) of the shot [first, stop) from pass `number` - 1; frames it has made are kept."""
+           stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None = None,
+           shot: tuple[int, int] | None = None) -> None:
+    """Make pass `number` (>= 2) of frames [first, stop) from pass `number` - 1; frames it has made are kept.
+
+    The frames are the whole shot, or a piece of `shot` = [start, stop) whose neighbouring pieces other workers
+    refine at the same time: across the piece's edges a frame's neighbours are taken as the pass before left them
+    (never this pass's, which may or may not be made yet), so the result does not depend on the timing, and each
+    pass carries the strokes one more frame across the seam between two pieces that were started apart.
+    """
+    shot_first, shot_stop = shot or (first, stop)
     order = list(pass_order(number, first, stop))
+    step = 1 if number % 2 else -1  # as pass_order walks
     todo = next((k for k, index in enumerate(order) if not frames.has(number, index)), len(order))
     if todo == len(order):
         return
-    ahead: tuple[np.ndarray, np.ndarray] | None = None  # (source, this pass's result) of the frame before
+
+    def outside(index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(source, the pass before's result) of a neighbour, None past the shot's ends."""
+        return (sources(index), _loaded(frames, number - 1, index)) if shot_first <= index < shot_stop else None
+
+    # (source, result) of the frame before in this pass's direction: this pass's own inside the piece.
     if todo > 0:
         ahead = (sources(order[todo - 1]), _loaded(frames, number, order[todo - 1]))
+    else:
+        ahead = outside(order[0] - step)
     own = _loaded(frames, number - 1, order[todo])
     for k in range(todo, len(order)):
         index = order[k]
         source = sources(index)
         # The neighbour this pass has not reached yet, as the pass before left it (and the next frame's own start).
-        behind = ((sources(order[k + 1]), _loaded(frames, number - 1, order[k + 1]))
-                  if k + 1 < len(order) else None)
+        behind = outside(index + step)
         result = _refine_frame(number, index, source, own, ahead, behind, stylizer, on_event, stop_event)
         frames.save(number, index, result)
         ahead = (source, result)

@@ -187,8 +187,6 @@ def on_cluster(workers: int | None, ray_address: str | None, chunk_frames: int |
 def check_cluster_job(job: RenderJob) -> None:
     if job.trim is not None:
         raise SettingError("start", "and end (a part of the video) are not available on several workers yet")
-    if job.config.passes > 1:
-        raise SettingError("passes", "more than one pass is not available on several workers yet")
 
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
@@ -381,34 +379,33 @@ def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunPro
         frames.close()
 
 
-class _PassCheckpoints:
-    """Each pass's frames as checkpoints: the last pass's are the render's frames, the others kept aside."""
+class PassCheckpoints:
+    """Each pass's frames as checkpoints in a work directory: the last pass's are the render's frames, the others
+    kept aside; a saved frame of the last pass is announced with FrameSaved."""
 
-    def __init__(self, job: RenderJob, progress: RunProgress) -> None:
-        self.job, self.progress, self.last = job, progress, job.config.passes
+    def __init__(self, work: WorkDir, size: tuple[int, int], last: int, on_event: EventCallback) -> None:
+        self.work, self.size, self.last, self.on_event = work, size, last, on_event
 
     def has(self, number: int, index: int) -> bool:
-        work = self.job.workdir
-        return (work.frame_path(index) if number == self.last else work.pass_path(number, index)).is_file()
+        return (self.work.frame_path(index) if number == self.last else self.work.pass_path(number, index)).is_file()
 
     def load(self, number: int, index: int) -> np.ndarray | None:
-        work = self.job.workdir
-        if number == self.last:
-            return work.load_frame(index, self.job.size) if work.frame_path(index).is_file() else None
-        return work.load_pass_frame(number, index, self.job.size)
+        if number != self.last:
+            return self.work.load_pass_frame(number, index, self.size)
+        return self.work.load_frame(index, self.size) if self.has(number, index) else None
 
     def save(self, number: int, index: int, rgb: np.ndarray) -> None:
         if number == self.last:
-            self.progress.on_event(FrameSaved(index, self.job.workdir.save_frame(index, rgb)))
+            self.on_event(FrameSaved(index, self.work.save_frame(index, rgb)))
         else:
-            self.job.workdir.save_pass_frame(number, index, rgb)
+            self.work.save_pass_frame(number, index, rgb)
 
 
 def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
                          stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """With several passes a frame is final only after the last pass over its shot: each segment's passes run
     to the end (checkpointed frame by frame) before its frames go to the encoder."""
-    store = _PassCheckpoints(job, progress)
+    store = PassCheckpoints(job.workdir, job.size, job.config.passes, progress)
     for segment in segments:
         frames = range(segment.start, segment.stop)
         if not all(store.has(store.last, index) for index in frames):
@@ -426,7 +423,7 @@ def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Styl
             yield index, job.workdir.load_frame(index, job.size), False
 
 
-def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: _PassCheckpoints,
+def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: PassCheckpoints,
                 progress: RunProgress, stop: threading.Event | None) -> None:
     """The ordinary forward pass over a segment, kept as pass 1; what an earlier run made of it is kept."""
     made = {index for index in range(segment.start, segment.stop) if store.has(1, index)}
