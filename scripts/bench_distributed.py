@@ -120,8 +120,9 @@ def main() -> None:
         cuts = find_cuts(info, size, config.cut_threshold)
         sources = [f.rgb.copy() for f in read_frames(info, size)]
         scorer = StyleDistance(read_image(style), size)
-        chunks = distributed.plan_chunks(plan_segments(len(sources), cuts, args.chunk_frames), args.overlap)
-        seams = [(c.first, c.start) for c in chunks if c.first < c.start]
+        segments = plan_segments(len(sources), cuts, args.chunk_frames)
+        chunks = distributed.plan_chunks(segments, args.overlap)
+        seams = [(c.first, c.start) for c, segment in zip(chunks, segments, strict=True) if not segment.fresh]
         print(f"{args.frames} frames at {size[0]}x{size[1]}, cuts at {cuts or 'none'}; chunks of "
               f"{args.chunk_frames}, overlap {args.overlap}: {len(chunks)} chunks, seams at {[s for _, s in seams]}; "
               f"{args.passes} pass{'es' * (args.passes > 1)}")

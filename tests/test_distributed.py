@@ -24,7 +24,7 @@ import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import build_parser, main
 from vidstyle.errors import CheckpointMismatch, Interrupted, SettingError
-from vidstyle.events import FrameSaved, RenderStarted, WorkersBusy
+from vidstyle.events import FrameSaved, RenderFinished, RenderStarted, WorkersBusy
 from vidstyle.io.decode import read_frames
 from vidstyle.io.paths import partial_path
 from vidstyle.io.probe import probe_video
@@ -177,6 +177,10 @@ def test_every_frame_is_made_and_encoded_exactly_once(reference) -> None:
     busy = [e for e in events if isinstance(e, WorkersBusy)]
     assert busy and all(0 <= e.busy <= e.workers == 2 for e in busy) and busy[-1].frames_done == 12
     assert max(e.busy for e in busy) == 2, "both workers took a chunk"
+    finished = next(e for e in events if isinstance(e, RenderFinished))
+    # Iterations a frame, both paintings of an overlap frame together: 2 a later frame, 4 a chain's first (frames
+    # 0, 2 and 6), so 2 at least and 6 at most (frames 2 and 6: a chain's first and the chain before's 2).
+    assert finished.stylized == 12 and finished.iterations is not None and finished.iterations[1:] == (2, 6)
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["segments"] == [[0, 4, True], [4, 8, False], [8, 12, False]]
     assert (manifest["settings"]["chunk_frames"], manifest["settings"]["overlap"]) == (4, 2)

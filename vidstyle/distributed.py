@@ -46,7 +46,7 @@ import torch
 from vidstyle.checkpoint import MANIFEST, WorkDir
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
-from vidstyle.events import EventCallback, FrameSaved, RenderFinished, WorkersBusy, ignore_event
+from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, write_image
@@ -323,8 +323,8 @@ class ChunkJob:
     threads: int
 
 
-def run_task(job: ChunkJob, task: Task) -> int:
-    """The Ray task: make the task's frames that are not on disk yet; returns how many it made."""
+def run_task(job: ChunkJob, task: Task) -> dict[int, int]:
+    """The Ray task: make the task's frames that are not on disk yet; returns the iterations spent on each."""
     torch.set_num_threads(job.threads)
     cv2.setNumThreads(job.threads)
     files = ChunkFiles(WorkDir(job.workdir), job.config.passes)
@@ -338,24 +338,32 @@ def run_task(job: ChunkJob, task: Task) -> int:
         marker.unlink(missing_ok=True)
 
 
-def _first_pass(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Stylizer) -> int:
+def _first_pass(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Stylizer) -> dict[int, int]:
     made = files.made(chunk)
     missing = [i for i in range(chunk.first, chunk.stop) if i not in made]
-    return sum(_stylize_range(job, chunk, files, stylizer, start, stop) for start, stop in _runs(missing))
+    spent: dict[int, int] = {}
+    for start, stop in _runs(missing):
+        spent.update(_stylize_range(job, chunk, files, stylizer, start, stop))
+    return spent
 
 
-def _later_pass(job: ChunkJob, task: Task, work: WorkDir, stylizer: Stylizer) -> int:
+def _later_pass(job: ChunkJob, task: Task, work: WorkDir, stylizer: Stylizer) -> dict[int, int]:
     store = PassCheckpoints(work, job.size, job.config.passes, ignore_event)
-    missing = sum(not store.has(task.number, i) for i in task.frames)
-    if missing:
+    spent: dict[int, int] = {}
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, FrameDone):
+            spent[event.index] = event.iterations
+
+    if not all(store.has(task.number, i) for i in task.frames):
         sources = SourceWindow(lambda start, stop: read_frames(job.info, job.size, start, stop),
                                task.needs.start, task.needs.stop, forward=task.number % 2 == 1)
         try:
-            refine(task.number, task.frames.start, task.frames.stop, sources, store, stylizer, ignore_event,
+            refine(task.number, task.frames.start, task.frames.stop, sources, store, stylizer, on_event,
                    shot=task.shot)
         finally:
             sources.close()
-    return missing
+    return spent
 
 
 def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
@@ -372,13 +380,13 @@ def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
 
 
 def _stylize_range(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Stylizer, start: int,
-                   stop: int) -> int:
+                   stop: int) -> dict[int, int]:
     """Frames [start, stop) of the chunk's chain; after its first frame, warm-started from the saved frame before
     `start`, which is exactly the image an uninterrupted task used, so a retry makes the same frames."""
     continues = start > chunk.first
     frames = read_frames(job.info, job.size, start - 1 if continues else start, stop)
     results = None
-    count = 0
+    spent = {}
     try:
         previous = None
         if continues:
@@ -387,12 +395,12 @@ def _stylize_range(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Sty
         results = stylize_sequence(frames, stylizer, previous, find_cuts=False)
         for result in results:
             files.save(chunk.role(result.index), result.index, result.rgb)
-            count += 1
+            spent[result.index] = result.iterations
     finally:
         if results is not None:
             results.close()
         frames.close()
-    return count
+    return spent
 
 
 # One prepared stylizer per worker process: Ray reuses the process for later chunks, which then skip loading VGG19
@@ -495,7 +503,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
         else:  # as in a sequential render, the earlier passes are not needed to resume any more
             for number in range(1, job.config.passes):
                 job.workdir.remove_pass_frames(number, range(job.info.frame_count))
-        on_event(RenderFinished(job.output, count, time.perf_counter() - started))
+        on_event(progress.finished(job.output, count, time.perf_counter() - started))
     return job.output
 
 
@@ -563,7 +571,8 @@ class _Driver:
         for ref in ready:
             task = pending.pop(ref)
             try:
-                self.ray.get(ref)
+                for index, iterations in self.ray.get(ref).items():
+                    self.progress.spent(index, iterations)
             except self.ray.exceptions.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, (VidstyleError, Cancelled)):

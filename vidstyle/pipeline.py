@@ -206,8 +206,12 @@ class RunProgress:
         if isinstance(event, FrameStarted):
             self.current = event.index
         elif isinstance(event, FrameDone):
-            self.iterations[event.index] = self.iterations.get(event.index, 0) + event.iterations
+            self.spent(event.index, event.iterations)
         self.on_event(event)
+
+    def spent(self, index: int, iterations: int) -> None:
+        """Iterations spent on a frame: in the events here, or reported by a worker that made it."""
+        self.iterations[index] = self.iterations.get(index, 0) + iterations
 
     def finished(self, output: Path, frames: int, seconds: float) -> RenderFinished:
         spent = list(self.iterations.values())
