@@ -144,7 +144,10 @@ def main() -> None:
             distributed.blend_frames = library_blend
             if args.strip is not None and name == "blend" and seams:
                 write_strip(args.strip, frames_of(folder / work, len(sources)), sources, seams[0])
-            own = seams if kwargs["overlap"] else [(s, s) for _, s in seams]
+            # Without overlap the jump is the pair ending at the chunk's first frame; each later pass spreads it
+            # over one more pair on either side, all of them counted as the seam's.
+            spread = config.passes - 1
+            own = seams if kwargs["overlap"] else [(s - spread, s + spread) for _, s in seams]
             report = seam_report(frames_of(folder / work, len(sources)), sources, own, cuts, scorer)
             print(f"{name:14s} worst seam pair / median inside pair: "
                   + ", ".join(f"{r:.2f}" for r in report["ratios"])  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import child_ffmpeg_pids
 
 import vidstyle
@@ -37,11 +38,15 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     DEFAULT_OVERLAP,
     Chunk,
     ChunkFiles,
+    ChunkJob,
     RayMissing,
+    Task,
     blend_frames,
     blend_weight,
     plan_chunks,
     plan_tasks,
+    run_task,
+    tasks_to_run,
 )
 
 # 12 frames in chunks of 4 with 2 frames of overlap: 3 chunks, 2 seams.
@@ -109,6 +114,20 @@ def test_chunks_cover_every_frame_once_and_overlap_only_inside_shots() -> None:
     assert [(t.frames, t.needs) for t in tasks[2:4]] == [(range(3, 10), range(4, 11)), (range(5, 10), range(4, 11))]
     assert [t.needs for t in tasks if t.number == 2 and t.chunk.start in (10, 13, 28)] == [
         range(9, 13), range(13, 19), range(27, 30)], "a later pass reads no frame of another shot"
+
+
+def test_only_the_tasks_whose_frames_are_still_read_run() -> None:
+    tasks = plan_tasks(_segments(), CHUNKING["overlap"], passes=2)  # chunks [0,4), [4,8), [8,12)
+    every = set(range(12))
+
+    def run(first: set[int], final: set[int]) -> list[tuple[int, int]]:
+        return [(t.number, t.chunk.start) for t in tasks_to_run(tasks, {1: first, 2: final})]
+
+    assert run(set(), every) == [], "a finished render whose first pass is gone runs nothing"
+    assert run(every, every - {5}) == [(2, 4)]
+    assert run(every - {3}, every - {5}) == [(1, 0), (2, 4)], "pass 2 over 4-7 reads frame 3 of pass 1"
+    assert run(every - {1}, every - {5}) == [(2, 4)], "no task left reads frame 1"
+    assert run(set(), set()) == [(1, 0), (2, 0), (1, 4), (2, 4), (1, 8), (2, 8)]
 
 
 def test_blend_goes_from_the_earlier_painting_to_the_later_and_keeps_the_contrast() -> None:
@@ -232,17 +251,18 @@ def test_a_killed_worker_is_retried_and_the_frames_are_the_same(reference, bunny
 
 def test_passes_on_workers_reach_across_the_chunks_and_resume_to_the_same_frames(reference, bunny_short: Path,
                                                                                 starry: Path, tmp_path: Path) -> None:
-    config = _config(passes=2)
+    config = _config(passes=3)
     events: list[object] = []
     whole = vidstyle.render(bunny_short, [starry], tmp_path / "whole.mp4", config, workdir=tmp_path / "w1",
                             on_event=events.append, workers=2, **CHUNKING)
     assert probe_video(whole).frame_count == 12
     assert sorted(e.index for e in events if isinstance(e, FrameSaved)) == list(range(12))
     assert not (tmp_path / "w1" / "passes").exists() and not (tmp_path / "w1" / "chunks").exists()
-    # The backward pass starts at the last frame from its own result; a later pass's one iteration here (a quarter
-    # of 2, at least 1) is one evaluation and no step, so that frame stays as it was and every other one changes.
-    one_pass, two = _frames(reference[0]), _frames(tmp_path / "w1")
-    assert [i for i in range(12) if np.array_equal(two[i], one_pass[i])] == [11]
+    # A later pass's one iteration here (a quarter of 2, at least 1) is one evaluation and no step, so a frame
+    # changes only where it starts from a blend with its neighbour ahead: every frame in pass 2 (backward) or in
+    # pass 3 (forward), across the chunks' edges too.
+    one_pass, three = _frames(reference[0]), _frames(tmp_path / "w1")
+    assert [i for i in range(12) if np.array_equal(three[i], one_pass[i])] == []
 
     stop = threading.Event()
     with pytest.raises(Interrupted):
@@ -253,6 +273,29 @@ def test_passes_on_workers_reach_across_the_chunks_and_resume_to_the_same_frames
     vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2", workers=2,
                     **CHUNKING)
     _assert_same_frames(tmp_path / "w2", tmp_path / "w1")
+
+
+def test_a_chunk_resumed_mid_way_looks_as_far_back_as_its_uninterrupted_run(bunny_short: Path, starry: Path,
+                                                                            tmp_path: Path) -> None:
+    """A retried or resumed chunk continues from its saved frames, as many as temporal_reach looks back at: the
+    task run in this process (it needs no Ray), whole and then again after its last frames were lost."""
+    config = _config(temporal_reach=4, iters=3)
+    work = WorkDir(tmp_path / "work")
+    work.frames.mkdir(parents=True)
+    # The task sets its process's thread counts; this process's are kept, since later tests compare frames exactly.
+    job = ChunkJob(probe_video(bunny_short), (64, 36), config, (starry,), work.path, torch.get_num_threads())
+    task = Task(1, Chunk(0, 0, 8, 0), (0, 8))
+    opencv_threads = cv2.getNumThreads()
+    try:
+        assert sorted(run_task(job, task)) == list(range(8))
+        whole = _frames(work.path)
+        for index in (5, 6, 7):
+            work.frame_path(index).unlink()
+        assert sorted(run_task(job, task)) == [5, 6, 7]
+    finally:
+        cv2.setNumThreads(opencv_threads)
+    for index in range(8):
+        assert np.array_equal(_frames(work.path)[index], whole[index]), f"frame {index} differs"
 
 
 def _segments():
@@ -268,7 +311,7 @@ def _render_into(video: Path, style: Path, out: Path, work: Path, result: list[o
 
 def _markers(files: ChunkFiles) -> dict[int, list[int]]:
     try:
-        return {first: [int(p.name.rsplit(".", 1)[1]) for p in paths] for first, paths in files.running().items()}
+        return {first: [int(p.name.rsplit(".", 1)[1]) for p in paths] for (first, _), paths in files.running().items()}
     except OSError:
         return {}  # a marker removed while the folder was read
 

@@ -161,18 +161,20 @@ def test_a_piece_of_a_shot_reads_its_neighbours_across_its_edges_as_the_pass_bef
     first = _Recorded()
     for index, rgb in enumerate(stylize_shot(frames, Stylizer(replace(config, passes=1), [read_image(starry)]))):
         first.save(1, index, rgb)
-    pieces: dict[bool, _Recorded] = {}
-    for across in (False, True):
-        store = pieces[across] = _Recorded()
+    pieces: dict[tuple[int, int] | None, _Recorded] = {}
+    for shot in (None, (3, 9), (0, 9)):  # alone; with a neighbour above (where the pass starts); on both sides
+        store = pieces[shot] = _Recorded()
         store.frames = dict(first.frames)
         store.frames[(2, 6)] = np.zeros_like(sources[6])  # this pass's frame next to the piece: never read
-        refine(2, 3, 6, sources.__getitem__, store, stylizer, ignore_event, shot=(0, 9) if across else None)
+        refine(2, 3, 6, sources.__getitem__, store, stylizer, ignore_event, shot=shot)
         assert sorted(i for n, i in store.frames if n == 2) == [3, 4, 5, 6], "only the piece's frames are made"
-    assert (1, 6) in pieces[True].read and (1, 2) in pieces[True].read
-    assert all(i in range(3, 6) for n, i in pieces[False].read), "a whole shot reads nothing outside it"
-    assert (2, 6) not in pieces[True].read, "neighbours come from the pass before"
-    for index in (5, 3):  # the pass (backward) starts at 5 and ends at 3: both edges see their outside neighbour
-        assert not np.array_equal(pieces[True].frames[(2, index)], pieces[False].frames[(2, index)]), index
+        assert (2, 6) not in store.read, "neighbours come from the pass before"
+    assert all(i in range(3, 6) for n, i in pieces[None].read), "a whole shot reads nothing outside it"
+    assert (1, 6) in pieces[(3, 9)].read and (1, 2) not in pieces[(3, 9)].read and (1, 2) in pieces[(0, 9)].read
+    # The pass (backward) starts at 5 from its neighbour above; it ends at 3, held to its neighbour below.
+    assert not np.array_equal(pieces[(3, 9)].frames[(2, 5)], pieces[None].frames[(2, 5)])
+    assert np.array_equal(pieces[(0, 9)].frames[(2, 4)], pieces[(3, 9)].frames[(2, 4)])
+    assert not np.array_equal(pieces[(0, 9)].frames[(2, 3)], pieces[(3, 9)].frames[(2, 3)])
 
 
 def test_cli_passes_option(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

@@ -190,7 +190,11 @@ class WorkDir:
         """Drop a pass's frames once the passes after it are made (they are not needed to resume any more)."""
         for index in indices:
             self.pass_path(number, index).unlink(missing_ok=True)
-        _remove_if_empty(self.path / PASSES / str(number))
+        folder = self.path / PASSES / str(number)
+        for entry in folder.iterdir() if folder.is_dir() else ():
+            if _TEMPORARY_NAME.match(entry.name):  # left by a write that a stop cut short
+                entry.unlink(missing_ok=True)
+        _remove_if_empty(folder)
         _remove_if_empty(self.path / PASSES)
 
     def done_frames(self) -> set[int]:

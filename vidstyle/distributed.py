@@ -64,7 +64,7 @@ from vidstyle.pipeline import (
     started_event,
 )
 from vidstyle.plan import Segment
-from vidstyle.sequence import Previous, stylize_sequence
+from vidstyle.sequence import Previous, frames_back, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 
 # A chunk costs one fresh frame (first_iters, 5x a later frame in the presets) and `overlap` lead-in frames more
@@ -291,19 +291,21 @@ class ChunkFiles:
         present = {role: self.present(role) for role in ("lead", "tail", "final")}
         return {i for i in range(chunk.first, chunk.stop) if i in present[chunk.role(i)]}
 
-    def mark_running(self, chunk: Chunk) -> Path:
-        marker = self.root / "running" / f"{chunk.first:07d}.{socket.gethostname()}.{os.getpid()}"
+    def mark_running(self, task: Task) -> Path:
+        marker = self.root / "running" / f"{task.chunk.first:07d}.{task.number}.{socket.gethostname()}.{os.getpid()}"
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
         return marker
 
-    def running(self) -> dict[int, list[Path]]:
-        """Markers of running tasks by their chunk's first frame (a killed task's marker stays until the end)."""
+    def running(self) -> dict[tuple[int, int], list[Path]]:
+        """Markers of running tasks by their chunk's first frame and pass (a killed task's marker stays until the
+        end)."""
         folder = self.root / "running"
-        found: dict[int, list[Path]] = {}
+        found: dict[tuple[int, int], list[Path]] = {}
         for path in folder.iterdir() if folder.is_dir() else ():
-            if path.name[:7].isdigit():
-                found.setdefault(int(path.name[:7]), []).append(path)
+            first, number = path.name.split(".")[:2] if path.name.count(".") >= 3 else ("", "")
+            if first.isdigit() and number.isdigit():
+                found.setdefault((int(first), int(number)), []).append(path)
         return found
 
     def remove(self) -> None:
@@ -328,7 +330,7 @@ def run_task(job: ChunkJob, task: Task) -> dict[int, int]:
     torch.set_num_threads(job.threads)
     cv2.setNumThreads(job.threads)
     files = ChunkFiles(WorkDir(job.workdir), job.config.passes)
-    marker = files.mark_running(task.chunk)
+    marker = files.mark_running(task)
     try:
         stylizer = _worker_stylizer(job)
         if task.number == 1:
@@ -381,17 +383,19 @@ def _runs(indices: list[int]) -> Iterator[tuple[int, int]]:
 
 def _stylize_range(job: ChunkJob, chunk: Chunk, files: ChunkFiles, stylizer: Stylizer, start: int,
                    stop: int) -> dict[int, int]:
-    """Frames [start, stop) of the chunk's chain; after its first frame, warm-started from the saved frame before
-    `start`, which is exactly the image an uninterrupted task used, so a retry makes the same frames."""
-    continues = start > chunk.first
-    frames = read_frames(job.info, job.size, start - 1 if continues else start, stop)
+    """Frames [start, stop) of the chunk's chain; after its first frame, warm-started from the saved frames before
+    `start`, which are exactly the images an uninterrupted task used, so a retry makes the same frames."""
+    # As far back as the temporal loss looks (temporal_reach), within the chain: what an uninterrupted task held.
+    back = min(start - chunk.first, frames_back(job.config))
+    frames = read_frames(job.info, job.size, start - back, stop)
     results = None
     spent = {}
     try:
         previous = None
-        if continues:
-            source = next(frames)
-            previous = Previous(source.rgb.copy(), files.load(chunk.role(start - 1), start - 1, job.size))
+        if back:
+            pairs = [(next(frames).rgb.copy(), files.load(chunk.role(index), index, job.size))
+                     for index in range(start - back, start)][::-1]  # nearest first
+            previous = Previous(*pairs[0], earlier=tuple(pairs[1:]))
         results = stylize_sequence(frames, stylizer, previous, find_cuts=False)
         for result in results:
             files.save(chunk.role(result.index), result.index, result.rgb)
@@ -507,6 +511,20 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     return job.output
 
 
+def tasks_to_run(tasks: list[Task], made: dict[int, set[int]]) -> list[Task]:
+    """The tasks still to run, in plan order, from the frames each pass has made (`made`, by pass number): a last
+    pass's task whose frames are not all final, and an earlier pass's whose frames are missing where a later task
+    still to run reads them (a finished chunk, whose earlier passes' frames are gone, runs nothing again)."""
+    last = max(t.number for t in tasks)
+    needed: set[Task] = set()
+    for task in sorted(tasks, key=lambda t: -t.number):
+        missing = {i for i in range(task.chunk.start, task.chunk.stop) if i not in made[task.number]}
+        readers = [t for t in needed if t.number == task.number + 1]
+        if missing and (task.number == last or any(missing & set(t.needs) for t in readers)):
+            needed.add(task)
+    return [t for t in tasks if t in needed]
+
+
 class _Driver:
     """Starts each task once the frames it reads are made, blends each overlap once both sides are on disk, and
     encodes every frame in order as soon as it and all before it are final."""
@@ -526,7 +544,7 @@ class _Driver:
         remote = self.ray.remote(run_task).options(max_retries=MAX_RETRIES, retry_exceptions=False,
                                                    **self.session.options)
         made = self._made()
-        todo = [t for t in self.tasks if not all(i in made[t.number] for i in range(t.chunk.start, t.chunk.stop))]
+        todo = tasks_to_run(self.tasks, made)
         pending: dict[Any, Task] = {}
         announced = set(made[job.config.passes])
         with open_writer(job, partial) as writer:
@@ -613,7 +631,7 @@ class _Driver:
 
     def _report(self, pending: dict[Any, Task], frames_done: int) -> None:
         running = self.files.running()
-        busy = sum(1 for task in pending.values() if task.chunk.first in running)
+        busy = sum(1 for task in pending.values() if (task.chunk.first, task.number) in running)
         if (busy, frames_done) != self.reported:
             self.reported = (busy, frames_done)
             self.progress.on_event(WorkersBusy(busy, self.session.workers, frames_done))
@@ -623,10 +641,13 @@ class _Driver:
         that a task did not notice), never waited for forever."""
         if self._ready(todo, made) is not None:
             return
-        for task in todo:  # waiting for a frame of the pass before that no task will make
-            lost = next(i for i in task.needs if i not in made[task.number - 1])
-            raise CheckpointError(f"frame {lost} of pass {task.number - 1} is missing from {self.job.workdir.path} "
-                                  "after its task finished; run the same render again to make it")
+        for task in todo:  # waiting for a frame of the pass before that no waiting task will make
+            lost = [i for i in task.needs if i not in made[task.number - 1]
+                    and not any(t.number == task.number - 1 and i in t.frames for t in todo)]
+            if lost:
+                raise CheckpointError(f"frame {lost[0]} of pass {task.number - 1} is missing from "
+                                      f"{self.job.workdir.path} after its task finished; run the same render again "
+                                      "to make it")
         if next_frame not in made[self.job.config.passes]:
             raise CheckpointError(f"frame {next_frame} is missing from {self.job.workdir.path} after its chunk "
                                   "finished; run the same render again to make it")
