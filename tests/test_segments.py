@@ -35,7 +35,8 @@ def _config(**changes: object) -> vidstyle.Config:
     # The weights the reference frames were made with (the defaults of their day).
     settings: dict[str, object] = dict(size=64, iters=2, first_iters=4, device="cpu", flow="dis",
                                        temporal_weight=10.0, precision="fp32", keep_frames=True,
-                                       style_weight=2.0, tv_weight=1.0, change_tolerance=0.0)
+                                       style_weight=2.0, tv_weight=1.0, change_tolerance=0.0,
+                                       palette_start=False)
     settings.update(changes)
     return vidstyle.make_config("balanced", **settings)
 
@@ -82,12 +83,13 @@ def full(bunny_short: Path, starry: Path, tmp_path_factory: pytest.TempPathFacto
 def test_cut_clip_renders_exactly_the_sequential_reference(starry: Path, tmp_path: Path) -> None:
     readme = (REFERENCE / "README.md").read_text()
     assert "--size 64 --iters 4 --first-iters 8" in readme and "--flow dis --temporal-weight 10" in readme
-    assert "--style-weight 2 --tv-weight 1 --change-tolerance 0" in readme
+    assert "--style-weight 2 --tv-weight 1 --change-tolerance 0 --no-palette-start" in readme
     work = tmp_path / "work"
     code = main(["render", str(CUT_CLIP), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), "--size", "64",
                  "--iters", "4", "--first-iters", "8", "--flow", "dis", "--temporal-weight", "10", "--precision",
                  "fp32", "--seed", "0", "--device", "cpu", "--keep-frames", "--quiet", "--workdir", str(work),
-                 "--style-weight", "2", "--tv-weight", "1", "--change-tolerance", "0"])
+                 "--style-weight", "2", "--tv-weight", "1", "--change-tolerance", "0",
+                 "--no-palette-start"])
     assert code == 0
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["segments"] == [[0, 6, True], [6, 12, True]]

@@ -55,6 +55,11 @@ class Config:
     style_blend: tuple[float, ...] = _opt((), "relative weights of several styles, e.g. 0.7,0.3 (default equal)")
     style_scale: float = _opt(1.0, "style image long side relative to the render's long side")
     preserve_colors: bool = _opt(False, "keep the source's colours, take only luminance from the style")
+    # From the source as it is, fresh frames spent their iterations moving colours and kept fewer edges at less
+    # style (scripts/bench_style.py, docs/performance.md "Style strength").
+    palette_start: bool = _opt(True, "frames painted from their source (the first, after a cut, stills; every frame "
+                                     "with init content) start from it recoloured to the painting's palette; off: "
+                                     "from the source as it is (always off with preserve_colors)")
     init: str = _opt("prev", "what later frames start from: prev, content or random")
     prev_weight: float = _opt(1.0, "share of the previous frame's stylization carried into the next frame's start")
     flow: str = _opt("none", "optical flow for the warm start and temporal loss: none, dis or farneback")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,9 +138,14 @@ def long_term_masks(nearest: np.ndarray, further: Sequence[np.ndarray]) -> list[
     return masks
 
 
+def _as_is(rgb: np.ndarray) -> np.ndarray:
+    return rgb
+
+
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
                device: torch.device | None = None,
-               earlier: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[np.ndarray, TemporalLoss | None]:
+               earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
+               base: Callable[[np.ndarray], np.ndarray] = _as_is) -> tuple[np.ndarray, TemporalLoss | None]:
     """Start image for a later frame, and its temporal loss target.
 
     We carry over the previous frame's *stylization* (output minus its source frame), not the output itself,
@@ -154,9 +159,13 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
     the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
     takes up its old strokes instead of being painted anew.
+
+    The stylization is taken against `base` of each source (Stylizer.start_from_source: the source in the
+    painting's palette) and added to the current frame's base, so where little is carried (unreliable flow,
+    `prev_weight` < 1) a frame starts from its palette, as a fresh frame does, not from the photograph.
     """
     previous = motion.previous if motion.previous is not None else motion.frame.rgb
-    stylization = prev_out.astype(np.float32) - previous.astype(np.float32)
+    stylization = prev_out.astype(np.float32) - base(previous).astype(np.float32)
     temporal = None
     if motion.backward is not None and motion.mask is not None:
         kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
@@ -167,17 +176,18 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
         carried = warp(prev_out.astype(np.float32), motion.backward) if wanted else prev_out
         mask = motion.mask
         if motion.further:
-            stylization, carried, mask = _reach_further(motion, stylization, carried, earlier)
+            stylization, carried, mask = _reach_further(motion, stylization, carried, earlier, base)
         if config.temporal_weight > 0:
             device = device or torch.device("cpu")
             target = np.clip(carried, 0, 255).round().astype(np.uint8)
             weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
             temporal = TemporalLoss(to_tensor(target, device), weights)
-    return add_stylization(motion.frame.rgb, stylization, config.prev_weight), temporal
+    return add_stylization(base(motion.frame.rgb), stylization, config.prev_weight), temporal
 
 
 def _reach_further(motion: Motion, stylization: np.ndarray, carried: np.ndarray,
-                   earlier: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   earlier: Sequence[tuple[np.ndarray, np.ndarray]],
+                   base: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Add the frames further back where only they are reliable. The terms of Ruder et al.'s long-term loss,
     sum_k m_k (x - w_k)^2 with disjoint masks m_k, equal one term (sum m_k)(x - w)^2 with w their m-weighted
     mean, up to a constant: so one masked target carries them all, at the cost of one."""
@@ -187,7 +197,7 @@ def _reach_further(motion: Motion, stylization: np.ndarray, carried: np.ndarray,
     target = carried * motion.mask[..., None]
     for far, own in zip(motion.further, masks, strict=True):
         source, stylized = earlier[far.back - 2]  # earlier[0] is frame t-2
-        style_part = warp(stylized.astype(np.float32) - source.astype(np.float32), far.backward)
+        style_part = warp(stylized.astype(np.float32) - base(source).astype(np.float32), far.backward)
         stylization = stylization * (1.0 - own[..., None]) + style_part * own[..., None]
         target += warp(stylized.astype(np.float32), far.backward) * own[..., None]
         total += own
@@ -257,7 +267,7 @@ def _later_start(motion: Motion, history: list[tuple[np.ndarray, np.ndarray]],
     """Start image (and temporal target) of a frame that follows another in the same shot."""
     config, rgb = stylizer.config, motion.frame.rgb
     if config.init == "content":
-        return rgb, None
+        return stylizer.start_from_source(rgb), None
     if config.init == "random":
         return random_start(rgb.shape[:2], frame_seed(config.seed, motion.frame.index), stylizer.device), None
-    return warm_start(motion, history[0][1], config, stylizer.device, history[1:])
+    return warm_start(motion, history[0][1], config, stylizer.device, history[1:], stylizer.start_from_source)

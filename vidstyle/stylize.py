@@ -19,6 +19,7 @@ from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
+from vidstyle.palette import Palette
 from vidstyle.precision import fp16_grad_scale, resolve_precision, scale_down_grad, scale_up_grad
 
 
@@ -118,6 +119,8 @@ class Stylizer:
             # again at every iteration (docs/performance.md). The same arithmetic.
             self.vgg.convs.to(self.dtype)
         self.styles = styles
+        use_palette = config.palette_start and not config.preserve_colors
+        self.palette = Palette.of(styles, config.style_blend or None) if use_palette and styles else None
         self._style_cache: dict[tuple[int, int], StyleLoss] = {}
         self._on_iterate: StepCallback | None = None
 
@@ -231,14 +234,18 @@ class Stylizer:
         done, spent, stylization = 0, 0, None
         for dims in coarse_sizes(content.shape, self.config.coarse_levels):
             small = resize_rgb(content, dims)
-            init = small if stylization is None else add_stylization(small, stylization)
+            init = self.start_from_source(small) if stylization is None else add_stylization(small, stylization)
             level = self._optimize(small, init, iters, None, _offset(on_step, done))
             stylization = level.rgb.astype(np.float32) - small.astype(np.float32)
             done, spent = done + iters, spent + level.iterations
-        init = content if stylization is None else add_stylization(content, stylization)
+        init = self.start_from_source(content) if stylization is None else add_stylization(content, stylization)
         result = self.stylize(content, init, iters, None, _offset(on_step, done))
         result.iterations += spent
         return result
+
+    def start_from_source(self, content: np.ndarray) -> np.ndarray:
+        """The start of a frame painted from its source: recoloured to the painting's palette (Config.palette_start)."""
+        return content if self.palette is None else self.palette.recolour(content)
 
     def fresh_iterations(self, shape: tuple[int, ...], iters: int) -> int:
         """Iterations stylize_fresh spends on a frame of `shape` (progress counts them all)."""
