@@ -199,11 +199,11 @@ class WorkDir:
 
     def done_frames(self) -> set[int]:
         """Indices of every finished frame."""
-        return _frame_indices(self.frames)
+        return frame_indices(self.frames)
 
     def done_pass_frames(self, number: int) -> set[int]:
         """Indices of the frames pass `number` (one before the last) has made."""
-        return _frame_indices(self.path / PASSES / str(number))
+        return frame_indices(self.path / PASSES / str(number))
 
     def save_frame(self, index: int, rgb: np.ndarray) -> Path:
         if not self.frames.is_dir():
@@ -260,7 +260,8 @@ class WorkDir:
                 _remove_if_empty(self.path)
 
 
-def _frame_indices(folder: Path) -> set[int]:
+def frame_indices(folder: Path) -> set[int]:
+    """Indices of the frame files (0000012.png) in a folder; none where it does not exist."""
     if not folder.is_dir():
         return set()
     return {int(m.group(1)) for p in folder.iterdir() if (m := _FRAME_NAME.match(p.name))}

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidstyle.checkpoint import MANIFEST, WorkDir
+from vidstyle.checkpoint import MANIFEST, WorkDir, frame_indices
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
@@ -262,10 +262,7 @@ class ChunkFiles:
     def present(self, role: str) -> set[int]:
         if role == "final":
             return self.work.done_frames() if self.passes == 1 else self.work.done_pass_frames(1)
-        folder = self.root / role
-        if not folder.is_dir():
-            return set()
-        return {int(p.name[:7]) for p in folder.iterdir() if p.name.endswith(".png") and p.name[:7].isdigit()}
+        return frame_indices(self.root / role)
 
     def save(self, role: str, index: int, rgb: np.ndarray) -> None:
         if role == "final" and self.passes == 1:
