@@ -69,3 +69,24 @@ def test_impossible_ranges_are_refused_in_one_line(bunny_short: Path, starry: Pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_of_a_part_compare_it_with_that_part_of_the_source(bunny_short: Path, starry: Path,
+                                                                    tmp_path: Path, capsys) -> None:
+    from vidstyle.io.decode import read_frames
+    from vidstyle.metrics import measure_frames
+
+    out = tmp_path / "part.mp4"
+    _render(bunny_short, starry, out, "--start", "0.2", "--duration", "0.2")
+    assert main(["metrics", str(out), "--source", str(bunny_short), "--json"]) == 1
+    assert "that part: give the same start and end as the render" in capsys.readouterr().err
+    assert main(["metrics", str(out), "--source", str(bunny_short), "--start", "0.2", "--end", "0.4",
+                 "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    size = (probe_video(out).width, probe_video(out).height)
+    rendered = [f.rgb for f in read_frames(probe_video(out), size)]
+    sources = [f.rgb for f in read_frames(probe_video(bunny_short), size, 5, 10)]
+    expected = measure_frames(rendered, sources).as_dict()
+    assert found["frames"] == 5
+    assert found["edge_correlation"] == pytest.approx(expected["edge_correlation"])
+    assert found["warping_error"] == pytest.approx(expected["warping_error"])

@@ -160,11 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "[<input>.<style>.mp4 beside each input]")
     render.add_argument("--workdir", type=Path, help="checkpoint directory, for one output [<output>.vidstyle-work]")
     render.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
-    trim = render.add_argument_group("a part of the video (frames exact, the audio cut to match)")
-    trim.add_argument("--start", type=_seconds, metavar="TIME", help="first moment to render: seconds or HH:MM:SS.ms")
-    ends = trim.add_mutually_exclusive_group()
-    ends.add_argument("--duration", type=_seconds, metavar="TIME", help="how much to render from --start")
-    ends.add_argument("--end", type=_seconds, metavar="TIME", help="the moment to stop before")
+    _add_trim(render, "a part of the video (frames exact, the audio cut to match)", "render")
     _add_workers(render)
     _add_settings(render, _STILL_FIELDS + _VIDEO_FIELDS, preset)
     render.set_defaults(func=_cmd_render)
@@ -204,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="flow method for the warping error [farneback: independent of the renderer's DIS]")
     metrics.add_argument("--style", "-s", metavar="STYLE",
                          help="the painting it was rendered with (file or built-in name): adds the style gain")
+    _add_trim(metrics, "a render of a part of the source: the same --start and --end (or --duration) as the render",
+              "compare")
     metrics.add_argument("--json", action="store_true", help="print one JSON object")
     metrics.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     metrics.set_defaults(func=_cmd_metrics)
@@ -506,6 +504,14 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
     return 1 if counts["failed"] else 0
 
 
+def _add_trim(parser: argparse.ArgumentParser, title: str, verb: str) -> None:
+    trim = parser.add_argument_group(title)
+    trim.add_argument("--start", type=_seconds, metavar="TIME", help=f"first moment to {verb}: seconds or HH:MM:SS.ms")
+    ends = trim.add_mutually_exclusive_group()
+    ends.add_argument("--duration", type=_seconds, metavar="TIME", help=f"how much to {verb} from --start")
+    ends.add_argument("--end", type=_seconds, metavar="TIME", help="the moment to stop before")
+
+
 def _trim_end(args: argparse.Namespace) -> float | None:
     if args.duration is not None:
         return (args.start or 0.0) + args.duration
@@ -585,7 +591,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     from vidstyle.metrics import measure_video
 
     style = read_image(resolve_style(args.style), "style image") if args.style else None
-    found = measure_video(args.output, args.source, args.flow, style)
+    found = measure_video(args.output, args.source, args.flow, style, args.start, _trim_end(args))
     if args.json:
         print(json.dumps(found.as_dict()))
         return 0

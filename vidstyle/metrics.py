@@ -111,16 +111,19 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
                         mean(long_errors) if long_errors else None, mean(long_floor) if long_floor else None)
 
 
-def check_pair(output: VideoInfo, source: VideoInfo) -> None:
+def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | None = None) -> None:
     """Refuse to score a video against a source it was not rendered from: another length or shape of picture.
 
     A render keeps every frame and the aspect ratio (to the even pixel), so either difference means another clip.
+    `part` is the source's frames [first, stop) a render of part of it was made from.
     """
-    if output.frame_count != source.frame_count:
-        part = (" (a render of part of it, with a start or an end, is compared with that part: cut the source "
-                "the same way first)") if output.frame_count < source.frame_count else ""
-        raise InputError(f"{output.path} has {output.frame_count} frames and {source.path} {source.frame_count}: "
-                         f"it was not rendered from that source{part}")
+    first, stop = part or (0, source.frame_count)
+    if output.frame_count != stop - first:
+        hint = (" (a render of part of it is compared with that part: give the same start and end as the "
+                "render)") if output.frame_count < stop - first else ""
+        what = f"{source.path} {stop - first}" if part is None else f"that part of {source.path} {stop - first}"
+        raise InputError(f"{output.path} has {output.frame_count} frames and {what}: "
+                         f"it was not rendered from that source{hint}")
     out_aspect, src_aspect = output.width / output.height, source.width / source.height
     # A render rounds both sides to even pixels: at small sizes that moves the aspect by up to a pixel a side.
     rounding = 2.0 / min(output.width, output.height)
@@ -129,18 +132,25 @@ def check_pair(output: VideoInfo, source: VideoInfo) -> None:
                          f"{source.width}x{source.height}: another shape of picture, so not a render of it")
 
 
-def _paired_frames(output: Path, source: Path) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]]:
+def _paired_frames(output: Path, source: Path, start: float | None,
+                   end: float | None) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]]:
+    from vidstyle.pipeline import trim_frames  # the render's own rule for which frames a start and end take
+
     out_info, src_info = probe_video(output), probe_video(source)
-    check_pair(out_info, src_info)
+    part = trim_frames(src_info, start, end)
+    check_pair(out_info, src_info, part)
     size = (out_info.width, out_info.height)
-    return ((f.rgb for f in read_frames(out_info, size)), (f.rgb for f in read_frames(src_info, size)))
+    first, stop = part or (0, None)
+    return ((f.rgb for f in read_frames(out_info, size)), (f.rgb for f in read_frames(src_info, size, first, stop)))
 
 
 def measure_video(output: Path, source: Path, flow_method: str = "farneback",
-                  style: np.ndarray | None = None) -> VideoMetrics:
+                  style: np.ndarray | None = None, start: float | None = None,
+                  end: float | None = None) -> VideoMetrics:
     """Metrics of a rendered video against its source (the source is decoded at the output's size); with the
-    `style` painting, the network-free style gain too."""
-    outs, srcs = _paired_frames(Path(output), Path(source))
+    `style` painting, the network-free style gain too. `start` and `end` (seconds) pick the part of the source a
+    render of part of it was made from, as the render picked it."""
+    outs, srcs = _paired_frames(Path(output), Path(source), start, end)
     return measure_frames(outs, srcs, flow_method, style=style)
 
 
