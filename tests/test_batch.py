@@ -147,3 +147,29 @@ def test_each_style_and_a_blend_are_refused_together(clips: list[Path], two_styl
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("vidstyle: error: --style-blend mixes"), err
     assert not list(clips[0].parent.glob("*.mp4.*")) and len(list(clips[0].parent.iterdir())) == 2
+
+
+def test_an_interrupted_batch_says_what_it_finished(clips: list[Path], starry: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import vidstyle.batch
+    from vidstyle.events import FrameDone
+
+    real, calls = vidstyle.batch.render_job, []
+
+    def render_job(job, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(job.output)
+        if len(calls) == 2:  # Ctrl-C arrives while the second video's first frame is saved
+            def on_event(event: Event) -> None:
+                if isinstance(event, FrameDone):
+                    raise KeyboardInterrupt
+            kwargs["on_event"] = on_event
+        return real(job, **kwargs)
+
+    monkeypatch.setattr(vidstyle.batch, "render_job", render_job)
+    code = main(["render", *map(str, clips), "--style", str(starry), *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130
+    assert err[0].startswith("vidstyle: before the interruption: 1 written, 0 skipped"), err
+    assert "interrupted" in err[-1] and "Traceback" not in "\n".join(err)
+    assert clips[0].with_name("one.starry_night.mp4").exists()
+    assert not clips[1].with_name("two.starry_night.mp4").exists()

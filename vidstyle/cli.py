@@ -29,6 +29,7 @@ from vidstyle.errors import (
     BusyError,
     CheckpointError,
     CheckpointMismatch,
+    Interrupted,
     NotAWorkDir,
     OutputExists,
     SettingError,
@@ -487,21 +488,37 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
                          "leave it out (each gets <output>.vidstyle-work)")
     progress = _Progress(args.quiet)
     log = _JsonLog(args.log_json, progress)
+    ended: list[tuple[str, Path, str]] = []  # (status, output, reason) of each finished item, for the summary
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, BatchItemEnded):
+            ended.append((event.status, event.output, event.reason))
+        log(event)
+
     try:
-        results = render_many(args.input, args.style, config, each_style=args.each_style, output_dir=args.output,
-                              overwrite=args.overwrite, restart=args.restart, on_event=log, start=args.start,
-                              end=_trim_end(args), workers=args.workers, ray_address=args.ray_address,
-                              chunk_frames=args.chunk_frames, overlap=args.overlap)
+        render_many(args.input, args.style, config, each_style=args.each_style, output_dir=args.output,
+                    overwrite=args.overwrite, restart=args.restart, on_event=on_event, start=args.start,
+                    end=_trim_end(args), workers=args.workers, ray_address=args.ray_address,
+                    chunk_frames=args.chunk_frames, overlap=args.overlap)
+    except (Interrupted, KeyboardInterrupt, SignalInterrupt):
+        # What finished before the interruption is kept; say so before the interruption's own line.
+        _print_batch_summary(ended, "before the interruption: ")
+        raise
     finally:
         progress.close()
         log.close()
-    counts = {status: sum(r.status == status for r in results) for status in ("written", "skipped", "failed")}
-    print(f"vidstyle: {counts['written']} written, {counts['skipped']} skipped (output exists; --overwrite "
+    return 1 if _print_batch_summary(ended) else 0
+
+
+def _print_batch_summary(ended: list[tuple[str, Path, str]], lead: str = "") -> int:
+    """Print the batch's counts and its failures; return how many failed."""
+    counts = {status: sum(item[0] == status for item in ended) for status in ("written", "skipped", "failed")}
+    print(f"vidstyle: {lead}{counts['written']} written, {counts['skipped']} skipped (output exists; --overwrite "
           f"replaces it), {counts['failed']} failed", file=sys.stderr)
-    for result in results:
-        if result.status == "failed":
-            print(f"  failed: {result.item.output}: {result.reason}", file=sys.stderr)
-    return 1 if counts["failed"] else 0
+    for status, output, reason in ended:
+        if status == "failed":
+            print(f"  failed: {output}: {reason}", file=sys.stderr)
+    return counts["failed"]
 
 
 def _add_trim(parser: argparse.ArgumentParser, title: str, verb: str) -> None:
