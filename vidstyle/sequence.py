@@ -25,11 +25,12 @@ from vidstyle.losses import TemporalLoss
 from vidstyle.stylize import Stylizer, add_stylization, to_tensor
 from vidstyle.threads import read_ahead
 
-# Share of the warped stylization kept where the flow is unreliable (disocclusions, motion boundaries).
-# Dropping it there (0.0) cost later frames the most iterations to reach a first frame's loss and flickered more;
-# keeping all of it (1.0) converged fastest but ghosted old edges; 0.7 measured best on both counts
-# (scripts/bench_temporal.py and bench.py [4]; docs/performance.md).
-UNRELIABLE_KEEP = 0.7
+# Share of the warped stylization kept where the flow is unreliable (disocclusions, motion boundaries, colours that
+# changed): there things move or appear, and old strokes carried there ride along as old edges. Dropping it (0.0)
+# flickered more; keeping all of it (1.0) ghosted old edges. Since frames start from the painting's palette (where
+# nothing is carried a frame starts as a fresh one does), 0.35 keeps more of the source's edges than 0.7 did at
+# equal style, for a little more flicker (scripts/bench_fidelity.py; docs/performance.md).
+UNRELIABLE_KEEP = 0.35
 
 
 @dataclass(frozen=True)
