@@ -182,3 +182,12 @@ def test_the_previous_paint_is_not_trusted_where_the_picture_changed(photo: np.n
     outside = np.ones(photo.shape[:2], bool)
     outside[20:70, 40:100] = False
     assert masks[0.025][outside].mean() > 0.9 * masks[0.0][outside].mean()
+
+
+def test_a_still_frames_border_stays_reliable_and_a_pan_past_it_does_not() -> None:
+    still = np.full((40, 60, 2), -0.01, np.float32)  # a still shot's flow is rarely exactly zero
+    assert occlusion_mask(still, -still, blur_sigma=0).min() == 1.0
+    pan = np.zeros((40, 60, 2), np.float32)
+    pan[..., 0] = -3.0  # the picture moved 3 px right: its first 3 columns were outside the previous frame
+    mask = occlusion_mask(pan, -pan, blur_sigma=0)
+    assert mask[:, :3].max() == 0.0 and mask[:, 3:].min() == 1.0

@@ -65,7 +65,9 @@ def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float 
     boundary = du_x**2 + du_y**2 + dv_x**2 + dv_y**2 > 0.01 * np.square(backward).sum(-1) + 0.002
     map_x, map_y = _sample_grid(backward)
     h, w = backward.shape[:2]
-    outside = (map_x < 0) | (map_x > w - 1) | (map_y < 0) | (map_y > h - 1)
+    # Half a pixel of slack: a sample that lands inside an edge pixel's own area is that pixel, and a still frame's
+    # flow is rarely exactly zero, so without it a still shot's border was unreliable.
+    outside = (map_x < -0.5) | (map_x > w - 0.5) | (map_y < -0.5) | (map_y > h - 0.5)
     mask = (~(disoccluded | boundary | outside)).astype(np.float32)
     if blur_sigma > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), blur_sigma)
