@@ -21,9 +21,8 @@ def estimate_flow(a_gray: np.ndarray, b_gray: np.ndarray, method: str = "dis") -
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         # The preset's short, light variational refinement leaves a textureless region (sky, a wall) with blocky
         # flow that disagrees with itself backwards, so the occlusion check rejected most of a sky and its paint
-        # flickered. A longer, smoother refinement fills such regions from their surroundings; it costs about
-        # 1.7x the flow time and a little steadiness at sharp motion boundaries (docs/performance.md, "Flow in
-        # flat regions").
+        # flickered. A longer, smoother refinement fills such regions from their surroundings, for some more flow
+        # time and a little steadiness at sharp motion boundaries (docs/performance.md, "Flow in flat regions").
         dis.setVariationalRefinementAlpha(60.0)
         dis.setVariationalRefinementIterations(20)
         # Small renders (96 px) need small patches, or DIS has too few of them to follow the scene.
