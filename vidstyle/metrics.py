@@ -23,7 +23,7 @@ import numpy as np
 from vidstyle.errors import InputError
 from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import read_frames
-from vidstyle.io.probe import VideoInfo, probe_video
+from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
 from vidstyle.style_distance import StyleDistance
 
 LONG_TERM_GAPS = (2, 4, 8)  # frames apart for the long-term warping error
@@ -134,8 +134,6 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
 
 def _paired_frames(output: Path, source: Path, start: float | None,
                    end: float | None) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]]:
-    from vidstyle.pipeline import trim_frames  # the render's own rule for which frames a start and end take
-
     out_info, src_info = probe_video(output), probe_video(source)
     part = trim_frames(src_info, start, end)
     check_pair(out_info, src_info, part)

@@ -8,8 +8,6 @@ memory stays constant for any video length.
 
 from __future__ import annotations
 
-import bisect
-import math
 import os
 import signal
 import threading
@@ -43,7 +41,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
 from vidstyle.io.images import read_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
-from vidstyle.io.probe import VideoInfo, probe_video
+from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
@@ -113,24 +111,6 @@ def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], ou
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
                      plan_audio(info, output), trim=trim_frames(info, start, end),
                      out_size=written if written != size else None)
-
-
-def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
-    """Frames [first, stop) whose times lie in [start, end) seconds, by the probe's timestamps (exact for
-    variable frame rates too); None for the whole video. The frames are then cut out of a sequential decode."""
-    if start is None and end is None:
-        return None
-    begin, finish = start or 0.0, end if end is not None else math.inf
-    for name, value in (("start", begin), ("end", finish)):
-        if math.isnan(value) or value < 0:
-            raise SettingError(name, f"must be a time of at least 0 seconds (got {value})")
-    if finish <= begin:
-        raise SettingError("end", f"must come after the start ({finish:g} s is not after {begin:g} s)")
-    times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
-    first, stop = bisect.bisect_left(times, begin - 1e-9), bisect.bisect_left(times, finish - 1e-9)
-    if first >= info.frame_count or stop <= first:
-        raise SettingError("start", f"{begin:g} s leaves no frame of the video, which lasts {info.duration:.3f} s")
-    return None if (first, stop) == (0, info.frame_count) else (first, stop)
 
 
 def _check_workdir(work: WorkDir) -> None:

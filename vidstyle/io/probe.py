@@ -7,14 +7,16 @@ fraction, frame count, variable-rate detection) without decoding, while stderr c
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import math
 import re
 import stat
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from vidstyle.errors import InputError, VideoOpenError
+from vidstyle.errors import InputError, SettingError, VideoOpenError
 from vidstyle.io.ffmpeg import file_url, run_ffmpeg
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
@@ -262,3 +264,21 @@ def size_to_fit(width: int, height: int, long_side: int) -> tuple[int, int]:
     scale = long_side / max(width, height)
     even = lambda v: max(2, int(round(v * scale / 2.0)) * 2)  # noqa: E731 - tiny local helper
     return even(width), even(height)
+
+
+def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
+    """Frames [first, stop) whose times lie in [start, end) seconds, by the probe's timestamps (exact for
+    variable frame rates too); None for the whole video. The frames are then cut out of a sequential decode."""
+    if start is None and end is None:
+        return None
+    begin, finish = start or 0.0, end if end is not None else math.inf
+    for name, value in (("start", begin), ("end", finish)):
+        if math.isnan(value) or value < 0:
+            raise SettingError(name, f"must be a time of at least 0 seconds (got {value})")
+    if finish <= begin:
+        raise SettingError("end", f"must come after the start ({finish:g} s is not after {begin:g} s)")
+    times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
+    first, stop = bisect.bisect_left(times, begin - 1e-9), bisect.bisect_left(times, finish - 1e-9)
+    if first >= info.frame_count or stop <= first:
+        raise SettingError("start", f"{begin:g} s leaves no frame of the video, which lasts {info.duration:.3f} s")
+    return None if (first, stop) == (0, info.frame_count) else (first, stop)
