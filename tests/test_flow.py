@@ -129,6 +129,29 @@ def test_warm_start_damps_the_carried_stylization_where_flow_is_unreliable(photo
     assert temporal is not None and float(temporal.mask[..., :50].max()) == 0.0
 
 
+def test_the_temporal_target_follows_the_current_frames_palette(photo: np.ndarray) -> None:
+    """Held regions take this frame's recolouring, not the previous frame's: the target is the previous
+    stylization (+40 over its base) on the current frame's base, wherever the flow is reliable."""
+    from vidstyle.io.decode import Frame
+
+    prev_src = np.clip(photo, 60, 195)
+    cur = prev_src + 20  # the light changed; the base (an inversion here, standing in for the palette) follows it
+
+    def base(rgb: np.ndarray) -> np.ndarray:
+        return 255 - rgb
+
+    prev_out = base(prev_src) + 40
+    still = np.zeros((*photo.shape[:2], 2), np.float32)
+    reliable = np.ones(photo.shape[:2], np.float32)
+    start, temporal = warm_start(Motion(Frame(1, cur), prev_src, False, still, reliable), prev_out,
+                                 Config(temporal_weight=1.0), base=base)
+    assert temporal is not None
+    target = (temporal.warped[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
+    assert np.array_equal(target, base(cur).astype(int) + 40)
+    assert np.array_equal(start, base(cur) + 40), "start and target agree where the flow is reliable"
+    assert not np.array_equal(target, prev_out), "not the previous output as it was"
+
+
 def test_metrics_see_a_frozen_render(photo: np.ndarray) -> None:
     clip = shared_asset("field_pan_with_audio.mp4")
     info = probe_video(clip)

@@ -248,7 +248,8 @@ def tv_loss(image: Tensor) -> Tensor:
 
 
 class TemporalLoss(nn.Module):
-    """Ruder et al. 2016: squared error to the flow-warped previous output where the flow is reliable."""
+    """Ruder et al. 2016: squared error to the previous frame's result brought here along the flow (`warped`),
+    where the flow is reliable."""
 
     def __init__(self, warped: Tensor, mask: Tensor) -> None:
         super().__init__()

@@ -139,14 +139,15 @@ def long_term_masks(nearest: np.ndarray, further: Sequence[np.ndarray]) -> list[
     return masks
 
 
-def _as_is(rgb: np.ndarray) -> np.ndarray:
+def as_is(rgb: np.ndarray) -> np.ndarray:
+    """The base of a stylization where frames start from their source as it is (no palette start)."""
     return rgb
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
                device: torch.device | None = None,
                earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-               base: Callable[[np.ndarray], np.ndarray] = _as_is) -> tuple[np.ndarray, TemporalLoss | None]:
+               base: Callable[[np.ndarray], np.ndarray] = as_is) -> tuple[np.ndarray, TemporalLoss | None]:
     """Start image for a later frame, and its temporal loss target.
 
     We carry over the previous frame's *stylization* (output minus its source frame), not the output itself,
@@ -157,53 +158,57 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     again and again; `prev_weight` < 1 lets stale texture decay. With flow, the carried stylization moves
     with the scene and is damped where the flow is unreliable (see UNRELIABLE_KEEP).
 
-    Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
-    the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
-    takes up its old strokes instead of being painted anew.
-
     The stylization is taken against `base` of each source (Stylizer.start_from_source: the source in the
     painting's palette) and added to the current frame's base, so where little is carried (unreliable flow,
     `prev_weight` < 1) a frame starts from its palette, as a fresh frame does, not from the photograph.
+
+    The temporal target is re-based the same way: the previous frame's whole stylization moved here, on this
+    frame's base. Holding the previous *output* instead held last frame's recolouring: each frame takes its own
+    palette transform, and as the picture changed (a dark car entering) the held regions kept colours that no
+    longer matched the rest, drifting away from the painting and from the source's edges frame after frame.
+
+    Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
+    the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
+    takes up its old strokes instead of being painted anew.
     """
     previous = motion.previous if motion.previous is not None else motion.frame.rgb
     stylization = prev_out.astype(np.float32) - base(previous).astype(np.float32)
+    current = base(motion.frame.rgb)
+    if motion.backward is None or motion.mask is None:
+        return add_stylization(current, stylization, config.prev_weight), None
+    carried = warp(stylization, motion.backward)
+    kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
+    start, held, mask = carried * kept, carried, motion.mask
+    if motion.further:
+        start, held, mask = _reach_further(motion, start, held, earlier, base)
     temporal = None
-    if motion.backward is not None and motion.mask is not None:
-        kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
-        stylization = warp(stylization, motion.backward) * kept
-        # The warped previous output is the temporal target, and the frames further back join it: only then
-        # is it worth a warp of the whole frame.
-        wanted = config.temporal_weight > 0 or bool(motion.further)
-        carried = warp(prev_out.astype(np.float32), motion.backward) if wanted else prev_out
-        mask = motion.mask
-        if motion.further:
-            stylization, carried, mask = _reach_further(motion, stylization, carried, earlier, base)
-        if config.temporal_weight > 0:
-            device = device or torch.device("cpu")
-            target = np.clip(carried, 0, 255).round().astype(np.uint8)
-            weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
-            temporal = TemporalLoss(to_tensor(target, device), weights)
-    return add_stylization(base(motion.frame.rgb), stylization, config.prev_weight), temporal
+    if config.temporal_weight > 0:
+        device = device or torch.device("cpu")
+        target = np.clip(current.astype(np.float32) + held, 0, 255).round().astype(np.uint8)
+        weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
+        temporal = TemporalLoss(to_tensor(target, device), weights)
+    return add_stylization(current, start, config.prev_weight), temporal
 
 
-def _reach_further(motion: Motion, stylization: np.ndarray, carried: np.ndarray,
+def _reach_further(motion: Motion, start: np.ndarray, held: np.ndarray,
                    earlier: Sequence[tuple[np.ndarray, np.ndarray]],
                    base: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Add the frames further back where only they are reliable. The terms of Ruder et al.'s long-term loss,
-    sum_k m_k (x - w_k)^2 with disjoint masks m_k, equal one term (sum m_k)(x - w)^2 with w their m-weighted
-    mean, up to a constant: so one masked target carries them all, at the cost of one."""
+    """Add the frames further back where only they are reliable, to the start's stylization and to the held one
+    (the temporal target's). The terms of Ruder et al.'s long-term loss, sum_k m_k (x - w_k)^2 with disjoint
+    masks m_k, equal one term (sum m_k)(x - w)^2 with w their m-weighted mean, up to a constant: so one masked
+    target carries them all, at the cost of one."""
     assert motion.mask is not None
     masks = long_term_masks(motion.mask, [far.mask for far in motion.further])
     total = motion.mask.copy()
-    target = carried * motion.mask[..., None]
+    weighted = held * motion.mask[..., None]
     for far, own in zip(motion.further, masks, strict=True):
         source, stylized = earlier[far.back - 2]  # earlier[0] is frame t-2
-        style_part = warp(stylized.astype(np.float32) - base(source).astype(np.float32), far.backward)
-        stylization = stylization * (1.0 - own[..., None]) + style_part * own[..., None]
-        target += warp(stylized.astype(np.float32), far.backward) * own[..., None]
+        theirs = warp(stylized.astype(np.float32) - base(source).astype(np.float32), far.backward)
+        start = start * (1.0 - own[..., None]) + theirs * own[..., None]
+        weighted += theirs * own[..., None]
         total += own
-    mean = np.where(total[..., None] > 1e-6, target / np.maximum(total, 1e-6)[..., None], carried)
-    return stylization, mean, total
+    mean = np.where(total[..., None] > 1e-6, weighted / np.maximum(total, 1e-6)[..., None], held)
+    return start, mean, total
 
 
 def frame_seed(seed: int, index: int) -> int:
