@@ -28,7 +28,7 @@ from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDon
 from vidstyle.flow import colour_agreement, estimate_flow, occlusion_mask, to_gray, warp
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
-from vidstyle.sequence import as_is, stylize_sequence
+from vidstyle.sequence import stylize_sequence
 from vidstyle.stylize import Stylizer, to_tensor
 
 # δ of eq. 11: how much of the warped neighbour a frame starts from where the flow is reliable; the rest is the
@@ -179,29 +179,28 @@ def _loaded(frames: PassFrames, number: int, index: int) -> np.ndarray:
     return rgb
 
 
-def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray], config: Config,
-            base: Callable[[np.ndarray], np.ndarray] = as_is) -> tuple[np.ndarray, np.ndarray]:
+def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
+            config: Config) -> tuple[np.ndarray, np.ndarray]:
     """The neighbour's result brought onto this frame along the flow, and where that is to be trusted: where the
     flow is consistent and, as in the first pass (Config.change_tolerance), the source did not change.
 
-    As in the first pass's warm start (sequence.warm_start), what is brought over is the neighbour's
-    stylization, against `base` of its source, laid on `base` of this frame: each frame takes its own palette
-    transform, and the neighbour's colours as they were would hold this frame to that frame's recolouring."""
+    Unlike the first pass's warm start, the neighbour is brought over as it looks, not re-based on this frame's
+    palette start: here each frame's own result anchors half its start, so last frame's recolouring cannot pile
+    up along the shot, and holding the neighbour's colours steadied far more at a little more style lost
+    (scripts/bench_fidelity.py; docs/performance.md, "The temporal target on the current frame's palette")."""
     near_source, near_result = neighbour
     gray, near_gray = to_gray(source), to_gray(near_source)
     flow = estimate_flow(gray, near_gray, config.flow)
     reliable = occlusion_mask(flow, estimate_flow(near_gray, gray, config.flow))
     if config.change_tolerance > 0:
         reliable = reliable * colour_agreement(source, warp(near_source, flow), config.change_tolerance)
-    stylization = warp(near_result.astype(np.float32) - base(near_source).astype(np.float32), flow)
-    return base(source).astype(np.float32) + stylization, reliable
+    return warp(near_result.astype(np.float32), flow), reliable
 
 
 def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
-                    config: Config, base: Callable[[np.ndarray], np.ndarray] = as_is,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start image, warped neighbour, reliability): eq. 11, the neighbour brought onto this frame by the flow."""
-    warped, reliable = _warped(source, neighbour, config, base)
+    warped, reliable = _warped(source, neighbour, config)
     share = BLEND * reliable[..., None]
     start = share * warped + (1.0 - share) * own.astype(np.float32)
     return np.clip(start, 0, 255).round().astype(np.uint8), warped, reliable
@@ -229,10 +228,9 @@ def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
     config = stylizer.config
     iters = later_pass_iterations(config.iters)
     start, target = own, None
-    base = stylizer.start_from_source
-    other = _warped(source, behind, config, base) if behind is not None and config.temporal_weight > 0 else None
+    other = _warped(source, behind, config) if behind is not None and config.temporal_weight > 0 else None
     if ahead is not None:
-        start, warped, reliable = neighbour_start(source, own, ahead, config, base)
+        start, warped, reliable = neighbour_start(source, own, ahead, config)
         target = two_sided_target((warped, reliable), other)
     elif other is not None:  # the pass's first frame: held to the neighbour it has, on the other side
         target = other

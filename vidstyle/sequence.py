@@ -139,15 +139,14 @@ def long_term_masks(nearest: np.ndarray, further: Sequence[np.ndarray]) -> list[
     return masks
 
 
-def as_is(rgb: np.ndarray) -> np.ndarray:
-    """The base of a stylization where frames start from their source as it is (no palette start)."""
+def _as_is(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
                device: torch.device | None = None,
                earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
-               base: Callable[[np.ndarray], np.ndarray] = as_is) -> tuple[np.ndarray, TemporalLoss | None]:
+               base: Callable[[np.ndarray], np.ndarray] = _as_is) -> tuple[np.ndarray, TemporalLoss | None]:
     """Start image for a later frame, and its temporal loss target.
 
     We carry over the previous frame's *stylization* (output minus its source frame), not the output itself,
