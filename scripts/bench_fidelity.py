@@ -13,7 +13,7 @@ a frame; then the ratios to the independent render (`init content`, no flow), wh
 against: edge correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
 
 Modes: `independent` (`init content`, no flow: the balanced preset's 40 iterations from the source frame),
-`independent-full` (the same with 200 iterations, a fresh frame's budget: about as stylized as the coherent render),
+`independent-full` (the same with 200 iterations, five later frames' budget: about as stylized as the coherent render),
 `plain` (warm start, no flow), `default` (the balanced preset), `passes2` (two passes), and any given as
 NAME={"setting": value, ...} (Config fields). The ratios are printed against both independent renders when
 both ran. `--dump-sources DIR` writes the source frames as PNGs named by index, for another renderer (such as
@@ -42,7 +42,7 @@ from vidstyle.stylize import Stylizer
 BUILT_IN = {
     # Each frame on its own from the source, with a later frame's budget: the goal's reference.
     "independent": {"init": "content", "flow": "none"},
-    # Each frame on its own with a fresh frame's budget: as stylized as the coherent render, so what coherence
+    # Each frame on its own with five later frames' budget: as stylized as the coherent render, so what coherence
     # costs the picture shows at equal style strength.
     "independent-full": {"init": "content", "flow": "none", "iters": 200},
     "plain": {"flow": "none"},

@@ -32,7 +32,7 @@ class Config:
 
     size: int = _opt(512, "long side of the render in pixels (aspect kept, both sides even)")
     iters: int = _opt(40, "iterations per frame (one VGG forward + backward each)")
-    first_iters: int = _opt(200, "iterations for the first frame and the first after a scene cut")
+    first_iters: int = _opt(120, "iterations for the first frame and the first after a scene cut")
     tol: float = _opt(0.0, "stop a frame early once its loss improves by less than this fraction per iteration "
                            "(checked every 5; iters and first_iters stay the cap); 0: always the full count")
     coarse_levels: int = _opt(0, "coarse-to-fine for fresh frames (first, after a cut, stills): halvings of the "

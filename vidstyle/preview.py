@@ -40,7 +40,7 @@ from vidstyle.stylize import Stylizer, resolve_device
 
 DEFAULT_COUNT = 4  # frames of a preview when no times are given
 # Later frames timed after the first preview frame: their median, since one alone is at the mercy of a moment's
-# noise. Three cost about 15 % more iterations than the four fresh frames at the presets (3 x iters against
+# noise. Three cost 12–25 % more iterations than the four fresh frames at the presets (3 x iters against
 # 4 x first_iters); what is left of the error is the machine's speed changing between preview and render
 # (docs/performance.md, "Render time estimate").
 LATER_SAMPLES = 3
