@@ -102,7 +102,9 @@ def test_a_second_pass_steadies_the_render(bunny_short: Path, starry: Path, tmp_
         assert finished.iterations is not None and finished.iterations[1] >= least
         errors[passes] = measure_video(out, bunny_short).warping_error
         assert not list(tmp_path.glob("*.vidstyle-work")), "the work directory, pass frames included, is removed"
-    assert errors[2] < 0.9 * errors[1], errors
+    # The first pass now holds each frame to its own palette's colours (sequence.warm_start), so there is less left
+    # for a second pass to steady at this size and budget than at 96 px (docs/performance.md: 23-38 % there).
+    assert errors[2] < 0.95 * errors[1], errors
 
 
 def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path, starry: Path,
