@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import ffmpeg, shared_asset
@@ -11,6 +12,7 @@ from conftest import ffmpeg, shared_asset
 import vidstyle
 from vidstyle.events import Event, FrameDone, RenderFinished
 from vidstyle.optimize import CHECK_EVERY, MIN_ITERS, Converged, stylize_frame
+from vidstyle.stylize import Stylizer
 
 
 def test_the_rule_reads_the_loss_only_every_few_iterations_and_never_stops_before_the_floor() -> None:
@@ -37,6 +39,16 @@ def test_a_converged_optimization_stops_early_and_says_how_many_iterations_it_sp
     assert float(early.loss) <= float(loss_fn(start)) * 1e-3
 
 
+def test_a_fresh_frame_spends_its_whole_budget_whatever_the_tolerance(images: tuple[np.ndarray, np.ndarray]) -> None:
+    content, style = images
+    config = vidstyle.make_config(size=64, tol=0.05, device="cpu", precision="fp32")
+    stylizer = Stylizer(config, [style])
+    fresh = stylizer.stylize_fresh(content, 20)
+    later = stylizer.stylize(content, fresh.rgb, 20)
+    assert fresh.iterations == 20, "a fresh frame takes its whole budget: its style still grows"
+    assert later.iterations < 20, "a frame that starts at its optimum stops at the tolerance"
+
+
 def _clip_iterations(clip: Path, out: Path, starry: Path) -> tuple[list[int], RenderFinished]:
     events: list[Event] = []
     config = vidstyle.make_config(size=48, iters=40, first_iters=30, tol=0.0003, device="cpu", precision="fp32")
@@ -56,6 +68,7 @@ def test_tol_stops_early_on_a_static_clip_and_not_on_a_moving_one(starry: Path, 
            "-an", "-c:v", "libx264", "-crf", "12", str(moving))
     calm, calm_summary = _clip_iterations(static, tmp_path / "a.mp4", starry)
     busy, _ = _clip_iterations(moving, tmp_path / "b.mp4", starry)
+    assert calm[0] == busy[0] == 30, "a fresh frame spends its whole budget: its style still grows"
     assert calm[1:] == [MIN_ITERS] * 5, f"a frame that repeats the last one is done at the floor: {calm}"
     assert sum(busy[1:]) / 5 > MIN_ITERS + 2, f"a moving camera needs more: {busy}"
     assert calm_summary.stylized == 6

@@ -216,11 +216,9 @@ class Stylizer:
 
     def stylize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
                 temporal: TemporalLoss | None = None, on_step: StepCallback | None = None) -> FrameResult:
-        """Optimize one frame from `init` (uint8 image or 0..1 tensor); returns the uint8 result."""
-        result = self._optimize(content, init, iters, temporal, on_step)
-        if self.config.preserve_colors:
-            result.rgb = keep_colors(result.rgb, content)
-        return result
+        """Optimize one frame from `init` (uint8 image or 0..1 tensor), stopping early where its loss has converged
+        (Config.tol); returns the uint8 result."""
+        return self._coloured(self._optimize(content, init, iters, temporal, on_step, self.config.tol), content)
 
     def stylize_fresh(self, content: np.ndarray, iters: int, on_step: StepCallback | None = None) -> FrameResult:
         """A frame with nothing to start from (a still, the first frame, the first after a cut).
@@ -230,16 +228,20 @@ class Stylizer:
         (output minus its content), upsampled and added to the next level's content, so the content stays
         sharp and only the painted part is interpolated. Measured on a CPU at up to 512 px it rarely saves
         time (docs/performance.md, bench.py [c]), hence off by default.
+
+        A fresh frame always spends its whole budget, whatever `tol`: its style keeps growing after its loss
+        improves by less than the tolerance, and it is the one later frames begin from (docs/performance.md,
+        "Adaptive iterations").
         """
         done, spent, stylization = 0, 0, None
         for dims in coarse_sizes(content.shape, self.config.coarse_levels):
             small = resize_rgb(content, dims)
             init = self.start_from_source(small) if stylization is None else add_stylization(small, stylization)
-            level = self._optimize(small, init, iters, None, _offset(on_step, done))
+            level = self._optimize(small, init, iters, None, _offset(on_step, done), 0.0)
             stylization = level.rgb.astype(np.float32) - small.astype(np.float32)
             done, spent = done + iters, spent + level.iterations
         init = self.start_from_source(content) if stylization is None else add_stylization(content, stylization)
-        result = self.stylize(content, init, iters, None, _offset(on_step, done))
+        result = self._coloured(self._optimize(content, init, iters, None, _offset(on_step, done), 0.0), content)
         result.iterations += spent
         return result
 
@@ -251,15 +253,20 @@ class Stylizer:
         """Iterations stylize_fresh spends on a frame of `shape` (progress counts them all)."""
         return iters * (1 + len(coarse_sizes(shape, self.config.coarse_levels)))
 
-    def _optimize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
-                  temporal: TemporalLoss | None, on_step: StepCallback | None) -> FrameResult:
+    def _coloured(self, result: FrameResult, content: np.ndarray) -> FrameResult:
+        if self.config.preserve_colors:
+            result.rgb = keep_colors(result.rgb, content)
+        return result
+
+    def _optimize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int, temporal: TemporalLoss | None,
+                  on_step: StepCallback | None, tol: float) -> FrameResult:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
         loss_fn = self.objective(content_t, temporal, starts_at_content=init is content)
         try:
             with self._backend_flags():
                 image, loss_t, spent = stylize_frame(init_t, loss_fn, iters, self.config.optimizer,
-                                                     self.config.adam_lr, on_step, self.config.tol,
+                                                     self.config.adam_lr, on_step, tol,
                                                      self._on_iterate)
         except torch.OutOfMemoryError:
             raise out_of_memory((content.shape[1], content.shape[0]), self.dtype, self.device) from None
