@@ -67,10 +67,11 @@ from vidstyle.plan import Segment
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 
-# A chunk costs one fresh frame (first_iters, 5x a later frame in the presets) and `overlap` lead-in frames more
-# than the frames it delivers: at 120 and 12, 13 % in a long shot and 8 % of a simulated 40-shot film, which still
-# splits into enough chunks to keep 64 GPUs mostly busy (scripts/simulate_cluster.py). A cross-fade over 4 frames
-# left seam pairs with 2-4.5x the warping error inside chunks, over 12 at most 1.13x (scripts/bench_distributed.py).
+# A chunk costs one fresh frame (first_iters, 3 to 6x a later frame's budget in the presets) and `overlap` lead-in
+# frames more than the frames it delivers: at 120 and 12, about 12 % in a long shot and 8 % of a simulated 40-shot film
+# (a fresh frame at 5x), which still splits into enough chunks to keep 64 GPUs mostly busy
+# (scripts/simulate_cluster.py). A cross-fade over 4 frames left seam pairs with 2-4.5x the warping error inside
+# chunks, over 12 at most 1.13x (scripts/bench_distributed.py).
 DEFAULT_CHUNK_FRAMES = 120
 DEFAULT_OVERLAP = 12
 # Retries of a chunk whose worker died (killed, out of memory, node lost); a Python error in a chunk is not retried.
