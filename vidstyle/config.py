@@ -36,8 +36,8 @@ class Config:
     # Iterations past this point cost time, edges and steadiness at the same style (scripts/bench_tol.py,
     # docs/performance.md "Adaptive iterations").
     tol: float = _opt(0.001, "stop a later frame early once its loss improves by less than this fraction per "
-                           "iteration (checked every 5, at least 10; iters stays the cap; fresh frames always take "
-                           "first_iters); 0: always the full count")
+                             "iteration (checked every 5, at least 10; iters stays the cap; fresh frames always "
+                             "take first_iters); 0: always the full count")
     coarse_levels: int = _opt(0, "coarse-to-fine for fresh frames (first, after a cut, stills): halvings of the "
                                  "size optimized first, each for the same iterations as the full size")
     optimizer: str = _opt("lbfgs", "lbfgs or adam")
