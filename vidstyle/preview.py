@@ -40,9 +40,10 @@ from vidstyle.stylize import Stylizer, resolve_device
 
 DEFAULT_COUNT = 4  # frames of a preview when no times are given
 # Later frames timed after the first preview frame: their median, since one alone is at the mercy of a moment's
-# noise. Three cost 12–25 % more iterations than the four fresh frames at the presets (3 x iters against
-# 4 x first_iters); what is left of the error is the machine's speed changing between preview and render
-# (docs/performance.md, "Render time estimate").
+# noise. Three add at most 12–25 % to the four fresh frames' iterations at the presets (3 x iters against
+# 4 x first_iters). With fixed counts what is left of the error is the machine's speed changing between preview
+# and render; where later frames stop early (tol), frames just after the first preview frame may need fewer
+# iterations than the clip's later frames do on average (docs/performance.md, "Render time estimate").
 LATER_SAMPLES = 3
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LABEL_HEIGHT = 18  # pixels of the band above each row of the sheet that names what the row shows
