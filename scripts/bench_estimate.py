@@ -6,10 +6,10 @@
 For each clip of ../shared/assets (bikes_street_no_audio.mp4 and field_pan_with_audio.mp4 by default) it runs
 `vidstyle.preview.preview` at the settings, then `vidstyle.render` with the same settings in the same process,
 and prints the estimate, the render's wall time and their ratio (the target is 0.75 to 1.25), and where each
-went: start-up and plan pass, the mean seconds of a fresh and of a later frame, as the estimate measured them and
-as the render spent them (its FrameDone events), and the load average, which tells a run that shared the cores
-with other work. With the demo preset at 128 px both clips take a few minutes on two CPU cores. Clips that are not
-there are skipped, saying so.
+went: start-up and plan pass, the mean seconds of a fresh and of a later frame and a later frame's mean
+iterations, as the estimate measured them and as the render spent them (its FrameDone events), and the load
+average, which tells a run that shared the cores with other work. With the demo preset at 128 px both clips take a
+few minutes on two CPU cores. Clips that are not there are skipped, saying so.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class RenderTimes:
         self.started_at = 0.0  # seconds from the call to RenderStarted: probe, plan pass, network load
         self.fresh: list[float] = []
         self.later: list[float] = []
+        self.later_iterations: list[int] = []
         self.most_load = 0.0  # the highest 1-minute load average seen at a frame's end
 
     def __call__(self, event: Event) -> None:
@@ -45,10 +46,12 @@ class RenderTimes:
             self.started_at = time.perf_counter() - self.began
         elif isinstance(event, FrameDone):
             (self.fresh if event.fresh else self.later).append(event.seconds)
+            if not event.fresh:
+                self.later_iterations.append(event.iterations)
             self.most_load = max(self.most_load, os.getloadavg()[0])
 
 
-def _mean(values: list[float]) -> float:
+def _mean(values: list[float] | list[int]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
@@ -68,8 +71,9 @@ def measure(clip: Path, style: Path, preset: str, size: int, device: str, frames
     print(f"  estimate {estimate.total_seconds:7.1f} s   real {real:7.1f} s   ratio {estimate.total_seconds / real:.3f}"
           f"   (the preview itself took {preview_seconds:.1f} s)")
     print(_parts("  estimated", estimate.setup_seconds + estimate.plan_seconds, estimate.fresh_seconds,
-                 estimate.later_seconds))
-    print(_parts("  rendered ", times.started_at, _mean(times.fresh), _mean(times.later)))
+                 estimate.later_seconds, estimate.later_iterations))
+    print(_parts("  rendered ", times.started_at, _mean(times.fresh), _mean(times.later),
+                 _mean(times.later_iterations)))
     stylizing = sum(times.fresh) + sum(times.later)
     print(f"  render: {stylizing:.1f} s in the frame loop, {real - times.started_at - stylizing:.1f} s around it "
           "(decoding, flow, encoding and checkpoints the stylizer waited for)")
@@ -78,8 +82,9 @@ def measure(clip: Path, style: Path, preset: str, size: int, device: str, frames
           f"{load_after:.1f} after, on {os.cpu_count()} cores")
 
 
-def _parts(label: str, start: float, fresh: float, later: float) -> str:
-    return f"{label}: start-up + plan {start:5.2f} s, fresh frame {fresh:6.3f} s, later frame {later:6.3f} s"
+def _parts(label: str, start: float, fresh: float, later: float, later_iterations: float) -> str:
+    return (f"{label}: start-up + plan {start:5.2f} s, fresh frame {fresh:6.3f} s, later frame {later:6.3f} s "
+            f"({later_iterations:.1f} iterations)")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, child_ffmpeg_pids
+from conftest import ROOT, child_ffmpeg_pids, ffmpeg, shared_asset
 from test_cli import _bad
 
 import vidstyle.preview
@@ -21,6 +21,7 @@ from vidstyle.errors import Interrupted, OutputError, OutputExists, SettingError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video
+from vidstyle.optimize import MIN_ITERS
 from vidstyle.plan import find_cuts
 from vidstyle.preview import LABEL_HEIGHT, frames_at, preview
 
@@ -164,7 +165,7 @@ def test_cli_sweep_prints_the_rows_and_one_estimate_line(tmp_path: Path, capsys)
                        f"row 2: --strength 0.5 is --style-weight {0.5 * weight:g}",
                        f"row 3: --strength 2 is --style-weight {2 * weight:g}"]
     assert re.fullmatch(r"whole render on cpu at 64x36: about \d+s \(2 fresh frames x [\d.]+ s, 10 later frames "
-                        r"x [\d.]+ s, plan [\d.e-]+ s, start-up [\d.]+ s\)", out[3]), out[3]
+                        r"x [\d.]+ s \(2 iterations each\), plan [\d.e-]+ s, start-up [\d.]+ s\)", out[3]), out[3]
     assert len(out) == 4
 
 
@@ -194,3 +195,22 @@ def test_cli_refuses_a_video_as_the_sheet(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sheet.mp4"
     _bad(capsys, ["preview", str(CUT_CLIP), "--style", "starry-night", "-o", str(out), *TINY], 2,
          r"contact sheet must be an image", out)
+
+
+def test_later_frames_are_timed_over_the_whole_clip(tmp_path: Path) -> None:
+    """Where later frames stop early, a still stretch needs the floor and a pan more: the estimate samples both."""
+    pan = shared_asset("field_pan_with_audio.mp4")
+    clip = tmp_path / "still_then_pan.mp4"
+    # 8 frames of one picture, then 6 of a camera pan: the preview's two frames are 3 and 10.
+    ffmpeg("-i", str(pan), "-ss", "1", "-i", str(pan), "-filter_complex",
+           "[0:v]trim=end_frame=1,scale=96:54,setsar=1,loop=7:1:0,setpts=N/25/TB[a];"
+           "[1:v]trim=end_frame=6,scale=96:54,setsar=1,setpts=N/25/TB[b];[a][b]concat=n=2:v=1[v]",
+           "-map", "[v]", "-r", "25", "-c:v", "libx264", "-crf", "12", str(clip))
+    config = make_config(size=48, iters=40, first_iters=30, tol=0.0003, device="cpu", precision="fp32")
+    result = preview(clip, ["starry-night"], tmp_path / "sheet.png", config, count=2)
+    assert result.frames == (3, 10)
+    estimate = result.estimate
+    # The frames after frame 3 repeat it and stop at the floor (a sample of them alone gives MIN_ITERS); those
+    # after frame 10 follow the pan and raise the mean.
+    assert estimate.later_iterations > MIN_ITERS + 1, estimate
+    assert estimate.later_seconds > 0

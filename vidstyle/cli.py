@@ -676,7 +676,7 @@ def _estimate_line(estimate: Estimate) -> str:
              f"{_short_seconds(estimate.fresh_seconds)} s"]
     if estimate.later_frames:
         parts.append(f"{estimate.later_frames} later frame{'s' * (estimate.later_frames != 1)} x "
-                     f"{_short_seconds(estimate.later_seconds)} s")
+                     f"{_short_seconds(estimate.later_seconds)} s ({estimate.later_iterations:.0f} iterations each)")
     parts.append(f"plan {_short_seconds(estimate.plan_seconds)} s, start-up {_short_seconds(estimate.setup_seconds)} s")
     return f"whole render on {estimate.device} at {width}x{height}: about {_clock(max(1.0, estimate.total_seconds))} " \
            f"({', '.join(parts)})"

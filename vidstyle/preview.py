@@ -4,7 +4,7 @@ A preview stylizes a handful of frames spread over the video (or at given times)
 or more style strengths, and lays them out on a contact sheet: the source frames on top, one row per strength
 below. Its estimate of the whole render's time on this device is measured, not modelled from a benchmark table:
 the render's own plan pass (the same scene-cut test, so the same count of fresh frames), the render's own frame
-loop on a fresh frame and on a warm-started later frame, the network's start-up, all timed here.
+loop on fresh frames and on warm-started later frames spread over the clip, the network's start-up, all timed here.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from vidstyle.sequence import StylizedFrame, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 
 DEFAULT_COUNT = 4  # frames of a preview when no times are given
-# Later frames timed after the first preview frame: their median, since one alone is at the mercy of a moment's
-# noise. Three add at most 12–25 % to the four fresh frames' iterations at the presets (3 x iters against
-# 4 x first_iters). With fixed counts what is left of the error is the machine's speed changing between preview
-# and render; where later frames stop early (tol), frames just after the first preview frame may need fewer
-# iterations than the clip's later frames do on average (docs/performance.md, "Render time estimate").
+# Later frames timed, at least: a few after every preview frame, so that they sample the clip's motion over its
+# whole length (where later frames stop early (tol), how many iterations one needs depends on how much the
+# picture moves there: docs/performance.md, "Render time estimate"), and never fewer than this, since one alone is
+# at the mercy of a moment's noise. From three preview frames on that is one after each, which adds at most a
+# third to the fresh frames' iterations at the presets (`iters` against `first_iters`: 40 against 120 at most).
 LATER_SAMPLES = 3
 SHEET_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 LABEL_HEIGHT = 18  # pixels of the band above each row of the sheet that names what the row shows
@@ -57,9 +57,10 @@ class Estimate:
     device: str
     size: tuple[int, int]  # (width, height) of the render
     fresh_frames: int  # the first frame and the first after each scene cut: `first_iters` each
-    later_frames: int  # the rest, warm-started from the frame before: `iters` each
+    later_frames: int  # the rest, warm-started from the frame before: `iters` each, or fewer where they converge
     fresh_seconds: float  # one fresh frame
-    later_seconds: float  # one later frame (flow and temporal loss included, as configured)
+    later_seconds: float  # a later frame on average (flow and temporal loss included, as configured)
+    later_iterations: float  # what the later frames timed over the clip spent, on average
     plan_seconds: float  # the scene-cut pass over the whole video, before the first frame
     setup_seconds: float  # probe, network load and style targets: once a render
 
@@ -200,13 +201,15 @@ def _run(job: PreviewJob, on_event: EventCallback, stop: threading.Event | None)
     started = time.perf_counter()
     cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop)
     plan_seconds = time.perf_counter() - started
-    sources = _decode(job, {*job.frames, *_followers(job)})
+    sources = _decode(job, {i for frame in job.frames for i in (frame, *_followers(job, frame))})
     stylizers, start_seconds = _stylizers(job)
     setup_seconds = job.probe_seconds + start_seconds
-    rows, fresh_seconds, later_seconds = _stylize_rows(job, stylizers, sources, on_event, stop)
+    rows, fresh_seconds, later = _stylize_rows(job, stylizers, sources, on_event, stop)
     fresh = 1 + len(cuts)
+    later_iterations = float(np.mean([f.iterations for f in later])) if later else 0.0
     estimate = Estimate(str(job.device), job.size, fresh, job.info.frame_count - fresh, fresh_seconds,
-                        later_seconds, plan_seconds, setup_seconds)
+                        _seconds_an_iteration(later) * later_iterations, later_iterations, plan_seconds,
+                        setup_seconds)
     times = _times_of(job.info, job.frames)
     weights = tuple(s.config.style_weight for s in stylizers)
     sheet = contact_sheet([[sources[i] for i in job.frames], *rows], _labels(job, times, weights))
@@ -214,13 +217,21 @@ def _run(job: PreviewJob, on_event: EventCallback, stop: threading.Event | None)
     return Preview(job.output, job.frames, times, job.strengths, weights, estimate)
 
 
-def _followers(job: PreviewJob) -> tuple[int, ...]:
-    """The frames stylized after the first preview frame as later frames, to time them: those after it, or, where
-    it is the video's last, those before it (backwards: the cost is the same); none in a video of one frame, which
-    has no later frames."""
-    first, count = job.frames[0], job.info.frame_count
-    after = tuple(range(first + 1, min(first + 1 + LATER_SAMPLES, count)))
-    return after or tuple(range(first - 1, max(-1, first - 1 - LATER_SAMPLES), -1))
+def _followers(job: PreviewJob, frame: int) -> tuple[int, ...]:
+    """The frames stylized after a preview frame as later frames, to time them: those after it, or, where it is the
+    video's last, those before it (backwards: the cost is the same); none in a video of one frame, which has no
+    later frames. LATER_SAMPLES in all, shared among the preview frames, and at least one after each."""
+    count = job.info.frame_count
+    each = max(1, math.ceil(LATER_SAMPLES / len(job.frames)))
+    after = tuple(range(frame + 1, min(frame + 1 + each, count)))
+    return after or tuple(range(frame - 1, max(-1, frame - 1 - each), -1))
+
+
+def _seconds_an_iteration(later: Sequence[StylizedFrame]) -> float:
+    """The median of the timed later frames' seconds an iteration: the machine's speed, which a moment's noise may
+    change for one frame. Multiplied by their mean iterations, it gives a later frame's seconds: the frames differ in
+    iterations (with tol) by how much the picture moves, and the render pays their sum."""
+    return float(np.median([f.seconds / f.iterations for f in later])) if later else 0.0
 
 
 def _decode(job: PreviewJob, wanted: set[int]) -> dict[int, np.ndarray]:
@@ -250,25 +261,26 @@ def _stylizers(job: PreviewJob) -> tuple[list[Stylizer], float]:
 
 def _stylize_rows(job: PreviewJob, stylizers: list[Stylizer], sources: dict[int, np.ndarray],
                   on_event: EventCallback, stop: threading.Event | None
-                  ) -> tuple[list[list[np.ndarray]], float, float]:
-    """Each row's stylized frames, and the median seconds of a fresh and of a later frame.
+                  ) -> tuple[list[list[np.ndarray]], float, list[StylizedFrame]]:
+    """Each row's stylized frames, the median seconds of a fresh frame, and the timed later frames.
 
-    Every preview frame is stylized fresh, as the first of its shot; the first one, in the first row, is followed
-    by a few frames as later frames (warm start, flow on the read-ahead thread, temporal loss: the render's own
-    loop in its steady state), which are timed.
+    Every preview frame is stylized fresh, as the first of its shot; in the first row each one is followed by a
+    few frames as later frames (warm start, flow on the read-ahead thread, temporal loss: the render's own loop in
+    its steady state), which are timed. The fresh frames are timed in that row only, since there, as in a render,
+    the flow of the frames after them runs beside them.
     """
-    followers = _followers(job)
     rows, fresh, later = [], [], []
     for row, stylizer in enumerate(stylizers):
         results = []
-        for column, index in enumerate(job.frames):
-            after = followers if row == 0 and column == 0 else ()
+        for index in job.frames:
+            after = _followers(job, index) if row == 0 else ()
             made = _stylize([Frame(i, sources[i]) for i in (index, *after)], stylizer, on_event, stop)
             results.append(made[0].rgb)
-            fresh.append(made[0].seconds)
-            later += [m.seconds for m in made[1:]]
+            if row == 0:
+                fresh.append(made[0].seconds)
+                later += made[1:]
         rows.append(results)
-    return rows, float(np.median(fresh)), float(np.median(later)) if later else 0.0
+    return rows, float(np.median(fresh)), later
 
 
 def _stylize(frames: list[Frame], stylizer: Stylizer, on_event: EventCallback,
