@@ -17,6 +17,7 @@ import pytest
 from conftest import child_ffmpeg_pids, ffmpeg, shared_asset
 
 from vidstyle.assets import demo_clip
+from vidstyle.io import decode
 from vidstyle.io.decode import Frame, _read_after_seek, read_frames, seek_keyframe
 from vidstyle.io.ffmpeg import run_ffmpeg
 from vidstyle.io.probe import VIDEO_STREAM, VideoInfo, probe_video, size_to_fit
@@ -211,3 +212,21 @@ def test_report_time_of_a_late_range() -> None:
             assert (full_count, late_count) == (info.frame_count, 10)
             print(f"\n{name} at {size[0]}x{size[1]}: full decode {full_count} frames {full * 1000:.0f} ms; "
                   f"range [100, 110) {late_count} frames {late * 1000:.0f} ms")
+
+
+def test_a_failed_clock_reading_is_tried_again_and_a_good_one_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy machine may time out the first-frame decode that reads the clock: the range is then decoded from the
+    first frame (slower, never wrong), and the next range of the video tries the clock again."""
+    info = probe_video(shared_asset("bikes_street_no_audio.mp4"))
+    monkeypatch.setattr(decode, "_CLOCKS", {})
+    real, calls = decode._read_clock, []
+
+    def first_fails(video: VideoInfo) -> object:
+        calls.append(video)
+        return None if len(calls) == 1 else real(video)
+
+    monkeypatch.setattr(decode, "_read_clock", first_fails)
+    assert seek_keyframe(info, 100) is None, "without a clock there is no seek"
+    key = seek_keyframe(info, 100)
+    assert key is not None and 0 < key <= 100, "read again, and this time it seeks"
+    assert seek_keyframe(info, 110) is not None and len(calls) == 2, "a good reading is kept"

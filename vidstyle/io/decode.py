@@ -8,6 +8,7 @@ import os
 import re
 import selectors
 import subprocess
+import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -136,8 +137,26 @@ class _Clock:
 _FILE_START = re.compile(r"^\s*Duration: [^,]*, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
 
 
-@functools.lru_cache(maxsize=16)
+_CLOCKS: dict[VideoInfo, _Clock] = {}  # the readings that succeeded, the latest _CLOCKS_KEPT
+_CLOCKS_KEPT = 16
+_CLOCKS_LOCK = threading.Lock()  # decodes of several ranges may start on several threads
+
+
 def _clock(info: VideoInfo) -> _Clock | None:
+    """The video's clock, read once a process; a failed reading (a decode that timed out on a busy machine) is not
+    kept, so that the next range of the video tries again instead of decoding from the first frame for good."""
+    with _CLOCKS_LOCK:
+        if info not in _CLOCKS:
+            found = _read_clock(info)
+            if found is None:
+                return None
+            if len(_CLOCKS) >= _CLOCKS_KEPT:
+                del _CLOCKS[next(iter(_CLOCKS))]
+            _CLOCKS[info] = found
+        return _CLOCKS[info]
+
+
+def _read_clock(info: VideoInfo) -> _Clock | None:
     """Read off a decode of the first frame at `-v info` (which prints the file's start); None where ffmpeg
     does not report it."""
     proc, side_read = _start_with_stamps(lambda fd: decode_args(info, (16, 16), 1, stamps_fd=fd,
