@@ -11,7 +11,7 @@ from conftest import ffmpeg, shared_asset
 
 from vidstyle.config import Config
 from vidstyle.events import FrameStarted, IterationDone
-from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
+from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, reliable_flow, to_gray, warp
 from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
@@ -55,7 +55,8 @@ def test_mask_marks_where_the_flow_disagrees_with_itself() -> None:
     assert mask[40:60, 45:65].mean() > 0.9 and mask[5:25, 100:145].mean() > 0.9, "the object and the still part"
 
 
-def test_the_renders_reliability_marks_a_known_occlusion(photo: np.ndarray) -> None:
+@pytest.mark.parametrize("method", ["dis", "dis+farneback"])
+def test_the_renders_reliability_marks_a_known_occlusion(photo: np.ndarray, method: str) -> None:
     from vidstyle.io.decode import Frame
 
     patch = resize_rgb(read_image(shared_asset("astronaut.png")), (30, 30))
@@ -64,10 +65,29 @@ def test_the_renders_reliability_marks_a_known_occlusion(photo: np.ndarray) -> N
     second[35:65, 40:70] = patch  # ... moves 20 px to the right
     # Flow alone may miss a small object that moves most of its width (DIS smooths it away); with the colour
     # check, as a render has it, the background it uncovered is still unreliable.
-    motion = list(track_motion([Frame(0, first), Frame(1, second)], Config(flow="dis")))[1]
+    motion = list(track_motion([Frame(0, first), Frame(1, second)], Config(flow=method)))[1]
     assert motion.mask is not None
     assert motion.mask[40:60, 23:37].mean() < 0.5, "background seen in `second` that the object hid in `first`"
     assert motion.mask[5:25, 100:145].mean() > 0.9
+
+
+def test_dis_plus_farneback_keeps_dis_where_it_holds_and_farneback_where_only_it_does() -> None:
+    """At 512 px DIS has nothing to match in the field clip's flat sky, and its two directions disagree there (its
+    paint would be repainted every frame); Farneback's smooth flow agrees with itself there."""
+    info = probe_video(shared_asset("field_pan_with_audio.mp4"))
+    size = size_to_fit(info.width, info.height, 512)
+    first, second = (to_gray(f.rgb) for f in read_frames(info, size, 64, 66))
+    dis_flow, dis_mask = reliable_flow(second, first, "dis")
+    flow, mask = reliable_flow(second, first, "dis+farneback")
+    sky = slice(0, size[1] // 3)
+    assert dis_mask[sky].mean() < 0.7 and mask[sky].mean() > 0.95, (dis_mask[sky].mean(), mask[sky].mean())
+    consistent = occlusion_mask(dis_flow, estimate_flow(first, second, "dis"), blur_sigma=0) > 0
+    assert np.array_equal(flow[consistent], dis_flow[consistent]), "where DIS holds, its flow is kept"
+    farneback = estimate_flow(second, first, "farneback")
+    only_farneback = ~consistent & (occlusion_mask(farneback, estimate_flow(first, second, "farneback"),
+                                                   blur_sigma=0) > 0)
+    assert only_farneback[sky].mean() > 0.3
+    assert np.array_equal(flow[only_farneback], farneback[only_farneback]), "where only Farneback holds, its flow"
 
 
 def test_hard_cut_in_real_footage_is_detected() -> None:

@@ -65,7 +65,8 @@ class Config:
                                      "from the source as it is (always off with preserve_colors)")
     init: str = _opt("prev", "what later frames start from: prev, content or random")
     prev_weight: float = _opt(1.0, "share of the previous frame's stylization carried into the next frame's start")
-    flow: str = _opt("none", "optical flow for the warm start and temporal loss: none, dis or farneback")
+    flow: str = _opt("none", "optical flow for the warm start and temporal loss: none, dis, farneback or "
+                             "dis+farneback (DIS, and Farneback where only it is consistent)")
     # Where the source itself changed (something appeared, the flow slid a background over a moving object), the
     # flow's forward-backward check still passes; carrying the old paint there rode old texture and edges along
     # (scripts/bench_fidelity.py, docs/performance.md "Fidelity under coherence").
@@ -96,7 +97,7 @@ class Config:
 CHOICES = {
     "optimizer": ("lbfgs", "adam"),
     "init": ("prev", "content", "random"),
-    "flow": ("none", "dis", "farneback"),
+    "flow": ("none", "dis", "farneback", "dis+farneback"),
     "pooling": ("max", "avg"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
 }
@@ -145,10 +146,11 @@ def validate(cfg: Config) -> None:
         if not (math.isfinite(value) and low <= value <= high):
             raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {value!r})")
     if cfg.temporal_reach > 1 and cfg.flow == "none":
-        raise SettingError("temporal_reach", "looks back along the optical flow: it needs flow (dis or farneback)")
+        raise SettingError("temporal_reach", "looks back along the optical flow: it needs flow (dis, farneback or "
+                                             "dis+farneback)")
     if cfg.passes > 1 and cfg.flow == "none":
         raise SettingError("passes", "blends each frame with its neighbour warped along the optical flow: it needs "
-                                     "flow (dis or farneback)")
+                                     "flow (dis, farneback or dis+farneback)")
     blend = cfg.style_blend
     if any(not math.isfinite(w) or w < 0 for w in blend) or (blend and sum(blend) <= 0):
         raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero (got {blend})")

@@ -48,7 +48,10 @@ def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LIN
     return cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
-def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float = 1.0) -> np.ndarray:
+_MASK_BLUR = 1.0  # sigma of the reliability mask's blur, so that the temporal loss has no hard seams
+
+
+def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float = _MASK_BLUR) -> np.ndarray:
     """Reliability (H, W) in 0..1 of `backward` (frame t -> t-1) given `forward` (t-1 -> t).
 
     Criteria of Ruder et al. 2016, section 3.2: disoccluded where forward and backward flow disagree,
@@ -71,6 +74,30 @@ def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float 
     if blur_sigma > 0:
         mask = cv2.GaussianBlur(mask, (0, 0), blur_sigma)
     return mask
+
+
+def reliable_flow(cur_gray: np.ndarray, other_gray: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Flow from `cur` to `other` and its reliability (occlusion_mask, blurred).
+
+    "dis+farneback": DIS where its own forward-backward check passes, else Farneback where its own check passes
+    (else DIS's, unreliable). In a textureless region (a sky) DIS has nothing to match and its two directions
+    disagree, more so the larger the frame, so the check rejected much of a sky at 512 px and its paint was
+    repainted every frame; Farneback's smooth flow agrees with itself there, but not at a street's moving edges,
+    where DIS's does. Neither sees motion where there is no texture at all: Farneback's flow there is next to
+    none, so the paint stays where it is on the screen instead of flickering (docs/performance.md, "Away from the
+    shot's first frame, and at 512 px").
+    """
+    if method != "dis+farneback":
+        backward = estimate_flow(cur_gray, other_gray, method)
+        return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method))
+    found = []
+    for single in ("dis", "farneback"):
+        backward = estimate_flow(cur_gray, other_gray, single)
+        found.append((backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, single), blur_sigma=0)))
+    (dis_flow, dis_mask), (farneback_flow, farneback_mask) = found
+    use_dis = dis_mask >= farneback_mask
+    backward = np.where(use_dis[..., None], dis_flow, farneback_flow)
+    return backward, cv2.GaussianBlur(np.maximum(dis_mask, farneback_mask), (0, 0), _MASK_BLUR)
 
 
 def colour_agreement(frame: np.ndarray, carried: np.ndarray, tolerance: float = 0.1) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import colour_agreement, estimate_flow, occlusion_mask, to_gray, warp
+from vidstyle.flow import colour_agreement, reliable_flow, to_gray, warp
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
 from vidstyle.sequence import stylize_sequence
@@ -190,8 +190,7 @@ def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
     (scripts/bench_fidelity.py; docs/performance.md, "The temporal target on the current frame's palette")."""
     near_source, near_result = neighbour
     gray, near_gray = to_gray(source), to_gray(near_source)
-    flow = estimate_flow(gray, near_gray, config.flow)
-    reliable = occlusion_mask(flow, estimate_flow(near_gray, gray, config.flow))
+    flow, reliable = reliable_flow(gray, near_gray, config.flow)
     if config.change_tolerance > 0:
         reliable = reliable * colour_agreement(source, warp(near_source, flow), config.change_tolerance)
     return warp(near_result.astype(np.float32), flow), reliable

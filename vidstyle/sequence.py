@@ -19,7 +19,7 @@ import torch
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import colour_agreement, estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
+from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray, warp
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
 from vidstyle.stylize import Stylizer, add_stylization, to_tensor
@@ -90,14 +90,9 @@ def frames_back(config: Config) -> int:
     return max(reach_offsets(config.temporal_reach), default=1) if config.flow != "none" else 1
 
 
-def _flow_and_mask(cur_gray: np.ndarray, other_gray: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
-    backward = estimate_flow(cur_gray, other_gray, method)
-    return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method))
-
-
 def _long_term(frame: np.ndarray, cur_gray: np.ndarray, other: np.ndarray, back: int, method: str) -> LongTerm:
     """Frame t against frame t - back: flow, reliable where the flow is consistent and the colours agree."""
-    backward, mask = _flow_and_mask(cur_gray, to_gray(other), method)
+    backward, mask = reliable_flow(cur_gray, to_gray(other), method)
     return LongTerm(back, backward, mask * colour_agreement(frame, warp(other, backward)))
 
 
@@ -118,7 +113,7 @@ def track_motion(frames: Iterable[Frame], config: Config, previous: Sequence[np.
         further: tuple[LongTerm, ...] = ()
         if not fresh and config.flow != "none":
             cur_gray = to_gray(frame.rgb)
-            backward, mask = _flow_and_mask(cur_gray, to_gray(prev), config.flow)  # type: ignore[arg-type]
+            backward, mask = reliable_flow(cur_gray, to_gray(prev), config.flow)  # type: ignore[arg-type]
             if config.change_tolerance > 0:
                 mask = mask * colour_agreement(frame.rgb, warp(prev, backward), config.change_tolerance)
             further = tuple(_long_term(frame.rgb, cur_gray, shot[back - 1], back, config.flow)
