@@ -198,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("output", type=Path, help="rendered video")
     metrics.add_argument("--source", type=Path, required=True, help="the video it was rendered from")
     metrics.add_argument("--flow", choices=("farneback", "dis"), default="farneback",
-                         help="flow method for the warping error [farneback: independent of the renderer's DIS]")
+                         help="flow method for the warping error [farneback; a render that follows Farneback's flow "
+                              "(--flow farneback, and dis+farneback in flat regions) is favoured by it there: dis "
+                              "leaves those regions out]")
     metrics.add_argument("--style", "-s", metavar="STYLE",
                          help="the painting it was rendered with (file or built-in name): adds the style gain")
     _add_trim(metrics, "a render of a part of the source: the same --start and --end (or --duration) as the render",
