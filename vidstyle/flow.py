@@ -70,14 +70,16 @@ def occlusion_mask(backward: np.ndarray, forward: np.ndarray, blur_sigma: float 
     # Half a pixel of slack: a sample that lands inside an edge pixel's own area is that pixel, and a still frame's
     # flow is rarely exactly zero, so without it a still shot's border was unreliable.
     outside = (map_x < -0.5) | (map_x > w - 0.5) | (map_y < -0.5) | (map_y > h - 0.5)
-    mask = (~(disoccluded | boundary | outside)).astype(np.float32)
-    if blur_sigma > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), blur_sigma)
-    return mask
+    return _softened((~(disoccluded | boundary | outside)).astype(np.float32), blur_sigma)
 
 
-def reliable_flow(cur_gray: np.ndarray, other_gray: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """Flow from `cur` to `other` and its reliability (occlusion_mask, blurred).
+def _softened(mask: np.ndarray, blur_sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(mask, (0, 0), blur_sigma) if blur_sigma > 0 else mask
+
+
+def reliable_flow(cur_gray: np.ndarray, other_gray: np.ndarray, method: str,
+                  blur_sigma: float = _MASK_BLUR) -> tuple[np.ndarray, np.ndarray]:
+    """Flow from `cur` to `other` and its reliability (occlusion_mask, blurred by `blur_sigma`).
 
     "dis+farneback": DIS where its own forward-backward check passes, else Farneback where its own check passes
     (else DIS's, unreliable). In a textureless region (a sky) DIS has nothing to match and its two directions
@@ -89,15 +91,11 @@ def reliable_flow(cur_gray: np.ndarray, other_gray: np.ndarray, method: str) -> 
     """
     if method != "dis+farneback":
         backward = estimate_flow(cur_gray, other_gray, method)
-        return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method))
-    found = []
-    for single in ("dis", "farneback"):
-        backward = estimate_flow(cur_gray, other_gray, single)
-        found.append((backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, single), blur_sigma=0)))
-    (dis_flow, dis_mask), (farneback_flow, farneback_mask) = found
-    use_dis = dis_mask >= farneback_mask
-    backward = np.where(use_dis[..., None], dis_flow, farneback_flow)
-    return backward, cv2.GaussianBlur(np.maximum(dis_mask, farneback_mask), (0, 0), _MASK_BLUR)
+        return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method), blur_sigma)
+    dis_flow, dis_mask = reliable_flow(cur_gray, other_gray, "dis", blur_sigma=0)
+    farneback_flow, farneback_mask = reliable_flow(cur_gray, other_gray, "farneback", blur_sigma=0)
+    backward = np.where((dis_mask >= farneback_mask)[..., None], dis_flow, farneback_flow)
+    return backward, _softened(np.maximum(dis_mask, farneback_mask), blur_sigma)
 
 
 def colour_agreement(frame: np.ndarray, carried: np.ndarray, tolerance: float = 0.1) -> np.ndarray:

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from vidstyle.errors import InputError
-from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, to_gray, warp
+from vidstyle.flow import is_scene_cut, reliable_flow, to_gray, warp
 from vidstyle.io.decode import read_frames
 from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
 from vidstyle.style_distance import StyleDistance
@@ -45,9 +45,7 @@ def edge_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def source_motion(prev_src: np.ndarray, cur_src: np.ndarray, flow_method: str) -> tuple[np.ndarray, np.ndarray]:
     """Backward flow cur -> prev of the source and its (unblurred) reliability mask."""
-    cur_gray, prev_gray = to_gray(cur_src), to_gray(prev_src)
-    backward = estimate_flow(cur_gray, prev_gray, flow_method)
-    return backward, occlusion_mask(backward, estimate_flow(prev_gray, cur_gray, flow_method), blur_sigma=0)
+    return reliable_flow(to_gray(cur_src), to_gray(prev_src), flow_method, blur_sigma=0)
 
 
 def warping_error(prev: np.ndarray, cur: np.ndarray, backward: np.ndarray, mask: np.ndarray) -> float:
