@@ -146,14 +146,16 @@ def _clock(info: VideoInfo) -> _Clock | None:
     """The video's clock, read once a process; a failed reading (a decode that timed out on a busy machine) is not
     kept, so that the next range of the video tries again instead of decoding from the first frame for good."""
     with _CLOCKS_LOCK:
-        if info not in _CLOCKS:
-            found = _read_clock(info)
-            if found is None:
-                return None
-            if len(_CLOCKS) >= _CLOCKS_KEPT:
+        known = _CLOCKS.get(info)
+    if known is not None:
+        return known
+    found = _read_clock(info)  # outside the lock: a decode of another video need not wait for this one's ffmpeg
+    if found is not None:
+        with _CLOCKS_LOCK:
+            if info not in _CLOCKS and len(_CLOCKS) >= _CLOCKS_KEPT:
                 del _CLOCKS[next(iter(_CLOCKS))]
             _CLOCKS[info] = found
-        return _CLOCKS[info]
+    return found
 
 
 def _read_clock(info: VideoInfo) -> _Clock | None:
