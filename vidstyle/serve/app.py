@@ -317,7 +317,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         size: Annotated[str | None, Form(description="long side of the render in pixels")] = None,
         iters: Annotated[str | None, Form(description="iterations per frame")] = None,
         first_iters: Annotated[str | None, Form(description="iterations of fresh frames and of an image")] = None,
-        style_weight: Annotated[str | None, Form(description="style strength (default 2)")] = None,
+        style_weight: Annotated[str | None, Form(description="style strength (default 5)")] = None,
         flow: Annotated[str | None, Form(description="none, dis, farneback or dis+farneback")] = None,
         preserve_colors: Annotated[str | None, Form(description="keep the content's colours: true or false")] = None,
         seed: Annotated[str | None, Form(description="random seed")] = None,
