@@ -17,6 +17,7 @@ import vidstyle
 from vidstyle.assets import demo_clip
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
+from vidstyle.config import make_config
 from vidstyle.errors import Interrupted, OutputExists, SettingError, VidstyleError
 from vidstyle.events import FrameDone, FrameSaved, FrameStarted
 from vidstyle.io.decode import Frame, read_frames
@@ -25,7 +26,8 @@ from vidstyle.io.paths import partial_path
 from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.pipeline import prepare_render
 from vidstyle.plan import Segment, find_cuts, plan_segments
-from vidstyle.sequence import Previous, StylizedFrame
+from vidstyle.sequence import Previous, StylizedFrame, stylize_sequence
+from vidstyle.stylize import Stylizer
 
 REFERENCE = ROOT / "tests" / "data" / "cut_reference"
 CUT_CLIP = REFERENCE / "cut.mkv"
@@ -93,12 +95,23 @@ def test_cut_clip_renders_exactly_the_sequential_reference(starry: Path, tmp_pat
     assert code == 0
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["segments"] == [[0, 6, True], [6, 12, True]]
+    # The frame loop over the whole clip, no plan of segments, on this machine: the render must match it bit for bit.
+    config = make_config(size=64, iters=4, first_iters=8, flow="dis", temporal_weight=10.0, precision="fp32", seed=0,
+                         device="cpu", style_weight=2.0, tv_weight=1.0, change_tolerance=0.0, palette_start=False)
+    info = probe_video(CUT_CLIP)
+    frames = read_frames(info, size_to_fit(info.width, info.height, 64), 0, 12)
+    sequential = [r.rgb for r in stylize_sequence(frames, Stylizer(config, [read_image(starry)]))]
     for i in range(12):
         name = f"{i:07d}.png"
         got, want = _pixels(work / "frames" / name), _pixels(REFERENCE / name)
         assert got.shape == want.shape == (36, 64, 3)
-        assert np.array_equal(got, want), f"frame {i} differs from the sequential renderer's (max diff " \
-                                          f"{np.abs(got.astype(int) - want).max()})"
+        assert np.array_equal(got, cv2.cvtColor(sequential[i], cv2.COLOR_RGB2BGR)), \
+            f"frame {i} differs from the sequential renderer's"
+        # The stored frames pin what this code made before. Another CPU's kernels round a last bit differently and
+        # the optimizer carries that along the shot (up to 4 levels of 255 here, 0.5 on average), so not exactly.
+        diff = np.abs(got.astype(int) - want)
+        assert diff.max() <= 10 and diff.mean() < 1.0, f"frame {i} is far from the stored sequential render " \
+                                                        f"(max diff {diff.max()}, mean {diff.mean():.2f})"
 
 
 def test_resume_makes_only_the_missing_frames_of_a_set(full, bunny_short: Path, starry: Path,
