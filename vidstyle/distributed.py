@@ -78,6 +78,7 @@ DEFAULT_OVERLAP = 12
 MAX_RETRIES = 3
 CHUNKS = "chunks"
 _POLL = 0.2  # seconds between looks at the work directory while tasks run
+_RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
 
 
@@ -561,10 +562,19 @@ class _Driver:
                         raise Cancelled()
                     if not pending and writer.frames_written < job.info.frame_count:
                         self._check_complete(writer.frames_written, todo, made)
+                self._await_returns(pending)
             finally:
                 for ref in pending:
                     self.ray.cancel(ref, force=True)  # ends the worker process, and with it its ffmpeg
             return writer.frames_written
+
+    def _await_returns(self, pending: dict[Any, Task]) -> None:
+        """A task saves its last frame before it returns the iterations it spent, so every frame can be encoded
+        while the last tasks are still returning: wait for them (they have nothing left to make), or the summary
+        would leave their frames out of what this run stylized."""
+        deadline = time.monotonic() + _RETURN_WAIT
+        while pending and time.monotonic() < deadline:
+            self._collect(pending)
 
     def _made(self) -> dict[int, set[int]]:
         """The frames each pass has made (the first pass's seams blended where both sides are on disk)."""
