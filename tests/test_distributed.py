@@ -43,10 +43,12 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     Task,
     blend_frames,
     blend_weight,
+    finished_seams,
     plan_chunks,
     plan_tasks,
     run_task,
     tasks_to_run,
+    unread_frames,
 )
 
 # 12 frames in chunks of 4 with 2 frames of overlap: 3 chunks, 2 seams.
@@ -128,6 +130,24 @@ def test_only_the_tasks_whose_frames_are_still_read_run() -> None:
     assert run(every - {3}, every - {5}) == [(1, 0), (2, 4)], "pass 2 over 4-7 reads frame 3 of pass 1"
     assert run(every - {1}, every - {5}) == [(2, 4)], "no task left reads frame 1"
     assert run(set(), set()) == [(1, 0), (2, 0), (1, 4), (2, 4), (1, 8), (2, 8)]
+
+
+def test_what_no_task_will_read_again_is_named_as_the_tasks_finish() -> None:
+    tasks = plan_tasks(_segments(), CHUNKING["overlap"], passes=3)  # chunks [0,4), [2,8), [6,12)
+    task = {(t.number, t.chunk.start): t for t in tasks}
+
+    def unread(*done: tuple[int, int]) -> dict[int, set[int]]:
+        return unread_frames(tasks, {task[d] for d in done})
+
+    assert unread() == {1: set(), 2: set()}
+    # Pass 2 over 0-3 read pass 1's 0-4; pass 2 over 4-7, still to finish, reads 3-8.
+    assert unread((1, 0), (1, 4), (2, 0)) == {1: {0, 1, 2}, 2: set()}
+    assert unread((1, 0), (1, 4), (2, 0), (2, 4), (3, 0)) == {1: set(range(7)), 2: {0, 1, 2}}
+    assert unread(*task) == {1: set(range(12)), 2: set(range(12))}
+    seams = [(c.first, c.start) for c in finished_seams(tasks, {task[1, 0], task[1, 4], task[1, 8]})]
+    assert seams == [(2, 4), (6, 8)], "each lead-in, once both chains that painted it are done"
+    assert finished_seams(tasks, {task[1, 4], task[1, 8], task[2, 0]}) == [tasks[6].chunk]
+    assert finished_seams(tasks, {task[1, 0], task[2, 0]}) == []
 
 
 def test_blend_goes_from_the_earlier_painting_to_the_later_and_keeps_the_contrast() -> None:
@@ -253,8 +273,17 @@ def test_passes_on_workers_reach_across_the_chunks_and_resume_to_the_same_frames
                                                                                 starry: Path, tmp_path: Path) -> None:
     config = _config(passes=3)
     events: list[object] = []
+    kept: list[int] = []  # the first pass's frames and the overlap paintings on disk, at each event
+
+    def on_event(event: object) -> None:
+        events.append(event)
+        kept.append(sum(_count_files(tmp_path / "w1" / f) for f in ("passes/1", "chunks/lead", "chunks/tail")))
+
     whole = vidstyle.render(bunny_short, [starry], tmp_path / "whole.mp4", config, workdir=tmp_path / "w1",
-                            on_event=events.append, workers=2, **CHUNKING)
+                            on_event=on_event, workers=2, **CHUNKING)
+    last_saved = max(n for n, e in enumerate(events) if isinstance(e, FrameSaved))
+    assert max(kept) > 0 and kept[last_saved] == 0, \
+        "a frame's first painting goes once every task that reads it is done, long before the last frame is final"
     assert probe_video(whole).frame_count == 12
     assert sorted(e.index for e in events if isinstance(e, FrameSaved)) == list(range(12))
     assert not (tmp_path / "w1" / "passes").exists() and not (tmp_path / "w1" / "chunks").exists()
@@ -296,6 +325,14 @@ def test_a_chunk_resumed_mid_way_looks_as_far_back_as_its_uninterrupted_run(bunn
         cv2.setNumThreads(opencv_threads)
     for index in range(8):
         assert np.array_equal(_frames(work.path)[index], whole[index]), f"frame {index} differs"
+
+
+def _count_files(folder: Path) -> int:
+    """Files in a folder that the render may delete at any moment."""
+    try:
+        return len(os.listdir(folder))
+    except FileNotFoundError:
+        return 0
 
 
 def _segments():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,14 @@ class WorkDir:
         path = self.pass_path(number, index)
         return self._load(path, size) if path.is_file() else None
 
-    def remove_pass_frames(self, number: int, indices: range) -> None:
-        """Drop a pass's frames once the passes after it are made (they are not needed to resume any more)."""
+    def drop_pass_frames(self, number: int, indices: Iterable[int]) -> None:
+        """Delete the named frames of a pass and nothing else: other frames of it may be being written now."""
         for index in indices:
             self.pass_path(number, index).unlink(missing_ok=True)
+
+    def remove_pass_frames(self, number: int, indices: range) -> None:
+        """Drop a pass's frames once the passes after it are made (they are not needed to resume any more)."""
+        self.drop_pass_frames(number, indices)
         folder = self.path / PASSES / str(number)
         for entry in folder.iterdir() if folder.is_dir() else ():
             if _TEMPORARY_NAME.match(entry.name):  # left by a write that a stop cut short

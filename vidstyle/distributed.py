@@ -33,7 +33,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -307,6 +307,12 @@ class ChunkFiles:
                 found.setdefault((int(first), int(number)), []).append(path)
         return found
 
+    def drop_overlap(self, indices: Iterable[int]) -> None:
+        """Delete the two paintings of these lead-in frames (the blend of each is a final frame now)."""
+        for index in indices:
+            for role in ("lead", "tail"):
+                self.path(role, index).unlink(missing_ok=True)
+
     def remove(self) -> None:
         """Drop the overlap frames and markers: the final frames hold everything a render needs from them."""
         shutil.rmtree(self.root, ignore_errors=True)
@@ -524,6 +530,26 @@ def tasks_to_run(tasks: list[Task], made: dict[int, set[int]]) -> list[Task]:
     return [t for t in tasks if t in needed]
 
 
+def unread_frames(tasks: list[Task], finished: set[Task]) -> dict[int, set[int]]:
+    """For each pass before the last, its frames that no unfinished task reads: every task of the next pass whose
+    `needs` hold them has finished. They are then needed neither by this run nor to resume it (`tasks_to_run`
+    runs no task for a finished chunk whose earlier passes' frames are gone)."""
+    unread: dict[int, set[int]] = {}
+    for number in range(1, max(t.number for t in tasks)):
+        readers = [t for t in tasks if t.number == number + 1]
+        waiting = {i for t in readers if t not in finished for i in t.needs}
+        unread[number] = {i for t in readers if t in finished for i in t.needs} - waiting
+    return unread
+
+
+def finished_seams(tasks: list[Task], finished: set[Task]) -> list[Chunk]:
+    """Chunks whose lead-in was painted by two chains that have both finished: the chunk's and the one before it
+    (whose tail it is); neither will paint those frames again."""
+    firsts = [t for t in tasks if t.number == 1]
+    return [later.chunk for earlier, later in zip(firsts, firsts[1:], strict=False)
+            if later.chunk.first < later.chunk.start and earlier in finished and later in finished]
+
+
 class _Driver:
     """Starts each task once the frames it reads are made, blends each overlap once both sides are on disk, and
     encodes every frame in order as soon as it and all before it are final."""
@@ -535,6 +561,9 @@ class _Driver:
         self.files = ChunkFiles(job.workdir, job.config.passes)
         self.seams = [t.chunk for t in tasks if t.number == 1 and t.chunk.first < t.chunk.start]
         self.reported: tuple[int, int] | None = None
+        self.finished: set[Task] = set()
+        # Earlier passes' frames deleted by this run: still made, as far as the tasks waiting for frames go.
+        self.dropped: dict[int, set[int]] = {number: set() for number in range(1, job.config.passes)}
 
     def run(self, partial: Path) -> int:
         job = self.job
@@ -554,6 +583,7 @@ class _Driver:
                         pending[remote.remote(work, task)] = task
                     self._collect(pending)
                     made = self._made()
+                    self._drop_unread(set(self.tasks) - set(todo) - set(pending.values()), made)
                     final = made[job.config.passes]
                     self._announce(final - announced, announced)
                     self._encode(writer, final)
@@ -577,12 +607,32 @@ class _Driver:
             self._collect(pending)
 
     def _made(self) -> dict[int, set[int]]:
-        """The frames each pass has made (the first pass's seams blended where both sides are on disk)."""
+        """The frames each pass has made (the first pass's seams blended where both sides are on disk), those this
+        run deleted as unread included."""
         work, last = self.job.workdir, self.job.config.passes
-        made = {1: self._blend(self.files.present("final"))}
-        for number in range(2, last + 1):
-            made[number] = work.done_frames() if number == last else work.done_pass_frames(number)
+        made = {1: self._blend(self.files.present("final") | self.dropped.get(1, set()))}
+        for number in range(2, last):
+            made[number] = work.done_pass_frames(number) | self.dropped[number]
+        if last > 1:
+            made[last] = work.done_frames()
         return made
+
+    def _drop_unread(self, finished: set[Task], made: dict[int, set[int]]) -> None:
+        """Delete, as tasks finish, what no task will read again, so that the work directory holds about one
+        painting a frame, as a sequential render's does: a blended seam's two paintings, and the earlier passes'
+        frames that every task of the next pass that reads them has used."""
+        if finished == self.finished:
+            return
+        self.finished = finished
+        for chunk in finished_seams(self.tasks, finished):
+            if all(i in made[1] for i in range(chunk.first, chunk.start)):
+                self.files.drop_overlap(range(chunk.first, chunk.start))
+        for number, unread in unread_frames(self.tasks, finished).items():
+            gone = (unread & made[number]) - self.dropped[number]
+            if number == 1:  # a seam's paintings go first, or its blend would be made again
+                self.files.drop_overlap(gone)
+            self.job.workdir.drop_pass_frames(number, gone)
+            self.dropped[number] |= gone
 
     @staticmethod
     def _ready(todo: list[Task], made: dict[int, set[int]]) -> Task | None:
