@@ -11,13 +11,13 @@ from conftest import ffmpeg, shared_asset
 
 from vidstyle.config import Config
 from vidstyle.events import FrameStarted, IterationDone
-from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, reliable_flow, to_gray, warp
+from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.metrics import edge_correlation, measure_frames
 from vidstyle.pipeline import render
-from vidstyle.sequence import UNRELIABLE_KEEP, Motion, track_motion, warm_start
+from vidstyle.sequence import SHARP_FROM, UNRELIABLE_KEEP, Motion, carry_sharpness, track_motion, warm_start
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,35 @@ def test_the_temporal_target_follows_the_current_frames_palette(photo: np.ndarra
     assert np.array_equal(target, base(cur).astype(int) + 40)
     assert np.array_equal(start, base(cur) + 40), "start and target agree where the flow is reliable"
     assert not np.array_equal(target, prev_out), "not the previous output as it was"
+
+
+def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:
+    info = probe_video(shared_asset(clip))
+    return next(iter(read_frames(info, size_to_fit(info.width, info.height, long_side), index, index + 1))).rgb
+
+
+def test_the_carried_paint_is_kept_sharp_where_a_large_render_has_detail() -> None:
+    street, field = _frame_at("bikes_street_no_audio.mp4", 54, 512), _frame_at("field_pan_with_audio.mp4", 60, 512)
+    assert float(carry_sharpness(street).mean()) > 0.6, "a street scene is detailed almost everywhere"
+    assert float(carry_sharpness(field).mean()) < 0.2, "a field under a wide sky is mostly flat"
+    small = _frame_at("bikes_street_no_audio.mp4", 54, SHARP_FROM)
+    assert not carry_sharpness(small).any(), "small renders paint the grain back: their paint is carried as before"
+
+    # A pan's flow resamples the carried paint once a frame: twelve half-pixel shifts back and forth.
+    rng = np.random.default_rng(0)
+    paint = rng.normal(0, 40, street.shape).astype(np.float32)
+    half = np.zeros((*street.shape[:2], 2), np.float32)
+    half[..., 0] = 0.5
+
+    def grain_after_pan(sharpness: np.ndarray) -> float:
+        carried = paint
+        for step in range(12):
+            carried = warp_keeping_detail(carried, half if step % 2 == 0 else -half, sharpness)
+        return float(carried[:, 8:-8].std() / paint[:, 8:-8].std())
+
+    sharp, blurred = grain_after_pan(np.ones(street.shape[:2], np.float32)), grain_after_pan(carry_sharpness(small))
+    assert sharp > 0.85 and blurred < 0.6, (sharp, blurred)
+    assert np.array_equal(warp_keeping_detail(paint, half, np.zeros(street.shape[:2], np.float32)), warp(paint, half))
 
 
 def test_metrics_see_a_frozen_render(photo: np.ndarray) -> None:

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray, warp
+from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
 from vidstyle.stylize import Stylizer, add_stylization, to_tensor
@@ -31,6 +32,18 @@ from vidstyle.threads import read_ahead
 # nothing is carried a frame starts as a fresh one does), 0.35 keeps more of the source's edges than 0.7 did at
 # equal style, for a little more flicker (scripts/bench_fidelity.py; docs/performance.md).
 UNRELIABLE_KEEP = 0.35
+
+# The temporal target carries the previous frame's paint, resampled along the flow once a frame. Bilinear
+# resampling is a blur at a sub-pixel shift, and it piles up along a shot; a later frame's few iterations paint the
+# lost grain back at small sizes, less and less on larger renders, where the finest strokes faded (the street at
+# 512 px). Lanczos keeps them, but in the flat regions of a source it also keeps a fresh frame's excess texture,
+# which then shimmers (the field pan's sky). So the target is resampled with Lanczos where the source has detail,
+# on renders above SHARP_FROM px, fully from SHARP_FULL px on (scripts/bench_fidelity.py, docs/performance.md
+# "Why the street's style fades").
+SHARP_FROM, SHARP_FULL = 256, 512
+# Source gradient (grey levels a pixel, Sobel / 4, blurred, scaled to a 512-px render) from which on a region
+# counts as detailed, and at which fully: a sky or a wall is under the first, a street scene's texture over the second.
+DETAIL_FLAT, DETAIL_FULL = 0.5, 3.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,19 @@ def _as_is(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def carry_sharpness(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) in 0..1: how sharply the previous frame's paint is carried to each pixel of this source frame (see
+    SHARP_FROM); all 0 on renders up to SHARP_FROM px."""
+    long_side = max(rgb.shape[:2])
+    size_share = min(1.0, max(0.0, (long_side - SHARP_FROM) / (SHARP_FULL - SHARP_FROM)))
+    if size_share == 0.0:
+        return np.zeros(rgb.shape[:2], np.float32)
+    grey = to_gray(rgb).astype(np.float32)
+    gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4.0
+    gradient = cv2.GaussianBlur(gradient, (0, 0), 2.0) * (long_side / SHARP_FULL)
+    return size_share * np.clip((gradient - DETAIL_FLAT) / (DETAIL_FULL - DETAIL_FLAT), 0.0, 1.0)
+
+
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
                device: torch.device | None = None,
                earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
@@ -172,7 +198,8 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
         return add_stylization(current, stylization, config.prev_weight), None
     carried = warp(stylization, motion.backward)
     kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
-    start, held, mask = carried * kept, carried, motion.mask
+    held = warp_keeping_detail(stylization, motion.backward, carry_sharpness(motion.frame.rgb))
+    start, mask = carried * kept, motion.mask
     if motion.further:
         start, held, mask = _reach_further(motion, start, held, earlier, base)
     temporal = None
