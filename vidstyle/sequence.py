@@ -198,7 +198,7 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
         return add_stylization(current, stylization, config.prev_weight), None
     carried = warp(stylization, motion.backward)
     kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
-    held = warp_keeping_detail(stylization, motion.backward, carry_sharpness(motion.frame.rgb))
+    held = warp_keeping_detail(stylization, motion.backward, carry_sharpness(motion.frame.rgb), bilinear=carried)
     start, mask = carried * kept, motion.mask
     if motion.further:
         start, held, mask = _reach_further(motion, start, held, earlier, base)
