@@ -6,9 +6,10 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from conftest import child_ffmpeg_pids, decoded, run_cli
+from conftest import child_ffmpeg_pids, decoded, run_cli, shared_asset
 
 import vidstyle
 from vidstyle.config import make_config
@@ -16,7 +17,7 @@ from vidstyle.errors import Interrupted, SettingError
 from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted, ignore_event
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image
-from vidstyle.io.probe import probe_video
+from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.metrics import measure_video
 from vidstyle.passes import (
     BLEND,
@@ -28,6 +29,7 @@ from vidstyle.passes import (
     refine,
     stylize_shot,
 )
+from vidstyle.sequence import carry_sharpness
 from vidstyle.stylize import Stylizer
 
 ITERS = 16  # a later pass gets a quarter: 4 iterations
@@ -76,6 +78,25 @@ def test_a_frame_starts_half_from_its_warped_neighbour_where_the_flow_is_reliabl
     assert np.allclose(warped, 100, atol=1)
     expected = BLEND * 100 + (1 - BLEND) * 200
     assert np.abs(start.astype(float) - expected).max() <= 1.5
+
+
+def test_a_later_pass_keeps_the_neighbours_finest_strokes_where_a_large_render_has_detail() -> None:
+    info = probe_video(shared_asset("bikes_street_no_audio.mp4"))
+
+    def grain_kept(long_side: int) -> float:
+        source = next(read_frames(info, size_to_fit(info.width, info.height, long_side), 54, 55)).rgb.copy()
+        h, w = source.shape[:2]
+        half_pixel = np.float32([[1, 0, 0.5], [0, 1, 0]])  # the neighbour: the scene half a pixel to the right
+        near = cv2.warpAffine(source, half_pixel, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
+        grain = np.clip(np.random.default_rng(0).normal(128, 30, source.shape), 0, 255).astype(np.uint8)
+        _, warped, _ = neighbour_start(source, source, (near, grain), _config(2))
+        detailed = carry_sharpness(source) > 0.9 if long_side > 256 else np.ones((h, w), bool)
+        inner = np.zeros((h, w), bool)
+        inner[8:-8, 8:-8] = True
+        return float(warped[detailed & inner].std() / grain[detailed & inner].std())
+
+    # A bilinear sample half-way between pixels averages two: about 0.7 of a grain's spread is left.
+    assert grain_kept(512) > 0.9 and grain_kept(256) < 0.8, (grain_kept(512), grain_kept(256))
 
 
 def test_passes_need_flow() -> None:

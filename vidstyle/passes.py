@@ -25,10 +25,10 @@ import torch
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import colour_agreement, reliable_flow, to_gray, warp
+from vidstyle.flow import colour_agreement, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
-from vidstyle.sequence import stylize_sequence
+from vidstyle.sequence import carry_sharpness, stylize_sequence
 from vidstyle.stylize import Stylizer, to_tensor
 
 # δ of eq. 11: how much of the warped neighbour a frame starts from where the flow is reliable; the rest is the
@@ -193,7 +193,9 @@ def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
     flow, reliable = reliable_flow(gray, near_gray, config.flow)
     if config.change_tolerance > 0:
         reliable = reliable * colour_agreement(source, warp(near_source, flow), config.change_tolerance)
-    return warp(near_result.astype(np.float32), flow), reliable
+    # Sharp where the source has detail on large renders, as the first pass carries its paint (sequence.
+    # carry_sharpness): a bilinear sample at a sub-pixel shift blurs the neighbour's finest strokes.
+    return warp_keeping_detail(near_result.astype(np.float32), flow, carry_sharpness(source)), reliable
 
 
 def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
