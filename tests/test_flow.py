@@ -17,7 +17,17 @@ from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.metrics import edge_correlation, measure_frames
 from vidstyle.pipeline import render
-from vidstyle.sequence import SHARP_FROM, UNRELIABLE_KEEP, Motion, carry_sharpness, track_motion, warm_start
+from vidstyle.sequence import (
+    HOLD_FULL,
+    HOLD_SMALL,
+    SHARP_FROM,
+    UNRELIABLE_KEEP,
+    Motion,
+    carry_hold,
+    carry_sharpness,
+    track_motion,
+    warm_start,
+)
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +177,30 @@ def test_the_temporal_target_follows_the_current_frames_palette(photo: np.ndarra
                                  Config(temporal_weight=1.0), base=base)
     assert temporal is not None
     target = (temporal.warped[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
-    assert np.array_equal(target, base(cur).astype(int) + 40)
-    assert np.array_equal(start, base(cur) + 40), "start and target agree where the flow is reliable"
+    held = round(40 * carry_hold(max(photo.shape[:2])))  # a small render: the old paint relaxes a little
+    assert np.array_equal(target, base(cur).astype(int) + held)
+    assert np.array_equal(start, base(cur) + 40), "the start carries all of it where the flow is reliable"
     assert not np.array_equal(target, prev_out), "not the previous output as it was"
+
+
+def test_on_small_renders_the_temporal_target_lets_the_old_paint_relax() -> None:
+    """A still scene with +60 of paint: the target holds a small render to part of it, a large one to all."""
+    from vidstyle.io.decode import Frame
+
+    def held_paint(long_side: int) -> float:
+        source = np.full((long_side // 2, long_side, 3), 100, np.uint8)
+        still = np.zeros((*source.shape[:2], 2), np.float32)
+        reliable = np.ones(source.shape[:2], np.float32)
+        _, temporal = warm_start(Motion(Frame(1, source), source, False, still, reliable), source + 60,
+                                 Config(temporal_weight=1.0))
+        assert temporal is not None
+        return float(temporal.warped.mean()) * 255 - 100
+
+    assert held_paint(64) == pytest.approx(60 * HOLD_SMALL, abs=0.5)
+    assert held_paint(HOLD_FULL) == pytest.approx(60, abs=0.5) == held_paint(512)
+    assert 60 * HOLD_SMALL < held_paint(192) < 60
+    sizes = (64, 128, 192, 256, 1024)
+    assert [carry_hold(n) for n in sizes] == sorted(carry_hold(n) for n in sizes)
 
 
 def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:

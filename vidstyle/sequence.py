@@ -44,6 +44,14 @@ SHARP_FROM, SHARP_FULL = 256, 512
 # Source gradient (grey levels a pixel, Sobel / 4, blurred, scaled to a 512-px render) from which on a region
 # counts as detailed, and at which fully: a sky or a wall is under the first, a street scene's texture over the second.
 DETAIL_FLAT, DETAIL_FULL = 0.5, 3.0
+# Share of the carried stylization that the temporal target holds a later frame to, the rest of the target being the
+# frame's own palette start: on small renders the old paint relaxes toward each frame's own balance by a twentieth a
+# frame. There a later frame's iterations paint the strokes back, and a fresh frame's heavy texture no longer rides
+# along the shot as it did at 96 px (the field pan kept fewer edges than independent frames; now more). From
+# HOLD_FULL px on, where the iterations paint back less, the decay cost the street a tenth of its style, so the
+# target holds all of it there (scripts/bench_fidelity.py, docs/performance.md "A decay of the carried paint on
+# small renders").
+HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,12 @@ def carry_sharpness(rgb: np.ndarray) -> np.ndarray:
     return size_share * np.clip((gradient - DETAIL_FLAT) / (DETAIL_FULL - DETAIL_FLAT), 0.0, 1.0)
 
 
+def carry_hold(long_side: int) -> float:
+    """Share of the carried stylization in a later frame's temporal target (see HOLD_SMALL)."""
+    rise = min(1.0, max(0.0, (long_side - HOLD_FROM) / (HOLD_FULL - HOLD_FROM)))
+    return HOLD_SMALL + (1.0 - HOLD_SMALL) * rise
+
+
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
                device: torch.device | None = None,
                earlier: Sequence[tuple[np.ndarray, np.ndarray]] = (),
@@ -186,6 +200,7 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     frame's base. Holding the previous *output* instead held last frame's recolouring: each frame takes its own
     palette transform, and as the picture changed (a dark car entering) the held regions kept colours that no
     longer matched the rest, drifting away from the painting and from the source's edges frame after frame.
+    On small renders the target holds only part of the carried stylization (carry_hold), so old paint relaxes.
 
     Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
     the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
@@ -205,7 +220,8 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     temporal = None
     if config.temporal_weight > 0:
         device = device or torch.device("cpu")
-        target = np.clip(current.astype(np.float32) + held, 0, 255).round().astype(np.uint8)
+        hold = carry_hold(max(motion.frame.rgb.shape[:2]))
+        target = np.clip(current.astype(np.float32) + hold * held, 0, 255).round().astype(np.uint8)
         weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
         temporal = TemporalLoss(to_tensor(target, device), weights)
     return add_stylization(current, start, config.prev_weight), temporal
