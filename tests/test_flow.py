@@ -177,30 +177,36 @@ def test_the_temporal_target_follows_the_current_frames_palette(photo: np.ndarra
                                  Config(temporal_weight=1.0), base=base)
     assert temporal is not None
     target = (temporal.warped[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
-    held = round(40 * carry_hold(max(photo.shape[:2])))  # a small render: the old paint relaxes a little
+    held = round(40 * float(carry_hold(cur, carry_sharpness(cur)).max()))  # a small render: old paint relaxes
     assert np.array_equal(target, base(cur).astype(int) + held)
     assert np.array_equal(start, base(cur) + 40), "the start carries all of it where the flow is reliable"
     assert not np.array_equal(target, prev_out), "not the previous output as it was"
 
 
-def test_on_small_renders_the_temporal_target_lets_the_old_paint_relax() -> None:
-    """A still scene with +60 of paint: the target holds a small render to part of it, a large one to all."""
+def test_the_temporal_target_lets_old_paint_relax_on_small_renders_and_in_flat_regions_of_large_ones() -> None:
+    """A still scene, flat on the left and detailed on the right, with +60 of paint: the target holds part of it
+    everywhere on a small render, all of it from HOLD_FULL px, and on a large render all of it only where there is
+    detail."""
     from vidstyle.io.decode import Frame
 
-    def held_paint(long_side: int) -> float:
-        source = np.full((long_side // 2, long_side, 3), 100, np.uint8)
-        still = np.zeros((*source.shape[:2], 2), np.float32)
-        reliable = np.ones(source.shape[:2], np.float32)
+    def held_paint(long_side: int) -> tuple[float, float]:
+        h, w = long_side // 2, long_side
+        source = np.full((h, w, 3), 100, np.uint8)
+        source[:, w // 2:] = np.random.default_rng(0).integers(60, 140, (h, w - w // 2, 1))
+        still = np.zeros((h, w, 2), np.float32)
+        reliable = np.ones((h, w), np.float32)
         _, temporal = warm_start(Motion(Frame(1, source), source, False, still, reliable), source + 60,
                                  Config(temporal_weight=1.0))
         assert temporal is not None
-        return float(temporal.warped.mean()) * 255 - 100
+        paint = (temporal.warped[0].permute(1, 2, 0).numpy() * 255).round() - source
+        return float(paint[:, : w // 2 - 16].mean()), float(paint[:, w // 2 + 16:].mean())
 
-    assert held_paint(64) == pytest.approx(60 * HOLD_SMALL, abs=0.5)
-    assert held_paint(HOLD_FULL) == pytest.approx(60, abs=0.5) == held_paint(512)
-    assert 60 * HOLD_SMALL < held_paint(192) < 60
-    sizes = (64, 128, 192, 256, 1024)
-    assert [carry_hold(n) for n in sizes] == sorted(carry_hold(n) for n in sizes)
+    assert held_paint(64) == pytest.approx((60 * HOLD_SMALL, 60 * HOLD_SMALL), abs=0.5)
+    assert held_paint(HOLD_FULL) == pytest.approx((60, 60), abs=0.5)
+    assert held_paint(512) == pytest.approx((60 * HOLD_SMALL, 60), abs=0.5)
+    flat, detailed = held_paint(384)
+    assert 60 * HOLD_SMALL < flat < 60 and detailed == pytest.approx(60, abs=0.5)
+    assert 60 * HOLD_SMALL < held_paint(192)[0] < 60
 
 
 def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:
@@ -211,7 +217,7 @@ def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:
 def test_the_carried_paint_is_kept_sharp_where_a_large_render_has_detail() -> None:
     street, field = _frame_at("bikes_street_no_audio.mp4", 54, 512), _frame_at("field_pan_with_audio.mp4", 60, 512)
     assert float(carry_sharpness(street).mean()) > 0.6, "a street scene is detailed almost everywhere"
-    assert float(carry_sharpness(field).mean()) < 0.2, "a field under a wide sky is mostly flat"
+    assert float(carry_sharpness(field).mean()) < 0.35, "a field under a wide sky is mostly flat"
     small = _frame_at("bikes_street_no_audio.mp4", 54, SHARP_FROM)
     assert not carry_sharpness(small).any(), "small renders paint the grain back: their paint is carried as before"
 

@@ -42,15 +42,17 @@ UNRELIABLE_KEEP = 0.35
 # "Why the street's style fades").
 SHARP_FROM, SHARP_FULL = 256, 512
 # Source gradient (grey levels a pixel, Sobel / 4, blurred, scaled to a 512-px render) from which on a region
-# counts as detailed, and at which fully: a sky or a wall is under the first, a street scene's texture over the second.
-DETAIL_FLAT, DETAIL_FULL = 0.5, 3.0
+# counts as detailed, and at which fully: a sky is under the first, a street scene's texture mostly over the second
+# (twice these kept less of the street's style; docs/performance.md "A decay of the carried paint").
+DETAIL_FLAT, DETAIL_FULL = 0.25, 1.5
 # Share of the carried stylization that the temporal target holds a later frame to, the rest of the target being the
-# frame's own palette start: on small renders the old paint relaxes toward each frame's own balance by a twentieth a
-# frame. There a later frame's iterations paint the strokes back, and a fresh frame's heavy texture no longer rides
-# along the shot as it did at 96 px (the field pan kept fewer edges than independent frames; now more). From
-# HOLD_FULL px on, where the iterations paint back less, the decay cost the street a tenth of its style, so the
-# target holds all of it there (scripts/bench_fidelity.py, docs/performance.md "A decay of the carried paint on
-# small renders").
+# frame's own palette start: where it is under 1 the old paint relaxes toward each frame's own balance, and a fresh
+# frame's heavy texture no longer rides along the shot. On small renders everywhere: there a later frame's
+# iterations paint the strokes back (the field pan at 96 px kept fewer edges than independent frames; now more);
+# from HOLD_FULL px on they paint back too little and the decay cost the street a tenth of its style. On large
+# renders, from SHARP_FROM px, where the source is flat: there the carried texture is only what shimmers (the field
+# pan's sky at 512 px), while detailed regions keep all of their sharp-carried strokes (scripts/bench_fidelity.py,
+# docs/performance.md "A decay of the carried paint").
 HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
 
 
@@ -159,23 +161,35 @@ def _as_is(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def _ramp(value: float, start: float, full: float) -> float:
+    """0 up to `start`, rising linearly to 1 at `full`."""
+    return min(1.0, max(0.0, (value - start) / (full - start)))
+
+
+def source_detail(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) in 0..1: how much detail the source frame has around each pixel (see DETAIL_FLAT)."""
+    grey = to_gray(rgb).astype(np.float32)
+    gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4.0
+    gradient = cv2.GaussianBlur(gradient, (0, 0), 2.0) * (max(rgb.shape[:2]) / SHARP_FULL)
+    return np.clip((gradient - DETAIL_FLAT) / (DETAIL_FULL - DETAIL_FLAT), 0.0, 1.0)
+
+
 def carry_sharpness(rgb: np.ndarray) -> np.ndarray:
     """(H, W) in 0..1: how sharply the previous frame's paint is carried to each pixel of this source frame (see
     SHARP_FROM); all 0 on renders up to SHARP_FROM px."""
-    long_side = max(rgb.shape[:2])
-    size_share = min(1.0, max(0.0, (long_side - SHARP_FROM) / (SHARP_FULL - SHARP_FROM)))
+    size_share = _ramp(max(rgb.shape[:2]), SHARP_FROM, SHARP_FULL)
     if size_share == 0.0:
         return np.zeros(rgb.shape[:2], np.float32)
-    grey = to_gray(rgb).astype(np.float32)
-    gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4.0
-    gradient = cv2.GaussianBlur(gradient, (0, 0), 2.0) * (long_side / SHARP_FULL)
-    return size_share * np.clip((gradient - DETAIL_FLAT) / (DETAIL_FULL - DETAIL_FLAT), 0.0, 1.0)
+    return size_share * source_detail(rgb)
 
 
-def carry_hold(long_side: int) -> float:
-    """Share of the carried stylization in a later frame's temporal target (see HOLD_SMALL)."""
-    rise = min(1.0, max(0.0, (long_side - HOLD_FROM) / (HOLD_FULL - HOLD_FROM)))
-    return HOLD_SMALL + (1.0 - HOLD_SMALL) * rise
+def carry_hold(rgb: np.ndarray, sharpness: np.ndarray) -> np.ndarray:
+    """(H, W): the share of the carried stylization in a later frame's temporal target (see HOLD_SMALL), given
+    this frame's carry_sharpness: less on small renders everywhere, on large ones where the source is flat."""
+    long_side = max(rgb.shape[:2])
+    small = 1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL)
+    flat = _ramp(long_side, SHARP_FROM, SHARP_FULL) - sharpness  # the size's share, where there is no detail
+    return (1.0 - (1.0 - HOLD_SMALL) * np.maximum(small, flat)).astype(np.float32)
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
@@ -200,7 +214,8 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     frame's base. Holding the previous *output* instead held last frame's recolouring: each frame takes its own
     palette transform, and as the picture changed (a dark car entering) the held regions kept colours that no
     longer matched the rest, drifting away from the painting and from the source's edges frame after frame.
-    On small renders the target holds only part of the carried stylization (carry_hold), so old paint relaxes.
+    On small renders, and where the source is flat on large ones, the target holds only part of the carried
+    stylization (carry_hold), so old paint relaxes there.
 
     Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
     the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
@@ -213,14 +228,15 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
         return add_stylization(current, stylization, config.prev_weight), None
     carried = warp(stylization, motion.backward)
     kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
-    held = warp_keeping_detail(stylization, motion.backward, carry_sharpness(motion.frame.rgb), bilinear=carried)
+    sharpness = carry_sharpness(motion.frame.rgb)
+    held = warp_keeping_detail(stylization, motion.backward, sharpness, bilinear=carried)
     start, mask = carried * kept, motion.mask
     if motion.further:
         start, held, mask = _reach_further(motion, start, held, earlier, base)
     temporal = None
     if config.temporal_weight > 0:
         device = device or torch.device("cpu")
-        hold = carry_hold(max(motion.frame.rgb.shape[:2]))
+        hold = carry_hold(motion.frame.rgb, sharpness)[..., None]
         target = np.clip(current.astype(np.float32) + hold * held, 0, 255).round().astype(np.uint8)
         weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
         temporal = TemporalLoss(to_tensor(target, device), weights)
