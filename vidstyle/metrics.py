@@ -69,6 +69,10 @@ class VideoMetrics:
     # keeps its strokes over a second, not only from one frame to the next; and the source's own, its floor.
     long_term_warping_error: float | None = None  # None where the clip has no frames that far apart in a shot
     source_long_term_warping_error: float | None = None
+    # Share of the pixels whose motion the metric's flow follows (it passes its forward-backward check): the
+    # pixels the warping errors count. Of two flows, the one that covers more of a clip at a source warping error
+    # no higher follows that clip better, and its warping errors are the ones to trust there.
+    flow_coverage: float | None = None  # None where no two frames of a shot follow each other
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -81,7 +85,7 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
 
     With the `style` painting, every `style_every`-th frame's network-free style gain is averaged too.
     """
-    warp_errors, floor_errors, edges, gains = [], [], [], []
+    warp_errors, floor_errors, coverage, edges, gains = [], [], [], [], []
     long_errors, long_floor = [], []
     shot: list[tuple[np.ndarray, np.ndarray]] = []  # (output, source) of the shot so far, newest first
     scorer: StyleDistance | None = None
@@ -96,6 +100,7 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
             backward, mask = source_motion(shot[0][1], src, flow_method)  # one flow serves both errors
             warp_errors.append(warping_error(shot[0][0], out, backward, mask))
             floor_errors.append(warping_error(shot[0][1], src, backward, mask))
+            coverage.append(float(mask.mean()))
         for gap in LONG_TERM_GAPS:
             if gap <= len(shot):
                 earlier_out, earlier_src = shot[gap - 1]
@@ -106,7 +111,8 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
     mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
     return VideoMetrics(len(edges), mean(warp_errors), mean(floor_errors), mean(edges),
                         float(min(edges)) if edges else 0.0, mean(gains) if gains else None,
-                        mean(long_errors) if long_errors else None, mean(long_floor) if long_floor else None)
+                        mean(long_errors) if long_errors else None, mean(long_floor) if long_floor else None,
+                        mean(coverage) if coverage else None)
 
 
 def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | None = None) -> None:
