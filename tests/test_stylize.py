@@ -10,7 +10,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vidstyle.config import Config
 from vidstyle.io.images import read_image, resize_rgb
-from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, _gram_error_sum, gram, summed_target, tv_loss
+from vidstyle.losses import (
+    ContentLoss,
+    StructureLoss,
+    StyleLoss,
+    TemporalLoss,
+    _gram_error_sum,
+    gram,
+    summed_target,
+    tv_loss,
+)
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
 from vidstyle.precision import resolve_precision
@@ -243,7 +252,8 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_objective_taken_layer_by_layer_is_the_weighted_sum_of_the_terms(images, precision: str) -> None:
     frame, style = images
-    cfg = Config(device="cpu", precision=precision, content_weight=0.5, style_weight=3.0, tv_weight=2.0)
+    cfg = Config(device="cpu", precision=precision, content_weight=0.5, style_weight=3.0, tv_weight=2.0,
+                 structure_weight=1.5)
     stylizer = Stylizer(cfg, [style])
     content = to_tensor(frame, stylizer.device)
     image = torch.rand_like(content)
@@ -252,8 +262,23 @@ def test_objective_taken_layer_by_layer_is_the_weighted_sum_of_the_terms(images,
         feats = stylizer.features(image)
         content_loss = ContentLoss(stylizer.features(content, CONTENT_LAYERS)["relu4_2"])
         style_loss = stylizer.style_loss((frame.shape[1], frame.shape[0]))
-        whole = 0.5 * content_loss(feats["relu4_2"]) + 3.0 * style_loss(feats) + 2.0 * tv_loss(image)
+        whole = (0.5 * content_loss(feats["relu4_2"]) + 3.0 * style_loss(feats) + 2.0 * tv_loss(image)
+                 + 1.5 * StructureLoss(content)(image))
     assert torch.allclose(streamed, whole, rtol=1e-5)
+
+
+def test_structure_loss_sees_the_edges_not_the_colours(images) -> None:
+    frame, _ = images
+    content = to_tensor(frame, torch.device("cpu")) * 0.8 + 0.1  # room to shift without clipping
+    loss = StructureLoss(content)
+    assert float(loss(content)) == 0.0
+    # Brighter, or recoloured at the same luminance (+R, -G by the luma weights' ratio): the same structure.
+    assert float(loss(content + 0.05)) < 1e-8
+    shift = torch.tensor([0.587, -0.299, 0.0]).view(1, 3, 1, 1) * 0.1
+    assert float(loss(content + shift)) < 1e-8
+    blurred = torch.nn.functional.avg_pool2d(content, 5, stride=1, padding=2, count_include_pad=False)
+    assert float(loss(blurred)) > 0.1
+    assert float(loss(torch.full_like(content, 0.5))) == pytest.approx(1.0)
 
 
 def test_fp16_gradient_matches_fp32(images) -> None:

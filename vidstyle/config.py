@@ -48,6 +48,10 @@ class Config:
     # style figure that does not use VGG19 (scripts/bench_style.py, docs/performance.md "Style strength").
     style_weight: float = _opt(5.0, "weight of the Gram style loss (relu1_1..relu5_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
+    # Off by default until its effect on temporal coherence is measured; with content 0.125 and structure 0.125
+    # the first frames kept far more of their edges at nearly the same style (scripts/bench_style.py).
+    structure_weight: float = _opt(0.0, "weight of the structure loss: the source's fine luminance edges and lines "
+                                        "(a Laplacian), kept while the style paints the rest")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
                                   "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
@@ -118,6 +122,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "content_weight": (0.0, 1e6),
     "style_weight": (0.0, 1e6),
     "tv_weight": (0.0, 1e6),
+    "structure_weight": (0.0, 1e6),
     "temporal_weight": (0.0, 1e6),
     "temporal_reach": (1, 64),
     "passes": (1, 16),

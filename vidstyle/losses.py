@@ -10,6 +10,7 @@ made of (on a CPU in bf16 that difference itself is rounded once, see _gram_erro
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -137,6 +138,49 @@ class ContentLoss(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         return _SquaredError.apply(features, self.target, self.scale, None)
+
+
+# Luminance weights (ITU-R BT.601) and the Gaussian's width, in pixels, of the structure term's detail map.
+_LUMA = (0.299, 0.587, 0.114)
+STRUCTURE_SIGMA = 1.5
+
+
+def luminance_detail(image: Tensor, sigma: float = STRUCTURE_SIGMA) -> Tensor:
+    """(N, 3, H, W) RGB in 0..1 -> (N, 1, H, W): the Laplacian of the luminance, blurred by a Gaussian of `sigma`
+    pixels first, so that it marks the edges and lines of the picture rather than pixel noise."""
+    luma = torch.tensordot(image.float(), image.new_tensor(_LUMA, dtype=torch.float32), dims=([1], [0]))
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32).square()
+                     / (2 * sigma**2))
+    taps = taps / taps.sum()
+    # Replicate padding: the border adds no edge of its own, and it works for a frame of any size.
+    blurred = F.pad(luma.unsqueeze(1), (radius + 1,) * 4, mode="replicate")
+    blurred = F.conv2d(F.conv2d(blurred, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+    laplacian = blurred.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+    return F.conv2d(blurred, laplacian)
+
+
+class StructureLoss(nn.Module):
+    """Relative squared error of the frame's luminance detail against the content frame's (Li et al. 2017,
+    "Laplacian-Steered Neural Style Transfer").
+
+    The content loss sees the picture only through relu4_2, an eighth of the frame's resolution, so a style term
+    strong enough to paint the frame also paints over the edges between those positions, and the picture becomes
+    hard to read. This term holds the fine luminance structure where the source has it. It leaves the colours to
+    the style, and in flat regions asks only that they stay free of strong lines, so the painting's palette and
+    large strokes still come through (docs/performance.md, "Structure").
+    """
+
+    def __init__(self, content: Tensor) -> None:
+        super().__init__()
+        with torch.no_grad():
+            target = luminance_detail(content)
+        self.register_buffer("target", target)
+        # A Python float, read once: a tensor scale would be a host sync per iteration on CUDA.
+        self.scale = 1.0 / (float(target.square().sum()) + _EPS)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return (luminance_detail(image) - self.target).square().sum() * self.scale
 
 
 class _GramError(torch.autograd.Function):

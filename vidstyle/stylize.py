@@ -16,7 +16,7 @@ from vidstyle.config import Config, check_style_count
 from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb
 from vidstyle.limits import out_of_memory
-from vidstyle.losses import ContentLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
+from vidstyle.losses import ContentLoss, StructureLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
 from vidstyle.palette import Palette
@@ -197,10 +197,13 @@ class Stylizer:
             with torch.no_grad():
                 content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
         style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
+        structure = StructureLoss(content) if cfg.structure_weight > 0 else None
 
         def loss_fn(image: Tensor) -> Tensor:
             nonlocal content_loss
             terms = [cfg.tv_weight * tv_loss(image)]
+            if structure is not None:
+                terms.append(cfg.structure_weight * structure(image))
             if temporal is not None and cfg.temporal_weight > 0:
                 terms.append(cfg.temporal_weight * temporal(image))
             for layer, features in self.activations(image):
