@@ -145,21 +145,6 @@ _LUMA = (0.299, 0.587, 0.114)
 STRUCTURE_SIGMA = 1.5
 
 
-def luminance_detail(image: Tensor, sigma: float = STRUCTURE_SIGMA) -> Tensor:
-    """(N, 3, H, W) RGB in 0..1 -> (N, 1, H, W): the Laplacian of the luminance, blurred by a Gaussian of `sigma`
-    pixels first, so that it marks the edges and lines of the picture rather than pixel noise."""
-    luma = torch.tensordot(image.float(), image.new_tensor(_LUMA, dtype=torch.float32), dims=([1], [0]))
-    radius = max(1, math.ceil(3 * sigma))
-    taps = torch.exp(-torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32).square()
-                     / (2 * sigma**2))
-    taps = taps / taps.sum()
-    # Replicate padding: the border adds no edge of its own, and it works for a frame of any size.
-    blurred = F.pad(luma.unsqueeze(1), (radius + 1,) * 4, mode="replicate")
-    blurred = F.conv2d(F.conv2d(blurred, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
-    laplacian = blurred.new_tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
-    return F.conv2d(blurred, laplacian)
-
-
 class StructureLoss(nn.Module):
     """Relative squared error of the frame's luminance detail against the content frame's (Li et al. 2017,
     "Laplacian-Steered Neural Style Transfer").
@@ -173,14 +158,32 @@ class StructureLoss(nn.Module):
 
     def __init__(self, content: Tensor) -> None:
         super().__init__()
+        # The filters are made once here, not at every iteration's evaluation.
+        device = content.device
+        self.radius = max(1, math.ceil(3 * STRUCTURE_SIGMA))
+        taps = torch.exp(-torch.arange(-self.radius, self.radius + 1, device=device, dtype=torch.float32).square()
+                         / (2 * STRUCTURE_SIGMA**2))
+        self.register_buffer("luma", torch.tensor(_LUMA, device=device))
+        self.register_buffer("taps", taps / taps.sum())
+        self.register_buffer("laplacian", torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
+                                                       device=device).view(1, 1, 3, 3))
         with torch.no_grad():
-            target = luminance_detail(content)
+            target = self.detail(content)
         self.register_buffer("target", target)
         # A Python float, read once: a tensor scale would be a host sync per iteration on CUDA.
         self.scale = 1.0 / (float(target.square().sum()) + _EPS)
 
+    def detail(self, image: Tensor) -> Tensor:
+        """(N, 3, H, W) RGB in 0..1 -> (N, 1, H, W): the Laplacian of the luminance, blurred by a Gaussian of
+        STRUCTURE_SIGMA pixels first, so that it marks the edges and lines of the picture rather than pixel noise."""
+        luma = torch.tensordot(image.float(), self.luma, dims=([1], [0])).unsqueeze(1)
+        # Replicate padding: the border adds no edge of its own, and it works for a frame of any size.
+        blurred = F.pad(luma, (self.radius + 1,) * 4, mode="replicate")
+        blurred = F.conv2d(F.conv2d(blurred, self.taps.view(1, 1, 1, -1)), self.taps.view(1, 1, -1, 1))
+        return F.conv2d(blurred, self.laplacian)
+
     def forward(self, image: Tensor) -> Tensor:
-        return (luminance_detail(image) - self.target).square().sum() * self.scale
+        return (self.detail(image) - self.target).square().sum() * self.scale
 
 
 class _GramError(torch.autograd.Function):
