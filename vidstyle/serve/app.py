@@ -43,6 +43,8 @@ _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 # The options a client may set, by their library names (SettingError names them the same way).
 OPTIONS: dict[str, type] = {"size": int, "iters": int, "first_iters": int, "style_weight": float, "flow": str,
                             "preserve_colors": bool, "seed": int}
+# Read from the settings so that the API's documentation follows the default when it changes.
+_STYLE_WEIGHT_HELP = f"style strength (default {Config().style_weight:g})"
 SSE_INTERVAL = 0.5  # seconds between looks at a job for its event stream
 THUMBNAIL_SIDE = 192
 
@@ -317,7 +319,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         size: Annotated[str | None, Form(description="long side of the render in pixels")] = None,
         iters: Annotated[str | None, Form(description="iterations per frame")] = None,
         first_iters: Annotated[str | None, Form(description="iterations of fresh frames and of an image")] = None,
-        style_weight: Annotated[str | None, Form(description="style strength (default 5)")] = None,
+        style_weight: Annotated[str | None, Form(description=_STYLE_WEIGHT_HELP)] = None,
         flow: Annotated[str | None, Form(description="none, dis, farneback or dis+farneback")] = None,
         preserve_colors: Annotated[str | None, Form(description="keep the content's colours: true or false")] = None,
         seed: Annotated[str | None, Form(description="random seed")] = None,
