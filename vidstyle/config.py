@@ -42,16 +42,18 @@ class Config:
                                  "size optimized first, each for the same iterations as the full size")
     optimizer: str = _opt("lbfgs", "lbfgs or adam")
     adam_lr: float = _opt(0.02, "Adam step size (pixels in 0..1)")
-    content_weight: float = _opt(1.0, "weight of the content loss (relu4_2)")
-    # Style 5 and smoothness 0.3 (not 2 and 1): at 1 the smoothness term charged a painting's own brush strokes
-    # about as much as the whole style term was worth, so renders stayed washed-out photos; measured with a
-    # style figure that does not use VGG19 (scripts/bench_style.py, docs/performance.md "Style strength").
-    style_weight: float = _opt(5.0, "weight of the Gram style loss (relu1_1..relu5_1)")
+    # Content 0.125, style 15 and structure 0.25: the content loss sees the frame at an eighth of its resolution,
+    # so holding the picture with it held back the painting's strokes as well; the structure term holds the fine
+    # edges and lets a style weight three times higher paint the rest. Against content 1 and style 5 that kept
+    # more of the source's edges on every shared clip and painting and painted more strongly on all but one,
+    # measured with a style figure that does not use VGG19 (scripts/bench_style.py, scripts/bench_fidelity.py;
+    # docs/performance.md "Structure"). Smoothness 0.3, not 1: at 1 it charged a painting's own brush strokes
+    # about as much as the whole style term was worth.
+    content_weight: float = _opt(0.125, "weight of the content loss (relu4_2)")
+    style_weight: float = _opt(15.0, "weight of the Gram style loss (relu1_1..relu5_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
-    # Off by default until its effect on temporal coherence is measured; with content 0.125 and structure 0.125
-    # the first frames kept far more of their edges at nearly the same style (scripts/bench_style.py).
-    structure_weight: float = _opt(0.0, "weight of the structure loss: the source's fine luminance edges and lines "
-                                        "(a Laplacian), kept while the style paints the rest")
+    structure_weight: float = _opt(0.25, "weight of the structure loss: the source's fine luminance edges and lines "
+                                         "(a Laplacian), kept while the style paints the rest")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
                                   "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
