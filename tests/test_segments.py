@@ -85,19 +85,20 @@ def full(bunny_short: Path, starry: Path, tmp_path_factory: pytest.TempPathFacto
 def test_cut_clip_renders_exactly_the_sequential_reference(starry: Path, tmp_path: Path) -> None:
     readme = (REFERENCE / "README.md").read_text()
     assert "--size 64 --iters 4 --first-iters 8" in readme and "--flow dis --temporal-weight 10" in readme
-    assert "--style-weight 2 --tv-weight 1 --change-tolerance 0 --no-palette-start" in readme
+    assert "--style-weight 2 --tv-weight 1 --content-weight 1 --structure-weight 0 --change-tolerance 0" in readme
     work = tmp_path / "work"
     code = main(["render", str(CUT_CLIP), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), "--size", "64",
                  "--iters", "4", "--first-iters", "8", "--flow", "dis", "--temporal-weight", "10", "--precision",
                  "fp32", "--seed", "0", "--device", "cpu", "--keep-frames", "--quiet", "--workdir", str(work),
-                 "--style-weight", "2", "--tv-weight", "1", "--change-tolerance", "0",
-                 "--no-palette-start"])
+                 "--style-weight", "2", "--tv-weight", "1", "--content-weight", "1", "--structure-weight", "0",
+                 "--change-tolerance", "0", "--no-palette-start"])
     assert code == 0
     manifest = json.loads((work / "manifest.json").read_text())
     assert manifest["segments"] == [[0, 6, True], [6, 12, True]]
     # The frame loop over the whole clip, no plan of segments, on this machine: the render must match it bit for bit.
     config = make_config(size=64, iters=4, first_iters=8, flow="dis", temporal_weight=10.0, precision="fp32", seed=0,
-                         device="cpu", style_weight=2.0, tv_weight=1.0, change_tolerance=0.0, palette_start=False)
+                         device="cpu", style_weight=2.0, tv_weight=1.0, content_weight=1.0, structure_weight=0.0,
+                         change_tolerance=0.0, palette_start=False)
     info = probe_video(CUT_CLIP)
     frames = read_frames(info, size_to_fit(info.width, info.height, 64), 0, 12)
     sequential = [r.rgb for r in stylize_sequence(frames, Stylizer(config, [read_image(starry)]))]

@@ -242,9 +242,20 @@ def test_a_whole_frame_never_reads_a_tensor_back_to_the_host(images, precision) 
 def test_bf16_matches_fp32_within_two_percent() -> None:
     content = resize_rgb(read_image(shared_asset("coffee.png")), (96, 64))
     style = read_image(shared_asset("great_wave_hokusai.jpg"))
+    # The default weights evaluated on the same images: the objective itself agrees.
+    stylizers = {p: Stylizer(Config(device="cpu", precision=p), [style]) for p in ("fp32", "bf16")}
+    painted = stylizers["fp32"].stylize(content, content, 15).rgb
+    for image in (content, painted):
+        values = {p: float(s.objective(to_tensor(content, s.device), None, False)(to_tensor(image, s.device)))
+                  for p, s in stylizers.items()}
+        assert abs(values["bf16"] - values["fp32"]) / values["fp32"] < 0.02, values
+    # Fifteen iterations in each precision end at the same loss. With the default's light content weight two
+    # optimizations from one start take different paths whatever the precision (the final losses differ by a few
+    # per cent either way), so the path is compared where the content weight holds it: content 1, style 5.
     losses = {}
     for precision in ("fp32", "bf16"):
-        stylizer = Stylizer(Config(device="cpu", precision=precision), [style])
+        stylizer = Stylizer(Config(device="cpu", precision=precision, content_weight=1.0, style_weight=5.0,
+                                   structure_weight=0.0), [style])
         losses[precision] = stylizer.stylize(content, content, 15).loss
     assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
 
