@@ -249,9 +249,9 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
         values = {p: float(s.objective(to_tensor(content, s.device), None, False)(to_tensor(image, s.device)))
                   for p, s in stylizers.items()}
         assert abs(values["bf16"] - values["fp32"]) / values["fp32"] < 0.02, values
-    # Fifteen iterations in each precision end at the same loss. With the default's light content weight two
-    # optimizations from one start take different paths whatever the precision (the final losses differ by a few
-    # per cent either way), so the path is compared where the content weight holds it: content 1, style 5.
+    # Fifteen iterations in each precision end at the same loss. With the default's light content weight the two
+    # precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
+    # weights), so the path is compared where the content weight holds it: content 1, style 5.
     losses = {}
     for precision in ("fp32", "bf16"):
         stylizer = Stylizer(Config(device="cpu", precision=precision, content_weight=1.0, style_weight=5.0,
