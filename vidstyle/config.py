@@ -38,21 +38,26 @@ class Config:
     tol: float = _opt(0.001, "stop a later frame early once its loss improves by less than this fraction per "
                              "iteration (checked every 5, at least 10; iters stays the cap; fresh frames always "
                              "take first_iters); 0: always the full count")
-    coarse_levels: int = _opt(0, "coarse-to-fine for fresh frames (first, after a cut, stills): halvings of the "
+    # Two halvings, not none: painted at a quarter and a half of its size first, a fresh frame takes the painting's
+    # large shapes (swirls, waves, bands of colour), not only its small strokes, and the later frames inherit them;
+    # measured without VGG19 it is more of the painting on every shared clip and painting (scripts/bench_style.py,
+    # docs/performance.md "Coarse-to-fine"). Levels under 64 px are skipped, so small renders paint at full size only.
+    coarse_levels: int = _opt(2, "coarse-to-fine for fresh frames (first, after a cut, stills): halvings of the "
                                  "size optimized first, each for the same iterations as the full size")
     optimizer: str = _opt("lbfgs", "lbfgs or adam")
     adam_lr: float = _opt(0.02, "Adam step size (pixels in 0..1)")
-    # Content 0.125, style 15 and structure 0.25: the content loss sees the frame at an eighth of its resolution,
+    # Content 0.125, style 15 and structure 0.5: the content loss sees the frame at an eighth of its resolution,
     # so holding the picture with it held back the painting's strokes as well; the structure term holds the fine
     # edges and lets a style weight three times higher paint the rest. Against content 1 and style 5 that kept
     # more of the source's edges on every shared clip and painting and painted more strongly on all but one,
     # measured with a style figure that does not use VGG19 (scripts/bench_style.py, scripts/bench_fidelity.py;
-    # docs/performance.md "Structure"). Smoothness 0.3, not 1: at 1 it charged a painting's own brush strokes
-    # about as much as the whole style term was worth.
+    # docs/performance.md "Structure"); coarse-to-fine then painted more still, and structure 0.5 rather than 0.25
+    # gave back the edges it took (docs/performance.md "Coarse-to-fine"). Smoothness 0.3, not 1: at 1 it charged a
+    # painting's own brush strokes about as much as the whole style term was worth.
     content_weight: float = _opt(0.125, "weight of the content loss (relu4_2)")
     style_weight: float = _opt(15.0, "weight of the Gram style loss (relu1_1..relu5_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
-    structure_weight: float = _opt(0.25, "weight of the structure loss: the source's fine luminance edges and lines "
+    structure_weight: float = _opt(0.5, "weight of the structure loss: the source's fine luminance edges and lines "
                                          "(a Laplacian), kept while the style paints the rest")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "

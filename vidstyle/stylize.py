@@ -229,8 +229,9 @@ class Stylizer:
         With `coarse_levels`, `iters` iterations at each coarse level first (a quarter of the pixels per
         halving), then at full size, which so starts from a painted frame. Each level hands on its stylization
         (output minus its content), upsampled and added to the next level's content, so the content stays
-        sharp and only the painted part is interpolated. Measured on a CPU at up to 512 px it rarely saves
-        time (docs/performance.md, bench.py [c]), hence off by default.
+        sharp and only the painted part is interpolated. What it buys is the painting's large shapes, which a
+        full-size start alone does not find (docs/performance.md "Coarse-to-fine"), not time: on a CPU at up to
+        512 px it rarely saves any (bench.py [c]).
 
         A fresh frame always spends its whole budget, whatever `tol`: its style keeps growing after its loss
         improves by less than the tolerance, and it is the one later frames begin from (docs/performance.md,
