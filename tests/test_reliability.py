@@ -203,13 +203,15 @@ def _ctrl_c(proc: subprocess.Popen[str]) -> None:
     os.killpg(proc.pid, signal.SIGINT)
 
 
-# `python -m vidstyle` as runpy runs it, after telling the parent on stdout that Python itself (site, runpy) is up:
-# a Ctrl-C before that point never reaches vidstyle's code, and a machine under load makes that point move.
-# SIGINT is put back to Python's own handler first, as a terminal's child has it: a process inherits an ignored
-# SIGINT, and a library used earlier in this test process (Ray) may have left it ignored here.
-_AFTER_START_UP = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-                   "sys.argv[0] = 'vidstyle'; print('ready', flush=True); "
-                   "runpy.run_module('vidstyle', run_name='__main__', alter_sys=True)")
+# The `vidstyle` command as its entry point runs it, after telling the parent on stdout that its module (vidstyle's
+# light package and __main__, which import nothing slow) is loaded: a Ctrl-C before that point lands in Python's own
+# start-up and import machinery (with `python -m`, runpy compiling __main__.py), which no program's code can reach,
+# and a machine under load makes that point move. SIGINT is put back to Python's own handler first, as a terminal's
+# child has it: a process inherits an ignored SIGINT, and a library used earlier in this test process (Ray) may have
+# left it ignored here.
+_AFTER_START_UP = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "from vidstyle.__main__ import run; sys.argv[0] = 'vidstyle'; print('ready', flush=True); "
+                   "sys.exit(run())")
 
 
 def _start_after_python(args: list[str], cwd: Path) -> subprocess.Popen[str]:
