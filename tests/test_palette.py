@@ -61,17 +61,21 @@ def test_a_fresh_frame_starts_from_the_palette_unless_the_colours_are_kept(image
     assert kept.palette is None and np.array_equal(plain.stylize_fresh(frame, 1).rgb, frame)
 
 
+def _gain_and_edges(name: str, size: int, style: Path, **settings: object) -> tuple[float, float]:
+    """(network-free style gain, edge correlation) of a real still of ../shared painted fresh for 40 iterations at
+    `size`, the balanced preset in fp32 with `settings`."""
+    still = read_image(shared_asset(name))
+    still = resize_rgb(still, size_to_fit(still.shape[1], still.shape[0], size))
+    painting = read_image(style)
+    config = make_config("balanced", size=size, device="cpu", precision="fp32", **settings)
+    out = Stylizer(config, [painting]).stylize_fresh(still, 40).rgb
+    distance = StyleDistance(painting, (still.shape[1], still.shape[0]))
+    return 1 - distance(out) / distance(still), edge_correlation(out, still)
+
+
 def test_the_palette_start_paints_more_strongly_and_keeps_the_edges(starry: Path) -> None:
     """A real still at 96 px: the same iterations take it closer to the painting (network-free figure)."""
-    still = read_image(shared_asset("astronaut.png"))
-    still = resize_rgb(still, size_to_fit(still.shape[1], still.shape[0], 96))
-    painting = read_image(starry)
-    distance = StyleDistance(painting, (still.shape[1], still.shape[0]))
-    found = {}
-    for palette_start in (False, True):
-        config = make_config("balanced", size=96, device="cpu", precision="fp32", palette_start=palette_start)
-        out = Stylizer(config, [painting]).stylize_fresh(still, 40).rgb
-        found[palette_start] = (1 - distance(out) / distance(still), edge_correlation(out, still))
+    found = {start: _gain_and_edges("astronaut.png", 96, starry, palette_start=start) for start in (False, True)}
     assert found[True][0] > found[False][0] + 0.03, found
     assert found[True][1] > found[False][1] - 0.03, found
 
@@ -79,16 +83,8 @@ def test_the_palette_start_paints_more_strongly_and_keeps_the_edges(starry: Path
 def test_the_structure_loss_keeps_the_edges_under_strong_style(starry: Path) -> None:
     """A real still at 96 px painted with a light content weight: the structure term keeps more of its edges at a
     style gain close to the one it has without."""
-    still = read_image(shared_asset("astronaut.png"))
-    still = resize_rgb(still, size_to_fit(still.shape[1], still.shape[0], 96))
-    painting = read_image(starry)
-    distance = StyleDistance(painting, (still.shape[1], still.shape[0]))
-    found = {}
-    for structure_weight in (0.0, 0.25):
-        config = make_config("balanced", size=96, device="cpu", precision="fp32", content_weight=0.125,
-                             structure_weight=structure_weight)
-        out = Stylizer(config, [painting]).stylize_fresh(still, 40).rgb
-        found[structure_weight] = (1 - distance(out) / distance(still), edge_correlation(out, still))
+    found = {weight: _gain_and_edges("astronaut.png", 96, starry, content_weight=0.125, structure_weight=weight)
+             for weight in (0.0, 0.25)}
     assert found[0.25][1] > found[0.0][1] + 0.05, found
     assert found[0.25][0] > found[0.0][0] - 0.05, found
 
@@ -96,14 +92,6 @@ def test_the_structure_loss_keeps_the_edges_under_strong_style(starry: Path) -> 
 def test_coarse_to_fine_paints_more_of_the_painting(starry: Path) -> None:
     """A real still at 128 px: painted at half its size first (the default, whose 32-px level is skipped), the same
     iterations take it closer to the painting, and it keeps most of its edges."""
-    still = read_image(shared_asset("coffee.png"))
-    still = resize_rgb(still, size_to_fit(still.shape[1], still.shape[0], 128))
-    painting = read_image(starry)
-    distance = StyleDistance(painting, (still.shape[1], still.shape[0]))
-    found = {}
-    for coarse_levels in (0, 2):
-        config = make_config("balanced", size=128, device="cpu", precision="fp32", coarse_levels=coarse_levels)
-        out = Stylizer(config, [painting]).stylize_fresh(still, 40).rgb
-        found[coarse_levels] = (1 - distance(out) / distance(still), edge_correlation(out, still))
+    found = {levels: _gain_and_edges("coffee.png", 128, starry, coarse_levels=levels) for levels in (0, 2)}
     assert found[2][0] > found[0][0] + 0.015, found
     assert found[2][1] > found[0][1] - 0.08, found
