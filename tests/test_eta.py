@@ -47,6 +47,24 @@ def test_the_first_frame_predicts_later_frames_by_their_iteration_budget() -> No
     assert eta.seconds_a_frame() == pytest.approx(20)
 
 
+def test_a_coarse_to_fine_first_frame_is_timed_by_its_full_size_iterations() -> None:
+    """Truth: two coarse levels of 200 iterations take 10 s together, the full size's 200 take 100 s."""
+    clock = Clock()
+    eta = RenderEta(_started(total=101, fresh_left=1), clock)
+    eta.update(FrameStarted(0, 600, True))
+    for i in range(1, 401):
+        clock.now += 10.0 / 400
+        eta.update(IterationDone(0, i, 600))
+        assert eta.seconds_left() is None, "the smaller copies' iterations say nothing of a full-size one's"
+    clock.now += 5.0
+    eta.update(IterationDone(0, 410, 600))
+    # 0.5 s a full-size iteration: this frame 10 + 100 s (95 s to go), each later frame 40 x 0.5 s.
+    assert eta.seconds_left() == pytest.approx(95 + 100 * 20)
+    clock.now += 95.0
+    eta.update(FrameDone(0, 1.0, 110.0, True, 600))
+    assert eta.seconds_left() == pytest.approx(100 * 20)
+
+
 def test_it_settles_within_a_few_frames_and_keeps_scene_cuts_costly() -> None:
     """Truth: fresh frames 100 s, later frames 8 s (warm starts converge faster than their budget says)."""
     clock = Clock()

@@ -4,6 +4,10 @@ A fresh frame (the first, and the first after each scene cut) spends `first_iter
 frame `iters` from a warm start, often five times fewer. A rate over all frames swings between those two (the
 first readings of a plain frames-per-second ETA said two hours, then 29 s). Here each kind has its own measured
 cost, and until a later frame has been seen its cost is the fresh frame's, scaled by the iteration budgets.
+
+A fresh frame painted coarse-to-fine (Config.coarse_levels) spends its last `first_iters` iterations at full size
+and the ones before on smaller copies, which cost a fraction as much each: only its full-size iterations are
+extended to a budget, and while it is still on the smaller copies there is no estimate yet.
 """
 
 from __future__ import annotations
@@ -29,17 +33,23 @@ class RenderEta:
         self.budgets = started.budgets  # (first_iters, iters)
         self.pass_budget = started.pass_budget
         self.fresh_cost: float | None = None
+        self.fresh_full_cost: float | None = None  # the full-size part of the newest fresh frame
         self.later_cost: float | None = None
         self.pass_cost: float | None = None
         self.current: FrameStarted | None = None
         self.frame_began = 0.0
+        self.full_began: float | None = None  # when the frame in progress began its full-size iterations
         self.done_iterations = 0
 
     def update(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
             self.current, self.frame_began, self.done_iterations = event, self.clock(), 0
+            self.full_began = self.frame_began if self._coarse_iterations(event) <= 0 else None
         elif isinstance(event, IterationDone):
             self.done_iterations = event.iteration
+            if (self.full_began is None and self.current is not None
+                    and event.iteration >= self._coarse_iterations(self.current)):
+                self.full_began = self.clock()
         elif isinstance(event, FrameDone):
             self._frame_done(event)
 
@@ -51,6 +61,8 @@ class RenderEta:
         elif event.fresh:
             self.fresh_left = max(0, self.fresh_left - 1)
             self.fresh_cost = event.seconds if self.fresh_cost is None else (self.fresh_cost + event.seconds) / 2
+            coarse = self.full_began - self.frame_began if self.full_began is not None else 0.0
+            self.fresh_full_cost = max(0.0, event.seconds - coarse)
         else:
             self.later_left = max(0, self.later_left - 1)
             previous = self.later_cost if self.later_cost is not None else event.seconds
@@ -79,17 +91,31 @@ class RenderEta:
         return in_frame + max(0, fresh_after) * fresh + max(0, later_after) * later + max(0, pass_after) * again
 
     def _costs(self) -> tuple[float, float] | None:
-        fresh, later = self.fresh_cost, self.later_cost
-        if self.current is not None and self.done_iterations and self.current.pass_number == 1:
+        fresh, later, full = self.fresh_cost, self.later_cost, self.fresh_full_cost
+        current = self.current
+        if current is not None and self.done_iterations and current.pass_number == 1:
             # A kind not measured yet: the frame in progress, its iterations so far extended to its budget.
-            guess = (self.clock() - self.frame_began) / self.done_iterations * self.current.iters
-            if self.current.fresh and fresh is None:
-                fresh = guess
-            elif not self.current.fresh and later is None:
-                later = guess
+            if current.fresh and fresh is None:
+                fresh, full = self._fresh_guess(current)
+            elif not current.fresh and later is None:
+                later = (self.clock() - self.frame_began) / self.done_iterations * current.iters
         first_iters, iters = (max(1, b) for b in self.budgets)
-        if later is None and fresh is not None:
-            later = fresh * iters / first_iters
+        if later is None and full is not None:
+            later = full * iters / first_iters
         if fresh is None and later is not None:
             fresh = later * first_iters / iters
         return None if fresh is None or later is None else (fresh, later)
+
+    def _coarse_iterations(self, frame: FrameStarted) -> int:
+        """Iterations a fresh frame spends before its full size (none for any other frame)."""
+        return frame.iters - self.budgets[0] if frame.fresh and frame.pass_number == 1 and self.budgets[0] else 0
+
+    def _fresh_guess(self, current: FrameStarted) -> tuple[float | None, float | None]:
+        """The fresh frame in progress (whole, and its full-size part): its smaller copies' time as spent, its
+        full-size iterations so far extended to `first_iters`; nothing while it is still on the smaller copies,
+        whose iterations say little of a full-size one's cost."""
+        full_done = self.done_iterations - self._coarse_iterations(current)
+        if self.full_began is None or full_done <= 0:
+            return None, None
+        full = (self.clock() - self.full_began) / full_done * self.budgets[0]
+        return self.full_began - self.frame_began + full, full

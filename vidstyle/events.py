@@ -21,7 +21,7 @@ class RenderStarted:
     audio: str  # what happens to the source's audio, e.g. "copy aac" or "no audio"
     notes: tuple[str, ...] = ()  # things a person should know before waiting for the result, one line each
     fresh_left: int = 0  # frames still to make that start from nothing (the first, scene cuts): the costly ones
-    budgets: tuple[int, int] = (0, 0)  # iterations of a fresh frame and of a later one (at most, with a tolerance)
+    budgets: tuple[int, int] = (0, 0)  # first_iters and iters: a fresh frame's at full size, a later one's at most
     passes: int = 1  # times each frame is stylized (Config.passes): FrameStarted/FrameDone come once a pass
     pass_budget: int = 0  # iterations of a frame in a pass after the first
 
