@@ -198,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("output", type=Path, help="rendered video")
     metrics.add_argument("--source", type=Path, required=True, help="the video it was rendered from")
     metrics.add_argument("--flow", choices=("farneback", "dis"), default="farneback",
-                         help="flow method for the warping error [farneback; a render that follows Farneback's flow "
-                              "(--flow farneback, and dis+farneback in flat regions) is favoured by it there: dis "
-                              "leaves those regions out]")
+                         help="flow method for the warping error [farneback]; a render is favoured along the flow "
+                              "it follows itself (the default render mostly DIS's) and charged along the other; on a "
+                              "flat sky Farneback finds no motion and DIS does")
     metrics.add_argument("--style", "-s", metavar="STYLE",
                          help="the painting it was rendered with (file or built-in name): adds the style gain")
     _add_trim(metrics, "a render of a part of the source: the same --start and --end (or --duration) as the render",
@@ -619,9 +619,9 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     print(f"warping error (source)       {found.source_warping_error:.6f}   the floor: the source's own change "
           "that flow cannot explain, which a render rarely goes below")
     if found.flow_coverage is not None:
-        print(f"flow coverage                {found.flow_coverage:.3f}   share of pixels whose motion the flow follows "
-              "(the ones both errors count): of --flow farneback and dis, trust the one that covers more at a "
-              "source error no higher")
+        print(f"flow coverage                {found.flow_coverage:.3f}   share of pixels passing the flow's "
+              "forward-backward check (the ones both errors count); on a flat region (a sky) a flow that finds no "
+              "motion passes it too, so it does not say the flow is right")
     if found.long_term_warping_error is not None:
         print(f"long-term warping error      {found.long_term_warping_error:.6f}   frames 2, 4 and 8 apart (as far as "
               f"the shots go): strokes kept over time (source: {found.source_long_term_warping_error:.6f})")
