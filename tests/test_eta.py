@@ -32,37 +32,26 @@ def _frame(eta: RenderEta, clock: Clock, index: int, fresh: bool, seconds: float
     eta.update(FrameDone(index, 1.0, seconds, fresh, iters))
 
 
-def test_the_first_frame_predicts_later_frames_by_their_iteration_budget() -> None:
+@pytest.mark.parametrize("coarse", [0, 400], ids=["single-scale", "coarse-to-fine"])
+def test_the_first_frame_predicts_later_frames_by_its_full_size_iterations(coarse: int) -> None:
+    """Truth: a full-size iteration takes 0.5 s; coarse-to-fine, two smaller copies' 400 iterations come first and
+    take 10 s together, and say nothing of a full-size one's cost."""
     clock = Clock()
     eta = RenderEta(_started(total=101, fresh_left=1), clock)
     assert eta.seconds_left() is None
-    eta.update(FrameStarted(0, 200, True))
-    clock.now += 5.0
-    eta.update(IterationDone(0, 10, 200))
-    # 0.5 s an iteration: the first frame 100 s (95 s still to go), each later frame 40 x 0.5 s.
-    assert eta.seconds_left() == pytest.approx(95 + 100 * 20)
-    clock.now += 95.0
-    eta.update(FrameDone(0, 1.0, 100.0, True, 200))
-    assert eta.seconds_left() == pytest.approx(100 * 20)
-    assert eta.seconds_a_frame() == pytest.approx(20)
-
-
-def test_a_coarse_to_fine_first_frame_is_timed_by_its_full_size_iterations() -> None:
-    """Truth: two coarse levels of 200 iterations take 10 s together, the full size's 200 take 100 s."""
-    clock = Clock()
-    eta = RenderEta(_started(total=101, fresh_left=1), clock)
-    eta.update(FrameStarted(0, 600, True))
-    for i in range(1, 401):
-        clock.now += 10.0 / 400
-        eta.update(IterationDone(0, i, 600))
+    eta.update(FrameStarted(0, 200 + coarse, True))
+    for i in range(1, coarse + 1):
+        clock.now += 10.0 / coarse
+        eta.update(IterationDone(0, i, 200 + coarse))
         assert eta.seconds_left() is None, "the smaller copies' iterations say nothing of a full-size one's"
     clock.now += 5.0
-    eta.update(IterationDone(0, 410, 600))
-    # 0.5 s a full-size iteration: this frame 10 + 100 s (95 s to go), each later frame 40 x 0.5 s.
+    eta.update(IterationDone(0, coarse + 10, 200 + coarse))
+    # The first frame's full size 100 s (95 s still to go), each later frame 40 x 0.5 s.
     assert eta.seconds_left() == pytest.approx(95 + 100 * 20)
     clock.now += 95.0
-    eta.update(FrameDone(0, 1.0, 110.0, True, 600))
+    eta.update(FrameDone(0, 1.0, 100.0 + (10.0 if coarse else 0.0), True, 200 + coarse))
     assert eta.seconds_left() == pytest.approx(100 * 20)
+    assert eta.seconds_a_frame() == pytest.approx(20)
 
 
 def test_it_settles_within_a_few_frames_and_keeps_scene_cuts_costly() -> None:
