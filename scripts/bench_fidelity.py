@@ -76,6 +76,15 @@ def run_mode(frames: list[Frame], style: np.ndarray, overrides: dict[str, object
     return outputs[warmup:], (time.perf_counter() - started) / len(frames)
 
 
+def parse_modes(specs: list[str], known: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """`--mode` values, NAME (one of `known`) or NAME={json of Config fields}, as settings by name."""
+    modes = {}
+    for spec in specs:
+        name, _, settings = spec.partition("=")
+        modes[name] = json.loads(settings) if settings else known[name]
+    return modes
+
+
 def write_frames(folder: Path, frames: list[Frame], images: list[np.ndarray]) -> None:
     """PNGs named by the frames' indices, as `--outputs` reads them back."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,10 +115,8 @@ def main() -> None:
     parser.add_argument("--save-outputs", type=Path, metavar="DIR",
                         help="write each mode's frames as PNGs to DIR/MODE, to look at or measure again")
     args = parser.parse_args()
-    modes: dict[str, dict[str, object]] = {}
-    for spec in args.mode or ([] if args.outputs or args.dump_sources else ["independent", "default"]):
-        name, _, settings = spec.partition("=")
-        modes[name] = json.loads(settings) if settings else BUILT_IN[name]
+    modes = parse_modes(args.mode or ([] if args.outputs or args.dump_sources else ["independent", "default"]),
+                        BUILT_IN)
     info = probe_video(args.clip)
     size = size_to_fit(info.width, info.height, args.size)
     warmup = min(args.warmup, args.start)

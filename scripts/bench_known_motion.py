@@ -16,19 +16,17 @@ loop as in `bench_fidelity.py` (balanced preset, bf16 unless a mode says otherwi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_fidelity import BUILT_IN, run_mode
+from bench_fidelity import BUILT_IN, parse_modes, run_mode
 
 from vidstyle.assets import builtin_style
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.metrics import edge_correlation, measure_frames, source_motion, warping_error
-from vidstyle.style_distance import StyleDistance
+from vidstyle.metrics import measure_frames, source_motion, warping_error
 
 MARGIN = 8  # pixels of the panned picture kept outside the frame on every side, so no frame reaches its edge
 MODES = {**BUILT_IN, "farneback": {"flow": "farneback"}, "dis": {"flow": "dis"}}
@@ -80,15 +78,11 @@ def main() -> None:
     parser.add_argument("--style", type=Path, default=builtin_style("starry-night"))
     parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
     args = parser.parse_args()
-    modes = {}
-    for spec in args.mode or ["independent", "default", "farneback", "dis"]:
-        name, _, settings = spec.partition("=")
-        modes[name] = json.loads(settings) if settings else MODES[name]
+    modes = parse_modes(args.mode or ["independent", "default", "farneback", "dis"], MODES)
     info = probe_video(args.clip)
     size = size_to_fit(info.width, info.height, args.size)
     still = next(read_frames(info, size_to_fit(info.width, info.height, 2 * args.size), args.at, args.at + 1)).rgb
     style = read_image(args.style)
-    scorer = StyleDistance(style, size)
     for text in args.motion or ["0.3,0.1", "1.5,0.4"]:
         dx, dy = (float(v) for v in text.split(","))
         frames = panned_frames(still, size, (dx, dy), args.frames)
@@ -99,11 +93,11 @@ def main() -> None:
         print(f"{'mode':16} {'true':>8} {'Farneback':>9} {'DIS':>8} {'edges':>6} {'style':>6} {'s/frame':>7}")
         for name, overrides in modes.items():
             outputs, seconds = run_mode(frames, style, {"precision": "bf16", **overrides}, 0)
-            along = [measure_frames(outputs, sources, method).warping_error for method in ("farneback", "dis")]
-            edges = np.mean([edge_correlation(o, s) for o, s in zip(outputs, sources, strict=True)])
-            gain = np.mean([scorer.gain(o, s) for o, s in zip(outputs, sources, strict=True)])
-            print(f"{name:16} {true_warping_error(outputs, (dx, dy)):8.5f} {along[0]:9.5f} {along[1]:8.5f} "
-                  f"{edges:6.3f} {gain:6.3f} {seconds:7.2f}", flush=True)
+            farneback = measure_frames(outputs, sources, "farneback", style=style, style_every=1)
+            dis = measure_frames(outputs, sources, "dis")
+            print(f"{name:16} {true_warping_error(outputs, (dx, dy)):8.5f} {farneback.warping_error:9.5f} "
+                  f"{dis.warping_error:8.5f} {farneback.edge_correlation:6.3f} {farneback.style_gain or 0.0:6.3f} "
+                  f"{seconds:7.2f}", flush=True)
 
 
 if __name__ == "__main__":
