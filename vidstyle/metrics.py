@@ -69,9 +69,9 @@ class VideoMetrics:
     # keeps its strokes over a second, not only from one frame to the next; and the source's own, its floor.
     long_term_warping_error: float | None = None  # None where the clip has no frames that far apart in a shot
     source_long_term_warping_error: float | None = None
-    # Share of the pixels whose motion the metric's flow follows (it passes its forward-backward check): the
-    # pixels the warping errors count. Of two flows, the one that covers more of a clip at a source warping error
-    # no higher follows that clip better, and its warping errors are the ones to trust there.
+    # Share of the pixels passing the metric's flow's forward-backward check: the pixels the warping errors count.
+    # It does not say the flow is right: on a flat sky Farneback finds no motion and passes its check anyway
+    # (docs/performance.md, "Along a known motion").
     flow_coverage: float | None = None  # None where no two frames of a shot follow each other
 
     def as_dict(self) -> dict[str, float | int]:
