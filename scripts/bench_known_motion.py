@@ -26,7 +26,7 @@ from vidstyle.assets import builtin_style
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image, resize_rgb
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.metrics import measure_frames, source_motion, warping_error
+from vidstyle.metrics import measure_frames_along, source_motion, warping_error
 
 MARGIN = 8  # pixels of the panned picture kept outside the frame on every side, so no frame reaches its edge
 MODES = {**BUILT_IN, "farneback": {"flow": "farneback"}, "dis": {"flow": "dis"}}
@@ -93,8 +93,8 @@ def main() -> None:
         print(f"{'mode':16} {'true':>8} {'Farneback':>9} {'DIS':>8} {'edges':>6} {'style':>6} {'s/frame':>7}")
         for name, overrides in modes.items():
             outputs, seconds = run_mode(frames, style, {"precision": "bf16", **overrides}, 0)
-            farneback = measure_frames(outputs, sources, "farneback", style=style, style_every=1)
-            dis = measure_frames(outputs, sources, "dis")
+            along = measure_frames_along(outputs, sources, ("farneback", "dis"), style=style, style_every=1)
+            farneback, dis = along["farneback"], along["dis"]
             print(f"{name:16} {true_warping_error(outputs, (dx, dy)):8.5f} {farneback.warping_error:9.5f} "
                   f"{dis.warping_error:8.5f} {farneback.edge_correlation:6.3f} {farneback.style_gain or 0.0:6.3f} "
                   f"{seconds:7.2f}", flush=True)

@@ -249,6 +249,7 @@ def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: 
     assert main(["metrics", str(out), "--source", str(bunny_short), "--style", "starry-night"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"frames +12", printed) and "the floor" in printed
+    assert re.search(r"warping error \(output\) +[\d.]+ along Farneback, [\d.]+ along DIS", printed), printed
     gain = float(re.search(r"style gain +(-?[\d.]+)", printed).group(1))
     assert gain > 0, "a render in the painting's style is closer to it than its source"
 

@@ -86,7 +86,10 @@ def test_metrics_of_a_part_compare_it_with_that_part_of_the_source(bunny_short: 
     size = (probe_video(out).width, probe_video(out).height)
     rendered = [f.rgb for f in read_frames(probe_video(out), size)]
     sources = [f.rgb for f in read_frames(probe_video(bunny_short), size, 5, 10)]
-    expected = measure_frames(rendered, sources).as_dict()
-    assert found["frames"] == 5
-    assert found["edge_correlation"] == pytest.approx(expected["edge_correlation"])
-    assert found["warping_error"] == pytest.approx(expected["warping_error"])
+    assert set(found) == {"farneback", "dis"}, "by default the warping errors along both flows"
+    for flow, figures in found.items():
+        expected = measure_frames(rendered, sources, flow).as_dict()
+        assert figures["frames"] == 5
+        assert figures["edge_correlation"] == pytest.approx(expected["edge_correlation"])
+        assert figures["warping_error"] == pytest.approx(expected["warping_error"])
+    assert found["farneback"]["warping_error"] != found["dis"]["warping_error"]

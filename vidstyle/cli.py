@@ -197,10 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
                                          "floor), and the edge-map correlation of each frame with its source.")
     metrics.add_argument("output", type=Path, help="rendered video")
     metrics.add_argument("--source", type=Path, required=True, help="the video it was rendered from")
-    metrics.add_argument("--flow", choices=("farneback", "dis"), default="farneback",
-                         help="flow method for the warping error [farneback]; a render is favoured along the flow "
-                              "it follows itself (the default render mostly DIS's) and charged along the other; on a "
-                              "flat sky Farneback finds no motion and DIS does")
+    metrics.add_argument("--flow", choices=("both", "farneback", "dis"), default="both",
+                         help="the source's flow the warping errors follow [both: each figure along Farneback's and "
+                              "DIS's]; a render is favoured along the flow it follows itself (the default render "
+                              "mostly DIS's) and charged along the other; on a flat sky Farneback finds no motion and "
+                              "DIS does")
     metrics.add_argument("--style", "-s", metavar="STYLE",
                          help="the painting it was rendered with (file or built-in name): adds the style gain")
     _add_trim(metrics, "a render of a part of the source: the same --start and --end (or --duration) as the render",
@@ -603,28 +604,44 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+METRIC_FLOW_NAMES = {"farneback": "Farneback", "dis": "DIS"}
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
     import json
 
     from vidstyle.io.images import read_image
-    from vidstyle.metrics import measure_video
+    from vidstyle.metrics import measure_video_along
 
     style = read_image(resolve_style(args.style), "style image") if args.style else None
-    found = measure_video(args.output, args.source, args.flow, style, args.start, _trim_end(args))
+    flows = ("farneback", "dis") if args.flow == "both" else (args.flow,)
+    along = measure_video_along(args.output, args.source, flows, style, args.start, _trim_end(args))
     if args.json:
-        print(json.dumps(found.as_dict()))
+        found = {flow: metrics.as_dict() for flow, metrics in along.items()}
+        print(json.dumps(found if len(flows) > 1 else found[args.flow]))
         return 0
+    found = along[flows[0]]
+
+    def each(field: str, digits: int = 6) -> str:
+        """The field's figure along each flow measured, named by its flow where there are two."""
+        if len(along) == 1:
+            return f"{getattr(found, field):.{digits}f}"
+        return ", ".join(f"{getattr(metrics, field):.{digits}f} along {METRIC_FLOW_NAMES[flow]}"
+                         for flow, metrics in along.items())
+
     print(f"frames                       {found.frames}")
-    print(f"warping error (output)       {found.warping_error:.6f}   flicker: lower is steadier")
-    print(f"warping error (source)       {found.source_warping_error:.6f}   the floor: the source's own change "
+    print(f"warping error (output)       {each('warping_error')}   flicker: lower is steadier"
+          + ("; each flow favours paint that follows it (the default render mostly DIS's) and charges paint that "
+             "does not, so compare renders along the same flow" if len(flows) > 1 else ""))
+    print(f"warping error (source)       {each('source_warping_error')}   the floor: the source's own change "
           "that flow cannot explain, which a render rarely goes below")
     if found.flow_coverage is not None:
-        print(f"flow coverage                {found.flow_coverage:.3f}   share of pixels passing the flow's "
+        print(f"flow coverage                {each('flow_coverage', 3)}   share of pixels passing the flow's "
               "forward-backward check (the ones both errors count); on a flat region (a sky) a flow that finds no "
               "motion passes it too, so it does not say the flow is right")
     if found.long_term_warping_error is not None:
-        print(f"long-term warping error      {found.long_term_warping_error:.6f}   frames 2, 4 and 8 apart (as far as "
-              f"the shots go): strokes kept over time (source: {found.source_long_term_warping_error:.6f})")
+        print(f"long-term warping error      {each('long_term_warping_error')}   frames 2, 4 and 8 apart (as far as "
+              f"the shots go): strokes kept over time (source: {each('source_long_term_warping_error')})")
     print(f"edge correlation with source {found.edge_correlation:.3f} mean, {found.min_edge_correlation:.3f} min"
           "   content kept: 1 is the source's edges")
     if found.style_gain is not None:

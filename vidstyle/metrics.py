@@ -3,7 +3,9 @@
 - Warping error (Lai et al. 2018, "Learning Blind Video Temporal Consistency"): mean over consecutive pairs of
   the occlusion-masked squared difference between a frame and its flow-warped predecessor, pixels in 0..1,
   the flow taken from the *source* video. The source's own figure is the floor. The long-term figure does the
-  same for frames 2, 4 and 8 apart in one shot.
+  same for frames 2, 4 and 8 apart in one shot. Each flow favours a render whose paint follows it, and where the
+  source is flat (a sky) no flow estimated from it is right by more than its prior, so `measure_frames_along`
+  gives the errors along several flows at once.
 - Edge fidelity: per frame, the correlation of the output's and the source frame's edge-strength maps.
   Warping error alone rewards a render that freezes or smears; this catches both.
 - Style gain: the sliced Wasserstein distance of image patches to the painting's (vidstyle.style_distance), which
@@ -13,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,15 +80,49 @@ class VideoMetrics:
         return asdict(self)
 
 
-def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray], flow_method: str = "farneback",
-                   cut_threshold: float = 0.5, style: np.ndarray | None = None,
-                   style_every: int = 5) -> VideoMetrics:
-    """Metrics over paired (output, source) frames of equal size; pairs across a scene cut are skipped.
+class _Steadiness:
+    """The warping errors along one flow, gathered pair by pair."""
+
+    def __init__(self, flow_method: str) -> None:
+        self.flow_method = flow_method
+        self.errors: list[float] = []
+        self.floor: list[float] = []
+        self.coverage: list[float] = []
+        self.long_errors: list[float] = []
+        self.long_floor: list[float] = []
+
+    def add_pair(self, shot: list[tuple[np.ndarray, np.ndarray]], out: np.ndarray, src: np.ndarray) -> None:
+        """The current (out, src) against the shot so far (newest first): the step before and LONG_TERM_GAPS back."""
+        if shot:
+            backward, mask = source_motion(shot[0][1], src, self.flow_method)  # one flow serves both errors
+            self.errors.append(warping_error(shot[0][0], out, backward, mask))
+            self.floor.append(warping_error(shot[0][1], src, backward, mask))
+            self.coverage.append(float(mask.mean()))
+        for gap in LONG_TERM_GAPS:
+            if gap <= len(shot):
+                earlier_out, earlier_src = shot[gap - 1]
+                backward, mask = source_motion(earlier_src, src, self.flow_method)
+                self.long_errors.append(warping_error(earlier_out, out, backward, mask))
+                self.long_floor.append(warping_error(earlier_src, src, backward, mask))
+
+    def metrics(self, edges: list[float], gains: list[float]) -> VideoMetrics:
+        mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+        return VideoMetrics(len(edges), mean(self.errors) or 0.0, mean(self.floor) or 0.0, mean(edges) or 0.0,
+                            float(min(edges)) if edges else 0.0, mean(gains), mean(self.long_errors),
+                            mean(self.long_floor), mean(self.coverage))
+
+
+def measure_frames_along(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray], flow_methods: Sequence[str],
+                         cut_threshold: float = 0.5, style: np.ndarray | None = None,
+                         style_every: int = 5) -> dict[str, VideoMetrics]:
+    """Metrics over paired (output, source) frames of equal size, the warping errors along each of `flow_methods`
+    (the other figures are the same in each); pairs across a scene cut are skipped.
 
     With the `style` painting, every `style_every`-th frame's network-free style gain is averaged too.
     """
-    warp_errors, floor_errors, coverage, edges, gains = [], [], [], [], []
-    long_errors, long_floor = [], []
+    edges: list[float] = []
+    gains: list[float] = []
+    along = [_Steadiness(method) for method in flow_methods]
     shot: list[tuple[np.ndarray, np.ndarray]] = []  # (output, source) of the shot so far, newest first
     scorer: StyleDistance | None = None
     for out, src in zip(outputs, sources, strict=False):  # a render may be cut short; score what both have
@@ -96,23 +132,17 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
         edges.append(edge_correlation(out, src))
         if shot and is_scene_cut(shot[0][1], src, cut_threshold):
             shot = []
-        if shot:
-            backward, mask = source_motion(shot[0][1], src, flow_method)  # one flow serves both errors
-            warp_errors.append(warping_error(shot[0][0], out, backward, mask))
-            floor_errors.append(warping_error(shot[0][1], src, backward, mask))
-            coverage.append(float(mask.mean()))
-        for gap in LONG_TERM_GAPS:
-            if gap <= len(shot):
-                earlier_out, earlier_src = shot[gap - 1]
-                backward, mask = source_motion(earlier_src, src, flow_method)
-                long_errors.append(warping_error(earlier_out, out, backward, mask))
-                long_floor.append(warping_error(earlier_src, src, backward, mask))
+        for steadiness in along:
+            steadiness.add_pair(shot, out, src)
         shot = [(out, src), *shot][:max(LONG_TERM_GAPS)]
-    mean = lambda v: float(np.mean(v)) if v else 0.0  # noqa: E731
-    return VideoMetrics(len(edges), mean(warp_errors), mean(floor_errors), mean(edges),
-                        float(min(edges)) if edges else 0.0, mean(gains) if gains else None,
-                        mean(long_errors) if long_errors else None, mean(long_floor) if long_floor else None,
-                        mean(coverage) if coverage else None)
+    return {steadiness.flow_method: steadiness.metrics(edges, gains) for steadiness in along}
+
+
+def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray], flow_method: str = "farneback",
+                   cut_threshold: float = 0.5, style: np.ndarray | None = None,
+                   style_every: int = 5) -> VideoMetrics:
+    """`measure_frames_along` one flow."""
+    return measure_frames_along(outputs, sources, (flow_method,), cut_threshold, style, style_every)[flow_method]
 
 
 def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | None = None) -> None:
@@ -146,14 +176,21 @@ def _paired_frames(output: Path, source: Path, start: float | None,
     return ((f.rgb for f in read_frames(out_info, size)), (f.rgb for f in read_frames(src_info, size, first, stop)))
 
 
+def measure_video_along(output: Path, source: Path, flow_methods: Sequence[str] = ("farneback", "dis"),
+                        style: np.ndarray | None = None, start: float | None = None,
+                        end: float | None = None) -> dict[str, VideoMetrics]:
+    """Metrics of a rendered video against its source (the source is decoded at the output's size), the warping
+    errors along each of `flow_methods`; with the `style` painting, the network-free style gain too. `start` and
+    `end` (seconds) pick the part of the source a render of part of it was made from, as the render picked it."""
+    outs, srcs = _paired_frames(Path(output), Path(source), start, end)
+    return measure_frames_along(outs, srcs, flow_methods, style=style)
+
+
 def measure_video(output: Path, source: Path, flow_method: str = "farneback",
                   style: np.ndarray | None = None, start: float | None = None,
                   end: float | None = None) -> VideoMetrics:
-    """Metrics of a rendered video against its source (the source is decoded at the output's size); with the
-    `style` painting, the network-free style gain too. `start` and `end` (seconds) pick the part of the source a
-    render of part of it was made from, as the render picked it."""
-    outs, srcs = _paired_frames(Path(output), Path(source), start, end)
-    return measure_frames(outs, srcs, flow_method, style=style)
+    """`measure_video_along` one flow."""
+    return measure_video_along(output, source, (flow_method,), style, start, end)[flow_method]
 
 
 def style_distances(frames: Iterable[np.ndarray], style_rgb: np.ndarray, every: int = 1) -> list[float]:
