@@ -93,3 +93,6 @@ def test_metrics_of_a_part_compare_it_with_that_part_of_the_source(bunny_short: 
         assert figures["edge_correlation"] == pytest.approx(expected["edge_correlation"])
         assert figures["warping_error"] == pytest.approx(expected["warping_error"])
     assert found["farneback"]["warping_error"] != found["dis"]["warping_error"]
+    assert main(["metrics", str(out), "--source", str(bunny_short), "--start", "0.2", "--end", "0.4",
+                 "--flow", "dis", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx(found["dis"]), "one flow: its figures alone"
