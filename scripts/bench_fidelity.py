@@ -46,7 +46,7 @@ from vidstyle.config import make_config
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
-from vidstyle.metrics import VideoMetrics, measure_frames_along
+from vidstyle.metrics import METRIC_FLOWS, VideoMetrics, measure_frames_along
 from vidstyle.passes import stylize_shot
 from vidstyle.stylize import Stylizer
 
@@ -140,7 +140,7 @@ def main() -> None:
     sources = [f.rgb for f in frames]
     if args.dump_sources is not None:
         write_frames(args.dump_sources, frames, sources)
-    flows = ("farneback", "dis") if args.metric_flow == "both" else (args.metric_flow,)
+    flows = METRIC_FLOWS if args.metric_flow == "both" else (args.metric_flow,)
     results: dict[str, dict[str, VideoMetrics]] = {}
     print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}"
           f"{f' (the shot started at {args.start - warmup})' if warmup else ''}, {args.style.name}; balanced "

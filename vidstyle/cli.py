@@ -611,10 +611,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     import json
 
     from vidstyle.io.images import read_image
-    from vidstyle.metrics import measure_video_along
+    from vidstyle.metrics import METRIC_FLOWS, measure_video_along
 
     style = read_image(resolve_style(args.style), "style image") if args.style else None
-    flows = ("farneback", "dis") if args.flow == "both" else (args.flow,)
+    flows = METRIC_FLOWS if args.flow == "both" else (args.flow,)
     along = measure_video_along(args.output, args.source, flows, style, args.start, _trim_end(args))
     if args.json:
         found = {flow: metrics.as_dict() for flow, metrics in along.items()}

@@ -29,6 +29,7 @@ from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
 from vidstyle.style_distance import StyleDistance
 
 LONG_TERM_GAPS = (2, 4, 8)  # frames apart for the long-term warping error
+METRIC_FLOWS = ("farneback", "dis")  # the flows the warping errors are measured along where none is chosen
 
 
 def edge_strength(rgb: np.ndarray) -> np.ndarray:
@@ -176,7 +177,7 @@ def _paired_frames(output: Path, source: Path, start: float | None,
     return ((f.rgb for f in read_frames(out_info, size)), (f.rgb for f in read_frames(src_info, size, first, stop)))
 
 
-def measure_video_along(output: Path, source: Path, flow_methods: Sequence[str] = ("farneback", "dis"),
+def measure_video_along(output: Path, source: Path, flow_methods: Sequence[str] = METRIC_FLOWS,
                         style: np.ndarray | None = None, start: float | None = None,
                         end: float | None = None) -> dict[str, VideoMetrics]:
     """Metrics of a rendered video against its source (the source is decoded at the output's size), the warping
