@@ -86,6 +86,21 @@ def test_image_command(starry: Path, tmp_path: Path) -> None:
     assert cv2.imread(str(out)).shape == (43, 64, 3) or cv2.imread(str(out)).shape == (42, 64, 3)
 
 
+def test_bf16_on_a_cpu_that_emulates_it_is_said_before_the_work(bunny_short: Path, tmp_path: Path, capsys,
+                                                                  monkeypatch) -> None:
+    """Emulated bf16 runs many times slower than fp32: a render and a still say so up front, and still work."""
+    import vidstyle.precision
+
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: False)
+    common = ("--style", "starry-night", "--size", "32", "--iters", "1", "--device", "cpu", "--precision", "bf16")
+    assert main(["render", str(bunny_short), "-o", str(tmp_path / "o.mp4"), *common, "--first-iters", "1",
+                 "--duration", "0.04"]) == 0
+    assert main(["image", str(shared_asset("coffee.png")), "-o", str(tmp_path / "c.png"), *common]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("precision bf16:")]
+    assert len(said) == 2 and "emulates it" in said[0], said
+    assert probe_video(tmp_path / "o.mp4").frame_count == 1 and (tmp_path / "c.png").exists()
+
+
 def _bad(capsys, args: list[str], code: int, pattern: str, out: Path | None = None) -> None:
     assert main(args) == code
     err = capsys.readouterr().err.strip().splitlines()

@@ -328,6 +328,17 @@ def test_precision_choice() -> None:
     assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
 
 
+def test_only_bf16_on_a_cpu_that_emulates_it_gets_a_note(monkeypatch) -> None:
+    import vidstyle.precision as precision
+
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: False)
+    assert "emulates it" in precision.emulation_note("bf16", "cpu")
+    assert precision.emulation_note("bf16", "cuda") is None
+    assert precision.emulation_note("auto", "cpu") is None and precision.emulation_note("fp32", "cpu") is None
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: True)
+    assert precision.emulation_note("bf16", "cpu") is None
+
+
 def test_preserve_colors_keeps_source_chroma(images) -> None:
     frame, style = images
     stylized = Stylizer(Config(device="cpu"), [style]).stylize(frame, frame, 5).rgb

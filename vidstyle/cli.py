@@ -545,6 +545,13 @@ def _cmd_image(args: argparse.Namespace) -> int:
     config = _config_from(args, _STILL_FIELDS, first_iters=args.iters)
     if args.animation_every is not None and args.animation is None:
         raise UsageError("--animation-every sets the pictures of an --animation: give --animation FILE too")
+    if config.precision == "bf16" and not args.quiet:
+        from vidstyle.precision import emulation_note
+        from vidstyle.stylize import resolve_device
+
+        note = emulation_note(config.precision, resolve_device(config.device).type)
+        if note is not None:
+            print(note, file=sys.stderr)
     started = time.perf_counter()
     bar = _IterationBar(args.quiet)
     log = _JsonLog(args.log_json, bar)

@@ -45,7 +45,7 @@ from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
-from vidstyle.precision import resolve_precision
+from vidstyle.precision import emulation_note, resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 from vidstyle.threads import WriteBehind
@@ -244,6 +244,9 @@ def first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
 
 def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
+    emulated = emulation_note(job.config.precision, device.split(":")[0])
+    if emulated is not None:
+        notes.append(emulated)
     if max(job.info.width, job.info.height) < job.config.size:
         notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at its own size, not enlarged to "
                      f"{job.config.size}")

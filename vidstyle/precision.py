@@ -24,6 +24,15 @@ def _cpu_has_bf16() -> bool:
     return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
 
 
+def emulation_note(name: str, device_type: str) -> str | None:
+    """A line for a person who asked for bf16 on a CPU that only emulates it: it runs, but many times slower than
+    fp32 (scripts/bench.py prints both), which nothing else would tell them before a long wait."""
+    if name == "bf16" and device_type == "cpu" and not _cpu_has_bf16():
+        return ("precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX) and emulates it, many times more "
+                "slowly than fp32; precision auto takes fp32 here")
+    return None
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for the network, or None for float32.
 
