@@ -32,7 +32,9 @@ def test_bench_prints_each_figure_consistently() -> None:
     for _, ours, bare, ratio in floors:
         # One pair: the printed median ratio is that pair's own.
         assert float(ours) > 0 and float(bare) > 0
-        assert abs(float(ratio) - float(ours) / float(bare)) < 0.01, out
+        # The times are printed to 0.1 ms and the ratio to 0.001: allow what that rounding alone can move.
+        slack = 0.0005 + 0.05 / float(bare) * (1 + float(ours) / float(bare))
+        assert abs(float(ratio) - float(ours) / float(bare)) <= slack, out
 
     (whole, alone, ratio), = re.findall(
         rf"\[3\] 64 px, 2 iterations a frame, flow on: end to end {_NUMBER} frames/s, stylizer alone "
@@ -43,7 +45,9 @@ def test_bench_prints_each_figure_consistently() -> None:
 
     (fp32, bf16, change), = re.findall(rf"\[q\] final loss after 30 iterations: fp32 {_NUMBER}, bf16 {_NUMBER} "
                                        r"\(([+-][0-9.]+) %\)", out)
-    assert abs(float(change) - (float(bf16) / float(fp32) - 1) * 100) < 0.01, out
+    # The losses are printed to four decimals and the change to two: allow what that rounding alone can move.
+    slack = 0.005 + 100 * 0.00005 / float(fp32) * (1 + float(bf16) / float(fp32))
+    assert abs(float(change) - (float(bf16) / float(fp32) - 1) * 100) <= slack, out
 
     (host,) = re.findall(rf"\[5\] peak memory: host {_NUMBER} MiB", out)
     assert float(host) > 100  # torch alone takes more: a smaller figure would be in the wrong unit

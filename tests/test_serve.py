@@ -340,7 +340,8 @@ def test_kill_9_mid_render_resumes_and_loses_nothing(tmp_path: Path, bunny_short
     data = tmp_path / "data"
     first = ServeProcess(data).start()
     try:
-        rendering = first.submit(bunny_short, **{**TINY, "iters": "2"}).json()
+        # Enough iterations that the job is still rendering when it is killed, on a fast CPU too.
+        rendering = first.submit(bunny_short, **{**TINY, "iters": "8"}).json()
         waiting = first.submit(clip, **TINY).json()
         seen = first.wait(rendering["id"], lambda j: j["frame"] >= 3)["frame"]
         workers = first.worker_pids()
@@ -378,7 +379,7 @@ def _rows(data: Path) -> dict[str, dict[str, Any]]:
 def test_a_dead_worker_is_replaced_and_its_job_resumes(tmp_path: Path, clip: Path) -> None:
     served = ServeProcess(tmp_path / "data").start()
     try:
-        job = served.submit(clip, **{**TINY, "iters": "3"}).json()
+        job = served.submit(clip, **{**TINY, "iters": "8"}).json()  # still rendering when its worker dies
         served.wait(job["id"], lambda j: j["frame"] >= 1)
         for pid in served.worker_pids():
             if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
