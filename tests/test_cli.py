@@ -151,6 +151,42 @@ def test_missing_input(capsys, starry: Path, tmp_path: Path) -> None:
          "input not found", out)
 
 
+def test_a_web_address_is_said_to_be_one(capsys, bunny_short: Path, tmp_path: Path) -> None:
+    """Nothing is downloaded; a URL is named as one, not reported as a missing file with its // folded."""
+    out = tmp_path / "o.mp4"
+    _bad(capsys, ["render", "https://example.com/clip.mp4", "--style", "starry-night", "-o", str(out), *TINY], 1,
+         r"^vidstyle: error: input 'https:/example.com/clip.mp4' is a web address; download the video", out)
+    _bad(capsys, ["render", str(bunny_short), "--style", "https://example.com/starry.jpg", "-o", str(out), *TINY], 1,
+         r"style 'https://example.com/starry.jpg' is a web address; download the picture", out)
+
+
+def test_the_event_log_never_appends_to_a_file_that_is_not_one(capsys, bunny_short: Path, tmp_path: Path) -> None:
+    import json
+
+    before = bunny_short.read_bytes()
+    _bad(capsys, ["render", str(bunny_short), "--style", "starry-night", "-o", str(tmp_path / "o.mp4"), *TINY,
+                  "--log-json", str(bunny_short)], 2, "--log-json .* exists and is not an event log")
+    assert bunny_short.read_bytes() == before, "the input video is untouched"
+    log = tmp_path / "events.jsonl"
+    still = ["image", str(shared_asset("coffee.png")), "--style", "starry-night", "-o", str(tmp_path / "c.png"),
+             "--size", "32", "--iters", "1", "--device", "cpu", "--quiet", "--log-json", str(log), "--overwrite"]
+    assert main(still) == 0 and main(still) == 0, "an earlier log is appended to"
+    assert [json.loads(line)["event"] for line in log.read_text().splitlines()].count("FrameDone") == 2
+
+
+def test_a_full_disk_says_to_free_space_and_run_again() -> None:
+    import errno
+
+    from vidstyle.cli import _message
+    from vidstyle.errors import CheckpointError
+
+    full = CheckpointError("cannot write w/frames/0000002.png: No space left on device")
+    full.__cause__ = OSError(errno.ENOSPC, "No space left on device")
+    assert _message(full, "render").endswith("; free some space, then run the same command again: it resumes")
+    other = CheckpointError("work directory w disappeared during the render")
+    assert _message(other, "render").endswith("; use --restart to discard the checkpoints")
+
+
 @pytest.mark.parametrize("style_kind, pattern", [
     ("missing", "style image not found"),
     ("text", "not a readable image"),
@@ -185,6 +221,8 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--size", "abc"], "invalid int"),
     (["--config", "nonexistent"], "unknown preset"),
     (["--style-blend", "0.5,x"], "comma-separated"),
+    (["--style-blend", "1,,2"], "comma-separated"),
+    (["--output-size", "99999x2"], "--output-size sides must be at most 8192 pixels"),
 ])
 def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, flags: list[str],
                       pattern: str) -> None:
@@ -198,8 +236,12 @@ def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, f
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("args", "hint"), [([], "vidstyle --help"), (["render"], "vidstyle render --help"),
-                                            (["paint"], "vidstyle --help")])
+@pytest.mark.parametrize(("args", "hint"), [
+    ([], "vidstyle --help"), (["render"], "vidstyle render --help"), (["paint"], "vidstyle --help"),
+    # An option of another command is unknown to this one: the hint is this command's help.
+    (["image", "a.png", "-s", "starry-night", "-o", "b.png", "--tol", "0.1"], "vidstyle image --help"),
+    (["styles", "extra"], "vidstyle styles --help"),
+])
 def test_usage_errors_point_to_the_right_help(capsys, args: list[str], hint: str) -> None:
     with pytest.raises(SystemExit) as stopped:
         main(args)
@@ -217,6 +259,15 @@ def test_malformed_preset(capsys, bunny_short: Path, starry: Path, tmp_path: Pat
     preset.write_text('colour = "blue"\n')
     _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset)],
          2, "unknown setting", out)
+    preset.write_text("iters = 0\n")  # the file's value is wrong, not a flag: the message names the file
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset)],
+         2, r"^vidstyle: error: \S*mine.toml: iters must be between 1 and", out)
+    assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset),
+                 *TINY, "--duration", "0.04"]) == 0, "a flag that replaces the file's value is taken"
+
+
+def test_a_refused_demo_prints_only_the_reason(capsys, tmp_path: Path) -> None:
+    _bad(capsys, ["demo", "-o", str(tmp_path / "d.avi"), "--device", "cpu"], 2, "unsupported output type")
 
 
 class _nothing:

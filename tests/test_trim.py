@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +49,18 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
     code = main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workdir",
                  str(out.with_name(out.name + ".work")), *INDEPENDENT, "--start", "0.16"])
     assert code == 2
-    assert re.search(r"setting\(s\) --frames differ", capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert "setting(s) the part of the video (--start, --end, --duration) differ" in err, err
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--start", "9"], "--start 9 s leaves no frame"),
+    (["--start", "9"], "--start 9 s is after the video's last frame, which is shown at 0.440 s"),
     (["--start", "0.3", "--end", "0.1"], "--end must come after the start"),
+    (["--start", "0.41", "--end", "0.43"], "--end leaves no frame: none is shown from 0.41 s to before 0.43 s"),
     (["--start", "x"], "expected seconds or HH:MM:SS.ms"),
+    (["--start", "1e999"], "expected seconds or HH:MM:SS.ms"),
+    (["--duration", "0"], "--duration must be more than 0 seconds"),
+    (["--duration", "0.2", "--chunk-frames", "4"], "--chunk-frames applies only to a render on Ray workers"),
 ])
 def test_impossible_ranges_are_refused_in_one_line(bunny_short: Path, starry: Path, tmp_path: Path, capsys,
                                                    flags: list[str], message: str) -> None:
@@ -96,3 +100,33 @@ def test_metrics_of_a_part_compare_it_with_that_part_of_the_source(bunny_short: 
     assert main(["metrics", str(out), "--source", str(bunny_short), "--start", "0.2", "--end", "0.4",
                  "--flow", "dis", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(found["dis"]), "one flow: its figures alone"
+
+
+def test_a_stopped_part_resumes_counted_within_the_part(bunny_short: Path, starry: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    """Frames 5-9 stopped after two: the resume says frame 2 of 5, as the part counts, not the video's frame 7."""
+    import threading
+
+    import vidstyle
+    from vidstyle.errors import Interrupted
+    from vidstyle.events import FrameSaved, RenderStarted
+
+    out, stop = tmp_path / "o.mp4", threading.Event()
+    config = vidstyle.make_config(size=48, iters=3, first_iters=3, init="content", flow="none", device="cpu",
+                                  precision="fp32")
+    saved: list[int] = []
+
+    def stop_after_two(event: object) -> None:
+        if isinstance(event, FrameSaved):
+            saved.append(event.index)
+            if len(saved) == 2:
+                stop.set()
+
+    with pytest.raises(Interrupted):
+        vidstyle.render(bunny_short, [starry], out, config, on_event=stop_after_two, stop=stop, start=0.2, end=0.4)
+    assert saved[:2] == [5, 6] and not out.exists()
+    started: list[RenderStarted] = []
+    vidstyle.render(bunny_short, [starry], out, config, start=0.2, end=0.4,
+                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    assert (started[0].total_frames, started[0].resume_from) == (5, len(set(saved)))
+    assert probe_video(out).frame_count == 5

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import math
 import os
 import signal
 import sys
@@ -24,7 +26,7 @@ from vidstyle.assets import (
     demo_config,
     resolve_style,
 )
-from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, read_preset
+from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, preset_names, read_preset
 from vidstyle.errors import (
     BusyError,
     CheckpointError,
@@ -48,6 +50,7 @@ from vidstyle.events import (
     RenderStarted,
     WorkersBusy,
 )
+from vidstyle.io.paths import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from vidstyle.preview import Estimate  # at run time only once the engine is imported
@@ -65,8 +68,19 @@ _PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("passes", "c
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (exit 2) instead of usage + error."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"vidstyle: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse, but an argument no command knows points to that command's help, not the top level's."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = self.commands.get(getattr(parsed, "command", None) or "", self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def _seconds(text: str) -> float:
@@ -75,14 +89,14 @@ def _seconds(text: str) -> float:
         parts = [float(p) for p in text.strip().split(":")]
     except ValueError:
         parts = []
-    if not 1 <= len(parts) <= 3 or any(p < 0 or p != p for p in parts):
+    if not 1 <= len(parts) <= 3 or any(p < 0 or not math.isfinite(p) for p in parts):
         raise argparse.ArgumentTypeError(f"expected seconds or HH:MM:SS.ms, got {text!r}")
     return sum(value * 60**power for power, value in enumerate(reversed(parts)))
 
 
 def _float_list(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
+        return tuple(float(v) for v in text.split(","))  # an empty item ("1,,2") is a slip, not a zero
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
@@ -110,7 +124,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
     for name in names:
         _add_field(group, fields[name], preset)  # type: ignore[arg-type]
     parser.add_argument("--config", metavar="NAME|PATH", default=DEFAULT_PRESET,
-                        help="preset from configs/ (fast, balanced, quality) or a TOML file [balanced]")
+                        help=f"preset from configs/ ({', '.join(preset_names())}) or a TOML file [balanced]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     parser.add_argument("--log-json", type=Path, metavar="FILE",
@@ -123,6 +137,10 @@ class _JsonLog:
 
     def __init__(self, path: Path | None, then: Callable[[Event], None]) -> None:
         self.then = then
+        if path is not None and not _is_event_log(path):
+            # Appending is for a log of earlier runs; a slip that names the input video or a picture would
+            # otherwise have lines of JSON added to the end of that file.
+            raise UsageError(f"--log-json {path} exists and is not an event log: name a new file or an earlier log")
         try:
             self.file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
         except OSError as exc:
@@ -140,6 +158,18 @@ class _JsonLog:
             self.file.close()
 
 
+def _is_event_log(path: Path) -> bool:
+    """True for a path that is new, empty, not a regular file (a pipe, /dev/stdout), or starts as _JsonLog writes."""
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return True
+        with open(path, "rb") as fh:
+            first = json.loads(fh.readline(1 << 16).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(first, dict) and "event" in first
+
+
 def build_parser() -> argparse.ArgumentParser:
     try:
         preset = read_preset(DEFAULT_PRESET)
@@ -148,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vidstyle", description="Paint videos in the style of any picture.")
     parser.add_argument("--version", action="version", version=f"vidstyle {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    parser.commands = sub.choices
 
     render = sub.add_parser("render", help="stylize a video", description="Stylize a video (resumable).")
     render.add_argument("input", type=Path, nargs="+", help="video file(s), rendered one after another")
@@ -168,8 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     image = sub.add_parser("image", help="stylize a still image", description="Stylize one image.")
     image.add_argument("content", type=Path, help="content image")
-    image.add_argument("--style", "-s", action="append", required=True, metavar="STYLE", help="style image")
-    image.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg)")
+    image.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
+                       help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable: the "
+                            "styles are blended")
+    image.add_argument("-o", "--output", type=Path, required=True,
+                       help=f"output image ({', '.join(IMAGE_SUFFIXES)})")
     image.add_argument("--iters", type=int, default=None, metavar="N",
                        help=f"iterations [balanced: {preset.get('first_iters', Config.first_iters)}]")
     image.add_argument("--animation", type=Path, metavar="FILE",
@@ -534,6 +568,8 @@ def _add_trim(parser: argparse.ArgumentParser, title: str, verb: str) -> None:
 
 def _trim_end(args: argparse.Namespace) -> float | None:
     if args.duration is not None:
+        if args.duration <= 0:
+            raise UsageError(f"--duration must be more than 0 seconds (got {args.duration:g})")
         return (args.start or 0.0) + args.duration
     return args.end
 
@@ -596,15 +632,16 @@ class _IterationBar:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from vidstyle.pipeline import render
+    from vidstyle.pipeline import prepare_render, render_job
 
     config = demo_config(args.device)
+    # Checked first, so that a refused output is the only line a failed demo prints.
+    job = prepare_render(demo_clip(), [builtin_style("starry-night")], args.output, config, overwrite=args.overwrite)
     progress = _Progress(args.quiet)
     progress.say(f"demo: Big Buck Bunny (c) Blender Foundation, CC BY 3.0, as The Starry Night (public domain), "
                  f"{config.size} px ({'small on a CPU' if config.size < GPU_DEMO_SIZE else 'on a GPU'})")
     try:
-        out = render(demo_clip(), [builtin_style("starry-night")], args.output, config,
-                     overwrite=args.overwrite, on_event=progress)
+        out = render_job(job, on_event=progress)
     finally:
         progress.close()
     print(f"demo written to {out.resolve()}", file=sys.stderr)
@@ -745,10 +782,17 @@ def _message(exc: VidstyleError, command: str) -> str:
     if isinstance(exc, CheckpointMismatch) and exc.settings:
         flags = ", ".join(_flag_for(name, command) for name in exc.settings)
         text = text.replace("setting(s) " + ", ".join(exc.settings), "setting(s) " + flags)
+    if isinstance(exc, CheckpointError) and _disk_full(exc):
+        return f"{text}; free some space, then run the same command again: it resumes"
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
             return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind
     return text
+
+
+def _disk_full(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _flag_for(setting: str, command: str) -> str:
@@ -757,7 +801,8 @@ def _flag_for(setting: str, command: str) -> str:
     if command == "preview" and setting in _PREVIEW_FLAGS:
         return _PREVIEW_FLAGS[setting]
     special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
-               "inputs": "the inputs", "output_dir": "-o"}
+               "inputs": "the inputs", "output_dir": "-o",
+               "frames": "the part of the video (--start, --end, --duration)"}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

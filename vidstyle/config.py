@@ -151,6 +151,8 @@ def validate(cfg: Config) -> None:
             raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
     if not OUTPUT_SIZES.fullmatch(cfg.output_size):
         raise SettingError("output_size", f"must be render, source, WxH or a long side N (got {cfg.output_size!r})")
+    if cfg.output_size not in ("render", "source") and max(map(int, cfg.output_size.split("x"))) > MAX_SIZE:
+        raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels (got {cfg.output_size})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps (got {cfg.device!r})")
     for name, (low, high) in RANGES.items():
@@ -270,8 +272,15 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
 def make_config(preset: str | None = DEFAULT_PRESET, **overrides: Any) -> Config:
     """Config from a preset plus overrides (None values are ignored, so unset CLI flags fall through)."""
     values = read_preset(preset) if preset else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    from_preset = set(values) - set(given)
+    values.update(given)
     unknown = sorted(set(values) - set(field_names()))
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
-    return Config(**values)
+    try:
+        return Config(**values)
+    except SettingError as exc:
+        if preset and exc.setting in from_preset:  # the value is the file's: name the file, not an override
+            raise ConfigError(f"{_preset_path(preset)}: {exc}") from None
+        raise

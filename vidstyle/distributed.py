@@ -119,7 +119,7 @@ class Cluster:
         """Check a request for a render on workers; raises before anything is started or written."""
         if workers is None and address is None:
             name = "chunk_frames" if chunk_frames is not None else "overlap"
-            raise SettingError(name, "applies to a render on Ray workers only (set workers or ray_address)")
+            raise SettingError(name, "applies only to a render on Ray workers")
         if stylizer is not None:
             raise SettingError("stylizer", "cannot be shared with Ray workers, which load their own network")
         if workers is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 @dataclass(frozen=True)
 class RenderStarted:
     total_frames: int
-    resume_from: int  # the first frame not yet finished by an earlier run (0 for a fresh render)
+    resume_from: int  # the first frame not yet finished by an earlier run, counted as total_frames (0: fresh)
     already_done: int  # frames finished by earlier runs, not necessarily all before resume_from
     size: tuple[int, int]  # (width, height)
     fps: Fraction

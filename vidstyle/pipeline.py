@@ -26,7 +26,7 @@ from vidstyle import __version__
 from vidstyle.assets import resolve_style
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_style_count, make_config
-from vidstyle.errors import Cancelled, CheckpointMismatch, InputError, Interrupted, SettingError, SignalInterrupt
+from vidstyle.errors import Cancelled, CheckpointMismatch, Interrupted, SettingError, SignalInterrupt
 from vidstyle.events import (
     Event,
     EventCallback,
@@ -41,7 +41,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
 from vidstyle.io.images import read_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
-from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
+from vidstyle.io.probe import VideoInfo, missing_input, probe_video, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
@@ -97,7 +97,7 @@ def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], ou
     check_style_count(config, len(styles))
     output = Path(output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
-        raise InputError(f"input not found: {input_path}")
+        raise missing_input(input_path)
     container_for(output)
     check_output_path(output, input_path, overwrite)
     style_images = tuple(read_image(p, "style image") for p in styles)
@@ -149,10 +149,10 @@ def render_job(job: RenderJob, *, restart: bool = False, on_event: EventCallback
                ray_address: str | None = None, chunk_frames: int | None = None, overlap: int | None = None) -> Path:
     """Carry out a render that prepare_render() has checked (render() is the two in one)."""
     if on_cluster(workers, ray_address, chunk_frames, overlap):
-        check_cluster_job(job)
         from vidstyle.distributed import Cluster, render_distributed
 
         cluster = Cluster.of(workers, ray_address, chunk_frames, overlap, stylizer)
+        check_cluster_job(job)
         return render_distributed(replace(job, chunking=cluster.chunking), cluster, restart, on_event, stop)
     if stylizer is not None:
         _check_stylizer(stylizer, job)
@@ -262,7 +262,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                      if job.info.frame_times else f"frames {first} to {stop - 1} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
     fresh_left = sum(s.fresh and s.start not in done for s in segments)
-    return RenderStarted(stop - first, first_missing(done, stop, first), len(inside), job.size,
+    return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes), fresh_left,
                          (job.config.first_iters, job.config.iters), job.config.passes,

@@ -25,12 +25,12 @@ import torch
 
 from vidstyle.assets import resolve_style
 from vidstyle.config import Config, check_style_count, make_config
-from vidstyle.errors import Cancelled, InputError, Interrupted, OutputExists, SettingError, UsageError
+from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import encode_image, read_image, write_atomic
 from vidstyle.io.paths import check_output_path
-from vidstyle.io.probe import VideoInfo, probe_video
+from vidstyle.io.probe import VideoInfo, missing_input, probe_video
 from vidstyle.limits import check_fits, render_size
 from vidstyle.pipeline import style_label
 from vidstyle.plan import find_cuts
@@ -139,7 +139,7 @@ def prepare_preview(input_path: Path | str, style_paths: Sequence[Path | str], o
             raise SettingError("strengths", f"{strength:g} makes a style weight that {exc.problem}") from None
     output = Path(output) if output is not None else default_preview_output(input_path, styles)
     if not input_path.exists():
-        raise InputError(f"input not found: {input_path}")
+        raise missing_input(input_path)
     if output.suffix.lower() not in SHEET_SUFFIXES:
         raise UsageError(f"the contact sheet must be an image ({', '.join(SHEET_SUFFIXES)}), got {output.name}")
     check_output_path(output, input_path, overwrite)

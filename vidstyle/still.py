@@ -14,13 +14,11 @@ from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, resize_rgb, write_atomic
-from vidstyle.io.paths import check_output_path
+from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path
 from vidstyle.limits import check_fits, render_size
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], output: Path | str,

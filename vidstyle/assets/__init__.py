@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vidstyle.config import Config, make_config
 from vidstyle.errors import InputError
+from vidstyle.io.paths import is_web_address
 
 GPU_DEMO_SIZE = 720  # the demo on a GPU: the default preset at a size that shows the brush strokes
 
@@ -42,6 +43,9 @@ def resolve_style(name_or_path: Path | str) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
+    if is_web_address(name_or_path):
+        # Nothing is downloaded: a render runs offline and the style image is part of what a resume checks.
+        raise InputError(f"style '{name_or_path}' is a web address; download the picture and give its file")
     builtin = builtin_style(str(name_or_path))
     if builtin is not None:
         return builtin

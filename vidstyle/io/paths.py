@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from vidstyle.errors import BusyError, OutputError, OutputExists, UsageError
+
+# What a still may be written as: formats that OpenCV writes.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# A scheme and its slashes, as in https://; a Path folds // to /, and one letter before the colon is a drive.
+_WEB_ADDRESS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]+:/")
+
+
+def is_web_address(name: Path | str) -> bool:
+    """Whether a name given as a file is a URL (https://..., also after Path folded it to https:/...)."""
+    return _WEB_ADDRESS.match(str(name)) is not None
 
 
 def check_output_path(output: Path, source: Path, overwrite: bool) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vidstyle.errors import InputError, SettingError, VideoOpenError
 from vidstyle.io.ffmpeg import file_url, run_ffmpeg
+from vidstyle.io.paths import is_web_address
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
 VIDEO_STREAM = "0:V:0"
@@ -183,12 +184,19 @@ def _fallback_fps(stream_line: str) -> Fraction:
     return Fraction(match.group(1)).limit_denominator(1001) if match else Fraction(25)
 
 
+def missing_input(path: Path) -> InputError:
+    """The error for an input video that is not there, or is a web address given as one."""
+    if is_web_address(path):  # nothing is downloaded: the video is read, and re-read on resume, from a file
+        return InputError(f"input '{path}' is a web address; download the video and give its file")
+    return InputError(f"input not found: {path}")
+
+
 def _check_regular_file(path: Path) -> None:
     """Refuse what ffmpeg would block on (a FIFO waits for a writer forever) or cannot seek and re-read."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise InputError(f"input not found: {path}") from None
+        raise missing_input(path) from None
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from exc
     if stat.S_ISDIR(mode):
@@ -279,6 +287,8 @@ def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tupl
         raise SettingError("end", f"must come after the start ({finish:g} s is not after {begin:g} s)")
     times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
     first, stop = bisect.bisect_left(times, begin - 1e-9), bisect.bisect_left(times, finish - 1e-9)
-    if first >= info.frame_count or stop <= first:
-        raise SettingError("start", f"{begin:g} s leaves no frame of the video, which lasts {info.duration:.3f} s")
+    if first >= info.frame_count:
+        raise SettingError("start", f"{begin:g} s is after the video's last frame, which is shown at {times[-1]:.3f} s")
+    if stop <= first:
+        raise SettingError("end", f"leaves no frame: none is shown from {begin:g} s to before {finish:g} s")
     return None if (first, stop) == (0, info.frame_count) else (first, stop)

@@ -28,6 +28,7 @@ from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import Config, make_config, preset_names
 from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb
+from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.serve.guard import Guard
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
 from vidstyle.serve.queue import FINAL_STATES, Job, JobQueue, is_job_id, new_job_id
@@ -37,7 +38,6 @@ STATIC = Path(__file__).resolve().parent / "static"
 # Suffixes an upload may keep (ffmpeg and OpenCV look at the content, but some formats are told by the name);
 # anything else is stored as .bin. The client's file name is used for nothing else.
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg", ".mpeg", ".ts", ".flv", ".ogv")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Magic numbers of the image formats OpenCV reads: a video is never loaded into memory to find it is no image.
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 # The options a client may set, by their library names (SettingError names them the same way).
