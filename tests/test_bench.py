@@ -1,6 +1,6 @@
 """scripts/bench.py runs end to end at toy sizes and prints figures that agree with their own parts.
 
-Not a speed test (speed is read from the script's full run, README "Measured performance"): this keeps the
+Not a speed test (speed is read from the script's full run, docs/performance.md): this keeps the
 benchmark itself from rotting as the code under it changes.
 """
 
