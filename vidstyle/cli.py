@@ -392,23 +392,23 @@ class _Progress:
             self.say(f"[{event.position + 1}/{event.count}] {event.status}: {event.reason}")
         elif isinstance(event, RenderFinished):
             self.close()
-            self.say(f"wrote {event.output} ({event.frames} frames in {_clock(event.seconds)})")
+            self.say(f"wrote {event.output} ({_count(event.frames, 'frame')} in {_clock(event.seconds)})")
             if event.iterations is not None:
                 mean, low, high = event.iterations
                 self.say(f"iterations a frame: mean {mean:.1f}, min {low}, max {high} "
-                         f"({event.stylized} frames stylized by this run)")
+                         f"({_count(event.stylized, 'frame')} stylized by this run)")
 
     def _start(self, event: RenderStarted) -> None:
         from vidstyle.eta import RenderEta
 
         width, height = event.size
-        self.say(f"rendering {event.total_frames} frames at {width}x{height}, {float(event.fps):.3f} fps, "
+        self.say(f"rendering {_count(event.total_frames, 'frame')} at {width}x{height}, {float(event.fps):.3f} fps, "
                  f"on {event.device}; checkpoints in {event.workdir}")
         for note in event.notes:
             self.say(note)
         if event.already_done:
             self.say(f"resuming at frame {event.resume_from} of {event.total_frames}"
-                     + (f" ({event.already_done} frames already done)"
+                     + (f" ({_count(event.already_done, 'frame')} already done)"
                         if event.already_done != event.resume_from else ""))
         self.frames_done, self.total, self.announced = event.already_done, event.total_frames, False
         self.passes = event.passes
@@ -788,6 +788,10 @@ def _message(exc: VidstyleError, command: str) -> str:
         if isinstance(exc, kind):
             return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind
     return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _disk_full(exc: BaseException) -> bool:

@@ -258,8 +258,9 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                      " fps")
     first, stop = job.span
     if job.trim is not None:
-        notes.append(f"frames {first} to {stop - 1} of {job.info.frame_count} ({job.info.frame_times[first]:.3f} s on)"
-                     if job.info.frame_times else f"frames {first} to {stop - 1} of {job.info.frame_count}")
+        part = f"frame {first}" if stop - first == 1 else f"frames {first} to {stop - 1}"
+        notes.append(f"{part} of {job.info.frame_count}, from {job.info.frame_times[first]:.3f} s"
+                     if job.info.frame_times else f"{part} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
     fresh_left = sum(s.fresh and s.start not in done for s in segments)
     return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
