@@ -241,6 +241,25 @@ def test_another_chunking_or_the_sequential_render_is_refused(reference, bunny_s
     assert sorted(_frames(work)) == list(range(12)) and list(tmp_path.iterdir()) == []
 
 
+def test_removing_the_chunk_files_removes_only_what_the_chunks_wrote(tmp_path: Path) -> None:
+    files = ChunkFiles(WorkDir(tmp_path / "work"))
+    frame = np.zeros((8, 8, 3), np.uint8)
+    files.save("lead", 3, frame)
+    files.save("tail", 7, frame)
+    marker = files.mark_running(Task(1, Chunk(0, 0, 4, 2), (0, 12)))
+    theirs = [files.root / "notes.txt", files.root / "lead" / "mine.png", files.root / "running" / "todo"]
+    for path in theirs:
+        path.write_text("not vidstyle's")
+    files.remove()
+    assert not files.path("lead", 3).exists() and not files.path("tail", 7).exists() and not marker.exists()
+    assert all(path.read_text() == "not vidstyle's" for path in theirs)
+    for path in theirs:
+        path.unlink()
+    files.save("lead", 3, frame)
+    files.remove()
+    assert not files.root.exists(), "with nothing else there, chunks/ goes too"
+
+
 def test_a_killed_worker_is_retried_and_the_frames_are_the_same(reference, bunny_short: Path, starry: Path,
                                                                  tmp_path: Path) -> None:
     work = tmp_path / "work"

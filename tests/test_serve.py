@@ -397,6 +397,21 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     assert "another vidstyle server is using the data directory" in result.stderr
 
 
+def test_only_a_folder_that_served_before_has_its_leftovers_swept(tmp_path: Path) -> None:
+    """--data may name a folder that already holds jobs/ and uploads/ of its own: the first start there deletes
+    nothing; a later start clears the job and upload folders that vidstyle made and no job owns."""
+    data = tmp_path / "data"
+    before = [data / "jobs" / ("a" * 32), data / "uploads" / ("b" * 32), data / "jobs" / "mine"]
+    for folder in before:
+        folder.mkdir(parents=True)
+        (folder / "keep.txt").write_text("not vidstyle's")
+    ServeProcess(data).start().stop()
+    assert all((folder / "keep.txt").exists() for folder in before), "the first start touches nothing"
+    ServeProcess(data).start().stop()
+    assert not before[0].exists() and not before[1].exists(), "leftovers of an earlier run, named as ours, go"
+    assert (before[2] / "keep.txt").exists(), "a name the server never gives stays"
+
+
 def test_missing_extra_is_one_line(tmp_path: Path) -> None:
     """Without fastapi the command says which extra to install, in one line."""
     blocker = tmp_path / "block"

@@ -199,8 +199,8 @@ class WorkDir:
         for entry in folder.iterdir() if folder.is_dir() else ():
             if _TEMPORARY_NAME.match(entry.name):  # left by a write that a stop cut short
                 entry.unlink(missing_ok=True)
-        _remove_if_empty(folder)
-        _remove_if_empty(self.path / PASSES)
+        remove_if_empty(folder)
+        remove_if_empty(self.path / PASSES)
 
     def done_frames(self) -> set[int]:
         """Indices of every finished frame."""
@@ -246,23 +246,16 @@ class WorkDir:
         passes = self.path / PASSES
         if passes.is_dir():
             for folder in passes.iterdir():
-                if _PASS_NAME.match(folder.name) and folder.is_dir() and not folder.is_symlink():
-                    for entry in folder.iterdir():
-                        if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
-                            entry.unlink(missing_ok=True)
-                    _remove_if_empty(folder)
-            _remove_if_empty(passes)
-        if self.frames.is_dir():
-            for entry in self.frames.iterdir():
-                if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
-                    entry.unlink(missing_ok=True)
-            _remove_if_empty(self.frames)
+                if _PASS_NAME.match(folder.name) and not folder.is_symlink():
+                    remove_frame_files(folder)
+            remove_if_empty(passes)
+        remove_frame_files(self.frames)
         if self.path.is_dir():
             for entry in self.path.iterdir():
                 if entry.name in (MANIFEST, LOCK) or _TEMPORARY_NAME.match(entry.name):
                     entry.unlink(missing_ok=True)
             if remove_directory:
-                _remove_if_empty(self.path)
+                remove_if_empty(self.path)
 
 
 def frame_indices(folder: Path) -> set[int]:
@@ -272,7 +265,18 @@ def frame_indices(folder: Path) -> set[int]:
     return {int(m.group(1)) for p in folder.iterdir() if (m := _FRAME_NAME.match(p.name))}
 
 
-def _remove_if_empty(path: Path) -> None:
+def remove_frame_files(folder: Path) -> None:
+    """Delete the frame files (0000012.png) and cut-short writes in a folder, then the folder if nothing else is
+    left: a file that vidstyle does not name this way is never its own to delete, and keeps the folder too."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
+            entry.unlink(missing_ok=True)
+    remove_if_empty(folder)
+
+
+def remove_if_empty(path: Path) -> None:
     try:
         path.rmdir()
     except OSError:

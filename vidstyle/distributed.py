@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import re
 import signal
 import socket
 import threading
@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidstyle.checkpoint import MANIFEST, WorkDir, frame_indices
+from vidstyle.checkpoint import MANIFEST, WorkDir, frame_indices, remove_frame_files, remove_if_empty
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
@@ -77,6 +77,8 @@ DEFAULT_OVERLAP = 12
 # Retries of a chunk whose worker died (killed, out of memory, node lost); a Python error in a chunk is not retried.
 MAX_RETRIES = 3
 CHUNKS = "chunks"
+# A running task's marker: its chunk's first frame, pass, host and process id (mark_running).
+_MARKER_NAME = re.compile(r"^\d{7,}\.\d+\..+\.\d+$")
 _POLL = 0.2  # seconds between looks at the work directory while tasks run
 _RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
@@ -314,8 +316,20 @@ class ChunkFiles:
                 self.path(role, index).unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Drop the overlap frames and markers: the final frames hold everything a render needs from them."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Drop the overlap frames and markers: the final frames hold everything a render needs from them. Only
+        files named as the chunks name them go; anything else in chunks/ stays, and the folder with it."""
+        for role in ("lead", "tail"):
+            remove_frame_files(self.root / role)
+        self.remove_markers()
+        remove_if_empty(self.root)
+
+    def remove_markers(self) -> None:
+        """Drop the markers of running tasks (those of an earlier run are stale)."""
+        folder = self.root / "running"
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if _MARKER_NAME.match(path.name):
+                path.unlink(missing_ok=True)
+        remove_if_empty(folder)
 
 
 @dataclass(frozen=True)
@@ -496,7 +510,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 files.remove()  # overlap frames of the discarded render must not be blended into the new one
         manifest = open_workdir(job, restart, stop)
         with job.workdir.lock():
-            shutil.rmtree(files.root / "running", ignore_errors=True)  # markers of tasks of an earlier run
+            files.remove_markers()  # of tasks of an earlier run
             segments = [Segment(*s) for s in manifest.segments]
             done = job.workdir.done_frames()
             progress.current = first_missing(done, job.info.frame_count)

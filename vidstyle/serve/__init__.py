@@ -80,11 +80,15 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     if token is not None and len(token) < 8:
         raise SettingError("token", "must be at least 8 characters")
     folder = DataDir(Path(data).resolve())
+    # Only a folder that already held vidstyle's queue has job and upload folders that vidstyle made: on the first
+    # start in a folder, whatever is in jobs/ or uploads/ was there before and is not swept.
+    served_before = folder.database.is_file()
     folder.create()
     lock_fd = _lock_data(folder.lock)
     queue = JobQueue(folder.database)
     recovered = queue.recover()
-    _sweep(folder, queue)
+    if served_before:
+        _sweep(folder, queue)
     specs = worker_specs(folder.root, device, workers)
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs))
     app = create_app(settings, queue, WorkerPool(queue, specs))
