@@ -78,7 +78,7 @@ DEFAULT_OVERLAP = 12
 MAX_RETRIES = 3
 CHUNKS = "chunks"
 # A running task's marker: its chunk's first frame, pass, host and process id (mark_running).
-_MARKER_NAME = re.compile(r"^\d{7,}\.\d+\..+\.\d+$")
+_MARKER_NAME = re.compile(r"^(\d{7,})\.(\d+)\..+\.\d+$")
 _POLL = 0.2  # seconds between looks at the work directory while tasks run
 _RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
@@ -304,9 +304,8 @@ class ChunkFiles:
         folder = self.root / "running"
         found: dict[tuple[int, int], list[Path]] = {}
         for path in folder.iterdir() if folder.is_dir() else ():
-            first, number = path.name.split(".")[:2] if path.name.count(".") >= 3 else ("", "")
-            if first.isdigit() and number.isdigit():
-                found.setdefault((int(first), int(number)), []).append(path)
+            if match := _MARKER_NAME.match(path.name):
+                found.setdefault((int(match.group(1)), int(match.group(2))), []).append(path)
         return found
 
     def drop_overlap(self, indices: Iterable[int]) -> None:
