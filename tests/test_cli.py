@@ -200,6 +200,20 @@ def test_bad_styles(capsys, bunny_short: Path, tmp_path: Path, style_kind: str, 
     _bad(capsys, ["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY], 1, pattern, out)
 
 
+def test_a_truncated_png_style_is_refused_in_one_line(capfd, bunny_short: Path, starry: Path,
+                                                      tmp_path: Path) -> None:
+    """libpng writes its own error to the process's stderr before it fails; the file is refused before that."""
+    whole = tmp_path / "whole.png"
+    ffmpeg("-i", str(starry), "-frames:v", "1", str(whole))
+    style = tmp_path / "cut.png"
+    style.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    out = tmp_path / "o.mp4"
+    assert main(["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"vidstyle: error: style image is truncated (a PNG without its end): {style}"], err
+    assert not out.exists()
+
+
 def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
     base = ["render", str(bunny_short), "--style", str(starry), *TINY]
     _bad(capsys, [*base, "-o", str(tmp_path / "missing dir" / "o.mp4")], 1, "directory does not exist")
@@ -223,6 +237,10 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--style-blend", "0.5,x"], "comma-separated"),
     (["--style-blend", "1,,2"], "comma-separated"),
     (["--output-size", "99999x2"], "--output-size sides must be at most 8192 pixels"),
+    # A value that starts with '-' but is not a plain number reaches its own check, not argparse's
+    # "expected one argument".
+    (["--style-blend", "-1,2"], "--style-blend weights must be finite, non-negative"),
+    (["--temporal-weight", "-1e3"], "--temporal-weight"),
 ])
 def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, flags: list[str],
                       pattern: str) -> None:

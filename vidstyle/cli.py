@@ -8,6 +8,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -65,6 +66,9 @@ _VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "temporal_rea
 _PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("passes", "crf", "output_size", "keep_frames"))
 
 
+_NEGATIVE_VALUE = re.compile(r"-\.?\d")  # a value such as -1,2 or -.5, not an option
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line (exit 2) instead of usage + error."""
 
@@ -72,6 +76,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"vidstyle: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        return super().parse_known_args(self._join_negative_values(args), namespace)
+
+    def _join_negative_values(self, args: Sequence[str] | None) -> list[str]:
+        """`--style-blend -1,2` as `--style-blend=-1,2`: argparse takes any '-' word that is not a plain number
+        for an option and says only 'expected one argument'; joined, the value reaches its own check."""
+        words = list(sys.argv[1:] if args is None else args)
+        joined: list[str] = []
+        i = 0
+        while i < len(words):
+            action = self._option_string_actions.get(words[i])
+            takes_value = action is not None and action.nargs is None and words[i].startswith("--")
+            if takes_value and i + 1 < len(words) and _NEGATIVE_VALUE.match(words[i + 1]):
+                joined.append(f"{words[i]}={words[i + 1]}")
+                i += 2
+            else:
+                joined.append(words[i])
+                i += 1
+        return joined
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:

@@ -23,10 +23,22 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mangles non-ASCII paths on some systems
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if _is_cut_short_png(data):
+        raise InputError(f"{what} is truncated (a PNG without its end): {path}")
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise InputError(f"{what} is not a readable image: {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _is_cut_short_png(data: np.ndarray) -> bool:
+    """A PNG whose last chunk (IEND) is missing: libpng would print its own error to stderr before failing, so
+    the file is refused here first, in vidstyle's one line."""
+    raw = data.tobytes()
+    return raw.startswith(_PNG_SIGNATURE) and raw.rfind(b"IEND") < 0
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
