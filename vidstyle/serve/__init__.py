@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.errors import BusyError, SettingError, VidstyleError
+from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -108,19 +109,16 @@ def _lock_data(path: Path) -> int:
     return fd
 
 
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
-
-
 def _sweep(folder: Any, queue: Any) -> None:
     """Files of uploads that a dead server was still checking, and job folders whose job was never queued."""
-    # Only folders named as the server names them (a 32-hex job id): --data may point at a folder that holds
-    # other things, and those are never the server's to delete.
+    # Only folders named as the server names them (a job id): --data may point at a folder that holds other
+    # things, and those are never the server's to delete.
     for entry in folder.uploads.iterdir():
-        if _JOB_ID.fullmatch(entry.name):
+        if is_job_id(entry.name):
             shutil.rmtree(entry, ignore_errors=True)
     known = {job.id for job in queue.jobs(limit=1 << 30)}
     for entry in folder.jobs.iterdir():
-        if _JOB_ID.fullmatch(entry.name) and entry.name not in known:
+        if is_job_id(entry.name) and entry.name not in known:
             shutil.rmtree(entry, ignore_errors=True)
 
 
