@@ -37,8 +37,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _is_cut_short_png(data: np.ndarray) -> bool:
     """A PNG whose last chunk (IEND) is missing: libpng would print its own error to stderr before failing, so
     the file is refused here first, in vidstyle's one line."""
-    raw = data.tobytes()
-    return raw.startswith(_PNG_SIGNATURE) and raw.rfind(b"IEND") < 0
+    return data[:len(_PNG_SIGNATURE)].tobytes() == _PNG_SIGNATURE and b"IEND" not in data.tobytes()
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
