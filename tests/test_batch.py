@@ -65,6 +65,16 @@ def test_a_blend_is_one_output_per_input(clips: list[Path], two_styles: list[Pat
     assert all(i.styles == tuple(two_styles) for i in items)
 
 
+def test_one_path_or_name_on_its_own_is_one_input_or_style(clips: list[Path], starry: Path) -> None:
+    from vidstyle.pipeline import prepare_render
+
+    (item,) = plan_batch(str(clips[0]), str(starry))
+    assert item.input == clips[0] and item.styles == (starry,)
+    assert plan_batch(clips[0], "starry-night")[0].output.name == "one.starry_night.mp4"
+    job = prepare_render(clips[0], str(starry), config=make_config("fast", size=64, device="cpu"))
+    assert job.styles == (starry,)
+
+
 def test_a_failure_is_reported_and_the_others_are_written(clips: list[Path], starry: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     broken = clips[0].with_name("broken.mp4")

@@ -165,13 +165,47 @@ def test_the_event_log_never_appends_to_a_file_that_is_not_one(capsys, bunny_sho
 
     before = bunny_short.read_bytes()
     _bad(capsys, ["render", str(bunny_short), "--style", "starry-night", "-o", str(tmp_path / "o.mp4"), *TINY,
-                  "--log-json", str(bunny_short)], 2, "--log-json .* exists and is not an event log")
+                  "--log-json", str(bunny_short)], 2, "--log-json .* is the input; name another file")
     assert bunny_short.read_bytes() == before, "the input video is untouched"
     log = tmp_path / "events.jsonl"
     still = ["image", str(shared_asset("coffee.png")), "--style", "starry-night", "-o", str(tmp_path / "c.png"),
              "--size", "32", "--iters", "1", "--device", "cpu", "--quiet", "--log-json", str(log), "--overwrite"]
     assert main(still) == 0 and main(still) == 0, "an earlier log is appended to"
     assert [json.loads(line)["event"] for line in log.read_text().splitlines()].count("FrameDone") == 2
+
+
+def test_the_event_log_is_none_of_the_commands_files_and_a_refused_command_leaves_none(capsys, bunny_short: Path,
+                                                                                      starry: Path,
+                                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    base = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), *TINY]
+    _bad(capsys, [*base, "--log-json", str(out)], 2, "--log-json .* is the output", out)
+    _bad(capsys, [*base, "--log-json", str(starry)], 2, "--log-json .* is the style image")
+    default = bunny_short.with_name(f"{bunny_short.stem}.{starry.stem}.mp4")
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), *TINY, "--log-json", str(default)], 2,
+         "--log-json .* is the output", default)
+    picture = tmp_path / "c.png"
+    _bad(capsys, ["image", str(starry), "--style", "starry-night", "-o", str(picture), "--size", "32", "--iters", "1",
+                  "--device", "cpu", "--log-json", str(picture)], 2, "--log-json .* is the output", picture)
+    out.write_bytes(b"keep me")
+    log = tmp_path / "events.jsonl"
+    _bad(capsys, [*base, "--log-json", str(log)], 2, "--overwrite")
+    assert out.read_bytes() == b"keep me" and not log.exists(), "a refused render leaves no event log"
+
+
+def test_an_output_is_never_a_style_image(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    style = tmp_path / "style.png"
+    ffmpeg("-i", str(starry), "-frames:v", "1", "-vf", "scale=64:-2", str(style))
+    before = style.read_bytes()
+    _bad(capsys, ["image", str(starry), "--style", str(style), "-o", str(style), "--overwrite", "--size", "32",
+                  "--iters", "1", "--device", "cpu"], 2, "output .* is a style image")
+    disguised = tmp_path / "style.mp4"  # a picture named as a video is still read as the style
+    disguised.write_bytes(before)
+    _bad(capsys, ["render", str(bunny_short), "--style", str(disguised), "-o", str(disguised), "--overwrite", *TINY],
+         2, "output .* is a style image")
+    _bad(capsys, ["preview", str(bunny_short), "--style", str(style), "-o", str(style), "--overwrite", *TINY], 2,
+         "output .* is a style image")
+    assert style.read_bytes() == before and disguised.read_bytes() == before
 
 
 def test_a_full_disk_says_to_free_space_and_run_again() -> None:

@@ -41,6 +41,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     ChunkJob,
     RayMissing,
     Task,
+    WorkerFailed,
     blend_frames,
     blend_weight,
     finished_seams,
@@ -194,6 +195,21 @@ def test_without_ray_the_message_says_what_to_install(monkeypatch, capsys, bunny
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "install vidstyle[ray]" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cluster_out_of_reach_leaves_nothing_that_blocks_the_render_on_this_machine(bunny_short: Path,
+                                                                                      starry: Path,
+                                                                                      tmp_path: Path) -> None:
+    from ray._private.services import find_gcs_addresses
+
+    if find_gcs_addresses():
+        pytest.skip("a Ray instance runs on this machine, so 'auto' would reach it")
+    out = tmp_path / "out.mp4"
+    with pytest.raises(WorkerFailed, match="cannot start or reach the Ray cluster at auto"):
+        vidstyle.render(bunny_short, [starry], out, _config(), ray_address="auto")
+    assert list(tmp_path.iterdir()) == []  # no work directory, whose manifest would name the chunking
+    vidstyle.render(bunny_short, [starry], out, _config())
+    assert probe_video(out).frame_count == 12
 
 
 def test_cli_help_shows_the_library_defaults() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidstyle.assets import resolve_style
+from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, make_config
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
@@ -40,14 +40,16 @@ class BatchResult:
     reason: str = ""  # why it was skipped or failed, one line
 
 
-def plan_batch(inputs: Sequence[Path | str], style_paths: Sequence[Path | str], *, each_style: bool = False,
+def plan_batch(inputs: Sequence[Path | str] | Path | str, style_paths: StylePaths, *, each_style: bool = False,
                output_dir: Path | str | None = None) -> list[BatchItem]:
     """The renders of a batch, named as a single render names its output, beside each input or in `output_dir`."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]  # one video, not its letters
     if not inputs:
         raise SettingError("inputs", "is empty: give at least one video")
     if not style_paths:
         raise SettingError("styles", "is empty: give at least one style image")
-    styles = tuple(resolve_style(p) for p in style_paths)
+    styles = resolve_styles(style_paths)
     if output_dir is not None and not Path(output_dir).is_dir():
         raise SettingError("output_dir", f"{output_dir} is not a directory")
     groups = [(style,) for style in styles] if each_style else [styles]
@@ -75,7 +77,7 @@ def _describe(item: BatchItem) -> str:
     return f"{item.input} as {' + '.join(p.name for p in item.styles)}"
 
 
-def render_many(inputs: Sequence[Path | str], style_paths: Sequence[Path | str], config: Config | None = None, *,
+def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePaths, config: Config | None = None, *,
                 each_style: bool = False, output_dir: Path | str | None = None, overwrite: bool = False,
                 restart: bool = False, on_event: EventCallback = ignore_event, stop: threading.Event | None = None,
                 start: float | None = None, end: float | None = None, **cluster: Any) -> list[BatchResult]:

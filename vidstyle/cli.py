@@ -51,7 +51,7 @@ from vidstyle.events import (
     RenderStarted,
     WorkersBusy,
 )
-from vidstyle.io.paths import IMAGE_SUFFIXES
+from vidstyle.io.paths import IMAGE_SUFFIXES, same_file
 
 if TYPE_CHECKING:
     from vidstyle.preview import Estimate  # at run time only once the engine is imported
@@ -158,29 +158,54 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
 
 
 class _JsonLog:
-    """The library's typed events as JSON lines: {"event": "FrameDone", "index": 3, ...}."""
+    """The library's typed events as JSON lines: {"event": "FrameDone", "index": 3, ...}.
 
-    def __init__(self, path: Path | None, then: Callable[[Event], None]) -> None:
-        self.then = then
-        if path is not None and not _is_event_log(path):
+    The file is opened at the first event, so that a command refused before its work leaves no log behind.
+    """
+
+    def __init__(self, path: Path | None, then: Callable[[Event], None], args: argparse.Namespace,
+                 output: Path | None = None) -> None:
+        self.path, self.then, self.file = path, then, None
+        if path is None:
+            return
+        for role, other in _files_named(args, output):
+            if same_file(path, other):
+                raise UsageError(f"--log-json {path} is the {role}; name another file for the event log")
+        if not _is_event_log(path):
             # Appending is for a log of earlier runs; a slip that names the input video or a picture would
             # otherwise have lines of JSON added to the end of that file.
             raise UsageError(f"--log-json {path} exists and is not an event log: name a new file or an earlier log")
-        try:
-            self.file = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
-        except OSError as exc:
-            raise UsageError(f"cannot write the event log {path}: {exc.strerror or exc}") from exc
+        if not path.parent.is_dir():
+            raise UsageError(f"cannot write the event log {path}: its folder does not exist")
 
     def __call__(self, event: Event) -> None:
-        if self.file is not None:
-            record = {"event": type(event).__name__, **dataclasses.asdict(event)}
-            self.file.write(json.dumps(record, default=str) + "\n")
-            self.file.flush()
+        if self.path is not None:
+            self._file().write(json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)},
+                                          default=str) + "\n")
+            self._file().flush()
         self.then(event)
+
+    def _file(self) -> Any:
+        if self.file is None:
+            try:
+                self.file = open(self.path, "a", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115
+            except OSError as exc:
+                raise UsageError(f"cannot write the event log {self.path}: {exc.strerror or exc}") from exc
+        return self.file
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _files_named(args: argparse.Namespace, output: Path | None) -> list[tuple[str, Path]]:
+    """The files a command reads or writes, by role: none of them may also be its event log."""
+    named = []
+    for role, attr in (("input", "input"), ("input", "content"), ("style image", "style"), ("output", "output"),
+                       ("animation", "animation")):
+        value = output if attr == "output" and output is not None else getattr(args, attr, None)
+        named += [(role, Path(p)) for p in (value if isinstance(value, list) else [value]) if p is not None]
+    return named
 
 
 def _is_event_log(path: Path) -> bool:
@@ -521,12 +546,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if outputs > 1:
         return _render_batch(args, config, outputs)
     output = args.output
-    if output is not None and output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES:
+    if output is None or (output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES):
         # One output into a folder, named as beside the input. A folder named like a video (out.mp4/) is taken for
         # the mistake it most likely is, and refused as an output that is a directory.
-        output = output / default_output(args.input[0], [resolve_style(s) for s in args.style]).name
+        named = default_output(args.input[0], [resolve_style(s) for s in args.style])
+        output = named if output is None else output / named.name
     progress = _Progress(args.quiet)
-    log = _JsonLog(args.log_json, progress)
+    log = _JsonLog(args.log_json, progress, args, output)
     try:
         render(args.input[0], args.style, output, config, workdir=args.workdir,
                overwrite=args.overwrite, restart=args.restart, on_event=log, workers=args.workers,
@@ -549,7 +575,7 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
         raise UsageError(f"--workdir names one render's checkpoints, and this command makes {outputs} renders: "
                          "leave it out (each gets <output>.vidstyle-work)")
     progress = _Progress(args.quiet)
-    log = _JsonLog(args.log_json, progress)
+    log = _JsonLog(args.log_json, progress, args)
     ended: list[tuple[str, Path, str]] = []  # (status, output, reason) of each finished item, for the summary
 
     def on_event(event: Event) -> None:
@@ -615,7 +641,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
     started = time.perf_counter()
     bar = _IterationBar(args.quiet)
-    log = _JsonLog(args.log_json, bar)
+    log = _JsonLog(args.log_json, bar, args)
     try:
         every = 5 if args.animation_every is None else args.animation_every
         stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log,
@@ -733,7 +759,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     from vidstyle.preview import preview
 
     config = _config_from(args, _STILL_FIELDS + _PREVIEW_VIDEO_FIELDS)
-    log = _JsonLog(args.log_json, _PreviewLines(args.quiet))
+    log = _JsonLog(args.log_json, _PreviewLines(args.quiet), args)
     try:
         result = preview(args.input, args.style, args.output, config, at=args.at, count=args.frames,
                          strengths=args.strength if args.strength is not None else (1.0,),

@@ -504,21 +504,22 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     files = ChunkFiles(job.workdir, job.config.passes)
     progress = RunProgress(on_event, 0)
     with output_slot(job.output, progress) as partial:
-        if restart and (job.workdir.path / MANIFEST).is_file():
-            with job.workdir.lock():  # never under a render that is running now
-                files.remove()  # overlap frames of the discarded render must not be blended into the new one
-        manifest = open_workdir(job, restart, stop)
-        with job.workdir.lock():
-            files.remove_markers()  # of tasks of an earlier run
-            segments = [Segment(*s) for s in manifest.segments]
-            done = job.workdir.done_frames()
-            progress.current = first_missing(done, job.info.frame_count)
-            with _ray_session(ray, cluster, job.config) as session:
+        # Ray first: a cluster that cannot be reached leaves no work directory behind to block the next try.
+        with _ray_session(ray, cluster, job.config) as session:
+            if restart and (job.workdir.path / MANIFEST).is_file():
+                with job.workdir.lock():  # never under a render that is running now
+                    files.remove()  # overlap frames of the discarded render must not be blended into the new one
+            manifest = open_workdir(job, restart, stop)
+            with job.workdir.lock():
+                files.remove_markers()  # of tasks of an earlier run
+                segments = [Segment(*s) for s in manifest.segments]
+                done = job.workdir.done_frames()
+                progress.current = first_missing(done, job.info.frame_count)
                 on_event(started_event(job, session.describe(), segments, done))
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
-            os.replace(partial, job.output)
+                os.replace(partial, job.output)
         files.remove()
         if not job.config.keep_frames:
             job.workdir.remove()

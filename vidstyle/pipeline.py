@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vidstyle import __version__
-from vidstyle.assets import resolve_style
+from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, CheckpointMismatch, Interrupted, SettingError, SignalInterrupt
@@ -88,18 +88,18 @@ def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
     return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.mp4")
 
 
-def prepare_render(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
+def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
                    config: Config | None = None, *, workdir: Path | str | None = None,
                    overwrite: bool = False, start: float | None = None, end: float | None = None) -> RenderJob:
     """Check every part of a render request, in the order a person would fix them; writes nothing."""
     config = config if config is not None else make_config()
-    input_path, styles = Path(input_path), tuple(resolve_style(p) for p in style_paths)
+    input_path, styles = Path(input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
     output = Path(output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)
     container_for(output)
-    check_output_path(output, input_path, overwrite)
+    check_output_path(output, input_path, overwrite, styles)
     style_images = tuple(read_image(p, "style image") for p in styles)
     info = probe_video(input_path)
     size = render_size(info.width, info.height, config.size)
@@ -123,7 +123,7 @@ def _check_workdir(work: WorkDir) -> None:
             raise exc from None
 
 
-def render(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
+def render(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
            config: Config | None = None, *, workdir: Path | str | None = None, overwrite: bool = False,
            restart: bool = False, on_event: EventCallback = ignore_event, stop: threading.Event | None = None,
            stylizer: Stylizer | None = None, workers: int | None = None, ray_address: str | None = None,

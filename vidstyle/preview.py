@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidstyle.assets import resolve_style
+from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
@@ -104,7 +104,7 @@ def default_preview_output(input_path: Path, style_paths: Sequence[Path]) -> Pat
     return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.preview.png")
 
 
-def preview(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
+def preview(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
             config: Config | None = None, *, at: Sequence[float] | None = None, count: int | None = None,
             strengths: Sequence[float] = (1.0,), overwrite: bool = False, on_event: EventCallback = ignore_event,
             stop: threading.Event | None = None) -> Preview:
@@ -123,14 +123,14 @@ def preview(input_path: Path | str, style_paths: Sequence[Path | str], output: P
         raise Interrupted(job.frames[0], signal.SIGINT, resumable=False) from None
 
 
-def prepare_preview(input_path: Path | str, style_paths: Sequence[Path | str], output: Path | str | None = None,
+def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
                     config: Config | None = None, *, at: Sequence[float] | None = None, count: int | None = None,
                     strengths: Sequence[float] = (1.0,), overwrite: bool = False) -> PreviewJob:
     """Check every part of a preview request, as prepare_render does for a render; writes nothing."""
     config = config if config is not None else make_config()
     strengths = check_strengths(strengths)
     check_frame_choice(at, count)
-    input_path, styles = Path(input_path), tuple(resolve_style(p) for p in style_paths)
+    input_path, styles = Path(input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
     for strength in strengths:
         try:
@@ -142,7 +142,7 @@ def prepare_preview(input_path: Path | str, style_paths: Sequence[Path | str], o
         raise missing_input(input_path)
     if output.suffix.lower() not in SHEET_SUFFIXES:
         raise UsageError(f"the contact sheet must be an image ({', '.join(SHEET_SUFFIXES)}), got {output.name}")
-    check_output_path(output, input_path, overwrite)
+    check_output_path(output, input_path, overwrite, styles)
     style_images = tuple(read_image(p, "style image") for p in styles)
     started = time.perf_counter()
     info = probe_video(input_path)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 from vidstyle.animation import IterateRecorder, check_animation
-from vidstyle.assets import resolve_style
+from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
@@ -21,7 +20,7 @@ from vidstyle.sequence import stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 
 
-def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], output: Path | str,
+def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Path | str,
                   config: Config | None = None, *, overwrite: bool = False, on_event: EventCallback = ignore_event,
                   stop: threading.Event | None = None, stylizer: Stylizer | None = None,
                   animation: Path | str | None = None, animation_every: int = 5) -> Path:
@@ -33,18 +32,19 @@ def stylize_image(content_path: Path | str, style_paths: Sequence[Path | str], o
     """
     config = config if config is not None else make_config()
     content_path, output = Path(content_path), Path(output)
-    check_style_count(config, len(style_paths))
+    style_files = resolve_styles(style_paths)
+    check_style_count(config, len(style_files))
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"output must be an image ({', '.join(IMAGE_SUFFIXES)}), got {output.name}")
-    check_output_path(output, content_path, overwrite)
+    check_output_path(output, content_path, overwrite, style_files)
     if animation is not None:
         animation = Path(animation)
         check_animation(animation, animation_every)
-        check_output_path(animation, content_path, overwrite)
+        check_output_path(animation, content_path, overwrite, style_files)
         if animation.resolve() == output.resolve():
             raise SettingError("animation", "must be another file than the output")
     content = read_image(content_path, "content image")
-    styles = [read_image(resolve_style(p), "style image") for p in style_paths]
+    styles = [read_image(p, "style image") for p in style_files]
     size = render_size(content.shape[1], content.shape[0], config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)

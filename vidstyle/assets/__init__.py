@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidstyle.config import Config, make_config
@@ -53,6 +54,17 @@ def resolve_style(name_or_path: Path | str) -> Path:
         raise InputError(f"style '{name_or_path}' is neither a file nor a built-in painting "
                          f"(built-in: {', '.join(builtin_style_names())})")
     return path
+
+
+# A request's styles: paths or built-in names, or one of them on its own.
+StylePaths = Sequence[Path | str] | Path | str
+
+
+def resolve_styles(style_paths: StylePaths) -> tuple[Path, ...]:
+    """resolve_style for each of a request's styles; one path or name on its own is one style (not its letters)."""
+    if isinstance(style_paths, (str, Path)):
+        style_paths = [style_paths]
+    return tuple(resolve_style(p) for p in style_paths)
 
 
 def demo_clip() -> Path:

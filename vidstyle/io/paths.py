@@ -6,6 +6,7 @@ import fcntl
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -23,11 +24,18 @@ def is_web_address(name: Path | str) -> bool:
     return _WEB_ADDRESS.match(str(name)) is not None
 
 
-def check_output_path(output: Path, source: Path, overwrite: bool) -> None:
-    """Refuse an output that is the source, a directory, exists (without overwrite), or cannot be created."""
-    if output.resolve() == source.resolve() or (output.exists() and source.exists()
-                                                  and os.path.samefile(output, source)):
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two names reach one file: the same path, or links (symbolic or hard) to one file."""
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def check_output_path(output: Path, source: Path, overwrite: bool, styles: Sequence[Path] = ()) -> None:
+    """Refuse an output that is the source or a style image, a directory, exists (without overwrite), or cannot be
+    created."""
+    if same_file(output, source):
         raise UsageError(f"output {output} is the input; choose another output path")
+    if any(same_file(output, style) for style in styles):
+        raise UsageError(f"output {output} is a style image; choose another output path")
     if output.is_dir():
         raise UsageError(f"output {output} is a directory; name a file")
     if output.exists() and not overwrite:
