@@ -320,6 +320,7 @@ def test_malformed_preset(capsys, bunny_short: Path, starry: Path, tmp_path: Pat
 
 def test_a_refused_demo_prints_only_the_reason(capsys, tmp_path: Path) -> None:
     _bad(capsys, ["demo", "-o", str(tmp_path / "d.avi"), "--device", "cpu"], 2, "unsupported output type")
+    _bad(capsys, ["demo", "-o", str(tmp_path / "d.mp4"), "--device", "foo"], 2, "--device must be auto, cpu,")
 
 
 class _nothing:

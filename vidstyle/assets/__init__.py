@@ -77,7 +77,7 @@ def demo_config(device: str | None = None) -> Config:
     minutes on two cores); on a GPU or Apple's MPS the default preset at GPU_DEMO_SIZE, as a real render looks."""
     from vidstyle.stylize import resolve_device  # torch: only once a demo is really asked for
 
-    chosen = resolve_device(device or "auto")
-    if chosen.type == "cpu":
-        return make_config("demo", device=device)
+    on_cpu = make_config("demo", device=device)  # checks the device's name before torch is asked about it
+    if resolve_device(on_cpu.device).type == "cpu":
+        return on_cpu
     return make_config(size=GPU_DEMO_SIZE, device=device)
