@@ -261,6 +261,9 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     assert response.status_code == 415 and response.json()["field"] == "style_file", response.text
     response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY})
     assert response.status_code == 422 and response.json()["field"] == "input"
+    both = {"input": ("a.png", starry.read_bytes()), "style_file": ("s.jpg", starry.read_bytes())}
+    response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY}, files=both)
+    assert response.status_code == 422 and "not both" in response.json()["detail"], response.text
     assert server.client.get("/api/health").json()["jobs"] == before
     assert not any((server.data / "uploads").iterdir())
 
@@ -395,6 +398,34 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
                              str(server.data), "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "another vidstyle server is using the data directory" in result.stderr
+
+
+@pytest.mark.parametrize("flags, code, pattern", [
+    (["--port", "99999"], 2, "--port must be 1 to 65535"),
+    (["--port", "-1"], 2, "--port must be 1 to 65535"),
+    (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),
+    (["--data", "FILE"], 2, "is a file; name a folder"),
+    (["--port", "TAKEN"], 1, "port .* is in use by another program; choose another port"),
+])
+def test_a_server_that_cannot_start_says_why_in_one_line_and_makes_nothing(capsys, tmp_path: Path, flags: list[str],
+                                                                          code: int, pattern: str) -> None:
+    import re
+
+    from vidstyle.cli import main
+
+    data, afile = tmp_path / "data", tmp_path / "a-file"
+    afile.write_text("not a folder")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        flags = [{"FILE": str(afile), "TAKEN": port}.get(f, f) for f in flags]
+        args = ["serve", "--data", str(data), "--device", "cpu", "--port", str(free_port()), *flags]
+        assert main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(pattern, err[0]), err  # and no address announced before it
+    assert afile.read_text() == "not a folder"
+    assert not data.exists(), "refused before anything was made"
 
 
 def test_only_a_folder_that_served_before_has_its_leftovers_swept(tmp_path: Path) -> None:

@@ -332,7 +332,8 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--token", default=os.environ.get("VIDSTYLE_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "
                             "[$VIDSTYLE_TOKEN, which other users cannot read in the process list]")
-    serve.add_argument("--device", default="auto", help="device of every render: auto, cpu, cuda, cuda:N or mps [auto]")
+    serve.add_argument("--device", default="auto",
+                       help="device of the renders: auto, cpu, cuda (one worker per GPU) or mps [auto]")
     serve.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     serve.set_defaults(func=_cmd_serve)
 

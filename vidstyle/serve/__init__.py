@@ -6,15 +6,17 @@ extra is missing in one line instead of a traceback.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidstyle.errors import BusyError, SettingError, VidstyleError
+from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
@@ -28,7 +30,7 @@ class MissingExtra(VidstyleError):
 def check_installed() -> None:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise MissingExtra(f"vidstyle serve needs {exc.name or 'the web dependencies'}: install vidstyle[serve] "
@@ -45,13 +47,12 @@ def parse_byte_size(text: str) -> int:
 
 @dataclass
 class Server:
-    """A server ready to run: the data directory locked and recovered, the app built."""
+    """A server ready to run: the data directory locked and recovered, its port bound, the app built."""
 
     url: str
     summary: str
     app: Any
-    host: str
-    port: int
+    listening: socket.socket
     lock_fd: int
 
     def run(self) -> None:
@@ -59,16 +60,17 @@ class Server:
 
         try:
             # Access logs off: at hundreds of polls a second they would cost more than the routes themselves.
-            uvicorn.run(self.app, host=self.host, port=self.port, log_level="warning", access_log=False,
-                        timeout_graceful_shutdown=3)
+            config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+            uvicorn.Server(config).run(sockets=[self.listening])
         finally:
+            self.listening.close()
             os.close(self.lock_fd)
 
 
 def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str = "vidstyle-data",
                    workers: int | None = None, max_upload: str = DEFAULT_MAX_UPLOAD, token: str | None = None,
                    device: str = "auto") -> Server:
-    """Lock the data directory, put jobs of a dead server back in the queue, and build the app."""
+    """Lock the data directory, put jobs of a dead server back in the queue, bind the port and build the app."""
     check_installed()
     from vidstyle.serve.app import ServeSettings, create_app
     from vidstyle.serve.layout import DataDir
@@ -80,22 +82,51 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
         raise SettingError("workers", f"must be at least 1 (got {workers})")
     if token is not None and len(token) < 8:
         raise SettingError("token", "must be at least 8 characters")
+    if not 1 <= port <= 65535:
+        raise SettingError("port", f"must be 1 to 65535 (got {port})")
     folder = DataDir(Path(data).resolve())
+    if folder.root.exists() and not folder.root.is_dir():
+        raise SettingError("data", f"{data} is a file; name a folder for the server's data")
+    specs = worker_specs(folder.root, device, workers)
     # Only a folder that already held vidstyle's queue has job and upload folders that vidstyle made: on the first
     # start in a folder, whatever is in jobs/ or uploads/ was there before and is not swept.
     served_before = folder.database.is_file()
-    folder.create()
-    lock_fd = _lock_data(folder.lock)
+    listening = _listen(host, port)
+    try:
+        folder.create()
+        lock_fd = _lock_data(folder.lock)
+    except BaseException as exc:
+        listening.close()
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot make the data folder {folder.root}: {exc.strerror or exc}") from None
+        raise
     queue = JobQueue(folder.database)
     recovered = queue.recover()
     if served_before:
         _sweep(folder, queue)
-    specs = worker_specs(folder.root, device, workers)
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs))
     app = create_app(settings, queue, WorkerPool(queue, specs))
     summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
-    return Server(f"http://{host}:{port}/", summary, app, host, port, lock_fd)
+    return Server(f"http://{host}:{port}/", summary, app, listening, lock_fd)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before its address is announced: a port in use is said in one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise SettingError("host", f"{host} is not an address to listen on ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BusyError(f"port {port} on {host} is in use by another program; choose another port") from None
+        raise SettingError("host", f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _lock_data(path: Path) -> int:

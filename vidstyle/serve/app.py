@@ -215,6 +215,8 @@ class JobFactory:
 
     def _style(self, name: str | None, upload: UploadFile | None, staging: Path) -> tuple[dict[str, str], Path]:
         if upload is not None and _present(upload):
+            if name:
+                raise ApiError(422, "give a built-in style or a style picture, not both", "style")
             path = _save_upload(upload, staging, "style", IMAGE_SUFFIXES)
             try:
                 read_image(path, "style image")
