@@ -371,6 +371,11 @@ def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: 
     assert re.search(r"warping error \(output\) +[\d.]+ along Farneback, [\d.]+ along DIS", printed), printed
     gain = float(re.search(r"style gain +(-?[\d.]+)", printed).group(1))
     assert gain > 0, "a render in the painting's style is closer to it than its source"
+    tiny_source = lavfi_clip("tiny_source.mp4", size="4x4", seconds=0.2)
+    tiny = tmp_path / "tiny.mp4"
+    ffmpeg("-i", str(tiny_source), "-vf", "hflip", str(tiny))
+    _bad(capsys, ["metrics", str(tiny), "--source", str(tiny_source), "--style", "starry-night"], 1,
+         "frames of 4x4 are too small for the style figure")
 
 
 def test_log_json_writes_every_event_as_one_json_line(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

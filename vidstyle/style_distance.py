@@ -22,6 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vidstyle.errors import InputError
 from vidstyle.io.images import resize_rgb
 
 PATCH = 7  # Karras's neighbourhood
@@ -104,6 +105,9 @@ class StyleDistance:
     """
 
     def __init__(self, style: np.ndarray, render_size: tuple[int, int], scale: float = 1.0) -> None:
+        if min(render_size) < PATCH:
+            raise InputError(f"frames of {render_size[0]}x{render_size[1]} are too small for the style figure: its "
+                             f"patches are {PATCH} pixels across; measure them without the painting")
         self.reference = self._reference(style, render_size, scale)
         self.levels = level_count((render_size[1], render_size[0]), self.reference.shape)
         pyramid = laplacian_pyramid(self.reference, self.levels)
