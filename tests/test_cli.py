@@ -225,11 +225,15 @@ def test_a_full_disk_says_to_free_space_and_run_again() -> None:
     ("missing", "style image not found"),
     ("text", "not a readable image"),
     ("directory", "is a directory"),
+    ("dot", r"style image .*dot.png is 1x1: a painting needs at least 16 pixels on each side"),
 ])
 def test_bad_styles(capsys, bunny_short: Path, tmp_path: Path, style_kind: str, pattern: str) -> None:
-    style = {"missing": tmp_path / "nope.jpg", "text": tmp_path / "style.jpg", "directory": tmp_path}[style_kind]
+    style = {"missing": tmp_path / "nope.jpg", "text": tmp_path / "style.jpg", "directory": tmp_path,
+             "dot": tmp_path / "dot.png"}[style_kind]
     if style_kind == "text":
         style.write_text("hello")
+    if style_kind == "dot":
+        ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=1x1", "-frames:v", "1", str(style))
     out = tmp_path / "o.mp4"
     _bad(capsys, ["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY], 1, pattern, out)
 

@@ -261,6 +261,11 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     assert response.status_code == 415 and response.json()["field"] == "style_file", response.text
     response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY})
     assert response.status_code == 422 and response.json()["field"] == "input"
+    dot = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes()
+    response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
+                                                                  "style_file": ("dot.png", dot)})
+    assert response.status_code == 422 and response.json()["field"] == "style_file", response.text
+    assert "at least 16 pixels" in response.json()["detail"]
     both = {"input": ("a.png", starry.read_bytes()), "style_file": ("s.jpg", starry.read_bytes())}
     response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY}, files=both)
     assert response.status_code == 422 and "not both" in response.json()["detail"], response.text

@@ -706,10 +706,10 @@ METRIC_FLOW_NAMES = {"farneback": "Farneback", "dis": "DIS"}
 def _cmd_metrics(args: argparse.Namespace) -> int:
     import json
 
-    from vidstyle.io.images import read_image
+    from vidstyle.io.images import read_style_image
     from vidstyle.metrics import METRIC_FLOWS, measure_video_along
 
-    style = read_image(resolve_style(args.style), "style image") if args.style else None
+    style = read_style_image(resolve_style(args.style)) if args.style else None
     flows = METRIC_FLOWS if args.flow == "both" else (args.flow,)
     along = measure_video_along(args.output, args.source, flows, style, args.start, _trim_end(args))
     if args.json:

@@ -49,7 +49,7 @@ from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
-from vidstyle.io.images import read_image, write_image
+from vidstyle.io.images import read_image, read_style_image, write_image
 from vidstyle.io.probe import VideoInfo
 from vidstyle.passes import SourceWindow, refine
 from vidstyle.pipeline import (
@@ -434,7 +434,7 @@ def _worker_stylizer(job: ChunkJob) -> Stylizer:
     key = (job.config, job.styles)
     if key not in _STYLIZERS:
         _STYLIZERS.clear()
-        styles = [read_image(p, "style image") for p in job.styles]
+        styles = [read_style_image(p) for p in job.styles]
         _STYLIZERS[key] = Stylizer(job.config, styles, resolve_device(job.config.device))
     return _STYLIZERS[key]
 

@@ -39,7 +39,7 @@ from vidstyle.events import (
 )
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
-from vidstyle.io.images import read_image
+from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
@@ -100,7 +100,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
         raise missing_input(input_path)
     container_for(output)
     check_output_path(output, input_path, overwrite, styles)
-    style_images = tuple(read_image(p, "style image") for p in styles)
+    style_images = tuple(read_style_image(p) for p in styles)
     info = probe_video(input_path)
     size = render_size(info.width, info.height, config.size)
     device = resolve_device(config.device)

@@ -28,7 +28,7 @@ from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame, read_frames
-from vidstyle.io.images import encode_image, read_image, write_atomic
+from vidstyle.io.images import encode_image, read_style_image, write_atomic
 from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video
 from vidstyle.limits import check_fits, render_size
@@ -143,7 +143,7 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
     if output.suffix.lower() not in SHEET_SUFFIXES:
         raise UsageError(f"the contact sheet must be an image ({', '.join(SHEET_SUFFIXES)}), got {output.name}")
     check_output_path(output, input_path, overwrite, styles)
-    style_images = tuple(read_image(p, "style image") for p in styles)
+    style_images = tuple(read_style_image(p) for p in styles)
     started = time.perf_counter()
     info = probe_video(input_path)
     probe_seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ from vidstyle.config import Config, check_style_count, make_config
 from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
-from vidstyle.io.images import encode_image, read_image, resize_rgb, write_atomic
+from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, write_atomic
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path
 from vidstyle.limits import check_fits, render_size
 from vidstyle.precision import resolve_precision
@@ -44,7 +44,7 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         if animation.resolve() == output.resolve():
             raise SettingError("animation", "must be another file than the output")
     content = read_image(content_path, "content image")
-    styles = [read_image(p, "style image") for p in style_files]
+    styles = [read_style_image(p) for p in style_files]
     size = render_size(content.shape[1], content.shape[0], config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)

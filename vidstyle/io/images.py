@@ -31,6 +31,27 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+# A painting smaller than this on a side has no brush strokes to learn from: it would be scaled up to the render's
+# size and painted as flat colour, silently.
+MIN_STYLE_SIDE = 16
+
+
+def read_style_image(path: Path) -> np.ndarray:
+    """read_image for a painting, refusing one too small to have a style."""
+    rgb = read_image(path, "style image")
+    problem = style_size_problem(rgb)
+    if problem is not None:
+        raise InputError(f"style image {path} {problem}")
+    return rgb
+
+
+def style_size_problem(rgb: np.ndarray) -> str | None:
+    """Why a painting is too small to have a style, or None."""
+    if min(rgb.shape[:2]) >= MIN_STYLE_SIDE:
+        return None
+    return f"is {rgb.shape[1]}x{rgb.shape[0]}: a painting needs at least {MIN_STYLE_SIDE} pixels on each side"
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

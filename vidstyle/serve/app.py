@@ -27,7 +27,7 @@ from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import Config, make_config, preset_names
 from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
-from vidstyle.io.images import encode_image, read_image, resize_rgb
+from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.serve.guard import Guard
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
@@ -219,10 +219,13 @@ class JobFactory:
                 raise ApiError(422, "give a built-in style or a style picture, not both", "style")
             path = _save_upload(upload, staging, "style", IMAGE_SUFFIXES)
             try:
-                read_image(path, "style image")
+                rgb = read_image(path, "style image")
             except InputError:
                 raise ApiError(415, "the style upload is not a readable image (PNG, JPEG, BMP, TIFF or WebP)",
                                "style_file") from None
+            problem = style_size_problem(rgb)
+            if problem is not None:
+                raise ApiError(422, f"the style picture {problem}", "style_file")
             return {"file": path.name}, path
         if not name:
             raise ApiError(422, f"choose a style: one of {', '.join(builtin_style_names())}, or upload a picture",

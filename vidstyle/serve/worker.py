@@ -22,7 +22,7 @@ from typing import Any
 from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, Interrupted, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
-from vidstyle.io.images import encode_image, read_image
+from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
 from vidstyle.serve.queue import Job, JobQueue
 
@@ -200,7 +200,7 @@ def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loo
 
     device = resolve_device(config.device)
     key = (str(device), config.pooling, str(resolve_precision(config.precision, device)))
-    made = Stylizer(config, [read_image(style, "style image")], device, vgg=_NETWORKS.get(key))
+    made = Stylizer(config, [read_style_image(style)], device, vgg=_NETWORKS.get(key))
     _NETWORKS.clear()  # one network at a time: another kind replaces it rather than adding to device memory
     _NETWORKS[key] = made.vgg
     return made
