@@ -45,6 +45,18 @@ def test_the_animation_goes_from_the_start_to_the_result(content: Path, starry: 
     assert not list(tmp_path.glob(".film*")), "no partial file left"
 
 
+def test_a_run_after_a_kill_takes_over_the_partial_file_the_killed_one_left(content: Path, starry: Path,
+                                                                            tmp_path: Path) -> None:
+    from vidstyle.io.paths import partial_path
+
+    film = tmp_path / "film.mp4"
+    partial_path(film).write_bytes(b"half an mp4 from a run killed with -9")
+    config = make_config("fast", size=64, first_iters=3, device="cpu", coarse_levels=0)
+    stylize_image(content, [starry], tmp_path / "out.png", config, animation=film, animation_every=3)
+    assert probe_video(film).frame_count == 2 + HOLD
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "film.mp4", "out.png"]
+
+
 def test_a_gif_with_coarse_levels_is_written_at_the_full_size(content: Path, starry: Path, tmp_path: Path) -> None:
     out, film = tmp_path / "out.png", tmp_path / "film.gif"
     big = tmp_path / "big.png"

@@ -7,7 +7,6 @@ the painting shows what the weights and iterations do. Only stills offer it: a v
 from __future__ import annotations
 
 import subprocess
-import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import IO, cast
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from vidstyle.errors import EncodeError, SettingError
 from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
+from vidstyle.io.paths import FileLock, partial_path
 from vidstyle.stylize import to_rgb8
 
 ANIMATION_SUFFIXES = (".mp4", ".gif")
@@ -54,13 +54,21 @@ class IterateRecorder:
 
     def __init__(self, path: Path, size: tuple[int, int], every: int) -> None:
         self.path, self.size, self.every = path, size, every
-        self.partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex}{path.suffix}")
+        # One name per animation, as a render's partial output: a run after a kill -9 takes over the file the
+        # killed one left, and the lock keeps two runs writing the same animation apart.
+        self.partial = partial_path(path)
+        self._lock = FileLock(self.partial, str(path))
         self.frames = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: StderrTail | None = None
 
     def __enter__(self) -> IterateRecorder:
-        self._proc = start_ffmpeg(_ffmpeg_args(self.partial, self.size), stdin=True)
+        self._lock.acquire(fresh=True)
+        try:
+            self._proc = start_ffmpeg(_ffmpeg_args(self.partial, self.size), stdin=True)
+        except BaseException:
+            self._lock.release(unlink=True)
+            raise
         self._stderr = StderrTail(cast(IO[bytes], self._proc.stderr))
         return self
 
@@ -96,10 +104,10 @@ class IterateRecorder:
         stop_process(proc, grace=120.0)  # closing stdin lets ffmpeg write the palette pass and the file
         if self._stderr is not None:
             self._stderr.join()
-        if exc_type is None and proc.returncode != 0:
-            self.partial.unlink(missing_ok=True)
-            raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
-        if exc_type is None:
-            self.partial.replace(self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
+        try:
+            if exc_type is None and proc.returncode != 0:
+                raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
+            if exc_type is None:
+                self.partial.replace(self.path)
+        finally:
+            self._lock.release(unlink=self.partial.exists())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
@@ -174,8 +173,3 @@ class VideoWriter:
                 raise
         else:
             self.abort()
-
-
-def temporary_path(final: Path) -> Path:
-    """A hidden sibling of the final output, so the rename into place stays on one file system."""
-    return final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
