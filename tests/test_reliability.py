@@ -342,6 +342,19 @@ def test_a_preset_file_of_any_name_is_read_as_toml(capsys, tiny: Path, starry: P
     assert (info.width, info.height) == (48, 28)
 
 
+def test_a_preset_name_is_the_built_in_preset_whatever_the_current_folder_holds(monkeypatch,
+                                                                              tmp_path: Path) -> None:
+    from vidstyle.config import make_config, read_preset
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "balanced").mkdir()
+    (tmp_path / "fast").write_text("size = 17\n")
+    (tmp_path / "mine").write_text("size = 48\n")
+    assert make_config().size == read_preset("balanced")["size"]
+    assert make_config("fast").size != 17 and make_config("./fast").size == 17
+    assert make_config("mine").size == 48, "a name that is no built-in preset is still a file"
+
+
 @pytest.mark.parametrize("name", ["nope.toml", "./nope", "sub/nope"])
 def test_a_missing_preset_file(capsys, monkeypatch, tiny: Path, starry: Path, tmp_path: Path, name: str) -> None:
     monkeypatch.chdir(tmp_path)

@@ -233,15 +233,16 @@ def preset_names() -> list[str]:
 
 
 def _preset_path(name_or_path: str) -> Path:
-    """A file that exists is read as TOML whatever its name (`x.TOML`, `mine`); a bare word names a preset."""
+    """A built-in preset's name (`fast`) names it, whatever the current folder holds; any other name is a TOML
+    file whatever its name (`x.TOML`, `mine`)."""
     path = Path(name_or_path)
+    builtin = presets_dir() / f"{name_or_path}.toml"
+    if name_or_path in preset_names() and builtin.is_file():
+        return builtin
     if path.is_file():
         return path
     if path.is_dir():
         raise ConfigError(f"preset {path} is a directory, not a TOML file")
-    builtin = presets_dir() / f"{name_or_path}.toml"
-    if builtin.is_file() and path.name == name_or_path:
-        return builtin
     if path.suffix or path.name != name_or_path:
         raise ConfigError(f"preset file not found: {path}")
     raise ConfigError(f"unknown preset '{name_or_path}' (available: {', '.join(preset_names())})")
