@@ -121,6 +121,17 @@ def test_options_for_one_output_are_refused_for_many(clips: list[Path], starry: 
     assert not any(clips[0].parent.glob("*.starry_night.mp4"))
 
 
+def test_an_output_that_is_another_renders_input_is_refused_before_anything(
+        clips: list[Path], starry: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    second = clips[0].with_name(f"{clips[0].stem}.{starry.stem}.mp4")  # what the first render would write
+    shutil.copy(clips[1], second)
+    before = second.read_bytes()
+    assert main(["render", str(clips[0]), str(second), "--style", str(starry), "--overwrite", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "which this command also reads" in err[0], err
+    assert second.read_bytes() == before, "the user's video is untouched"
+
+
 def test_two_inputs_of_one_name_into_one_folder_are_refused_before_anything(
         clips: list[Path], starry: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     other = tmp_path / "elsewhere"

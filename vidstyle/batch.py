@@ -17,6 +17,7 @@ from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, make_config
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
+from vidstyle.io.paths import same_file
 from vidstyle.pipeline import RenderJob, check_cluster_job, default_output, on_cluster, prepare_render, render_job
 from vidstyle.stylize import Stylizer
 
@@ -71,6 +72,13 @@ def _check_distinct(items: list[BatchItem]) -> None:
                              f"{_describe(item)}; give each input and style once, and inputs or styles of one name "
                              "in separate commands")
         seen[key] = item
+    for item in items:
+        # Rendered in turn, an earlier render would replace a later one's input (or a style) before it is read.
+        for other in items:
+            for read in (other.input, *other.styles):
+                if same_file(item.output, read):
+                    raise UsageError(f"{_describe(item)} would be written to {item.output}, which this command also "
+                                     "reads; choose another output folder")
 
 
 def _describe(item: BatchItem) -> str:
