@@ -325,7 +325,10 @@ def test_token_is_required_on_every_request(tmp_path: Path) -> None:
         assert served.client.get("/api/jobs").status_code == 200
         visit = anonymous.get("/?token=s3cret-token-123")  # a browser's way in: the token becomes a cookie
         assert visit.status_code == 303 and "HttpOnly" in visit.headers["set-cookie"]
+        assert visit.headers["location"] == "/"
         assert anonymous.get("/api/jobs").status_code == 200
+        kept = httpx.get(f"{served.url}/api/jobs?limit=1&token=s3cret-token-123", timeout=30)
+        assert kept.status_code == 303 and kept.headers["location"] == "/api/jobs?limit=1", "the rest of the query"
         anonymous.close()
     finally:
         served.stop()
@@ -406,6 +409,7 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
 
 
 @pytest.mark.parametrize("flags, code, pattern", [
+    (["--token", "pässwörd;x y"], 2, "--token may hold only ASCII letters, digits"),
     (["--port", "99999"], 2, "--port must be 1 to 65535"),
     (["--port", "-1"], 2, "--port must be 1 to 65535"),
     (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),

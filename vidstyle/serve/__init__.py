@@ -20,6 +20,7 @@ from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -82,6 +83,11 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
         raise SettingError("workers", f"must be at least 1 (got {workers})")
     if token is not None and len(token) < 8:
         raise SettingError("token", "must be at least 8 characters")
+    if token is not None and not _BEARER_TOKEN.fullmatch(token):
+        # What an Authorization header and a cookie carry unchanged: a space, ';' or a non-ASCII letter would be
+        # cut or re-encoded on the way, and no client could ever sign in.
+        raise SettingError("token", "may hold only ASCII letters, digits and - . _ ~ + / (then = signs), as a "
+                                    "bearer token does")
     if not 1 <= port <= 65535:
         raise SettingError("port", f"must be 1 to 65535 (got {port})")
     folder = DataDir(Path(data).resolve())

@@ -10,7 +10,7 @@ import hmac
 import json
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl, quote, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -79,13 +79,17 @@ class Guard:
         given = _bearer(scope) or _cookie(scope)
         if given is not None and hmac.compare_digest(given.encode(), token.encode()):
             return True
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        params = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query = next((value for name, value in params if name == "token"), None)
         if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), token.encode()):
             # A browser cannot send headers with <img>, <video> or EventSource: it keeps the token as a cookie,
-            # sent only to this site (SameSite=Strict), and the token leaves the address bar.
+            # sent only to this site (SameSite=Strict), and the token leaves the address bar (the rest of the
+            # query stays).
             cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            rest = urlencode([(name, value) for name, value in params if name != "token"])
+            location = quote(scope["path"]) + (f"?{rest}" if rest else "")
             await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", scope["path"].encode()), (b"set-cookie", cookie.encode()),
+                        "headers": [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                                     (b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return False
