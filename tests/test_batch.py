@@ -75,6 +75,22 @@ def test_one_path_or_name_on_its_own_is_one_input_or_style(clips: list[Path], st
     assert job.styles == (starry,)
 
 
+def test_settings_that_are_not_a_config_are_refused_naming_config(clips: list[Path], starry: Path,
+                                                                   tmp_path: Path) -> None:
+    from vidstyle import render, stylize_image
+    from vidstyle.preview import preview
+
+    calls = [lambda: render(clips[0], [starry], tmp_path / "o.mp4", "fast"),  # type: ignore[arg-type]
+             lambda: render_many(clips, [starry], {"size": 64}),  # type: ignore[arg-type]
+             lambda: stylize_image(starry, [starry], tmp_path / "o.png", "fast"),  # type: ignore[arg-type]
+             lambda: preview(clips[0], [starry], tmp_path / "o.png", "fast")]  # type: ignore[arg-type]
+    for call in calls:
+        with pytest.raises(SettingError, match="must be a Config") as refused:
+            call()
+        assert refused.value.setting == "config"
+    assert list(tmp_path.iterdir()) == [clips[0].parent]
+
+
 def test_a_failure_is_reported_and_the_others_are_written(clips: list[Path], starry: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     broken = clips[0].with_name("broken.mp4")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, make_config
+from vidstyle.config import Config, config_or_default
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
@@ -96,7 +96,7 @@ def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePat
     SIGTERM, `stop`) ends the whole batch with Interrupted; finished outputs stay, and the same call later skips
     them and resumes the interrupted one.
     """
-    config = config if config is not None else make_config()
+    config = config_or_default(config)
     if each_style and config.style_blend:
         raise SettingError("style_blend", "mixes several styles into one output, and each_style makes one output "
                                           "per style: use one or the other")

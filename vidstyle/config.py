@@ -270,6 +270,16 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     return values
 
 
+def config_or_default(config: Config | None) -> Config:
+    """A request's settings: the balanced preset where none are given, as on the command line."""
+    if config is None:
+        return make_config()
+    if not isinstance(config, Config):
+        raise SettingError("config", f"must be a Config, as make_config() makes one (got {type(config).__name__} "
+                                     f"{config!r:.40})")
+    return config
+
+
 def make_config(preset: str | None = DEFAULT_PRESET, **overrides: Any) -> Config:
     """Config from a preset plus overrides (None values are ignored, so unset CLI flags fall through)."""
     values = read_preset(preset) if preset else {}

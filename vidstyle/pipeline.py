@@ -25,7 +25,7 @@ import torch
 from vidstyle import __version__
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
-from vidstyle.config import Config, check_style_count, make_config
+from vidstyle.config import Config, check_style_count, config_or_default
 from vidstyle.errors import Cancelled, CheckpointMismatch, Interrupted, SettingError, SignalInterrupt
 from vidstyle.events import (
     Event,
@@ -92,7 +92,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
                    config: Config | None = None, *, workdir: Path | str | None = None,
                    overwrite: bool = False, start: float | None = None, end: float | None = None) -> RenderJob:
     """Check every part of a render request, in the order a person would fix them; writes nothing."""
-    config = config if config is not None else make_config()
+    config = config_or_default(config)
     input_path, styles = Path(input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
     output = Path(output) if output is not None else default_output(input_path, styles)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_style_count, make_config
+from vidstyle.config import Config, check_style_count, config_or_default
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame, read_frames
@@ -127,7 +127,7 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
                     config: Config | None = None, *, at: Sequence[float] | None = None, count: int | None = None,
                     strengths: Sequence[float] = (1.0,), overwrite: bool = False) -> PreviewJob:
     """Check every part of a preview request, as prepare_render does for a render; writes nothing."""
-    config = config if config is not None else make_config()
+    config = config_or_default(config)
     strengths = check_strengths(strengths)
     check_frame_choice(at, count)
     input_path, styles = Path(input_path), resolve_styles(style_paths)
