@@ -174,6 +174,12 @@ def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
     preview = server.client.get(f"/api/jobs/{job['id']}/preview")
     assert preview.status_code == 200 and preview.content[:3] == b"\xff\xd8\xff"
     assert job["id"] in [j["id"] for j in server.client.get("/api/jobs").json()]
+    assert job["id"] in [j["id"] for j in server.client.get("/api/jobs?state=done").json()]
+    bogus = server.client.get("/api/jobs?state=finished")
+    assert bogus.status_code == 422 and bogus.json()["field"] == "state"
+    (server.data / "jobs" / job["id"] / "result.mp4").unlink()  # removed by hand on the server
+    gone = server.client.get(done["urls"]["result"])
+    assert gone.status_code == 410 and "no longer on the server" in gone.json()["detail"]
     assert job["id"] in [g["id"] for g in server.client.get("/api/gallery").json()]
     assert server.client.delete(f"/api/jobs/{job['id']}").status_code == 204
     assert server.client.get(f"/api/jobs/{job['id']}").status_code == 404

@@ -31,7 +31,7 @@ from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.serve.guard import Guard
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
-from vidstyle.serve.queue import FINAL_STATES, Job, JobQueue, is_job_id, new_job_id
+from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -112,7 +112,7 @@ class GalleryItem(BaseModel):
     page: str
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 413, 415, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 410, 413, 415, 422)}
 
 
 def job_out(job: Job) -> dict[str, Any]:
@@ -338,6 +338,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     async def list_jobs(state: Annotated[str | None, Query(description="only jobs in this state")] = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Jobs, newest first."""
+        if state is not None and state not in STATES:
+            raise ApiError(422, f"state must be one of {', '.join(STATES)} (got {state!r})", "state")
         return [job_out(job) for job in queue.jobs(state, limit)]
 
     @app.get("/api/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, tags=["jobs"])
@@ -372,6 +374,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         if job.state != "done":
             raise ApiError(409, f"job {job_id} is {job.state}, not done")
         path = data.job(job_id) / job.params["output"]
+        if not path.is_file():
+            raise ApiError(410, f"the result of job {job_id} is no longer on the server")
         media = "video/mp4" if job.kind == "video" else "image/png"
         return FileResponse(path, media_type=media, filename=f"vidstyle-{job_id}{path.suffix}",
                             content_disposition_type="attachment" if download else "inline")
