@@ -458,6 +458,16 @@ def test_only_a_folder_that_served_before_has_its_leftovers_swept(tmp_path: Path
     assert (before[2] / "keep.txt").exists(), "a name the server never gives stays"
 
 
+def test_ctrl_c_stops_the_server_with_one_line(tmp_path: Path) -> None:
+    served = ServeProcess(tmp_path / "data").start()
+    assert served.process is not None
+    served.process.send_signal(signal.SIGINT)
+    assert served.process.wait(60) == 130
+    lines = served.process.stdout.read().strip().splitlines()  # type: ignore[union-attr]
+    assert lines[-1] == "vidstyle: interrupted" and len(lines) == 2, lines  # after the address, nothing else
+    served.stop()
+
+
 def test_missing_extra_is_one_line(tmp_path: Path) -> None:
     """Without fastapi the command says which extra to install, in one line."""
     blocker = tmp_path / "block"

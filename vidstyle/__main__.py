@@ -6,6 +6,7 @@ it ends with one line and exit code 130, like one at any later moment.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 
@@ -23,7 +24,10 @@ def run() -> int:
     if code == INTERRUPTED:
         # A Ctrl-C that arrives while some extension module runs Python code during its import can leave CPython
         # marked as stopped by an unhandled KeyboardInterrupt; it then kills itself with SIGINT on the way out
-        # whatever the exit code. Everything is cleaned up by now, so leave with the code the message promised.
+        # whatever the exit code. Leave with the code the message promised, after what a normal exit runs: the
+        # exit handlers, where multiprocessing releases the server's named semaphores (else its resource tracker
+        # warns of them as leaked).
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
