@@ -100,7 +100,8 @@ def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_pa
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "interrupted at frame" in lines[0] and "run the same command to resume" in lines[0]
+    assert len(lines) == 1 and "interrupted at frame" in lines[0], lines
+    assert "run it again with the same settings to resume" in lines[0]
     assert not out.exists()
     assert not list(tmp_path.glob(".out.mp4.partial*"))
     assert not _ffmpeg_touching(tmp_path)

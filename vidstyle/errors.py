@@ -86,7 +86,7 @@ class Interrupted(VidstyleError):
 
     def __init__(self, frame: int, signal_number: int, resumable: bool = True) -> None:
         # Only a render keeps what it finished; a preview or a still has nothing to resume.
-        then = "; run the same command to resume" if resumable else ""
+        then = "; run it again with the same settings to resume" if resumable else ""
         super().__init__(f"interrupted at frame {frame}{then}")
         self.exit_code = 128 + signal_number
 
