@@ -75,6 +75,17 @@ def test_impossible_ranges_are_refused_in_one_line(bunny_short: Path, starry: Pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_time_that_is_not_a_number_is_refused_naming_it(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    import vidstyle
+    from vidstyle.errors import SettingError
+
+    for times in ({"start": "0.1"}, {"end": True}):
+        with pytest.raises(SettingError, match="must be a number of seconds") as refused:
+            vidstyle.render(bunny_short, [starry], tmp_path / "o.mp4", **times)  # type: ignore[arg-type]
+        assert refused.value.setting in times
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_metrics_of_a_part_compare_it_with_that_part_of_the_source(bunny_short: Path, starry: Path,
                                                                     tmp_path: Path, capsys) -> None:
     from vidstyle.io.decode import read_frames

@@ -281,6 +281,8 @@ def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tupl
         return None
     begin, finish = start or 0.0, end if end is not None else math.inf
     for name, value in (("start", begin), ("end", finish)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingError(name, f"must be a number of seconds (got {value!r})")
         if math.isnan(value) or value < 0:
             raise SettingError(name, f"must be a time of at least 0 seconds (got {value})")
     if finish <= begin:
