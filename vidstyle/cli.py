@@ -180,9 +180,9 @@ class _JsonLog:
 
     def __call__(self, event: Event) -> None:
         if self.path is not None:
-            self._file().write(json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)},
-                                          default=str) + "\n")
-            self._file().flush()
+            file = self._file()
+            file.write(json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)}, default=str) + "\n")
+            file.flush()
         self.then(event)
 
     def _file(self) -> Any:

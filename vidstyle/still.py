@@ -13,7 +13,7 @@ from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, write_atomic
-from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path
+from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
 from vidstyle.limits import check_fits, render_size
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import stylize_sequence
@@ -41,7 +41,7 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         animation = Path(animation)
         check_animation(animation, animation_every)
         check_output_path(animation, content_path, overwrite, style_files)
-        if animation.resolve() == output.resolve():
+        if same_file(animation, output):
             raise SettingError("animation", "must be another file than the output")
     content = read_image(content_path, "content image")
     styles = [read_style_image(p) for p in style_files]

@@ -101,10 +101,11 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     try:
         folder.create()
         lock_fd = _lock_data(folder.lock)
-    except BaseException as exc:
+    except OSError as exc:
         listening.close()
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot make the data folder {folder.root}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot make the data folder {folder.root}: {exc.strerror or exc}") from None
+    except BaseException:
+        listening.close()
         raise
     queue = JobQueue(folder.database)
     recovered = queue.recover()
