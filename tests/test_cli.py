@@ -322,6 +322,16 @@ def test_malformed_preset(capsys, bunny_short: Path, starry: Path, tmp_path: Pat
                  *TINY, "--duration", "0.04"]) == 0, "a flag that replaces the file's value is taken"
 
 
+
+def test_a_preset_files_value_checked_against_the_command_names_the_file_not_a_flag(
+        capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    preset = tmp_path / "blend.toml"
+    preset.write_text("style_blend = [1.0, 2.0]\n")  # valid alone; wrong for the one style this command gives
+    out = tmp_path / "o.mp4"
+    command = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset)]
+    _bad(capsys, command, 2, r"^vidstyle: error: \S*blend.toml: style_blend has 2 weights for 1 style", out)
+    _bad(capsys, [*command, "--style-blend", "1,3"], 2, r"^vidstyle: error: --style-blend has 2 weights", out)
+
 def test_a_refused_demo_prints_only_the_reason(capsys, tmp_path: Path) -> None:
     _bad(capsys, ["demo", "-o", str(tmp_path / "d.avi"), "--device", "cpu"], 2, "unsupported output type")
     _bad(capsys, ["demo", "-o", str(tmp_path / "d.mp4"), "--device", "foo"], 2, "--device must be auto, cpu,")

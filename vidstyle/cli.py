@@ -27,7 +27,7 @@ from vidstyle.assets import (
     demo_config,
     resolve_style,
 )
-from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, preset_names, read_preset
+from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, preset_file_setting, preset_names, read_preset
 from vidstyle.errors import (
     BusyError,
     CheckpointError,
@@ -826,9 +826,13 @@ _HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
 )
 
 
-def _message(exc: VidstyleError, command: str) -> str:
+def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
     """The library's one line in the command line's words: flags instead of setting names, and a hint."""
+    command = args.command
     if isinstance(exc, SettingError):
+        preset_file = _from_preset_file(exc.setting, args)
+        if preset_file is not None:
+            return f"{preset_file}: {exc}"
         return f"{_flag_for(exc.setting, command)} {exc.problem}"
     text = str(exc)
     if isinstance(exc, CheckpointMismatch) and exc.settings:
@@ -840,6 +844,13 @@ def _message(exc: VidstyleError, command: str) -> str:
         if isinstance(exc, kind):
             return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind
     return text
+
+
+def _from_preset_file(setting: str, args: argparse.Namespace) -> Path | None:
+    """The preset file a setting's value came from, where no flag gave it: the error is then about the file."""
+    if getattr(args, setting, None) is not None or not hasattr(args, "config"):
+        return None
+    return preset_file_setting(args.config, setting)
 
 
 def _count(n: int, noun: str) -> str:
@@ -903,7 +914,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         if args.debug:
             raise
         prefix = "vidstyle: " if exc.exit_code >= 128 or isinstance(exc, BusyError) else "vidstyle: error: "
-        print(prefix + _message(exc, args.command), file=sys.stderr)
+        print(prefix + _message(exc, args), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("vidstyle: interrupted", file=sys.stderr)

@@ -270,6 +270,14 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     return values
 
 
+def preset_file_setting(preset: str, setting: str) -> Path | None:
+    """The preset's file where it sets `setting` (so an error about that value can name the file), else None."""
+    try:
+        return _preset_path(preset) if setting in read_preset(preset) else None
+    except ConfigError:
+        return None
+
+
 def config_or_default(config: Config | None) -> Config:
     """A request's settings: the balanced preset where none are given, as on the command line."""
     if config is None:
