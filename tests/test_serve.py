@@ -181,6 +181,9 @@ def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
     gone = server.client.get(done["urls"]["result"])
     assert gone.status_code == 410 and "no longer on the server" in gone.json()["detail"]
     assert job["id"] in [g["id"] for g in server.client.get("/api/gallery").json()]
+    late = server.client.post(f"/api/jobs/{job['id']}/cancel")
+    assert late.status_code == 409 and "already ended (done)" in late.json()["detail"]
+    assert server.job(job["id"])["state"] == "done"
     assert server.client.delete(f"/api/jobs/{job['id']}").status_code == 204
     assert server.client.get(f"/api/jobs/{job['id']}").status_code == 404
     assert not (server.data / "jobs" / job["id"]).exists()
@@ -207,6 +210,7 @@ def test_cancel_queued_and_running_jobs(server: ServeProcess, clip: Path) -> Non
     assert server.client.post(f"/api/jobs/{slow['id']}/cancel").json()["cancel_requested"]
     assert server.wait_final(slow["id"], timeout=60)["state"] == "cancelled"
     assert server.job(queued["id"])["started"] is None  # cancelled while queued: never ran
+    assert server.client.post(f"/api/jobs/{queued['id']}/cancel").json()["state"] == "cancelled"  # again: harmless
     for job in (slow, queued):
         assert server.client.delete(f"/api/jobs/{job['id']}").status_code == 204
 

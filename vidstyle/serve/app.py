@@ -382,11 +382,14 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
 
     @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut, responses=_ERRORS, tags=["jobs"])
     async def cancel_job(job_id: str) -> dict[str, Any]:
-        """A queued job is cancelled at once; a running one stops within a second (state becomes cancelled)."""
+        """A queued job is cancelled at once; a running one stops within a second (state becomes cancelled).
+        A job that already ended done or failed cannot be (409); cancelling a cancelled job again is harmless."""
         _get_job(queue, job_id)
         job = queue.cancel(job_id)
         if job is None:
             raise ApiError(404, f"no job {job_id!r}")
+        if job.state in ("done", "failed"):
+            raise ApiError(409, f"job {job_id} has already ended ({job.state}): there is nothing to cancel")
         return job_out(job)
 
     @app.delete("/api/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])
