@@ -276,6 +276,10 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
                                                                   "style_file": ("dot.png", dot)})
     assert response.status_code == 422 and response.json()["field"] == "style_file", response.text
     assert "at least 16 pixels" in response.json()["detail"]
+    response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
+                                                                  "style_file": ("blank.png", b"")})
+    assert response.status_code == 422 and response.json()["field"] == "style_file", response.text
+    assert "style upload is empty" in response.json()["detail"]
     both = {"input": ("a.png", starry.read_bytes()), "style_file": ("s.jpg", starry.read_bytes())}
     response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY}, files=both)
     assert response.status_code == 422 and "not both" in response.json()["detail"], response.text

@@ -165,12 +165,14 @@ def _suffix(filename: str | None, allowed: tuple[str, ...]) -> str:
     return suffix if suffix in allowed else ".bin"
 
 
-def _save_upload(upload: UploadFile, folder: Path, stem: str, allowed: tuple[str, ...]) -> Path:
-    path = folder / (stem + _suffix(upload.filename, allowed))  # a name of ours; the client's is never a path
+def _save_upload(upload: UploadFile, folder: Path, field: str, allowed: tuple[str, ...]) -> Path:
+    """The upload of form field `field` saved under a name of ours (the client's is never a path)."""
+    stem = field.removesuffix("_file")
+    path = folder / (stem + _suffix(upload.filename, allowed))
     with open(path, "wb") as out:
         shutil.copyfileobj(upload.file, out, 1 << 20)
     if path.stat().st_size == 0:
-        raise ApiError(422, f"the {stem} upload is empty", stem)
+        raise ApiError(422, f"the {stem} upload is empty", field)
     return path
 
 
@@ -217,7 +219,7 @@ class JobFactory:
         if upload is not None and _present(upload):
             if name:
                 raise ApiError(422, "give a built-in style or a style picture, not both", "style")
-            path = _save_upload(upload, staging, "style", IMAGE_SUFFIXES)
+            path = _save_upload(upload, staging, "style_file", IMAGE_SUFFIXES)
             try:
                 rgb = read_image(path, "style image")
             except InputError:
