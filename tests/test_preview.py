@@ -7,6 +7,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -214,3 +215,13 @@ def test_later_frames_are_timed_over_the_whole_clip(tmp_path: Path) -> None:
     # after frame 10 follow the pan and raise the mean.
     assert estimate.later_iterations > MIN_ITERS + 1, estimate
     assert estimate.later_seconds > 0
+
+
+@pytest.mark.parametrize("tile", [48, 64, 128, 256])
+def test_a_rows_label_is_never_cut_off_it_takes_the_longest_wording_that_fits(tile: int) -> None:
+    job = SimpleNamespace(size=(tile, tile), strengths=(0.5, 2.0))
+    labels = vidstyle.preview._labels(job, (0.0, 1.0), (7.5, 30.0))
+    for strength, (text, *rest) in zip(("0.5", "2"), labels[1:], strict=True):
+        assert vidstyle.preview._fits_tile(text, 2 * tile), text
+        assert strength in text and rest == [""]
+    assert ("style weight" in labels[1][0]) == (tile >= 128)  # the full wording wherever there is room for it

@@ -301,8 +301,12 @@ def _labels(job: PreviewJob, times: tuple[float, ...], weights: tuple[float, ...
     across the row)."""
     first = f"source {times[0]:.2f} s"
     labels = [[first if _fits_tile(first, job.size[0]) else f"{times[0]:.2f} s", *(f"{t:.2f} s" for t in times[1:])]]
+    row_width = job.size[0] * len(times)
     for strength, weight in zip(job.strengths, weights, strict=True):
-        labels.append([f"strength {strength:g}: style weight {weight:g}"] + [""] * (len(times) - 1))
+        # The longest wording the row has room for: at small sizes a cut-off label would hide the strength.
+        wordings = (f"strength {strength:g}: style weight {weight:g}", f"strength {strength:g}", f"{strength:g}")
+        text = next((w for w in wordings if _fits_tile(w, row_width)), wordings[-1])
+        labels.append([text] + [""] * (len(times) - 1))
     return labels
 
 
