@@ -23,7 +23,8 @@ from conftest import child_ffmpeg_pids, ffmpeg
 import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
-from vidstyle.errors import Interrupted
+from vidstyle.config import make_config, read_preset
+from vidstyle.errors import Interrupted, SettingError
 from vidstyle.events import FrameSaved
 from vidstyle.io.probe import probe_video
 from vidstyle.limits import available_bytes, frame_bytes
@@ -344,8 +345,6 @@ def test_a_preset_file_of_any_name_is_read_as_toml(capsys, tiny: Path, starry: P
 
 def test_a_preset_name_is_the_built_in_preset_whatever_the_current_folder_holds(monkeypatch,
                                                                               tmp_path: Path) -> None:
-    from vidstyle.config import make_config, read_preset
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "balanced").mkdir()
     (tmp_path / "fast").write_text("size = 17\n")
@@ -500,3 +499,16 @@ def test_names_that_look_like_urls_or_patterns(capsys, monkeypatch, tiny: Path, 
         assert probe_video(tmp_path / name).frame_count == 3, f"{name} was not made from file:b.mp4"
     assert (tmp_path / "b.mp4").read_bytes() == decoy_bytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.mp4", "file:b.mp4", "file:o.mp4", "o[1].mp4"]
+
+
+def test_a_setting_given_where_the_others_leave_it_unused_is_refused_but_a_presets_own_value_is_not() -> None:
+    with pytest.raises(SettingError, match="needs flow") as caught:
+        make_config("fast", temporal_weight=5.0)  # the fast preset has no flow
+    assert caught.value.setting == "temporal_weight"
+    with pytest.raises(SettingError, match="Adam") as caught:
+        make_config(optimizer="lbfgs", adam_lr=0.1)
+    assert caught.value.setting == "adam_lr"
+    # Turned off, or left to the preset, a setting is no request: the balanced preset's temporal weight with no flow.
+    assert make_config("fast", temporal_weight=0.0, change_tolerance=0.0).flow == "none"
+    assert make_config(flow="none").temporal_weight == read_preset("balanced")["temporal_weight"]
+    assert make_config(optimizer="adam", adam_lr=0.1).adam_lr == 0.1

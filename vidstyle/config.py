@@ -11,6 +11,7 @@ import importlib.resources
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,8 +299,35 @@ def make_config(preset: str | None = DEFAULT_PRESET, **overrides: Any) -> Config
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
     try:
-        return Config(**values)
+        config = Config(**values)
     except SettingError as exc:
         if preset and exc.setting in from_preset:  # the value is the file's: name the file, not an override
             raise ConfigError(f"{_preset_path(preset)}: {exc}") from None
         raise
+    _check_given_settings_act(config, given)
+    return config
+
+
+# Settings that act only together with another one: (setting, its value that turns it off, the other setting's
+# problem, or None where it acts).
+_ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
+    ("temporal_weight", 0.0, lambda c: "weighs a loss along the optical flow: it needs flow (dis, farneback or "
+                                       "dis+farneback)" if c.flow == "none" else None),
+    ("change_tolerance", 0.0, lambda c: "checks the optical flow's warp: it needs flow (dis, farneback or "
+                                        "dis+farneback)" if c.flow == "none" else None),
+    ("prev_weight", 1.0, lambda c: f"is the share of the previous frame carried with init prev (init is {c.init})"
+                                   if c.init != "prev" else None),
+    ("adam_lr", None, lambda c: f"is the Adam optimizer's step (optimizer is {c.optimizer})"
+                                if c.optimizer != "adam" else None),
+)
+
+
+def _check_given_settings_act(config: Config, given: dict[str, Any]) -> None:
+    """A value asked for that the other settings would leave unused is refused, not silently ignored. Only values
+    given as overrides count: a preset's own value stays a quiet default (the balanced preset's temporal weight
+    with flow none given)."""
+    for name, off, problem_of in _ACTS_ONLY_WITH:
+        if name in given and getattr(config, name) != off:
+            problem = problem_of(config)
+            if problem is not None:
+                raise SettingError(name, problem)
