@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -395,6 +396,19 @@ def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: 
     ffmpeg("-i", str(tiny_source), "-vf", "hflip", str(tiny))
     _bad(capsys, ["metrics", str(tiny), "--source", str(tiny_source), "--style", "starry-night"], 1,
          "frames of 4x4 are too small for the style figure")
+
+
+def test_metrics_of_a_single_frame_has_no_warping_error_rather_than_a_perfect_one(capsys, bunny_short: Path,
+                                                                                  starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "one.mp4"
+    assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), *TINY, "--duration", "0.04"]) == 0
+    assert main(["metrics", str(out), "--source", str(bunny_short), "--duration", "0.04"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"frames +1\n", printed) and "warping error                n/a" in printed, printed
+    assert main(["metrics", str(out), "--source", str(bunny_short), "--duration", "0.04", "--json"]) == 0
+    for figures in json.loads(capsys.readouterr().out).values():
+        assert figures["warping_error"] is None and figures["source_warping_error"] is None
+        assert figures["edge_correlation"] > 0
 
 
 def test_log_json_writes_every_event_as_one_json_line(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

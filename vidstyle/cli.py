@@ -726,11 +726,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
                          for flow, metrics in along.items())
 
     print(f"frames                       {found.frames}")
-    print(f"warping error (output)       {each('warping_error')}   flicker: lower is steadier"
-          + ("; each flow favours paint that follows it (the default render mostly DIS's) and charges paint that "
-             "does not, so compare renders along the same flow" if len(flows) > 1 else ""))
-    print(f"warping error (source)       {each('source_warping_error')}   the floor: the source's own change "
-          "that flow cannot explain, which a render rarely goes below")
+    if found.warping_error is None:
+        print("warping error                n/a: no two frames of one shot follow each other, so no flicker to "
+              "measure")
+    else:
+        print(f"warping error (output)       {each('warping_error')}   flicker: lower is steadier"
+              + ("; each flow favours paint that follows it (the default render mostly DIS's) and charges paint "
+                 "that does not, so compare renders along the same flow" if len(flows) > 1 else ""))
+        print(f"warping error (source)       {each('source_warping_error')}   the floor: the source's own change "
+              "that flow cannot explain, which a render rarely goes below")
     if found.flow_coverage is not None:
         print(f"flow coverage                {each('flow_coverage', 3)}   share of pixels passing the flow's "
               "forward-backward check (the ones both errors count); on a flat region (a sky) a flow that finds no "

@@ -61,8 +61,9 @@ def warping_error(prev: np.ndarray, cur: np.ndarray, backward: np.ndarray, mask:
 @dataclass(frozen=True)
 class VideoMetrics:
     frames: int
-    warping_error: float  # of the output
-    source_warping_error: float  # of the source itself: the floor
+    # None where no two frames of a shot follow each other (one frame, or a cut at every frame): no flicker to see.
+    warping_error: float | None  # of the output
+    source_warping_error: float | None  # of the source itself: the floor
     edge_correlation: float  # mean over frames
     min_edge_correlation: float
     # Network-free style gain (vidstyle.style_distance) of sampled frames over their source frames, when the
@@ -108,7 +109,7 @@ class _Steadiness:
 
     def metrics(self, edges: list[float], gains: list[float]) -> VideoMetrics:
         mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
-        return VideoMetrics(len(edges), mean(self.errors) or 0.0, mean(self.floor) or 0.0, mean(edges) or 0.0,
+        return VideoMetrics(len(edges), mean(self.errors), mean(self.floor), mean(edges) or 0.0,
                             float(min(edges)) if edges else 0.0, mean(gains), mean(self.long_errors),
                             mean(self.long_floor), mean(self.coverage))
 
@@ -164,7 +165,9 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
     rounding = 2.0 / min(output.width, output.height)
     if abs(out_aspect / src_aspect - 1) > 0.03 + rounding:
         raise InputError(f"{output.path} is {output.width}x{output.height} and {source.path} "
-                         f"{source.width}x{source.height}: another shape of picture, so not a render of it")
+                         f"{source.width}x{source.height}: another shape of picture. The figures compare a render "
+                         "with its source at the source's shape: another clip, or a render written at an output "
+                         "size of another shape, cannot be scored")
 
 
 def _paired_frames(output: Path, source: Path, start: float | None,
