@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import child_ffmpeg_pids, ffmpeg, run_cli, shared_asset
+from conftest import ROOT, child_ffmpeg_pids, ffmpeg, run_cli, shared_asset
 
 from vidstyle.cli import main
 from vidstyle.config import read_preset
@@ -459,3 +462,13 @@ def test_options_that_would_be_ignored_are_refused(bunny_short: Path, starry: Pa
                   *TINY], 2, "--temporal-reach looks back along the optical flow")
     _bad(capsys, ["image", str(tmp_path / "x.png"), "--style", str(starry), "-o", str(tmp_path / "o.png"),
                   "--animation-every", "3"], 2, "--animation-every sets the pictures of an --animation")
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
+    """`vidstyle ... | head`: the pipe closes before the command has printed all; no error line, SIGPIPE's status."""
+    proc = subprocess.Popen([sys.executable, "-m", "vidstyle", "styles"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and err == "", err

@@ -926,6 +926,11 @@ def _run_command(argv: Sequence[str] | None) -> int:
     except SignalInterrupt as exc:
         print("vidstyle: terminated", file=sys.stderr)
         return 128 + exc.signum
+    except BrokenPipeError:
+        # The reader of our output left (`vidstyle metrics ... | head`): end quietly, as a command killed by
+        # SIGPIPE would, and point stdout at nothing so that the final flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback, unless --debug
         if args.debug:
             raise
