@@ -379,6 +379,15 @@ def test_a_workdir_that_is_a_file(capsys, tiny: Path, starry: Path, tmp_path: Pa
     assert str(work) in line
 
 
+def test_a_workdir_in_a_folder_that_does_not_exist_is_refused_and_nothing_is_made(capsys, tiny: Path, starry: Path,
+                                                                                    tmp_path: Path) -> None:
+    work = tmp_path / "missing" / "deeper" / "work"
+    line = _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
+                             "--workdir", str(work), *TINY], 2, "work directory's folder does not exist",
+                    folder=tmp_path)
+    assert str(work.parent) in line and not (tmp_path / "missing").exists()
+
+
 def test_an_output_that_is_a_directory_is_refused_before_rendering(capsys, bunny_short: Path, starry: Path,
                                                                    tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"

@@ -26,7 +26,7 @@ from vidstyle import __version__
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_style_count, config_or_default
-from vidstyle.errors import Cancelled, CheckpointMismatch, Interrupted, SettingError, SignalInterrupt
+from vidstyle.errors import Cancelled, CheckpointMismatch, Interrupted, NotAWorkDir, SettingError, SignalInterrupt
 from vidstyle.events import (
     Event,
     EventCallback,
@@ -115,7 +115,10 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
 
 def _check_workdir(work: WorkDir) -> None:
     """A work directory that is a file, or a folder of someone else's files, is refused before anything starts;
-    a damaged manifest is left for a restart to discard."""
+    a damaged manifest is left for a restart to discard. Its folder must exist, as an output's must: folders made
+    on the way to it would be left behind when the render removes its work directory."""
+    if not work.path.parent.is_dir():
+        raise NotAWorkDir(f"the work directory's folder does not exist: {work.path.parent}")
     try:
         work.read_manifest()
     except CheckpointMismatch as exc:
