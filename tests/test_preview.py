@@ -156,7 +156,8 @@ def test_a_failed_write_or_a_stop_leaves_no_file(tmp_path: Path, monkeypatch) ->
 def test_cli_sweep_prints_the_rows_and_one_estimate_line(tmp_path: Path, capsys) -> None:
     clip = tmp_path / "clip.mkv"
     shutil.copy(CUT_CLIP, clip)
-    assert main(["preview", str(clip), "--style", "starry-night", *TINY, "--strength", "0.5,2", "--at", "0.1",
+    # A strength named twice is painted once.
+    assert main(["preview", str(clip), "--style", "starry-night", *TINY, "--strength", "0.5,2,0.5", "--at", "0.1",
                  "--at", "00:00:00.3"]) == 0
     out = capsys.readouterr().out.splitlines()
     sheet = tmp_path / "clip.starry_night.preview.png"
@@ -168,6 +169,8 @@ def test_cli_sweep_prints_the_rows_and_one_estimate_line(tmp_path: Path, capsys)
     assert re.fullmatch(r"whole render on cpu at 64x36: about \d+s \(2 fresh frames x [\d.]+ s, 10 later frames "
                         r"x [\d.]+ s \(2 iterations each\), plan [\d.e-]+ s, start-up [\d.]+ s\)", out[3]), out[3]
     assert len(out) == 4
+    assert main(["preview", str(clip), "--style", "starry-night", *TINY, "--at", "0.1", "--overwrite", "--quiet"]) == 0
+    assert capsys.readouterr() == ("", ""), "--quiet: only errors"
 
 
 @pytest.mark.parametrize("flags, pattern", [
@@ -196,6 +199,11 @@ def test_cli_refuses_a_video_as_the_sheet(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sheet.mp4"
     _bad(capsys, ["preview", str(CUT_CLIP), "--style", "starry-night", "-o", str(out), *TINY], 2,
          r"contact sheet must be an image", out)
+    folder = tmp_path / "sheets"
+    folder.mkdir()
+    _bad(capsys, ["preview", str(CUT_CLIP), "--style", "starry-night", "-o", str(folder), *TINY], 2,
+         r"sheets is a folder; name the contact sheet's file, e.g. \S*sheet.png")
+    assert list(folder.iterdir()) == []
 
 
 def test_later_frames_are_timed_over_the_whole_clip(tmp_path: Path) -> None:

@@ -771,6 +771,8 @@ def _cmd_preview(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite, on_event=log)
     finally:
         log.close()
+    if args.quiet:  # only errors, as --quiet promises in every command
+        return 0
     times = ", ".join(f"{t:.2f} s" for t in result.times)
     print(f"contact sheet: {result.sheet} (frames at {times}; the source on top)")
     if result.strengths != (1.0,):

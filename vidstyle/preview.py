@@ -140,6 +140,8 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
     output = Path(output) if output is not None else default_preview_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)
+    if output.is_dir():
+        raise UsageError(f"{output} is a folder; name the contact sheet's file, e.g. {output / 'sheet.png'}")
     if output.suffix.lower() not in SHEET_SUFFIXES:
         raise UsageError(f"the contact sheet must be an image ({', '.join(SHEET_SUFFIXES)}), got {output.name}")
     check_output_path(output, input_path, overwrite, styles)
@@ -163,7 +165,8 @@ def check_strengths(strengths: Sequence[float]) -> tuple[float, ...]:
     for value in values:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise SettingError("strengths", f"must be numbers above 0 that multiply the style weight (got {value!r})")
-    return tuple(float(v) for v in values)
+    # A strength named twice would paint the same row twice: each is painted once, in the order first given.
+    return tuple(dict.fromkeys(float(v) for v in values))
 
 
 def check_frame_choice(at: Sequence[float] | None, count: int | None) -> None:
