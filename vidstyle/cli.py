@@ -713,8 +713,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     flows = METRIC_FLOWS if args.flow == "both" else (args.flow,)
     along = measure_video_along(args.output, args.source, flows, style, args.start, _trim_end(args))
     if args.json:
-        found = {flow: metrics.as_dict() for flow, metrics in along.items()}
-        print(json.dumps(found if len(flows) > 1 else found[args.flow]))
+        # Keyed by flow whatever --flow is, so that a script reads one layout.
+        print(json.dumps({flow: metrics.as_dict() for flow, metrics in along.items()}))
         return 0
     found = along[flows[0]]
 
