@@ -213,6 +213,7 @@ def test_an_output_is_never_a_style_image(capsys, bunny_short: Path, starry: Pat
 
 
 def test_a_full_disk_says_to_free_space_and_run_again() -> None:
+    import argparse
     import errno
 
     from vidstyle.cli import _message
@@ -220,9 +221,10 @@ def test_a_full_disk_says_to_free_space_and_run_again() -> None:
 
     full = CheckpointError("cannot write w/frames/0000002.png: No space left on device")
     full.__cause__ = OSError(errno.ENOSPC, "No space left on device")
-    assert _message(full, "render").endswith("; free some space, then run the same command again: it resumes")
+    render = argparse.Namespace(command="render")
+    assert _message(full, render).endswith("; free some space, then run the same command again: it resumes")
     other = CheckpointError("work directory w disappeared during the render")
-    assert _message(other, "render").endswith("; use --restart to discard the checkpoints")
+    assert _message(other, render).endswith("; use --restart to discard the checkpoints")
 
 
 @pytest.mark.parametrize("style_kind, pattern", [
