@@ -521,3 +521,15 @@ def test_a_setting_given_where_the_others_leave_it_unused_is_refused_but_a_prese
     assert make_config("fast", temporal_weight=0.0, change_tolerance=0.0).flow == "none"
     assert make_config(flow="none").temporal_weight == read_preset("balanced")["temporal_weight"]
     assert make_config(optimizer="adam", adam_lr=0.1).adam_lr == 0.1
+
+
+def test_a_preset_file_of_ones_own_stands_on_the_balanced_preset(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.toml"
+    mine.write_text("size = 100\n")
+    balanced = make_config()
+    config = make_config(str(mine))
+    assert config.size == 100, "the file's own setting"
+    # What it leaves out is the balanced preset's, not the library's bare default (no flow, no temporal loss).
+    assert (config.flow, config.temporal_weight) == (balanced.flow, balanced.temporal_weight) != ("none", 0.0)
+    assert make_config("fast").flow == "none", "a built-in preset is as it is written"
+    assert make_config(Path("fast")) == make_config("fast"), "a Path names the preset as its text does"

@@ -233,10 +233,10 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.toml"))
 
 
-def _preset_path(name_or_path: str) -> Path:
+def _preset_path(name_or_path: str | Path) -> Path:
     """A built-in preset's name (`fast`) names it, whatever the current folder holds; any other name is a TOML
     file whatever its name (`x.TOML`, `mine`)."""
-    path = Path(name_or_path)
+    path, name_or_path = Path(name_or_path), str(name_or_path)  # a Path("fast") names the preset as "fast" does
     builtin = presets_dir() / f"{name_or_path}.toml"
     if name_or_path in preset_names() and builtin.is_file():
         return builtin
@@ -249,7 +249,7 @@ def _preset_path(name_or_path: str) -> Path:
     raise ConfigError(f"unknown preset '{name_or_path}' (available: {', '.join(preset_names())})")
 
 
-def read_preset(name_or_path: str) -> dict[str, Any]:
+def read_preset(name_or_path: str | Path) -> dict[str, Any]:
     """Parse a preset by name (`fast`) or path (`my.toml`) into {field: value}; never executes anything."""
     path = _preset_path(name_or_path)
     try:
@@ -271,7 +271,7 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     return values
 
 
-def preset_file_setting(preset: str, setting: str) -> Path | None:
+def preset_file_setting(preset: str | Path, setting: str) -> Path | None:
     """The preset's file where it sets `setting` (so an error about that value can name the file), else None."""
     try:
         return _preset_path(preset) if setting in read_preset(preset) else None
@@ -289,11 +289,18 @@ def config_or_default(config: Config | None) -> Config:
     return config
 
 
-def make_config(preset: str | None = DEFAULT_PRESET, **overrides: Any) -> Config:
-    """Config from a preset plus overrides (None values are ignored, so unset CLI flags fall through)."""
+def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) -> Config:
+    """Config from a preset plus overrides (None values are ignored, so unset CLI flags fall through).
+
+    A preset file of the user's own stands on the balanced preset: a setting it leaves out takes the balanced
+    value, so `size = 100` alone does not also turn the optical flow and the temporal loss off.
+    """
     values = read_preset(preset) if preset else {}
+    from_preset = set(values)
+    if preset and str(preset) not in preset_names():
+        values = read_preset(DEFAULT_PRESET) | values
     given = {k: v for k, v in overrides.items() if v is not None}
-    from_preset = set(values) - set(given)
+    from_preset -= set(given)
     values.update(given)
     unknown = sorted(set(values) - set(field_names()))
     if unknown:
