@@ -342,6 +342,9 @@ def test_a_preset_files_value_checked_against_the_command_names_the_file_not_a_f
     command = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--config", str(preset)]
     _bad(capsys, command, 2, r"^vidstyle: error: \S*blend.toml: style_blend has 2 weights for 1 style", out)
     _bad(capsys, [*command, "--style-blend", "1,3"], 2, r"^vidstyle: error: --style-blend has 2 weights", out)
+    # A still's --iters sets first_iters, which the preset also sets: the flag is named, not the file.
+    still = ["image", str(starry), "--style", "starry-night", "-o", str(tmp_path / "o.png"), "--iters", "0"]
+    _bad(capsys, still, 2, r"^vidstyle: error: --iters must be between 1 and", tmp_path / "o.png")
 
 def test_a_refused_demo_prints_only_the_reason(capsys, tmp_path: Path) -> None:
     _bad(capsys, ["demo", "-o", str(tmp_path / "d.avi"), "--device", "cpu"], 2, "unsupported output type")

@@ -854,7 +854,9 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
 
 def _from_preset_file(setting: str, args: argparse.Namespace) -> Path | None:
     """The preset file a setting's value came from, where no flag gave it: the error is then about the file."""
-    if getattr(args, setting, None) is not None or not hasattr(args, "config"):
+    flag = _flag_for(setting, args.command)  # image's --iters sets first_iters: look at the flag that sets it
+    given = flag.startswith("--") and getattr(args, flag[2:].replace("-", "_"), None) is not None
+    if given or not hasattr(args, "config"):
         return None
     return preset_file_setting(args.config, setting)
 
