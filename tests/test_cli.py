@@ -290,6 +290,7 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--flow", "none", "--change-tolerance", "0.2"], "--change-tolerance checks the optical flow's warp: it needs"),
     (["--init", "content", "--prev-weight", "0.3"], "--prev-weight is the share .* with init prev \\(init is content"),
     (["--adam-lr", "0.5"], "--adam-lr is the Adam optimizer's step \\(optimizer is lbfgs"),
+    (["--preserve-colors", "--palette-start"], "--palette-start does nothing where the source's colours are preserved"),
 ])
 def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, flags: list[str],
                       pattern: str) -> None:

@@ -326,6 +326,8 @@ _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
                                    if c.init != "prev" else None),
     ("adam_lr", None, lambda c: f"is the Adam optimizer's step (optimizer is {c.optimizer})"
                                 if c.optimizer != "adam" else None),
+    ("palette_start", False, lambda c: "does nothing where the source's colours are preserved"
+                                       if c.preserve_colors else None),
 )
 
 
