@@ -109,6 +109,8 @@ def test_fresh_frames_are_the_first_and_one_a_scene_cut(tmp_path: Path) -> None:
     ({"strengths": (float("nan"),)}, "strengths"),
     ({"strengths": ()}, "strengths"),
     ({"strengths": (1e9,)}, "strengths"),  # a style weight beyond its range
+    ({"strengths": "0.5,1"}, "strengths"),  # text, not a list: not read letter by letter
+    ({"at": 0.1}, "at"),  # one time, not a list of them
     ({"count": 0}, "count"),
     ({"count": 13}, "count"),  # more than the clip's 12 frames
     ({"count": 2, "at": [0.1]}, "count"),

@@ -159,6 +159,8 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
 
 def check_strengths(strengths: Sequence[float]) -> tuple[float, ...]:
     """Strengths multiply the style weight: at least one, each a finite number above 0."""
+    if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence):
+        raise SettingError("strengths", f"must be a list of numbers, e.g. [0.5, 1, 2] (got {strengths!r:.40})")
     values = tuple(strengths)
     if not values:
         raise SettingError("strengths", "names no strength; 1 is the settings' own style weight")
@@ -173,6 +175,8 @@ def check_frame_choice(at: Sequence[float] | None, count: int | None) -> None:
     """Either times or a count of frames, and a sensible one."""
     if at is not None and count is not None:
         raise SettingError("count", "and at both choose the frames; give one of them")
+    if at is not None and (isinstance(at, (str, bytes)) or not isinstance(at, Sequence)):
+        raise SettingError("at", f"must be a list of times in seconds, e.g. [1.5] (got {at!r:.40})")
     if at is not None and len(at) == 0:
         raise SettingError("at", "names no time")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
