@@ -273,6 +273,12 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
     with pytest.raises(OutputExists) as exists:
         vidstyle.render(bunny_short, [starry], existing, _config(), workdir=work)
     messages.append(str(exists.value))
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    with pytest.raises(VidstyleError, match="is a directory; name the video file") as into_folder:
+        vidstyle.render(bunny_short, [starry], folder, _config(), workdir=work)  # not "output type ''"
+    messages.append(str(into_folder.value))
+    assert list(folder.iterdir()) == []
     assert not work.exists() and _leftovers(tmp_path, out) == [] and not partial_path(existing).exists()
     assert existing.read_bytes() == b"keep" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
     for message in messages:

@@ -26,7 +26,15 @@ from vidstyle import __version__
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_style_count, config_or_default
-from vidstyle.errors import Cancelled, CheckpointMismatch, Interrupted, NotAWorkDir, SettingError, SignalInterrupt
+from vidstyle.errors import (
+    Cancelled,
+    CheckpointMismatch,
+    Interrupted,
+    NotAWorkDir,
+    SettingError,
+    SignalInterrupt,
+    UsageError,
+)
 from vidstyle.events import (
     Event,
     EventCallback,
@@ -98,6 +106,8 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     output = Path(output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)
+    if output.is_dir():  # before the suffix check, which would call a folder an output type ''
+        raise UsageError(f"output {output} is a directory; name the video file (render_many writes into one)")
     container_for(output)
     check_output_path(output, input_path, overwrite, styles)
     style_images = tuple(read_style_image(p) for p in styles)
