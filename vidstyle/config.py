@@ -233,13 +233,19 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.toml"))
 
 
+def _builtin_preset(name_or_path: str | Path) -> Path | None:
+    """The built-in preset's file where the text is a built-in preset's name (a Path("fast") too), else None."""
+    name = str(name_or_path)
+    return presets_dir() / f"{name}.toml" if name in preset_names() else None
+
+
 def _preset_path(name_or_path: str | Path) -> Path:
     """A built-in preset's name (`fast`) names it, whatever the current folder holds; any other name is a TOML
     file whatever its name (`x.TOML`, `mine`)."""
-    path, name_or_path = Path(name_or_path), str(name_or_path)  # a Path("fast") names the preset as "fast" does
-    builtin = presets_dir() / f"{name_or_path}.toml"
-    if name_or_path in preset_names() and builtin.is_file():
+    builtin = _builtin_preset(name_or_path)
+    if builtin is not None:
         return builtin
+    path, name_or_path = Path(name_or_path), str(name_or_path)
     if path.is_file():
         return path
     if path.is_dir():
@@ -297,7 +303,7 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     """
     values = read_preset(preset) if preset else {}
     from_preset = set(values)
-    if preset and str(preset) not in preset_names():
+    if preset and _builtin_preset(preset) is None:
         values = read_preset(DEFAULT_PRESET) | values
     given = {k: v for k, v in overrides.items() if v is not None}
     from_preset -= set(given)
