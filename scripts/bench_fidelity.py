@@ -6,11 +6,12 @@
 
 Each mode stylizes the same FRAMES source frames (from frame START, decoded at SIZE px long side: choose frames
 of one shot) through the render's frame loop (`stylize_sequence`, then `passes.refine` for more passes) with the
-balanced preset plus the mode's settings, fp32 on the CPU, and prints per mode: warping error and long-term warping
-error (Lai et al. 2018, along Farneback's and along DIS's flow of the source; the source's own figures are the
-floor), mean edge correlation with the source frames, the network-free style gain (vidstyle.style_distance, every
-frame) and seconds a frame; then the ratios to the independent render (`init content`, no flow), which is what the
-goal is stated against: edge correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
+balanced preset plus the mode's settings (fp32 on the CPU unless `--device`, `--precision` or the mode say
+otherwise), and prints per mode: warping error and long-term warping error (Lai et al. 2018, along Farneback's
+and along DIS's flow of the source; the source's own figures are the floor), mean edge correlation with the
+source frames, the network-free style gain (vidstyle.style_distance, every frame) and seconds a frame; then the
+ratios to the independent render (`init content`, no flow), which is what the goal is stated against: edge
+correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
 
 `--warmup N` starts each mode's shot N frames before START and measures from START on, as a render of the whole
 shot would have them: its fresh frame (the most painted and least faithful of a shot; the frames after it climb
@@ -62,11 +63,11 @@ BUILT_IN = {
 }
 
 
-def run_mode(frames: list[Frame], style: np.ndarray, overrides: dict[str, object],
-             warmup: int) -> tuple[list[np.ndarray], float]:
+def run_mode(frames: list[Frame], style: np.ndarray, overrides: dict[str, object], warmup: int,
+             base: dict[str, object]) -> tuple[list[np.ndarray], float]:
     """The mode's outputs of the frames after the first `warmup`, and its seconds a frame stylized."""
     size = max(frames[0].rgb.shape[:2])
-    config = make_config(**{"size": size, "precision": "fp32", "device": "cpu", "seed": 0, **overrides})
+    config = make_config(**{"size": size, "seed": 0, **base, **overrides})
     if config.init == "content" and config.flow == "none":
         frames, warmup = frames[warmup:], 0  # each frame from its own source: those before cannot change it
     stylizer = Stylizer(config, [style])
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0, help="frames stylized before START, not measured")
     parser.add_argument("--metric-flow", choices=("both", "farneback", "dis"), default="both",
                         help="the flow the warping errors are measured along [both: a column for each]")
+    parser.add_argument("--device", default="cpu", help="every mode's device unless the mode sets one [cpu]")
+    parser.add_argument("--precision", default="fp32", help="every mode's precision unless the mode sets one [fp32]")
     parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
     parser.add_argument("--outputs", action="append", default=[], metavar="NAME=DIR",
                         help="also measure frames made elsewhere from the dumped sources")
@@ -144,11 +147,12 @@ def main() -> None:
     results: dict[str, dict[str, VideoMetrics]] = {}
     print(f"{args.clip.name} frames {args.start}-{args.start + len(frames) - 1} at {size[0]}x{size[1]}"
           f"{f' (the shot started at {args.start - warmup})' if warmup else ''}, {args.style.name}; balanced "
-          "preset, fp32 on the cpu unless a mode sets precision or device")
+          f"preset, {args.precision} on the {args.device} unless a mode sets precision or device")
     heads = " ".join(f"{'warp ' + f[:4]:>9}" for f in flows) + " " + " ".join(f"{'long ' + f[:4]:>9}" for f in flows)
     print(f"{'mode':24} {heads} {'edges':>7} {'style':>7} {'s/frame':>8}")
     for name, overrides in modes.items():
-        outputs, seconds = run_mode(stylized, style, overrides, warmup)
+        outputs, seconds = run_mode(stylized, style, overrides, warmup,
+                                    {"device": args.device, "precision": args.precision})
         if args.save_outputs is not None:
             write_frames(args.save_outputs / name, frames, outputs)
         results[name] = measure_frames_along(outputs, sources, flows, style=style, style_every=1)

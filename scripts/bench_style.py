@@ -187,9 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stills", nargs="*", default=list(STILLS), help="stills of ../shared/assets (none: skip)")
     parser.add_argument("--styles", type=Path, nargs="+", default=[ASSETS / p for p in PAINTINGS])
     parser.add_argument("--save", type=Path, help="write the first and last output frames here as PNG")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     args = parser.parse_args(argv)
-    config = make_config(args.preset, size=args.size, device="cpu", **parse_settings(args.settings))
+    config = make_config(args.preset, size=args.size, device=args.device, **parse_settings(args.settings))
     rows = []
     for row in run(config, args.styles, args.clips, args.stills, args.frames, args.save):
         rows.append(row)
