@@ -56,13 +56,13 @@ run_tests() {
 
 run_render() {  # the product's path as a user runs it: balanced preset, device and precision auto
     for clip in field_pan_with_audio bikes_street_no_audio; do
-        step "render-512-$clip" 150 python3 -m vidstyle render "$ASSETS/$clip.mp4" --style "$STARRY" --size 512 \
+        step "render-512-$clip" 100 python3 -m vidstyle render "$ASSETS/$clip.mp4" --style "$STARRY" --size 512 \
             -o "$OUT/$clip-512.mp4" --log-json "$OUT/$clip-512.events.jsonl"
     done
 }
 
 run_bench() {
-    step bench 200 python3 scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40 --parts 1345cq
+    step bench 120 python3 scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40 --parts 1345cq
 }
 
 run_memory() {
@@ -70,12 +70,12 @@ run_memory() {
 }
 
 run_style() {  # the style goal at 256 px in the GPU's default precision (bf16), every clip x painting and still
-    step style-256 150 python3 scripts/bench_style.py --device cuda --size 256 --frames 8
+    step style-256 100 python3 scripts/bench_style.py --device cuda --size 256 --frames 8
 }
 
 run_fidelity() {  # the fidelity goal where the CPU could not reach: 512 and 720 px, in bf16 and fp32
     for size in 512 720; do
-        step "fidelity-$size" 150 python3 scripts/bench_fidelity.py "$ASSETS/field_pan_with_audio.mp4" \
+        step "fidelity-$size" 90 python3 scripts/bench_fidelity.py "$ASSETS/field_pan_with_audio.mp4" \
             --style "$STARRY" --size "$size" --frames 24 --device cuda --precision bf16 \
             --mode independent --mode default
     done

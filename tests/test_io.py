@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from fractions import Fraction
 from pathlib import Path
@@ -16,7 +18,7 @@ from vidstyle.assets import demo_clip
 from vidstyle.errors import DecodeError, InputError, VideoOpenError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, plan_audio
-from vidstyle.io.ffmpeg import file_url
+from vidstyle.io.ffmpeg import ffmpeg_version, file_url
 from vidstyle.io.probe import probe_video, size_to_fit
 
 
@@ -408,3 +410,29 @@ def test_audio_plan_is_known_before_rendering(audio_sources: dict[str, Path], co
 def test_audio_plan_without_audio(lavfi_clip) -> None:
     plan = plan_audio(probe_video(lavfi_clip("silent.mp4", audio=False)), Path("out.mov"))
     assert (plan.args, plan.description, plan.reencodes) == ((), "no audio", False)
+
+
+@pytest.mark.parametrize(("banner", "version"), [
+    ("ffmpeg version 7.0.2-static https://johnvansickle.com/ffmpeg/  Copyright (c) 2000-2024", (7, 0)),
+    ("ffmpeg version n9.0.2-17-g2a571b6068-20260930 Copyright (c) 2000-2026", (9, 0)),
+    ("ffmpeg version 5.1.6-0+deb12u1 Copyright (c) 2000-2024", (5, 1)),
+    ("ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/", (4, 2)),
+    ("ffmpeg version N-113402-g1d8fd6bd3f Copyright (c) 2000-2024", None),  # a git build names no release
+])
+def test_the_ffmpeg_release_is_read_from_its_banner(banner: str, version: tuple[int, int] | None) -> None:
+    assert ffmpeg_version(banner) == version
+
+
+def test_an_ffmpeg_too_old_for_its_options_is_refused_in_one_line(tmp_path: Path) -> None:
+    # What imageio-ffmpeg 0.5 ships (4.2.2) stops at -fps_mode before decoding a frame: say so before starting.
+    old = tmp_path / "ffmpeg"
+    old.write_text("#!/bin/sh\necho 'ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/'\n")
+    old.chmod(0o755)
+    out = tmp_path / "out.mp4"
+    command = [sys.executable, "-m", "vidstyle", "render", str(demo_clip()), "--style", "starry-night", "-o", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "IMAGEIO_FFMPEG_EXE": str(old)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"vidstyle: error: ffmpeg 4.2 at {old} is too old: vidstyle needs 5.1 or newer (pip install -U "
+        "imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg)"]
+    assert list(tmp_path.iterdir()) == [old]

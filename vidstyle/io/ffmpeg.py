@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import collections
+import functools
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -16,16 +18,45 @@ from vidstyle.errors import VidstyleError
 _KEEP_STDERR_LINES = 40
 
 
+# `-fps_mode` (frames passed through with their own timestamps, never duplicated or dropped) came in ffmpeg 5.1;
+# imageio-ffmpeg before 0.6 ships ffmpeg 4.2, which stops at that option before decoding a single frame.
+OLDEST_FFMPEG = (5, 1)
+_VERSION_LINE = re.compile(r"ffmpeg version n?(\d+)\.(\d+)")
+
+
 def ffmpeg_exe() -> str:
-    """Path of the bundled ffmpeg (imageio-ffmpeg honours IMAGEIO_FFMPEG_EXE to pick another)."""
+    """Path of the bundled ffmpeg (imageio-ffmpeg honours IMAGEIO_FFMPEG_EXE to pick another), checked once to
+    be one that vidstyle's arguments work with."""
     try:
         import imageio_ffmpeg
     except ImportError as exc:
         raise VidstyleError("the 'imageio-ffmpeg' package (which ships ffmpeg) is not installed") from exc
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
         raise VidstyleError(f"no usable ffmpeg binary: {exc}") from exc
+    _check_version(exe)
+    return exe
+
+
+@functools.cache
+def _check_version(exe: str) -> None:
+    try:
+        banner = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30,
+                                stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
+    version = ffmpeg_version(banner)
+    if version is not None and version < OLDEST_FFMPEG:
+        wanted = ".".join(map(str, OLDEST_FFMPEG))
+        raise VidstyleError(f"ffmpeg {version[0]}.{version[1]} at {exe} is too old: vidstyle needs {wanted} or "
+                            f"newer (pip install -U imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg)")
+
+
+def ffmpeg_version(banner: str) -> tuple[int, int] | None:
+    """(major, minor) from `ffmpeg -version`'s first line; None for a build from git, which names no release."""
+    found = _VERSION_LINE.match(banner.strip())
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def file_url(path: Path | str) -> str:
