@@ -10,6 +10,7 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
@@ -19,6 +20,7 @@ from vidstyle.errors import DecodeError, InputError, VideoOpenError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, plan_audio
 from vidstyle.io.ffmpeg import ffmpeg_version, file_url
+from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video, size_to_fit
 
 
@@ -436,3 +438,24 @@ def test_an_ffmpeg_too_old_for_its_options_is_refused_in_one_line(tmp_path: Path
         f"vidstyle: error: ffmpeg 4.2 at {old} is too old: vidstyle needs 5.1 or newer (pip install -U "
         "imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg)"]
     assert list(tmp_path.iterdir()) == [old]
+
+
+@pytest.mark.parametrize("depth", [np.uint8, np.uint16])
+def test_a_transparent_png_is_read_as_shown_over_white_not_over_black(tmp_path: Path, depth: type) -> None:
+    top = np.iinfo(depth).max
+    bgra = np.zeros((20, 40, 4), depth)  # what sits under the transparency is black, as in most such files
+    bgra[:, 20:] = (0, 0, top, top)  # opaque red
+    bgra[:, 10:20, 3] = (top + 1) // 2  # half-transparent black
+    path = tmp_path / "cut_out.png"
+    cv2.imwrite(str(path), bgra)
+    rgb = read_image(path)
+    assert rgb.shape == (20, 40, 3) and rgb.dtype == np.uint8
+    assert (rgb[:, :10] == 255).all()
+    assert np.abs(rgb[:, 10:20].astype(int) - 128).max() <= 1
+    assert (rgb[:, 20:] == (255, 0, 0)).all()
+
+
+def test_a_grey_png_with_alpha_is_read_over_white_too(tmp_path: Path) -> None:
+    path = tmp_path / "grey_alpha.png"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black@0.0:s=40x20,format=ya8", "-frames:v", "1", str(path))
+    assert (read_image(path) == 255).all()

@@ -25,10 +25,36 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if _is_cut_short_png(data):
         raise InputError(f"{what} is truncated (a PNG without its end): {path}")
+    if _png_with_alpha(data):
+        return _over_white(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise InputError(f"{what} is not a readable image: {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _png_with_alpha(data: np.ndarray) -> bool:
+    """A PNG whose pixels can be transparent: colour type 4 or 6 (grey or colour with alpha) or a tRNS chunk."""
+    if data[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE or data.size < 26:
+        return False
+    return int(data[25]) in (4, 6) or b"tRNS" in data.tobytes()
+
+
+def _over_white(pixels: np.ndarray) -> np.ndarray:
+    """A transparent picture as a viewer shows it, laid over white; dropping the alpha channel instead would show
+    what the file stores under it, usually black, and a painting or photo cut out on transparency would be
+    painted as if on a black ground."""
+    if pixels.ndim == 2 or pixels.shape[2] not in (2, 4):
+        return cv2.cvtColor(_to_8bit(pixels), cv2.COLOR_GRAY2RGB if pixels.ndim == 2 else cv2.COLOR_BGR2RGB)
+    scale = float(np.iinfo(pixels.dtype).max)
+    colour = pixels[..., :-1].astype(np.float32) / scale
+    alpha = pixels[..., -1:].astype(np.float32) / scale
+    over = np.round((colour * alpha + (1.0 - alpha)) * 255.0).astype(np.uint8)
+    return cv2.cvtColor(over, cv2.COLOR_GRAY2RGB if over.shape[2] == 1 else cv2.COLOR_BGR2RGB)
+
+
+def _to_8bit(pixels: np.ndarray) -> np.ndarray:
+    return pixels if pixels.dtype == np.uint8 else (pixels // 257).astype(np.uint8)
 
 
 # A painting smaller than this on a side has no brush strokes to learn from: it would be scaled up to the render's
