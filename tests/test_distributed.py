@@ -481,3 +481,19 @@ def test_ctrl_c_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Call
     for i, stamp in before.items():
         p = work.frame_path(i)
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, f"frame {i}, finished before the kill, was redone"
+
+
+@pytest.mark.parametrize(("flags", "named"), [(("--end", "0.2"), "--end"), (("--start", "0.2"), "--start"),
+                                              (("--start", "0.1", "--end", "0.3"), "--start")])
+def test_a_part_of_the_video_on_workers_is_refused_naming_the_option_given(capsys, bunny_short: Path, starry: Path,
+                                                                          tmp_path: Path, flags: tuple[str, ...],
+                                                                          named: str) -> None:
+    out = tmp_path / "out.mp4"
+    code = main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workers", "2", *flags])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"vidstyle: error: {named} (a part of the video) is not available on several workers yet; render the part "
+        "on one machine"]
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SettingError, match=r"^end \(a part"):
+        vidstyle.render(bunny_short, [starry], out, vidstyle.make_config(size=64), workers=2, end=0.2)

@@ -179,7 +179,9 @@ def on_cluster(workers: int | None, ray_address: str | None, chunk_frames: int |
 
 def check_cluster_job(job: RenderJob) -> None:
     if job.trim is not None:
-        raise SettingError("start", "and end (a part of the video) are not available on several workers yet")
+        name = "start" if job.trim[0] > 0 else "end"  # the one the caller gave (both: start stands for the two)
+        raise SettingError(name, "(a part of the video) is not available on several workers yet; render the part "
+                                 "on one machine")
 
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
