@@ -30,6 +30,16 @@ def test_written_at_the_source_size_from_a_smaller_render(bunny_short: Path, sta
     assert np.abs(back.astype(int) - checkpoint).mean() < 6
 
 
+def test_odd_sides_asked_for_are_made_even_and_said(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "64",
+                   "--output-size", "33x17", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "written at 34x18 (33x17 asked: H.264 needs even sides), scaled from the 64x36 render" in proc.stderr
+    info = probe_video(out)
+    assert (info.width, info.height) == (34, 18)
+
+
 def test_a_small_source_is_rendered_at_its_own_size_and_said(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.mp4"
     proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "512", *TINY)

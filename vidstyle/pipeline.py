@@ -266,8 +266,9 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at its own size, not enlarged to "
                      f"{job.config.size}")
     if job.out_size is not None:
-        notes.append(f"written at {job.out_size[0]}x{job.out_size[1]}, scaled from the {job.size[0]}x{job.size[1]} "
-                     "render")
+        written, asked = f"{job.out_size[0]}x{job.out_size[1]}", job.config.output_size
+        evened = f" ({asked} asked: H.264 needs even sides)" if "x" in asked and asked != written else ""
+        notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render")
     if job.info.variable_rate:
         notes.append(f"the source has a variable frame rate; it is written at its average, {float(job.info.fps):.3f}"
                      " fps")
