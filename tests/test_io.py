@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -459,3 +460,46 @@ def test_a_grey_png_with_alpha_is_read_over_white_too(tmp_path: Path) -> None:
     path = tmp_path / "grey_alpha.png"
     ffmpeg("-f", "lavfi", "-i", "color=c=black@0.0:s=40x20,format=ya8", "-frames:v", "1", str(path))
     assert (read_image(path) == 255).all()
+
+
+def _png_with_chunk(rgb_or_bgra: np.ndarray, kind: bytes, payload: bytes) -> bytes:
+    """The PNG of an array with one more chunk put before its image data."""
+    data = cv2.imencode(".png", rgb_or_bgra)[1].tobytes()
+    at = data.index(b"IDAT") - 4
+    chunk = len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+    return data[:at] + chunk + data[at:]
+
+
+# A big-endian EXIF block holding one tag, Orientation (0x0112) = 6: the picture is stored turned a quarter left.
+_EXIF_TURNED = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00\x00\x00\x00\x00"
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_exif_orientation_of_a_png_is_applied_with_or_without_transparency(tmp_path: Path, alpha: bool) -> None:
+    bgra = np.zeros((20, 40, 4), np.uint8)
+    bgra[..., 3] = 255
+    bgra[:10, :, 2] = 255  # the stored top half red
+    path = tmp_path / "turned.png"
+    path.write_bytes(_png_with_chunk(bgra if alpha else bgra[..., :3], b"eXIf", _EXIF_TURNED))
+    rgb = read_image(path)
+    assert rgb.shape == (40, 20, 3)  # shown upright: turned a quarter right
+    assert (rgb[:, 10:, 0] == 255).all() and (rgb[:, :10, 0] == 0).all()  # the red half on the right
+
+
+def test_the_letters_trns_in_a_text_chunk_do_not_make_a_png_transparent(tmp_path: Path) -> None:
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    path = tmp_path / "note.png"
+    path.write_bytes(_png_with_chunk(rgb, b"tEXt", b"Comment\x00tRNS"))
+    assert (read_image(path) == 0).all()  # black, as stored: no alpha, so not laid over white
+
+
+def test_a_damaged_png_is_refused_in_one_line_without_libpngs_own(tmp_path: Path, capfd) -> None:
+    bgra = np.random.default_rng(0).integers(0, 255, (64, 64, 4), dtype=np.uint8)
+    data = bytearray(cv2.imencode(".png", bgra)[1].tobytes())
+    at = data.index(b"IDAT") + 20
+    data[at:at + 40] = bytes(40)  # the compressed pixels wrecked, the file's end still there
+    path = tmp_path / "damaged.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"^image is damaged \(its IDAT chunk fails its checksum\): "):
+        read_image(path)
+    assert capfd.readouterr().err == ""  # libpng would print "libpng error: IDAT: CRC error" here

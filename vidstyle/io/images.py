@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import zlib
 from pathlib import Path
 
 import cv2
@@ -23,38 +24,63 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mangles non-ASCII paths on some systems
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    if _is_cut_short_png(data):
-        raise InputError(f"{what} is truncated (a PNG without its end): {path}")
-    if _png_with_alpha(data):
-        return _over_white(cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
+    problem = _png_problem(data)
+    if problem is not None:
+        raise InputError(f"{what} is {problem}: {path}")
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise InputError(f"{what} is not a readable image: {path}")
+    if _png_with_alpha(data):
+        return _over_white(cv2.imdecode(data, cv2.IMREAD_UNCHANGED), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _png_with_alpha(data: np.ndarray) -> bool:
-    """A PNG whose pixels can be transparent: colour type 4 or 6 (grey or colour with alpha) or a tRNS chunk."""
+    """A PNG whose pixels can be transparent: colour type 4 or 6 (grey or colour with alpha), or a tRNS chunk
+    before the image data (a palette with transparent entries)."""
     if data[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE or data.size < 26:
         return False
-    return int(data[25]) in (4, 6) or b"tRNS" in data.tobytes()
+    if int(data[25]) in (4, 6):
+        return True
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= data.size:  # walk the chunks: the bytes "tRNS" can also occur inside text or pixels
+        length = int.from_bytes(data[position:position + 4].tobytes(), "big")
+        kind = data[position + 4:position + 8].tobytes()
+        if kind in (b"tRNS", b"IDAT"):
+            return kind == b"tRNS"
+        position += 12 + length
+    return False
 
 
-def _over_white(pixels: np.ndarray) -> np.ndarray:
-    """A transparent picture as a viewer shows it, laid over white; dropping the alpha channel instead would show
-    what the file stores under it, usually black, and a painting or photo cut out on transparency would be
-    painted as if on a black ground."""
-    if pixels.ndim == 2 or pixels.shape[2] not in (2, 4):
-        return cv2.cvtColor(_to_8bit(pixels), cv2.COLOR_GRAY2RGB if pixels.ndim == 2 else cv2.COLOR_BGR2RGB)
+def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:
+    """A transparent picture as a viewer shows it, laid over white; `decoded` is OpenCV's BGR decoding of the same
+    file, which drops the alpha channel and shows what the file stores under it, usually black: a painting or photo
+    cut out on transparency would be painted as if on a black ground."""
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)  # the tRNS entries were not kept as an alpha channel
     scale = float(np.iinfo(pixels.dtype).max)
-    colour = pixels[..., :-1].astype(np.float32) / scale
-    alpha = pixels[..., -1:].astype(np.float32) / scale
-    over = np.round((colour * alpha + (1.0 - alpha)) * 255.0).astype(np.uint8)
-    return cv2.cvtColor(over, cv2.COLOR_GRAY2RGB if over.shape[2] == 1 else cv2.COLOR_BGR2RGB)
+    alpha = pixels[..., 3:].astype(np.float32) / scale
+    over = pixels[..., :3].astype(np.float32) / scale * alpha + (1.0 - alpha)
+    rgb = cv2.cvtColor(np.round(over * 255.0).astype(np.uint8), cv2.COLOR_BGR2RGB)
+    return _oriented_like(rgb, _to_8bit(pixels[..., :3]), decoded)
+
+
+def _oriented_like(rgb: np.ndarray, stored: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    """`rgb` turned as OpenCV turned `stored` (the file's colours as stored) into `decoded` by the file's EXIF
+    orientation, which only its colour decoding applies: of the eight turns and flips, the one that matches."""
+    for turns in range(4):
+        for flip in (False, True):
+            candidate = np.rot90(stored, -turns)
+            candidate = candidate[:, ::-1] if flip else candidate
+            if candidate.shape == decoded.shape and np.abs(candidate.astype(np.int16) - decoded).max() <= 1:
+                out = np.rot90(rgb, -turns)
+                return np.ascontiguousarray(out[:, ::-1] if flip else out)
+    return rgb
 
 
 def _to_8bit(pixels: np.ndarray) -> np.ndarray:
-    return pixels if pixels.dtype == np.uint8 else (pixels // 257).astype(np.uint8)
+    """16-bit levels as OpenCV's 8-bit colour decoding makes them (the high byte)."""
+    return pixels if pixels.dtype == np.uint8 else (pixels >> 8).astype(np.uint8)
 
 
 # A painting smaller than this on a side has no brush strokes to learn from: it would be scaled up to the render's
@@ -81,10 +107,29 @@ def style_size_problem(rgb: np.ndarray) -> str | None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _is_cut_short_png(data: np.ndarray) -> bool:
-    """A PNG whose last chunk (IEND) is missing: libpng would print its own error to stderr before failing, so
-    the file is refused here first, in vidstyle's one line."""
-    return data[:len(_PNG_SIGNATURE)].tobytes() == _PNG_SIGNATURE and b"IEND" not in data.tobytes()
+def _png_problem(data: np.ndarray) -> str | None:
+    """What is wrong with a PNG that is cut short or damaged, or None (also for any other kind of file).
+
+    libpng prints its own error to stderr before failing on such a file; it is refused here first, in vidstyle's
+    one line. Each chunk's CRC is checked as libpng would, which finds a damaged byte anywhere in the file.
+    """
+    if data[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE:
+        return None
+    raw = data.tobytes()
+    position = len(_PNG_SIGNATURE)
+    while True:
+        if position + 12 > len(raw):
+            return "truncated (a PNG without its end)"
+        length = int.from_bytes(raw[position:position + 4], "big")
+        end = position + 12 + length
+        if end > len(raw):
+            return "truncated (a PNG without its end)"
+        kind_and_payload = raw[position + 4:end - 4]
+        if zlib.crc32(kind_and_payload) != int.from_bytes(raw[end - 4:end], "big"):
+            return f"damaged (its {kind_and_payload[:4].decode('latin-1')} chunk fails its checksum)"
+        if kind_and_payload[:4] == b"IEND":
+            return None
+        position = end
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
