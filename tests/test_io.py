@@ -17,10 +17,10 @@ import pytest
 from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
 
 from vidstyle.assets import demo_clip
-from vidstyle.errors import DecodeError, InputError, VideoOpenError
+from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, plan_audio
-from vidstyle.io.ffmpeg import ffmpeg_version, file_url
+from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_too_old, file_url
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video, size_to_fit
 
@@ -415,30 +415,49 @@ def test_audio_plan_without_audio(lavfi_clip) -> None:
     assert (plan.args, plan.description, plan.reencodes) == ((), "no audio", False)
 
 
-@pytest.mark.parametrize(("banner", "version"), [
-    ("ffmpeg version 7.0.2-static https://johnvansickle.com/ffmpeg/  Copyright (c) 2000-2024", (7, 0)),
-    ("ffmpeg version n9.0.2-17-g2a571b6068-20260930 Copyright (c) 2000-2026", (9, 0)),
-    ("ffmpeg version 5.1.6-0+deb12u1 Copyright (c) 2000-2024", (5, 1)),
-    ("ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/", (4, 2)),
-    ("ffmpeg version N-113402-g1d8fd6bd3f Copyright (c) 2000-2024", None),  # a git build names no release
+@pytest.mark.parametrize(("banner", "too_old"), [
+    ("ffmpeg version 7.0.2-static https://johnvansickle.com/ffmpeg/\nlibavcodec     61.  3.100 / 61.  3.100", None),
+    ("ffmpeg version n9.0.2-17-g2a571b6068-20260930\nlibavcodec     63.  1.102 / 63.  1.102", None),
+    ("ffmpeg version 5.1.6-0+deb12u1 Copyright\nlibavcodec     59. 37.100 / 59. 37.100", None),
+    ("ffmpeg version 6.1.1-3ubuntu5 Copyright", None),  # no library lines: the release decides
+    ("ffmpeg version N-113402-g1d8fd6bd3f Copyright\nlibavcodec     60. 31.102 / 60. 31.102", None),
+    ("ffmpeg version N-95000-gabc Copyright\nlibavcodec     58. 59.101 / 58. 59.101", "ffmpeg (libavcodec 58.59)"),
+    ("ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/\nlibavcodec     58. 54.100 / 58. 54.100",
+     "ffmpeg 4.2 (libavcodec 58.54)"),
+    ("ffmpeg version 4.4.2-0ubuntu0.22.04.1 Copyright", "ffmpeg 4.4"),
+    ("ffmpeg version 5.0.1 Copyright", "ffmpeg 5.0"),
+    ("ffmpeg version git-2020-01-01 Copyright", None),  # names neither: tried, not refused
 ])
-def test_the_ffmpeg_release_is_read_from_its_banner(banner: str, version: tuple[int, int] | None) -> None:
-    assert ffmpeg_version(banner) == version
+def test_an_ffmpeg_older_than_51_is_told_from_its_banner(banner: str, too_old: str | None) -> None:
+    assert ffmpeg_too_old(banner) == too_old
+
+
+def _old_ffmpeg(folder: Path) -> Path:
+    """A stand-in that answers -version as imageio-ffmpeg 0.5's ffmpeg 4.2.2 does (an old imageio-ffmpeg cannot be
+    installed beside the test's)."""
+    old = folder / "ffmpeg"
+    old.write_text("#!/bin/sh\necho 'ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/'\n"
+                   "echo 'libavcodec     58. 54.100 / 58. 54.100'\n")
+    old.chmod(0o755)
+    return old
 
 
 def test_an_ffmpeg_too_old_for_its_options_is_refused_in_one_line(tmp_path: Path) -> None:
-    # What imageio-ffmpeg 0.5 ships (4.2.2) stops at -fps_mode before decoding a frame: say so before starting.
-    old = tmp_path / "ffmpeg"
-    old.write_text("#!/bin/sh\necho 'ffmpeg version 4.2.2-static https://johnvansickle.com/ffmpeg/'\n")
-    old.chmod(0o755)
-    out = tmp_path / "out.mp4"
+    # ffmpeg 4.2 stops at -fps_mode before decoding a frame: say so before starting.
+    old, out = _old_ffmpeg(tmp_path), tmp_path / "out.mp4"
     command = [sys.executable, "-m", "vidstyle", "render", str(demo_clip()), "--style", "starry-night", "-o", str(out)]
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "IMAGEIO_FFMPEG_EXE": str(old)})
-    assert proc.returncode == 1
+    assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"vidstyle: error: ffmpeg 4.2 at {old} is too old: vidstyle needs 5.1 or newer (pip install -U "
-        "imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg)"]
+        f"vidstyle: error: ffmpeg 4.2 (libavcodec 58.54) at {old} is too old: vidstyle needs ffmpeg 5.1 or newer "
+        "(set IMAGEIO_FFMPEG_EXE to a newer ffmpeg, or unset it to use imageio-ffmpeg's)"]
     assert list(tmp_path.iterdir()) == [old]
+
+
+def test_an_old_ffmpeg_of_imageio_ffmpegs_own_says_to_upgrade_that(tmp_path: Path) -> None:
+    with pytest.raises(VidstyleError) as refused:
+        check_ffmpeg_version(str(_old_ffmpeg(tmp_path)), chosen_by_user=False)
+    assert str(refused.value).endswith("(pip install -U imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg)")
 
 
 @pytest.mark.parametrize("depth", [np.uint8, np.uint16])

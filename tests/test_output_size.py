@@ -38,6 +38,11 @@ def test_odd_sides_asked_for_are_made_even_and_said(bunny_short: Path, starry: P
     assert "written at 34x18 (33x17 asked: H.264 needs even sides), scaled from the 64x36 render" in proc.stderr
     info = probe_video(out)
     assert (info.width, info.height) == (34, 18)
+    # Evened to the render's own size, it is still said.
+    proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "64",
+                   "--output-size", "63x35", "--overwrite", "--restart", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "written at 64x36 (63x35 asked: H.264 needs even sides), the render's own size" in proc.stderr
 
 
 def test_a_small_source_is_rendered_at_its_own_size_and_said(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

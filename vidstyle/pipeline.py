@@ -179,7 +179,8 @@ def on_cluster(workers: int | None, ray_address: str | None, chunk_frames: int |
 
 def check_cluster_job(job: RenderJob) -> None:
     if job.trim is not None:
-        name = "start" if job.trim[0] > 0 else "end"  # the one the caller gave (both: start stands for the two)
+        # The option that makes it a part: a start that lands on the first frame cuts nothing off.
+        name = "start" if job.trim[0] > 0 else "end"
         raise SettingError(name, "(a part of the video) is not available on several workers yet; render the part "
                                  "on one machine")
 
@@ -265,10 +266,13 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     if max(job.info.width, job.info.height) < job.config.size:
         notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at its own size, not enlarged to "
                      f"{job.config.size}")
+    width, height = job.out_size or job.size
+    asked, written = job.config.output_size, f"{width}x{height}"
+    evened = f" ({asked} asked: H.264 needs even sides)" if "x" in asked and asked != written else ""
     if job.out_size is not None:
-        written, asked = f"{job.out_size[0]}x{job.out_size[1]}", job.config.output_size
-        evened = f" ({asked} asked: H.264 needs even sides)" if "x" in asked and asked != written else ""
         notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render")
+    elif evened:
+        notes.append(f"written at {written}{evened}, the render's own size")
     if job.info.variable_rate:
         notes.append(f"the source has a variable frame rate; it is written at its average, {float(job.info.fps):.3f}"
                      " fps")

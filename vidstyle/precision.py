@@ -47,7 +47,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if name == "bf16":
         return torch.bfloat16
-    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
+    # Without including_emulation=False torch also says yes on GPUs before Ampere, which emulate bf16 slowly.
+    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)) or (
         device.type == "cpu" and _cpu_has_bf16())
     return torch.bfloat16 if native_bf16 else None
 

@@ -18,10 +18,13 @@ from vidstyle.errors import VidstyleError
 _KEEP_STDERR_LINES = 40
 
 
-# `-fps_mode` (frames passed through with their own timestamps, never duplicated or dropped) came in ffmpeg 5.1;
-# imageio-ffmpeg before 0.6 ships ffmpeg 4.2, which stops at that option before decoding a single frame.
+# `-fps_mode` (frames passed through with their own timestamps, never duplicated or dropped) came in ffmpeg 5.1,
+# whose libavcodec is 59.37; imageio-ffmpeg before 0.6 ships ffmpeg 4.2, which stops at that option before decoding
+# a single frame. Builds from git name no release, so their libavcodec decides.
 OLDEST_FFMPEG = (5, 1)
-_VERSION_LINE = re.compile(r"ffmpeg version n?(\d+)\.(\d+)")
+OLDEST_LIBAVCODEC = (59, 37)
+_RELEASE = re.compile(r"ffmpeg version n?(\d+)\.(\d+)")
+_LIBAVCODEC = re.compile(r"^libavcodec\s+(\d+)\.\s*(\d+)", re.MULTILINE)
 
 
 def ffmpeg_exe() -> str:
@@ -35,28 +38,39 @@ def ffmpeg_exe() -> str:
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as exc:
         raise VidstyleError(f"no usable ffmpeg binary: {exc}") from exc
-    _check_version(exe)
+    check_ffmpeg_version(exe, bool(os.environ.get("IMAGEIO_FFMPEG_EXE")))
     return exe
 
 
 @functools.cache
-def _check_version(exe: str) -> None:
+def check_ffmpeg_version(exe: str, chosen_by_user: bool) -> None:
+    """Refuse an ffmpeg older than vidstyle's arguments need, saying how to get a newer one (once per binary)."""
     try:
         banner = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30,
                                 stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
-    version = ffmpeg_version(banner)
-    if version is not None and version < OLDEST_FFMPEG:
-        wanted = ".".join(map(str, OLDEST_FFMPEG))
-        raise VidstyleError(f"ffmpeg {version[0]}.{version[1]} at {exe} is too old: vidstyle needs {wanted} or "
-                            f"newer (pip install -U imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg)")
+    problem = ffmpeg_too_old(banner)
+    if problem is not None:
+        fix = ("set IMAGEIO_FFMPEG_EXE to a newer ffmpeg, or unset it to use imageio-ffmpeg's" if chosen_by_user
+               else "pip install -U imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE to a newer ffmpeg")
+        raise VidstyleError(f"{problem} at {exe} is too old: vidstyle needs ffmpeg "
+                            f"{'.'.join(map(str, OLDEST_FFMPEG))} or newer ({fix})")
 
 
-def ffmpeg_version(banner: str) -> tuple[int, int] | None:
-    """(major, minor) from `ffmpeg -version`'s first line; None for a build from git, which names no release."""
-    found = _VERSION_LINE.match(banner.strip())
-    return (int(found.group(1)), int(found.group(2))) if found else None
+def ffmpeg_too_old(banner: str) -> str | None:
+    """How `ffmpeg -version`'s output names an ffmpeg older than vidstyle needs ("ffmpeg 4.2"), or None: a newer
+    one, or one that names neither a release nor its libavcodec (it is then tried)."""
+    release, codec = _RELEASE.match(banner.strip()), _LIBAVCODEC.search(banner)
+    if codec is not None:
+        version = (int(codec.group(1)), int(codec.group(2)))
+        if version >= OLDEST_LIBAVCODEC:
+            return None
+        named = f"ffmpeg {release.group(1)}.{release.group(2)}" if release else "ffmpeg"
+        return f"{named} (libavcodec {version[0]}.{version[1]})"
+    if release is not None and (int(release.group(1)), int(release.group(2))) < OLDEST_FFMPEG:
+        return f"ffmpeg {release.group(1)}.{release.group(2)}"
+    return None
 
 
 def file_url(path: Path | str) -> str:
