@@ -27,7 +27,7 @@ from vidstyle.config import make_config, read_preset
 from vidstyle.errors import Interrupted, SettingError
 from vidstyle.events import FrameSaved
 from vidstyle.io.probe import probe_video
-from vidstyle.limits import available_bytes, frame_bytes
+from vidstyle.limits import advice, available_bytes, frame_bytes
 
 TINY = ("--size", "32", "--iters", "1", "--first-iters", "2", "--device", "cpu", "--quiet")
 
@@ -533,3 +533,12 @@ def test_a_preset_file_of_ones_own_stands_on_the_balanced_preset(tmp_path: Path)
     assert (config.flow, config.temporal_weight) == (balanced.flow, balanced.temporal_weight) != ("none", 0.0)
     assert make_config("fast").flow == "none", "a built-in preset is as it is written"
     assert make_config(Path("fast")) == make_config("fast"), "a Path names the preset as its text does"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_a_size_that_does_not_fit_suggests_bf16_only_where_it_is_not_emulated(monkeypatch, native_bf16: bool) -> None:
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: native_bf16)
+    free = frame_bytes((1024, 576), None) // 2
+    hint = advice((1024, 576), None, free, torch.device("cpu"))
+    assert hint.startswith("size ") and " fits" in hint
+    assert ("bf16" in hint) == native_bf16  # emulated bf16 is many times slower than fp32: no help there

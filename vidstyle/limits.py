@@ -12,6 +12,7 @@ import torch
 
 from vidstyle.errors import ResourceError, SettingError
 from vidstyle.io.probe import size_to_fit
+from vidstyle.precision import resolve_precision
 
 # VGG19 halves a frame four times before relu5_1, the deepest style layer: a side under 16 pixels pools to nothing.
 MIN_SIDE = 16
@@ -53,16 +54,19 @@ def check_fits(size: tuple[int, int], long_side: int, dtype: torch.dtype | None,
     if free is None or need <= free * _USABLE:
         return
     raise SettingError("size", f"{long_side} needs about {need / 2**30:.1f} GiB for a {size[0]}x{size[1]} frame "
-                               f"on {device.type}, which has {free / 2**30:.1f} GiB free; {advice(size, dtype, free)}")
+                               f"on {device.type}, which has {free / 2**30:.1f} GiB free; "
+                               f"{advice(size, dtype, free, device)}")
 
 
-def advice(size: tuple[int, int], dtype: torch.dtype | None, free: int) -> str:
-    """What to do about a frame of `size` that does not fit in `free` bytes: the largest size that does."""
+def advice(size: tuple[int, int], dtype: torch.dtype | None, free: int, device: torch.device) -> str:
+    """What to do about a frame of `size` that does not fit in `free` bytes: the largest size that does, and bf16
+    where the device computes it natively (elsewhere it is emulated, many times slower than fp32)."""
     need = frame_bytes(size, dtype)
     pixels = max(0.0, (free * _USABLE - _FIXED) / (need - _FIXED) * size[0] * size[1])
     fits = int(math.sqrt(pixels * max(size) / min(size))) // 16 * 16
     found = f"size {fits} fits" if fits >= MIN_SIDE else "no size fits"
-    return found + (" (bf16 precision needs about a third less)" if dtype is None else "")
+    native_bf16 = resolve_precision("auto", device) is torch.bfloat16
+    return found + (" (bf16 precision needs about a third less)" if dtype is None and native_bf16 else "")
 
 
 def output_size(setting: str, render: tuple[int, int], source: tuple[int, int]) -> tuple[int, int]:
@@ -82,7 +86,7 @@ def out_of_memory(size: tuple[int, int], dtype: torch.dtype | None, device: torc
     if device.type == "cuda":
         torch.cuda.empty_cache()  # what the failed frame held is free again
     free = available_bytes(device)
-    hint = advice(size, dtype, free) if free is not None else "try a smaller size"
+    hint = advice(size, dtype, free, device) if free is not None else "try a smaller size"
     return ResourceError(f"out of memory on {device} for a {size[0]}x{size[1]} frame; {hint}")
 
 
