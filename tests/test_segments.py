@@ -181,7 +181,7 @@ def test_frame_saved_means_the_checkpoint_is_on_disk(full) -> None:
 def test_a_prepared_stylizer_makes_the_same_frames_and_refuses_other_settings(full, bunny_short: Path,
                                                                               starry: Path, tmp_path: Path) -> None:
     reference, _ = full
-    stylizer = vidstyle.Stylizer(_config(), [read_image(starry)])
+    stylizer = vidstyle.Stylizer.for_styles([starry], _config())
     # Two renders share it; each makes a few frames of the reference (a fresh first frame, later ones).
     for name, missing in (("one", (0, 1, 2)), ("two", (9, 10, 11))):
         work = tmp_path / name
@@ -201,6 +201,19 @@ def test_a_prepared_stylizer_makes_the_same_frames_and_refuses_other_settings(fu
     with pytest.raises(SettingError):
         vidstyle.render(bunny_short, [starry], out, _config(), workdir=tmp_path / "w3", stylizer=other)
     assert not (tmp_path / "w3").exists() and _leftovers(tmp_path, out) == []
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    ((["starry-night"],), "styles"),  # names are for Stylizer.for_styles
+    (("starry-night",), "styles"),
+    (([np.zeros((8, 8), np.uint8)],), "styles"),  # not an RGB picture
+])
+def test_a_stylizer_made_from_what_it_cannot_use_is_refused_naming_it(args: tuple[object, ...], named: str) -> None:
+    with pytest.raises(SettingError) as refused:
+        vidstyle.Stylizer(_config(), *args)
+    assert refused.value.setting == named and "Stylizer.for_styles" in str(refused.value)
+    with pytest.raises(SettingError, match="config"):
+        vidstyle.Stylizer({"size": 64}, [])  # type: ignore[arg-type]
 
 
 def test_stylize_sequence_on_frames_in_memory(starry: Path) -> None:
@@ -279,6 +292,17 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
         vidstyle.render(bunny_short, [starry], folder, _config(), workdir=work)  # not "output type ''"
     messages.append(str(into_folder.value))
     assert list(folder.iterdir()) == []
+    # A truthy string is no permission to overwrite; a stop that is no Event would fail only once rendering.
+    for call, named in ((lambda: vidstyle.render(bunny_short, [starry], existing, overwrite="no"), "overwrite"),
+                        (lambda: vidstyle.render(bunny_short, [starry], out, stop=True), "stop"),
+                        (lambda: vidstyle.render(bunny_short, [starry], out, on_event="print"), "on_event"),
+                        (lambda: vidstyle.stylize_image(starry, [starry], tmp_path / "s.png", overwrite=1),
+                         "overwrite"),
+                        (lambda: vidstyle.render_many([bunny_short], [starry], each_style="yes"), "each_style")):
+        with pytest.raises(SettingError) as bad:
+            call()
+        assert bad.value.setting == named
+        messages.append(str(bad.value))
     assert not work.exists() and _leftovers(tmp_path, out) == [] and not partial_path(existing).exists()
     assert existing.read_bytes() == b"keep" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
     for message in messages:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, config_or_default
+from vidstyle.config import Config, check_call_arguments, config_or_default
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
@@ -96,6 +96,7 @@ def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePat
     SIGTERM, `stop`) ends the whole batch with Interrupted; finished outputs stay, and the same call later skips
     them and resumes the interrupted one.
     """
+    check_call_arguments(each_style=each_style, overwrite=overwrite, restart=restart, stop=stop, on_event=on_event)
     config = config_or_default(config)
     if each_style and config.style_blend:
         raise SettingError("style_blend", "mixes several styles into one output, and each_style makes one output "

@@ -285,6 +285,18 @@ def preset_file_setting(preset: str | Path, setting: str) -> Path | None:
         return None
 
 
+def check_call_arguments(*, stop: object = None, on_event: object = None, **switches: object) -> None:
+    """The API's arguments beside the settings: `overwrite="no"` would otherwise be true and replace a file the
+    caller meant to keep, and a `stop` that is no Event would fail only when the render first looks at it."""
+    for name, value in switches.items():
+        if not isinstance(value, bool):
+            raise SettingError(name, f"must be True or False (got {value!r:.40})")
+    if stop is not None and not callable(getattr(stop, "is_set", None)):
+        raise SettingError("stop", f"must be a threading.Event or None (got {type(stop).__name__})")
+    if on_event is not None and not callable(on_event):
+        raise SettingError("on_event", f"must be a function that takes an event (got {type(on_event).__name__})")
+
+
 def config_or_default(config: Config | None) -> Config:
     """A request's settings: the balanced preset where none are given, as on the command line."""
     if config is None:

@@ -25,7 +25,7 @@ import torch
 from vidstyle import __version__
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
-from vidstyle.config import Config, check_style_count, config_or_default
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default
 from vidstyle.errors import (
     Cancelled,
     CheckpointMismatch,
@@ -151,6 +151,7 @@ def render(input_path: Path | str, style_paths: StylePaths, output: Path | str |
     of `chunk_frames` frames on Ray workers, `overlap` frames blended at each chunk's start (vidstyle.distributed).
     `start` and `end` (seconds) render only the frames between them, with the audio cut to match.
     """
+    check_call_arguments(overwrite=overwrite, restart=restart, stop=stop, on_event=on_event)
     job = prepare_render(input_path, style_paths, output, config, workdir=workdir, overwrite=overwrite,
                          start=start, end=end)
     return render_job(job, restart=restart, on_event=on_event, stop=stop, stylizer=stylizer, workers=workers,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_style_count, config_or_default
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default
 from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
@@ -30,6 +30,7 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     settings and style images is reused instead of a new one. `animation` (.mp4 or .gif) also writes the
     optimization itself: the picture every `animation_every` iterations, from the start to the result.
     """
+    check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     config = config_or_default(config)
     content_path, output = Path(content_path), Path(output)
     style_files = resolve_styles(style_paths)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vidstyle.config import Config, check_style_count
+from vidstyle.assets import StylePaths
+from vidstyle.config import Config, check_style_count, config_or_default
 from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb
 from vidstyle.limits import out_of_memory
@@ -100,13 +101,24 @@ class FrameResult:
     iterations: int  # spent, fewer than the budget where the loss converged first (Config.tol)
 
 
+def _is_rgb8(picture: object) -> bool:
+    return isinstance(picture, np.ndarray) and picture.dtype == np.uint8 and picture.ndim == 3 and \
+        picture.shape[2] == 3
+
+
 class Stylizer:
     """Holds the network and the style Grams for one render size; `stylize` optimizes one frame."""
 
     def __init__(self, config: Config, styles: list[np.ndarray], device: torch.device | None = None,
                  vgg: VGGFeatures | None = None) -> None:
+        """From decoded paintings (RGB uint8 arrays); `Stylizer.for_styles` takes files or built-in names."""
+        if not isinstance(config, Config):
+            raise SettingError("config", f"must be a vidstyle.Config (got {type(config).__name__})")
+        if isinstance(styles, (str, bytes)) or not all(_is_rgb8(s) for s in styles):
+            raise SettingError("styles", "must be decoded pictures (RGB uint8 arrays); Stylizer.for_styles takes "
+                                         "files or built-in names")
         self.config = config
-        self.device = device or resolve_device(config.device)
+        self.device = torch.device(device) if device is not None else resolve_device(config.device)
         self.dtype = resolve_precision(config.precision, self.device)
         self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
         # NHWC lets cuDNN use its fastest (tensor-core) convolutions, and on a CPU oneDNN's; there the Gram
@@ -123,6 +135,18 @@ class Stylizer:
         self.palette = Palette.of(styles, config.style_blend or None) if use_palette and styles else None
         self._style_cache: dict[tuple[int, int], StyleLoss] = {}
         self._on_iterate: StepCallback | None = None
+
+    @classmethod
+    def for_styles(cls, style_paths: StylePaths, config: Config | None = None) -> Stylizer:
+        """A stylizer for these paintings (files or built-in names) and settings (balanced by default), to pass as
+        `stylizer=` to several renders or stills with them: the network loads and the paintings are read once."""
+        from vidstyle.assets import resolve_styles
+        from vidstyle.io.images import read_style_image
+
+        config = config_or_default(config)
+        paths = resolve_styles(style_paths)
+        check_style_count(config, len(paths))
+        return cls(config, [read_style_image(p) for p in paths])
 
     @contextmanager
     def watching(self, on_iterate: StepCallback) -> Iterator[None]:
