@@ -25,7 +25,7 @@ def _run_bench(*args: str) -> str:
 
 
 def test_bench_prints_each_figure_consistently() -> None:
-    out = _run_bench("--parts", "13q")
+    out = _run_bench("--parts", "13qo")
 
     floors = re.findall(rf"\[1\] (\S+) +per iteration +{_NUMBER} ms, bare network +{_NUMBER} ms, ratio {_NUMBER}", out)
     assert len(floors) == 2 and floors[0][0] == "fp32", out
@@ -48,6 +48,14 @@ def test_bench_prints_each_figure_consistently() -> None:
     # The losses are printed to four decimals and the change to two: allow what that rounding alone can move.
     slack = 0.005 + 100 * 0.00005 / float(fp32) * (1 + float(bf16) / float(fp32))
     assert abs(float(change) - (float(bf16) / float(fp32) - 1) * 100) <= slack, out
+
+    ops = re.findall(rf"\[o\] (\S+) +operators an iteration {_NUMBER} \({_NUMBER} kernels\), bare network "
+                     rf"{_NUMBER} \({_NUMBER} kernels\), ratio {_NUMBER} in kernels", out)
+    assert ops and ops[0][0] == "fp32", out
+    for _, per_iteration, kernels, bare, bare_kernels, ratio in ops:
+        # An iteration runs the network forward and back, and the loss terms and L-BFGS besides.
+        assert float(per_iteration) > float(bare) >= float(bare_kernels) > 0 and float(kernels) > float(bare_kernels)
+        assert float(ratio) == pytest.approx(float(kernels) / float(bare_kernels), abs=0.006), out
 
     (host,) = re.findall(rf"\[5\] peak memory: host {_NUMBER} MiB", out)
     assert float(host) > 100  # torch alone takes more: a smaller figure would be in the wrong unit
