@@ -28,6 +28,8 @@ from vidstyle.io.probe import probe_video
 httpx = pytest.importorskip("httpx", reason="the serve tests need httpx (pip install -e '.[test]')")
 pytest.importorskip("fastapi", reason="vidstyle serve needs the serve extra (pip install -e '.[test]')")
 
+from vidstyle.serve.layout import OURS  # noqa: E402 - after the skip, as the server's own modules need FastAPI
+
 TINY = {"size": "64", "iters": "1", "first_iters": "2", "flow": "none", "preset": "fast"}
 
 
@@ -451,19 +453,24 @@ def test_a_server_that_cannot_start_says_why_in_one_line_and_makes_nothing(capsy
     assert not data.exists(), "refused before anything was made"
 
 
-def test_only_a_folder_that_served_before_has_its_leftovers_swept(tmp_path: Path) -> None:
-    """--data may name a folder that already holds jobs/ and uploads/ of its own: the first start there deletes
-    nothing; a later start clears the job and upload folders that vidstyle made and no job owns."""
+def test_only_folders_the_server_made_are_swept_whatever_their_names(tmp_path: Path) -> None:
+    """--data may name a folder that already holds jobs/ and uploads/ of its own, even with names like the server's
+    job ids: no start deletes them. What the server made (marked as it makes it) and no job owns is cleared."""
     data = tmp_path / "data"
-    before = [data / "jobs" / ("a" * 32), data / "uploads" / ("b" * 32), data / "jobs" / "mine"]
-    for folder in before:
+    theirs = [data / "jobs" / ("a" * 32), data / "uploads" / ("b" * 32), data / "jobs" / "mine"]
+    for folder in theirs:
         folder.mkdir(parents=True)
         (folder / "keep.txt").write_text("not vidstyle's")
     ServeProcess(data).start().stop()
-    assert all((folder / "keep.txt").exists() for folder in before), "the first start touches nothing"
+    # Leftovers of a server killed while it checked an upload, or between moving a job's files and queueing it.
+    ours = [data / "uploads" / ("c" * 32), data / "jobs" / ("d" * 32)]
+    for folder in ours:
+        folder.mkdir()
+        (folder / OURS).touch()
+        (folder / "input.mp4").write_bytes(b"half an upload")
     ServeProcess(data).start().stop()
-    assert not before[0].exists() and not before[1].exists(), "leftovers of an earlier run, named as ours, go"
-    assert (before[2] / "keep.txt").exists(), "a name the server never gives stays"
+    assert all((folder / "keep.txt").read_text() == "not vidstyle's" for folder in theirs), "never the server's"
+    assert not any(folder.exists() for folder in ours), "what the server made and no job owns is cleared"
 
 
 def test_ctrl_c_stops_the_server_with_one_line(tmp_path: Path) -> None:
@@ -535,3 +542,26 @@ def test_a_worker_keeps_the_network_from_job_to_job(starry: Path) -> None:
     assert other.vgg is not fp32.vgg, "another precision needs weights in its own type"
     other_pooling = worker._stylizer(make_config("fast", size=64, device="cpu", pooling="avg"), starry)
     assert other_pooling.vgg is not other.vgg
+
+
+def test_a_job_that_cannot_be_queued_leaves_no_folder(tmp_path: Path, bunny_short: Path) -> None:
+    """The upload's folder is moved into jobs/ before the job's row is written: if the write fails (a locked or
+    full disk's database), the folder goes too, instead of waiting, unowned, for the next start."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.serve.app import JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+
+    class LockedQueue(JobQueue):
+        def add(self, *args: Any, **kwargs: Any) -> Any:
+            raise OSError("database is locked")
+
+    settings = ServeSettings(data.root, 1 << 30, None, "cpu", 1)
+    factory = JobFactory(settings, LockedQueue(data.database), None)
+    with open(bunny_short, "rb") as clip, pytest.raises(OSError, match="locked"):
+        factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    assert list(data.jobs.iterdir()) == [] and list(data.uploads.iterdir()) == []

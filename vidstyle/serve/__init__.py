@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
+from vidstyle.serve.layout import is_ours
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
@@ -94,9 +95,6 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     if folder.root.exists() and not folder.root.is_dir():
         raise SettingError("data", f"{data} is a file; name a folder for the server's data")
     specs = worker_specs(folder.root, device, workers)
-    # Only a folder that already held vidstyle's queue has job and upload folders that vidstyle made: on the first
-    # start in a folder, whatever is in jobs/ or uploads/ was there before and is not swept.
-    served_before = folder.database.is_file()
     listening = _listen(host, port)
     try:
         folder.create()
@@ -109,8 +107,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
         raise
     queue = JobQueue(folder.database)
     recovered = queue.recover()
-    if served_before:
-        _sweep(folder, queue)
+    _sweep(folder, queue)
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs))
     app = create_app(settings, queue, WorkerPool(queue, specs))
     summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
@@ -149,15 +146,13 @@ def _lock_data(path: Path) -> int:
 
 def _sweep(folder: Any, queue: Any) -> None:
     """Files of uploads that a dead server was still checking, and job folders whose job was never queued."""
-    # Only folders named as the server names them (a job id): --data may point at a folder that holds other
-    # things, and those are never the server's to delete.
-    for entry in folder.uploads.iterdir():
-        if is_job_id(entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
+    # Only folders the server made (named as it names them and carrying its mark): --data may point at a folder
+    # that holds other things, and those are never the server's to delete. A symbolic link is not followed.
     known = {job.id for job in queue.jobs(limit=1 << 30)}
-    for entry in folder.jobs.iterdir():
-        if is_job_id(entry.name) and entry.name not in known:
-            shutil.rmtree(entry, ignore_errors=True)
+    for parent, keep in ((folder.uploads, set()), (folder.jobs, known)):
+        for entry in parent.iterdir():
+            if is_job_id(entry.name) and entry.name not in keep and not entry.is_symlink() and is_ours(entry):
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:

@@ -30,7 +30,7 @@ from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.serve.guard import Guard
-from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
+from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
 
@@ -201,6 +201,7 @@ class JobFactory:
         job_id = new_job_id()
         staging = self.data.uploads / job_id
         staging.mkdir(parents=True)
+        mark_as_ours(staging)
         try:
             style_spec, style_path = self._style(style, style_file, staging)
             source = _save_upload(content, staging, "input", VIDEO_SUFFIXES + IMAGE_SUFFIXES)
@@ -210,7 +211,11 @@ class JobFactory:
             staging.rename(self.data.job(job_id))  # same file system: the job's files appear at once
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        job = self.queue.add(job_id, kind, params)
+        try:
+            job = self.queue.add(job_id, kind, params)
+        except BaseException:
+            shutil.rmtree(self.data.job(job_id), ignore_errors=True)  # made just above: no job would own it
+            raise
         if self.pool is not None:
             self.pool.notify()
         return job

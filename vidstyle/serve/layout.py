@@ -41,3 +41,16 @@ class DataDir:
     def create(self) -> None:
         for path in (self.root, self.jobs, self.uploads):
             path.mkdir(parents=True, exist_ok=True)
+
+
+# Written into every upload and job folder the server makes, as it makes it: at start-up only folders that carry it
+# are swept, so a folder someone else put under --data is never the server's to delete, whatever its name.
+OURS = ".vidstyle-job"
+
+
+def mark_as_ours(folder: Path) -> None:
+    (folder / OURS).touch()
+
+
+def is_ours(folder: Path) -> bool:
+    return (folder / OURS).is_file()
