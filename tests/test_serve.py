@@ -417,6 +417,26 @@ def test_a_dead_worker_is_replaced_and_its_job_resumes(tmp_path: Path, clip: Pat
         served.stop()
 
 
+def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(tmp_path: Path, clip: Path) -> None:
+    """A service manager stops the server by a SIGTERM to its whole process group. A worker that gets one ends its
+    render as Ctrl-C does, the job back in the queue; killed outright instead, it would count as a death of the
+    job's worker, and the third such stop would fail a job that had done nothing wrong."""
+    served = ServeProcess(tmp_path / "data").start()
+    try:
+        job = served.submit(clip, **{**TINY, "iters": "30"}).json()
+        for stops in range(3):
+            served.wait(job["id"], lambda j, n=stops: j["state"] == "running" and j["frame"] >= n + 1)
+            workers = [pid for pid in served.worker_pids()
+                       if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+            assert workers
+            for pid in workers:
+                os.kill(pid, signal.SIGTERM)
+        done = served.wait_final(job["id"])
+        assert done["state"] == "done" and done["resumed"] >= 3, done
+    finally:
+        served.stop()
+
+
 def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) -> None:
     result = subprocess.run([sys.executable, "-m", "vidstyle", "serve", "--port", str(free_port()), "--data",
                              str(server.data), "--device", "cpu"], capture_output=True, text=True, timeout=120)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, Interrupted, VidstyleError
@@ -117,16 +117,32 @@ def write_preview(path: Path, rgb) -> None:  # rgb: np.ndarray
     os.replace(tmp, path)
 
 
+class Stopping(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class _Stopping:
+    """The server's shutdown, or a SIGTERM to this worker: a service manager's stop (systemd's, say) sends it to
+    every process of the server's group at once. Either ends the job as Ctrl-C does, back in the queue to resume,
+    rather than killing the worker mid-frame, which would count as a death of the job's worker (three fail it)."""
+
+    def __init__(self, shutdown: ProcessEvent) -> None:
+        self.shutdown, self.terminated = shutdown, threading.Event()
+
+    def is_set(self) -> bool:
+        return self.shutdown.is_set() or self.terminated.is_set()
+
+
 class Watcher:
     """Sets a render's stop event when the job is cancelled or the server shuts down."""
 
-    def __init__(self, queue: JobQueue, job_id: str, shutdown: ProcessEvent) -> None:
+    def __init__(self, queue: JobQueue, job_id: str, shutdown: Stopping) -> None:
         self.stop = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, args=(queue, job_id, shutdown), daemon=True)
         self._thread.start()
 
-    def _watch(self, queue: JobQueue, job_id: str, shutdown: ProcessEvent) -> None:
+    def _watch(self, queue: JobQueue, job_id: str, shutdown: Stopping) -> None:
         while not self._done.wait(WATCH_INTERVAL):
             if shutdown.is_set() or queue.cancel_requested(job_id):
                 self.stop.set()
@@ -137,7 +153,7 @@ class Watcher:
         self._thread.join()
 
 
-def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: ProcessEvent) -> None:
+def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping) -> None:
     """Render one claimed job and record how it ended: done, failed (one line why), cancelled, or queued."""
     folder = DataDir(spec.data).job(job.id)
     output = folder / job.params["output"]
@@ -210,17 +226,19 @@ def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, pa
     """The worker process: claim, render, repeat, until the server asks it to stop."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server stops us
+    stopping = _Stopping(shutdown)
+    signal.signal(signal.SIGTERM, lambda *_: stopping.terminated.set())
     _setup_device(spec)
     _warm_up(spec)
     queue = JobQueue(DataDir(spec.data).database)
     try:
-        while not shutdown.is_set():
+        while not stopping.is_set():
             job = queue.claim(spec.name)
             if job is None:
                 wake.wait(1.0)
                 wake.clear()
                 continue
-            run_job(queue, spec, job, shutdown)
+            run_job(queue, spec, job, stopping)
     finally:
         queue.close()
 
@@ -305,7 +323,8 @@ class WorkerPool:
                 if process.is_alive() or time.monotonic() - started[spec.name] < self.RESTART_DELAY:
                     continue
                 process.join()
-                self.queue.requeue_worker(spec.name, died=True)
+                # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already.
+                self.queue.requeue_worker(spec.name, died=process.exitcode != 0)
                 self.processes[spec.name], started[spec.name] = self._spawn(spec), time.monotonic()
                 self.wake.set()
         self._stop_processes()
