@@ -437,6 +437,29 @@ def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(
         served.stop()
 
 
+def test_a_job_left_unfinished_by_an_older_vidstyle_starts_again_rather_than_failing(tmp_path: Path,
+                                                                                     clip: Path) -> None:
+    """Checkpoints of another vidstyle version are refused by a resume (frames could differ); a server upgraded with
+    a job unfinished renders that job again from its start, since a client could not."""
+    data = tmp_path / "data"
+    first = ServeProcess(data).start()
+    try:
+        job = first.submit(clip, **{**TINY, "iters": "30"}).json()
+        first.wait(job["id"], lambda j: j["frame"] >= 2)
+        first.kill()
+    finally:
+        first.stop()
+    manifest = data / "jobs" / job["id"] / "work" / "manifest.json"
+    written = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**written, "version": "0.0.1"}))  # as an older vidstyle left it
+    second = ServeProcess(data).start()
+    try:
+        done = second.wait_final(job["id"])
+        assert done["state"] == "done" and done["error"] is None, done
+    finally:
+        second.stop()
+
+
 def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) -> None:
     result = subprocess.run([sys.executable, "-m", "vidstyle", "serve", "--port", str(free_port()), "--data",
                              str(server.data), "--device", "cpu"], capture_output=True, text=True, timeout=120)

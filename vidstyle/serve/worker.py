@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vidstyle.assets import builtin_style
-from vidstyle.errors import BusyError, Interrupted, VidstyleError
+from vidstyle.errors import BusyError, CheckpointMismatch, Interrupted, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
 from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
@@ -195,8 +195,15 @@ def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: thr
     style, content, output = job_style(folder, params), folder / params["input"], folder / params["output"]
     stylizer = _stylizer(config, style)
     if job.kind == "video":
-        render(content, [style], output, config, workdir=folder / WORKDIR, on_event=progress, stop=stop,
-               stylizer=stylizer)
+        try:
+            render(content, [style], output, config, workdir=folder / WORKDIR, on_event=progress, stop=stop,
+                   stylizer=stylizer)
+        except CheckpointMismatch:
+            # The job's own checkpoints, made for these very settings, by another vidstyle: the server was upgraded
+            # with the job unfinished. They are the server's to discard; failing the job would lose it, since a
+            # client cannot start it again.
+            render(content, [style], output, config, workdir=folder / WORKDIR, on_event=progress, stop=stop,
+                   stylizer=stylizer, restart=True)
     else:
         stylize_image(content, [style], output, config, on_event=progress, stop=stop, stylizer=stylizer)
         write_preview(folder / PREVIEW, read_image(output, "result"))
