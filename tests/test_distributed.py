@@ -49,6 +49,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     plan_tasks,
     run_task,
     tasks_to_run,
+    threads_per_task,
     unread_frames,
 )
 
@@ -497,3 +498,18 @@ def test_a_part_of_the_video_on_workers_is_refused_naming_the_option_given(capsy
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(SettingError, match=r"^end \(a part"):
         vidstyle.render(bunny_short, [starry], out, vidstyle.make_config(size=64), workers=2, end=0.2)
+
+
+@pytest.mark.parametrize(("nodes", "workers", "gpus", "threads"), [
+    ([{"CPU": 16}], 4, False, 4),  # one machine: an equal share
+    ([{"CPU": 8}, {"CPU": 8}], 1, False, 8),  # never more than one node has: 16 would wait forever
+    ([{"CPU": 8}, {"CPU": 4}], 2, False, 6),
+    ([{"CPU": 16}, {"CPU": 8, "GPU": 1}], 1, True, 8),  # the GPU node's CPUs, not the GPU-less head's too
+    ([{"CPU": 16, "GPU": 2}, {"CPU": 6, "GPU": 1}], 3, True, 6),  # the smallest GPU node's share fits them all
+    ([{"CPU": 0.5}], 2, False, 1),
+])
+def test_each_task_asks_for_no_more_than_one_node_can_give(nodes: list[dict[str, float]], workers: int, gpus: bool,
+                                                           threads: int) -> None:
+    """Ray places a task on a single node; one that asks for more than any node has is never placed, and the render
+    would wait without a word."""
+    assert threads_per_task(nodes, workers, gpus) == threads

@@ -463,15 +463,28 @@ def _ray_session(ray: Any, cluster: Cluster, config: Config) -> Iterator[_Sessio
     if initialized:
         _init_ray(ray, cluster, config)
     try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0)) if config.device in ("auto", "cuda") else 0
-        cpus = max(1, int(resources.get("CPU", 1)))
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        workers = cluster.workers or gpus or max(1, nodes)
-        yield _Session(workers, max(1, cpus // (min(workers, gpus) if gpus else workers)), gpus > 0)
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+        gpus = sum(int(node.get("GPU", 0)) for node in nodes) if config.device in ("auto", "cuda") else 0
+        workers = cluster.workers or gpus or max(1, len(nodes))
+        yield _Session(workers, threads_per_task(nodes, workers, gpus > 0), gpus > 0)
     finally:
         if initialized:
             ray.shutdown()  # a local Ray ends with its processes; a cluster is only disconnected from
+
+
+def threads_per_task(nodes: list[dict[str, float]], workers: int, gpus: bool) -> int:
+    """CPU threads each chunk's task asks Ray for, given the alive nodes' resources.
+
+    Ray places a task on one node, and a task that asks for more than any node has waits forever, without a word:
+    so the share is a node's, not the cluster's. A GPU task takes its node's CPUs over its GPUs (a GPU node beside
+    a head node without one must not be asked for the head's CPUs too); a CPU task an equal share of all the CPUs,
+    never more than the largest node has.
+    """
+    if gpus:
+        shares = [int(node.get("CPU", 0)) // int(node["GPU"]) for node in nodes if node.get("GPU", 0) >= 1]
+        return max(1, min(shares, default=1))
+    cpus = [int(node.get("CPU", 0)) for node in nodes]
+    return max(1, min(sum(cpus) // max(1, workers), max(cpus, default=1)))
 
 
 def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
