@@ -460,6 +460,30 @@ def test_a_job_left_unfinished_by_an_older_vidstyle_starts_again_rather_than_fai
         second.stop()
 
 
+def test_an_image_job_killed_between_its_result_and_its_preview_gets_its_preview(tmp_path: Path,
+                                                                                  starry: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "data"
+    first = ServeProcess(data).start()
+    try:
+        job = first.submit(starry, **TINY).json()
+        assert first.wait_final(job["id"])["state"] == "done"
+    finally:
+        first.stop()
+    # As a worker killed just after the result's rename leaves it: the result there, no preview, still running.
+    (data / "jobs" / job["id"] / "preview.jpg").unlink()
+    with sqlite3.connect(data / "vidstyle.db") as db:
+        db.execute("UPDATE jobs SET state = 'running', worker = 'w0', finished = NULL WHERE id = ?", (job["id"],))
+    second = ServeProcess(data).start()
+    try:
+        assert second.wait_final(job["id"])["state"] == "done"
+        preview = second.client.get(f"/api/jobs/{job['id']}/preview")
+        assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+    finally:
+        second.stop()
+
+
 def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) -> None:
     result = subprocess.run([sys.executable, "-m", "vidstyle", "serve", "--port", str(free_port()), "--data",
                              str(server.data), "--device", "cpu"], capture_output=True, text=True, timeout=120)

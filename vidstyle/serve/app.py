@@ -387,8 +387,10 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         return FileResponse(path, media_type=media, filename=f"vidstyle-{job_id}{path.suffix}",
                             content_disposition_type="attachment" if download else "inline")
 
+    # Not async: its write may wait on the database's lock, and FastAPI runs a plain function on its thread pool
+    # rather than holding up every other request meanwhile.
     @app.post("/api/jobs/{job_id}/cancel", response_model=JobOut, responses=_ERRORS, tags=["jobs"])
-    async def cancel_job(job_id: str) -> dict[str, Any]:
+    def cancel_job(job_id: str) -> dict[str, Any]:
         """A queued job is cancelled at once; a running one stops within a second (state becomes cancelled).
         A job that already ended done or failed cannot be (409); cancelling a cancelled job again is harmless."""
         _get_job(queue, job_id)

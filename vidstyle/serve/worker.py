@@ -12,6 +12,7 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -89,8 +90,11 @@ class ProgressWriter:
         elif isinstance(event, FrameDone):
             self.done, self.fraction = min(self.done + 1, self.total), 0.0
         elif isinstance(event, FrameSaved):
-            write_preview(self.folder / PREVIEW, read_image(event.path, "frame"))
-            self.preview_frame = event.index
+            try:
+                write_preview(self.folder / PREVIEW, read_image(event.path, "frame"))
+                self.preview_frame = event.index
+            except (OSError, VidstyleError):
+                pass  # a preview that cannot be made (a full disk) must not fail a render that may take hours
         elif isinstance(event, RenderFinished):
             self.done, self.fraction = event.frames, 0.0
             return True
@@ -104,9 +108,12 @@ class ProgressWriter:
 
     def flush(self) -> None:
         progress = min((self.done + self.fraction) / max(self.total, 1), 1.0)
-        self.queue.report(self.job_id, self.done, self.total, progress, self.eta(), self.preview_frame,
-                          self.resumed)
         self.last_report = time.monotonic()
+        try:
+            self.queue.report(self.job_id, self.done, self.total, progress, self.eta(), self.preview_frame,
+                              self.resumed)
+        except sqlite3.OperationalError:
+            pass  # a busy or full database: this report is lost, the render goes on, and the next one is made
 
 
 def write_preview(path: Path, rgb) -> None:  # rgb: np.ndarray
@@ -158,6 +165,8 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping) -> 
     folder = DataDir(spec.data).job(job.id)
     output = folder / job.params["output"]
     if output.exists():  # outputs appear by an atomic rename of a complete file: a killed run had finished
+        if job.kind == "image" and not (folder / PREVIEW).exists():  # killed between the result and its preview
+            write_preview(folder / PREVIEW, read_image(output, "result"))
         queue.finish(job.id, "done")
         return
     watcher = Watcher(queue, job.id, shutdown)
@@ -167,7 +176,7 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping) -> 
     except Interrupted:
         queue.finish(job.id, "cancelled" if queue.cancel_requested(job.id) else "queued")
     except VidstyleError as exc:
-        queue.finish(job.id, "failed", str(exc))
+        queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; the worker takes the next
         queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
     finally:
