@@ -24,7 +24,7 @@ import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
 from vidstyle.config import make_config, read_preset
-from vidstyle.errors import Interrupted, SettingError
+from vidstyle.errors import ConfigError, Interrupted, SettingError, VidstyleError
 from vidstyle.events import FrameSaved
 from vidstyle.io.probe import probe_video
 from vidstyle.limits import advice, available_bytes, frame_bytes
@@ -533,6 +533,31 @@ def test_a_preset_file_of_ones_own_stands_on_the_balanced_preset(tmp_path: Path)
     assert (config.flow, config.temporal_weight) == (balanced.flow, balanced.temporal_weight) != ("none", 0.0)
     assert make_config("fast").flow == "none", "a built-in preset is as it is written"
     assert make_config(Path("fast")) == make_config("fast"), "a Path names the preset as its text does"
+    # The file's own values are asked for, as overrides are: a pair of them that leaves one unused is refused,
+    # naming the file; a value the file leaves to balanced is not.
+    mine.write_text('flow = "none"\ntemporal_weight = 3.0\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(mine))}: temporal_weight weighs a loss along"):
+        make_config(str(mine))
+    mine.write_text('flow = "none"\n')
+    assert make_config(str(mine)).flow == "none"
+
+
+def test_inputs_the_library_cannot_use_are_refused_in_its_own_words(capsys, tiny: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingError, match="^input_path must name a file"):
+        vidstyle.render(5, ["starry-night"], tmp_path / "o.mp4", _tiny_config())  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^workdir must name a file"):
+        vidstyle.render(tiny, ["starry-night"], tmp_path / "o.mp4", _tiny_config(), workdir=5)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^stylizer must be a vidstyle.Stylizer"):
+        vidstyle.render(tiny, ["starry-night"], tmp_path / "o.mp4", _tiny_config(), stylizer="x")  # type: ignore[arg-type]
+    with pytest.raises(VidstyleError, match="^style is empty"):
+        vidstyle.render(tiny, [""], tmp_path / "o.mp4", _tiny_config())
+    with pytest.raises(VidstyleError, match="names a folder"):
+        vidstyle.render(tiny, ["starry-night"], f"{tmp_path}/new/", _tiny_config())
+    code, err = _run(capsys, ["render", str(tmp_path), "--style", "starry-night", *TINY])  # no -o: named from it
+    assert code == 1 and err == [f"vidstyle: error: input is a directory, not a video: {tmp_path}"]
+    code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "-o", f"{tmp_path}/new/", *TINY])
+    assert code == 2 and "names a folder that does not exist" in err[0] and len(err) == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("native_bf16", [True, False])

@@ -119,6 +119,14 @@ def _seconds(text: str) -> float:
     return sum(value * 60**power for power, value in enumerate(reversed(parts)))
 
 
+def _output_path(text: str) -> Path:
+    """-o: a trailing slash says "a folder", which Path() would drop, leaving a file name without a suffix."""
+    if text.endswith(("/", os.sep)) and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} names a folder that does not exist; make it first, or name the "
+                                         "output file")
+    return Path(text)
+
+
 def _float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))  # an empty item ("1,,2") is a slip, not a zero
@@ -237,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "the styles are blended, or see --each-style")
     render.add_argument("--each-style", action="store_true",
                         help="one output per --style instead of one blending them")
-    render.add_argument("-o", "--output", type=Path,
+    render.add_argument("-o", "--output", type=_output_path,
                         help="output video, or an existing directory for the outputs "
                              "[<input>.<style>.mp4 beside each input]")
     render.add_argument("--workdir", type=Path, help="checkpoint directory, for one output [<output>.vidstyle-work]")
@@ -252,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                        help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable: the "
                             "styles are blended")
-    image.add_argument("-o", "--output", type=Path, required=True,
+    image.add_argument("-o", "--output", type=_output_path, required=True,
                        help=f"output image ({', '.join(IMAGE_SUFFIXES)})")
     image.add_argument("--iters", type=int, default=None, metavar="N",
                        help=f"iterations [balanced: {preset.get('first_iters', Config.first_iters)}]")
@@ -347,7 +355,7 @@ def _add_preview(sub: Any, preset: dict[str, Any]) -> None:
     preview.add_argument("input", type=Path, help="video file")
     preview.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                          help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable")
-    preview.add_argument("-o", "--output", type=Path,
+    preview.add_argument("-o", "--output", type=_output_path,
                          help="contact sheet (.png, .jpg, .webp) [<input>.<style>.preview.png beside the input]")
     frames = preview.add_argument_group("which frames").add_mutually_exclusive_group()
     frames.add_argument("--at", type=_seconds, action="append", metavar="TIME",

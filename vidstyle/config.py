@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -297,6 +298,13 @@ def check_call_arguments(*, stop: object = None, on_event: object = None, **swit
         raise SettingError("on_event", f"must be a function that takes an event (got {type(on_event).__name__})")
 
 
+def path_argument(name: str, value: object) -> Path:
+    """An API argument that names a file or folder, as a Path; anything else refused naming the argument."""
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value) not in ("", b""):
+        return Path(os.fsdecode(value))
+    raise SettingError(name, f"must name a file: a str or pathlib.Path (got {type(value).__name__} {value!r:.40})")
+
+
 def config_or_default(config: Config | None) -> Config:
     """A request's settings: the balanced preset where none are given, as on the command line."""
     if config is None:
@@ -315,7 +323,8 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     """
     values = read_preset(preset) if preset else {}
     from_preset = set(values)
-    if preset and _builtin_preset(preset) is None:
+    users_own = bool(preset and _builtin_preset(preset) is None)
+    if users_own:
         values = read_preset(DEFAULT_PRESET) | values
     given = {k: v for k, v in overrides.items() if v is not None}
     from_preset -= set(given)
@@ -325,11 +334,12 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
     try:
         config = Config(**values)
+        # A file of the user's own says what they asked for, as overrides do.
+        _check_given_settings_act(config, set(given) | (from_preset if users_own else set()))
     except SettingError as exc:
         if preset and exc.setting in from_preset:  # the value is the file's: name the file, not an override
             raise ConfigError(f"{_preset_path(preset)}: {exc}") from None
         raise
-    _check_given_settings_act(config, given)
     return config
 
 
@@ -349,10 +359,10 @@ _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
 )
 
 
-def _check_given_settings_act(config: Config, given: dict[str, Any]) -> None:
+def _check_given_settings_act(config: Config, given: set[str]) -> None:
     """A value asked for that the other settings would leave unused is refused, not silently ignored. Only values
-    given as overrides count: a preset's own value stays a quiet default (the balanced preset's temporal weight
-    with flow none given)."""
+    given (as overrides, or in a preset file of the user's own) count: a built-in preset's own value stays a quiet
+    default (the balanced preset's temporal weight with flow none given)."""
     for name, off, problem_of in _ACTS_ONLY_WITH:
         if name in given and getattr(config, name) != off:
             problem = problem_of(config)

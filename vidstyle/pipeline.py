@@ -25,7 +25,7 @@ import torch
 from vidstyle import __version__
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
-from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import (
     Cancelled,
     CheckpointMismatch,
@@ -49,7 +49,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
 from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
-from vidstyle.io.probe import VideoInfo, missing_input, probe_video, trim_frames
+from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
@@ -93,6 +93,7 @@ def style_label(style_paths: Sequence[Path]) -> str:
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
     """`<input stem>.<style stem>.mp4` beside the input; a blend names all its styles, so that it is never taken
     for a render of its first style alone."""
+    refuse_directory(input_path)
     return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.mp4")
 
 
@@ -101,9 +102,13 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
                    overwrite: bool = False, start: float | None = None, end: float | None = None) -> RenderJob:
     """Check every part of a render request, in the order a person would fix them; writes nothing."""
     config = config_or_default(config)
-    input_path, styles = Path(input_path), resolve_styles(style_paths)
+    input_path, styles = path_argument("input_path", input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
-    output = Path(output) if output is not None else default_output(input_path, styles)
+    if workdir is not None:
+        workdir = path_argument("workdir", workdir)
+    if output is not None and str(output).endswith(("/", os.sep)):  # Path() would drop the slash that says "a folder"
+        raise UsageError(f"output {output} names a folder; name the video file (render_many writes into one)")
+    output = path_argument("output", output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)
     if output.is_dir():  # before the suffix check, which would call a folder an output type ''
@@ -187,6 +192,9 @@ def check_cluster_job(job: RenderJob) -> None:
 
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
+    if not isinstance(stylizer, Stylizer):
+        raise SettingError("stylizer", f"must be a vidstyle.Stylizer, as Stylizer.for_styles makes one (got "
+                                       f"{type(stylizer).__name__})")
     if not stylizer.made_for(job.config, list(job.style_images), job.device):
         raise SettingError("stylizer", "was prepared with other settings, style images or device than this render")
 

@@ -30,7 +30,7 @@ from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import encode_image, read_style_image, write_atomic
 from vidstyle.io.paths import check_output_path
-from vidstyle.io.probe import VideoInfo, missing_input, probe_video
+from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory
 from vidstyle.limits import check_fits, render_size
 from vidstyle.pipeline import style_label
 from vidstyle.plan import find_cuts
@@ -101,6 +101,7 @@ class PreviewJob:
 
 def default_preview_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
     """`<input stem>.<style stem>.preview.png` beside the input (a blend names all its styles)."""
+    refuse_directory(input_path)
     return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.preview.png")
 
 

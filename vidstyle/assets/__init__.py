@@ -41,6 +41,9 @@ def resolve_style(name_or_path: Path | str) -> Path:
     A bare word that is neither is refused naming the built-in paintings, so a typo is not reported as a
     missing file.
     """
+    if str(name_or_path) == "":  # Path("") is the current folder: refused as "a directory", which confuses
+        raise InputError("style is empty: name a picture file or a built-in painting "
+                         f"(built-in: {', '.join(builtin_style_names())})")
     path = Path(name_or_path)
     if path.exists():
         return path

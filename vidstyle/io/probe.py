@@ -191,6 +191,12 @@ def missing_input(path: Path) -> InputError:
     return InputError(f"input not found: {path}")
 
 
+def refuse_directory(path: Path) -> None:
+    """A directory given as the input video: said as such, before a name is made from it for the output."""
+    if path.is_dir():
+        raise InputError(f"input is a directory, not a video: {path}")
+
+
 def _check_regular_file(path: Path) -> None:
     """Refuse what ffmpeg would block on (a FIFO waits for a writer forever) or cannot seek and re-read."""
     try:
