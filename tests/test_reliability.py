@@ -383,7 +383,7 @@ def test_a_workdir_in_a_folder_that_does_not_exist_is_refused_and_nothing_is_mad
                                                                                     tmp_path: Path) -> None:
     work = tmp_path / "missing" / "deeper" / "work"
     line = _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
-                             "--workdir", str(work), *TINY], 2, "work directory's folder does not exist",
+                             "--workdir", str(work), *TINY], 1, "work directory's folder does not exist",
                     folder=tmp_path)
     assert str(work.parent) in line and not (tmp_path / "missing").exists()
 

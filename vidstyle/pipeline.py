@@ -30,7 +30,7 @@ from vidstyle.errors import (
     Cancelled,
     CheckpointMismatch,
     Interrupted,
-    NotAWorkDir,
+    OutputError,
     SettingError,
     SignalInterrupt,
     UsageError,
@@ -133,7 +133,8 @@ def _check_workdir(work: WorkDir) -> None:
     a damaged manifest is left for a restart to discard. Its folder must exist, as an output's must: folders made
     on the way to it would be left behind when the render removes its work directory."""
     if not work.path.parent.is_dir():
-        raise NotAWorkDir(f"the work directory's folder does not exist: {work.path.parent}")
+        # Exit 1, as a missing output folder: a folder to make, not an option to change.
+        raise OutputError(f"the work directory's folder does not exist: {work.path.parent}")
     try:
         work.read_manifest()
     except CheckpointMismatch as exc:
