@@ -454,6 +454,16 @@ def test_an_ffmpeg_too_old_for_its_options_is_refused_in_one_line(tmp_path: Path
     assert list(tmp_path.iterdir()) == [old]
 
 
+def test_a_program_that_is_no_ffmpeg_is_said_to_be_so_not_blamed_on_the_input(tmp_path: Path) -> None:
+    other = tmp_path / "not-ffmpeg"
+    other.write_text("#!/bin/sh\necho 'something else'\n")
+    other.chmod(0o755)
+    with pytest.raises(VidstyleError) as refused:
+        check_ffmpeg_version(str(other), chosen_by_user=True)
+    assert str(refused.value) == (f"IMAGEIO_FFMPEG_EXE names {other}, which is not a working ffmpeg (asked its "
+                                  "version, it said 'something else')")
+
+
 def test_an_old_ffmpeg_of_imageio_ffmpegs_own_says_to_upgrade_that(tmp_path: Path) -> None:
     with pytest.raises(VidstyleError) as refused:
         check_ffmpeg_version(str(_old_ffmpeg(tmp_path)), chosen_by_user=False)

@@ -46,10 +46,17 @@ def ffmpeg_exe() -> str:
 def check_ffmpeg_version(exe: str, chosen_by_user: bool) -> None:
     """Refuse an ffmpeg older than vidstyle's arguments need, saying how to get a newer one (once per binary)."""
     try:
-        banner = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30,
-                                stdin=subprocess.DEVNULL).stdout
+        ran = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL, errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
+    banner = ran.stdout
+    if ran.returncode != 0 or not banner.startswith("ffmpeg version"):
+        # Otherwise the first input it fails to read would be blamed ("has no video stream").
+        said = (banner or ran.stderr).strip().splitlines()[:1] or ["nothing"]
+        where = "IMAGEIO_FFMPEG_EXE names" if chosen_by_user else "imageio-ffmpeg's binary is"
+        raise VidstyleError(f"{where} {exe}, which is not a working ffmpeg (asked its version, it said "
+                            f"{said[0]!r:.80})")
     problem = ffmpeg_too_old(banner)
     if problem is not None:
         fix = ("set IMAGEIO_FFMPEG_EXE to a newer ffmpeg, or unset it to use imageio-ffmpeg's" if chosen_by_user
