@@ -567,3 +567,13 @@ def test_a_size_that_does_not_fit_suggests_bf16_only_where_it_is_not_emulated(mo
     hint = advice((1024, 576), None, free, torch.device("cpu"))
     assert hint.startswith("size ") and " fits" in hint
     assert ("bf16" in hint) == native_bf16  # emulated bf16 is many times slower than fp32: no help there
+
+
+def test_a_file_of_the_users_where_the_partial_output_goes_is_never_taken_over(capsys, tiny: Path, starry: Path,
+                                                                               tmp_path: Path) -> None:
+    out = tmp_path / "z.mp4"
+    theirs = tmp_path / ".z.mp4.partial.mp4"
+    theirs.write_text("precious")
+    code, err = _run(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY])
+    assert code == 1 and len(err) == 1 and f"{theirs} is in the way" in err[0], err
+    assert theirs.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == [theirs.name]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -122,10 +123,25 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     work = WorkDir(Path(workdir) if workdir is not None else default_workdir(output))
     _check_workdir(work)
+    _check_partial(output, work)
     written = output_size(config.output_size, size, (info.width, info.height))
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
                      plan_audio(info, output), trim=trim_frames(info, start, end),
                      out_size=written if written != size else None)
+
+
+def _check_partial(output: Path, work: WorkDir) -> None:
+    """A file where the output's partial file goes is a killed render's only where that render's checkpoints are
+    there too (they stay until the output is complete); otherwise it is someone else's, and writing the render
+    over it would destroy it."""
+    partial = partial_path(output)
+    try:
+        found = partial.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(found.st_mode) or (found.st_size > 0 and not work.path.exists()):
+        raise OutputError(f"{partial} is in the way: vidstyle writes the output there first, and this file was not "
+                          "left by a render of it (no work directory); move it, or choose another output")
 
 
 def _check_workdir(work: WorkDir) -> None:
