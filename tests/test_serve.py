@@ -632,3 +632,27 @@ def test_a_job_that_cannot_be_queued_leaves_no_folder(tmp_path: Path, bunny_shor
     with open(bunny_short, "rb") as clip, pytest.raises(OSError, match="locked"):
         factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
     assert list(data.jobs.iterdir()) == [] and list(data.uploads.iterdir()) == []
+
+
+def test_a_worker_that_dies_as_it_starts_is_retried_ever_less_often_and_reported(tmp_path: Path) -> None:
+    """A worker whose setting up fails (here: a GPU this machine lacks; in service, a GPU gone) would otherwise be
+    restarted every 2 s for ever while queued jobs wait, and nothing would say why."""
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool, WorkerSpec
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a GPU 7: the worker would start")
+    data = DataDir(tmp_path / "data")
+    data.create()
+    pool = WorkerPool(JobQueue(data.database), [WorkerSpec("w0", data.root, "cuda", gpu=7, threads=None)])
+    pool.RESTART_DELAY = 0.25  # type: ignore[misc] - the same doubling, sooner
+    pool.start()
+    try:
+        deadline = time.monotonic() + 120
+        while pool.failing() != ["w0"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pool.failing() == ["w0"]
+        assert pool.restart_delay("w0") >= 0.25 * 2 ** pool.FAILING_AFTER  # each death at start doubles the wait
+    finally:
+        pool.stop()

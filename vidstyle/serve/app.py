@@ -439,9 +439,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
 
     @app.get("/api/health", tags=["service"])
     async def health() -> dict[str, Any]:
-        """Jobs by state, and the service's settings a client may need."""
+        """Jobs by state, and the service's settings a client may need. `workers_failing` names the workers that
+        keep dying as they start (a GPU gone, say): queued jobs wait for them, retried less and less often."""
+        failing = factory.pool.failing() if factory.pool is not None else []
         return {"version": __version__, "jobs": queue.counts(), "workers": settings.workers,
-                "device": settings.device, "max_upload": settings.max_upload, "presets": preset_names()}
+                "workers_failing": failing, "device": settings.device, "max_upload": settings.max_upload,
+                "presets": preset_names()}
 
 
 async def _event_stream(queue: JobQueue, job_id: str) -> AsyncIterator[str]:

@@ -305,6 +305,12 @@ class WorkerPool:
     """Starts one worker process per slot, restarts any that dies (its job goes back to the queue), stops them."""
 
     RESTART_DELAY = 2.0  # a worker that dies at once is not restarted in a tight loop
+    # A worker that dies this soon after it started has not taken a job yet: its setting up fails (a GPU gone, say),
+    # and will again. Each such death in a row doubles the wait before the next try, up to MAX_RESTART_DELAY, and
+    # from FAILING_AFTER of them on the slot is reported as failing (GET /api/health).
+    DIED_AT_START = 30.0
+    MAX_RESTART_DELAY = 60.0
+    FAILING_AFTER = 3
 
     def __init__(self, queue: JobQueue, specs: list[WorkerSpec]) -> None:
         self.queue, self.specs = queue, specs
@@ -313,6 +319,7 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
+        self.deaths_at_start = {spec.name: 0 for spec in specs}
 
     def start(self) -> None:
         # The processes are started from this one thread: PR_SET_PDEATHSIG fires when the thread that started a
@@ -333,17 +340,32 @@ class WorkerPool:
     def _supervise(self) -> None:
         started = {spec.name: time.monotonic() for spec in self.specs}
         self.processes = {spec.name: self._spawn(spec) for spec in self.specs}
+        ended: dict[str, float] = {}
         while not self._stopping.wait(0.5):
             for spec in self.specs:
-                process = self.processes[spec.name]
-                if process.is_alive() or time.monotonic() - started[spec.name] < self.RESTART_DELAY:
+                name, process = spec.name, self.processes[spec.name]
+                if process.is_alive():
                     continue
-                process.join()
-                # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already.
-                self.queue.requeue_worker(spec.name, died=process.exitcode != 0)
-                self.processes[spec.name], started[spec.name] = self._spawn(spec), time.monotonic()
+                if name not in ended:
+                    process.join()
+                    ended[name] = time.monotonic()
+                    soon = ended[name] - started[name] < self.DIED_AT_START and process.exitcode != 0
+                    self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if soon else 0
+                    # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already.
+                    self.queue.requeue_worker(name, died=process.exitcode != 0)
+                if time.monotonic() - ended[name] < self.restart_delay(name):
+                    continue
+                del ended[name]
+                self.processes[name], started[name] = self._spawn(spec), time.monotonic()
                 self.wake.set()
         self._stop_processes()
+
+    def restart_delay(self, name: str) -> float:
+        return min(self.RESTART_DELAY * 2 ** self.deaths_at_start[name], self.MAX_RESTART_DELAY)
+
+    def failing(self) -> list[str]:
+        """The slots whose worker keeps dying as it starts, before it can take a job."""
+        return [name for name, deaths in self.deaths_at_start.items() if deaths >= self.FAILING_AFTER]
 
     def _stop_processes(self, grace: float = 10.0) -> None:
         self.shutdown.set()
