@@ -24,32 +24,15 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mangles non-ASCII paths on some systems
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    problem = _png_problem(data)
+    problem, transparent = _png_check(data)
     if problem is not None:
         raise InputError(f"{what} is {problem}: {path}")
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
         raise InputError(f"{what} is not a readable image: {path}")
-    if _png_with_alpha(data):
+    if transparent:
         return _over_white(cv2.imdecode(data, cv2.IMREAD_UNCHANGED), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _png_with_alpha(data: np.ndarray) -> bool:
-    """A PNG whose pixels can be transparent: colour type 4 or 6 (grey or colour with alpha), or a tRNS chunk
-    before the image data (a palette with transparent entries)."""
-    if data[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE or data.size < 26:
-        return False
-    if int(data[25]) in (4, 6):
-        return True
-    position = len(_PNG_SIGNATURE)
-    while position + 8 <= data.size:  # walk the chunks: the bytes "tRNS" can also occur inside text or pixels
-        length = int.from_bytes(data[position:position + 4].tobytes(), "big")
-        kind = data[position + 4:position + 8].tobytes()
-        if kind in (b"tRNS", b"IDAT"):
-            return kind == b"tRNS"
-        position += 12 + length
-    return False
 
 
 def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:
@@ -107,28 +90,33 @@ def style_size_problem(rgb: np.ndarray) -> str | None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _png_problem(data: np.ndarray) -> str | None:
-    """What is wrong with a PNG that is cut short or damaged, or None (also for any other kind of file).
+def _png_check(data: np.ndarray) -> tuple[str | None, bool]:
+    """What is wrong with a PNG that is cut short or damaged (None: nothing, also for any other kind of file), and
+    whether its pixels can be transparent: colour type 4 or 6 (grey or colour with alpha), or a tRNS chunk (a
+    palette with transparent entries; its letters inside text or pixels do not count, hence the walk).
 
-    libpng prints its own error to stderr before failing on such a file; it is refused here first, in vidstyle's
+    libpng prints its own error to stderr before failing on a damaged file; it is refused here first, in vidstyle's
     one line. Each chunk's CRC is checked as libpng would, which finds a damaged byte anywhere in the file.
     """
     if data[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE:
-        return None
+        return None, False
     raw = data.tobytes()
+    transparent = len(raw) > 25 and raw[25] in (4, 6)
     position = len(_PNG_SIGNATURE)
     while True:
         if position + 12 > len(raw):
-            return "truncated (a PNG without its end)"
+            return "truncated (a PNG without its end)", transparent
         length = int.from_bytes(raw[position:position + 4], "big")
         end = position + 12 + length
         if end > len(raw):
-            return "truncated (a PNG without its end)"
+            return "truncated (a PNG without its end)", transparent
         kind_and_payload = raw[position + 4:end - 4]
         if zlib.crc32(kind_and_payload) != int.from_bytes(raw[end - 4:end], "big"):
-            return f"damaged (its {kind_and_payload[:4].decode('latin-1')} chunk fails its checksum)"
-        if kind_and_payload[:4] == b"IEND":
-            return None
+            return f"damaged (its {kind_and_payload[:4].decode('latin-1')} chunk fails its checksum)", transparent
+        kind = kind_and_payload[:4]
+        transparent = transparent or kind == b"tRNS"
+        if kind == b"IEND":
+            return None, transparent
         position = end
 
 
