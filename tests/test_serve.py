@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -303,6 +304,62 @@ def test_chunked_upload_over_the_limit_is_refused(server: ServeProcess) -> None:
     assert response.status_code == 413, response.text
 
 
+def test_health_reports_the_disk_and_the_limits(server: ServeProcess) -> None:
+    health = server.client.get("/api/health").json()
+    assert health["min_free"] == 2 * 10**9, "2 GB: more than twice this server's 1MB --max-upload"
+    assert 0 < health["disk_free"] <= shutil.disk_usage(server.data).total
+
+
+def _tree(root: Path) -> set[Path]:
+    return set(root.rglob("*"))
+
+
+def test_uploads_are_refused_while_the_disk_is_under_its_floor(tmp_path: Path, clip: Path) -> None:
+    """Refused before the body is read (507), and nothing made: no job, no folder, no file."""
+    data = tmp_path / "data"
+    floor = shutil.disk_usage(tmp_path).free + 10**12  # above the real free space, whatever else writes meanwhile
+    served = ServeProcess(data, "--min-free", str(floor)).start()
+    try:
+        health = served.client.get("/api/health").json()
+        assert health["min_free"] == floor and health["disk_free"] < floor
+        before = _tree(data)
+        response = served.submit(clip, **TINY)
+        assert response.status_code == 507, response.text
+        body = response.json()
+        assert "short of disk space" in body["detail"] and "(--min-free)" in body["detail"], body
+        assert body["field"] is None
+        assert served.client.get("/api/jobs").json() == []
+        assert served.client.get("/api/health").json()["jobs"] == dict.fromkeys(health["jobs"], 0)
+        assert _tree(data) == before
+    finally:
+        served.stop()
+
+
+def test_an_upload_that_takes_the_disk_under_its_floor_is_refused_and_its_files_removed(
+        tmp_path: Path, bunny_short: Path) -> None:
+    """The check after the upload is saved (the one before it is read is the Guard's): the upload's own folder is
+    removed with the refusal, and nothing else under --data is touched."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.serve.app import ApiError, JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    theirs = data.uploads / ("b" * 32)  # named like the server's own folders, but not made by it
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("not vidstyle's")
+    queue = JobQueue(data.database)
+    floor = shutil.disk_usage(data.root).free + 10**12
+    factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1, min_free=floor), queue, None)
+    with open(bunny_short, "rb") as clip, pytest.raises(ApiError) as refused:
+        factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    assert refused.value.status == 507 and "(--min-free)" in refused.value.message
+    assert list(data.uploads.iterdir()) == [theirs] and (theirs / "keep.txt").read_text() == "not vidstyle's"
+    assert list(data.jobs.iterdir()) == [] and queue.jobs() == []
+
+
 def test_upload_file_names_are_never_paths(server: ServeProcess, clip: Path, photo: Path) -> None:
     with open(clip, "rb") as fh, open(photo, "rb") as style:
         response = server.client.post("/api/jobs", data={**TINY, "iters": "500", "first_iters": "500"},
@@ -496,6 +553,7 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--port", "99999"], 2, "--port must be 1 to 65535"),
     (["--port", "-1"], 2, "--port must be 1 to 65535"),
     (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),
+    (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB"),
     (["--data", "FILE"], 2, "is a file; name a folder"),
     (["--port", "TAKEN"], 1, "port .* is in use by another program; choose another port"),
 ])

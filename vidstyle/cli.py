@@ -337,6 +337,9 @@ def _add_serve(sub: Any) -> None:
                        help="the queue database and the jobs' files [./vidstyle-data]")
     serve.add_argument("--workers", type=int, metavar="N", help="render processes [one per GPU, else 1]")
     serve.add_argument("--max-upload", default="500MB", metavar="SIZE", help="largest request body [500MB]")
+    serve.add_argument("--min-free", metavar="SIZE",
+                       help="refuse uploads (507) while the data folder's disk has less free space "
+                            "[2GB, or twice --max-upload if that is more]")
     serve.add_argument("--token", default=os.environ.get("VIDSTYLE_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "
                             "[$VIDSTYLE_TOKEN, which other users cannot read in the process list]")
@@ -762,7 +765,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from vidstyle.serve import prepare_server
 
     server = prepare_server(args.host, args.port, args.data, args.workers, args.max_upload, args.token,
-                            args.device)
+                            args.device, min_free=args.min_free)
     print(server.summary, file=sys.stderr)
     server.run()
     return 0

@@ -21,6 +21,7 @@ from vidstyle.serve.layout import is_ours
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
+MIN_FREE = 2 * 10**9  # bytes: the least of the default floor of free space (default_min_free)
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -39,12 +40,21 @@ def check_installed() -> None:
                            "(pip install \"vidstyle[serve]\")") from None
 
 
-def parse_byte_size(text: str) -> int:
-    """`500MB`, `2GB`, `1GiB` or a number of bytes."""
+def parse_byte_size(text: str, setting: str = "max_upload") -> int:
+    """`500MB`, `2GB`, `1GiB` or a number of bytes; `setting` is the one a bad size is reported against."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
     if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
-        raise SettingError("max_upload", f"must be a size such as 500MB or 2GB (got {text!r})")
+        raise SettingError(setting, f"must be a size such as 500MB or 2GB (got {text!r})")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def default_min_free(max_upload: int) -> int:
+    """The free space the server keeps on its data folder's file system unless told: 2 GB, or twice max_upload."""
+    # Twice the largest upload: the free space is checked before an upload is read, and one accepted upload can
+    # take that much (the multipart parser's spooled copy, often on the same disk, then the saved one), so one
+    # request at the floor cannot fill the disk. At least 2 GB: what the jobs already accepted still write (frame
+    # checkpoints, results) and the queue's database, whose every write fails on a full disk, jobs ending included.
+    return max(MIN_FREE, 2 * max_upload)
 
 
 @dataclass
@@ -71,7 +81,7 @@ class Server:
 
 def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str = "vidstyle-data",
                    workers: int | None = None, max_upload: str = DEFAULT_MAX_UPLOAD, token: str | None = None,
-                   device: str = "auto") -> Server:
+                   device: str = "auto", min_free: str | None = None) -> Server:
     """Lock the data directory, put jobs of a dead server back in the queue, bind the port and build the app."""
     check_installed()
     from vidstyle.serve.app import ServeSettings, create_app
@@ -80,6 +90,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     from vidstyle.serve.worker import WorkerPool
 
     limit = parse_byte_size(max_upload)
+    floor = parse_byte_size(min_free, "min_free") if min_free is not None else default_min_free(limit)
     if workers is not None and workers < 1:
         raise SettingError("workers", f"must be at least 1 (got {workers})")
     if token is not None and len(token) < 8:
@@ -108,7 +119,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     queue = JobQueue(folder.database)
     recovered = queue.recover()
     _sweep(folder, queue)
-    settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs))
+    settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor)
     app = create_app(settings, queue, WorkerPool(queue, specs))
     summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.types import Scope
 
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
@@ -29,7 +30,8 @@ from vidstyle.config import Config, make_config, preset_names
 from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
-from vidstyle.serve.guard import Guard
+from vidstyle.serve import MIN_FREE
+from vidstyle.serve.guard import Guard, Refusal
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
@@ -57,6 +59,7 @@ class ServeSettings:
     device: str  # Config device of every job: the server's choice, not the client's
     workers: int
     default_preset: str = "balanced"
+    min_free: int = MIN_FREE  # bytes the data folder's file system keeps free: below it, uploads are refused (507)
 
 
 class ApiError(Exception):
@@ -113,6 +116,7 @@ class GalleryItem(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 410, 413, 415, 422)}
+_UPLOAD_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (507,)}
 
 
 def job_out(job: Job) -> dict[str, Any]:
@@ -176,6 +180,32 @@ def _save_upload(upload: UploadFile, folder: Path, field: str, allowed: tuple[st
     return path
 
 
+def free_disk(data: Path) -> int:
+    """Bytes an unprivileged process may still write on the data folder's file system (root's reserve left out)."""
+    return shutil.disk_usage(data).free
+
+
+def disk_problem(data: Path, min_free: int) -> str | None:
+    """Why no upload is taken now, or None: the data folder's file system has less free space than the floor."""
+    free = free_disk(data)
+    if free >= min_free:
+        return None
+    return (f"the server is short of disk space: {free / 1e9:.2f} GB free, under the {min_free / 1e9:g} GB it "
+            "keeps free (--min-free); try again later")
+
+
+def admission(settings: ServeSettings) -> Callable[[Scope], Refusal | None]:
+    """The Guard's say on an upload before its body is read: the disk under its floor (507)."""
+
+    def admit(scope: Scope) -> Refusal | None:
+        if scope["method"] != "POST" or scope["path"] != "/api/jobs":
+            return None
+        problem = disk_problem(settings.data, settings.min_free)
+        return Refusal(507, problem) if problem is not None else None
+
+    return admit
+
+
 def _looks_like_image(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(12)
@@ -205,6 +235,7 @@ class JobFactory:
         try:
             style_spec, style_path = self._style(style, style_file, staging)
             source = _save_upload(content, staging, "input", VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+            self._check_disk()
             kind, output = self._check_content(source, style_path, config, staging)
             params = {"preset": preset, "overrides": overrides, "style": style_spec, "input": source.name,
                       "output": output, "options": {"preset": preset, **overrides}}
@@ -219,6 +250,13 @@ class JobFactory:
         if self.pool is not None:
             self.pool.notify()
         return job
+
+    def _check_disk(self) -> None:
+        """Again once the upload is saved: it was checked before it was read, but its own bytes (and other uploads
+        meanwhile) may have taken the disk under the floor; the staging folder then goes with the refusal."""
+        problem = disk_problem(self.settings.data, self.settings.min_free)
+        if problem is not None:
+            raise ApiError(507, problem)
 
     def _style(self, name: str | None, upload: UploadFile | None, staging: Path) -> tuple[dict[str, str], Path]:
         if upload is not None and _present(upload):
@@ -290,7 +328,8 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
     app = FastAPIOffline(title="vidstyle", version=__version__, lifespan=lifespan,
                   description="Neural style transfer for videos and pictures, as a service: upload a video or an "
                               "image and a style, follow the render's progress, download the result.")
-    app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token)  # type: ignore[arg-type]
+    app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token,  # type: ignore[arg-type]
+                       admit=admission(settings))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     _add_api(app, settings, queue, JobFactory(settings, queue, pool))
@@ -322,7 +361,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     data = DataDir(settings.data)
     thumbnails: dict[str, bytes] = {}
 
-    @app.post("/api/jobs", status_code=201, response_model=JobOut, responses=_ERRORS, tags=["jobs"])
+    @app.post("/api/jobs", status_code=201, response_model=JobOut, responses=_UPLOAD_ERRORS, tags=["jobs"])
     def create_job(
         input: Annotated[UploadFile, File(description="the content: a video, or an image")],
         style: Annotated[str | None, Form(description="a built-in style's name (GET /api/styles)")] = None,
@@ -336,7 +375,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         preserve_colors: Annotated[str | None, Form(description="keep the content's colours: true or false")] = None,
         seed: Annotated[str | None, Form(description="random seed")] = None,
     ) -> dict[str, Any]:
-        """Upload a video or an image plus a style and options; the job is checked completely and queued."""
+        """Upload a video or an image plus a style and options; the job is checked completely and queued.
+        Refused with 507 while the server's disk is under its floor."""
         form = {"preset": preset, "size": size, "iters": iters, "first_iters": first_iters,
                 "style_weight": style_weight, "flow": flow, "preserve_colors": preserve_colors, "seed": seed}
         return job_out(factory.create(input, style, style_file, form))
@@ -440,10 +480,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     @app.get("/api/health", tags=["service"])
     async def health() -> dict[str, Any]:
         """Jobs by state, and the service's settings a client may need. `workers_failing` names the workers that
-        keep dying as they start (a GPU gone, say): queued jobs wait for them, retried less and less often."""
+        keep dying as they start (a GPU gone, say): queued jobs wait for them, retried less and less often.
+        `disk_free` (bytes) under `min_free` means uploads are refused (507)."""
         failing = factory.pool.failing() if factory.pool is not None else []
         return {"version": __version__, "jobs": queue.counts(), "workers": settings.workers,
                 "workers_failing": failing, "device": settings.device, "max_upload": settings.max_upload,
+                "disk_free": free_disk(settings.data), "min_free": settings.min_free,
                 "presets": preset_names()}
 
 

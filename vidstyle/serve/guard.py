@@ -1,4 +1,5 @@
-"""ASGI middleware in front of every route: the bearer token, and the size limit of a request's body.
+"""ASGI middleware in front of every route: the bearer token, the size limit of a request's body, and the app's own
+say on whether to take a request at all (a full disk, say), all before a byte of the body is read.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: it adds no task per request (the latency of GET job stays
 that of the route) and it can stop an upload while it streams in, before the multipart parser spools it to disk.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -22,6 +25,15 @@ class _TooLarge(BaseException):
     into a generic 400 on the way out."""
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request turned away before its body is read: HTTP status, the one-line detail, extra headers."""
+
+    status: int
+    detail: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
 async def send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] = ()) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
@@ -31,8 +43,9 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: list
 
 
 class Guard:
-    def __init__(self, app: ASGIApp, max_upload: int, token: str | None) -> None:
-        self.app, self.max_upload, self.token = app, max_upload, token
+    def __init__(self, app: ASGIApp, max_upload: int, token: str | None,
+                 admit: Callable[[Scope], Refusal | None] | None = None) -> None:
+        self.app, self.max_upload, self.token, self.admit = app, max_upload, token, admit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,6 +56,12 @@ class Guard:
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_upload:
             await send_json(send, 413, self._too_large())  # refused before a byte of the body is read
+            return
+        refusal = self.admit(scope) if self.admit is not None else None
+        if refusal is not None:
+            # Here rather than in the route: FastAPI calls a route only once the multipart parser has read and
+            # spooled the whole upload, the very transfer and disk space that this refusal is to spare.
+            await send_json(send, refusal.status, {"detail": refusal.detail, "field": None}, list(refusal.headers))
             return
         await self._limited(scope, receive, send)
 
