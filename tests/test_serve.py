@@ -307,6 +307,7 @@ def test_chunked_upload_over_the_limit_is_refused(server: ServeProcess) -> None:
 def test_health_reports_the_disk_and_the_limits(server: ServeProcess) -> None:
     health = server.client.get("/api/health").json()
     assert health["min_free"] == 2 * 10**9, "2 GB: more than twice this server's 1MB --max-upload"
+    assert health["max_queued"] == 100
     assert 0 < health["disk_free"] <= shutil.disk_usage(server.data).total
 
 
@@ -358,6 +359,28 @@ def test_an_upload_that_takes_the_disk_under_its_floor_is_refused_and_its_files_
     assert refused.value.status == 507 and "(--min-free)" in refused.value.message
     assert list(data.uploads.iterdir()) == [theirs] and (theirs / "keep.txt").read_text() == "not vidstyle's"
     assert list(data.jobs.iterdir()) == [] and queue.jobs() == []
+
+
+def test_uploads_are_refused_while_the_queue_is_full(tmp_path: Path, clip: Path) -> None:
+    """429 with Retry-After once --max-queued jobs wait; jobs running do not count."""
+    served = ServeProcess(tmp_path / "data", "--max-queued", "1").start()
+    try:
+        slow = served.submit(clip, **{**TINY, "iters": "500", "first_iters": "500"}).json()
+        served.wait(slow["id"], lambda j: j["state"] == "running")
+        waiting = served.submit(clip, **TINY)
+        assert waiting.status_code == 201, waiting.text
+        response = served.submit(clip, **TINY)
+        assert response.status_code == 429, response.text
+        assert "(--max-queued)" in response.json()["detail"] and response.json()["field"] is None
+        assert int(response.headers["retry-after"]) > 0
+        ids = {slow["id"], waiting.json()["id"]}
+        assert {job["id"] for job in served.client.get("/api/jobs").json()} == ids
+        assert {folder.name for folder in (served.data / "jobs").iterdir()} == ids
+        assert not any((served.data / "uploads").iterdir())
+        for job in (waiting.json(), slow):
+            served.client.post(f"/api/jobs/{job['id']}/cancel")
+    finally:
+        served.stop()
 
 
 def test_upload_file_names_are_never_paths(server: ServeProcess, clip: Path, photo: Path) -> None:
@@ -554,6 +577,7 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--port", "-1"], 2, "--port must be 1 to 65535"),
     (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),
     (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB"),
+    (["--max-queued", "0"], 2, "--max-queued must be at least 1"),
     (["--data", "FILE"], 2, "is a file; name a folder"),
     (["--port", "TAKEN"], 1, "port .* is in use by another program; choose another port"),
 ])

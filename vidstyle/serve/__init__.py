@@ -21,6 +21,7 @@ from vidstyle.serve.layout import is_ours
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
+DEFAULT_MAX_QUEUED = 100
 MIN_FREE = 2 * 10**9  # bytes: the least of the default floor of free space (default_min_free)
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -81,7 +82,8 @@ class Server:
 
 def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str = "vidstyle-data",
                    workers: int | None = None, max_upload: str = DEFAULT_MAX_UPLOAD, token: str | None = None,
-                   device: str = "auto", min_free: str | None = None) -> Server:
+                   device: str = "auto", min_free: str | None = None,
+                   max_queued: int = DEFAULT_MAX_QUEUED) -> Server:
     """Lock the data directory, put jobs of a dead server back in the queue, bind the port and build the app."""
     check_installed()
     from vidstyle.serve.app import ServeSettings, create_app
@@ -93,6 +95,8 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     floor = parse_byte_size(min_free, "min_free") if min_free is not None else default_min_free(limit)
     if workers is not None and workers < 1:
         raise SettingError("workers", f"must be at least 1 (got {workers})")
+    if max_queued < 1:
+        raise SettingError("max_queued", f"must be at least 1 (got {max_queued})")
     if token is not None and len(token) < 8:
         raise SettingError("token", "must be at least 8 characters")
     if token is not None and not _BEARER_TOKEN.fullmatch(token):
@@ -119,7 +123,8 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     queue = JobQueue(folder.database)
     recovered = queue.recover()
     _sweep(folder, queue)
-    settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor)
+    settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
+                             max_queued=max_queued)
     app = create_app(settings, queue, WorkerPool(queue, specs))
     summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")

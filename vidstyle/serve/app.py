@@ -30,7 +30,7 @@ from vidstyle.config import Config, make_config, preset_names
 from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
-from vidstyle.serve import MIN_FREE
+from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
@@ -48,6 +48,8 @@ OPTIONS: dict[str, type] = {"size": int, "iters": int, "first_iters": int, "styl
 # Read from the settings so that the API's documentation follows the default when it changes.
 _STYLE_WEIGHT_HELP = f"style strength (default {Config().style_weight:g})"
 SSE_INTERVAL = 0.5  # seconds between looks at a job for its event stream
+# A job takes minutes to render, so a place in a full queue opens no sooner: asking again earlier is refused again.
+QUEUE_RETRY_AFTER = 60
 THUMBNAIL_SIDE = 192
 
 
@@ -60,6 +62,7 @@ class ServeSettings:
     workers: int
     default_preset: str = "balanced"
     min_free: int = MIN_FREE  # bytes the data folder's file system keeps free: below it, uploads are refused (507)
+    max_queued: int = DEFAULT_MAX_QUEUED  # jobs waiting: at this many, uploads are refused (429)
 
 
 class ApiError(Exception):
@@ -116,7 +119,7 @@ class GalleryItem(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 410, 413, 415, 422)}
-_UPLOAD_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (507,)}
+_UPLOAD_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (429, 507)}
 
 
 def job_out(job: Job) -> dict[str, Any]:
@@ -194,14 +197,20 @@ def disk_problem(data: Path, min_free: int) -> str | None:
             "keeps free (--min-free); try again later")
 
 
-def admission(settings: ServeSettings) -> Callable[[Scope], Refusal | None]:
-    """The Guard's say on an upload before its body is read: the disk under its floor (507)."""
+def admission(settings: ServeSettings, queue: JobQueue) -> Callable[[Scope], Refusal | None]:
+    """The Guard's say on an upload before its body is read: the disk under its floor (507), the queue full (429)."""
 
     def admit(scope: Scope) -> Refusal | None:
         if scope["method"] != "POST" or scope["path"] != "/api/jobs":
             return None
         problem = disk_problem(settings.data, settings.min_free)
-        return Refusal(507, problem) if problem is not None else None
+        if problem is not None:
+            return Refusal(507, problem)
+        # Uploads still being checked are not counted: the queue may pass the limit by those few, not by more.
+        if queue.count("queued") >= settings.max_queued:
+            return Refusal(429, f"too many jobs are waiting: the limit is {settings.max_queued} (--max-queued); "
+                                "try again later", ((b"retry-after", str(QUEUE_RETRY_AFTER).encode()),))
+        return None
 
     return admit
 
@@ -329,7 +338,7 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
                   description="Neural style transfer for videos and pictures, as a service: upload a video or an "
                               "image and a style, follow the render's progress, download the result.")
     app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token,  # type: ignore[arg-type]
-                       admit=admission(settings))
+                       admit=admission(settings, queue))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     _add_api(app, settings, queue, JobFactory(settings, queue, pool))
@@ -376,7 +385,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         seed: Annotated[str | None, Form(description="random seed")] = None,
     ) -> dict[str, Any]:
         """Upload a video or an image plus a style and options; the job is checked completely and queued.
-        Refused with 507 while the server's disk is under its floor."""
+        Refused with 507 while the server's disk is under its floor, and with 429 (and Retry-After) while its
+        queue is full."""
         form = {"preset": preset, "size": size, "iters": iters, "first_iters": first_iters,
                 "style_weight": style_weight, "flow": flow, "preserve_colors": preserve_colors, "seed": seed}
         return job_out(factory.create(input, style, style_file, form))
@@ -481,12 +491,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     async def health() -> dict[str, Any]:
         """Jobs by state, and the service's settings a client may need. `workers_failing` names the workers that
         keep dying as they start (a GPU gone, say): queued jobs wait for them, retried less and less often.
-        `disk_free` (bytes) under `min_free` means uploads are refused (507)."""
+        `disk_free` (bytes) under `min_free` means uploads are refused (507); `max_queued` queued jobs, 429."""
         failing = factory.pool.failing() if factory.pool is not None else []
         return {"version": __version__, "jobs": queue.counts(), "workers": settings.workers,
                 "workers_failing": failing, "device": settings.device, "max_upload": settings.max_upload,
                 "disk_free": free_disk(settings.data), "min_free": settings.min_free,
-                "presets": preset_names()}
+                "max_queued": settings.max_queued, "presets": preset_names()}
 
 
 async def _event_stream(queue: JobQueue, job_id: str) -> AsyncIterator[str]:

@@ -1,5 +1,5 @@
 """ASGI middleware in front of every route: the bearer token, the size limit of a request's body, and the app's own
-say on whether to take a request at all (a full disk, say), all before a byte of the body is read.
+say on whether to take a request at all (a full disk, a full queue), all before a byte of the body is read.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: it adds no task per request (the latency of GET job stays
 that of the route) and it can stop an upload while it streams in, before the multipart parser spools it to disk.

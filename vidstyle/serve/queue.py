@@ -148,6 +148,10 @@ class JobQueue:
                                           (*args, limit)).fetchall()
         return [Job.from_row(r) for r in rows]
 
+    def count(self, state: str) -> int:
+        """Jobs in one state: a look at the (state, seq) index, cheap enough for every upload."""
+        return int(self._connection().execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0])
+
     def counts(self) -> dict[str, int]:
         rows = self._connection().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: 0 for state in STATES} | {r[0]: r[1] for r in rows}
