@@ -22,6 +22,11 @@ from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
 DEFAULT_MAX_QUEUED = 100
+# Seconds a running job may show no sign of life (an optimization iteration, a decoded frame, a progress event)
+# before its worker is killed and the job fails. Generous: one iteration of a large frame on a busy CPU, loading the
+# network, or muxing a long video's audio at the end can each take minutes, and a render stopped for being slow is
+# lost, whereas one that hangs a little longer than need be only holds its worker that much longer.
+DEFAULT_STALL_TIMEOUT = 600.0
 MIN_FREE = 2 * 10**9  # bytes: the least of the default floor of free space (default_min_free)
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -83,7 +88,7 @@ class Server:
 def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str = "vidstyle-data",
                    workers: int | None = None, max_upload: str = DEFAULT_MAX_UPLOAD, token: str | None = None,
                    device: str = "auto", min_free: str | None = None,
-                   max_queued: int = DEFAULT_MAX_QUEUED) -> Server:
+                   max_queued: int = DEFAULT_MAX_QUEUED, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Server:
     """Lock the data directory, put jobs of a dead server back in the queue, bind the port and build the app."""
     check_installed()
     from vidstyle.serve.app import ServeSettings, create_app
@@ -97,6 +102,8 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
         raise SettingError("workers", f"must be at least 1 (got {workers})")
     if max_queued < 1:
         raise SettingError("max_queued", f"must be at least 1 (got {max_queued})")
+    if not stall_timeout > 0:  # NaN too
+        raise SettingError("stall_timeout", f"must be a number of seconds above 0 (got {stall_timeout:g})")
     if token is not None and len(token) < 8:
         raise SettingError("token", "must be at least 8 characters")
     if token is not None and not _BEARER_TOKEN.fullmatch(token):
@@ -125,7 +132,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     _sweep(folder, queue)
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
                              max_queued=max_queued)
-    app = create_app(settings, queue, WorkerPool(queue, specs))
+    app = create_app(settings, queue, WorkerPool(queue, specs, stall_timeout))
     summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
     return Server(f"http://{host}:{port}/", summary, app, listening, lock_fd)

@@ -197,6 +197,12 @@ class JobQueue:
             db.execute("UPDATE jobs SET state = CASE cancel WHEN 1 THEN 'cancelled' ELSE 'queued' END, "
                        "worker = NULL, eta = NULL WHERE state = 'running' AND worker = ?", (worker,))
 
+    def running_on(self, worker: str) -> Job | None:
+        """The job `worker` runs, for the supervisor's watchdog: a look at the few running rows."""
+        row = self._connection().execute("SELECT * FROM jobs WHERE state = 'running' AND worker = ?",
+                                         (worker,)).fetchone()
+        return Job.from_row(row) if row else None
+
     # --- the worker's side ---
 
     def claim(self, worker: str) -> Job | None:

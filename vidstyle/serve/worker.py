@@ -4,6 +4,8 @@ Renders run in separate processes (spawned, not forked: the web server has threa
 GPU or per `--workers` slot on a CPU, so the web server's event loop never waits for the network. A supervisor
 thread in the server restarts a worker that dies and puts its job back in the queue; a worker dies with the
 server (PR_SET_PDEATHSIG, and a parent check), so a server killed with -9 leaves no render running behind it.
+The supervisor also kills a worker whose render has shown no sign of life (a Pulse in shared memory) for the
+stall timeout, failing its job, and one that has not heeded a cancel within CANCEL_GRACE.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
@@ -24,8 +27,11 @@ from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, CheckpointMismatch, Interrupted, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
 from vidstyle.io.images import encode_image, read_image, read_style_image
+from vidstyle.serve import DEFAULT_STALL_TIMEOUT
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
 from vidstyle.serve.queue import Job, JobQueue
+
+Alive = Callable[[], None]  # the render calls it to say it is still getting on
 
 REPORT_INTERVAL = 0.25  # seconds between progress rows: cheap for the database, smooth enough for a progress bar
 WATCH_INTERVAL = 0.25  # how often a running job looks for a cancel request or a server shutdown
@@ -63,8 +69,8 @@ class ProgressWriter:
     Called from the render's thread and its write-behind thread (FrameSaved), hence the lock.
     """
 
-    def __init__(self, queue: JobQueue, job_id: str, folder: Path) -> None:
-        self.queue, self.job_id, self.folder = queue, job_id, folder
+    def __init__(self, queue: JobQueue, job_id: str, folder: Path, alive: Alive) -> None:
+        self.queue, self.job_id, self.folder, self.alive = queue, job_id, folder, alive
         self.lock = threading.Lock()
         self.total, self.done, self.fraction = 1, 0, 0.0
         self.run_start: float | None = None
@@ -74,6 +80,7 @@ class ProgressWriter:
         self.last_report = 0.0
 
     def __call__(self, event: Event) -> None:
+        self.alive()  # every event, IterationDone included: a shared-memory store, not a database write
         with self.lock:
             force = self._apply(event)
             if force or time.monotonic() - self.last_report >= REPORT_INTERVAL:
@@ -140,11 +147,54 @@ class _Stopping:
         return self.shutdown.is_set() or self.terminated.is_set()
 
 
+class Pulse:
+    """A worker's sign of life, in shared memory that the supervisor reads: the job it runs (its seq, 0 when idle)
+    and the monotonic time of the render's latest step. Written many times a second, so no lock and no database:
+    a torn read costs at most one look of the supervisor, which looks again half a second later."""
+
+    def __init__(self, context: Any) -> None:  # a multiprocessing context
+        self._job = context.RawValue("q", 0)
+        self._beat = context.RawValue("d", 0.0)
+
+    def begin(self, seq: int) -> None:
+        self._job.value = seq
+        self.touch()
+
+    def touch(self) -> None:
+        self._beat.value = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the machine
+
+    def end(self) -> None:
+        self._beat.value = 0.0
+        self._job.value = 0
+
+    def job(self) -> int:
+        return int(self._job.value)
+
+    def quiet_for(self) -> float | None:
+        """Seconds since the running job's latest sign of life; None when the worker has no job."""
+        beat = self._beat.value
+        return time.monotonic() - beat if beat else None
+
+
+class LiveStop(threading.Event):
+    """A render's stop event whose every look is a sign of life: the render looks once per optimization iteration
+    and per frame of its scene-cut decode, so one stuck anywhere (a decoder that stalls, a device that stops
+    answering) stops looking, whatever it was doing."""
+
+    def __init__(self, alive: Alive) -> None:
+        super().__init__()
+        self.alive = alive
+
+    def is_set(self) -> bool:
+        self.alive()
+        return super().is_set()
+
+
 class Watcher:
     """Sets a render's stop event when the job is cancelled or the server shuts down."""
 
-    def __init__(self, queue: JobQueue, job_id: str, shutdown: Stopping) -> None:
-        self.stop = threading.Event()
+    def __init__(self, queue: JobQueue, job_id: str, shutdown: Stopping, alive: Alive) -> None:
+        self.stop: threading.Event = LiveStop(alive)
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, args=(queue, job_id, shutdown), daemon=True)
         self._thread.start()
@@ -160,7 +210,7 @@ class Watcher:
         self._thread.join()
 
 
-def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping) -> None:
+def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, alive: Alive) -> None:
     """Render one claimed job and record how it ended: done, failed (one line why), cancelled, or queued."""
     folder = DataDir(spec.data).job(job.id)
     output = folder / job.params["output"]
@@ -169,9 +219,9 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping) -> 
             write_preview(folder / PREVIEW, read_image(output, "result"))
         queue.finish(job.id, "done")
         return
-    watcher = Watcher(queue, job.id, shutdown)
+    watcher = Watcher(queue, job.id, shutdown, alive)
     try:
-        _render_retrying(queue, spec, job, folder, watcher.stop)
+        _render_retrying(queue, spec, job, folder, watcher.stop, alive)
         queue.finish(job.id, "done")
     except Interrupted:
         queue.finish(job.id, "cancelled" if queue.cancel_requested(job.id) else "queued")
@@ -183,24 +233,26 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping) -> 
         watcher.close()
 
 
-def _render_retrying(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event) -> None:
+def _render_retrying(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event,
+                     alive: Alive) -> None:
     deadline = time.monotonic() + BUSY_RETRY_SECONDS
     while True:
         try:
-            _render(queue, spec, job, folder, stop)
+            _render(queue, spec, job, folder, stop, alive)
             return
         except BusyError:
             if time.monotonic() > deadline or stop.wait(1.0):
                 raise
 
 
-def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event) -> None:
+def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event,
+            alive: Alive) -> None:
     from vidstyle.pipeline import render
     from vidstyle.still import stylize_image
 
     params = job.params
     config = job_config(params, spec.device)
-    progress = ProgressWriter(queue, job.id, folder)
+    progress = ProgressWriter(queue, job.id, folder, alive)
     style, content, output = job_style(folder, params), folder / params["input"], folder / params["output"]
     stylizer = _stylizer(config, style)
     if job.kind == "video":
@@ -238,7 +290,7 @@ def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loo
     return made
 
 
-def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, parent: int) -> None:
+def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, parent: int, pulse: Pulse) -> None:
     """The worker process: claim, render, repeat, until the server asks it to stop."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server stops us
@@ -254,7 +306,11 @@ def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, pa
                 wake.wait(1.0)
                 wake.clear()
                 continue
-            run_job(queue, spec, job, stopping)
+            pulse.begin(job.seq)
+            try:
+                run_job(queue, spec, job, stopping, pulse.touch)
+            finally:
+                pulse.end()
     finally:
         queue.close()
 
@@ -301,6 +357,30 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def stall_message(seconds: float) -> str:
+    """The error of a job whose render stopped making progress; it names no path of the server."""
+    span = f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} minute{'' if seconds == 60 else 's'}"
+    return (f"the render stopped making progress for {span} and was ended (--stall-timeout): the input may be "
+            "damaged, or the device stopped answering")
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes `pid` started, and theirs; empty where there is no /proc to read them from."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # ended meanwhile
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
 class WorkerPool:
     """Starts one worker process per slot, restarts any that dies (its job goes back to the queue), stops them."""
 
@@ -311,15 +391,22 @@ class WorkerPool:
     DIED_AT_START = 30.0
     MAX_RESTART_DELAY = 60.0
     FAILING_AFTER = 3
+    # A render notices a cancel at its next optimization iteration, which at a large size on a CPU can take several
+    # seconds; one that has not stopped after this long is stuck, and its worker is killed to end the job.
+    CANCEL_GRACE = 20.0
 
-    def __init__(self, queue: JobQueue, specs: list[WorkerSpec]) -> None:
-        self.queue, self.specs = queue, specs
+    def __init__(self, queue: JobQueue, specs: list[WorkerSpec],
+                 stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
+        self.queue, self.specs, self.stall_timeout = queue, specs, stall_timeout
         self.context = multiprocessing.get_context("spawn")
         self.wake, self.shutdown = self.context.Event(), self.context.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self.deaths_at_start = {spec.name: 0 for spec in specs}
+        self.pulses = {spec.name: Pulse(self.context) for spec in specs}
+        self._killed: set[str] = set()  # slots whose worker the watchdog killed, its job already settled
+        self._cancel_seen: dict[str, tuple[int, float]] = {}  # slot: (job seq, when its cancel was first seen)
 
     def start(self) -> None:
         # The processes are started from this one thread: PR_SET_PDEATHSIG fires when the thread that started a
@@ -332,7 +419,10 @@ class WorkerPool:
         self.wake.set()
 
     def _spawn(self, spec: WorkerSpec) -> multiprocessing.process.BaseProcess:
-        process = self.context.Process(target=worker_main, args=(spec, self.wake, self.shutdown, os.getpid()),
+        pulse = self.pulses[spec.name]
+        pulse.end()  # a killed worker left its job's pulse behind
+        process = self.context.Process(target=worker_main,
+                                       args=(spec, self.wake, self.shutdown, os.getpid(), pulse),
                                        name=f"vidstyle-{spec.name}", daemon=True)
         process.start()
         return process
@@ -345,20 +435,64 @@ class WorkerPool:
             for spec in self.specs:
                 name, process = spec.name, self.processes[spec.name]
                 if process.is_alive():
+                    self._watch(name, process)
                     continue
                 if name not in ended:
                     process.join()
                     ended[name] = time.monotonic()
-                    soon = ended[name] - started[name] < self.DIED_AT_START and process.exitcode != 0
+                    # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
+                    died = process.exitcode != 0 and name not in self._killed
+                    self._killed.discard(name)
+                    soon = ended[name] - started[name] < self.DIED_AT_START and died
                     self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if soon else 0
                     # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already.
-                    self.queue.requeue_worker(name, died=process.exitcode != 0)
+                    self.queue.requeue_worker(name, died=died)
                 if time.monotonic() - ended[name] < self.restart_delay(name):
                     continue
                 del ended[name]
                 self.processes[name], started[name] = self._spawn(spec), time.monotonic()
                 self.wake.set()
         self._stop_processes()
+
+    def _watch(self, name: str, process: multiprocessing.process.BaseProcess) -> None:
+        """Kill a worker whose job has shown no sign of life for stall_timeout, or has not heeded its cancel.
+
+        A stalled job fails rather than going back to the queue as a dead worker's does: what stalls a render (a
+        damaged upload that hangs the decoder, say) would stall it again, each try holding a worker for the whole
+        stall timeout, and three tries would end in a message about the worker dying instead of saying why.
+        """
+        pulse = self.pulses[name]
+        seq, quiet = pulse.job(), pulse.quiet_for()
+        job = self.queue.running_on(name) if quiet is not None else None
+        if job is None or job.seq != seq:  # idle, or between two jobs
+            self._cancel_seen.pop(name, None)
+            return
+        if job.cancel and self._cancel_overdue(name, seq):
+            self._kill(name, process)  # the job ends cancelled as the slot is reaped
+        elif quiet is not None and quiet > self.stall_timeout:
+            self._kill(name, process)
+            self.queue.finish(job.id, "cancelled" if job.cancel else "failed",
+                              None if job.cancel else stall_message(self.stall_timeout))
+
+    def _cancel_overdue(self, name: str, seq: int) -> bool:
+        seen = self._cancel_seen.setdefault(name, (seq, time.monotonic()))
+        if seen[0] != seq:
+            seen = self._cancel_seen[name] = (seq, time.monotonic())
+        return time.monotonic() - seen[1] > self.CANCEL_GRACE
+
+    def _kill(self, name: str, process: multiprocessing.process.BaseProcess) -> None:
+        """SIGKILL a worker and the processes it started: ffmpeg runs in a session of its own, so a stalled decoder
+        would outlive its worker, holding its pipe and its file for ever."""
+        children = descendants(process.pid) if process.pid is not None else []
+        process.kill()
+        process.join()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # ended with its worker
+        self._killed.add(name)
+        self._cancel_seen.pop(name, None)
 
     def restart_delay(self, name: str) -> float:
         return min(self.RESTART_DELAY * 2 ** self.deaths_at_start[name], self.MAX_RESTART_DELAY)
