@@ -342,6 +342,9 @@ def _add_serve(sub: Any) -> None:
                             "[2GB, or twice --max-upload if that is more]")
     serve.add_argument("--max-queued", type=int, default=100, metavar="N",
                        help="refuse uploads (429, Retry-After) while this many jobs wait [100]")
+    serve.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
+                       help="kill a worker whose render shows no progress for this long, and fail its job "
+                            "[600: one iteration of a large frame on a CPU can take minutes]")
     serve.add_argument("--token", default=os.environ.get("VIDSTYLE_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "
                             "[$VIDSTYLE_TOKEN, which other users cannot read in the process list]")
@@ -767,7 +770,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from vidstyle.serve import prepare_server
 
     server = prepare_server(args.host, args.port, args.data, args.workers, args.max_upload, args.token,
-                            args.device, min_free=args.min_free, max_queued=args.max_queued)
+                            args.device, min_free=args.min_free, max_queued=args.max_queued,
+                            stall_timeout=args.stall_timeout)
     print(server.summary, file=sys.stderr)
     server.run()
     return 0
