@@ -145,6 +145,17 @@ def clip(media: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_clip(media: Path) -> Path:
+    """10 s of the test picture at 64x48: more frames than a pipe holds, so the render's decoder is still running
+    while the first frames render."""
+    out = media / "serve_long_clip.mp4"
+    if not out.exists():
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=10", "-c:v", "libx264", "-pix_fmt",
+               "yuv420p", str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
 def photo(media: Path, images: tuple[np.ndarray, np.ndarray]) -> Path:
     out = media / "serve_photo.png"
     cv2.imwrite(str(out), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
@@ -497,6 +508,77 @@ def test_a_dead_worker_is_replaced_and_its_job_resumes(tmp_path: Path, clip: Pat
         served.stop()
 
 
+def _workers(served: ServeProcess) -> list[int]:
+    return [pid for pid in served.worker_pids()
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
+
+
+def test_a_render_that_stops_making_progress_is_ended_and_its_worker_replaced(tmp_path: Path, long_clip: Path,
+                                                                              clip: Path) -> None:
+    """A decoder that stalls (its ffmpeg stopped here, as one stuck on a damaged file or a dead disk is) leaves the
+    render waiting for a frame for ever: past --stall-timeout the worker is killed with its ffmpeg, the job fails
+    saying why, without counting as a death of its worker, and a new worker renders the next job."""
+    served = ServeProcess(tmp_path / "data", "--stall-timeout", "5").start()
+    try:
+        job = served.submit(long_clip, **TINY).json()
+        served.wait(job["id"], lambda j: j["frame"] >= 1)
+        (worker,) = _workers(served)
+        stalled = _children(worker)  # the render's ffmpeg: its decoder and its encoder
+        assert stalled
+        for pid in stalled:
+            os.kill(pid, signal.SIGSTOP)
+        failed = served.wait_final(job["id"], timeout=60)
+        assert failed["state"] == "failed", failed
+        assert failed["error"].startswith("the render stopped making progress for 5 s"), failed
+        assert str(served.data) not in failed["error"]
+        assert not _alive(worker) and not any(_alive(pid) for pid in stalled), "killed, ffmpeg too"
+        assert _rows(served.data)[job["id"]]["deaths"] == 0
+        done = served.wait_final(served.submit(clip, **TINY).json()["id"])
+        assert done["state"] == "done", done
+        assert len(_workers(served)) == 1 and _workers(served) != [worker]
+    finally:
+        served.stop()
+
+
+def test_a_cancel_that_a_stuck_render_cannot_heed_ends_its_job(tmp_path: Path, long_clip: Path) -> None:
+    """A render looks for a cancel between two iterations; a frozen one never looks. Past CANCEL_GRACE its worker
+    is killed, and the job ends cancelled, not counted as a death; the slot gets a new worker."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.serve.app import JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool, WorkerSpec
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    pool = WorkerPool(queue, [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=None)])
+    pool.CANCEL_GRACE = 1.0  # type: ignore[misc] - the same kill, sooner
+    with open(long_clip, "rb") as fh:
+        job = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), queue, pool).create(
+            UploadFile(fh, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    pool.start()
+    try:
+        deadline = time.monotonic() + 120
+        while (queue.get(job.id).frames_done < 1) and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.2)
+        worker = pool.processes["w0"].pid
+        assert worker is not None and queue.get(job.id).state == "running"  # type: ignore[union-attr]
+        os.kill(worker, signal.SIGSTOP)  # frozen, as a worker whose device stopped answering is
+        queue.cancel(job.id)
+        while queue.get(job.id).state == "running" and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.2)
+        ended = queue.get(job.id)
+        assert ended is not None and (ended.state, ended.deaths, ended.error) == ("cancelled", 0, None), ended
+        assert not _alive(worker)
+        while pool.processes["w0"].pid == worker and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pool.processes["w0"].is_alive() and pool.failing() == []
+    finally:
+        pool.stop()
+
+
 def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(tmp_path: Path, clip: Path) -> None:
     """A service manager stops the server by a SIGTERM to its whole process group. A worker that gets one ends its
     render as Ctrl-C does, the job back in the queue; killed outright instead, it would count as a death of the
@@ -578,6 +660,7 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),
     (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB"),
     (["--max-queued", "0"], 2, "--max-queued must be at least 1"),
+    (["--stall-timeout", "0"], 2, "--stall-timeout must be a number of seconds above 0"),
     (["--data", "FILE"], 2, "is a file; name a folder"),
     (["--port", "TAKEN"], 1, "port .* is in use by another program; choose another port"),
 ])
