@@ -16,6 +16,7 @@ from vidstyle.losses import (
     StyleLoss,
     TemporalLoss,
     _gram_error_sum,
+    detail_floor,
     gram,
     summed_target,
     tv_loss,
@@ -264,7 +265,7 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
 def test_objective_taken_layer_by_layer_is_the_weighted_sum_of_the_terms(images, precision: str) -> None:
     frame, style = images
     cfg = Config(device="cpu", precision=precision, content_weight=0.5, style_weight=3.0, tv_weight=2.0,
-                 structure_weight=1.5)
+                 structure_weight=1.5, edge_contrast=1.5)
     stylizer = Stylizer(cfg, [style])
     content = to_tensor(frame, stylizer.device)
     image = torch.rand_like(content)
@@ -274,7 +275,7 @@ def test_objective_taken_layer_by_layer_is_the_weighted_sum_of_the_terms(images,
         content_loss = ContentLoss(stylizer.features(content, CONTENT_LAYERS)["relu4_2"])
         style_loss = stylizer.style_loss((frame.shape[1], frame.shape[0]))
         whole = (0.5 * content_loss(feats["relu4_2"]) + 3.0 * style_loss(feats) + 2.0 * tv_loss(image)
-                 + 1.5 * StructureLoss(content)(image))
+                 + 1.5 * StructureLoss(content, 1.5)(image))
     assert torch.allclose(streamed, whole, rtol=1e-5)
 
 
@@ -290,6 +291,33 @@ def test_structure_loss_sees_the_edges_not_the_colours(images) -> None:
     blurred = torch.nn.functional.avg_pool2d(content, 5, stride=1, padding=2, count_include_pad=False)
     assert float(loss(blurred)) > 0.1
     assert float(loss(torch.full_like(content, 0.5))) == pytest.approx(1.0)
+
+
+def test_structure_loss_charges_a_flat_frames_strokes_against_the_floor_not_its_little_detail() -> None:
+    generator = torch.Generator().manual_seed(0)
+    sky = 0.6 + 0.002 * torch.rand(1, 3, 72, 128, generator=generator)  # a grey sky: almost no detail
+    strokes = 0.05 * torch.rand(1, 3, 72, 128, generator=generator)
+    loss = StructureLoss(sky)
+    own = float(loss.detail(sky).square().sum())
+    painted = float(loss.detail(strokes).square().sum())
+    assert own < detail_floor(sky) / 100
+    assert float(loss(sky + strokes)) == pytest.approx(painted / detail_floor(sky), rel=1e-3)
+    # A detailed frame is measured against its own detail, as before.
+    street = torch.rand(1, 3, 72, 128, generator=generator)
+    held = StructureLoss(street)
+    assert float(held(street + strokes)) == pytest.approx(
+        float(held.detail(strokes).square().sum() / held.detail(street).square().sum()), rel=1e-3)
+
+
+def test_structure_loss_asks_for_the_edges_at_their_contrast_times_edge_contrast(images) -> None:
+    frame, _ = images
+    content = to_tensor(frame, torch.device("cpu"))
+    stretched = (content - content.mean()) * 2.0 + content.mean()  # every edge twice as strong, nothing moved
+    held = StructureLoss(content, 2.0)
+    assert float(held(stretched)) < 1e-8
+    # Measured against the source's own detail either way: the source lacks as much as it has, so does the stretch.
+    assert float(held(content)) == pytest.approx(1.0, rel=1e-4)
+    assert float(StructureLoss(content)(stretched)) == pytest.approx(1.0, rel=1e-4)
 
 
 def test_fp16_gradient_matches_fp32(images) -> None:

@@ -58,8 +58,8 @@ if TYPE_CHECKING:
 
 # Options shared by `render` and `image`; the video-only ones are listed separately.
 _STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
-                 "tv_weight", "structure_weight", "style_blend", "style_scale", "preserve_colors", "palette_start",
-                 "pooling", "precision", "seed", "device")
+                 "tv_weight", "structure_weight", "edge_contrast", "style_blend", "style_scale", "preserve_colors",
+                 "palette_start", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "temporal_reach", "passes", "init", "prev_weight",
                  "flow", "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames")
 # A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.

@@ -54,13 +54,19 @@ class Config:
     # more of the source's edges on every shared clip and painting and painted more strongly on all but one,
     # measured with a style figure that does not use VGG19 (scripts/bench_style.py, scripts/bench_fidelity.py;
     # docs/performance.md "Structure"); coarse-to-fine then painted more still, and structure 0.5 rather than 0.25
-    # gave back the edges it took (docs/performance.md "Coarse-to-fine"). Smoothness 0.3, not 1: at 1 it charged a
-    # painting's own brush strokes about as much as the whole style term was worth.
+    # gave back the edges it took (docs/performance.md "Coarse-to-fine"). Style 20 with edge contrast 2: outlines
+    # held at twice their contrast keep the picture readable under more paint, and with the structure term's floor
+    # a mostly flat frame takes the painting's strokes in its flat parts (docs/performance.md "Edge contrast").
+    # Smoothness 0.3, not 1: at 1 it charged a painting's own brush strokes about as much as the whole style term
+    # was worth.
     content_weight: float = _opt(0.125, "weight of the content loss (relu4_2)")
-    style_weight: float = _opt(15.0, "weight of the Gram style loss (relu1_1..relu5_1)")
+    style_weight: float = _opt(20.0, "weight of the Gram style loss (relu1_1..relu5_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
     structure_weight: float = _opt(0.5, "weight of the structure loss: the source's fine luminance edges and lines "
                                          "(a Laplacian), kept while the style paints the rest")
+    edge_contrast: float = _opt(2.0, "the structure loss holds the source's edges at this multiple of their "
+                                     "contrast, like drawn outlines (1: as in the source); higher keeps the "
+                                     "picture readable under more paint")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
                                   "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
@@ -132,6 +138,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "style_weight": (0.0, 1e6),
     "tv_weight": (0.0, 1e6),
     "structure_weight": (0.0, 1e6),
+    "edge_contrast": (0.1, 100.0),
     "temporal_weight": (0.0, 1e6),
     "temporal_reach": (1, 64),
     "passes": (1, 16),

@@ -145,6 +145,19 @@ _LUMA = (0.299, 0.587, 0.114)
 STRUCTURE_SIGMA = 1.5
 
 
+# The least detail energy the structure term's error is measured against, per pixel at a long side of 1 px: a
+# line-drawn edge covers a share of the frame that halves as the size doubles, and so does a detailed frame's
+# energy per pixel (a street scene: about 2e-4 at 96 px, 8e-5 at 256, 3e-5 at 512; a grey sky: 1.5e-5 at every
+# size). The floor lies under the street's at every size and over the sky's (docs/performance.md, "Edge contrast").
+DETAIL_FLOOR = 0.016
+
+
+def detail_floor(content: Tensor) -> float:
+    """The floor of StructureLoss's normalizer for `content` (N, 3, H, W): DETAIL_FLOOR per pixel over the long side."""
+    height, width = content.shape[-2:]
+    return DETAIL_FLOOR * content.shape[0] * height * width / max(height, width)
+
+
 class StructureLoss(nn.Module):
     """Relative squared error of the frame's luminance detail against the content frame's (Li et al. 2017,
     "Laplacian-Steered Neural Style Transfer").
@@ -154,9 +167,17 @@ class StructureLoss(nn.Module):
     hard to read. This term holds the fine luminance structure where the source has it. It leaves the colours to
     the style, and in flat regions asks only that they stay free of strong lines, so the painting's palette and
     large strokes still come through (docs/performance.md, "Structure").
+
+    The error is relative to the source's detail, so one weight serves every size, but never to less than
+    DETAIL_FLOOR of it: a frame that is mostly flat sky has little detail, and relative to that alone every stroke
+    painted in its sky was charged several times what it is charged in a street scene (docs/performance.md, "Edge
+    contrast").
+
+    `contrast` asks for the source's detail at that multiple of its strength, as a painter draws outlines harder
+    than the photograph shows them: the picture stays readable under more paint.
     """
 
-    def __init__(self, content: Tensor) -> None:
+    def __init__(self, content: Tensor, contrast: float = 1.0) -> None:
         super().__init__()
         # The filters are made once here, not at every iteration's evaluation.
         device = content.device
@@ -168,10 +189,10 @@ class StructureLoss(nn.Module):
         self.register_buffer("laplacian", torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
                                                        device=device).view(1, 1, 3, 3))
         with torch.no_grad():
-            target = self.detail(content)
-        self.register_buffer("target", target)
+            source = self.detail(content)
+        self.register_buffer("target", source * contrast)
         # A Python float, read once: a tensor scale would be a host sync per iteration on CUDA.
-        self.scale = 1.0 / (float(target.square().sum()) + _EPS)
+        self.scale = 1.0 / (max(float(source.square().sum()), detail_floor(content)) + _EPS)
 
     def detail(self, image: Tensor) -> Tensor:
         """(N, 3, H, W) RGB in 0..1 -> (N, 1, H, W): the Laplacian of the luminance, blurred by a Gaussian of

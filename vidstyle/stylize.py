@@ -221,7 +221,7 @@ class Stylizer:
             with torch.no_grad():
                 content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
         style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
-        structure = StructureLoss(content) if cfg.structure_weight > 0 else None
+        structure = StructureLoss(content, cfg.edge_contrast) if cfg.structure_weight > 0 else None
 
         def loss_fn(image: Tensor) -> Tensor:
             nonlocal content_loss
