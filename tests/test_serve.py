@@ -705,6 +705,37 @@ def test_only_folders_the_server_made_are_swept_whatever_their_names(tmp_path: P
     assert not any(folder.exists() for folder in ours), "what the server made and no job owns is cleared"
 
 
+def test_deleting_a_job_removes_only_a_folder_the_server_made(tmp_path: Path, photo: Path) -> None:
+    """A job folder from before folders were marked is the server's (its row says so) and goes with its job; a job
+    folder replaced by a link to a folder of the user's, or by a folder the server did not make while it runs, is
+    left with the user's files."""
+    data = tmp_path / "data"
+    served = ServeProcess(data).start()
+    old, linked, replaced = (served.submit(photo, **TINY).json()["id"] for _ in range(3))
+    assert all(served.wait_final(job)["state"] == "done" for job in (old, linked, replaced))
+    served.stop()
+    (data / "jobs" / old / OURS).unlink()  # as an older vidstyle left it
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("not vidstyle's")
+    (theirs / OURS).touch()  # even carrying the mark: a link is never followed
+    shutil.rmtree(data / "jobs" / linked)
+    (data / "jobs" / linked).symlink_to(theirs, target_is_directory=True)
+    served = ServeProcess(data).start()
+    shutil.rmtree(data / "jobs" / replaced)
+    (data / "jobs" / replaced).mkdir()
+    (data / "jobs" / replaced / "mine.txt").write_text("not vidstyle's")
+    try:
+        for job in (old, linked, replaced):
+            assert served.client.delete(f"/api/jobs/{job}").status_code == 204
+            assert served.client.get(f"/api/jobs/{job}").status_code == 404
+    finally:
+        served.stop()
+    assert not (data / "jobs" / old).exists(), "the older server's own folder went with its job"
+    assert (theirs / "keep.txt").read_text() == "not vidstyle's"
+    assert (data / "jobs" / replaced / "mine.txt").read_text() == "not vidstyle's"
+
+
 def test_ctrl_c_stops_the_server_with_one_line(tmp_path: Path) -> None:
     served = ServeProcess(tmp_path / "data").start()
     assert served.process is not None

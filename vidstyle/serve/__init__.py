@@ -10,14 +10,13 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
-from vidstyle.serve.layout import is_ours
+from vidstyle.serve.layout import is_ours, mark_as_ours, remove_ours
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
@@ -174,8 +173,14 @@ def _sweep(folder: Any, queue: Any) -> None:
     known = {job.id for job in queue.jobs(limit=1 << 30)}
     for parent, keep in ((folder.uploads, set()), (folder.jobs, known)):
         for entry in parent.iterdir():
-            if is_job_id(entry.name) and entry.name not in keep and not entry.is_symlink() and is_ours(entry):
-                shutil.rmtree(entry, ignore_errors=True)
+            if is_job_id(entry.name) and entry.name not in keep:
+                remove_ours(entry)
+    # A job's folder made before folders carried the mark: its row is the proof that the server made it, and
+    # with the mark DELETE /api/jobs/{id} can remove it like any other.
+    for job_id in known:
+        entry = folder.job(job_id)
+        if entry.is_dir() and not entry.is_symlink() and not is_ours(entry):
+            mark_as_ours(entry)
 
 
 def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:

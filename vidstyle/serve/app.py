@@ -32,7 +32,7 @@ from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal
-from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours
+from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours, remove_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
 
@@ -250,11 +250,11 @@ class JobFactory:
                       "output": output, "options": {"preset": preset, **overrides}}
             staging.rename(self.data.job(job_id))  # same file system: the job's files appear at once
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_ours(staging)  # gone already where the rename took it
         try:
             job = self.queue.add(job_id, kind, params)
         except BaseException:
-            shutil.rmtree(self.data.job(job_id), ignore_errors=True)  # made just above: no job would own it
+            remove_ours(self.data.job(job_id))  # made just above: no job would own it
             raise
         if self.pool is not None:
             self.pool.notify()
@@ -460,7 +460,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
             raise ApiError(404, f"no job {job_id!r}")
         if state == "running":
             raise ApiError(409, f"job {job_id} is running: cancel it first")
-        shutil.rmtree(data.job(job_id), ignore_errors=True)
+        remove_ours(data.job(job_id))
         return Response(status_code=204)
 
     @app.get("/api/gallery", response_model=list[GalleryItem], tags=["gallery"])

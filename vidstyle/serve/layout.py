@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,3 +55,11 @@ def mark_as_ours(folder: Path) -> None:
 
 def is_ours(folder: Path) -> bool:
     return (folder / OURS).is_file()
+
+
+def remove_ours(folder: Path) -> None:
+    """Delete `folder` only if the server made it: not a symbolic link, and carrying the mark it gets when it is
+    made. The one way the server deletes a folder, so no path it is handed (a job id, --data pointing at a folder
+    of the user's) can make it delete what it did not create."""
+    if not folder.is_symlink() and is_ours(folder):
+        shutil.rmtree(folder, ignore_errors=True)
