@@ -319,6 +319,7 @@ def test_health_reports_the_disk_and_the_limits(server: ServeProcess) -> None:
     health = server.client.get("/api/health").json()
     assert health["min_free"] == 2 * 10**9, "2 GB: more than twice this server's 1MB --max-upload"
     assert health["max_queued"] == 100
+    assert health["stall_timeout"] == 600, "seconds without a sign of life before a render is ended"
     assert 0 < health["disk_free"] <= shutil.disk_usage(server.data).total
 
 
@@ -520,6 +521,7 @@ def test_a_render_that_stops_making_progress_is_ended_and_its_worker_replaced(tm
     saying why, without counting as a death of its worker, and a new worker renders the next job."""
     served = ServeProcess(tmp_path / "data", "--stall-timeout", "5").start()
     try:
+        assert served.client.get("/api/health").json()["stall_timeout"] == 5
         job = served.submit(long_clip, **TINY).json()
         served.wait(job["id"], lambda j: j["frame"] >= 1)
         (worker,) = _workers(served)
