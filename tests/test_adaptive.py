@@ -69,10 +69,11 @@ def test_tol_stops_early_on_a_static_clip_and_not_on_a_moving_one(starry: Path, 
     calm, calm_summary = _clip_iterations(static, tmp_path / "a.mp4", starry)
     busy, _ = _clip_iterations(moving, tmp_path / "b.mp4", starry)
     assert calm[0] == busy[0] == 30, "a fresh frame spends its whole budget: its style still grows"
-    # The first repeat may take one more window: it goes on from a fresh frame whose style was still growing
-    # when its budget ended, and where that window's improvement falls against the tolerance depends on the CPU.
+    # The first repeats may take one more window each: they go on from a fresh frame whose style was still growing
+    # when its budget ended (the stronger the style weight, the more), and where a window's improvement falls
+    # against the tolerance depends on the CPU.
     assert max(calm[1:]) <= MIN_ITERS + CHECK_EVERY, f"a frame that repeats the last one stops near the floor: {calm}"
-    assert calm[2:] == [MIN_ITERS] * 4, f"once settled, a repeated frame is done at the floor: {calm}"
+    assert calm[3:] == [MIN_ITERS] * 3, f"once settled, a repeated frame is done at the floor: {calm}"
     assert sum(busy[1:]) / 5 > max(MIN_ITERS + 2, sum(calm[1:]) / 5), f"a moving camera needs more: {busy} {calm}"
     assert calm_summary.stylized == 6
     assert calm_summary.iterations == (pytest.approx(sum(calm) / 6), min(calm), max(calm))

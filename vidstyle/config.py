@@ -54,17 +54,19 @@ class Config:
     # more of the source's edges on every shared clip and painting and painted more strongly on all but one,
     # measured with a style figure that does not use VGG19 (scripts/bench_style.py, scripts/bench_fidelity.py;
     # docs/performance.md "Structure"); coarse-to-fine then painted more still, and structure 0.5 rather than 0.25
-    # gave back the edges it took (docs/performance.md "Coarse-to-fine"). Style 20 with edge contrast 2: outlines
-    # held at twice their contrast keep the picture readable under more paint, and with the structure term's floor
-    # a mostly flat frame takes the painting's strokes in its flat parts (docs/performance.md "Edge contrast").
+    # gave back the edges it took (docs/performance.md "Coarse-to-fine"). Style 25 with edge contrast 3: outlines
+    # held at three times their contrast keep the picture readable under more paint, and with the structure term's
+    # floor a mostly flat frame takes the painting's strokes in its flat parts. Over a whole shot this pair kept
+    # more of a mostly flat clip's edges and paint than style 20 with contrast 2, whose paint piled up in the sky
+    # frame after frame (docs/performance.md "Edge contrast").
     # Smoothness 0.3, not 1: at 1 it charged a painting's own brush strokes about as much as the whole style term
     # was worth.
     content_weight: float = _opt(0.125, "weight of the content loss (relu4_2)")
-    style_weight: float = _opt(20.0, "weight of the Gram style loss (relu1_1..relu5_1)")
+    style_weight: float = _opt(25.0, "weight of the Gram style loss (relu1_1..relu5_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
     structure_weight: float = _opt(0.5, "weight of the structure loss: the source's fine luminance edges and lines "
                                          "(a Laplacian), kept while the style paints the rest")
-    edge_contrast: float = _opt(2.0, "the structure loss holds the source's edges at this multiple of their "
+    edge_contrast: float = _opt(3.0, "the structure loss holds the source's edges at this multiple of their "
                                      "contrast, like drawn outlines (1: as in the source); higher keeps the "
                                      "picture readable under more paint")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
