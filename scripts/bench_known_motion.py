@@ -92,7 +92,7 @@ def main() -> None:
               f"{flow_error(sources, (dx, dy), 'farneback'):.3f} px, DIS {flow_error(sources, (dx, dy), 'dis'):.3f} px")
         print(f"{'mode':16} {'true':>8} {'Farneback':>9} {'DIS':>8} {'edges':>6} {'style':>6} {'s/frame':>7}")
         for name, overrides in modes.items():
-            outputs, seconds = run_mode(frames, style, {"precision": "bf16", **overrides}, 0)
+            outputs, seconds = run_mode(frames, style, overrides, 0, {"precision": "bf16"})
             along = measure_frames_along(outputs, sources, ("farneback", "dis"), style=style, style_every=1)
             farneback, dis = along["farneback"], along["dis"]
             print(f"{name:16} {true_warping_error(outputs, (dx, dy)):8.5f} {farneback.warping_error:9.5f} "

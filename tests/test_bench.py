@@ -1,4 +1,4 @@
-"""scripts/bench.py runs end to end at toy sizes and prints figures that agree with their own parts.
+"""The benchmark scripts run end to end at toy sizes and print figures that agree with their own parts.
 
 Not a speed test (speed is read from the script's full run, docs/performance.md): this keeps the
 benchmark itself from rotting as the code under it changes.
@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+from vidstyle.assets import demo_clip
 
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 
@@ -59,3 +62,45 @@ def test_bench_prints_each_figure_consistently() -> None:
 
     (host,) = re.findall(rf"\[5\] peak memory: host {_NUMBER} MiB", out)
     assert float(host) > 100  # torch alone takes more: a smaller figure would be in the wrong unit
+
+
+# The fidelity benchmarks import each other's frame loop; at toy sizes they run in seconds, so a change of a shared
+# signature shows here rather than in a long measurement that fails at its first mode.
+_TINY = '{"iters": 2, "first_iters": 2, "coarse_levels": 0, "precision": "fp32", "device": "cpu"}'
+
+
+def _run_script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_known_motion_bench_measures_each_mode_along_the_true_motion() -> None:
+    out = _run_script("bench_known_motion.py", str(demo_clip()), "--at", "3", "--size", "64", "--frames", "3",
+                      "--motion", "1.0,0.5", "--mode", f"tiny={_TINY}")
+    (farneback, dis), = re.findall(rf"flow end-point error: Farneback {_NUMBER} px, DIS {_NUMBER} px", out)
+    assert float(farneback) >= 0 and float(dis) >= 0
+    (true, along_farneback, along_dis, edges, style, seconds), = re.findall(
+        rf"^tiny +{_NUMBER} +{_NUMBER} +{_NUMBER} +(-?[0-9.]+) +(-?[0-9.]+) +{_NUMBER}$", out, re.MULTILINE)
+    # A render that moves is never exactly steady along any flow, and its edges correlate with the source's.
+    assert float(true) > 0 and float(along_farneback) > 0 and float(along_dis) > 0 and float(seconds) > 0
+    assert -1 <= float(edges) <= 1 and float(style) < 1
+
+
+def test_fidelity_bench_prints_ratios_that_agree_with_its_rows(tmp_path: Path) -> None:
+    independent = _TINY[:-1] + ', "init": "content", "flow": "none"}'
+    out = _run_script("bench_fidelity.py", str(demo_clip()), "--size", "64", "--frames", "3", "--start", "2",
+                      "--mode", f"independent={independent}", "--mode", f"tiny={_TINY[:-1]}, \"flow\": \"dis\"}}",
+                      "--save-outputs", str(tmp_path))
+    rows = {name: [float(v) for v in values.split()] for name, values in
+            re.findall(r"^(independent|tiny) +((?:-?[0-9.]+ +){6}[0-9.]+)$", out, re.MULTILINE)}
+    (ratio_line,) = re.findall(r"^tiny +((?:-?[0-9.]+ +){5}-?[0-9.]+)$", out.split("ratios to independent")[1],
+                               re.MULTILINE)
+    ratio = [float(v) for v in ratio_line.split()]
+    tiny, reference = rows["tiny"], rows["independent"]
+    # Warping errors (two flows), long-term ones, then edges and style: each printed ratio is its rows' quotient
+    # (the ratios to two decimals, the edges and style ratios to three).
+    for got, a, b, places in zip(ratio, tiny[:6], reference[:6], (2, 2, 2, 2, 3, 3), strict=True):
+        assert got == pytest.approx(a / b, abs=10 ** -places + 0.01 * abs(a / b)), out
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["0000002.png", "0000003.png", "0000004.png"]
