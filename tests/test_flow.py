@@ -22,10 +22,12 @@ from vidstyle.sequence import (
     HOLD_FULL,
     HOLD_SMALL,
     SHARP_FROM,
+    SHARP_FULL,
     UNRELIABLE_KEEP,
     Motion,
     carry_hold,
     carry_sharpness,
+    source_detail,
     track_motion,
     warm_start,
 )
@@ -178,7 +180,7 @@ def test_the_temporal_target_follows_the_current_frames_palette(photo: np.ndarra
                                  Config(temporal_weight=1.0), base=base)
     assert temporal is not None
     target = (temporal.warped[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
-    held = round(40 * float(carry_hold(cur, carry_sharpness(cur)).max()))  # a small render: old paint relaxes
+    held = round(40 * float(carry_hold(cur).max()))  # a small render: old paint relaxes
     assert np.array_equal(target, base(cur).astype(int) + held)
     assert np.array_equal(start, base(cur) + 40), "the start carries all of it where the flow is reliable"
     assert not np.array_equal(target, prev_out), "not the previous output as it was"
@@ -215,12 +217,13 @@ def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:
     return next(iter(read_frames(info, size_to_fit(info.width, info.height, long_side), index, index + 1))).rgb
 
 
-def test_the_carried_paint_is_kept_sharp_where_a_large_render_has_detail() -> None:
+def test_the_carried_paint_is_kept_sharp_from_256_px_and_the_hold_tells_flat_from_detailed() -> None:
     street, field = _frame_at("bikes_street_no_audio.mp4", 54, 512), _frame_at("field_pan_with_audio.mp4", 60, 512)
-    assert float(carry_sharpness(street).mean()) > 0.6, "a street scene is detailed almost everywhere"
-    assert float(carry_sharpness(field).mean()) < 0.35, "a field under a wide sky is mostly flat"
-    small = _frame_at("bikes_street_no_audio.mp4", 54, SHARP_FROM)
-    assert not carry_sharpness(small).any(), "small renders paint the grain back: their paint is carried as before"
+    assert float(source_detail(street).mean()) > 0.6, "a street scene is detailed almost everywhere"
+    assert float(source_detail(field).mean()) < 0.35, "a field under a wide sky is mostly flat"
+    assert float(carry_hold(field).min()) == pytest.approx(HOLD_SMALL, abs=0.005), "a large render's sky relaxes"
+    assert carry_sharpness(SHARP_FROM) == 0.0 and carry_sharpness(SHARP_FULL) == carry_sharpness(512) == 1.0
+    assert 0.0 < carry_sharpness((SHARP_FROM + SHARP_FULL) // 2) < 1.0
 
     # A pan's flow resamples the carried paint once a frame: twelve half-pixel shifts back and forth.
     rng = np.random.default_rng(0)
@@ -228,15 +231,15 @@ def test_the_carried_paint_is_kept_sharp_where_a_large_render_has_detail() -> No
     half = np.zeros((*street.shape[:2], 2), np.float32)
     half[..., 0] = 0.5
 
-    def grain_after_pan(sharpness: np.ndarray) -> float:
+    def grain_after_pan(long_side: int) -> float:
         carried = paint
         for step in range(12):
-            carried = warp_keeping_detail(carried, half if step % 2 == 0 else -half, sharpness)
+            carried = warp_keeping_detail(carried, half if step % 2 == 0 else -half, carry_sharpness(long_side))
         return float(carried[:, 8:-8].std() / paint[:, 8:-8].std())
 
-    sharp, blurred = grain_after_pan(np.ones(street.shape[:2], np.float32)), grain_after_pan(carry_sharpness(small))
+    sharp, blurred = grain_after_pan(256), grain_after_pan(SHARP_FROM)
     assert sharp > 0.85 and blurred < 0.6, (sharp, blurred)
-    assert np.array_equal(warp_keeping_detail(paint, half, np.zeros(street.shape[:2], np.float32)), warp(paint, half))
+    assert np.array_equal(warp_keeping_detail(paint, half, 0.0), warp(paint, half))
 
 
 def test_metrics_see_a_frozen_render(photo: np.ndarray) -> None:

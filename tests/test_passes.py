@@ -29,7 +29,7 @@ from vidstyle.passes import (
     refine,
     stylize_shot,
 )
-from vidstyle.sequence import carry_sharpness
+from vidstyle.sequence import SHARP_FROM, SHARP_FULL, carry_sharpness
 from vidstyle.stylize import Stylizer
 
 ITERS = 16  # a later pass gets a quarter: 4 iterations
@@ -80,7 +80,7 @@ def test_a_frame_starts_half_from_its_warped_neighbour_where_the_flow_is_reliabl
     assert np.abs(start.astype(float) - expected).max() <= 1.5
 
 
-def test_a_later_pass_keeps_the_neighbours_finest_strokes_where_a_large_render_has_detail() -> None:
+def test_a_later_pass_keeps_the_neighbours_finest_strokes_from_256_px() -> None:
     info = probe_video(shared_asset("bikes_street_no_audio.mp4"))
 
     def grain_kept(long_side: int) -> float:
@@ -90,13 +90,14 @@ def test_a_later_pass_keeps_the_neighbours_finest_strokes_where_a_large_render_h
         near = cv2.warpAffine(source, half_pixel, (w, h), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
         grain = np.clip(np.random.default_rng(0).normal(128, 30, source.shape), 0, 255).astype(np.uint8)
         _, warped, _ = neighbour_start(source, source, (near, grain), _config(2))
-        detailed = carry_sharpness(source) > 0.9 if long_side > 256 else np.ones((h, w), bool)
         inner = np.zeros((h, w), bool)
         inner[8:-8, 8:-8] = True
-        return float(warped[detailed & inner].std() / grain[detailed & inner].std())
+        return float(warped[inner].std() / grain[inner].std())
 
     # A bilinear sample half-way between pixels averages two: about 0.7 of a grain's spread is left.
-    assert grain_kept(512) > 0.9 and grain_kept(256) < 0.8, (grain_kept(512), grain_kept(256))
+    assert carry_sharpness(SHARP_FULL) == 1.0 and carry_sharpness(SHARP_FROM) == 0.0
+    kept, blurred = grain_kept(SHARP_FULL), grain_kept(SHARP_FROM)
+    assert kept > 0.9 and blurred < 0.8, (kept, blurred)
 
 
 def test_passes_need_flow() -> None:

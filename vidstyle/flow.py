@@ -48,16 +48,15 @@ def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LIN
     return cv2.remap(image, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
-def warp_keeping_detail(image: np.ndarray, flow: np.ndarray, sharpness: np.ndarray,
+def warp_keeping_detail(image: np.ndarray, flow: np.ndarray, sharpness: float,
                         bilinear: np.ndarray | None = None) -> np.ndarray:
-    """Backward warp that resamples with Lanczos where `sharpness` (H, W, 0..1) is 1 and bilinearly where it is 0:
-    a sub-pixel bilinear sample is a blur, Lanczos keeps the finest detail (and rings a little at hard edges).
+    """Backward warp resampled with Lanczos at `sharpness` 1, bilinearly at 0, a blend of the two between: a
+    sub-pixel bilinear sample is a blur, Lanczos keeps the finest detail (and rings a little at hard edges).
     `bilinear`: `warp(image, flow)` where the caller has it already."""
     bilinear = warp(image, flow) if bilinear is None else bilinear
-    if not sharpness.any():
+    if sharpness <= 0.0:
         return bilinear
-    share = sharpness[..., None] if image.ndim == 3 else sharpness
-    return share * warp(image, flow, cv2.INTER_LANCZOS4) + (1.0 - share) * bilinear
+    return sharpness * warp(image, flow, cv2.INTER_LANCZOS4) + (1.0 - sharpness) * bilinear
 
 
 _MASK_BLUR = 1.0  # sigma of the reliability mask's blur, so that the temporal loss has no hard seams

@@ -193,9 +193,10 @@ def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
     flow, reliable = reliable_flow(gray, near_gray, config.flow)
     if config.change_tolerance > 0:
         reliable = reliable * colour_agreement(source, warp(near_source, flow), config.change_tolerance)
-    # Sharp where the source has detail on large renders, as the first pass carries its paint (sequence.
-    # carry_sharpness): a bilinear sample at a sub-pixel shift blurs the neighbour's finest strokes.
-    return warp_keeping_detail(near_result.astype(np.float32), flow, carry_sharpness(source)), reliable
+    # Sharp from the same size on as the first pass carries its paint (sequence.carry_sharpness): a bilinear sample
+    # at a sub-pixel shift blurs the neighbour's finest strokes.
+    sharpness = carry_sharpness(max(source.shape[:2]))
+    return warp_keeping_detail(near_result.astype(np.float32), flow, sharpness), reliable
 
 
 def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],

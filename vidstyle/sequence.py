@@ -34,26 +34,29 @@ from vidstyle.threads import read_ahead
 UNRELIABLE_KEEP = 0.35
 
 # The temporal target carries the previous frame's paint, resampled along the flow once a frame. Bilinear
-# resampling is a blur at a sub-pixel shift, and it piles up along a shot; a later frame's few iterations paint the
-# lost grain back at small sizes, less and less on larger renders, where the finest strokes faded (the street at
-# 512 px). Lanczos keeps them, but in the flat regions of a source it also keeps a fresh frame's excess texture,
-# which then shimmers (the field pan's sky). So the target is resampled with Lanczos where the source has detail,
-# on renders above SHARP_FROM px, fully from SHARP_FULL px on (scripts/bench_fidelity.py, docs/performance.md
-# "Why the street's style fades").
-SHARP_FROM, SHARP_FULL = 256, 512
-# Source gradient (grey levels a pixel, Sobel / 4, blurred, scaled to a 512-px render) from which on a region
+# resampling is a blur at a sub-pixel shift, and it piles up along a shot; on small renders a later frame's few
+# iterations paint the lost grain back, on larger ones less and less, and the finest strokes faded: the street's at
+# 512 px, and from 256 px on the field pan's sky, whose paint fell from the fresh frame's gain to under the per-frame
+# peer's. Lanczos keeps them, where the source is flat too: there it moves a little more with the flow's errors,
+# still a small part of independent frames' flicker along a motion known exactly. So the target is resampled with
+# Lanczos on renders above SHARP_FROM px, fully from SHARP_FULL px on (scripts/bench_fidelity.py,
+# scripts/bench_known_motion.py; docs/performance.md "Why the street's style fades", "A sharp carry in flat
+# regions").
+SHARP_FROM, SHARP_FULL = 96, 256
+# Source gradient (grey levels a pixel, Sobel / 4, blurred, scaled to a DETAIL_AT-px render) from which on a region
 # counts as detailed, and at which fully: a sky is under the first, a street scene's texture mostly over the second
 # (twice these kept less of the street's style; docs/performance.md "A decay of the carried paint").
-DETAIL_FLAT, DETAIL_FULL = 0.25, 1.5
+DETAIL_FLAT, DETAIL_FULL, DETAIL_AT = 0.25, 1.5, 512
 # Share of the carried stylization that the temporal target holds a later frame to, the rest of the target being the
 # frame's own palette start: where it is under 1 the old paint relaxes toward each frame's own balance, and a fresh
 # frame's heavy texture no longer rides along the shot. On small renders everywhere: there a later frame's
 # iterations paint the strokes back (the field pan at 96 px kept fewer edges than independent frames; now more);
 # from HOLD_FULL px on they paint back too little and the decay cost the street a tenth of its style. On large
-# renders, from SHARP_FROM px, where the source is flat: there the carried texture is only what shimmers (the field
-# pan's sky at 512 px), while detailed regions keep all of their sharp-carried strokes (scripts/bench_fidelity.py,
-# docs/performance.md "A decay of the carried paint").
+# renders, from FLAT_FROM px (fully from FLAT_FULL), where the source is flat: there the carried texture is only
+# what shimmers (the field pan's sky at 512 px), while detailed regions keep all of their strokes
+# (scripts/bench_fidelity.py, docs/performance.md "A decay of the carried paint").
 HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
+FLAT_FROM, FLAT_FULL = 256, 512
 
 
 @dataclass(frozen=True)
@@ -170,25 +173,22 @@ def source_detail(rgb: np.ndarray) -> np.ndarray:
     """(H, W) in 0..1: how much detail the source frame has around each pixel (see DETAIL_FLAT)."""
     grey = to_gray(rgb).astype(np.float32)
     gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4.0
-    gradient = cv2.GaussianBlur(gradient, (0, 0), 2.0) * (max(rgb.shape[:2]) / SHARP_FULL)
+    gradient = cv2.GaussianBlur(gradient, (0, 0), 2.0) * (max(rgb.shape[:2]) / DETAIL_AT)
     return np.clip((gradient - DETAIL_FLAT) / (DETAIL_FULL - DETAIL_FLAT), 0.0, 1.0)
 
 
-def carry_sharpness(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) in 0..1: how sharply the previous frame's paint is carried to each pixel of this source frame (see
-    SHARP_FROM); all 0 on renders up to SHARP_FROM px."""
-    size_share = _ramp(max(rgb.shape[:2]), SHARP_FROM, SHARP_FULL)
-    if size_share == 0.0:
-        return np.zeros(rgb.shape[:2], np.float32)
-    return size_share * source_detail(rgb)
+def carry_sharpness(long_side: int) -> float:
+    """How sharply carried paint is resampled on a render of `long_side` px, 0 (bilinear) .. 1 (Lanczos): see
+    SHARP_FROM."""
+    return _ramp(long_side, SHARP_FROM, SHARP_FULL)
 
 
-def carry_hold(rgb: np.ndarray, sharpness: np.ndarray) -> np.ndarray:
-    """(H, W): the share of the carried stylization in a later frame's temporal target (see HOLD_SMALL), given
-    this frame's carry_sharpness: less on small renders everywhere, on large ones where the source is flat."""
+def carry_hold(rgb: np.ndarray) -> np.ndarray:
+    """(H, W): the share of the carried stylization in a later frame's temporal target for this source frame (see
+    HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat."""
     long_side = max(rgb.shape[:2])
     small = 1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL)
-    flat = _ramp(long_side, SHARP_FROM, SHARP_FULL) - sharpness  # the size's share, where there is no detail
+    flat = _ramp(long_side, FLAT_FROM, FLAT_FULL) * (1.0 - source_detail(rgb))  # where there is no detail
     return (1.0 - (1.0 - HOLD_SMALL) * np.maximum(small, flat)).astype(np.float32)
 
 
@@ -228,15 +228,15 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
         return add_stylization(current, stylization, config.prev_weight), None
     carried = warp(stylization, motion.backward)
     kept = UNRELIABLE_KEEP + (1.0 - UNRELIABLE_KEEP) * motion.mask[..., None]
-    sharpness = carry_sharpness(motion.frame.rgb)
-    held = warp_keeping_detail(stylization, motion.backward, sharpness, bilinear=carried)
+    held = warp_keeping_detail(stylization, motion.backward, carry_sharpness(max(motion.frame.rgb.shape[:2])),
+                               bilinear=carried)
     start, mask = carried * kept, motion.mask
     if motion.further:
         start, held, mask = _reach_further(motion, start, held, earlier, base)
     temporal = None
     if config.temporal_weight > 0:
         device = device or torch.device("cpu")
-        hold = carry_hold(motion.frame.rgb, sharpness)[..., None]
+        hold = carry_hold(motion.frame.rgb)[..., None]
         target = np.clip(current.astype(np.float32) + hold * held, 0, 255).round().astype(np.uint8)
         weights = torch.from_numpy(mask).to(device)[None, None]  # broadcast over the colour channels
         temporal = TemporalLoss(to_tensor(target, device), weights)
