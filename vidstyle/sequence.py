@@ -188,7 +188,9 @@ def carry_hold(rgb: np.ndarray) -> np.ndarray:
     HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat."""
     long_side = max(rgb.shape[:2])
     small = 1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL)
-    flat = _ramp(long_side, FLAT_FROM, FLAT_FULL) * (1.0 - source_detail(rgb))  # where there is no detail
+    flat_share = _ramp(long_side, FLAT_FROM, FLAT_FULL)
+    # Where there is no detail; under FLAT_FROM px that share is 0, and the detail map (a Sobel and a blur) is skipped.
+    flat = flat_share * (1.0 - source_detail(rgb)) if flat_share > 0 else np.zeros(rgb.shape[:2], np.float32)
     return (1.0 - (1.0 - HOLD_SMALL) * np.maximum(small, flat)).astype(np.float32)
 
 
