@@ -56,7 +56,9 @@ def warp_keeping_detail(image: np.ndarray, flow: np.ndarray, sharpness: float,
     bilinear = warp(image, flow) if bilinear is None else bilinear
     if sharpness <= 0.0:
         return bilinear
-    return sharpness * warp(image, flow, cv2.INTER_LANCZOS4) + (1.0 - sharpness) * bilinear
+    sharp = warp(image, flow, cv2.INTER_LANCZOS4)
+    # From 256 px up the share is 1: the blend would only cost two passes over the frame.
+    return sharp if sharpness >= 1.0 else sharpness * sharp + (1.0 - sharpness) * bilinear
 
 
 _MASK_BLUR = 1.0  # sigma of the reliability mask's blur, so that the temporal loss has no hard seams
