@@ -19,12 +19,16 @@ from vidstyle.assets import demo_clip
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 
 
-def _run_bench(*args: str) -> str:
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--size", "64", "--iters", "2", "--repeats", "1",
-           "--floor-pairs", "1", "--e2e-size", "64", "--e2e-iters", "2", "--e2e-pairs", "1", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+def _run_script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def _run_bench(*args: str) -> str:
+    return _run_script("bench.py", "--size", "64", "--iters", "2", "--repeats", "1", "--floor-pairs", "1",
+                       "--e2e-size", "64", "--e2e-iters", "2", "--e2e-pairs", "1", *args)
 
 
 def test_bench_prints_each_figure_consistently() -> None:
@@ -67,13 +71,6 @@ def test_bench_prints_each_figure_consistently() -> None:
 # The fidelity benchmarks import each other's frame loop; at toy sizes they run in seconds, so a change of a shared
 # signature shows here rather than in a long measurement that fails at its first mode.
 _TINY = '{"iters": 2, "first_iters": 2, "coarse_levels": 0, "precision": "fp32", "device": "cpu"}'
-
-
-def _run_script(name: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 def test_known_motion_bench_measures_each_mode_along_the_true_motion() -> None:
