@@ -75,6 +75,10 @@ def main() -> None:
     names = sorted(path.name for path in args.sources.glob("*.png"))
     if len(names) < 2:
         parser.error(f"{args.sources} holds fewer than two PNG frames")
+    for folder in args.outputs:
+        missing = [name for name in names if not (folder / name).is_file()]
+        if missing:
+            parser.error(f"{folder} lacks {len(missing)} of the source frames, the first {missing[0]}")
     sources = [read_image(args.sources / name) for name in names]
     print(f"{len(names)} frames of {args.sources}")
     for folder in [args.sources, *args.outputs]:
