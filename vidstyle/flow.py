@@ -52,13 +52,13 @@ def warp_keeping_detail(image: np.ndarray, flow: np.ndarray, sharpness: float,
                         bilinear: np.ndarray | None = None) -> np.ndarray:
     """Backward warp resampled with Lanczos at `sharpness` 1, bilinearly at 0, a blend of the two between: a
     sub-pixel bilinear sample is a blur, Lanczos keeps the finest detail (and rings a little at hard edges).
-    `bilinear`: `warp(image, flow)` where the caller has it already."""
+    `bilinear`: `warp(image, flow)` where the caller has it already; computed here only where it is used."""
+    if sharpness >= 1.0:  # no share of the bilinear warp: neither it nor a blend is worth a pass over the frame
+        return warp(image, flow, cv2.INTER_LANCZOS4)
     bilinear = warp(image, flow) if bilinear is None else bilinear
     if sharpness <= 0.0:
         return bilinear
-    sharp = warp(image, flow, cv2.INTER_LANCZOS4)
-    # From 256 px up the share is 1: the blend would only cost two passes over the frame.
-    return sharp if sharpness >= 1.0 else sharpness * sharp + (1.0 - sharpness) * bilinear
+    return sharpness * warp(image, flow, cv2.INTER_LANCZOS4) + (1.0 - sharpness) * bilinear
 
 
 _MASK_BLUR = 1.0  # sigma of the reliability mask's blur, so that the temporal loss has no hard seams
