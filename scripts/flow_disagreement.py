@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vidstyle.flow import warp
 from vidstyle.io.images import read_image
-from vidstyle.metrics import source_motion
+from vidstyle.metrics import source_motion, warp_difference
 
 
 @dataclass
@@ -60,8 +59,7 @@ def split_error(sources: list[np.ndarray], outputs: list[np.ndarray], tolerance:
     for t in range(1, len(sources)):
         farneback, counted = source_motion(sources[t - 1], sources[t], "farneback")
         dis, _ = source_motion(sources[t - 1], sources[t], "dis")
-        carried = warp(outputs[t - 1].astype(np.float32) / 255.0, farneback)
-        error = np.square(outputs[t].astype(np.float32) / 255.0 - carried).sum(-1)
+        error = warp_difference(outputs[t - 1], outputs[t], farneback)
         split.add(error, counted, np.linalg.norm(farneback - dis, axis=-1) > tolerance)
     return split
 
@@ -82,7 +80,7 @@ def main() -> None:
     sources = [read_image(args.sources / name) for name in names]
     print(f"{len(names)} frames of {args.sources}")
     for folder in [args.sources, *args.outputs]:
-        outputs = [read_image(folder / name) for name in names]
+        outputs = sources if folder == args.sources else [read_image(folder / name) for name in names]
         name = "source (floor)" if folder == args.sources else str(folder)
         print(split_error(sources, outputs, args.tolerance).line(name, args.tolerance), flush=True)
 

@@ -51,11 +51,16 @@ def source_motion(prev_src: np.ndarray, cur_src: np.ndarray, flow_method: str) -
     return reliable_flow(to_gray(cur_src), to_gray(prev_src), flow_method, blur_sigma=0)
 
 
+def warp_difference(prev: np.ndarray, cur: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """Per pixel, the squared difference (0..1 pixels, summed over colour) between `cur` and `prev` warped along
+    `backward`."""
+    carried = warp(prev.astype(np.float32) / 255.0, backward)
+    return np.square(cur.astype(np.float32) / 255.0 - carried).sum(-1)
+
+
 def warping_error(prev: np.ndarray, cur: np.ndarray, backward: np.ndarray, mask: np.ndarray) -> float:
     """Masked mean squared difference (0..1 pixels) between `cur` and `prev` warped along `backward`."""
-    carried = warp(prev.astype(np.float32) / 255.0, backward)
-    diff = np.square(cur.astype(np.float32) / 255.0 - carried).sum(-1)
-    return float((mask * diff).sum() / max(mask.sum(), 1.0))
+    return float((mask * warp_difference(prev, cur, backward)).sum() / max(mask.sum(), 1.0))
 
 
 @dataclass(frozen=True)
