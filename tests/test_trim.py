@@ -142,3 +142,33 @@ def test_a_stopped_part_resumes_counted_within_the_part(bunny_short: Path, starr
                     on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
     assert (started[0].total_frames, started[0].resume_from) == (5, len(set(saved)))
     assert probe_video(out).frame_count == 5
+
+
+def _loudness(path: Path, start: float, seconds: float) -> float:
+    """RMS (0..1) of the first audio stream from `start` for `seconds`, mono."""
+    import subprocess
+
+    from vidstyle.io.ffmpeg import ffmpeg_exe
+
+    pcm = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-ss", str(start),
+                          "-t", str(seconds), "-ac", "1", "-ar", "8000", "-f", "s16le", "-"],
+                         capture_output=True, check=True).stdout
+    samples = np.frombuffer(pcm, np.int16).astype(np.float64) / 32768
+    return float(np.sqrt(np.mean(samples ** 2)))
+
+
+def test_audio_stays_with_a_video_that_begins_after_it(starry: Path, tmp_path: Path) -> None:
+    """A file whose first video frame comes 0.5 s after its audio begins (as in MPEG-TS or a recording): the
+    audio is silent until the first frame, then a tone. The render starts at that frame, so with the tone."""
+    from conftest import ffmpeg
+
+    clip = tmp_path / "late_video.mp4"
+    ffmpeg("-f", "lavfi", "-i", "aevalsrc='if(gte(t,0.5),0.5*sin(2*PI*440*t),0)':d=1.5:s=44100",
+           "-itsoffset", "0.5", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1",
+           "-map", "1:v", "-map", "0:a", "-c:v", "libx264", "-c:a", "aac", str(clip))
+    assert _loudness(clip, 0, 0.4) < 0.01 < _loudness(clip, 0.55, 0.3), "the clip is made as described"
+    _render(clip, starry, tmp_path / "whole.mp4")
+    assert _loudness(tmp_path / "whole.mp4", 0, 0.3) > 0.2, "the tone plays with the first frame"
+    _render(clip, starry, tmp_path / "part.mp4", "--start", "0.2", "--duration", "0.2")
+    assert _loudness(tmp_path / "part.mp4", 0, 0.15) > 0.2, "and with a trimmed render's first frame"
+    assert abs(_audio_seconds(tmp_path / "part.mp4") - 0.2) < 0.05

@@ -46,7 +46,7 @@ from vidstyle.events import (
     RenderStarted,
     ignore_event,
 )
-from vidstyle.io.decode import read_frames
+from vidstyle.io.decode import first_frame_offset, read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
 from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path
@@ -484,14 +484,18 @@ def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(rgb, job.out_size, interpolation=cv2.INTER_LANCZOS4)
 
 
-def _audio_window(job: RenderJob) -> tuple[float, float] | None:
-    """(start, seconds) of the source's audio that goes with a trimmed render's frames."""
-    if job.trim is None or not job.info.frame_times:
+def _audio_window(job: RenderJob) -> tuple[float, float | None] | None:
+    """(start, seconds or None for the rest) of the source's audio that goes with the render's first frame on:
+    from the file's start, where the source's first frame may come later than its audio."""
+    if not job.info.has_audio:
         return None
+    offset = first_frame_offset(job.info) or 0.0  # unread: placed as before, from the file's start
+    if job.trim is None or not job.info.frame_times:
+        return (offset, None) if offset > 0 else None
     first, stop = job.trim
     times = job.info.frame_times
     end = times[stop] if stop < len(times) else times[-1] + 1 / float(job.info.fps)
-    return times[first], end - times[first]
+    return offset + times[first], end - times[first]
 
 
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,

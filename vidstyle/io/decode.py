@@ -158,6 +158,16 @@ def _clock(info: VideoInfo) -> _Clock | None:
     return found
 
 
+def first_frame_offset(info: VideoInfo) -> float | None:
+    """Seconds from the file's start to its first video frame; None where ffmpeg does not report the clock.
+
+    An input's streams are placed on the output from the file's start, the earliest of any stream; a video that
+    begins after its audio (MPEG-TS, recordings, stream-copied cuts) needs its audio cut by this much.
+    """
+    clock = _clock(info)
+    return None if clock is None else float(clock.first_frame - clock.file_start)
+
+
 def _read_clock(info: VideoInfo) -> _Clock | None:
     """Read off a decode of the first frame at `-v info` (which prints the file's start); None where ffmpeg
     does not report it."""

@@ -79,9 +79,10 @@ def audio_args(source: VideoInfo | None, container: str) -> list[str]:
 
 def encode_args(
     dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None, crf: int,
-    audio_window: tuple[float, float] | None = None,
+    audio_window: tuple[float, float | None] | None = None,
 ) -> list[str]:
-    """`audio_window` = (start, seconds) takes only that part of the source's audio (a trimmed render)."""
+    """`audio_window` = (start, seconds) takes only that part of the source's audio (a trimmed render, or one whose
+    video begins after its audio); seconds None: to the end."""
     width, height = size
     container = container_for(dest)
     inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -91,7 +92,9 @@ def encode_args(
         # The source is an input for its audio and its tags. Seeking an input that is only read for its audio is
         # exact to the sample when re-encoded and to the packet (a few ms) when copied; the frames themselves are
         # never cut by seeking.
-        window = ["-ss", f"{audio_window[0]:.6f}", "-t", f"{audio_window[1]:.6f}"] if audio_window else []
+        window = [] if audio_window is None else ["-ss", f"{audio_window[0]:.6f}"]
+        if audio_window is not None and audio_window[1] is not None:
+            window += ["-t", f"{audio_window[1]:.6f}"]
         inputs += [*window, "-i", file_url(source.path)]
         metadata = _metadata_args(source)
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
@@ -119,7 +122,7 @@ class VideoWriter:
     """
 
     def __init__(self, dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None,
-                 crf: int = 18, audio_window: tuple[float, float] | None = None) -> None:
+                 crf: int = 18, audio_window: tuple[float, float | None] | None = None) -> None:
         self.dest = Path(dest)
         self.size = size
         self.frames_written = 0
