@@ -413,6 +413,26 @@ def test_a_damaged_manifest_is_one_line_and_restart_works(capsys, tiny: Path, st
     assert probe_video(out).frame_count == 3
 
 
+@pytest.mark.parametrize("others", [("lock", "index.html"), ()])
+def test_a_restart_leaves_a_folder_whose_manifest_is_someone_elses(capsys, tiny: Path, starry: Path, tmp_path: Path,
+                                                                   others: tuple[str, ...]) -> None:
+    """A web app's folder named as the work directory: its manifest.json does not parse as vidstyle's, and a
+    restart (which discards a damaged work directory of vidstyle's) must not take it, or the files beside it."""
+    work = tmp_path / "site"
+    work.mkdir()
+    (work / "manifest.json").write_text('{"name": "My app", "start_url": "/"}\n')
+    for name in others:
+        (work / name).write_text("theirs\n")
+    before = {p.name: p.read_text() for p in work.iterdir()}
+    out = tmp_path / "out.mp4"
+    for restart in ((), ("--restart",)):
+        _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), "--workdir", str(work),
+                          *TINY, *restart], 2, "not recognisably a vidstyle work directory",
+                 "nothing in it was touched", folder=tmp_path)
+        assert {p.name: p.read_text() for p in work.iterdir()} == before
+    assert not out.exists()
+
+
 def test_a_checkpoint_of_the_wrong_size_is_named(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     done = _interrupted(tiny, starry, out, _tiny_config())

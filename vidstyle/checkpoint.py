@@ -33,6 +33,7 @@ PASSES = "passes"  # the frames of passes before the last one (Config.passes), a
 _PASS_NAME = re.compile(r"^\d{1,2}$")
 _FRAME_NAME = re.compile(r"^(\d{7})\.png$")
 _TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+_MANIFEST_FIELD = '"frame_count"'  # in every manifest vidstyle writes, damaged or not; a key others rarely use
 
 
 def file_sha256(path: Path) -> str:
@@ -142,6 +143,18 @@ class WorkDir:
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointMismatch(f"the manifest of work directory {self.path} is damaged ({exc})") from exc
 
+    def damaged_but_ours(self) -> bool:
+        """Whether a work directory whose manifest does not parse is still recognisably vidstyle's: the manifest
+        names a field that only vidstyle's do, and nothing but vidstyle's own names sits beside it. Anything else
+        (a web app's manifest.json, a folder of other files) is not ours to discard on a restart."""
+        try:
+            text = (self.path / MANIFEST).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        own = {MANIFEST, LOCK, FRAMES, PASSES}
+        return _MANIFEST_FIELD in text and all(entry.name in own or _TEMPORARY_NAME.match(entry.name)
+                                               for entry in self.path.iterdir())
+
     def _holds_only_empty_frames(self) -> bool:
         """Empty, or only an empty frames/ left by a start that failed before its manifest (older versions)."""
         entries = list(self.path.iterdir())
@@ -237,7 +250,7 @@ class WorkDir:
         try:
             manifest = self.read_manifest()
         except CheckpointMismatch:
-            if not (self.path / MANIFEST).is_file():
+            if not self.damaged_but_ours():
                 return  # not recognisably ours: touch nothing
             manifest = None  # ours, with a damaged manifest: our files go, the directory stays
         self._remove_own_files(manifest.created_dir if manifest is not None else False)

@@ -31,6 +31,7 @@ from vidstyle.errors import (
     Cancelled,
     CheckpointMismatch,
     Interrupted,
+    NotAWorkDir,
     OutputError,
     SettingError,
     SignalInterrupt,
@@ -146,16 +147,21 @@ def _check_partial(output: Path, work: WorkDir) -> None:
 
 def _check_workdir(work: WorkDir) -> None:
     """A work directory that is a file, or a folder of someone else's files, is refused before anything starts;
-    a damaged manifest is left for a restart to discard. Its folder must exist, as an output's must: folders made
-    on the way to it would be left behind when the render removes its work directory."""
+    a damaged manifest of ours (WorkDir.damaged_but_ours) is left for a restart to discard. Its folder must exist,
+    as an output's must: folders made on the way to it would be left behind when the render removes its work
+    directory."""
     if not work.path.parent.is_dir():
         # Exit 1, as a missing output folder: a folder to make, not an option to change.
         raise OutputError(f"the work directory's folder does not exist: {work.path.parent}")
     try:
         work.read_manifest()
+    except NotAWorkDir:
+        raise
     except CheckpointMismatch as exc:
-        if not (work.path / "manifest.json").is_file():
-            raise exc from None
+        if not work.damaged_but_ours():
+            raise NotAWorkDir(f"{work.path} is not recognisably a vidstyle work directory (its manifest.json does "
+                              "not read as vidstyle's, or other files sit beside it); nothing in it was touched"
+                              ) from exc
 
 
 def render(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
