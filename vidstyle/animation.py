@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vidstyle.errors import EncodeError, SettingError
 from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
-from vidstyle.io.paths import FileLock, partial_path
+from vidstyle.io.paths import FileLock, partial_path, publish
 from vidstyle.stylize import to_rgb8
 
 ANIMATION_SUFFIXES = (".mp4", ".gif")
@@ -108,6 +108,6 @@ class IterateRecorder:
             if exc_type is None and proc.returncode != 0:
                 raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
             if exc_type is None:
-                self.partial.replace(self.path)
+                publish(self.partial, self.path)
         finally:
             self._lock.release(unlink=self.partial.exists())

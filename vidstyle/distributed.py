@@ -50,6 +50,7 @@ from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, Workers
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, read_style_image, write_image
+from vidstyle.io.paths import publish
 from vidstyle.io.probe import VideoInfo
 from vidstyle.passes import SourceWindow, refine
 from vidstyle.pipeline import (
@@ -532,13 +533,14 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
-                os.replace(partial, job.output)
-        files.remove()
-        if not job.config.keep_frames:
-            job.workdir.remove()
-        else:  # as in a sequential render, the earlier passes are not needed to resume any more
-            for number in range(1, job.config.passes):
-                job.workdir.remove_pass_frames(number, range(job.info.frame_count))
+                publish(partial, job.output)
+                # Under the lock: a render starting now must not reuse what goes.
+                files.remove()
+                if not job.config.keep_frames:
+                    job.workdir.remove()
+                else:  # as in a sequential render, the earlier passes are not needed to resume any more
+                    for number in range(1, job.config.passes):
+                        job.workdir.remove_pass_frames(number, range(job.info.frame_count))
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
     return job.output
 

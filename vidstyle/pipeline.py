@@ -50,7 +50,7 @@ from vidstyle.events import (
 from vidstyle.io.decode import first_frame_offset, read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
 from vidstyle.io.images import read_style_image
-from vidstyle.io.paths import FileLock, check_output_path, partial_path
+from vidstyle.io.paths import FileLock, check_output_path, partial_path, publish
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
@@ -260,9 +260,9 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             on_event(started_event(job, str(stylizer.device), segments, done))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
-            os.replace(partial, job.output)
-        if not job.config.keep_frames:
-            job.workdir.remove()
+            publish(partial, job.output)
+            if not job.config.keep_frames:  # under the lock: a render starting now must not reuse what goes
+                job.workdir.remove()
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
     return job.output
 

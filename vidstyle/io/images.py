@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from vidstyle.errors import InputError, OutputError
+from vidstyle.io.paths import sync_folder
 
 
 def read_image(path: Path, what: str = "image") -> np.ndarray:
@@ -146,6 +147,7 @@ def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        sync_folder(path.parent)  # the new name too: a checkpoint's is what a resume looks for
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise error(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -51,6 +51,31 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
         raise OutputError(f"output directory is not writable: {parent} ({exc.strerror or exc})") from exc
 
 
+def publish(partial: Path, output: Path) -> None:
+    """Rename a finished partial file to the output, durably: its data and the new name reach the disk before
+    this returns, so the checkpoints removed after it are never the only copy of the render (a rename alone may
+    reach the disk before the data it names, and a power cut then leaves an empty output)."""
+    with open(partial, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, output)
+    sync_folder(output.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a folder's entries (a rename, a new file) durable; where the system cannot sync a folder, it keeps
+    them as it keeps anything else."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems (network, FUSE) refuse fsync on a folder; nothing more can be done there
+    finally:
+        os.close(fd)
+
+
 def partial_path(output: Path) -> Path:
     """The hidden sibling an output is written to before it is renamed into place (same file system, so the
     rename is atomic). One name per output, not per process: a re-run after a kill reuses it instead of
