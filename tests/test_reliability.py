@@ -413,6 +413,14 @@ def test_a_damaged_manifest_is_one_line_and_restart_works(capsys, tiny: Path, st
     assert probe_video(out).frame_count == 3
 
 
+@pytest.mark.parametrize("workdir", ["out.mp4", "./.out.mp4.partial.mp4"])
+def test_a_work_directory_named_as_the_output_is_refused_before_the_render(capsys, tiny: Path, starry: Path,
+                                                                           tmp_path: Path, workdir: str) -> None:
+    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), "--workdir",
+                      str(tmp_path / workdir), *TINY], 2, "work directory .* is the output's own path",
+             folder=tmp_path)
+
+
 @pytest.mark.parametrize("others", [("lock", "index.html"), ()])
 def test_a_restart_leaves_a_folder_whose_manifest_is_someone_elses(capsys, tiny: Path, starry: Path, tmp_path: Path,
                                                                    others: tuple[str, ...]) -> None:

@@ -123,12 +123,20 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     work = WorkDir(Path(workdir) if workdir is not None else default_workdir(output))
+    _check_workdir_apart(work.path, output)
     _check_workdir(work)
     _check_partial(output, work)
     written = output_size(config.output_size, size, (info.width, info.height))
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
                      plan_audio(info, output), trim=trim_frames(info, start, end),
                      out_size=written if written != size else None)
+
+
+def _check_workdir_apart(workdir: Path, output: Path) -> None:
+    """Named as the output (or its partial file), the work directory would take the output's place, and the render
+    would run to its end and then fail to write the video."""
+    if workdir.resolve() in (output.resolve(), partial_path(output).resolve()):
+        raise UsageError(f"the work directory {workdir} is the output's own path; choose another work directory")
 
 
 def _check_partial(output: Path, work: WorkDir) -> None:
