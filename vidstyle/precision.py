@@ -47,10 +47,15 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if name == "bf16":
         return torch.bfloat16
-    # Without including_emulation=False torch also says yes on GPUs before Ampere, which emulate bf16 slowly.
-    native_bf16 = (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)) or (
-        device.type == "cpu" and _cpu_has_bf16())
+    native_bf16 = (device.type == "cuda" and _gpu_has_bf16(device)) or (device.type == "cpu" and _cpu_has_bf16())
     return torch.bfloat16 if native_bf16 else None
+
+
+def _gpu_has_bf16(device: torch.device) -> bool:
+    """Whether the GPU that renders (not torch's current one: cuda:1 on a machine of mixed GPUs) computes bf16
+    natively; without including_emulation=False torch also says yes on GPUs before Ampere, which emulate it slowly."""
+    with torch.cuda.device(device):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 class _ScaleGrad(torch.autograd.Function):

@@ -117,7 +117,11 @@ def frames_back(config: Config) -> int:
 
 
 def _long_term(frame: np.ndarray, cur_gray: np.ndarray, other: np.ndarray, back: int, method: str) -> LongTerm:
-    """Frame t against frame t - back: flow, reliable where the flow is consistent and the colours agree."""
+    """Frame t against frame t - back: flow, reliable where the flow is consistent and the colours agree.
+
+    The colours are checked at colour_agreement's own, looser tolerance, not `change_tolerance` (which is about
+    the previous frame): over several frames light and noise drift further, and these terms only fill what the
+    closer frames do not see."""
     backward, mask = reliable_flow(cur_gray, to_gray(other), method)
     return LongTerm(back, backward, mask * colour_agreement(frame, warp(other, backward)))
 
