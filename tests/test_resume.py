@@ -91,14 +91,21 @@ def test_kill_9_then_same_command_resumes_identically(bunny_short, starry, refer
     _same_as_reference(out, reference)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_path, signum, code) -> None:
+@pytest.mark.parametrize("signum, code, repeats", [(signal.SIGINT, 130, 1), (signal.SIGTERM, 143, 1),
+                                                   (signal.SIGINT, 130, 6), (signal.SIGTERM, 143, 6)])
+def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_path, signum, code, repeats) -> None:
+    """Repeats, as an impatient person or a service manager sends them, land in the clean-up: it completes."""
     out = tmp_path / "out.mp4"
     proc = _start(bunny_short, starry, out)
     _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 3, proc)
-    proc.send_signal(signum)
+    for _ in range(repeats):
+        if proc.poll() is None:
+            proc.send_signal(signum)
+            time.sleep(0.03)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
+    # A repeat that lands after the clean-up, once the command has given the signal back its default action,
+    # ends the process by that signal (a shell reports the same status for it).
+    assert proc.returncode == code or (repeats > 1 and proc.returncode == -signum), err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted at frame" in lines[0], lines
     assert "run it again with the same settings to resume" in lines[0]

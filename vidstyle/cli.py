@@ -830,6 +830,9 @@ def _short_seconds(seconds: float) -> str:
 
 
 def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    """As Ctrl-C: the first stops the work, later ones (a service manager's repeats) are ignored so that the
+    clean-up they would cut short (stopping ffmpeg, removing the partial file) completes."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SignalInterrupt(signum)
 
 
