@@ -197,6 +197,16 @@ def test_the_event_log_is_none_of_the_commands_files_and_a_refused_command_leave
     assert out.read_bytes() == b"keep me" and not log.exists(), "a refused render leaves no event log"
 
 
+def test_an_event_log_that_cannot_be_written_is_refused_before_the_work_directory(capsys, bunny_short: Path,
+                                                                                  starry: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    base = ["render", str(bunny_short), "--style", str(starry), "-o", str(out), *TINY]
+    (tmp_path / "a folder").mkdir()
+    _bad(capsys, [*base, "--log-json", str(tmp_path / "a folder")], 2, "--log-json .* is a directory", out)
+    _bad(capsys, [*base, "--log-json", str(tmp_path / "none" / "e.jsonl")], 1, "its folder does not exist", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a folder"], "no work directory, no log"
+
+
 def test_an_output_is_never_a_style_image(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
     style = tmp_path / "style.png"
     ffmpeg("-i", str(starry), "-frames:v", "1", "-vf", "scale=64:-2", str(style))

@@ -34,6 +34,7 @@ from vidstyle.errors import (
     CheckpointMismatch,
     Interrupted,
     NotAWorkDir,
+    OutputError,
     OutputExists,
     SettingError,
     SignalInterrupt,
@@ -179,12 +180,20 @@ class _JsonLog:
         for role, other in _files_named(args, output):
             if same_file(path, other):
                 raise UsageError(f"--log-json {path} is the {role}; name another file for the event log")
+        if path.is_dir():
+            raise UsageError(f"--log-json {path} is a directory; name a file for the event log")
         if not _is_event_log(path):
             # Appending is for a log of earlier runs; a slip that names the input video or a picture would
             # otherwise have lines of JSON added to the end of that file.
             raise UsageError(f"--log-json {path} exists and is not an event log: name a new file or an earlier log")
+        # Checked here, not when the file is opened at the first event: by then the work has begun (a render's
+        # work directory is made), and a log that cannot be written would stop it there. Exit 1, as a missing or
+        # read-only output folder.
         if not path.parent.is_dir():
-            raise UsageError(f"cannot write the event log {path}: its folder does not exist")
+            raise OutputError(f"cannot write the event log {path}: its folder does not exist")
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise OutputError(f"cannot write the event log {path}: "
+                              f"{'it is' if path.exists() else 'its folder is'} not writable")
 
     def __call__(self, event: Event) -> None:
         if self.path is not None:
