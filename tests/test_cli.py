@@ -488,3 +488,13 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly() -> None:
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 128 + signal.SIGPIPE and err == "", err
+
+
+def test_the_modules_the_api_documentation_names_are_attributes_of_the_package() -> None:
+    """The README names vidstyle.preview.preview and vidstyle.events; a fresh interpreter finds them after
+    `import vidstyle` alone, and `import vidstyle` itself still loads no torch (the command line relies on it)."""
+    code = ("import sys, vidstyle; assert 'torch' not in sys.modules; "
+            "print(vidstyle.preview.preview.__name__, vidstyle.events.FrameDone.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["preview", "FrameDone"]

@@ -35,7 +35,13 @@ if TYPE_CHECKING:
     from vidstyle.stylize import Stylizer
 
 
+# Modules the API's documentation names by attribute (vidstyle.preview.preview, vidstyle.events.FrameDone).
+_MODULES = ("events", "preview", "errors", "config")
+
+
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(import_module(_PUBLIC[name]), name)
+    if name in _MODULES:
+        return import_module(f"vidstyle.{name}")
     raise AttributeError(f"module 'vidstyle' has no attribute {name!r}")
