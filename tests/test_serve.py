@@ -92,7 +92,7 @@ class ServeProcess:
                 self.process.wait(10)
         self.client.close()
 
-    def submit(self, content: Path, style: str = "starry-night", **options: str) -> httpx.Response:
+    def submit(self, content: Path, style: str = "starry-night", **options: str | list[str]) -> httpx.Response:
         with open(content, "rb") as fh:
             return self.client.post("/api/jobs", data={"style": style, **options},
                                     files={"input": (content.name, fh, "application/octet-stream")})
@@ -252,12 +252,14 @@ BAD_OPTIONS = [
     ({"preserve_colors": "maybe"}, 422, "preserve_colors", "true or false"),
     ({"preset": "../../etc/passwd"}, 422, "preset", "preset must be one of"),
     ({"size": "100000"}, 422, "size", "between 16"),
+    ({"iter": "3"}, 422, "iter", "unknown field 'iter'"),  # a misspelt option is never dropped silently
+    ({"size": ["64", "128"]}, 422, "size", "given 2 times"),
 ]
 
 
 @pytest.mark.parametrize(("options", "status", "field", "words"), BAD_OPTIONS,
-                         ids=[next(iter(o)) + "=" + next(iter(o.values())) for o, *_ in BAD_OPTIONS])
-def test_bad_options_are_refused_at_once(server: ServeProcess, clip: Path, options: dict[str, str], status: int,
+                         ids=[f"{next(iter(o))}={next(iter(o.values()))}" for o, *_ in BAD_OPTIONS])
+def test_bad_options_are_refused_at_once(server: ServeProcess, clip: Path, options: dict[str, Any], status: int,
                                          field: str, words: str) -> None:
     before = server.client.get("/api/health").json()["jobs"]
     response = server.submit(clip, **{**TINY, **options})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -366,11 +366,28 @@ def _get_job(queue: JobQueue, job_id: str) -> Job:
     return job
 
 
+# The fields of POST /api/jobs: a misspelt option (iter for iters) would otherwise be dropped without a word and
+# the job rendered at the preset's value, as a command line or a preset file never does.
+JOB_FIELDS = ("input", "style", "style_file", "preset", "size", "iters", "first_iters", "style_weight", "flow",
+              "preserve_colors", "seed")
+
+
+async def _only_known_fields(request: Request) -> None:
+    """Refuse a job whose form has a field the API does not take, or one field twice (which would keep either)."""
+    names = [name for name, _ in (await request.form()).multi_items()]  # parsed once: the route reads it again
+    for name in names:
+        if name not in JOB_FIELDS:
+            raise ApiError(422, f"unknown field {name!r}; the fields are {', '.join(JOB_FIELDS)}", name)
+        if names.count(name) > 1:
+            raise ApiError(422, f"field {name!r} is given {names.count(name)} times; give it once", name)
+
+
 def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: JobFactory) -> None:
     data = DataDir(settings.data)
     thumbnails: dict[str, bytes] = {}
 
-    @app.post("/api/jobs", status_code=201, response_model=JobOut, responses=_UPLOAD_ERRORS, tags=["jobs"])
+    @app.post("/api/jobs", status_code=201, response_model=JobOut, responses=_UPLOAD_ERRORS, tags=["jobs"],
+              dependencies=[Depends(_only_known_fields)])
     def create_job(
         input: Annotated[UploadFile, File(description="the content: a video, or an image")],
         style: Annotated[str | None, Form(description="a built-in style's name (GET /api/styles)")] = None,
