@@ -19,7 +19,7 @@ from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
 from vidstyle.assets import demo_clip
 from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
-from vidstyle.io.encode import VideoWriter, plan_audio
+from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
 from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_too_old, file_url
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video, size_to_fit
@@ -89,6 +89,40 @@ def test_variable_frame_rate_keeps_every_frame(media: Path) -> None:
     assert info.frame_count == 20
     assert len(decoded(vfr)) == 20
     assert abs(info.duration - 1.0) < 0.1
+
+
+def test_a_variable_rate_source_is_written_at_its_common_rate_with_each_frame_at_its_time(media: Path) -> None:
+    vfr = media / "vfr.mkv"  # made by the test above: frames 1, 2, 4, 5, 7, ... of 30 fps
+    if not vfr.exists():
+        pytest.skip("needs the clip of test_variable_frame_rate_keeps_every_frame")
+    info = probe_video(vfr)
+    assert written_rate(info) == 30
+    assert frame_repeats(info.frame_times, Fraction(30)) == [1, 2] * 9 + [1, 1]
+
+
+def test_a_render_of_a_clip_with_a_gap_keeps_its_rate_length_and_sync(media: Path, starry: Path) -> None:
+    """Two frames missing in the middle, as a stream-copied cut leaves them: written at the average rate (24.5 fps),
+    the render would be slower than the source and drift from its audio; it is written at 25 fps, the frame before
+    the gap shown for three pictures."""
+    from test_cli import TINY, _audio_seconds
+
+    from vidstyle.cli import main
+
+    gap = media / "gap.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2", "-f", "lavfi", "-i", "sine=duration=2",
+           "-vf", "hue=h=t*900,select='not(between(n\\,30\\,31))'", "-fps_mode", "passthrough", "-c:v", "libx264",
+           "-c:a", "aac", str(gap))
+    source = probe_video(gap)
+    assert source.variable_rate and source.frame_count == 48 and source.fps != 25, "the clip is made as described"
+    out = media / "gap_out.mp4"
+    assert main(["render", str(gap), "--style", str(starry), "-o", str(out), *TINY, "--init", "content",
+                 "--flow", "none", "--overwrite"]) == 0
+    written = probe_video(out)
+    assert (written.fps, written.frame_count, written.variable_rate) == (25, 50, False)
+    frames = [f.astype(int) for f in decoded(out)]  # the hue turns 36 degrees a frame: each frame is its own
+    change = [float(np.abs(a - b).mean()) for a, b in zip(frames, frames[1:], strict=False)]
+    assert max(change[29], change[30]) < 1 < 5 < min(change[:29] + change[31:]), "frame 29 fills the gap, alone"
+    assert abs(_audio_seconds(out) - 2.0) < 0.05
 
 
 def _write(path: Path, frames: list[np.ndarray], fps: Fraction, source) -> None:

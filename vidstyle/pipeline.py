@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import cast
 
@@ -48,7 +49,7 @@ from vidstyle.events import (
     ignore_event,
 )
 from vidstyle.io.decode import first_frame_offset, read_frames
-from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio
+from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, frame_repeats, plan_audio, written_rate
 from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path, publish
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
@@ -313,9 +314,12 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render")
     elif evened:
         notes.append(f"written at {written}{evened}, the render's own size")
-    if job.info.variable_rate:
-        notes.append(f"the source has a variable frame rate; it is written at its average, {float(job.info.fps):.3f}"
-                     " fps")
+    rate, repeats = written_timing(job)
+    if repeats is not None:
+        shown = f"{sum(r > 1 for r in repeats)} shown longer"
+        dropped = sum(r == 0 for r in repeats)
+        notes.append(f"the source has a variable frame rate; written at {float(rate):.3f} fps with each frame at its "
+                     f"own time ({shown}{f', {dropped} replaced by the next' if dropped else ''})")
     first, stop = job.span
     if job.trim is not None:
         part = f"frame {first}" if stop - first == 1 else f"frames {first} to {stop - 1}"
@@ -486,8 +490,19 @@ def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: Pas
 
 
 def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
-    """The encoder of a render's video: its output size, the source's rate and audio (cut to a trimmed render)."""
-    return VideoWriter(partial, job.out_size or job.size, job.info.fps, job.info, job.config.crf, _audio_window(job))
+    """The encoder of a render's video: its output size, the source's rate and audio (cut to a trimmed render);
+    a variable-rate source's frames each shown at their own time."""
+    rate, repeats = written_timing(job)
+    return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf, _audio_window(job), repeats)
+
+
+def written_timing(job: RenderJob) -> tuple[Fraction, list[int] | None]:
+    """The rate the render is written at, and each frame's repeats at it (None: one each, the source's rate)."""
+    if not job.info.variable_rate or not job.info.frame_times:
+        return job.info.fps, None
+    rate = written_rate(job.info)
+    first, stop = job.span
+    return rate, frame_repeats(job.info.frame_times[first:stop], rate)
 
 
 def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:

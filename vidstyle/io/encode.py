@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +78,39 @@ def audio_args(source: VideoInfo | None, container: str) -> list[str]:
     return list(_plan(source, container, _SUFFIXES.get(container, container)).args)
 
 
+# Rates a camera or an editor writes; a variable-rate source's measured rate within 0.5 % of one is taken as it
+# (a container's millisecond time base makes 30 fps read as 29.98, between 30 and 30000/1001).
+_COMMON_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001",
+                                             "60", "90", "100", "120", "240"))
+
+
+def written_rate(info: VideoInfo) -> Fraction:
+    """The frame rate a render of `info` is written at: the source's own where it is constant. A variable-rate
+    source (a clip cut by stream copy, with a gap; a phone's recording that slows in the dark) is written at the rate
+    of its shortest common frame duration, each frame repeated for as long as it lasted (frame_repeats): written at
+    its average rate instead, every frame would drift from its time, and from the audio."""
+    steps = np.diff(np.asarray(info.frame_times, np.float64))
+    steps = steps[steps > 0]
+    if not info.variable_rate or steps.size == 0:
+        return info.fps
+    values, counts = np.unique(np.round(steps, 3), return_counts=True)
+    unit = values[counts >= max(2, 0.1 * steps.size)].min(initial=values[counts.argmax()])
+    measured = np.maximum(1, np.round(steps / unit)).sum() / steps.sum()  # pictures a second at that unit
+    near = [rate for rate in _COMMON_RATES if abs(float(rate) / measured - 1) <= 0.005]
+    if not near:
+        return Fraction(float(measured)).limit_denominator(1001)
+    times = np.asarray(info.frame_times, np.float64) - info.frame_times[0]
+    # Of 30 and 30000/1001, both near 29.98, the one whose pictures the frames' times fall on.
+    return min(near, key=lambda rate: float(np.abs(times * float(rate) - np.round(times * float(rate))).mean()))
+
+
+def frame_repeats(times: Sequence[float], rate: Fraction) -> list[int]:
+    """How many pictures at `rate` each frame shown at `times` (seconds) fills: 1 each at the source's own
+    constant rate, more across a gap, 0 for a frame that a faster one after it replaces within one picture."""
+    slots = [round((t - times[0]) * rate) for t in times] if times else []
+    return [max(0, after - at) for at, after in zip(slots, slots[1:], strict=False)] + [1] * bool(slots)
+
+
 def encode_args(
     dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None, crf: int,
     audio_window: tuple[float, float | None] | None = None,
@@ -122,10 +156,14 @@ class VideoWriter:
     """
 
     def __init__(self, dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None,
-                 crf: int = 18, audio_window: tuple[float, float | None] | None = None) -> None:
+                 crf: int = 18, audio_window: tuple[float, float | None] | None = None,
+                 repeats: Sequence[int] | None = None) -> None:
+        """`repeats`: how many pictures each frame given to write() fills, in order (frame_repeats); 1 each if
+        None. `frames_written` counts the frames given, whatever their repeats."""
         self.dest = Path(dest)
         self.size = size
         self.frames_written = 0
+        self._repeats = repeats
         self._proc: subprocess.Popen[bytes] | None = None
         self._args = encode_args(self.dest, size, fps, source, crf, audio_window)
         self._stderr: StderrTail | None = None
@@ -139,8 +177,10 @@ class VideoWriter:
         width, height = self.size
         if rgb.shape != (height, width, 3) or rgb.dtype != np.uint8:
             raise EncodeError(f"frame of shape {rgb.shape} {rgb.dtype} does not match {width}x{height} RGB uint8")
+        repeats = self._repeats[self.frames_written] if self._repeats is not None else 1
         try:
-            cast(IO[bytes], cast(subprocess.Popen[bytes], self._proc).stdin).write(np.ascontiguousarray(rgb).data)
+            for _ in range(repeats):
+                cast(IO[bytes], cast(subprocess.Popen[bytes], self._proc).stdin).write(np.ascontiguousarray(rgb).data)
         except (BrokenPipeError, OSError) as exc:
             raise EncodeError(f"encoder stopped at frame {self.frames_written}: {self._last_words()}") from exc
         self.frames_written += 1
