@@ -451,6 +451,24 @@ def test_a_checkpoint_of_the_wrong_size_is_named(capsys, tiny: Path, starry: Pat
              "10x10", "--restart", folder=tmp_path)
 
 
+def test_a_damaged_checkpoint_is_named_and_deleting_it_is_enough(capsys, tiny: Path, starry: Path,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    done = _interrupted(tiny, starry, out, _tiny_config())
+    assert 0 in done and len(done) < 3
+    bad = tmp_path / "out.mp4.vidstyle-work" / "frames" / "0000000.png"
+    bad.write_bytes(b"not a picture")
+    args = ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY]
+    code, lines = _run(capsys, args)
+    assert code == 1 and len(lines) == 1, lines
+    assert str(bad) in lines[0] and "delete that file to make the frame again, or use --restart" in lines[0], lines
+    assert lines[0].count("--restart") == 1, "the advice once, in the flag's words"
+    assert not out.exists()
+    bad.unlink()
+    assert _run(capsys, args)[0] == 0
+    assert probe_video(out).frame_count == 3
+
+
 # 8. Two renders of one output at once -----------------------------------------------------------------------------
 
 def test_a_second_render_of_the_same_output_is_refused(capsys, bunny_short: Path, starry: Path,

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vidstyle.errors import CheckpointError, CheckpointMismatch, InputError, NotAWorkDir, OutputError
+from vidstyle.errors import RESTART, CheckpointError, CheckpointMismatch, InputError, NotAWorkDir, OutputError
 from vidstyle.io.images import read_image, write_atomic, write_image
 from vidstyle.io.paths import FileLock
 
@@ -239,7 +239,8 @@ class WorkDir:
         try:
             rgb = read_image(path, "checkpoint")
         except InputError as exc:
-            raise CheckpointError(f"{exc}; restart the render to discard the checkpoints") from exc
+            raise CheckpointError(f"{exc}; delete that file to make the frame again, or {RESTART} to discard all "
+                                  "the checkpoints") from exc
         if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
             raise CheckpointMismatch(f"checkpoint {path} is {rgb.shape[1]}x{rgb.shape[0]}, not the render's "
                                      f"{size[0]}x{size[1]}: it belongs to another render")

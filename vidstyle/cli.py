@@ -29,6 +29,7 @@ from vidstyle.assets import (
 )
 from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, preset_file_setting, preset_names, read_preset
 from vidstyle.errors import (
+    RESTART,
     BusyError,
     CheckpointError,
     CheckpointMismatch,
@@ -875,6 +876,8 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         text = text.replace("setting(s) " + ", ".join(exc.settings), "setting(s) " + flags)
     if isinstance(exc, CheckpointError) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
+    if RESTART in text:
+        return text.replace(RESTART, "use --restart")  # the message's own advice, in the flag's words
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
             return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind

@@ -45,7 +45,7 @@ import torch
 
 from vidstyle.checkpoint import MANIFEST, WorkDir, frame_indices, remove_frame_files, remove_if_empty
 from vidstyle.config import Config
-from vidstyle.errors import Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
+from vidstyle.errors import RESTART, Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
@@ -283,7 +283,8 @@ class ChunkFiles:
         try:
             rgb = read_image(self.path(role, index), "checkpoint")
         except VidstyleError as exc:
-            raise CheckpointError(f"{exc}; restart the render to discard the checkpoints") from exc
+            raise CheckpointError(f"{exc}; delete that file to make the frame again, or {RESTART} to discard all "
+                                  "the checkpoints") from exc
         if (rgb.shape[1], rgb.shape[0]) != size:
             raise CheckpointError(f"checkpoint {self.path(role, index)} is not {size[0]}x{size[1]}")
         return rgb

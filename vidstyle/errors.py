@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# The library's words for restarting a render from nothing (the API's `restart=True`); the command line puts its
+# flag in their place.
+RESTART = "restart the render"
+
 
 class VidstyleError(Exception):
     """Base class: a failure the user can act on, described in one line."""
