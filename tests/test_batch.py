@@ -183,6 +183,7 @@ def test_each_style_and_a_blend_are_refused_together(clips: list[Path], two_styl
                  "--style-blend", "0.7,0.3", *TINY])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("vidstyle: error: --style-blend mixes"), err
+    assert "--each-style makes one output per style" in err[0], "the library's each_style in the flag's words"
     assert not list(clips[0].parent.glob("*.mp4.*")) and len(list(clips[0].parent.iterdir())) == 2
 
 

@@ -140,13 +140,19 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     ("truncated", "cannot read|truncated"),
     ("cut", "truncated|damaged|decod"),
     ("audio", "no video stream"),
-    ("image", "still image"),
+    ("image", "is a still image, not a video; use 'vidstyle image' for stills"),
     ("empty", "no video frames|no video stream|cannot read|no decodable"),
 ])
 def test_bad_videos(capsys, bad_media: dict[str, Path], starry: Path, tmp_path: Path, name: str,
                     pattern: str) -> None:
     out = tmp_path / "out.mp4"
     _bad(capsys, ["render", str(bad_media[name]), "--style", str(starry), "-o", str(out), *TINY], 1, pattern, out)
+
+
+def test_a_still_given_to_metrics_is_named_without_advice_for_render(capsys, bad_media: dict[str, Path],
+                                                                      bunny_short: Path) -> None:
+    _bad(capsys, ["metrics", str(bad_media["image"]), "--source", str(bunny_short)], 1,
+         r"picture\.mp4 is a still image, not a video$")
 
 
 def test_missing_input(capsys, starry: Path, tmp_path: Path) -> None:
@@ -278,6 +284,7 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     _bad(capsys, [*base, "-o", str(existing)], 2, "--overwrite")
     assert existing.read_bytes() == b"keep me"
     _bad(capsys, [*base, "-o", str(tmp_path / "o.avi")], 2, "unsupported output type")
+    _bad(capsys, [*base, "-o", str(tmp_path / ".mp4")], 2, r"output .*\.mp4 has no file type; name the video with one")
 
 
 @pytest.mark.parametrize("flags, pattern", [

@@ -485,7 +485,8 @@ def test_ctrl_c_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Call
 
 
 @pytest.mark.parametrize(("flags", "named"), [(("--end", "0.2"), "--end"), (("--start", "0.2"), "--start"),
-                                              (("--start", "0.1", "--end", "0.3"), "--start")])
+                                              (("--start", "0.1", "--end", "0.3"), "--start"),
+                                              (("--duration", "0.2"), "--duration")])
 def test_a_part_of_the_video_on_workers_is_refused_naming_the_option_given(capsys, bunny_short: Path, starry: Path,
                                                                           tmp_path: Path, flags: tuple[str, ...],
                                                                           named: str) -> None:

@@ -40,6 +40,7 @@ from vidstyle.errors import (
     SettingError,
     SignalInterrupt,
     UsageError,
+    VideoOpenError,
     VidstyleError,
 )
 from vidstyle.events import (
@@ -862,6 +863,17 @@ _HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
 )
 
 
+# A library name inside a message (each_style, first_iters): a word of lower case joined by underscores.
+_LIBRARY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
+
+
+def _flags_for_names(text: str, command: str) -> str:
+    """The library's setting and argument names in a setting's problem as this command line's flags (only there:
+    a path elsewhere in a message may hold such a name)."""
+    known = {f.name for f in dataclasses.fields(Config)} | {"each_style"}
+    return _LIBRARY_NAME.sub(lambda m: _flag_for(m.group(0), command) if m.group(0) in known else m.group(0), text)
+
+
 def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
     """The library's one line in the command line's words: flags instead of setting names, and a hint."""
     command = args.command
@@ -869,8 +881,13 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         preset_file = _from_preset_file(exc.setting, args)
         if preset_file is not None:
             return f"{preset_file}: {exc}"
-        return f"{_flag_for(exc.setting, command)} {exc.problem}"
+        flag = _flag_for(exc.setting, command)
+        if exc.setting == "end" and getattr(args, "duration", None) is not None:
+            flag = "--duration"  # the command line's other way to end a part
+        return f"{flag} {_flags_for_names(exc.problem, command)}"
     text = str(exc)
+    if isinstance(exc, VideoOpenError) and text.endswith("is a still image, not a video") and command == "render":
+        return f"{text}; use 'vidstyle image' for stills"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
         flags = ", ".join(_flag_for(name, command) for name in exc.settings)
         text = text.replace("setting(s) " + ", ".join(exc.settings), "setting(s) " + flags)

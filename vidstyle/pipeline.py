@@ -110,12 +110,12 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     if workdir is not None:
         workdir = path_argument("workdir", workdir)
     if output is not None and str(output).endswith(("/", os.sep)):  # Path() would drop the slash that says "a folder"
-        raise UsageError(f"output {output} names a folder; name the video file (render_many writes into one)")
+        raise UsageError(f"output {output} names a folder; name the video file")
     output = path_argument("output", output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)
     if output.is_dir():  # before the suffix check, which would call a folder an output type ''
-        raise UsageError(f"output {output} is a directory; name the video file (render_many writes into one)")
+        raise UsageError(f"output {output} is a directory; name the video file")
     container_for(output)
     check_output_path(output, input_path, overwrite, styles)
     style_images = tuple(read_style_image(p) for p in styles)

@@ -49,6 +49,9 @@ def container_for(path: Path) -> str:
     fmt = _CONTAINERS.get(path.suffix.lower())
     if fmt is None:
         # A usage error (exit 2), like any other refused option: nothing was encoded yet.
+        if not path.suffix:
+            raise UsageError(f"output {path} has no file type; name the video with one of "
+                             f"{', '.join(sorted(_CONTAINERS))}")
         raise UsageError(f"unsupported output type '{path.suffix}' (use {', '.join(sorted(_CONTAINERS))})")
     return fmt
 

@@ -215,7 +215,7 @@ def _check_regular_file(path: Path) -> None:
 def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     image = _IMAGE_FORMATS.search(err)
     if image and not (image.group(1) in _ANIMATED_FORMATS and frames > 1):
-        raise VideoOpenError(f"{path} is a still image, not a video (use 'vidstyle image' for stills)")
+        raise VideoOpenError(f"{path} is a still image, not a video")
     if "matches no streams" in err or (code == 0 and not _video_stream_line(_input_section(err))):
         raise VideoOpenError(f"{path} has no video stream (is it an audio file?)")
     if code != 0:
