@@ -505,3 +505,11 @@ def test_the_modules_the_api_documentation_names_are_attributes_of_the_package()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["preview", "FrameDone"]
+
+
+def test_help_shows_defaults_as_the_command_line_takes_them() -> None:
+    """A switch's default as on/off and an empty list as none, not Python's False and ()."""
+    shown = " ".join(run_cli("render", "--help").stdout.split())
+    assert "keep the source's colours, take only luminance from the style [balanced: off]" in shown
+    assert "(default equal) [balanced: none]" in shown
+    assert "False]" not in shown and "()]" not in shown

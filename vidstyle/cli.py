@@ -137,11 +137,19 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _shown(value: Any) -> str:
+    """A default as the command line takes it: on/off for a switch, a comma list, none for an empty one."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value) or "none"
+    return str(value)
+
+
 def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field[Any], preset: dict[str, Any]) -> None:
     """One option per Config field; help and the shown default come from the dataclass and the preset."""
     flag = "--" + field.name.replace("_", "-")
-    shown = preset.get(field.name, field.default)
-    help_text = f"{field.metadata['help']} [balanced: {shown}]"
+    help_text = f"{field.metadata['help']} [balanced: {_shown(preset.get(field.name, field.default))}]"
     kwargs: dict[str, Any] = {"dest": field.name, "default": None, "help": help_text}
     if isinstance(field.default, bool):
         kwargs["action"] = argparse.BooleanOptionalAction
