@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import decoded, run_cli
 
 from vidstyle.io.images import read_image
@@ -61,3 +62,13 @@ def test_an_impossible_output_size_is_refused(bunny_short: Path, starry: Path, t
     assert proc.stderr.strip().splitlines() == [
         "vidstyle: error: --output-size must be render, source, WxH or a long side N (got 'huge')"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_long_side_under_the_smallest_render_is_refused() -> None:
+    """A long side of 1 was evened to a 2x2 video whatever the picture's shape."""
+    import vidstyle
+    from vidstyle.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"^output_size a long side must be at least 16 pixels \(got 1\)$"):
+        vidstyle.make_config(output_size="1")
+    assert vidstyle.make_config(output_size="16").output_size == "16"

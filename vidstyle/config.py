@@ -164,6 +164,10 @@ def validate(cfg: Config) -> None:
         raise SettingError("output_size", f"must be render, source, WxH or a long side N (got {cfg.output_size!r})")
     if cfg.output_size not in ("render", "source") and max(map(int, cfg.output_size.split("x"))) > MAX_SIZE:
         raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels (got {cfg.output_size})")
+    # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2).
+    if cfg.output_size.isdigit() and int(cfg.output_size) < RANGES["size"][0]:
+        raise SettingError("output_size", f"a long side must be at least {RANGES['size'][0]:g} pixels "
+                                          f"(got {cfg.output_size})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps (got {cfg.device!r})")
     for name, (low, high) in RANGES.items():
