@@ -331,6 +331,9 @@ def config_or_default(config: Config | None) -> Config:
 def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) -> Config:
     """Config from a preset plus overrides (None values are ignored, so unset CLI flags fall through).
 
+    `preset=None` takes no preset: the dataclass's own defaults, as `Config()` (no optical flow, no temporal loss;
+    the balanced preset turns them on).
+
     A preset file of the user's own stands on the balanced preset: a setting it leaves out takes the balanced
     value, so `size = 100` alone does not also turn the optical flow and the temporal loss off.
     """
