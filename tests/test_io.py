@@ -125,6 +125,24 @@ def test_a_render_of_a_clip_with_a_gap_keeps_its_rate_length_and_sync(media: Pat
     assert abs(_audio_seconds(out) - 2.0) < 0.05
 
 
+def test_the_written_video_says_its_colours_are_bt709_and_holds_them_so(media: Path) -> None:
+    """Untagged, the video held BT.601's matrix, and a player that takes an untagged HD video for BT.709 shifted its
+    colours (a red of 200, 40, 60 showed as 212, 55, 57); now it is converted with BT.709's and tagged with it."""
+    from vidstyle.io.ffmpeg import ffmpeg_exe
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:] = (200, 40, 60)
+    out = media / "red.mp4"
+    _write(out, [rgb] * 3, Fraction(25), None)
+    banner = subprocess.run([ffmpeg_exe(), "-i", str(out)], capture_output=True, text=True).stderr
+    assert "yuv420p(tv, bt709, progressive)" in banner, banner
+    as_709 = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(out), "-frames:v", "1", "-vf",
+                             "scale=in_color_matrix=bt709", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                            capture_output=True, check=True).stdout
+    assert np.abs(np.frombuffer(as_709, np.uint8)[:3].astype(int) - (200, 40, 60)).max() <= 3
+    assert np.abs(decoded(out)[0][32, 32].astype(int) - (200, 40, 60)).max() <= 3, "and vidstyle reads it back"
+
+
 def _write(path: Path, frames: list[np.ndarray], fps: Fraction, source) -> None:
     height, width = frames[0].shape[:2]
     with VideoWriter(path, (width, height), fps, source) as writer:

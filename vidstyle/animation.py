@@ -16,6 +16,7 @@ import numpy as np
 from torch import Tensor
 
 from vidstyle.errors import EncodeError, SettingError
+from vidstyle.io.encode import YUV_BT709
 from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
 from vidstyle.io.paths import FileLock, partial_path, publish
 from vidstyle.stylize import to_rgb8
@@ -40,8 +41,8 @@ def _ffmpeg_args(dest: Path, size: tuple[int, int]) -> list[str]:
         encode = ["-vf", "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse", "-f", "gif"]
     else:
         # H.264 in 4:2:0 needs even sides: a still may have odd ones.
-        encode = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-crf", "18", "-pix_fmt", "yuv420p",
-                  "-movflags", "+faststart", "-f", "mp4"]
+        encode = ["-vf", f"pad=ceil(iw/2)*2:ceil(ih/2)*2,{YUV_BT709[1]}", "-c:v", "libx264", "-crf", "18",
+                  *YUV_BT709[2:], "-movflags", "+faststart", "-f", "mp4"]
     return ["-v", "error", "-y", *source, *encode, file_url(dest)]
 
 

@@ -87,6 +87,13 @@ _COMMON_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/100
                                              "60", "90", "100", "120", "240"))
 
 
+# RGB to 4:2:0 with BT.709's matrix, and said so in the stream: untagged, ffmpeg's default BT.601 matrix was written
+# and players that take an untagged HD video for BT.709 showed its colours shifted. Decoding honours the tags.
+YUV_BT709 = ("-vf", "scale=out_color_matrix=bt709:out_range=tv,"
+                    "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv",
+             "-pix_fmt", "yuv420p")
+
+
 def written_rate(info: VideoInfo) -> Fraction:
     """The frame rate a render of `info` is written at: the source's own where it is constant. A variable-rate
     source (a clip cut by stream copy, with a gap; a phone's recording that slows in the dark) is written at the rate
@@ -135,7 +142,7 @@ def encode_args(
         inputs += [*window, "-i", file_url(source.path)]
         metadata = _metadata_args(source)
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
-             "-pix_fmt", "yuv420p", "-fps_mode", "passthrough"]
+             *YUV_BT709, "-fps_mode", "passthrough"]
     faststart = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
     return ["-v", "error", "-y", *inputs, *video, *audio_args(source, container), *metadata, *faststart,
             "-f", container, file_url(dest)]
