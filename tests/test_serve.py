@@ -253,12 +253,13 @@ BAD_OPTIONS = [
     ({"preset": "../../etc/passwd"}, 422, "preset", "preset must be one of"),
     ({"size": "100000"}, 422, "size", "between 16"),
     ({"iter": "3"}, 422, "iter", "unknown field 'iter'"),  # a misspelt option is never dropped silently
+    ({"seed": "9" * 400}, 422, "seed", "must be between 0 and"),  # too large for a float: was a 500
     ({"size": ["64", "128"]}, 422, "size", "given 2 times"),
 ]
 
 
 @pytest.mark.parametrize(("options", "status", "field", "words"), BAD_OPTIONS,
-                         ids=[f"{next(iter(o))}={next(iter(o.values()))}" for o, *_ in BAD_OPTIONS])
+                         ids=[f"{next(iter(o))}={str(next(iter(o.values())))[:12]}" for o, *_ in BAD_OPTIONS])
 def test_bad_options_are_refused_at_once(server: ServeProcess, clip: Path, options: dict[str, Any], status: int,
                                          field: str, words: str) -> None:
     before = server.client.get("/api/health").json()["jobs"]
@@ -854,5 +855,44 @@ def test_a_worker_that_dies_as_it_starts_is_retried_ever_less_often_and_reported
             time.sleep(0.2)
         assert pool.failing() == ["w0"]
         assert pool.restart_delay("w0") >= 0.25 * 2 ** pool.FAILING_AFTER  # each death at start doubles the wait
+    finally:
+        pool.stop()
+
+
+def test_the_worker_supervisor_lives_through_a_database_error(tmp_path: Path) -> None:
+    """A full disk makes the queue's writes fail for a while. The supervisor thread started the workers, and its
+    end would kill them all (PR_SET_PDEATHSIG) and leave every job running for ever: it tries again instead."""
+    import sqlite3
+
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool, WorkerSpec
+
+    if torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a GPU 7: the worker would start")
+
+    class FullForAWhile(JobQueue):
+        failures = 3
+        requeued: list[bool] = []
+
+        def requeue_worker(self, worker: str, died: bool) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise sqlite3.OperationalError("database or disk is full")
+            self.requeued.append(died)
+            super().requeue_worker(worker, died=died)
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = FullForAWhile(data.database)
+    pool = WorkerPool(queue, [WorkerSpec("w0", data.root, "cuda", gpu=7, threads=None)])  # dies as it starts
+    pool.RESTART_DELAY = 0.25  # type: ignore[misc]
+    pool.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(queue.requeued) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert queue.failures == 0 and queue.requeued[:2] == [True, True], "reaped once the writes work again"
+        assert pool._thread is not None and pool._thread.is_alive()
     finally:
         pool.stop()

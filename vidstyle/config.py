@@ -172,8 +172,10 @@ def validate(cfg: Config) -> None:
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps (got {cfg.device!r})")
     for name, (low, high) in RANGES.items():
         value = getattr(cfg, name)
-        if not (math.isfinite(value) and low <= value <= high):
-            raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {value!r})")
+        # Compared first: math.isfinite overflows on an int too large for a float (a 400-digit seed); NaN fails both.
+        if not (low <= value <= high and math.isfinite(value)):
+            got = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "..."
+            raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {got})")
     if cfg.temporal_reach > 1 and cfg.flow == "none":
         raise SettingError("temporal_reach", "looks back along the optical flow: it needs flow (dis, farneback or "
                                              "dis+farneback)")

@@ -11,6 +11,7 @@ stall timeout, failing its job, and one that has not heeded a cancel within CANC
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -30,6 +31,8 @@ from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve import DEFAULT_STALL_TIMEOUT
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
 from vidstyle.serve.queue import Job, JobQueue
+
+_log = logging.getLogger("vidstyle.serve")
 
 Alive = Callable[[], None]  # the render calls it to say it is still getting on
 
@@ -406,6 +409,7 @@ class WorkerPool:
         self.deaths_at_start = {spec.name: 0 for spec in specs}
         self.pulses = {spec.name: Pulse(self.context) for spec in specs}
         self._killed: set[str] = set()  # slots whose worker the watchdog killed, its job already settled
+        self._reaped: dict[str, bool] = {}  # slots whose ended worker's job is still to go back: whether it died
         self._cancel_seen: dict[str, tuple[int, float]] = {}  # slot: (job seq, when its cancel was first seen)
 
     def start(self) -> None:
@@ -431,28 +435,48 @@ class WorkerPool:
         started = {spec.name: time.monotonic() for spec in self.specs}
         self.processes = {spec.name: self._spawn(spec) for spec in self.specs}
         ended: dict[str, float] = {}
+        failing = False
         while not self._stopping.wait(0.5):
-            for spec in self.specs:
-                name, process = spec.name, self.processes[spec.name]
-                if process.is_alive():
-                    self._watch(name, process)
-                    continue
-                if name not in ended:
-                    process.join()
-                    ended[name] = time.monotonic()
-                    # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
-                    died = process.exitcode != 0 and name not in self._killed
-                    self._killed.discard(name)
-                    soon = ended[name] - started[name] < self.DIED_AT_START and died
-                    self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if soon else 0
-                    # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already.
-                    self.queue.requeue_worker(name, died=died)
-                if time.monotonic() - ended[name] < self.restart_delay(name):
-                    continue
-                del ended[name]
-                self.processes[name], started[name] = self._spawn(spec), time.monotonic()
-                self.wake.set()
+            try:
+                for spec in self.specs:
+                    self._tend(spec, started, ended)
+            except Exception:
+                # A database that is full or locked for a while: this thread must live on, since its end kills every
+                # worker (PR_SET_PDEATHSIG), and what failed is tried again next round.
+                if not failing:
+                    _log.exception("the worker supervisor failed; trying again every half second")
+                failing = True
+            else:
+                if failing:
+                    _log.warning("the worker supervisor works again")
+                failing = False
         self._stop_processes()
+
+    def _tend(self, spec: WorkerSpec, started: dict[str, float], ended: dict[str, float]) -> None:
+        """Watch a slot's worker; once it has ended, put its job back and start another after the slot's delay."""
+        name, process = spec.name, self.processes[spec.name]
+        if process.is_alive():
+            self._watch(name, process)
+            return
+        if name not in ended:
+            if name not in self._reaped:
+                process.join()
+                # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
+                died = process.exitcode != 0 and name not in self._killed
+                self._killed.discard(name)
+                soon = time.monotonic() - started[name] < self.DIED_AT_START and died
+                self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if soon else 0
+                self._reaped[name] = died
+            # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
+            # fail, the slot stays reaped and it is tried again.
+            self.queue.requeue_worker(name, died=self._reaped[name])
+            del self._reaped[name]
+            ended[name] = time.monotonic()
+        if time.monotonic() - ended[name] < self.restart_delay(name):
+            return
+        del ended[name]
+        self.processes[name], started[name] = self._spawn(spec), time.monotonic()
+        self.wake.set()
 
     def _watch(self, name: str, process: multiprocessing.process.BaseProcess) -> None:
         """Kill a worker whose job has shown no sign of life for stall_timeout, or has not heeded its cancel.
