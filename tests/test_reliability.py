@@ -413,6 +413,24 @@ def test_a_damaged_manifest_is_one_line_and_restart_works(capsys, tiny: Path, st
     assert probe_video(out).frame_count == 3
 
 
+def test_a_render_on_one_machine_takes_over_one_left_by_workers(capsys, tiny: Path, starry: Path,
+                                                                tmp_path: Path) -> None:
+    """A render on several workers, interrupted, leaves overlap frames and task markers in chunks/. The same
+    output rendered again on one machine (--restart) removes them with its checkpoints: left, they made the work
+    directory someone else's folder to every later render."""
+    out, work = tmp_path / "out.mp4", tmp_path / "out.mp4.vidstyle-work"
+    args = ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY]
+    assert _run(capsys, [*args, "--keep-frames"])[0] == 0
+    for name in ("lead/0000001.png", "tail/0000002.png", "running/0000000.1.host.123"):
+        (work / "chunks" / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / "chunks" / name).write_bytes(b"left by a worker")
+    out.unlink()
+    assert _run(capsys, [*args, "--restart"])[0] == 0
+    assert not work.exists(), "the work directory went whole, chunks/ with it"
+    out.unlink()
+    assert _run(capsys, args)[0] == 0
+
+
 @pytest.mark.parametrize("workdir", ["out.mp4", "./.out.mp4.partial.mp4"])
 def test_a_work_directory_named_as_the_output_is_refused_before_the_render(capsys, tiny: Path, starry: Path,
                                                                            tmp_path: Path, workdir: str) -> None:

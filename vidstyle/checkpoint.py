@@ -30,6 +30,8 @@ MANIFEST = "manifest.json"
 LOCK = "lock"
 FRAMES = "frames"
 PASSES = "passes"  # the frames of passes before the last one (Config.passes), a folder per pass number
+CHUNKS = "chunks"  # a render on several workers: overlap frames (lead/, tail/) and running tasks' markers (running/)
+CHUNK_MARKER = re.compile(r"^(\d{7,})\.(\d+)\..+\.\d+$")  # <first frame>.<pass>.<host>.<pid>
 _PASS_NAME = re.compile(r"^\d{1,2}$")
 _FRAME_NAME = re.compile(r"^(\d{7})\.png$")
 _TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
@@ -151,7 +153,7 @@ class WorkDir:
             text = (self.path / MANIFEST).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return False
-        own = {MANIFEST, LOCK, FRAMES, PASSES}
+        own = {MANIFEST, LOCK, FRAMES, PASSES, CHUNKS}
         return _MANIFEST_FIELD in text and all(entry.name in own or _TEMPORARY_NAME.match(entry.name)
                                                for entry in self.path.iterdir())
 
@@ -257,6 +259,7 @@ class WorkDir:
         self._remove_own_files(manifest.created_dir if manifest is not None else False)
 
     def _remove_own_files(self, remove_directory: bool) -> None:
+        remove_chunk_files(self.path / CHUNKS)  # a render on several workers that a sequential one took over
         passes = self.path / PASSES
         if passes.is_dir():
             for folder in passes.iterdir():
@@ -277,6 +280,21 @@ def frame_indices(folder: Path) -> set[int]:
     if not folder.is_dir():
         return set()
     return {int(m.group(1)) for p in folder.iterdir() if (m := _FRAME_NAME.match(p.name))}
+
+
+def remove_chunk_files(folder: Path, markers_only: bool = False) -> None:
+    """Delete a chunks/ folder's overlap frames and task markers, then each folder left empty; anything else in it
+    stays, and the folders with it."""
+    if not markers_only:
+        for role in ("lead", "tail"):
+            remove_frame_files(folder / role)
+    running = folder / "running"
+    for path in running.iterdir() if running.is_dir() else ():
+        if CHUNK_MARKER.match(path.name):
+            path.unlink(missing_ok=True)
+    remove_if_empty(running)
+    if not markers_only:
+        remove_if_empty(folder)
 
 
 def remove_frame_files(folder: Path) -> None:

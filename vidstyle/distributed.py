@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import socket
 import threading
@@ -43,7 +42,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidstyle.checkpoint import MANIFEST, WorkDir, frame_indices, remove_frame_files, remove_if_empty
+from vidstyle.checkpoint import CHUNK_MARKER, CHUNKS, MANIFEST, WorkDir, frame_indices, remove_chunk_files
 from vidstyle.config import Config
 from vidstyle.errors import RESTART, Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
@@ -77,9 +76,6 @@ DEFAULT_CHUNK_FRAMES = 120
 DEFAULT_OVERLAP = 12
 # Retries of a chunk whose worker died (killed, out of memory, node lost); a Python error in a chunk is not retried.
 MAX_RETRIES = 3
-CHUNKS = "chunks"
-# A running task's marker: its chunk's first frame, pass, host and process id (mark_running).
-_MARKER_NAME = re.compile(r"^(\d{7,})\.(\d+)\..+\.\d+$")
 _POLL = 0.2  # seconds between looks at the work directory while tasks run
 _RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
@@ -306,7 +302,7 @@ class ChunkFiles:
         folder = self.root / "running"
         found: dict[tuple[int, int], list[Path]] = {}
         for path in folder.iterdir() if folder.is_dir() else ():
-            if match := _MARKER_NAME.match(path.name):
+            if match := CHUNK_MARKER.match(path.name):  # first frame, pass, host, pid (mark_running)
                 found.setdefault((int(match.group(1)), int(match.group(2))), []).append(path)
         return found
 
@@ -319,18 +315,11 @@ class ChunkFiles:
     def remove(self) -> None:
         """Drop the overlap frames and markers: the final frames hold everything a render needs from them. Only
         files named as the chunks name them go; anything else in chunks/ stays, and the folder with it."""
-        for role in ("lead", "tail"):
-            remove_frame_files(self.root / role)
-        self.remove_markers()
-        remove_if_empty(self.root)
+        remove_chunk_files(self.root)
 
     def remove_markers(self) -> None:
         """Drop the markers of running tasks (those of an earlier run are stale)."""
-        folder = self.root / "running"
-        for path in folder.iterdir() if folder.is_dir() else ():
-            if _MARKER_NAME.match(path.name):
-                path.unlink(missing_ok=True)
-        remove_if_empty(folder)
+        remove_chunk_files(self.root, markers_only=True)
 
 
 @dataclass(frozen=True)
