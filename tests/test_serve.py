@@ -297,6 +297,16 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
                                                                   "style_file": ("blank.png", b"")})
     assert response.status_code == 422 and response.json()["field"] == "style_file", response.text
     assert "style upload is empty" in response.json()["detail"]
+    # A few hundred KB that would decode to 243 MB (a few MB can reach gigabytes): refused from its header.
+    stripes = np.zeros((9000, 9000, 3), np.uint8)
+    stripes[::50] = 200
+    bomb = cv2.imencode(".png", stripes, [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+    for field in ("input", "style_file"):
+        files = {"input": ("a.png", starry.read_bytes()), field: ("big.png", bomb)}
+        response = server.client.post("/api/jobs", data=TINY if field == "style_file" else {"style": "starry-night",
+                                                                                           **TINY}, files=files)
+        assert response.status_code in (415, 422) and response.json()["field"] == field, response.text
+        assert "more than 67,108,864 pixels" in response.json()["detail"], response.text
     both = {"input": ("a.png", starry.read_bytes()), "style_file": ("s.jpg", starry.read_bytes())}
     response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY}, files=both)
     assert response.status_code == 422 and "not both" in response.json()["detail"], response.text

@@ -972,6 +972,10 @@ def _run_command(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
+        if args.command == "serve":
+            from vidstyle.serve import limit_image_pixels
+
+            limit_image_pixels()  # before OpenCV loads with the engine
         if args.command not in ("styles", "presets"):
             _import_the_engine()
         return func(args)

@@ -41,6 +41,10 @@ class InputError(VidstyleError):
     """An input file (video, style or content image) is missing or unusable."""
 
 
+class ImageTooLarge(InputError):
+    """A picture with more pixels than are read here (OpenCV's limit, which a server lowers)."""
+
+
 class VideoOpenError(InputError):
     """ffmpeg cannot read the input as a video."""
 

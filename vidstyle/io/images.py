@@ -10,8 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidstyle.errors import InputError, OutputError
+from vidstyle.errors import ImageTooLarge, InputError, OutputError
 from vidstyle.io.paths import sync_folder
+from vidstyle.io.pixels import pixel_limit
 
 
 def read_image(path: Path, what: str = "image") -> np.ndarray:
@@ -28,12 +29,22 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
     problem, transparent = _png_check(data)
     if problem is not None:
         raise InputError(f"{what} is {problem}: {path}")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    bgr = _decode(data, cv2.IMREAD_COLOR, what, path) if data.size else None
     if bgr is None:
         raise InputError(f"{what} is not a readable image: {path}")
     if transparent:
-        return _over_white(cv2.imdecode(data, cv2.IMREAD_UNCHANGED), bgr)
+        return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _decode(data: np.ndarray, flags: int, what: str, path: Path) -> np.ndarray | None:
+    """cv2.imdecode, whose refusals (a picture over its pixel limit, found in the header) are one line."""
+    try:
+        return cv2.imdecode(data, flags)
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageTooLarge(f"{what} has more than {pixel_limit():,} pixels, the most read here: {path}") from None
+        raise InputError(f"{what} is not a readable image: {path}") from None
 
 
 def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:

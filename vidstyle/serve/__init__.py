@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
+from vidstyle.io.pixels import PIXEL_LIMIT_VARIABLE
 from vidstyle.serve.layout import is_ours, mark_as_ours, remove_ours
 from vidstyle.serve.queue import is_job_id
 
@@ -27,6 +28,10 @@ DEFAULT_MAX_QUEUED = 100
 # lost, whereas one that hangs a little longer than need be only holds its worker that much longer.
 DEFAULT_STALL_TIMEOUT = 600.0
 MIN_FREE = 2 * 10**9  # bytes: the least of the default floor of free space (default_min_free)
+# The most pixels an uploaded picture may have: 8192x8192, the largest render. OpenCV reads a picture's size from
+# its header and refuses more before it allocates; at its own default (2^30) a PNG of a few MB could take several
+# GB of the server's memory as it is checked.
+MAX_IMAGE_PIXELS = 8192 * 8192
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -198,3 +203,9 @@ def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:
     count = workers or max(gpus, 1)
     threads = max(1, (os.cpu_count() or 1) // count) if not gpus and count > 1 else None
     return [WorkerSpec(f"slot-{i}", data, resolved, i % gpus if gpus else None, threads) for i in range(count)]
+
+
+def limit_image_pixels() -> None:
+    """Set the server's picture limit (MAX_IMAGE_PIXELS) unless the operator set OpenCV's own; called before OpenCV
+    loads, since it reads the limit once, and inherited by the worker processes."""
+    os.environ.setdefault(PIXEL_LIMIT_VARIABLE, str(MAX_IMAGE_PIXELS))

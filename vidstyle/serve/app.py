@@ -27,9 +27,10 @@ from starlette.types import Scope
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import Config, make_config, preset_names
-from vidstyle.errors import ConfigError, InputError, SettingError, VidstyleError
+from vidstyle.errors import ConfigError, ImageTooLarge, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
+from vidstyle.io.pixels import pixel_limit
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours, remove_ours
@@ -274,6 +275,8 @@ class JobFactory:
             path = _save_upload(upload, staging, "style_file", IMAGE_SUFFIXES)
             try:
                 rgb = read_image(path, "style image")
+            except ImageTooLarge:
+                raise ApiError(422, f"the style picture has more than {pixel_limit():,} pixels", "style_file") from None
             except InputError:
                 raise ApiError(415, "the style upload is not a readable image (PNG, JPEG, BMP, TIFF or WebP)",
                                "style_file") from None
