@@ -434,6 +434,27 @@ def test_unknown_job_is_404(server: ServeProcess, method_path: str, job_id: str)
     assert "detail" in response.json()
 
 
+def test_another_sites_page_cannot_queue_or_delete_jobs_nor_reach_the_server_by_another_name(
+        server: ServeProcess, clip: Path) -> None:
+    """Without a token a web page's script can send a form to the server (no preflight for a form's POST): its
+    Origin gives it away. A server on a loopback address answers only to the names of this machine, so that a page
+    cannot reach it through a name of its own that resolves there (DNS rebinding)."""
+    before = server.client.get("/api/health").json()["jobs"]
+    with open(clip, "rb") as fh:
+        response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY},
+                                      files={"input": (clip.name, fh)}, headers={"Origin": "http://evil.example"})
+    assert response.status_code == 403 and "another site" in response.json()["detail"], response.text
+    assert server.client.delete("/api/jobs/" + "0" * 32, headers={"Origin": "null"}).status_code == 403
+    assert server.client.get("/api/health").json()["jobs"] == before
+    same_site = server.client.get("/api/jobs", headers={"Origin": "http://evil.example"})
+    assert same_site.status_code == 200, "reading is the browser's to allow (no CORS headers are sent)"
+    own = server.client.delete("/api/jobs/" + "0" * 32, headers={"Origin": server.url})
+    assert own.status_code == 404, "the server's own page may"
+    rebound = server.client.get("/api/jobs", headers={"Host": "evil.example"})
+    assert rebound.status_code == 421 and "127.0.0.1" in rebound.json()["detail"]
+    assert server.client.get("/api/jobs", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+
+
 def test_token_is_required_on_every_request(tmp_path: Path) -> None:
     served = ServeProcess(tmp_path / "data", token="s3cret-token-123").start()
     try:
@@ -450,6 +471,20 @@ def test_token_is_required_on_every_request(tmp_path: Path) -> None:
         assert anonymous.get("/api/jobs").status_code == 200
         kept = httpx.get(f"{served.url}/api/jobs?limit=1&token=s3cret-token-123", timeout=30)
         assert kept.status_code == 303 and kept.headers["location"] == "/api/jobs?limit=1", "the rest of the query"
+        # Lax, not Strict: the page a link on another site opens with the token gets the cookie it was just given.
+        assert "SameSite=Lax" in visit.headers["set-cookie"]
+        # "//evil.example/" as a path would be a link to another site in the Location header.
+        import http.client
+
+        raw = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)  # sends the path as it is
+        raw.request("GET", "//evil.example/?token=s3cret-token-123")
+        sneaky = raw.getresponse()
+        assert sneaky.status == 303 and sneaky.getheader("location") == "/evil.example/"
+        raw.close()
+        # Another program's cookie on this host, which Python's strict parser stops at, does not hide the token.
+        crumbs = httpx.get(f"{served.url}/api/jobs", timeout=30,
+                           headers={"Cookie": 'prefs={"theme":"dark"}; vidstyle_token=s3cret-token-123'})
+        assert crumbs.status_code == 200, crumbs.text
         anonymous.close()
     finally:
         served.stop()

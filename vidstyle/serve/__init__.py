@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import os
 import re
 import socket
@@ -135,11 +136,22 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     recovered = queue.recover()
     _sweep(folder, queue)
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
-                             max_queued=max_queued)
+                             max_queued=max_queued, hosts=loopback_names(host))
     app = create_app(settings, queue, WorkerPool(queue, specs, stall_timeout))
     summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
     return Server(f"http://{host}:{port}/", summary, app, listening, lock_fd)
+
+
+def loopback_names(host: str) -> frozenset[str] | None:
+    """The names a browser on this machine reaches a server listening on a loopback address by; None for another
+    address (reached by whatever names the network gives it). A web page's script could otherwise reach a loopback
+    server through a name of its own that it points there (DNS rebinding) and read its jobs."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return None
+    return frozenset({"localhost", "127.0.0.1", "::1", host.strip("[]").lower()}) if loopback else None
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -64,6 +64,7 @@ class ServeSettings:
     default_preset: str = "balanced"
     min_free: int = MIN_FREE  # bytes the data folder's file system keeps free: below it, uploads are refused (507)
     max_queued: int = DEFAULT_MAX_QUEUED  # jobs waiting: at this many, uploads are refused (429)
+    hosts: frozenset[str] | None = None  # the names requests may address the server by (Guard); None: any
 
 
 class ApiError(Exception):
@@ -341,7 +342,7 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
                   description="Neural style transfer for videos and pictures, as a service: upload a video or an "
                               "image and a style, follow the render's progress, download the result.")
     app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token,  # type: ignore[arg-type]
-                       admit=admission(settings, queue))
+                       admit=admission(settings, queue), hosts=settings.hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _add_error_handlers(app)
     _add_api(app, settings, queue, JobFactory(settings, queue, pool))

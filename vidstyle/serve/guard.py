@@ -11,10 +11,10 @@ import hmac
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "vidstyle_token"
@@ -42,14 +42,34 @@ async def send_json(send: Send, status: int, body: dict[str, Any], headers: list
     await send({"type": "http.response.body", "body": data})
 
 
+# Methods that change something: a browser sends these across sites without asking the server first (a form's
+# POST needs no CORS preflight), so where they come from is checked.
+_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 class Guard:
+    """`hosts`: the names a request may address the server by (a server on a loopback address, which a web page's
+    script could otherwise reach through a name of its own that resolves there); None: any."""
+
     def __init__(self, app: ASGIApp, max_upload: int, token: str | None,
-                 admit: Callable[[Scope], Refusal | None] | None = None) -> None:
-        self.app, self.max_upload, self.token, self.admit = app, max_upload, token, admit
+                 admit: Callable[[Scope], Refusal | None] | None = None,
+                 hosts: frozenset[str] | None = None) -> None:
+        self.app, self.max_upload, self.token, self.admit, self.hosts = app, max_upload, token, admit, hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host") or ""
+        if self.hosts is not None and _host_name(host) not in self.hosts:
+            await send_json(send, 421, {"detail": f"this server is not {host!r}; address it as "
+                                                  f"{' or '.join(sorted(self.hosts))}", "field": None})
+            return
+        origin = _header(scope, b"origin")
+        if scope["method"] in _CHANGING and origin is not None and _origin_host(origin) != host.lower():
+            # Another site's page (or a sandboxed one: "null") asking a browser to queue or delete jobs here.
+            await send_json(send, 403, {"detail": f"a request from another site ({origin}) may not change jobs",
+                                        "field": None})
             return
         if self.token is not None and not await self._authorized(scope, send, self.token):
             return
@@ -102,11 +122,13 @@ class Guard:
         query = next((value for name, value in params if name == "token"), None)
         if scope["method"] == "GET" and query and hmac.compare_digest(query.encode(), token.encode()):
             # A browser cannot send headers with <img>, <video> or EventSource: it keeps the token as a cookie,
-            # sent only to this site (SameSite=Strict), and the token leaves the address bar (the rest of the
-            # query stays).
-            cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            # sent only to this site (SameSite=Lax: also when a link on another site opens a page here, as the
+            # redirect itself does when such a link carries the token; never with another site's POST), and the
+            # token leaves the address bar (the rest of the query stays).
+            cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
             rest = urlencode([(name, value) for name, value in params if name != "token"])
-            location = quote(scope["path"]) + (f"?{rest}" if rest else "")
+            # One leading slash: "//host/" would send the browser to another site.
+            location = "/" + quote(scope["path"]).lstrip("/") + (f"?{rest}" if rest else "")
             await send({"type": "http.response.start", "status": 303,
                         "headers": [(b"location", location.encode()), (b"set-cookie", cookie.encode()),
                                     (b"content-length", b"0")]})
@@ -133,7 +155,22 @@ def _bearer(scope: Scope) -> str | None:
 
 def _cookie(scope: Scope) -> str | None:
     value = _header(scope, b"cookie")
-    if value is None:
+    # Starlette's lenient parser, as a browser sends them: another program's cookie on this host (cookies are not
+    # kept apart by port) that the standard library's strict parser stops at must not hide this one.
+    return cookie_parser(value).get(COOKIE) if value is not None else None
+
+
+def _host_name(host: str) -> str | None:
+    """The name in a Host header ("127.0.0.1:8000", "[::1]:8000"), lower case, without the port."""
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
         return None
-    morsel = SimpleCookie(value).get(COOKIE)
-    return morsel.value if morsel is not None else None
+
+
+def _origin_host(origin: str) -> str | None:
+    """host[:port] of an Origin header, as a Host header of the same site says it; None for "null"."""
+    try:
+        return urlsplit(origin).netloc.lower() or None
+    except ValueError:
+        return None
