@@ -941,3 +941,25 @@ def test_the_worker_supervisor_lives_through_a_database_error(tmp_path: Path) ->
         assert pool._thread is not None and pool._thread.is_alive()
     finally:
         pool.stop()
+
+
+def test_stopping_the_server_ends_its_event_streams_at_once(tmp_path: Path, clip: Path) -> None:
+    """An open event stream held the server's stop for its whole grace and was then cancelled with a traceback."""
+    served = ServeProcess(tmp_path / "data").start()
+    try:
+        job = served.submit(clip, size="64", first_iters="100000", iters="100000").json()  # runs until stopped
+        with httpx.Client(base_url=served.url, timeout=30) as viewer, \
+                viewer.stream("GET", job["urls"]["events"]) as stream:
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: progress"
+            assert served.process is not None
+            started = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)
+            list(lines)  # the server ends the stream
+            ended = time.monotonic() - started
+            output, _ = served.process.communicate(timeout=30)
+            assert ended < 1.5, "at its next look at the job, not after the 3 s grace"
+        assert served.process.returncode == 128 + signal.SIGTERM
+        assert "Traceback" not in output and "CancelledError" not in output, output
+    finally:
+        served.stop()

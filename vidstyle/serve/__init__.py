@@ -84,7 +84,15 @@ class Server:
         try:
             # Access logs off: at hundreds of polls a second they would cost more than the routes themselves.
             config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
-            uvicorn.Server(config).run(sockets=[self.listening])
+            stopping = self.app.state.stopping
+
+            class _Server(uvicorn.Server):
+                def handle_exit(self, sig: int, frame: Any) -> None:
+                    # Event streams end now, rather than being cancelled with a traceback when the grace runs out.
+                    stopping.set()
+                    super().handle_exit(sig, frame)
+
+            _Server(config).run(sockets=[self.listening])
         finally:
             self.listening.close()
             os.close(self.lock_fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -341,6 +342,7 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
     app = FastAPIOffline(title="vidstyle", version=__version__, lifespan=lifespan,
                   description="Neural style transfer for videos and pictures, as a service: upload a video or an "
                               "image and a style, follow the render's progress, download the result.")
+    app.state.stopping = threading.Event()  # set as the server begins to stop (Server.run)
     app.add_middleware(Guard, max_upload=settings.max_upload, token=settings.token,  # type: ignore[arg-type]
                        admit=admission(settings, queue), hosts=settings.hosts)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -430,7 +432,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     async def job_events(job_id: str) -> StreamingResponse:
         """Server-sent events: `progress` (the job as JSON) whenever it changes, `end` when it is over."""
         _get_job(queue, job_id)
-        return StreamingResponse(_event_stream(queue, job_id), media_type="text/event-stream",
+        return StreamingResponse(_event_stream(queue, job_id, app.state.stopping), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/api/jobs/{job_id}/preview", responses={**_ERRORS, 200: {"content": {"image/jpeg": {}}}},
@@ -522,10 +524,11 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
                 "stall_timeout": pool.stall_timeout if pool is not None else None, "presets": preset_names()}
 
 
-async def _event_stream(queue: JobQueue, job_id: str) -> AsyncIterator[str]:
+async def _event_stream(queue: JobQueue, job_id: str, stopping: threading.Event) -> AsyncIterator[str]:
+    """A job's progress until it ends, or until the server stops (a browser's EventSource then tries again)."""
     last: str | None = None
     quiet = 0.0
-    while True:
+    while not stopping.is_set():
         job = queue.get(job_id)
         if job is None:
             yield "event: end\ndata: {\"state\": \"deleted\"}\n\n"
