@@ -254,6 +254,8 @@ BAD_OPTIONS = [
     ({"size": "100000"}, 422, "size", "between 16"),
     ({"iter": "3"}, 422, "iter", "unknown field 'iter'"),  # a misspelt option is never dropped silently
     ({"seed": "9" * 400}, 422, "seed", "must be between 0 and"),  # too large for a float: was a 500
+    ({"size": "3_2"}, 422, "size", "whole number"),  # int() takes it as 32
+    ({"style_weight": "\u0663"}, 422, "style_weight", "a number"),  # and float() an Arabic-Indic 3
     ({"size": ["64", "128"]}, 422, "size", "given 2 times"),
 ]
 
@@ -709,6 +711,7 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--port", "-1"], 2, "--port must be 1 to 65535"),
     (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),
     (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB"),
+    (["--max-upload", "0.1B"], 2, "--max-upload must be at least 1KB"),  # no bytes: every request refused
     (["--max-queued", "0"], 2, "--max-queued must be at least 1"),
     (["--stall-timeout", "0"], 2, "--stall-timeout must be a number of seconds above 0"),
     (["--data", "FILE"], 2, "is a file; name a folder"),
@@ -963,3 +966,24 @@ def test_stopping_the_server_ends_its_event_streams_at_once(tmp_path: Path, clip
         assert "Traceback" not in output and "CancelledError" not in output, output
     finally:
         served.stop()
+
+
+def test_a_job_that_ends_by_its_workers_deaths_or_a_restart_keeps_no_estimate(tmp_path: Path) -> None:
+    from vidstyle.serve.queue import MAX_WORKER_DEATHS, JobQueue, new_job_id
+
+    queue = JobQueue(tmp_path / "q.db")
+    job_id = queue.add(new_job_id(), "video", {}).id
+    for _ in range(MAX_WORKER_DEATHS):
+        assert queue.claim("w0") is not None
+        queue.report(job_id, 3, 10, 0.3, 15.0, None, None)
+        queue.requeue_worker("w0", died=True)
+    failed = queue.get(job_id)
+    assert failed is not None and failed.state == "failed" and failed.eta is None
+
+
+def test_malformed_requests_get_the_apis_error_shape_and_a_long_id_is_not_echoed(server: ServeProcess) -> None:
+    garbled = server.client.post("/api/jobs", content=b"--x\r\nnot a part",
+                                 headers={"Content-Type": "multipart/form-data"})  # no boundary
+    assert garbled.status_code == 400 and set(garbled.json()) == {"detail", "field"}, garbled.text
+    missing = server.client.get("/api/jobs/" + "a" * 60_000)
+    assert missing.status_code == 404 and len(missing.json()["detail"]) < 100

@@ -56,7 +56,10 @@ def parse_byte_size(text: str, setting: str = "max_upload") -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
     if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
         raise SettingError(setting, f"must be a size such as 500MB or 2GB (got {text!r})")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
+    size = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if size < 1000:  # 0.1B is no bytes: every request would be refused as too large
+        raise SettingError(setting, f"must be at least 1KB (got {text!r})")
+    return size
 
 
 def default_min_free(max_upload: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from vidstyle import __version__
@@ -155,6 +157,10 @@ def parse_options(form: dict[str, str | None], default_preset: str, device: str)
     return preset, overrides
 
 
+_NUMBER = {int: re.compile(r"[+-]?[0-9]+"),
+           float: re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|nan)", re.IGNORECASE)}
+
+
 def _parse_value(name: str, kind: type, text: str | None) -> Any:
     text = (text or "").strip()
     if kind is bool:
@@ -164,6 +170,9 @@ def _parse_value(name: str, kind: type, text: str | None) -> Any:
             return False
         raise ApiError(422, f"{name} must be true or false (got {text!r})", name)
     try:
+        # Plain ASCII numbers only: int() and float() also take "3_2" and other scripts' digits.
+        if kind in (int, float) and not _NUMBER[kind].fullmatch(text):
+            raise ValueError(text)
         return kind(text)
     except ValueError:
         what = {int: "a whole number", float: "a number", str: "text"}[kind]
@@ -357,6 +366,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # A body the multipart parser cannot read (400), a method a route does not take (405): the same shape.
+        return JSONResponse({"detail": str(exc.detail), "field": None}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
@@ -368,7 +383,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _get_job(queue: JobQueue, job_id: str) -> Job:
     job = queue.get(job_id) if is_job_id(job_id) else None
     if job is None:
-        raise ApiError(404, f"no job {job_id!r}")
+        shown = job_id if len(job_id) <= 40 else job_id[:40] + "..."  # a 100 KB id is not echoed whole
+        raise ApiError(404, f"no job {shown!r}")
     return job
 
 

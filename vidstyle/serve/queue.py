@@ -177,7 +177,7 @@ class JobQueue:
     def recover(self) -> int:
         """At start-up: jobs left 'running' by a dead server go back to the queue (or end, if cancelled)."""
         with self._write() as db:
-            db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, worker = NULL "
+            db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, worker = NULL, eta = NULL "
                        "WHERE state = 'running' AND cancel = 1", (time.time(),))
             return db.execute("UPDATE jobs SET state = 'queued', worker = NULL, eta = NULL "
                               "WHERE state = 'running'").rowcount
@@ -190,7 +190,7 @@ class JobQueue:
         with self._write() as db:
             if died:
                 db.execute("UPDATE jobs SET deaths = deaths + 1 WHERE state = 'running' AND worker = ?", (worker,))
-            db.execute("UPDATE jobs SET state = 'failed', finished = ?, worker = NULL, "
+            db.execute("UPDATE jobs SET state = 'failed', finished = ?, worker = NULL, eta = NULL, "
                        "error = 'the worker process died on this job ' || deaths || ' times (out of memory?)' "
                        "WHERE state = 'running' AND worker = ? AND deaths >= ?",
                        (time.time(), worker, MAX_WORKER_DEATHS))
