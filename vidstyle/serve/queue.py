@@ -117,10 +117,13 @@ class JobQueue:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # Only if one is still open: SQLite ends some failed transactions itself (a full disk), and a ROLLBACK
+            # then would hide the real error; one left open (a COMMIT that failed) would keep the write lock.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
