@@ -13,7 +13,7 @@ from conftest import child_ffmpeg_pids, decoded, run_cli, shared_asset
 
 import vidstyle
 from vidstyle.config import make_config
-from vidstyle.errors import Interrupted, SettingError
+from vidstyle.errors import DecodeError, Interrupted, SettingError
 from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted, ignore_event
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image
@@ -67,6 +67,21 @@ def test_sources_stream_forward_and_come_in_blocks_backward(bunny_short: Path) -
         window.close()
         assert reads == ([(1, 11)] if forward else [(7, 11), (3, 7), (1, 3)])
     assert not child_ffmpeg_pids()
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_a_video_that_gives_fewer_frames_than_it_held_is_named_as_such(bunny_short: Path, forward: bool) -> None:
+    """A later pass decodes the source again; a video damaged since (here: one that stops at frame 6 of 11) was
+    a bare StopIteration or KeyError, and on a worker an error with no words at all."""
+    info = probe_video(bunny_short)
+
+    def read(start: int, stop: int) -> object:
+        return read_frames(info, (64, 36), start, min(stop, 6))
+
+    window = SourceWindow(read, 0, 11, forward=forward, block=4)  # type: ignore[arg-type]
+    with pytest.raises(DecodeError, match="the video ended before frame 8, which it had when the render began"):
+        window(8)
+    window.close()
 
 
 def test_a_frame_starts_half_from_its_warped_neighbour_where_the_flow_is_reliable(bunny_short: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vidstyle.config import Config
-from vidstyle.errors import Cancelled
+from vidstyle.errors import Cancelled, DecodeError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
 from vidstyle.flow import colour_agreement, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import Frame
@@ -85,14 +85,23 @@ class SourceWindow:
             else:
                 start = max(self.first, index + 1 - self.block)
                 self.older, self.frames = self.frames, {f.index: f.rgb for f in self.read(start, index + 1)}
+        if index not in self.frames:
+            raise self._ended(index)
         return self.frames[index]
+
+    @staticmethod
+    def _ended(index: int) -> DecodeError:
+        """The video gave fewer frames than it was probed to hold (damaged since, or a decoder that drops some)."""
+        return DecodeError(f"the video ended before frame {index}, which it had when the render began")
 
     def _stream_to(self, index: int) -> None:
         if self.stream is None or index < self.position:
             self.close()
             self.stream, self.position = self.read(index, self.stop), index
         while self.position <= index:
-            frame = next(self.stream)
+            frame = next(self.stream, None)
+            if frame is None:
+                raise self._ended(index)
             self.frames[frame.index], self.position = frame.rgb, frame.index + 1
         self.frames = {i: rgb for i, rgb in self.frames.items() if i >= index - 1}
 
