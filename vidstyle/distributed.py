@@ -588,6 +588,9 @@ class _Driver:
         job = self.job
         work = ChunkJob(replace(job.info, path=job.info.path.resolve()), job.size, job.config,
                         tuple(p.resolve() for p in job.styles), job.workdir.path.resolve(), self.session.threads)
+        # Stored once: the video's frame times and keyframes grow with its length, and every task would carry
+        # its own copy otherwise.
+        work_ref = self.ray.put(work)
         remote = self.ray.remote(run_task).options(max_retries=MAX_RETRIES, retry_exceptions=False,
                                                    **self.session.options)
         made = self._made()
@@ -599,7 +602,7 @@ class _Driver:
                 while writer.frames_written < job.info.frame_count:
                     while len(pending) < self.session.workers and (task := self._ready(todo, made)) is not None:
                         todo.remove(task)
-                        pending[remote.remote(work, task)] = task
+                        pending[remote.remote(work_ref, task)] = task
                     self._collect(pending)
                     made = self._made()
                     self._drop_unread(set(self.tasks) - set(todo) - set(pending.values()), made)
