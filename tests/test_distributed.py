@@ -484,6 +484,17 @@ def test_ctrl_c_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Call
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, f"frame {i}, finished before the kill, was redone"
 
 
+def test_one_gpu_named_for_several_workers_is_refused_before_anything_starts(capsys, bunny_short: Path, starry: Path,
+                                                                             tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workers", "2",
+                 "--device", "cuda:1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "vidstyle: error: --device cuda:1 names one GPU, and every worker would use it: on several workers use cuda, "
+        "and each worker gets a GPU of its own"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(("flags", "named"), [(("--end", "0.2"), "--end"), (("--start", "0.2"), "--start"),
                                               (("--start", "0.1", "--end", "0.3"), "--start"),
                                               (("--duration", "0.2"), "--duration")])

@@ -18,7 +18,15 @@ from vidstyle.config import Config, check_call_arguments, config_or_default
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
-from vidstyle.pipeline import RenderJob, check_cluster_job, default_output, on_cluster, prepare_render, render_job
+from vidstyle.pipeline import (
+    RenderJob,
+    check_cluster_config,
+    check_cluster_job,
+    default_output,
+    on_cluster,
+    prepare_render,
+    render_job,
+)
 from vidstyle.stylize import Stylizer
 
 # render()'s Ray options, in on_cluster's order, which a batch passes on to each render.
@@ -106,6 +114,8 @@ def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePat
         raise TypeError(f"render_many() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
     items = plan_batch(inputs, style_paths, each_style=each_style, output_dir=output_dir)
     distributed = on_cluster(*(cluster.get(k) for k in _CLUSTER_OPTIONS))
+    if distributed:
+        check_cluster_config(config)
     prepared = [_prepare(item, config, overwrite, start, end, distributed) for item in items]
     stylizers: dict[tuple[Path, ...], Stylizer] = {}
     results = []

@@ -189,6 +189,8 @@ def render(input_path: Path | str, style_paths: StylePaths, output: Path | str |
     `start` and `end` (seconds) render only the frames between them, with the audio cut to match.
     """
     check_call_arguments(overwrite=overwrite, restart=restart, stop=stop, on_event=on_event)
+    if on_cluster(workers, ray_address, chunk_frames, overlap):
+        check_cluster_config(config)
     job = prepare_render(input_path, style_paths, output, config, workdir=workdir, overwrite=overwrite,
                          start=start, end=end)
     return render_job(job, restart=restart, on_event=on_event, stop=stop, stylizer=stylizer, workers=workers,
@@ -213,6 +215,15 @@ def render_job(job: RenderJob, *, restart: bool = False, on_event: EventCallback
 def on_cluster(workers: int | None, ray_address: str | None, chunk_frames: int | None, overlap: int | None) -> bool:
     """Whether these options ask for a render on Ray workers."""
     return workers is not None or ray_address is not None or chunk_frames is not None or overlap is not None
+
+
+def check_cluster_config(config: Config | None) -> None:
+    """Settings a render on Ray workers cannot take, found before anything else is looked at."""
+    device = config_or_default(config).device
+    if device.startswith("cuda:"):
+        # Ray hands each task GPUs of its own only when asked for some; every task would take this one GPU.
+        raise SettingError("device", f"{device} names one GPU, and every worker would use it: on several workers "
+                                     "use cuda, and each worker gets a GPU of its own")
 
 
 def check_cluster_job(job: RenderJob) -> None:
