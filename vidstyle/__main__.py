@@ -17,7 +17,7 @@ def run() -> int:
     try:
         from vidstyle.cli import main
 
-        code = main()
+        code = main(restore_signals=False)
     except KeyboardInterrupt:  # before main() took charge of Ctrl-C
         print("vidstyle: interrupted", file=sys.stderr)
         code = INTERRUPTED

@@ -938,13 +938,16 @@ def _flag_for(setting: str, command: str) -> str:
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> int:
+    """Run one command; returns its exit code. The `vidstyle` program passes `restore_signals=False`: once the
+    command is over a Ctrl-C or SIGTERM has nothing left to stop, and is ignored until the process ends (restored,
+    a late repeat of one that stopped the command would end the process with a traceback)."""
     handlers = signal.signal(signal.SIGINT, _interrupt_once), signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         return _run_command(argv)
     finally:
-        signal.signal(signal.SIGINT, handlers[0])
-        signal.signal(signal.SIGTERM, handlers[1])
+        signal.signal(signal.SIGINT, handlers[0] if restore_signals else signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, handlers[1] if restore_signals else signal.SIG_IGN)
 
 
 def _import_the_engine() -> None:
