@@ -22,7 +22,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
 from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_too_old, file_url
 from vidstyle.io.images import read_image
-from vidstyle.io.probe import probe_video, size_to_fit
+from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
 
 
 def test_probe_bundled_clip() -> None:
@@ -91,13 +91,53 @@ def test_variable_frame_rate_keeps_every_frame(media: Path) -> None:
     assert abs(info.duration - 1.0) < 0.1
 
 
-def test_a_variable_rate_source_is_written_at_its_common_rate_with_each_frame_at_its_time(media: Path) -> None:
-    vfr = media / "vfr.mkv"  # made by the test above: frames 1, 2, 4, 5, 7, ... of 30 fps
-    if not vfr.exists():
-        pytest.skip("needs the clip of test_variable_frame_rate_keeps_every_frame")
-    info = probe_video(vfr)
-    assert written_rate(info) == 30
-    assert frame_repeats(info.frame_times, Fraction(30)) == [1, 2] * 9 + [1, 1]
+def _vfr(times: list[float]) -> VideoInfo:
+    average = Fraction((len(times) - 1) / (times[-1] - times[0])).limit_denominator(1_000_000)
+    return VideoInfo(Path("vfr.mp4"), 64, 48, 0, average, len(times), True, (), "", tuple(times), (0,), "h264")
+
+
+_JITTER = np.random.default_rng(0)
+VARIABLE_RATES = {
+    # name: (frame times, the rate written, frames dropped)
+    "a gap of two frames at 25 fps": ([i / 25 for i in range(50) if i not in (30, 31)], 25, 0),
+    "30 fps in a millisecond time base, every third frame gone": ([round(i / 30, 3) for i in range(90) if i % 3],
+                                                                  30, 0),
+    "29.97 fps with frames gone": ([round(i * 1001 / 30000, 4) for i in range(300) if i % 7], Fraction(30000, 1001),
+                                   0),
+    "a phone's 30 fps, jittered by 3 ms": (list(np.cumsum(1 / 30 + _JITTER.normal(0, 0.003, 300))), 30, None),
+    "30 fps slowing to 15, jittered by 2 ms": (list(np.cumsum(np.r_[1 / 30 + _JITTER.normal(0, 0.002, 100),
+                                                                    1 / 15 + _JITTER.normal(0, 0.002, 100)])),
+                                               Fraction(30000, 1001), 0),
+    "15 fps with a few frames at 30": (list(np.cumsum([1 / 15] * 190 + [1 / 30] * 10)), 30, 0),
+    "bursts of frames a millisecond apart": (sorted([*np.arange(0, 2, 1 / 30),
+                                                     *(np.arange(0, 2, 1 / 30) + 0.001)[:20]]),
+                                             Fraction(60000, 1001), 0),
+    "a step under a millisecond": ([0, 0.0004, 0.04, 0.1, 0.2], 25, 0),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIABLE_RATES))
+def test_a_variable_rate_source_is_written_at_one_rate_with_each_frame_at_its_time(name: str) -> None:
+    times, expected, dropped = VARIABLE_RATES[name]
+    info = _vfr([float(t) for t in times])
+    rate = written_rate(info)
+    assert rate == expected
+    repeats = frame_repeats(info.frame_times, rate)
+    assert len(repeats) == len(times)
+    if dropped is not None:
+        assert repeats.count(0) == dropped
+    assert repeats.count(0) <= 0.01 * len(times) and rate <= 240
+    shown = np.cumsum([0, *repeats])[:-1] / float(rate)  # when each picture of a frame is first shown
+    kept = np.array(repeats) > 0
+    late = shown[kept] - (np.array(times) - times[0])[kept]
+    assert np.abs(late).max() <= 1 / float(rate) + 1e-9, "every frame within a picture of its own time"
+
+
+def test_a_part_of_a_variable_rate_video_lasts_until_its_next_frame() -> None:
+    """Its audio runs until the next frame's time: a part that ends before a gap holds its last frame across it."""
+    times = [i / 25 for i in range(50) if i not in (30, 31)]  # frame 29 of the source lasts three pictures
+    assert frame_repeats(times[20:30], Fraction(25), times[30]) == [1] * 9 + [3]
+    assert frame_repeats(times[20:30], Fraction(25)) == [1] * 10
 
 
 def test_a_render_of_a_clip_with_a_gap_keeps_its_rate_length_and_sync(media: Path, starry: Path) -> None:

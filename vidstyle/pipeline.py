@@ -327,10 +327,10 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"written at {written}{evened}, the render's own size")
     rate, repeats = written_timing(job)
     if repeats is not None:
-        shown = f"{sum(r > 1 for r in repeats)} shown longer"
+        shown = f"{sum(r > 1 for r in repeats)} held longer"
         dropped = sum(r == 0 for r in repeats)
         notes.append(f"the source has a variable frame rate; written at {float(rate):.3f} fps with each frame at its "
-                     f"own time ({shown}{f', {dropped} replaced by the next' if dropped else ''})")
+                     f"own time ({shown}{f', {dropped} dropped where the source is faster' if dropped else ''})")
     first, stop = job.span
     if job.trim is not None:
         part = f"frame {first}" if stop - first == 1 else f"frames {first} to {stop - 1}"
@@ -513,7 +513,9 @@ def written_timing(job: RenderJob) -> tuple[Fraction, list[int] | None]:
         return job.info.fps, None
     rate = written_rate(job.info)
     first, stop = job.span
-    return rate, frame_repeats(job.info.frame_times[first:stop], rate)
+    times = job.info.frame_times
+    # A part of the video ends where its next frame begins: its audio runs that long, and so must its last frame.
+    return rate, frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None)
 
 
 def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,44 +82,81 @@ def audio_args(source: VideoInfo | None, container: str) -> list[str]:
     return list(_plan(source, container, _SUFFIXES.get(container, container)).args)
 
 
-# Rates a camera or an editor writes; a variable-rate source's measured rate within 0.5 % of one is taken as it
-# (a container's millisecond time base makes 30 fps read as 29.98, between 30 and 30000/1001).
-_COMMON_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001",
-                                             "60", "90", "100", "120", "240"))
-
-
 # RGB to 4:2:0 with BT.709's matrix, and said so in the stream: untagged, ffmpeg's default BT.601 matrix was written
 # and players that take an untagged HD video for BT.709 showed its colours shifted. Decoding honours the tags.
 YUV_BT709 = ("-vf", "scale=out_color_matrix=bt709:out_range=tv,"
                     "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv",
              "-pix_fmt", "yuv420p")
+# The rates a variable-rate source may be written at: those cameras and editors write (up to 240: no display shows
+# a shorter picture).
+_RATES = tuple(Fraction(r) for r in ("12", "25/2", "15", "20", "24000/1001", "24", "25", "30000/1001", "30", "48",
+                                     "50", "60000/1001", "60", "90", "100", "120", "240"))
+# A rate is taken if it drops no more than this share of the frames (bursts of frames a millisecond apart would
+# otherwise ask for hundreds of pictures a second), and falls on the frames' times if they are this near its pictures.
+_DROPPED_AT_MOST = 0.01
+_ON_TIME = 0.05
 
 
+@functools.lru_cache(maxsize=8)  # a render asks twice (its start note, its writer); a long video's times are many
 def written_rate(info: VideoInfo) -> Fraction:
     """The frame rate a render of `info` is written at: the source's own where it is constant. A variable-rate
-    source (a clip cut by stream copy, with a gap; a phone's recording that slows in the dark) is written at the rate
-    of its shortest common frame duration, each frame repeated for as long as it lasted (frame_repeats): written at
-    its average rate instead, every frame would drift from its time, and from the audio."""
-    steps = np.diff(np.asarray(info.frame_times, np.float64))
-    steps = steps[steps > 0]
-    if not info.variable_rate or steps.size == 0:
+    source (a clip cut by stream copy, with a gap; a phone's recording that slows in the dark) is written at one
+    rate, each frame repeated for as long as it lasted (frame_repeats): written at its average rate instead, every
+    frame would drift from its time, and from the audio.
+
+    Of _RATES and the source's average, those that drop few frames; of them, the one whose pictures the frames' times
+    fall on (30 and not 30000/1001 for 30 fps in a millisecond time base; 25 and not 50 for 25 fps with a gap), or
+    where none does (a phone's jittered times), the one nearest the source's average rate.
+    """
+    times = np.asarray(info.frame_times, np.float64)
+    if not info.variable_rate or times.size < 2:
         return info.fps
-    values, counts = np.unique(np.round(steps, 3), return_counts=True)
-    unit = values[counts >= max(2, 0.1 * steps.size)].min(initial=values[counts.argmax()])
-    measured = np.maximum(1, np.round(steps / unit)).sum() / steps.sum()  # pictures a second at that unit
-    near = [rate for rate in _COMMON_RATES if abs(float(rate) / measured - 1) <= 0.005]
-    if not near:
-        return Fraction(float(measured)).limit_denominator(1001)
-    times = np.asarray(info.frame_times, np.float64) - info.frame_times[0]
-    # Of 30 and 30000/1001, both near 29.98, the one whose pictures the frames' times fall on.
-    return min(near, key=lambda rate: float(np.abs(times * float(rate) - np.round(times * float(rate))).mean()))
+    times = times - times[0]
+    candidates = sorted({*_RATES, Fraction(float(info.fps)).limit_denominator(1001)})
+    placed = {rate: _place(times, rate) for rate in candidates}
+    fitting = [rate for rate in candidates if (placed[rate] < 0).sum() <= _DROPPED_AT_MOST * times.size]
+    if not fitting:  # bursts of near-duplicate frames: the rate of the typical frame, the extra ones dropped
+        typical = 1 / float(np.median(np.diff(times)))
+        return min(candidates, key=lambda rate: abs(float(rate) - typical))
+    late = {rate: _lateness(times, placed[rate], rate) for rate in fitting}
+    on_time = [rate for rate in fitting if late[rate] * float(rate) <= _ON_TIME]
+    if not on_time:  # the fitting rate nearest the source's average (30 for a phone's jittered 30 fps)
+        common = [rate for rate in fitting if rate in _RATES] or fitting
+        return min(common, key=lambda rate: (abs(float(rate) - float(info.fps)), rate))
+    best = min(late[rate] for rate in on_time)
+    return next(rate for rate in on_time if late[rate] <= best * 1.01 + 1e-6)  # as near: the lower rate
 
 
-def frame_repeats(times: Sequence[float], rate: Fraction) -> list[int]:
+def _place(times: np.ndarray, rate: Fraction) -> np.ndarray:
+    """The picture each frame starts at, in order: its own, or the one after the frame before it; -1 for a frame
+    that would be shown more than one picture late (the source faster than `rate` there), which is dropped."""
+    slots = np.full(times.size, -1, np.int64)
+    taken = -1
+    for i, ideal in enumerate(times * float(rate)):
+        slot = max(round(ideal), taken + 1)
+        if slot - ideal <= 1:
+            slots[i] = taken = slot
+    return slots
+
+
+def _lateness(times: np.ndarray, slots: np.ndarray, rate: Fraction) -> float:
+    """Mean seconds between a kept frame's time and its picture's."""
+    kept = slots >= 0
+    return float(np.abs(slots[kept] / float(rate) - times[kept]).mean())
+
+
+def frame_repeats(times: Sequence[float], rate: Fraction, end: float | None = None) -> list[int]:
     """How many pictures at `rate` each frame shown at `times` (seconds) fills: 1 each at the source's own
-    constant rate, more across a gap, 0 for a frame that a faster one after it replaces within one picture."""
-    slots = [round((t - times[0]) * rate) for t in times] if times else []
-    return [max(0, after - at) for at, after in zip(slots, slots[1:], strict=False)] + [1] * bool(slots)
+    constant rate, more across a gap, 0 for a frame dropped where the source is faster than `rate`. `end`: when the
+    last frame gives way (the next frame's time, for a part of a video); else it fills one picture."""
+    if not times:
+        return []
+    start = times[0]
+    slots = _place(np.asarray(times, np.float64) - start, rate)
+    kept = [int(slot) for slot in slots if slot >= 0]
+    last = max(round((end - start) * rate), kept[-1] + 1) if end is not None else kept[-1] + 1
+    following = dict(zip(kept, [*kept[1:], last], strict=True))
+    return [following[int(slot)] - int(slot) if slot >= 0 else 0 for slot in slots]
 
 
 def encode_args(
