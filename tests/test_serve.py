@@ -439,8 +439,8 @@ def test_unknown_job_is_404(server: ServeProcess, method_path: str, job_id: str)
 def test_another_sites_page_cannot_queue_or_delete_jobs_nor_reach_the_server_by_another_name(
         server: ServeProcess, clip: Path) -> None:
     """Without a token a web page's script can send a form to the server (no preflight for a form's POST): its
-    Origin gives it away. A server on a loopback address answers only to the names of this machine, so that a page
-    cannot reach it through a name of its own that resolves there (DNS rebinding)."""
+    Origin gives it away. A server on a loopback address without a token answers only to the names of this machine,
+    so that a page cannot reach it through a name of its own that resolves there (DNS rebinding)."""
     before = server.client.get("/api/health").json()["jobs"]
     with open(clip, "rb") as fh:
         response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY},
@@ -483,6 +483,11 @@ def test_token_is_required_on_every_request(tmp_path: Path) -> None:
         sneaky = raw.getresponse()
         assert sneaky.status == 303 and sneaky.getheader("location") == "/evil.example/"
         raw.close()
+        # Behind a reverse proxy (the way to serve the public, with a token) the Host and the page's Origin are the
+        # proxy's public name: the token, not those, tells this server's clients.
+        proxied = {"Host": "public.example", "Origin": "https://public.example"}
+        assert served.client.get("/api/jobs", headers=proxied).status_code == 200
+        assert served.client.delete("/api/jobs/" + "0" * 32, headers=proxied).status_code == 404
         # Another program's cookie on this host, which Python's strict parser stops at, does not hide the token.
         crumbs = httpx.get(f"{served.url}/api/jobs", timeout=30,
                            headers={"Cookie": 'prefs={"theme":"dark"}; vidstyle_token=s3cret-token-123'})

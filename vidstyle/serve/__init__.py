@@ -159,7 +159,7 @@ def loopback_names(host: str) -> frozenset[str] | None:
     address (reached by whatever names the network gives it). A web page's script could otherwise reach a loopback
     server through a name of its own that it points there (DNS rebinding) and read its jobs."""
     try:
-        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+        loopback = host.lower() == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return None
     return frozenset({"localhost", "127.0.0.1", "::1", host.strip("[]").lower()}) if loopback else None

@@ -399,7 +399,8 @@ async def _only_known_fields(request: Request) -> None:
     names = [name for name, _ in (await request.form()).multi_items()]  # parsed once: the route reads it again
     for name in names:
         if name not in JOB_FIELDS:
-            raise ApiError(422, f"unknown field {name!r}; the fields are {', '.join(JOB_FIELDS)}", name)
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise ApiError(422, f"unknown field {shown!r}; the fields are {', '.join(JOB_FIELDS)}", shown)
         if names.count(name) > 1:
             raise ApiError(422, f"field {name!r} is given {names.count(name)} times; give it once", name)
 

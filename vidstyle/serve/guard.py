@@ -48,8 +48,8 @@ _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Guard:
-    """`hosts`: the names a request may address the server by (a server on a loopback address, which a web page's
-    script could otherwise reach through a name of its own that resolves there); None: any."""
+    """`hosts`: the names a request may address a server without a token by (one on a loopback address, which a web
+    page's script could otherwise reach through a name of its own that resolves there); None: any."""
 
     def __init__(self, app: ASGIApp, max_upload: int, token: str | None,
                  admit: Callable[[Scope], Refusal | None] | None = None,
@@ -60,18 +60,14 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = _header(scope, b"host") or ""
-        if self.hosts is not None and _host_name(host) not in self.hosts:
-            await send_json(send, 421, {"detail": f"this server is not {host!r}; address it as "
-                                                  f"{' or '.join(sorted(self.hosts))}", "field": None})
-            return
-        origin = _header(scope, b"origin")
-        if scope["method"] in _CHANGING and origin is not None and _origin_host(origin) != host.lower():
-            # Another site's page (or a sandboxed one: "null") asking a browser to queue or delete jobs here.
-            await send_json(send, 403, {"detail": f"a request from another site ({origin}) may not change jobs",
-                                        "field": None})
-            return
-        if self.token is not None and not await self._authorized(scope, send, self.token):
+        if self.token is None:
+            # Without a token, what a browser sends tells another site's page from this server's own: with one, such a
+            # page has neither the token nor its cookie (SameSite), and a reverse proxy may name the server otherwise.
+            refusal = self._foreign(scope)
+            if refusal is not None:
+                await send_json(send, refusal.status, {"detail": refusal.detail, "field": None})
+                return
+        elif not await self._authorized(scope, send, self.token):
             return
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_upload:
@@ -84,6 +80,18 @@ class Guard:
             await send_json(send, refusal.status, {"detail": refusal.detail, "field": None}, list(refusal.headers))
             return
         await self._limited(scope, receive, send)
+
+    def _foreign(self, scope: Scope) -> Refusal | None:
+        """A request that a web page of another site made a browser send: to a loopback server by a name of its own
+        (DNS rebinding, 421), or one that would change jobs from another Origin (a form's POST needs no preflight,
+        403). Clients that are not browsers (curl, scripts) send no Origin, and a Host that is the server's."""
+        host = _header(scope, b"host")
+        if self.hosts is not None and host is not None and _host_name(host) not in self.hosts:
+            return Refusal(421, f"this server is not {_short(host)!r}; address it as {' or '.join(sorted(self.hosts))}")
+        origin = _header(scope, b"origin")
+        if scope["method"] in _CHANGING and origin is not None and _origin_host(origin) != (host or "").lower():
+            return Refusal(403, f"a request from another site ({_short(origin)}) may not change jobs")
+        return None
 
     def _too_large(self) -> dict[str, Any]:
         return {"detail": f"upload too large: the limit is {self.max_upload / 1e6:g} MB (--max-upload)",
@@ -158,6 +166,11 @@ def _cookie(scope: Scope) -> str | None:
     # Starlette's lenient parser, as a browser sends them: another program's cookie on this host (cookies are not
     # kept apart by port) that the standard library's strict parser stops at must not hide this one.
     return cookie_parser(value).get(COOKIE) if value is not None else None
+
+
+def _short(text: str) -> str:
+    """A client's value as a message shows it: not all of a long one."""
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def _host_name(host: str) -> str | None:
