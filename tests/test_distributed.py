@@ -490,8 +490,8 @@ def test_one_gpu_named_for_several_workers_is_refused_before_anything_starts(cap
     assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workers", "2",
                  "--device", "cuda:1"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "vidstyle: error: --device cuda:1 names one GPU, and every worker would use it: on several workers use cuda, "
-        "and each worker gets a GPU of its own"]
+        "vidstyle: error: --device cuda:1 names one GPU, and every Ray worker would use it: on Ray workers use cuda, "
+        "and each gets a GPU of its own"]
     assert list(tmp_path.iterdir()) == []
 
 

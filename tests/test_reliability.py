@@ -459,6 +459,21 @@ def test_a_restart_leaves_a_folder_whose_manifest_is_someone_elses(capsys, tiny:
     assert not out.exists()
 
 
+def test_a_manifest_gone_to_garbage_beside_vidstyles_frames_is_still_discarded_by_a_restart(
+        capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    """Its frames say whose folder it is, and a file manager's .DS_Store beside them does not make it someone else's."""
+    work = tmp_path / "work"
+    base = ["render", str(tiny), "--style", str(starry), "--workdir", str(work), *TINY]
+    assert _run(capsys, [*base, "-o", str(tmp_path / "a.mp4"), "--keep-frames"])[0] == 0
+    (work / "manifest.json").write_bytes(b"\x00" * 64)
+    (work / ".DS_Store").write_bytes(b"Bud1")
+    out = tmp_path / "b.mp4"
+    _refused(capsys, [*base, "-o", str(out)], 2, "manifest", "damaged", "--restart", folder=tmp_path)
+    assert _run(capsys, [*base, "-o", str(out), "--restart"])[0] == 0
+    assert probe_video(out).frame_count == 3
+    assert sorted(p.name for p in work.iterdir()) == [".DS_Store"], "ours went; the litter stays, with its folder"
+
+
 def test_a_checkpoint_of_the_wrong_size_is_named(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
     done = _interrupted(tiny, starry, out, _tiny_config())

@@ -36,6 +36,7 @@ _PASS_NAME = re.compile(r"^\d{1,2}$")
 _FRAME_NAME = re.compile(r"^(\d{7})\.png$")
 _TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
 _MANIFEST_FIELD = '"frame_count"'  # in every manifest vidstyle writes, damaged or not; a key others rarely use
+_LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file managers leave in a folder that was looked at
 
 
 def file_sha256(path: Path) -> str:
@@ -146,16 +147,18 @@ class WorkDir:
             raise CheckpointMismatch(f"the manifest of work directory {self.path} is damaged ({exc})") from exc
 
     def damaged_but_ours(self) -> bool:
-        """Whether a work directory whose manifest does not parse is still recognisably vidstyle's: the manifest
-        names a field that only vidstyle's do, and nothing but vidstyle's own names sits beside it. Anything else
-        (a web app's manifest.json, a folder of other files) is not ours to discard on a restart."""
+        """Whether a work directory whose manifest does not parse is still recognisably vidstyle's: nothing but
+        vidstyle's own names sits beside it (or a file manager's litter), and the manifest names a field that only
+        vidstyle's do or frames/ holds vidstyle's frames. Anything else (a web app's manifest.json, a folder of
+        other files) is not ours to discard on a restart."""
         try:
             text = (self.path / MANIFEST).read_text(encoding="utf-8", errors="replace")
         except OSError:
+            text = ""
+        own = {MANIFEST, LOCK, FRAMES, PASSES, CHUNKS, *_LITTER}
+        if not all(entry.name in own or _TEMPORARY_NAME.match(entry.name) for entry in self.path.iterdir()):
             return False
-        own = {MANIFEST, LOCK, FRAMES, PASSES, CHUNKS}
-        return _MANIFEST_FIELD in text and all(entry.name in own or _TEMPORARY_NAME.match(entry.name)
-                                               for entry in self.path.iterdir())
+        return _MANIFEST_FIELD in text or bool(frame_indices(self.frames))
 
     def _holds_only_empty_frames(self) -> bool:
         """Empty, or only an empty frames/ left by a start that failed before its manifest (older versions)."""

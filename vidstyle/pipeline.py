@@ -222,8 +222,8 @@ def check_cluster_config(config: Config | None) -> None:
     device = config_or_default(config).device
     if device.startswith("cuda:"):
         # Ray hands each task GPUs of its own only when asked for some; every task would take this one GPU.
-        raise SettingError("device", f"{device} names one GPU, and every worker would use it: on several workers "
-                                     "use cuda, and each worker gets a GPU of its own")
+        raise SettingError("device", f"{device} names one GPU, and every Ray worker would use it: on Ray workers "
+                                     "use cuda, and each gets a GPU of its own")
 
 
 def check_cluster_job(job: RenderJob) -> None:

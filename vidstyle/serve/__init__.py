@@ -56,10 +56,7 @@ def parse_byte_size(text: str, setting: str = "max_upload") -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
     if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
         raise SettingError(setting, f"must be a size such as 500MB or 2GB (got {text!r})")
-    size = int(float(match.group(1)) * _UNITS[match.group(2)])
-    if size < 1000:  # 0.1B is no bytes: every request would be refused as too large
-        raise SettingError(setting, f"must be at least 1KB (got {text!r})")
-    return size
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 def default_min_free(max_upload: int) -> int:
@@ -107,12 +104,15 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
                    max_queued: int = DEFAULT_MAX_QUEUED, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Server:
     """Lock the data directory, put jobs of a dead server back in the queue, bind the port and build the app."""
     check_installed()
+    limit_image_pixels()  # takes effect where OpenCV has not loaded yet (the command line sees to that)
     from vidstyle.serve.app import ServeSettings, create_app
     from vidstyle.serve.layout import DataDir
     from vidstyle.serve.queue import JobQueue
     from vidstyle.serve.worker import WorkerPool
 
     limit = parse_byte_size(max_upload)
+    if limit < 1000:  # 0.1B is no bytes: every request would be refused as too large
+        raise SettingError("max_upload", f"must be at least 1KB (got {max_upload!r})")
     floor = parse_byte_size(min_free, "min_free") if min_free is not None else default_min_free(limit)
     if workers is not None and workers < 1:
         raise SettingError("workers", f"must be at least 1 (got {workers})")

@@ -315,6 +315,8 @@ class JobFactory:
             return "video", "result.mp4"
         except SettingError as exc:
             raise ApiError(422, str(exc), exc.setting) from None
+        except ImageTooLarge:  # readable, as the style picture's limit is: 422 for both
+            raise ApiError(422, f"the picture has more than {pixel_limit():,} pixels", "input") from None
         except InputError as exc:
             reason = str(exc).replace(str(source), "the upload")
             raise ApiError(415, f"not a video or image vidstyle can read: {reason}", "input") from None
