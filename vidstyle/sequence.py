@@ -119,9 +119,10 @@ def frames_back(config: Config) -> int:
 def _long_term(frame: np.ndarray, cur_gray: np.ndarray, other: np.ndarray, back: int, method: str) -> LongTerm:
     """Frame t against frame t - back: flow, reliable where the flow is consistent and the colours agree.
 
-    The colours are checked at colour_agreement's own, looser tolerance, not `change_tolerance` (which is about
-    the previous frame): over several frames light and noise drift further, and these terms only fill what the
-    closer frames do not see."""
+    The colours are checked at colour_agreement's own tolerance (0.1), whatever `change_tolerance` (the previous
+    frame's check, 0.025 by default, 0 for none) says: over several frames light and noise drift further, and a
+    still background that something has covered since passes the flow's check, so these terms, which only fill
+    what the closer frames do not see, always check the colours."""
     backward, mask = reliable_flow(cur_gray, to_gray(other), method)
     return LongTerm(back, backward, mask * colour_agreement(frame, warp(other, backward)))
 
