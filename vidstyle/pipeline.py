@@ -8,6 +8,7 @@ memory stays constant for any video length.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import stat
@@ -507,15 +508,18 @@ def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
     return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf, _audio_window(job), repeats)
 
 
-def written_timing(job: RenderJob) -> tuple[Fraction, list[int] | None]:
+def written_timing(job: RenderJob) -> tuple[Fraction, tuple[int, ...] | None]:
     """The rate the render is written at, and each frame's repeats at it (None: one each, the source's rate)."""
-    if not job.info.variable_rate or not job.info.frame_times:
-        return job.info.fps, None
-    rate = written_rate(job.info)
-    first, stop = job.span
-    times = job.info.frame_times
+    return _timing(job.info, *job.span)
+
+
+@functools.lru_cache(maxsize=4)  # asked twice a render (its start note, its writer), each a pass over every frame
+def _timing(info: VideoInfo, first: int, stop: int) -> tuple[Fraction, tuple[int, ...] | None]:
+    if not info.variable_rate or not info.frame_times:
+        return info.fps, None
+    rate, times = written_rate(info), info.frame_times
     # A part of the video ends where its next frame begins: its audio runs that long, and so must its last frame.
-    return rate, frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None)
+    return rate, tuple(frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None))
 
 
 def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:
