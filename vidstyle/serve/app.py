@@ -35,7 +35,7 @@ from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.io.pixels import pixel_limit
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
-from vidstyle.serve.guard import Guard, Refusal
+from vidstyle.serve.guard import Guard, Refusal, shortened
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours, remove_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
@@ -385,8 +385,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _get_job(queue: JobQueue, job_id: str) -> Job:
     job = queue.get(job_id) if is_job_id(job_id) else None
     if job is None:
-        shown = job_id if len(job_id) <= 40 else job_id[:40] + "..."  # a 100 KB id is not echoed whole
-        raise ApiError(404, f"no job {shown!r}")
+        raise ApiError(404, f"no job {shortened(job_id, 40)!r}")
     return job
 
 
@@ -401,7 +400,7 @@ async def _only_known_fields(request: Request) -> None:
     names = [name for name, _ in (await request.form()).multi_items()]  # parsed once: the route reads it again
     for name in names:
         if name not in JOB_FIELDS:
-            shown = name if len(name) <= 40 else name[:40] + "..."
+            shown = shortened(name, 40)
             raise ApiError(422, f"unknown field {shown!r}; the fields are {', '.join(JOB_FIELDS)}", shown)
         if names.count(name) > 1:
             raise ApiError(422, f"field {name!r} is given {names.count(name)} times; give it once", name)

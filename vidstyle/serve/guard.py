@@ -87,10 +87,11 @@ class Guard:
         403). Clients that are not browsers (curl, scripts) send no Origin, and a Host that is the server's."""
         host = _header(scope, b"host")
         if self.hosts is not None and host is not None and _host_name(host) not in self.hosts:
-            return Refusal(421, f"this server is not {_short(host)!r}; address it as {' or '.join(sorted(self.hosts))}")
+            names = " or ".join(sorted(self.hosts))
+            return Refusal(421, f"this server is not {shortened(host)!r}; address it as {names}")
         origin = _header(scope, b"origin")
         if scope["method"] in _CHANGING and origin is not None and _origin_host(origin) != (host or "").lower():
-            return Refusal(403, f"a request from another site ({_short(origin)}) may not change jobs")
+            return Refusal(403, f"a request from another site ({shortened(origin)}) may not change jobs")
         return None
 
     def _too_large(self) -> dict[str, Any]:
@@ -168,9 +169,9 @@ def _cookie(scope: Scope) -> str | None:
     return cookie_parser(value).get(COOKIE) if value is not None else None
 
 
-def _short(text: str) -> str:
-    """A client's value as a message shows it: not all of a long one."""
-    return text if len(text) <= 80 else text[:80] + "..."
+def shortened(text: str, limit: int = 80) -> str:
+    """A client's value as a message shows it: not all of a long one (a 100 KB id is not echoed whole)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _host_name(host: str) -> str | None:
