@@ -21,7 +21,8 @@ from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleErr
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
 from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_too_old, file_url
-from vidstyle.io.images import read_image
+from vidstyle.io.images import read_image, write_atomic
+from vidstyle.io.paths import publish
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
 
 
@@ -624,3 +625,44 @@ def test_a_damaged_png_is_refused_in_one_line_without_libpngs_own(tmp_path: Path
     with pytest.raises(InputError, match=r"^image is damaged \(its IDAT chunk fails its checksum\): "):
         read_image(path)
     assert capfd.readouterr().err == ""  # libpng would print "libpng error: IDAT: CRC error" here
+
+
+def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
+    """Each fsync (the file or folder it reached) and each rename, in order; the calls still happen."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        calls.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an open file through /proc")
+def test_a_finished_output_reaches_the_disk_before_its_name_and_its_name_before_publish_returns(
+        monkeypatch, tmp_path: Path) -> None:
+    # The checkpoints are removed right after publish: a rename reaching the disk before the data would leave an
+    # empty output and nothing to resume from after a power cut.
+    partial, output = tmp_path / ".out.partial.mp4", tmp_path / "out.mp4"
+    partial.write_bytes(b"video")
+    calls = _record_syncs(monkeypatch)
+    publish(partial, output)
+    assert calls == [("sync", str(partial)), ("rename", str(output)), ("sync", str(tmp_path))]
+    assert output.read_bytes() == b"video" and not partial.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names an open file through /proc")
+def test_a_checkpoint_is_synced_then_named_then_its_folder_synced(monkeypatch, tmp_path: Path) -> None:
+    calls = _record_syncs(monkeypatch)
+    write_atomic(tmp_path / "0000001.png", b"frame")
+    assert [kind for kind, _ in calls] == ["sync", "rename", "sync"]
+    assert calls[0][1].startswith(str(tmp_path / ".0000001.png.tmp-"))
+    assert calls[1:] == [("rename", str(tmp_path / "0000001.png")), ("sync", str(tmp_path))]
+    assert (tmp_path / "0000001.png").read_bytes() == b"frame" and os.listdir(tmp_path) == ["0000001.png"]
