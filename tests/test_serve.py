@@ -847,6 +847,25 @@ def test_queue_claims_each_job_once(tmp_path: Path) -> None:
     assert queue.recover() == 60 and queue.counts()["queued"] == 60
 
 
+def test_a_failed_write_gives_its_own_error_and_frees_the_database(tmp_path: Path) -> None:
+    """A write that fails is rolled back, so the write lock is not kept from the other processes; where SQLite
+    already ended the transaction itself (as on a full disk) the caller still sees the real error, not a failed
+    ROLLBACK's "no transaction is active"."""
+    from vidstyle.serve.queue import JobQueue, new_job_id
+
+    queue, other = JobQueue(tmp_path / "q.db"), JobQueue(tmp_path / "q.db")
+    kept = queue.add(new_job_id(), "video", {"n": 0})
+    with pytest.raises(KeyError, match="mid-write"), queue._write() as db:
+        db.execute("DELETE FROM jobs")
+        raise KeyError("mid-write")
+    with pytest.raises(KeyError, match="ended by sqlite"), queue._write() as db:
+        db.execute("ROLLBACK")
+        raise KeyError("ended by sqlite")
+    other._connection().execute("PRAGMA busy_timeout=0")  # a kept lock fails at once, not after 30 s
+    job = other.add(new_job_id(), "video", {"n": 1})
+    assert sorted(j.id for j in queue.jobs()) == sorted([kept.id, job.id]), "the failed delete was undone"
+
+
 def test_a_worker_keeps_the_network_from_job_to_job(starry: Path) -> None:
     from vidstyle.config import make_config
     from vidstyle.serve import worker
