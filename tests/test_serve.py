@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -636,6 +637,40 @@ def test_a_cancel_that_a_stuck_render_cannot_heed_ends_its_job(tmp_path: Path, l
         pool.stop()
 
 
+def test_a_job_cancelled_while_its_output_is_locked_ends_cancelled_at_once(tmp_path: Path, clip: Path) -> None:
+    """A worker waits up to BUSY_RETRY_SECONDS for a lock that a killed server's render may still hold; a cancel
+    meanwhile ends the job cancelled (the user's doing), not failed, and without waiting out the retries."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.io.paths import FileLock, partial_path
+    from vidstyle.serve.app import JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import BUSY_RETRY_SECONDS, WorkerSpec, run_job
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    with open(clip, "rb") as fh:
+        job = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), queue, None).create(
+            UploadFile(fh, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    claimed = queue.claim("w0")
+    assert claimed is not None and claimed.id == job.id
+    output = data.job(job.id) / claimed.params["output"]
+    spec = WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)
+    with FileLock(partial_path(output), "the test's hold"):
+        started = time.monotonic()
+        worker = threading.Thread(target=run_job, args=(queue, spec, claimed, threading.Event(), lambda: None))
+        worker.start()
+        time.sleep(2.0)
+        assert worker.is_alive() and queue.get(job.id).state == "running"  # type: ignore[union-attr]
+        queue.cancel(job.id)
+        worker.join(BUSY_RETRY_SECONDS)
+    ended = queue.get(job.id)
+    assert not worker.is_alive() and time.monotonic() - started < BUSY_RETRY_SECONDS / 2
+    assert ended is not None and (ended.state, ended.error) == ("cancelled", None), ended
+
+
 def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(tmp_path: Path, clip: Path) -> None:
     """A service manager stops the server by a SIGTERM to its whole process group. A worker that gets one ends its
     render as Ctrl-C does, the job back in the queue; killed outright instead, it would count as a death of the
@@ -821,8 +856,6 @@ def test_missing_extra_is_one_line(tmp_path: Path) -> None:
 
 def test_queue_claims_each_job_once(tmp_path: Path) -> None:
     """Many claimers at once: every job is claimed exactly once (BEGIN IMMEDIATE + UPDATE ... RETURNING)."""
-    import threading
-
     from vidstyle.serve.queue import JobQueue, new_job_id
 
     queue = JobQueue(tmp_path / "q.db")

@@ -244,7 +244,9 @@ def _render_retrying(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, 
             _render(queue, spec, job, folder, stop, alive)
             return
         except BusyError:
-            if time.monotonic() > deadline or stop.wait(1.0):
+            if stop.wait(1.0):  # cancelled or shutting down while it waited: not a failure of the job
+                raise Interrupted(0, signal.SIGINT, resumable=False) from None
+            if time.monotonic() > deadline:
                 raise
 
 
