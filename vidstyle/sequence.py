@@ -51,12 +51,14 @@ DETAIL_FLAT, DETAIL_FULL, DETAIL_AT = 0.25, 1.5, 512
 # frame's own palette start: where it is under 1 the old paint relaxes toward each frame's own balance, and a fresh
 # frame's heavy texture no longer rides along the shot. On small renders everywhere: there a later frame's
 # iterations paint the strokes back (the field pan at 96 px kept fewer edges than independent frames; now more);
-# from HOLD_FULL px on they paint back too little and the decay cost the street a tenth of its style. On large
-# renders, from FLAT_FROM px (fully from FLAT_FULL), where the source is flat: there the carried texture is only
-# what shimmers (the field pan's sky at 512 px), while detailed regions keep all of their strokes
-# (scripts/bench_fidelity.py, docs/performance.md "A decay of the carried paint").
+# from HOLD_FULL px on they paint back too little and the decay cost the street a tenth of its style. On larger
+# renders where the source is flat, by a share that grows with the size (half at 256 px, all from FLAT_FULL px):
+# there the carried texture is only what shimmers (the field pan's sky at 512 px) or piles up over a long shot (at
+# 256 px a fresh frame's moon rode the whole pan, and the later frames kept ever fewer of the source's edges), while
+# detailed regions keep all of their strokes (scripts/bench_fidelity.py, docs/performance.md "A decay of the
+# carried paint", "Paint that piles up over a long flat shot").
 HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
-FLAT_FROM, FLAT_FULL = 256, 512
+FLAT_FROM, FLAT_FULL = 0, 512
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,9 @@ def carry_hold(rgb: np.ndarray) -> np.ndarray:
     long_side = max(rgb.shape[:2])
     small = 1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL)
     flat_share = _ramp(long_side, FLAT_FROM, FLAT_FULL)
-    # Where there is no detail; under FLAT_FROM px that share is 0, and the detail map (a Sobel and a blur) is skipped.
-    flat = flat_share * (1.0 - source_detail(rgb)) if flat_share > 0 else np.zeros(rgb.shape[:2], np.float32)
+    # Where there is no detail; where that share is no more than the decay everywhere (small renders) it changes
+    # nothing, and the detail map (a Sobel and a blur) is skipped.
+    flat = flat_share * (1.0 - source_detail(rgb)) if flat_share > small else np.zeros(rgb.shape[:2], np.float32)
     return (1.0 - (1.0 - HOLD_SMALL) * np.maximum(small, flat)).astype(np.float32)
 
 
