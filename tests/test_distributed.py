@@ -34,6 +34,9 @@ from vidstyle.plan import plan_segments
 ray = pytest.importorskip("ray", reason="the distributed render needs vidstyle[ray] (the test extra installs it)")
 
 from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is Ray's front door
+    _POLL,
+    _POLL_MAX,
+    _POLL_SHARE,
     DEFAULT_CHUNK_FRAMES,
     DEFAULT_OVERLAP,
     Chunk,
@@ -47,6 +50,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     finished_seams,
     plan_chunks,
     plan_tasks,
+    poll_interval,
     run_task,
     tasks_to_run,
     threads_per_task,
@@ -150,6 +154,14 @@ def test_what_no_task_will_read_again_is_named_as_the_tasks_finish() -> None:
     assert seams == [(2, 4), (6, 8)], "each lead-in, once both chains that painted it are done"
     assert finished_seams(tasks, {task[1, 4], task[1, 8], task[2, 0]}) == [tasks[6].chunk]
     assert finished_seams(tasks, {task[1, 0], task[2, 0]}) == []
+
+
+def test_the_driver_looks_at_the_work_directory_less_often_the_longer_a_look_takes() -> None:
+    """A look lists the frame folders: on a long video or a network file system it takes long enough that looking
+    every _POLL seconds would keep the driver listing; it spends at most a twentieth of its time so."""
+    assert poll_interval(0.0) == _POLL, "a quick look: as often as before"
+    assert poll_interval(0.05) == pytest.approx(0.05 * _POLL_SHARE) and 0.05 * _POLL_SHARE > _POLL
+    assert poll_interval(30.0) == _POLL_MAX, "never so long that a seam or the encoder waits for minutes"
 
 
 def test_blend_goes_from_the_earlier_painting_to_the_later_and_keeps_the_contrast() -> None:

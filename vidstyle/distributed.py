@@ -76,7 +76,11 @@ DEFAULT_CHUNK_FRAMES = 120
 DEFAULT_OVERLAP = 12
 # Retries of a chunk whose worker died (killed, out of memory, node lost); a Python error in a chunk is not retried.
 MAX_RETRIES = 3
-_POLL = 0.2  # seconds between looks at the work directory while tasks run
+_POLL = 0.2  # seconds between looks at the work directory while tasks run, at the least
+# A look lists the frame folders, which grows with the video (and is slow on a network file system): the wait after
+# one is at least this many times as long as the look took, so the driver spends at most a twentieth of its time
+# listing, and at most _POLL_MAX between looks.
+_POLL_SHARE, _POLL_MAX = 20, 5.0
 _RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
 
@@ -569,6 +573,11 @@ def finished_seams(tasks: list[Task], finished: set[Task]) -> list[Chunk]:
             if later.chunk.first < later.chunk.start and earlier in finished and later in finished]
 
 
+def poll_interval(look_seconds: float) -> float:
+    """Seconds to wait for tasks before the next look at the work directory, after a look that took this long."""
+    return min(_POLL_MAX, max(_POLL, _POLL_SHARE * look_seconds))
+
+
 class _Driver:
     """Starts each task once the frames it reads are made, blends each overlap once both sides are on disk, and
     encodes every frame in order as soon as it and all before it are final."""
@@ -597,14 +606,17 @@ class _Driver:
         todo = tasks_to_run(self.tasks, made)
         pending: dict[Any, Task] = {}
         announced = set(made[job.config.passes])
+        poll = _POLL
         with open_writer(job, partial) as writer:
             try:
                 while writer.frames_written < job.info.frame_count:
                     while len(pending) < self.session.workers and (task := self._ready(todo, made)) is not None:
                         todo.remove(task)
                         pending[remote.remote(work_ref, task)] = task
-                    self._collect(pending)
+                    self._collect(pending, poll)
+                    looked = time.monotonic()
                     made = self._made()
+                    poll = poll_interval(time.monotonic() - looked)
                     self._drop_unread(set(self.tasks) - set(todo) - set(pending.values()), made)
                     final = made[job.config.passes]
                     self._announce(final - announced, announced)
@@ -661,11 +673,12 @@ class _Driver:
         """The first task whose frames of the pass before are all made (a first pass reads none)."""
         return next((t for t in todo if t.number == 1 or all(i in made[t.number - 1] for i in t.needs)), None)
 
-    def _collect(self, pending: dict[Any, Task]) -> None:
-        """Wait a little for tasks to finish; a task's error is the render's."""
+    def _collect(self, pending: dict[Any, Task], poll: float = _POLL) -> None:
+        """Wait until a task finishes, at most `poll` seconds; a task's error is the render's."""
         if not pending:
             return
-        ready, _ = self.ray.wait(list(pending), num_returns=len(pending), timeout=_POLL)
+        # One is enough to return: a finished task frees a worker for the next at once, however long the poll.
+        ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=poll)
         for ref in ready:
             task = pending.pop(ref)
             try:
