@@ -55,6 +55,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     tasks_to_run,
     threads_per_task,
     unread_frames,
+    wait_for_tasks,
 )
 
 # 12 frames in chunks of 4 with 2 frames of overlap: 3 chunks, 2 seams.
@@ -158,7 +159,7 @@ def test_what_no_task_will_read_again_is_named_as_the_tasks_finish() -> None:
 
 def test_the_driver_looks_at_the_work_directory_less_often_the_longer_a_look_takes() -> None:
     """A look lists the frame folders: on a long video or a network file system it takes long enough that looking
-    every _POLL seconds would keep the driver listing; it spends at most a twentieth of its time so."""
+    every _POLL seconds would keep the driver listing back to back."""
     assert poll_interval(0.0) == _POLL, "a quick look: as often as before"
     assert poll_interval(0.05) == pytest.approx(0.05 * _POLL_SHARE) and 0.05 * _POLL_SHARE > _POLL
     assert poll_interval(30.0) == _POLL_MAX, "never so long that a seam or the encoder waits for minutes"
@@ -233,6 +234,28 @@ def test_cli_help_shows_the_library_defaults() -> None:
 
 
 # Renders on the module's Ray ----------------------------------------------------------------------------------------
+
+def test_a_long_wait_for_tasks_still_ends_when_one_finishes_or_the_render_is_stopped(local_ray) -> None:
+    def nap(seconds: float) -> float:  # defined here, so that Ray ships it to its workers by value
+        time.sleep(seconds)
+        return seconds
+
+    sleeper = ray.remote(nap)
+    quick = sleeper.remote(0.5)
+    started = time.monotonic()
+    assert wait_for_tasks(ray, [quick], 60.0, None) == [quick] and ray.get(quick) == 0.5
+    assert time.monotonic() - started < 30, "returned when the task finished, not at the end of the wait"
+
+    slow = sleeper.remote(60.0)
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    try:
+        assert wait_for_tasks(ray, [slow], 60.0, stop) == []
+        assert 0.9 < time.monotonic() - started < 1.0 + 5 * _POLL, "ended within a slice of the stop"
+    finally:
+        ray.cancel(slow, force=True)
+
 
 def test_every_frame_is_made_and_encoded_exactly_once(reference) -> None:
     work, out, events = reference

@@ -78,8 +78,8 @@ DEFAULT_OVERLAP = 12
 MAX_RETRIES = 3
 _POLL = 0.2  # seconds between looks at the work directory while tasks run, at the least
 # A look lists the frame folders, which grows with the video (and is slow on a network file system): the wait after
-# one is at least this many times as long as the look took, so the driver spends at most a twentieth of its time
-# listing, and at most _POLL_MAX between looks.
+# one is _POLL_SHARE times as long as the look took, up to _POLL_MAX, so a slow listing is not repeated back to back.
+# A finished task or a stop still ends the wait within _POLL.
 _POLL_SHARE, _POLL_MAX = 20, 5.0
 _RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
@@ -578,6 +578,17 @@ def poll_interval(look_seconds: float) -> float:
     return min(_POLL_MAX, max(_POLL, _POLL_SHARE * look_seconds))
 
 
+def wait_for_tasks(ray: Any, refs: list[Any], seconds: float, stop: threading.Event | None) -> list[Any]:
+    """The tasks among `refs` that have finished, once one has or `seconds` have passed; a stop set meanwhile ends
+    the wait within _POLL (Ray cannot wait on it, so the wait is taken in slices)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        # One is enough to return: a finished task frees a worker for the next at once, however long the wait.
+        ready, _ = ray.wait(refs, num_returns=1, timeout=max(0.0, min(_POLL, deadline - time.monotonic())))
+        if ready or time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            return ready
+
+
 class _Driver:
     """Starts each task once the frames it reads are made, blends each overlap once both sides are on disk, and
     encodes every frame in order as soon as it and all before it are final."""
@@ -677,8 +688,7 @@ class _Driver:
         """Wait until a task finishes, at most `poll` seconds; a task's error is the render's."""
         if not pending:
             return
-        # One is enough to return: a finished task frees a worker for the next at once, however long the poll.
-        ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=poll)
+        ready = wait_for_tasks(self.ray, list(pending), poll, self.stop)
         for ref in ready:
             task = pending.pop(ref)
             try:
