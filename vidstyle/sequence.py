@@ -58,7 +58,7 @@ DETAIL_FLAT, DETAIL_FULL, DETAIL_AT = 0.25, 1.5, 512
 # detailed regions keep all of their strokes (scripts/bench_fidelity.py, docs/performance.md "A decay of the
 # carried paint", "Paint that piles up over a long flat shot").
 HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
-FLAT_FROM, FLAT_FULL = 0, 512
+FLAT_FULL = 512
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def carry_hold(rgb: np.ndarray) -> np.ndarray:
     HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat."""
     long_side = max(rgb.shape[:2])
     small = 1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL)
-    flat_share = _ramp(long_side, FLAT_FROM, FLAT_FULL)
+    flat_share = min(1.0, long_side / FLAT_FULL)
     # Where there is no detail; where that share is no more than the decay everywhere (small renders) it changes
     # nothing, and the detail map (a Sobel and a blur) is skipped.
     flat = flat_share * (1.0 - source_detail(rgb)) if flat_share > small else np.zeros(rgb.shape[:2], np.float32)
