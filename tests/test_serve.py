@@ -637,9 +637,12 @@ def test_a_cancel_that_a_stuck_render_cannot_heed_ends_its_job(tmp_path: Path, l
         pool.stop()
 
 
-def test_a_job_cancelled_while_its_output_is_locked_ends_cancelled_at_once(tmp_path: Path, clip: Path) -> None:
+@pytest.mark.parametrize("stopped_by, state", [("cancel", "cancelled"), ("shutdown", "queued")])
+def test_a_job_stopped_while_its_output_is_locked_ends_as_stopped_not_failed(tmp_path: Path, clip: Path,
+                                                                           stopped_by: str, state: str) -> None:
     """A worker waits up to BUSY_RETRY_SECONDS for a lock that a killed server's render may still hold; a cancel
-    meanwhile ends the job cancelled (the user's doing), not failed, and without waiting out the retries."""
+    meanwhile ends the job cancelled (the user's doing) and a server's shutdown puts it back in the queue, neither
+    counted as a failure of the job."""
     from starlette.datastructures import UploadFile
 
     from vidstyle.io.paths import FileLock, partial_path
@@ -657,18 +660,20 @@ def test_a_job_cancelled_while_its_output_is_locked_ends_cancelled_at_once(tmp_p
     claimed = queue.claim("w0")
     assert claimed is not None and claimed.id == job.id
     output = data.job(job.id) / claimed.params["output"]
-    spec = WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)
+    spec, shutdown = WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), threading.Event()
     with FileLock(partial_path(output), "the test's hold"):
-        started = time.monotonic()
-        worker = threading.Thread(target=run_job, args=(queue, spec, claimed, threading.Event(), lambda: None))
+        worker = threading.Thread(target=run_job, args=(queue, spec, claimed, shutdown, lambda: None))
         worker.start()
         time.sleep(2.0)
         assert worker.is_alive() and queue.get(job.id).state == "running"  # type: ignore[union-attr]
-        queue.cancel(job.id)
+        if stopped_by == "cancel":
+            queue.cancel(job.id)
+        else:
+            shutdown.set()
         worker.join(BUSY_RETRY_SECONDS)
     ended = queue.get(job.id)
-    assert not worker.is_alive() and time.monotonic() - started < BUSY_RETRY_SECONDS / 2
-    assert ended is not None and (ended.state, ended.error) == ("cancelled", None), ended
+    assert not worker.is_alive()
+    assert ended is not None and (ended.state, ended.error) == (state, None), ended
 
 
 def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(tmp_path: Path, clip: Path) -> None:
