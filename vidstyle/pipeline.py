@@ -88,6 +88,16 @@ class RenderJob:
         """The frames [first, stop) this render makes: the whole video unless trimmed."""
         return self.trim if self.trim is not None else (0, self.info.frame_count)
 
+    @functools.cached_property  # asked twice a render (its start note, its writer), each a pass over every frame
+    def written_timing(self) -> tuple[Fraction, tuple[int, ...] | None]:
+        """The rate the render is written at, and each frame's repeats at it (None: one each, the source's rate)."""
+        info, (first, stop) = self.info, self.span
+        if not info.variable_rate or not info.frame_times:
+            return info.fps, None
+        rate, times = written_rate(info), info.frame_times
+        # A part of the video ends where its next frame begins: its audio runs that long, and so must its last frame.
+        return rate, tuple(frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None))
+
 
 def style_label(style_paths: Sequence[Path]) -> str:
     """The styles as an output name says them: `starry_night`, or a blend's `starry_night+wave`."""
@@ -326,7 +336,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render")
     elif evened:
         notes.append(f"written at {written}{evened}, the render's own size")
-    rate, repeats = written_timing(job)
+    rate, repeats = job.written_timing
     if repeats is not None:
         shown = f"{sum(r > 1 for r in repeats)} held longer"
         dropped = sum(r == 0 for r in repeats)
@@ -504,22 +514,8 @@ def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: Pas
 def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
     """The encoder of a render's video: its output size, the source's rate and audio (cut to a trimmed render);
     a variable-rate source's frames each shown at their own time."""
-    rate, repeats = written_timing(job)
+    rate, repeats = job.written_timing
     return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf, _audio_window(job), repeats)
-
-
-def written_timing(job: RenderJob) -> tuple[Fraction, tuple[int, ...] | None]:
-    """The rate the render is written at, and each frame's repeats at it (None: one each, the source's rate)."""
-    return _timing(job.info, *job.span)
-
-
-@functools.lru_cache(maxsize=4)  # asked twice a render (its start note, its writer), each a pass over every frame
-def _timing(info: VideoInfo, first: int, stop: int) -> tuple[Fraction, tuple[int, ...] | None]:
-    if not info.variable_rate or not info.frame_times:
-        return info.fps, None
-    rate, times = written_rate(info), info.frame_times
-    # A part of the video ends where its next frame begins: its audio runs that long, and so must its last frame.
-    return rate, tuple(frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None))
 
 
 def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:
