@@ -172,3 +172,62 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path) -> None:
     target = tmp_path / "f.png"
     write_image(target, np.zeros((4, 4, 3), np.uint8))
     assert target.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_render_resumed_where_precision_auto_resolves_otherwise_says_so(bunny_short: Path, starry: Path,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    """`precision auto` on a device without native bf16 computes in fp32; resumed where bf16 is native, the rest of
+    the frames come out of bf16. The render still finishes, and its start says the two kinds of frame differ."""
+    import threading
+
+    import vidstyle
+    import vidstyle.precision
+    from vidstyle.errors import Interrupted
+    from vidstyle.events import FrameSaved, RenderStarted
+
+    config = vidstyle.make_config("balanced", size=64, iters=2, first_iters=3, device="cpu", flow="dis",
+                                  precision="auto", keep_frames=True)
+    out, stop = tmp_path / "out.mp4", threading.Event()
+    first: list[object] = []
+
+    def on_event(event: object) -> None:
+        first.append(event)
+        if isinstance(event, FrameSaved) and event.index >= 1:
+            stop.set()
+
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: False)
+    with pytest.raises(Interrupted):
+        vidstyle.render(bunny_short, [starry], out, config, on_event=on_event, stop=stop)
+    work = WorkDir(out.with_name(out.name + ".vidstyle-work"))
+    made = len(work.done_frames())
+    assert 2 <= made < 12
+    assert work.read_manifest().network_dtype == "fp32"
+    started = [e for e in first if isinstance(e, RenderStarted)]
+    assert not any("precision" in note for note in started[0].notes)
+
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: True)
+    again: list[object] = []
+    vidstyle.render(bunny_short, [starry], out, config, on_event=again.append)
+    notes = next(e for e in again if isinstance(e, RenderStarted)).notes
+    said = [note for note in notes if note.startswith("precision:")]
+    assert len(said) == 1 and f"the {made} frame(s) already made were computed in fp32" in said[0] \
+        and "this run computes in bf16" in said[0], notes
+    assert work.done_frames() == set(range(12)) and out.is_file()
+    assert work.read_manifest().network_dtype == "fp32"  # what the render began in, not the latest run's
+
+
+def test_the_precision_note_is_only_for_frames_made_in_another_dtype() -> None:
+    import torch
+
+    from vidstyle.checkpoint import Manifest
+    from vidstyle.precision import mixed_precision_note
+
+    assert mixed_precision_note("bf16", torch.bfloat16, 5) is None
+    assert mixed_precision_note("", torch.bfloat16, 5) is None  # a manifest that does not say (workers, older)
+    assert mixed_precision_note("bf16", None, 0) is None  # nothing made yet
+    assert "computed in bf16, this run computes in fp32" in mixed_precision_note("bf16", None, 5)
+    manifest = Manifest("1", "abc", ("def",), (64, 36), 12, {}, ((0, 12, True),), True, "bf16")
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    edited = manifest.to_json().replace('"network_dtype": "bf16"', '"network_dtype": "fp64"')
+    with pytest.raises(ValueError, match="network_dtype"):
+        Manifest.from_json(edited)

@@ -52,7 +52,9 @@ class Manifest:
     """What a work directory's frames were made from; two renders may share frames only if all of it matches.
 
     `segments` is the render's plan, (start, stop, fresh) frame ranges; `created_dir` records whether vidstyle
-    made the directory, and so may remove it.
+    made the directory, and so may remove it. `network_dtype` is what the network computed in when the render
+    began (fp32, bf16 or fp16; empty where unknown: renders on workers, older manifests). It is not compared: a
+    render may resume on another device, where `precision auto` can resolve otherwise, and is then told so.
     """
 
     version: str
@@ -63,6 +65,7 @@ class Manifest:
     settings: dict[str, Any]
     segments: tuple[tuple[int, int, bool], ...] = ()
     created_dir: bool = True
+    network_dtype: str = ""
 
     def differences(self, other: Manifest) -> list[str]:
         """Human names of what differs between the frames two manifests describe."""
@@ -101,10 +104,12 @@ class Manifest:
         segments = data.get("segments", [])
         _expect(isinstance(segments, list) and all(_is_segment(s, count) for s in segments), "segments")
         _expect(isinstance(data.get("created_dir", True), bool), "created_dir")
+        _expect(data.get("network_dtype", "") in ("", "fp32", "bf16", "fp16"), "network_dtype")
         # JSON turns tuples into lists; settings hold tuples too (style_blend), so normalize both ways.
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()}
         return Manifest(data["version"], data["input"], tuple(styles), (size[0], size[1]), count, settings,
-                        tuple((s[0], s[1], s[2]) for s in segments), data.get("created_dir", True))
+                        tuple((s[0], s[1], s[2]) for s in segments), data.get("created_dir", True),
+                        data.get("network_dtype", ""))
 
 
 def _is_int(value: Any) -> bool:

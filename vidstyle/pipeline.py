@@ -57,7 +57,7 @@ from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_dire
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
-from vidstyle.precision import emulation_note, resolve_precision
+from vidstyle.precision import dtype_name, emulation_note, mixed_precision_note, resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
 from vidstyle.threads import WriteBehind
@@ -282,13 +282,14 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
          stylizer: Stylizer | None) -> Path:
     progress = RunProgress(on_event, 0)
     with output_slot(job.output, progress) as partial:
-        manifest = open_workdir(job, restart, stop)
+        manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
         with job.workdir.lock():
             done = job.workdir.done_frames()
             progress.current = first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
-            on_event(started_event(job, str(stylizer.device), segments, done))
+            mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(done))
+            on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else ()))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             publish(partial, job.output)
@@ -321,8 +322,10 @@ def first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
     return next((i for i in range(first, frame_count) if i not in done), frame_count)
 
 
-def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int]) -> RenderStarted:
+def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int],
+                  resumed_notes: tuple[str, ...] = ()) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
+    notes.extend(resumed_notes)
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:
         notes.append(emulated)
@@ -356,7 +359,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                          later_pass_iterations(job.config.iters))
 
 
-def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
+def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "") -> Manifest:
     settings = job.config.frames_dict()
     if job.chunking is not None:
         settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])
@@ -364,11 +367,12 @@ def _manifest(job: RenderJob, segments: list[Segment]) -> Manifest:
         settings.update(frames=job.trim)  # a trimmed render starts fresh at its first frame: other frames
     return Manifest(version=__version__, input=job.info.digest, styles=tuple(file_sha256(p) for p in job.styles),
                     size=job.size, frame_count=job.info.frame_count, settings=settings,
-                    segments=tuple((s.start, s.stop, s.fresh) for s in segments))
+                    segments=tuple((s.start, s.stop, s.fresh) for s in segments), network_dtype=network_dtype)
 
 
-def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None) -> Manifest:
-    """Reuse the work directory of the same render, or plan the render and create one."""
+def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, network_dtype: str = "") -> Manifest:
+    """Reuse the work directory of the same render, or plan the render and create one, recording `network_dtype`
+    (what the network computes in, where one device makes every frame)."""
     work = job.workdir
     existing = None
     if restart and work.path.is_dir():
@@ -387,7 +391,7 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None) ->
     first, end = job.span
     cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop, job.trim)
     chunk_frames = job.chunking[0] if job.chunking is not None else None
-    return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first)))
+    return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first), network_dtype))
 
 
 @dataclass(frozen=True)

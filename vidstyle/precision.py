@@ -51,6 +51,22 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if native_bf16 else None
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """The setting's word for a dtype resolve_precision returned."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def mixed_precision_note(made_in: str, now: torch.dtype | None, frames_made: int) -> str | None:
+    """A line for a resumed render whose frames so far were computed in another dtype (`precision auto` on another
+    device): the frames before and after differ slightly, which nothing else would show."""
+    current = dtype_name(now)
+    if not made_in or made_in == current or frames_made == 0:
+        return None
+    return (f"precision: the {frames_made} frame(s) already made were computed in {made_in}, this run computes in "
+            f"{current} (precision auto on another device); the two differ slightly. Set precision {made_in} to "
+            f"keep one")
+
+
 def _gpu_has_bf16(device: torch.device) -> bool:
     """Whether the GPU that renders (not torch's current one: cuda:1 on a machine of mixed GPUs) computes bf16
     natively; without including_emulation=False torch also says yes on GPUs before Ampere, which emulate it slowly."""
