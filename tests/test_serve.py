@@ -1056,3 +1056,72 @@ def test_malformed_requests_get_the_apis_error_shape_and_a_long_id_is_not_echoed
     assert garbled.status_code == 400 and set(garbled.json()) == {"detail", "field"}, garbled.text
     missing = server.client.get("/api/jobs/" + "a" * 60_000)
     assert missing.status_code == 404 and len(missing.json()["detail"]) < 100
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")  # the in-process client's own note
+def test_a_queue_locked_past_its_busy_timeout_gives_503_and_changes_nothing(tmp_path: Path, clip: Path) -> None:
+    """Another program holding the database's write lock (a backup, an sqlite3 shell) past the queue's busy timeout:
+    an upload, a cancel and a delete answer 503 with Retry-After in the API's error shape, not a 500 and a
+    traceback, and the upload leaves no job folder behind; reads go on."""
+    import sqlite3
+
+    from starlette.testclient import TestClient
+
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database, busy_timeout=0.2)
+    app = create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)
+    with TestClient(app) as client:
+        with open(clip, "rb") as fh:
+            made = client.post("/api/jobs", data={"style": "starry-night", **TINY}, files={"input": ("c.mp4", fh)})
+        assert made.status_code == 201, made.text
+        job = made.json()["id"]
+        holder = sqlite3.connect(data.database, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with open(clip, "rb") as fh:
+                refused = client.post("/api/jobs", data={"style": "starry-night", **TINY},
+                                      files={"input": ("c.mp4", fh)})
+            cancelled = client.post(f"/api/jobs/{job}/cancel")
+            deleted = client.delete(f"/api/jobs/{job}")
+            for response in (refused, cancelled, deleted):
+                assert response.status_code == 503, response.text
+                assert response.headers["retry-after"] == "5"
+                assert response.json() == {"detail": "the job queue is busy: try again in a few seconds",
+                                           "field": None}
+            assert client.get(f"/api/jobs/{job}").json()["state"] == "queued"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert [p.name for p in data.jobs.iterdir()] == [job], "the refused upload left its folder"
+        assert list(data.uploads.iterdir()) == []
+        assert client.post(f"/api/jobs/{job}/cancel").json()["state"] == "cancelled"
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    from starlette.testclient import TestClient
+
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+
+    def full(_job_id: str) -> None:
+        raise sqlite3.OperationalError("database or disk is full")  # what SQLite raises when a write finds no room
+
+    monkeypatch.setattr(queue, "cancel", full)
+    with TestClient(create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)) as client:
+        queue.add("a" * 32, "video", {"output": "result.mp4", "style": {"builtin": "starry-night"}})
+        response = client.post(f"/api/jobs/{'a' * 32}/cancel")
+    assert response.status_code == 507 and "retry-after" not in response.headers
+    assert response.json()["detail"] == "the server's disk is full: the job queue cannot be written"

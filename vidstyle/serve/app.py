@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import shutil
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -55,6 +56,7 @@ SSE_INTERVAL = 0.5  # seconds between looks at a job for its event stream
 # A job takes minutes to render, so a place in a full queue opens no sooner: asking again earlier is refused again.
 QUEUE_RETRY_AFTER = 60
 THUMBNAIL_SIDE = 192
+QUEUE_BUSY_RETRY_AFTER = 5  # seconds: a lock held past the queue's busy timeout is rare and brief
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ class GalleryItem(BaseModel):
     page: str
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 410, 413, 415, 422)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut}
+                                             for code in (401, 404, 409, 410, 413, 415, 422, 503)}
 _UPLOAD_ERRORS = _ERRORS | {code: {"model": ErrorOut} for code in (429, 507)}
 
 
@@ -373,6 +376,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         # A body the multipart parser cannot read (400), a method a route does not take (405): the same shape.
         return JSONResponse({"detail": str(exc.detail), "field": None}, status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def queue_unwritable(_request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        # The queue's database stayed locked past its busy timeout (another program holding it), or its disk is
+        # full: the request changed nothing (its transaction was rolled back), so the client may try again.
+        full = "full" in str(exc)
+        detail = ("the server's disk is full: the job queue cannot be written" if full
+                  else "the job queue is busy: try again in a few seconds")
+        return JSONResponse({"detail": detail, "field": None}, status_code=507 if full else 503,
+                            headers=None if full else {"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

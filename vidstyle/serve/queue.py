@@ -93,8 +93,10 @@ def is_job_id(text: str) -> bool:
 class JobQueue:
     """The jobs table; one connection per thread (sqlite3 connections are not shared between threads)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
+        """`busy_timeout`: seconds a write waits for another connection's lock before it fails."""
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._connection().executescript(_SCHEMA)  # idempotent; executescript runs outside any open transaction
 
@@ -102,11 +104,11 @@ class JobQueue:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             # autocommit mode (isolation_level=None): transactions are exactly the BEGIN ... COMMIT written here
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")  # readers (the web server) never wait for the worker's writes
             db.execute("PRAGMA synchronous=NORMAL")  # durable across a process kill; WAL keeps it consistent
-            db.execute("PRAGMA busy_timeout=30000")
+            db.execute(f"PRAGMA busy_timeout={round(self.busy_timeout * 1000)}")
             self._local.db = db
         return db
 
