@@ -758,7 +758,8 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB"),
     (["--max-upload", "0.1B"], 2, "--max-upload must be at least 1KB"),  # no bytes: every request refused
     (["--max-queued", "0"], 2, "--max-queued must be at least 1"),
-    (["--stall-timeout", "0"], 2, "--stall-timeout must be a number of seconds above 0"),
+    (["--stall-timeout", "0"], 2, "--stall-timeout must be a finite number of seconds above 0"),
+    (["--stall-timeout", "inf"], 2, "--stall-timeout must be a finite number of seconds above 0 \\(got inf\\)"),
     (["--data", "FILE"], 2, "is a file; name a folder"),
     (["--port", "TAKEN"], 1, "port .* is in use by another program; choose another port"),
 ])
@@ -1125,3 +1126,41 @@ def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> No
         response = client.post(f"/api/jobs/{'a' * 32}/cancel")
     assert response.status_code == 507 and "retry-after" not in response.headers
     assert response.json()["detail"] == "the server's disk is full: the job queue cannot be written"
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_refusals_show_no_server_path_and_not_all_of_a_long_value(tmp_path: Path, clip: Path) -> None:
+    """A client's long value is not echoed whole (a 100 KB field, a 100 KB answer), a whole number too long to
+    convert is out of range (not "not a whole number"), and a concat list naming a file beside the upload is refused
+    without the server's path to it."""
+    from starlette.testclient import TestClient
+
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    app = create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), JobQueue(data.database), None)
+    long = "7" * 100_000
+    with TestClient(app) as client:
+        def submit(**fields: str) -> dict[str, Any]:
+            with open(clip, "rb") as fh:
+                response = client.post("/api/jobs", data={"style": "starry-night", **TINY, **fields},
+                                       files={"input": ("c.mp4", fh)})
+            assert response.status_code == 422, response.text
+            assert len(response.content) < 1000, f"{len(response.content)} bytes"
+            return response.json()
+
+        assert submit(seed=long) == {"detail": f"seed is out of range (got '{'7' * 80}...')", "field": "seed"}
+        assert submit(size="x" + long)["detail"] == f"size must be a whole number (got 'x{'7' * 79}...')"
+        for field in ("flow", "preset", "style", "preserve_colors"):
+            assert submit(**{field: "x" + long})["field"] == field
+        assert len(client.get("/api/jobs", params={"state": long[:8000]}).content) < 1000
+
+        listing = tmp_path / "list.mp4"
+        listing.write_text("ffconcat version 1.0\nfile sibling.mp4\n")
+        with open(listing, "rb") as fh:
+            refused = client.post("/api/jobs", data={"style": "starry-night", **TINY}, files={"input": ("c.mp4", fh)})
+    assert refused.status_code == 415, refused.text
+    assert "the upload's folder" in refused.json()["detail"] and str(tmp_path) not in refused.text

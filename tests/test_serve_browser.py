@@ -95,3 +95,22 @@ def test_the_api_page_works_without_internet(browser, site: ServeProcess) -> Non
     assert fetched and all(url.startswith(site.url) for url in fetched), [u for u in fetched
                                                                            if not u.startswith(site.url)]
     page.close()
+
+
+def test_without_javascript_the_pages_say_so_instead_of_a_form_that_sends_nothing(browser, site: ServeProcess,
+                                                                                   clip: Path) -> None:  # noqa: ANN001
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto(site.url + "/")
+    assert not page.is_visible("#create"), "a form that cannot send the file or pick a style"
+    assert "needs JavaScript" in page.inner_text("main") and page.is_visible("noscript a[href='/docs']")
+    job = site.submit(clip).json()
+    page.goto(site.url + job["urls"]["page"])
+    assert "needs JavaScript" in page.inner_text("main")
+    context.close()
+
+    page = browser.new_page()  # and with it, the form is there and the notice is not
+    page.goto(site.url + "/")
+    page.wait_for_selector("#create", state="visible")
+    assert "needs JavaScript" not in page.inner_text("main")
+    page.close()

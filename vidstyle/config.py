@@ -159,9 +159,9 @@ def validate(cfg: Config) -> None:
         _check_type(f.name, getattr(cfg, f.name), f.default)
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
-            raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r})")
+            raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r:.60})")
     if not OUTPUT_SIZES.fullmatch(cfg.output_size):
-        raise SettingError("output_size", f"must be render, source, WxH or a long side N (got {cfg.output_size!r})")
+        raise SettingError("output_size", f"must be render, source, WxH or a long side N (got {cfg.output_size!r:.60})")
     if cfg.output_size not in ("render", "source") and max(map(int, cfg.output_size.split("x"))) > MAX_SIZE:
         raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels (got {cfg.output_size})")
     # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2).
@@ -169,7 +169,8 @@ def validate(cfg: Config) -> None:
         raise SettingError("output_size", f"a long side must be at least {RANGES['size'][0]:g} pixels "
                                           f"(got {cfg.output_size})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
-        raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps (got {cfg.device!r})")
+        raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps "
+                                     f"(got {cfg.device!r:.60})")
     for name, (low, high) in RANGES.items():
         value = getattr(cfg, name)
         # Compared first: math.isfinite overflows on an int too large for a float (a 400-digit seed); NaN fails both.
@@ -203,7 +204,7 @@ def _check_type(name: str, value: Any, default: Any) -> None:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise SettingError(name, f"must be {_type_name(default)} (got {value!r})")
+        raise SettingError(name, f"must be {_type_name(default)} (got {value!r:.60})")
 
 
 def _type_name(default: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
+import math
 import os
 import re
 import socket
@@ -118,8 +119,8 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
         raise SettingError("workers", f"must be at least 1 (got {workers})")
     if max_queued < 1:
         raise SettingError("max_queued", f"must be at least 1 (got {max_queued})")
-    if not stall_timeout > 0:  # NaN too
-        raise SettingError("stall_timeout", f"must be a number of seconds above 0 (got {stall_timeout:g})")
+    if not 0 < stall_timeout < math.inf:  # NaN too; no limit would let a stuck render hold its worker for ever
+        raise SettingError("stall_timeout", f"must be a finite number of seconds above 0 (got {stall_timeout:g})")
     if token is not None and len(token) < 8:
         raise SettingError("token", "must be at least 8 characters")
     if token is not None and not _BEARER_TOKEN.fullmatch(token):

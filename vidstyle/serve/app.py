@@ -148,7 +148,8 @@ def parse_options(form: dict[str, str | None], default_preset: str, device: str)
     """(preset, overrides) from the form's text fields, checked by make_config exactly as a render will build it."""
     preset = form.get("preset") or default_preset
     if preset not in preset_names():  # a name only: a client never names a file on the server
-        raise ApiError(422, f"preset must be one of {', '.join(preset_names())} (got {preset!r})", "preset")
+        raise ApiError(422, f"preset must be one of {', '.join(preset_names())} (got {shortened(preset)!r})",
+                       "preset")
     overrides = {name: _parse_value(name, kind, form.get(name)) for name, kind in OPTIONS.items()
                  if form.get(name) not in (None, "")}
     try:
@@ -171,15 +172,15 @@ def _parse_value(name: str, kind: type, text: str | None) -> Any:
             return True
         if text.lower() in ("0", "false", "off", "no"):
             return False
-        raise ApiError(422, f"{name} must be true or false (got {text!r})", name)
+        raise ApiError(422, f"{name} must be true or false (got {shortened(text)!r})", name)
+    # Plain ASCII numbers only: int() and float() also take "3_2" and other scripts' digits.
+    if kind in (int, float) and not _NUMBER[kind].fullmatch(text):
+        what = {int: "a whole number", float: "a number"}[kind]
+        raise ApiError(422, f"{name} must be {what} (got {shortened(text)!r})", name)
     try:
-        # Plain ASCII numbers only: int() and float() also take "3_2" and other scripts' digits.
-        if kind in (int, float) and not _NUMBER[kind].fullmatch(text):
-            raise ValueError(text)
         return kind(text)
-    except ValueError:
-        what = {int: "a whole number", float: "a number", str: "text"}[kind]
-        raise ApiError(422, f"{name} must be {what} (got {text!r})", name) from None
+    except ValueError:  # a whole number of more digits than int() converts: far outside every setting's range
+        raise ApiError(422, f"{name} is out of range (got {shortened(text)!r})", name) from None
 
 
 def _suffix(filename: str | None, allowed: tuple[str, ...]) -> str:
@@ -303,7 +304,8 @@ class JobFactory:
                            "style")
         path = builtin_style(name)
         if path is None:
-            raise ApiError(422, f"unknown style {name!r} (built-in: {', '.join(builtin_style_names())})", "style")
+            raise ApiError(422, f"unknown style {shortened(name)!r} (built-in: {', '.join(builtin_style_names())})",
+                           "style")
         return {"builtin": name.lower().replace("_", "-")}, path
 
     def _check_content(self, source: Path, style: Path, config: Config, staging: Path) -> tuple[str, str]:
@@ -321,7 +323,8 @@ class JobFactory:
         except ImageTooLarge:  # readable, as the style picture's limit is: 422 for both
             raise ApiError(422, f"the picture has more than {pixel_limit():,} pixels", "input") from None
         except InputError as exc:
-            reason = str(exc).replace(str(source), "the upload")
+            # ffmpeg may name other files beside it (a concat list's entries): no server paths to clients
+            reason = str(exc).replace(str(source), "the upload").replace(str(source.parent), "the upload's folder")
             raise ApiError(415, f"not a video or image vidstyle can read: {reason}", "input") from None
         except VidstyleError as exc:
             raise ApiError(422, str(exc).replace(str(staging), "the job"), "input") from None
@@ -450,7 +453,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
         """Jobs, newest first."""
         if state is not None and state not in STATES:
-            raise ApiError(422, f"state must be one of {', '.join(STATES)} (got {state!r})", "state")
+            raise ApiError(422, f"state must be one of {', '.join(STATES)} (got {shortened(state)!r})", "state")
         return [job_out(job) for job in queue.jobs(state, limit)]
 
     @app.get("/api/jobs/{job_id}", response_model=JobOut, responses=_ERRORS, tags=["jobs"])
@@ -500,7 +503,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         _get_job(queue, job_id)
         job = queue.cancel(job_id)
         if job is None:
-            raise ApiError(404, f"no job {job_id!r}")
+            raise ApiError(404, f"no job {shortened(job_id, 40)!r}")
         if job.state in ("done", "failed"):
             raise ApiError(409, f"job {job_id} has already ended ({job.state}): there is nothing to cancel")
         return job_out(job)
@@ -511,7 +514,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         _get_job(queue, job_id)
         state = queue.delete(job_id)
         if state is None:
-            raise ApiError(404, f"no job {job_id!r}")
+            raise ApiError(404, f"no job {shortened(job_id, 40)!r}")
         if state == "running":
             raise ApiError(409, f"job {job_id} is running: cancel it first")
         remove_ours(data.job(job_id))

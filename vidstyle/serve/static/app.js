@@ -68,6 +68,7 @@ const vidstyle = (() => {
 
   function indexPage() {
     $("create").addEventListener("submit", submit);
+    $("create").hidden = false; // hidden in the page itself: without this script it could send nothing
     showStyles().catch((e) => { $("error").textContent = e.message; });
     showGallery().catch(() => {});
     showJobs().catch(() => {});
@@ -107,7 +108,12 @@ const vidstyle = (() => {
     $("job-id").textContent = id;
     const events = new EventSource(`/api/jobs/${id}/events`);
     events.addEventListener("progress", (event) => showJob(JSON.parse(event.data)));
-    events.addEventListener("end", (event) => { events.close(); const job = JSON.parse(event.data); if (job.id) showJob(job); });
+    events.addEventListener("end", (event) => {
+      events.close();
+      const job = JSON.parse(event.data);
+      if (job.id) showJob(job);
+      else if (job.state === "deleted") $("state").textContent = "deleted";
+    });
     $("cancel").addEventListener("click", async () => {
       await fetch(`/api/jobs/${id}/cancel`, { method: "POST" });
     });
