@@ -222,8 +222,15 @@ def test_cancel_queued_and_running_jobs(server: ServeProcess, clip: Path) -> Non
     server.wait(slow["id"], lambda j: j["state"] == "running")
     refused = server.client.delete(f"/api/jobs/{slow['id']}")
     assert refused.status_code == 409 and "cancel it first" in refused.json()["detail"]
+    folder = server.data / "jobs" / slow["id"]
+    deadline = time.monotonic() + 60
+    while not (folder / "work" / "manifest.json").is_file():
+        assert time.monotonic() < deadline, "the running job made no work directory"
+        time.sleep(0.05)
     assert server.client.post(f"/api/jobs/{slow['id']}/cancel").json()["cancel_requested"]
     assert server.wait_final(slow["id"], timeout=60)["state"] == "cancelled"
+    # Nothing resumes a cancelled job: its checkpoints go as it ends, its input stays for its page until DELETE.
+    assert not (folder / "work").exists() and any(p.name.startswith("input") for p in folder.iterdir())
     assert server.job(queued["id"])["started"] is None  # cancelled while queued: never ran
     assert server.client.post(f"/api/jobs/{queued['id']}/cancel").json()["state"] == "cancelled"  # again: harmless
     for job in (slow, queued):
@@ -1164,3 +1171,43 @@ def test_refusals_show_no_server_path_and_not_all_of_a_long_value(tmp_path: Path
             refused = client.post("/api/jobs", data={"style": "starry-night", **TINY}, files={"input": ("c.mp4", fh)})
     assert refused.status_code == 415, refused.text
     assert "the upload's folder" in refused.json()["detail"] and str(tmp_path) not in refused.text
+
+
+def test_the_start_up_sweep_drops_the_checkpoints_of_ended_jobs_and_nothing_else(tmp_path: Path) -> None:
+    """Jobs ended by the watchdog, or by a server killed before its worker could clean up, keep their frame
+    checkpoints: the next start removes those of cancelled and failed jobs, keeps a queued job's (it resumes from
+    them) and every file that is not vidstyle's."""
+    import numpy as np
+
+    from vidstyle.checkpoint import Manifest, WorkDir
+    from vidstyle.serve import _sweep
+    from vidstyle.serve.layout import WORKDIR, DataDir, mark_as_ours
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    works = {}
+    for state, letter in (("cancelled", "a"), ("failed", "b"), ("queued", "c")):
+        job_id = letter * 32
+        queue.add(job_id, "video", {"output": "result.mp4"})
+        folder = data.job(job_id)
+        folder.mkdir()
+        mark_as_ours(folder)
+        (folder / "input.mp4").write_bytes(b"the upload")
+        work = WorkDir(folder / WORKDIR)
+        work.create(Manifest("1", "x", ("y",), (8, 8), 2, {}, ((0, 2, True),)))
+        work.save_frame(0, np.zeros((8, 8, 3), np.uint8))
+        (work.path / "notes.txt").write_text("someone's")  # not vidstyle's: kept, and with it the folder
+        if state != "queued":
+            assert queue.claim("w0").id == job_id
+            queue.finish(job_id, state, "stalled" if state == "failed" else None)
+        works[state] = work
+    assert [queue.get(letter * 32).state for letter in "abc"] == ["cancelled", "failed", "queued"]
+    _sweep(data, queue)
+    for state in ("cancelled", "failed"):
+        work = works[state]
+        assert work.done_frames() == set() and not (work.path / "manifest.json").exists(), state
+        assert (work.path / "notes.txt").read_text() == "someone's"
+        assert (work.path.parent / "input.mp4").read_bytes() == b"the upload"
+    assert works["queued"].done_frames() == {0} and works["queued"].read_manifest() is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
 from vidstyle.io.pixels import PIXEL_LIMIT_VARIABLE
-from vidstyle.serve.layout import is_ours, mark_as_ours, remove_ours
+from vidstyle.serve.layout import drop_checkpoints, is_ours, mark_as_ours, remove_ours
 from vidstyle.serve.queue import is_job_id
 
 DEFAULT_MAX_UPLOAD = "500MB"
@@ -196,7 +196,8 @@ def _lock_data(path: Path) -> int:
 
 
 def _sweep(folder: Any, queue: Any) -> None:
-    """Files of uploads that a dead server was still checking, and job folders whose job was never queued."""
+    """Files of uploads that a dead server was still checking, job folders whose job was never queued, and the
+    checkpoints of jobs that ended cancelled or failed."""
     # Only folders the server made (named as it names them and carrying its mark): --data may point at a folder
     # that holds other things, and those are never the server's to delete. A symbolic link is not followed.
     known = {job.id for job in queue.jobs(limit=1 << 30)}
@@ -210,6 +211,11 @@ def _sweep(folder: Any, queue: Any) -> None:
         entry = folder.job(job_id)
         if entry.is_dir() and not entry.is_symlink() and not is_ours(entry):
             mark_as_ours(entry)
+    # Checkpoints of jobs that ended while their worker could not remove them (killed by the watchdog, a server
+    # killed in between): nothing resumes a cancelled or failed job.
+    for state in ("cancelled", "failed"):
+        for job in queue.jobs(state, limit=1 << 30):
+            drop_checkpoints(folder.job(job.id))
 
 
 def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:

@@ -37,7 +37,7 @@ from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.io.pixels import pixel_limit
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal, shortened
-from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, mark_as_ours, remove_ours
+from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, drop_checkpoints, mark_as_ours, remove_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
 
@@ -506,6 +506,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
             raise ApiError(404, f"no job {shortened(job_id, 40)!r}")
         if job.state in ("done", "failed"):
             raise ApiError(409, f"job {job_id} has already ended ({job.state}): there is nothing to cancel")
+        if job.state == "cancelled":  # not running (a running one is only flagged): its worker cannot be writing
+            drop_checkpoints(data.job(job_id))
         return job_out(job)
 
     @app.delete("/api/jobs/{job_id}", status_code=204, response_class=Response, responses=_ERRORS, tags=["jobs"])

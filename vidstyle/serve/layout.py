@@ -63,3 +63,14 @@ def remove_ours(folder: Path) -> None:
     of the user's) can make it delete what it did not create."""
     if not folder.is_symlink() and is_ours(folder):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def drop_checkpoints(job_folder: Path) -> None:
+    """The frame checkpoints of a job that ended cancelled or failed: nothing resumes it, and they are most of its
+    bytes (PNG frames), which would count against --min-free until the job is deleted. The input and the preview stay
+    for the job's page; only vidstyle's own files go (WorkDir.remove), and only in a job folder the server made."""
+    from vidstyle.checkpoint import WorkDir  # cv2 and numpy: not on the path of `import vidstyle.serve`
+
+    work = job_folder / WORKDIR
+    if is_ours(job_folder) and not job_folder.is_symlink() and work.is_dir() and not work.is_symlink():
+        WorkDir(work).remove()

@@ -29,7 +29,7 @@ from vidstyle.errors import BusyError, CheckpointMismatch, Interrupted, Vidstyle
 from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
 from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve import DEFAULT_STALL_TIMEOUT
-from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir
+from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, drop_checkpoints
 from vidstyle.serve.queue import Job, JobQueue
 
 _log = logging.getLogger("vidstyle.serve")
@@ -227,11 +227,16 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
         _render_retrying(queue, spec, job, folder, watcher.stop, alive)
         queue.finish(job.id, "done")
     except Interrupted:
-        queue.finish(job.id, "cancelled" if queue.cancel_requested(job.id) else "queued")
+        cancelled = queue.cancel_requested(job.id)
+        queue.finish(job.id, "cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
+        if cancelled:
+            drop_checkpoints(folder)
     except VidstyleError as exc:
         queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
+        drop_checkpoints(folder)
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; the worker takes the next
         queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        drop_checkpoints(folder)
     finally:
         watcher.close()
 
