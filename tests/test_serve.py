@@ -183,6 +183,9 @@ def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
     assert (done["frame"], done["frames"], done["progress"]) == (5, 5, 1.0)
     result = server.client.get(done["urls"]["result"])
     assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    head = server.client.head(done["urls"]["result"])
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(result.content)) and head.headers["accept-ranges"] == "bytes"
     out = server.data / "result.mp4"
     out.write_bytes(result.content)
     assert probe_video(out).frame_count == 5

@@ -480,8 +480,10 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
             raise ApiError(404, "no frame is finished yet") from None
         return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    @app.get("/api/jobs/{job_id}/result", responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}},
-             response_class=FileResponse, tags=["jobs"])
+    # HEAD too: download managers and `curl -I` ask for the size before they fetch.
+    @app.api_route("/api/jobs/{job_id}/result", methods=["GET", "HEAD"],
+                   responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}}, response_class=FileResponse,
+                   tags=["jobs"])
     async def job_result(job_id: str, download: bool = False) -> FileResponse:
         """The finished video (MP4) or image (PNG); `download=true` asks the browser to save it."""
         job = _get_job(queue, job_id)
