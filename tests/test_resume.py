@@ -231,3 +231,33 @@ def test_the_precision_note_is_only_for_frames_made_in_another_dtype() -> None:
     edited = manifest.to_json().replace('"network_dtype": "bf16"', '"network_dtype": "fp64"')
     with pytest.raises(ValueError, match="network_dtype"):
         Manifest.from_json(edited)
+
+
+@pytest.mark.parametrize("signal_raised", ["ctrl-c", "sigterm"])
+def test_a_stop_while_a_finished_render_removes_its_checkpoints_still_ends_it_well(bunny_short: Path, starry: Path,
+                                                                                 tmp_path: Path, monkeypatch,
+                                                                                 signal_raised: str) -> None:
+    """Ctrl-C (or SIGTERM) landing once the output is in place, while the checkpoints go: the render is complete,
+    so it finishes removing them and returns; it is not reported interrupted with its work directory half gone
+    (the same command would then only refuse the existing output)."""
+    import vidstyle
+    from vidstyle.errors import SignalInterrupt
+    from vidstyle.events import RenderFinished
+
+    remove = WorkDir.remove
+    calls: list[Path] = []
+
+    def stopped_midway(self: WorkDir) -> None:
+        calls.append(self.path)
+        if len(calls) == 1:
+            next(iter(sorted(self.frames.iterdir()))).unlink()  # some of it gone, as a real stop would find it
+            raise KeyboardInterrupt if signal_raised == "ctrl-c" else SignalInterrupt(signal.SIGTERM)
+        remove(self)
+
+    monkeypatch.setattr(WorkDir, "remove", stopped_midway)
+    out, events = tmp_path / "out.mp4", []
+    config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32")
+    assert vidstyle.render(bunny_short, [starry], out, config, on_event=events.append) == out
+    assert len(calls) == 2 and isinstance(events[-1], RenderFinished)
+    assert len(decoded(out)) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"], "checkpoints or a partial file left"

@@ -56,6 +56,7 @@ from vidstyle.pipeline import (
     PassCheckpoints,
     RenderJob,
     RunProgress,
+    clean_up_after_publish,
     first_missing,
     for_output,
     open_workdir,
@@ -529,14 +530,18 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
                 publish(partial, job.output)
                 # Under the lock: a render starting now must not reuse what goes.
-                files.remove()
-                if not job.config.keep_frames:
-                    job.workdir.remove()
-                else:  # as in a sequential render, the earlier passes are not needed to resume any more
-                    for number in range(1, job.config.passes):
-                        job.workdir.remove_pass_frames(number, range(job.info.frame_count))
+                clean_up_after_publish(lambda: _remove_after_render(job, files))
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
     return job.output
+
+
+def _remove_after_render(job: RenderJob, files: ChunkFiles) -> None:
+    files.remove()
+    if not job.config.keep_frames:
+        job.workdir.remove()
+    else:  # as in a sequential render, the earlier passes are not needed to resume any more
+        for number in range(1, job.config.passes):
+            job.workdir.remove_pass_frames(number, range(job.info.frame_count))
 
 
 def tasks_to_run(tasks: list[Task], made: dict[int, set[int]]) -> list[Task]:

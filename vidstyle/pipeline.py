@@ -294,9 +294,20 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             publish(partial, job.output)
             if not job.config.keep_frames:  # under the lock: a render starting now must not reuse what goes
-                job.workdir.remove()
+                clean_up_after_publish(job.workdir.remove)
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
     return job.output
+
+
+def clean_up_after_publish(clean_up: Callable[[], None]) -> None:
+    """Remove a finished render's checkpoints, its output already in place. A Ctrl-C or SIGTERM that lands here does
+    not make it an interrupted render: that would exit 130 with the output complete, leave the checkpoints half
+    removed, and the same command would then only refuse the existing output. The clean-up is finished instead,
+    and the render ends well; a second signal during it stops it."""
+    try:
+        clean_up()
+    except (KeyboardInterrupt, SignalInterrupt):
+        clean_up()
 
 
 @contextmanager
