@@ -82,6 +82,17 @@ def test_at_puts_those_frames_on_the_sheet(tmp_path: Path) -> None:
     assert np.array_equal(tiles[0][0], sources[0]) and np.array_equal(tiles[0][1], sources[6])
 
 
+def test_a_clip_shorter_than_the_default_count_shows_all_of_its_frames(tmp_path: Path) -> None:
+    """The default of 4 frames is not the caller's request: a 3-frame clip is previewed whole, not refused."""
+    short = tmp_path / "three.mkv"
+    ffmpeg("-i", str(CUT_CLIP), "-frames:v", "3", "-c:v", "ffv1", str(short))
+    assert probe_video(short).frame_count == 3
+    result = preview(short, ["starry-night"], tmp_path / "sheet.png", _config())
+    assert result.frames == (0, 1, 2)
+    with pytest.raises(SettingError, match="is 4, more than the video's 3 frames"):
+        preview(short, ["starry-night"], tmp_path / "again.png", _config(), count=4)  # asked for: still refused
+
+
 def test_fresh_frames_are_the_first_and_one_a_scene_cut(tmp_path: Path) -> None:
     config = _config(flow="dis")
     estimate = preview(CUT_CLIP, ["starry-night"], tmp_path / "s.png", config, count=1).estimate

@@ -153,7 +153,9 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
     size = render_size(info.width, info.height, config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
-    frames = frames_at(info, at) if at is not None else frames_at(info, centre_times(info, count or DEFAULT_COUNT))
+    # The default count is ours, not the caller's: a clip shorter than it shows all of its frames.
+    count = count if count is not None else min(DEFAULT_COUNT, info.frame_count)
+    frames = frames_at(info, at) if at is not None else frames_at(info, centre_times(info, count))
     return PreviewJob(input_path, style_images, output, overwrite, info, size, config, device, frames,
                       strengths, probe_seconds)
 
