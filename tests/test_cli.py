@@ -161,6 +161,24 @@ def test_missing_input(capsys, starry: Path, tmp_path: Path) -> None:
          "input not found", out)
 
 
+@pytest.mark.parametrize("command", ["render", "image"])
+@pytest.mark.parametrize("length", [240, 300])
+def test_an_output_name_too_long_for_its_hidden_names_is_refused_before_any_work(capsys, bunny_short: Path,
+                                                                                  tmp_path: Path, command: str,
+                                                                                  length: int) -> None:
+    """A name valid in itself (240 bytes) whose hidden working names are over the file system's 255, or one over it
+    itself: one line naming the cause, before any optimization, nothing left."""
+    source = bunny_short if command == "render" else ROOT / "vidstyle" / "assets" / "starry_night.jpg"
+    out = tmp_path / ("c" * (length - 4) + (".mp4" if command == "render" else ".png"))
+    flags = TINY if command == "render" else ("--size", "64", "--iters", "2", "--device", "cpu", "--quiet")
+    named = r"^vidstyle: error: output name c{40}\.\.\. is too long: at most 217 bytes here"
+    # Over the limit itself, the first look at the name may fail before the check: either line says why.
+    too_long = r"^vidstyle: error: the file name c{40}\.\.\. is too long for the file system$"
+    pattern = named if length < 256 else f"{named}|{too_long}"
+    _bad(capsys, [command, str(source), "--style", "starry-night", "-o", str(out), *flags], 2, pattern)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_web_address_is_said_to_be_one(capsys, bunny_short: Path, tmp_path: Path) -> None:
     """Nothing is downloaded; a URL is named as one, not reported as a missing file with its // folded."""
     out = tmp_path / "o.mp4"

@@ -1002,6 +1002,12 @@ def _run_command(argv: Sequence[str] | None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback, unless --debug
         if args.debug:
             raise
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            # A name given on the command line (or made from one) over the file system's limit: not an internal
+            # error, and its few hundred characters are not worth printing whole.
+            name = Path(str(exc.filename or "")).name
+            print(f"vidstyle: error: the file name {name[:40]}... is too long for the file system", file=sys.stderr)
+            return 2
         print(f"vidstyle: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
         return 1
 

@@ -32,6 +32,7 @@ def same_file(a: Path, b: Path) -> bool:
 def check_output_path(output: Path, source: Path, overwrite: bool, styles: Sequence[Path] = ()) -> None:
     """Refuse an output that is the source or a style image, a directory, exists (without overwrite), or cannot be
     created."""
+    check_name_fits(output)  # first: a name over the file system's limit makes even a look at it fail
     if same_file(output, source):
         raise UsageError(f"output {output} is the input; choose another output path")
     if any(same_file(output, style) for style in styles):
@@ -49,6 +50,25 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
             pass
     except OSError as exc:
         raise OutputError(f"output directory is not writable: {parent} ({exc.strerror or exc})") from exc
+
+
+# The most a name grows by in the hidden names an output is written under first (write_atomic's
+# ".NAME.tmp-<32 hex>"; the partial file's ".NAME.partial.SUFFIX" and the default work directory's
+# "NAME.vidstyle-work" are shorter for every suffix an output takes).
+_LONGEST_ADDITION = len("..tmp-") + 32
+
+
+def check_name_fits(output: Path) -> None:
+    """Refuse an output name whose hidden working names would be too long for its folder's file system: a name
+    that is valid in itself would otherwise fail with a bare OSError once the work is done."""
+    try:
+        limit = os.pathconf(output.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255  # every common Linux and macOS file system
+    allowed = limit - _LONGEST_ADDITION
+    if len(os.fsencode(output.name)) > allowed:
+        raise UsageError(f"output name {output.name[:40]}... is too long: at most {allowed} bytes here (vidstyle "
+                         f"writes it under a longer hidden name first)")
 
 
 def publish(partial: Path, output: Path) -> None:
