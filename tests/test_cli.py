@@ -531,3 +531,13 @@ def test_help_shows_defaults_as_the_command_line_takes_them() -> None:
     assert "keep the source's colours, take only luminance from the style [balanced: off]" in shown
     assert "(default equal) [balanced: none]" in shown
     assert "False]" not in shown and "()]" not in shown
+
+
+def test_a_blend_of_the_wrong_length_is_told_in_plain_words() -> None:
+    from vidstyle.config import check_style_count, make_config
+    from vidstyle.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"^style_blend has 1 weight for 2 style images: give one for each$"):
+        check_style_count(make_config("balanced", style_blend=(1.0,)), 2)
+    with pytest.raises(SettingError, match=r"^style_blend has 2 weights for 1 style image: give one for each$"):
+        check_style_count(make_config("balanced", style_blend=(1.0, 2.0)), 1)

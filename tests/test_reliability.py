@@ -104,6 +104,7 @@ def test_restart_refuses_a_folder_of_user_files(capsys, tiny: Path, starry: Path
                     "not a vidstyle work directory", folder=tmp_path)
     assert "--restart" not in line.split("not a vidstyle work directory", 1)[1], \
         f"the hint proposes --restart, the very flag that was just refused for this folder: {line}"
+    assert line.endswith("move it, or choose another directory with --workdir"), line
 
 
 def test_restart_with_workdir_dot_refuses_the_current_folder(capsys, monkeypatch, tiny: Path, starry: Path,

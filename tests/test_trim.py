@@ -50,7 +50,7 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
                  str(out.with_name(out.name + ".work")), *INDEPENDENT, "--start", "0.16"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "setting(s) the part of the video (--start, --end, --duration) differ" in err, err
+    assert "(not the same: setting(s) the part of the video (--start, --end, --duration))" in err, err
 
 
 @pytest.mark.parametrize("flags, message", [

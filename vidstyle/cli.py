@@ -864,7 +864,7 @@ def _interrupt_once(_signum: int, _frame: FrameType | None) -> None:
 
 # Library errors that a flag of this command line can resolve: the hint names it.
 _HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
-    (NotAWorkDir, "choose another --workdir"),
+    (NotAWorkDir, "move it, or choose another directory with --workdir"),
     (CheckpointMismatch, "use --restart to discard the checkpoints, or --workdir to choose another directory"),
     (CheckpointError, "use --restart to discard the checkpoints"),
     (OutputExists, "use --overwrite to replace it"),

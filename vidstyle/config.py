@@ -218,7 +218,9 @@ def check_style_count(cfg: Config, styles: int) -> None:
     if styles < 1:
         raise SettingError("styles", "needs at least one style image")
     if cfg.style_blend and len(cfg.style_blend) != styles:
-        raise SettingError("style_blend", f"has {len(cfg.style_blend)} weights for {styles} style images")
+        weights = len(cfg.style_blend)
+        raise SettingError("style_blend", f"has {weights} weight{'s' * (weights != 1)} for {styles} style "
+                                          f"image{'s' * (styles != 1)}: give one for each")
 
 
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Config)}

@@ -396,7 +396,7 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
         differences = wanted.differences(existing)
         if differences:
             raise CheckpointMismatch(f"work directory {work.path} belongs to another render "
-                                     f"({'; '.join(differences)} differ)", wanted.changed_settings(existing))
+                                     f"(not the same: {'; '.join(differences)})", wanted.changed_settings(existing))
         if existing.segments:
             return existing
     first, end = job.span
