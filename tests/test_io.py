@@ -166,6 +166,38 @@ def test_a_render_of_a_clip_with_a_gap_keeps_its_rate_length_and_sync(media: Pat
     assert abs(_audio_seconds(out) - 2.0) < 0.05
 
 
+def test_metrics_pair_each_frame_of_a_variable_rate_source_with_its_own_picture(media: Path) -> None:
+    """A render of a variable-rate source has more frames than the source (a frame held across a gap fills several
+    pictures; one may be dropped where the source is faster): `vidstyle metrics` refused to score it, and pairing by
+    index would compare every frame after the gap with another frame's picture. Here the source itself, written the
+    way a render writes it: every pair is a frame and its own picture."""
+    from vidstyle.io.encode import written_timing
+    from vidstyle.metrics import _paired_frames, measure_video
+
+    gap = media / "gap_for_metrics.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=2", "-vf",
+           "hue=h=t*900,select='not(between(n\\,30\\,31))'", "-fps_mode", "passthrough", "-c:v", "libx264", str(gap))
+    source = probe_video(gap)
+    rate, repeats = written_timing(source, 0, source.frame_count)
+    assert source.variable_rate and repeats is not None and sum(repeats) == 50, "the clip is made as described"
+    out = media / "gap_written.mp4"
+    with VideoWriter(out, (64, 48), rate, None, crf=0, repeats=repeats) as writer:
+        for frame in read_frames(source, (64, 48)):
+            writer.write(frame.rgb)
+    assert probe_video(out).frame_count == 50
+    outputs, sources = _paired_frames(out, gap, None, None)
+    pairs = list(zip(outputs, sources, strict=True))
+    assert len(pairs) == 48
+    def difference(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a.astype(int) - b.astype(int)).mean())
+
+    own = [difference(a, b) for a, b in pairs]  # the colour conversion's few levels
+    next_ones = [difference(a, b) for (a, _), (_, b) in zip(pairs, pairs[1:], strict=False)]
+    assert max(own) < 4 and min(next_ones) > 3 * max(own), (own, next_ones)  # the hue turns 36 degrees a frame
+    scored = measure_video(out, gap)
+    assert scored.frames == 48 and scored.edge_correlation > 0.95
+
+
 def test_the_written_video_says_its_colours_are_bt709_and_holds_them_so(media: Path) -> None:
     """Untagged, the video held BT.601's matrix, and a player that takes an untagged HD video for BT.709 shifted its
     colours (a red of 200, 40, 60 showed as 212, 55, 57); now it is converted with BT.709's and tagged with it."""

@@ -25,6 +25,7 @@ import numpy as np
 from vidstyle.errors import InputError
 from vidstyle.flow import is_scene_cut, reliable_flow, to_gray, warp
 from vidstyle.io.decode import read_frames
+from vidstyle.io.encode import written_timing
 from vidstyle.io.probe import VideoInfo, probe_video, trim_frames
 from vidstyle.style_distance import StyleDistance
 
@@ -159,11 +160,14 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
     `part` is the source's frames [first, stop) a render of part of it was made from.
     """
     first, stop = part or (0, source.frame_count)
-    if output.frame_count != stop - first:
+    repeats = written_timing(source, first, stop)[1]
+    expected = sum(repeats) if repeats is not None else stop - first
+    if output.frame_count != expected:
         hint = (" (a render of part of it is compared with that part: give the same start and end as the "
-                "render)") if output.frame_count < stop - first else ""
+                "render)") if output.frame_count < expected else ""
         what = f"{source.path} {stop - first}" if part is None else f"that part of {source.path} {stop - first}"
-        raise InputError(f"{output.path} has {output.frame_count} frames and {what}: "
+        written = f" (written as {expected} at one rate)" if repeats is not None else ""
+        raise InputError(f"{output.path} has {output.frame_count} frames and {what}{written}: "
                          f"it was not rendered from that source{hint}")
     out_aspect, src_aspect = output.width / output.height, source.width / source.height
     # A render rounds both sides to even pixels: at small sizes that moves the aspect by up to a pixel a side.
@@ -181,8 +185,18 @@ def _paired_frames(output: Path, source: Path, start: float | None,
     part = trim_frames(src_info, start, end)
     check_pair(out_info, src_info, part)
     size = (out_info.width, out_info.height)
-    first, stop = part or (0, None)
-    return ((f.rgb for f in read_frames(out_info, size)), (f.rgb for f in read_frames(src_info, size, first, stop)))
+    first, stop = part or (0, src_info.frame_count)
+    outputs = (f.rgb for f in read_frames(out_info, size))
+    sources = (f.rgb for f in read_frames(src_info, size, first, stop))
+    repeats = written_timing(src_info, first, stop)[1]
+    if repeats is None:
+        return outputs, sources
+    # A variable-rate source is written at one rate, each frame repeated for as long as it lasted (0: dropped where
+    # the source is faster): each source frame that was written is paired with its first picture, so that a frame
+    # held for a gap is not scored as a still scene again and again.
+    starts = set(np.cumsum((0, *repeats[:-1]))[np.asarray(repeats) > 0].tolist())
+    return ((rgb for index, rgb in enumerate(outputs) if index in starts),
+            (rgb for rgb, count in zip(sources, repeats, strict=True) if count > 0))
 
 
 def measure_video_along(output: Path, source: Path, flow_methods: Sequence[str] = METRIC_FLOWS,

@@ -50,7 +50,7 @@ from vidstyle.events import (
     ignore_event,
 )
 from vidstyle.io.decode import first_frame_offset, read_frames
-from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, frame_repeats, plan_audio, written_rate
+from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio, written_timing
 from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import FileLock, check_output_path, partial_path, publish
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
@@ -91,12 +91,7 @@ class RenderJob:
     @functools.cached_property  # asked twice a render (its start note, its writer), each a pass over every frame
     def written_timing(self) -> tuple[Fraction, tuple[int, ...] | None]:
         """The rate the render is written at, and each frame's repeats at it (None: one each, the source's rate)."""
-        info, (first, stop) = self.info, self.span
-        if not info.variable_rate or not info.frame_times:
-            return info.fps, None
-        rate, times = written_rate(info), info.frame_times
-        # A part of the video ends where its next frame begins: its audio runs that long, and so must its last frame.
-        return rate, tuple(frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None))
+        return written_timing(self.info, *self.span)
 
 
 def style_label(style_paths: Sequence[Path]) -> str:

@@ -145,6 +145,16 @@ def _lateness(times: np.ndarray, slots: np.ndarray, rate: Fraction) -> float:
     return float(np.abs(slots[kept] / float(rate) - times[kept]).mean())
 
 
+def written_timing(info: VideoInfo, first: int, stop: int) -> tuple[Fraction, tuple[int, ...] | None]:
+    """The rate a render of frames [first, stop) of `info` is written at, and each frame's repeats at it (None: one
+    each, the source's own rate)."""
+    if not info.variable_rate or not info.frame_times:
+        return info.fps, None
+    rate, times = written_rate(info), info.frame_times
+    # A part of the video ends where its next frame begins: its audio runs that long, and so must its last frame.
+    return rate, tuple(frame_repeats(times[first:stop], rate, times[stop] if stop < len(times) else None))
+
+
 def frame_repeats(times: Sequence[float], rate: Fraction, end: float | None = None) -> list[int]:
     """How many pictures at `rate` each frame shown at `times` (seconds) fills: 1 each at the source's own
     constant rate, more across a gap, 0 for a frame dropped where the source is faster than `rate`. `end`: when the
