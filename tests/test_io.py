@@ -428,14 +428,18 @@ def test_a_stream_copied_cut_counts_only_the_frames_it_shows(media: Path) -> Non
 
 # --- what is a video -------------------------------------------------------------------------------------------
 
-def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
-    fifo = tmp_path / "pipe.mp4"
+@pytest.mark.parametrize("what", ["video", "picture"])
+def test_a_fifo_is_refused_at_once(tmp_path: Path, what: str) -> None:
+    """A video, and a style or content picture: reading a FIFO would wait for a writer for ever."""
+    from vidstyle.io.images import read_image
+
+    fifo = tmp_path / ("pipe.mp4" if what == "video" else "pipe.jpg")
     os.mkfifo(fifo)
     result: list[BaseException | None] = []
 
     def probe() -> None:
         try:
-            probe_video(fifo)
+            probe_video(fifo) if what == "video" else read_image(fifo, "style image")
             result.append(None)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             result.append(exc)
@@ -445,8 +449,8 @@ def test_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
     worker.join(10)
     if worker.is_alive():  # release the reader that a regression left blocked, then fail
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail("probing a FIFO blocked")
-    assert isinstance(result[0], InputError) and "named pipe" in str(result[0])
+        pytest.fail("reading a FIFO blocked")
+    assert isinstance(result[0], InputError) and "is a named pipe, not a regular file" in str(result[0])
 
 
 def test_a_device_is_refused() -> None:

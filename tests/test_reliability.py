@@ -637,6 +637,8 @@ def test_inputs_the_library_cannot_use_are_refused_in_its_own_words(capsys, tiny
     assert code == 1 and err == [f"vidstyle: error: input is a directory, not a video: {tmp_path}"]
     code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "-o", f"{tmp_path}/new/", *TINY])
     assert code == 2 and "names a folder that does not exist" in err[0] and len(err) == 1
+    code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "-o", "", *TINY])  # -o "$UNSET"
+    assert code == 2 and "-o/--output: is empty; name the output file" in err[0] and len(err) == 1
     assert list(tmp_path.iterdir()) == []
 
 

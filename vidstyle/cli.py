@@ -123,7 +123,10 @@ def _seconds(text: str) -> float:
 
 
 def _output_path(text: str) -> Path:
-    """-o: a trailing slash says "a folder", which Path() would drop, leaving a file name without a suffix."""
+    """-o: a trailing slash says "a folder", which Path() would drop, leaving a file name without a suffix; an empty
+    one (`-o "$OUT"` with OUT unset) would be the current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; name the output file (or leave -o out for the default)")
     if text.endswith(("/", os.sep)) and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} names a folder that does not exist; make it first, or name the "
                                          "output file")
@@ -295,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Render the bundled 5 s Big Buck Bunny clip as The Starry Night, offline: "
                                       "192 px on a CPU (two to five minutes on two cores), the balanced preset at "
                                       "720 px on a GPU.")
-    demo.add_argument("-o", "--output", type=Path, default=Path("vidstyle-demo.mp4"),
+    demo.add_argument("-o", "--output", type=_output_path, default=Path("vidstyle-demo.mp4"),
                       help="the video to write [vidstyle-demo.mp4]")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")

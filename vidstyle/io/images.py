@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from vidstyle.errors import ImageTooLarge, InputError, OutputError
-from vidstyle.io.paths import sync_folder
+from vidstyle.io.paths import special_file_kind, sync_folder
 from vidstyle.io.pixels import pixel_limit
 
 
@@ -22,6 +22,9 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         raise InputError(f"{what} not found: {path}")
     if path.is_dir():
         raise InputError(f"{what} is a directory: {path}")
+    kind = special_file_kind(path.stat().st_mode)
+    if kind is not None:
+        raise InputError(f"{what} {path} is {kind}, not a regular file; save the picture to a file first")
     try:
         data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mangles non-ASCII paths on some systems
     except OSError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,16 @@ def is_web_address(name: Path | str) -> bool:
 def same_file(a: Path, b: Path) -> bool:
     """Whether two names reach one file: the same path, or links (symbolic or hard) to one file."""
     return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a file of this st_mode is where it is not a regular file or a folder ("a named pipe", ...): a reader
+    would block on it (a FIFO waits for a writer for ever) or could not seek and read it again."""
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), None)
 
 
 def check_output_path(output: Path, source: Path, overwrite: bool, styles: Sequence[Path] = ()) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vidstyle.errors import InputError, SettingError, VideoOpenError
 from vidstyle.io.ffmpeg import file_url, run_ffmpeg
-from vidstyle.io.paths import is_web_address
+from vidstyle.io.paths import is_web_address, special_file_kind
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
 VIDEO_STREAM = "0:V:0"
@@ -30,8 +30,6 @@ _ANIMATED_FORMATS = frozenset({"gif", "apng"})
 # with `-ss`) are never shown by the decoder, so they are not frames of the video.
 _DISCARD_FLAG = 0x4
 _KEY_FLAG = 0x1
-_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
-                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
 @dataclass(frozen=True)
@@ -207,9 +205,9 @@ def _check_regular_file(path: Path) -> None:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from exc
     if stat.S_ISDIR(mode):
         raise InputError(f"input is a directory, not a video: {path}")
-    for test, kind in _NOT_REGULAR:
-        if test(mode):
-            raise InputError(f"input {path} is {kind}, not a regular file; save the video to a file first")
+    kind = special_file_kind(mode)
+    if kind is not None:
+        raise InputError(f"input {path} is {kind}, not a regular file; save the video to a file first")
 
 
 def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
