@@ -233,31 +233,63 @@ def test_the_precision_note_is_only_for_frames_made_in_another_dtype() -> None:
         Manifest.from_json(edited)
 
 
-@pytest.mark.parametrize("signal_raised", ["ctrl-c", "sigterm"])
-def test_a_stop_while_a_finished_render_removes_its_checkpoints_still_ends_it_well(bunny_short: Path, starry: Path,
-                                                                                 tmp_path: Path, monkeypatch,
-                                                                                 signal_raised: str) -> None:
-    """Ctrl-C (or SIGTERM) landing once the output is in place, while the checkpoints go: the render is complete,
-    so it finishes removing them and returns; it is not reported interrupted with its work directory half gone
-    (the same command would then only refuse the existing output)."""
-    import vidstyle
-    from vidstyle.errors import SignalInterrupt
-    from vidstyle.events import RenderFinished
-
+def _stop_the_first_clean_up(monkeypatch, raised: BaseException) -> list[Path]:
+    """WorkDir.remove, stopped by `raised` the first time after removing one frame (as a real stop finds it)."""
     remove = WorkDir.remove
     calls: list[Path] = []
 
     def stopped_midway(self: WorkDir) -> None:
         calls.append(self.path)
         if len(calls) == 1:
-            next(iter(sorted(self.frames.iterdir()))).unlink()  # some of it gone, as a real stop would find it
-            raise KeyboardInterrupt if signal_raised == "ctrl-c" else SignalInterrupt(signal.SIGTERM)
+            next(iter(sorted(self.frames.iterdir()))).unlink()
+            raise raised
         remove(self)
 
     monkeypatch.setattr(WorkDir, "remove", stopped_midway)
+    return calls
+
+
+@pytest.mark.parametrize("signal_raised", ["ctrl-c", "sigterm"])
+def test_a_stop_while_a_finished_render_removes_its_checkpoints_finishes_them_then_stops(bunny_short: Path,
+                                                                                         starry: Path, tmp_path: Path,
+                                                                                         monkeypatch,
+                                                                                         signal_raised: str) -> None:
+    """Ctrl-C (or SIGTERM) landing once the output is in place, while the checkpoints go: the clean-up is finished
+    (not left half done, with advice to resume a render that is complete), and the stop is then passed on, saying
+    the output was written in full."""
+    import vidstyle
+    from vidstyle.errors import Interrupted, SignalInterrupt
+    from vidstyle.events import RenderFinished
+
+    raised = KeyboardInterrupt() if signal_raised == "ctrl-c" else SignalInterrupt(signal.SIGTERM)
+    calls = _stop_the_first_clean_up(monkeypatch, raised)
     out, events = tmp_path / "out.mp4", []
     config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32")
-    assert vidstyle.render(bunny_short, [starry], out, config, on_event=events.append) == out
+    with pytest.raises(Interrupted) as stopped:
+        vidstyle.render(bunny_short, [starry], out, config, on_event=events.append)
+    assert stopped.value.exit_code == (130 if signal_raised == "ctrl-c" else 128 + signal.SIGTERM)
+    assert str(stopped.value) == f"interrupted after {out} was written in full"
     assert len(calls) == 2 and isinstance(events[-1], RenderFinished)
     assert len(decoded(out)) == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"], "checkpoints or a partial file left"
+
+
+def test_a_stop_during_a_batch_items_clean_up_ends_the_batch_there(bunny_short: Path, starry: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """The stop is not swallowed: the next render of the batch is not started (the CLI ignores a repeated Ctrl-C
+    while it stops, so a swallowed one would leave the rest of the batch unstoppable)."""
+    import shutil
+
+    import vidstyle
+    from vidstyle.errors import Interrupted
+
+    clips = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for clip in clips:
+        shutil.copy(bunny_short, clip)
+    _stop_the_first_clean_up(monkeypatch, KeyboardInterrupt())
+    config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(Interrupted):
+        vidstyle.render_many(clips, [starry], config, output_dir=out)
+    assert [p.name for p in out.iterdir()] == ["a.starry_night.mp4"]

@@ -57,6 +57,7 @@ from vidstyle.pipeline import (
     RenderJob,
     RunProgress,
     clean_up_after_publish,
+    end_if_stopped,
     first_missing,
     for_output,
     open_workdir,
@@ -530,8 +531,9 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
                 publish(partial, job.output)
                 # Under the lock: a render starting now must not reuse what goes.
-                clean_up_after_publish(lambda: _remove_after_render(job, files))
+                stopped = clean_up_after_publish(lambda: _remove_after_render(job, files))
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
+        end_if_stopped(stopped, job)
     return job.output
 
 

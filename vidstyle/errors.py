@@ -92,10 +92,12 @@ class BusyError(VidstyleError):
 class Interrupted(VidstyleError):
     """Ctrl-C, SIGTERM or the caller's stop event ended the render; completed frames are kept for resuming."""
 
-    def __init__(self, frame: int, signal_number: int, resumable: bool = True) -> None:
-        # Only a render keeps what it finished; a preview or a still has nothing to resume.
+    def __init__(self, frame: int, signal_number: int, resumable: bool = True, written: str | None = None) -> None:
+        # Only a render keeps what it finished; a preview or a still has nothing to resume. `written`: the output
+        # was already complete when the stop came (as its checkpoints were removed): nothing is left to do.
         then = "; run it again with the same settings to resume" if resumable else ""
-        super().__init__(f"interrupted at frame {frame}{then}")
+        super().__init__(f"interrupted after {written} was written in full" if written is not None
+                         else f"interrupted at frame {frame}{then}")
         self.exit_code = 128 + signal_number
 
 

@@ -288,21 +288,34 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             publish(partial, job.output)
-            if not job.config.keep_frames:  # under the lock: a render starting now must not reuse what goes
-                clean_up_after_publish(job.workdir.remove)
+            # Under the lock: a render starting now must not reuse what goes.
+            stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
+        end_if_stopped(stopped, job)
     return job.output
 
 
-def clean_up_after_publish(clean_up: Callable[[], None]) -> None:
-    """Remove a finished render's checkpoints, its output already in place. A Ctrl-C or SIGTERM that lands here does
-    not make it an interrupted render: that would exit 130 with the output complete, leave the checkpoints half
-    removed, and the same command would then only refuse the existing output. The clean-up is finished instead,
-    and the render ends well; a second signal during it stops it."""
+def clean_up_after_publish(clean_up: Callable[[], None]) -> int | None:
+    """Remove a finished render's checkpoints, its output already in place; the signal number of a Ctrl-C or SIGTERM
+    that landed meanwhile, else None. Such a stop does not cut the clean-up short: that left the checkpoints half
+    removed and told the user to resume a render that was complete (whose same command then only refused the
+    existing output). The clean-up is finished, and the stop is passed on once the render has ended (end_if_stopped)
+    so that a batch still stops there."""
     try:
         clean_up()
-    except (KeyboardInterrupt, SignalInterrupt):
+    except KeyboardInterrupt:
         clean_up()
+        return signal.SIGINT
+    except SignalInterrupt as exc:
+        clean_up()
+        return exc.signum
+    return None
+
+
+def end_if_stopped(signum: int | None, job: RenderJob) -> None:
+    """Pass on a stop that came while a finished render removed its checkpoints."""
+    if signum is not None:
+        raise Interrupted(job.span[1], signum, resumable=False, written=str(job.output))
 
 
 @contextmanager
