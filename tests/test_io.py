@@ -196,6 +196,12 @@ def test_metrics_pair_each_frame_of_a_variable_rate_source_with_its_own_picture(
     assert max(own) < 4 and min(next_ones) > 3 * max(own), (own, next_ones)  # the hue turns 36 degrees a frame
     scored = measure_video(out, gap)
     assert scored.frames == 48 and scored.edge_correlation > 0.95
+    one_each = media / "gap_one_each.mp4"  # a picture a frame, as another tool (or an older vidstyle) writes it
+    with VideoWriter(one_each, (64, 48), Fraction(25), None, crf=0) as writer:
+        for frame in read_frames(source, (64, 48)):
+            writer.write(frame.rgb)
+    pairs = list(zip(*_paired_frames(one_each, gap, None, None), strict=True))
+    assert len(pairs) == 48 and max(difference(a, b) for a, b in pairs) < 4
 
 
 def test_the_written_video_says_its_colours_are_bt709_and_holds_them_so(media: Path) -> None:

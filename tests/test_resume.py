@@ -211,7 +211,8 @@ def test_a_render_resumed_where_precision_auto_resolves_otherwise_says_so(bunny_
     notes = next(e for e in again if isinstance(e, RenderStarted)).notes
     said = [note for note in notes if note.startswith("precision:")]
     assert len(said) == 1 and f"the {made} frame(s) already made were computed in fp32" in said[0] \
-        and "this run computes in bf16" in said[0], notes
+        and "this run computes in bf16" in said[0] and said[0].endswith("restart the render with precision fp32"), \
+        notes
     assert work.done_frames() == set(range(12)) and out.is_file()
     assert work.read_manifest().network_dtype == "fp32"  # what the render began in, not the latest run's
 

@@ -232,8 +232,13 @@ def test_cancel_queued_and_running_jobs(server: ServeProcess, clip: Path) -> Non
         time.sleep(0.05)
     assert server.client.post(f"/api/jobs/{slow['id']}/cancel").json()["cancel_requested"]
     assert server.wait_final(slow["id"], timeout=60)["state"] == "cancelled"
-    # Nothing resumes a cancelled job: its checkpoints go as it ends, its input stays for its page until DELETE.
-    assert not (folder / "work").exists() and any(p.name.startswith("input") for p in folder.iterdir())
+    # Nothing resumes a cancelled job: its checkpoints go as it ends (just after its state is recorded), its input
+    # stays for its page until DELETE.
+    deadline = time.monotonic() + 30
+    while (folder / "work").exists():
+        assert time.monotonic() < deadline, "the cancelled job's checkpoints stayed"
+        time.sleep(0.05)
+    assert any(p.name.startswith("input") for p in folder.iterdir())
     assert server.job(queued["id"])["started"] is None  # cancelled while queued: never ran
     assert server.client.post(f"/api/jobs/{queued['id']}/cancel").json()["state"] == "cancelled"  # again: harmless
     for job in (slow, queued):
@@ -1128,7 +1133,9 @@ def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> No
     queue = JobQueue(data.database)
 
     def full(_job_id: str) -> None:
-        raise sqlite3.OperationalError("database or disk is full")  # what SQLite raises when a write finds no room
+        error = sqlite3.OperationalError("database or disk is full")  # what SQLite raises when a write finds no room
+        error.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise error
 
     monkeypatch.setattr(queue, "cancel", full)
     with TestClient(create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)) as client:
@@ -1191,7 +1198,7 @@ def test_the_start_up_sweep_drops_the_checkpoints_of_ended_jobs_and_nothing_else
     data.create()
     queue = JobQueue(data.database)
     works = {}
-    for state, letter in (("cancelled", "a"), ("failed", "b"), ("queued", "c")):
+    for state, letter in (("cancelled", "a"), ("failed", "b"), ("held", "d"), ("queued", "c")):
         job_id = letter * 32
         queue.add(job_id, "video", {"output": "result.mp4"})
         folder = data.job(job_id)
@@ -1204,10 +1211,12 @@ def test_the_start_up_sweep_drops_the_checkpoints_of_ended_jobs_and_nothing_else
         (work.path / "notes.txt").write_text("someone's")  # not vidstyle's: kept, and with it the folder
         if state != "queued":
             assert queue.claim("w0").id == job_id
-            queue.finish(job_id, state, "stalled" if state == "failed" else None)
+            queue.finish(job_id, "failed" if state == "held" else state, None if state == "cancelled" else "x")
         works[state] = work
-    assert [queue.get(letter * 32).state for letter in "abc"] == ["cancelled", "failed", "queued"]
-    _sweep(data, queue)
+    assert [queue.get(letter * 32).state for letter in "abcd"] == ["cancelled", "failed", "queued", "failed"]
+    with works["held"].lock():  # a render that still holds its work directory (a killed server's, finishing)
+        _sweep(data, queue)
+    assert works["held"].done_frames() == {0} and works["held"].read_manifest() is not None
     for state in ("cancelled", "failed"):
         work = works[state]
         assert work.done_frames() == set() and not (work.path / "manifest.json").exists(), state

@@ -390,7 +390,8 @@ def _add_preview(sub: Any, preset: dict[str, Any]) -> None:
     frames = preview.add_argument_group("which frames").add_mutually_exclusive_group()
     frames.add_argument("--at", type=_seconds, action="append", metavar="TIME",
                         help="a frame at this time (seconds or HH:MM:SS.ms); repeatable")
-    frames.add_argument("--frames", type=int, metavar="N", help="frames spread evenly over the video [4]")
+    frames.add_argument("--frames", type=int, metavar="N",
+                        help="frames spread evenly over the video [4, or all of a shorter one]")
     preview.add_argument("--strength", type=_float_list, metavar="S1,S2",
                          help="style strengths to compare, one row each: each multiplies --style-weight [1]")
     # A preview writes no video: the encoder's settings (crf, output size, kept frames) mean nothing to it.
@@ -1009,7 +1010,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
             # A name given on the command line (or made from one) over the file system's limit: not an internal
             # error, and its few hundred characters are not worth printing whole.
             name = Path(str(exc.filename or "")).name
-            print(f"vidstyle: error: the file name {name[:40]}... is too long for the file system", file=sys.stderr)
+            shown = f" {name[:40]}..." if len(name) > 40 else f" {name}" if name else ""
+            print(f"vidstyle: error: a file name{shown} is too long for the file system", file=sys.stderr)
             return 2
         print(f"vidstyle: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
         return 1

@@ -23,6 +23,12 @@ DEFAULT_PRESET = "balanced"
 MAX_SIZE = 8192  # long side in pixels; beyond this VGG activations alone exceed any GPU's memory
 
 
+def _shown(value: Any) -> str:
+    """A value as a refusal quotes it: not all of a long one (a 100 KB string sent to the web service)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
 def _opt(default: Any, help_text: str, *, frames: bool = True) -> Any:
     """A field with its help text; `frames=False` marks settings that cannot change a rendered frame."""
     return field(default=default, metadata={"help": help_text, "frames": frames})
@@ -159,9 +165,10 @@ def validate(cfg: Config) -> None:
         _check_type(f.name, getattr(cfg, f.name), f.default)
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
-            raise SettingError(name, f"must be one of {', '.join(choices)} (got {getattr(cfg, name)!r:.60})")
+            raise SettingError(name, f"must be one of {', '.join(choices)} (got {_shown(getattr(cfg, name))})")
     if not OUTPUT_SIZES.fullmatch(cfg.output_size):
-        raise SettingError("output_size", f"must be render, source, WxH or a long side N (got {cfg.output_size!r:.60})")
+        raise SettingError("output_size", f"must be render, source, WxH or a long side N "
+                                          f"(got {_shown(cfg.output_size)})")
     if cfg.output_size not in ("render", "source") and max(map(int, cfg.output_size.split("x"))) > MAX_SIZE:
         raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels (got {cfg.output_size})")
     # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2).
@@ -170,7 +177,7 @@ def validate(cfg: Config) -> None:
                                           f"(got {cfg.output_size})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps "
-                                     f"(got {cfg.device!r:.60})")
+                                     f"(got {_shown(cfg.device)})")
     for name, (low, high) in RANGES.items():
         value = getattr(cfg, name)
         # Compared first: math.isfinite overflows on an int too large for a float (a 400-digit seed); NaN fails both.
@@ -204,7 +211,7 @@ def _check_type(name: str, value: Any, default: Any) -> None:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise SettingError(name, f"must be {_type_name(default)} (got {value!r:.60})")
+        raise SettingError(name, f"must be {_type_name(default)} (got {_shown(value)})")
 
 
 def _type_name(default: Any) -> str:

@@ -161,7 +161,9 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
     """
     first, stop = part or (0, source.frame_count)
     repeats = written_timing(source, first, stop)[1]
-    expected = sum(repeats) if repeats is not None else stop - first
+    # A variable-rate source's render holds its frames for their times (more pictures than frames); one written a
+    # picture a frame (another tool's, an older vidstyle's) is paired by index.
+    expected = sum(repeats) if repeats is not None and output.frame_count != stop - first else stop - first
     if output.frame_count != expected:
         hint = (" (a render of part of it is compared with that part: give the same start and end as the "
                 "render)") if output.frame_count < expected else ""
@@ -189,7 +191,7 @@ def _paired_frames(output: Path, source: Path, start: float | None,
     outputs = (f.rgb for f in read_frames(out_info, size))
     sources = (f.rgb for f in read_frames(src_info, size, first, stop))
     repeats = written_timing(src_info, first, stop)[1]
-    if repeats is None:
+    if repeats is None or out_info.frame_count == stop - first:
         return outputs, sources
     # A variable-rate source is written at one rate, each frame repeated for as long as it lasted (0: dropped where
     # the source is faster): each source frame that was written is paired with its first picture, so that a frame

@@ -63,8 +63,8 @@ def mixed_precision_note(made_in: str, now: torch.dtype | None, frames_made: int
     if not made_in or made_in == current or frames_made == 0:
         return None
     return (f"precision: the {frames_made} frame(s) already made were computed in {made_in}, this run computes in "
-            f"{current} (precision auto on another device); the two differ slightly. Set precision {made_in} to "
-            f"keep one")
+            f"{current} (precision auto on another device); the two differ slightly. To make every frame in one, "
+            f"restart the render with precision {made_in}")
 
 
 def _gpu_has_bf16(device: torch.device) -> bool:

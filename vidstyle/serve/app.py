@@ -383,12 +383,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(sqlite3.OperationalError)
     async def queue_unwritable(_request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
         # The queue's database stayed locked past its busy timeout (another program holding it), or its disk is
-        # full: the request changed nothing (its transaction was rolled back), so the client may try again.
-        full = "full" in str(exc)
-        detail = ("the server's disk is full: the job queue cannot be written" if full
-                  else "the job queue is busy: try again in a few seconds")
-        return JSONResponse({"detail": detail, "field": None}, status_code=507 if full else 503,
-                            headers=None if full else {"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)})
+        # full: the request changed nothing (its transaction was rolled back), so the client may try again later.
+        # Anything else (a read-only or damaged database) is a fault of the server's: a 500, logged as such.
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+        if code == sqlite3.SQLITE_FULL:
+            return JSONResponse({"detail": "the server's disk is full: the job queue cannot be written",
+                                 "field": None}, status_code=507)
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return JSONResponse({"detail": "the job queue is busy: try again in a few seconds", "field": None},
+                                status_code=503, headers={"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)})
+        raise exc
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -480,10 +484,11 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
             raise ApiError(404, "no frame is finished yet") from None
         return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
-    # HEAD too: download managers and `curl -I` ask for the size before they fetch.
-    @app.api_route("/api/jobs/{job_id}/result", methods=["GET", "HEAD"],
-                   responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}}, response_class=FileResponse,
-                   tags=["jobs"])
+    # HEAD too (download managers and `curl -I` ask for the size before they fetch), out of the schema: one
+    # operation there, not two of the same name.
+    @app.head("/api/jobs/{job_id}/result", include_in_schema=False)
+    @app.get("/api/jobs/{job_id}/result", responses={**_ERRORS, 200: {"content": {"video/mp4": {}}}},
+             response_class=FileResponse, tags=["jobs"])
     async def job_result(job_id: str, download: bool = False) -> FileResponse:
         """The finished video (MP4) or image (PNG); `download=true` asks the browser to save it."""
         job = _get_job(queue, job_id)

@@ -70,7 +70,15 @@ def drop_checkpoints(job_folder: Path) -> None:
     bytes (PNG frames), which would count against --min-free until the job is deleted. The input and the preview stay
     for the job's page; only vidstyle's own files go (WorkDir.remove), and only in a job folder the server made."""
     from vidstyle.checkpoint import WorkDir  # cv2 and numpy: not on the path of `import vidstyle.serve`
+    from vidstyle.errors import VidstyleError
 
     work = job_folder / WORKDIR
-    if is_ours(job_folder) and not job_folder.is_symlink() and work.is_dir() and not work.is_symlink():
-        WorkDir(work).remove()
+    if not is_ours(job_folder) or job_folder.is_symlink() or not work.is_dir() or work.is_symlink():
+        return
+    try:
+        with WorkDir(work).lock():  # a render still holding it (a killed server's, finishing) keeps its files
+            WorkDir(work).remove()
+    except (OSError, VidstyleError):
+        # Best effort, never the job's or the server's failure (a file it cannot delete, a DELETE removing the
+        # folder meanwhile): what is left goes with the job's DELETE, or at the next start.
+        pass
