@@ -639,6 +639,12 @@ def test_inputs_the_library_cannot_use_are_refused_in_its_own_words(capsys, tiny
     assert code == 2 and "names a folder that does not exist" in err[0] and len(err) == 1
     code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "-o", "", *TINY])  # -o "$UNSET"
     assert code == 2 and "-o/--output: is empty; name the output file" in err[0] and len(err) == 1
+    for flags in (["render", str(tiny), "--style", "starry-night", "--workdir", ""],
+                  ["image", str(tiny), "--style", "starry-night", "--animation", ""],
+                  ["render", str(tiny), "--style", "starry-night", "--log-json", ""],
+                  ["metrics", str(tiny), "--source", ""], ["serve", "--data", ""]):
+        code, err = _run(capsys, flags)
+        assert code == 2 and len(err) == 1 and f"argument {flags[-2]}: is empty; name a file or folder" in err[0], err
     assert list(tmp_path.iterdir()) == []
 
 

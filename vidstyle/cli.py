@@ -122,6 +122,14 @@ def _seconds(text: str) -> float:
     return sum(value * 60**power for power, value in enumerate(reversed(parts)))
 
 
+def _named_path(text: str) -> Path:
+    """A path option that must name something: an empty one (`--workdir "$DIR"` with DIR unset) would be the
+    current folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; name a file or folder (or leave the option out)")
+    return Path(text)
+
+
 def _output_path(text: str) -> Path:
     """-o: a trailing slash says "a folder", which Path() would drop, leaving a file name without a suffix; an empty
     one (`-o "$OUT"` with OUT unset) would be the current folder."""
@@ -174,7 +182,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
                         help=f"preset from configs/ ({', '.join(preset_names())}) or a TOML file [balanced]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
-    parser.add_argument("--log-json", type=Path, metavar="FILE",
+    parser.add_argument("--log-json", type=_named_path, metavar="FILE",
                         help="also write every progress event to FILE, one JSON object a line (for scripts)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
@@ -270,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", type=_output_path,
                         help="output video, or an existing directory for the outputs "
                              "[<input>.<style>.mp4 beside each input]")
-    render.add_argument("--workdir", type=Path, help="checkpoint directory, for one output [<output>.vidstyle-work]")
+    render.add_argument("--workdir", type=_named_path,
+                        help="checkpoint directory, for one output [<output>.vidstyle-work]")
     render.add_argument("--restart", action="store_true", help="discard checkpoints of an earlier run")
     _add_trim(render, "a part of the video (frames exact, the audio cut to match)", "render")
     _add_workers(render)
@@ -286,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"output image ({', '.join(IMAGE_SUFFIXES)})")
     image.add_argument("--iters", type=int, default=None, metavar="N",
                        help=f"iterations [balanced: {preset.get('first_iters', Config.first_iters)}]")
-    image.add_argument("--animation", type=Path, metavar="FILE",
+    image.add_argument("--animation", type=_named_path, metavar="FILE",
                        help="also write the optimization as a short video (.mp4) or .gif: the picture every few "
                             "iterations, from the photograph to the painting")
     image.add_argument("--animation-every", type=int, metavar="N",
@@ -310,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Warping error (Lai et al. 2018) of a render and of its source (the "
                                          "floor), and the edge-map correlation of each frame with its source.")
     metrics.add_argument("output", type=Path, help="rendered video")
-    metrics.add_argument("--source", type=Path, required=True, help="the video it was rendered from")
+    metrics.add_argument("--source", type=_named_path, required=True, help="the video it was rendered from")
     metrics.add_argument("--flow", choices=("both", "farneback", "dis"), default="both",
                          help="the source's flow the warping errors follow [both: each figure along Farneback's and "
                               "DIS's]; a render is favoured along the flow it follows itself (the default render "
@@ -355,7 +364,7 @@ def _add_serve(sub: Any) -> None:
                                        "one at a time per worker process, from a queue that survives restarts.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
     serve.add_argument("--port", type=int, default=8000, help="[8000]")
-    serve.add_argument("--data", type=Path, default=Path("vidstyle-data"),
+    serve.add_argument("--data", type=_named_path, default=Path("vidstyle-data"),
                        help="the queue database and the jobs' files [./vidstyle-data]")
     serve.add_argument("--workers", type=int, metavar="N", help="render processes [one per GPU, else 1]")
     serve.add_argument("--max-upload", default="500MB", metavar="SIZE", help="largest request body [500MB]")
