@@ -17,16 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidstyle.errors import ConfigError, SettingError
+from vidstyle.errors import ConfigError, SettingError, shortened
 
 DEFAULT_PRESET = "balanced"
 MAX_SIZE = 8192  # long side in pixels; beyond this VGG activations alone exceed any GPU's memory
-
-
-def _shown(value: Any) -> str:
-    """A value as a refusal quotes it: not all of a long one (a 100 KB string sent to the web service)."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:60] + "..."
 
 
 def _opt(default: Any, help_text: str, *, frames: bool = True) -> Any:
@@ -164,11 +158,12 @@ def validate(cfg: Config) -> None:
     for f in dataclasses.fields(cfg):
         _check_type(f.name, getattr(cfg, f.name), f.default)
     for name, choices in CHOICES.items():
-        if getattr(cfg, name) not in choices:
-            raise SettingError(name, f"must be one of {', '.join(choices)} (got {_shown(getattr(cfg, name))})")
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise SettingError(name, f"must be one of {', '.join(choices)} (got {shortened(repr(value), 60)})")
     if not OUTPUT_SIZES.fullmatch(cfg.output_size):
         raise SettingError("output_size", f"must be render, source, WxH or a long side N "
-                                          f"(got {_shown(cfg.output_size)})")
+                                          f"(got {shortened(repr(cfg.output_size), 60)})")
     if cfg.output_size not in ("render", "source") and max(map(int, cfg.output_size.split("x"))) > MAX_SIZE:
         raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels (got {cfg.output_size})")
     # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2).
@@ -177,7 +172,7 @@ def validate(cfg: Config) -> None:
                                           f"(got {cfg.output_size})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps "
-                                     f"(got {_shown(cfg.device)})")
+                                     f"(got {shortened(repr(cfg.device), 60)})")
     for name, (low, high) in RANGES.items():
         value = getattr(cfg, name)
         # Compared first: math.isfinite overflows on an int too large for a float (a 400-digit seed); NaN fails both.
@@ -211,7 +206,7 @@ def _check_type(name: str, value: Any, default: Any) -> None:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise SettingError(name, f"must be {_type_name(default)} (got {_shown(value)})")
+        raise SettingError(name, f"must be {_type_name(default)} (got {shortened(repr(value), 60)})")
 
 
 def _type_name(default: Any) -> str:

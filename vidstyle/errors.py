@@ -114,3 +114,9 @@ class SignalInterrupt(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
         self.signum = signum
+
+
+def shortened(text: str, limit: int = 80) -> str:
+    """A value as a message quotes it: not all of a long one (a 100 KB field sent to the web service is not echoed
+    whole)."""
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -17,6 +17,8 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vidstyle.errors import shortened
+
 COOKIE = "vidstyle_token"
 
 
@@ -167,11 +169,6 @@ def _cookie(scope: Scope) -> str | None:
     # Starlette's lenient parser, as a browser sends them: another program's cookie on this host (cookies are not
     # kept apart by port) that the standard library's strict parser stops at must not hide this one.
     return cookie_parser(value).get(COOKIE) if value is not None else None
-
-
-def shortened(text: str, limit: int = 80) -> str:
-    """A client's value as a message shows it: not all of a long one (a 100 KB id is not echoed whole)."""
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _host_name(host: str) -> str | None:
