@@ -153,8 +153,9 @@ def measure_frames(outputs: Iterable[np.ndarray], sources: Iterable[np.ndarray],
     return measure_frames_along(outputs, sources, (flow_method,), cut_threshold, style, style_every)[flow_method]
 
 
-def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | None = None) -> None:
+def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | None = None) -> tuple[int, ...] | None:
     """Refuse to score a video against a source it was not rendered from: another length or shape of picture.
+    Returns how many pictures of the output each source frame fills (None: one each, paired by index).
 
     A render keeps every frame and the aspect ratio (to the even pixel), so either difference means another clip.
     `part` is the source's frames [first, stop) a render of part of it was made from.
@@ -163,7 +164,9 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
     repeats = written_timing(source, first, stop)[1]
     # A variable-rate source's render holds its frames for their times (more pictures than frames); one written a
     # picture a frame (another tool's, an older vidstyle's) is paired by index.
-    expected = sum(repeats) if repeats is not None and output.frame_count != stop - first else stop - first
+    if repeats is not None and output.frame_count == stop - first:
+        repeats = None
+    expected = sum(repeats) if repeats is not None else stop - first
     if output.frame_count != expected:
         hint = (" (a render of part of it is compared with that part: give the same start and end as the "
                 "render)") if output.frame_count < expected else ""
@@ -179,19 +182,19 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
                          f"{source.width}x{source.height}: another shape of picture. The figures compare a render "
                          "with its source at the source's shape: another clip, or a render written at an output "
                          "size of another shape, cannot be scored")
+    return repeats
 
 
 def _paired_frames(output: Path, source: Path, start: float | None,
                    end: float | None) -> tuple[Iterator[np.ndarray], Iterator[np.ndarray]]:
     out_info, src_info = probe_video(output), probe_video(source)
     part = trim_frames(src_info, start, end)
-    check_pair(out_info, src_info, part)
+    repeats = check_pair(out_info, src_info, part)
     size = (out_info.width, out_info.height)
     first, stop = part or (0, src_info.frame_count)
     outputs = (f.rgb for f in read_frames(out_info, size))
     sources = (f.rgb for f in read_frames(src_info, size, first, stop))
-    repeats = written_timing(src_info, first, stop)[1]
-    if repeats is None or out_info.frame_count == stop - first:
+    if repeats is None:
         return outputs, sources
     # A variable-rate source is written at one rate, each frame repeated for as long as it lasted (0: dropped where
     # the source is faster): each source frame that was written is paired with its first picture, so that a frame
