@@ -75,9 +75,10 @@ def drop_checkpoints(job_folder: Path) -> None:
     work = job_folder / WORKDIR
     if not is_ours(job_folder) or job_folder.is_symlink() or not work.is_dir() or work.is_symlink():
         return
+    checkpoints = WorkDir(work)
     try:
-        with WorkDir(work).lock():  # a render still holding it (a killed server's, finishing) keeps its files
-            WorkDir(work).remove()
+        with checkpoints.lock():  # a render still holding it (a killed server's, finishing) keeps its files
+            checkpoints.remove()
     except (OSError, VidstyleError):
         # Best effort, never the job's or the server's failure (a file it cannot delete, a DELETE removing the
         # folder meanwhile): what is left goes with the job's DELETE, or at the next start.
