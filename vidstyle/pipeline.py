@@ -569,15 +569,20 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
     first = job.span[0]
     with open_writer(job, partial) as writer:
 
-        def save_and_encode(item: tuple[int, np.ndarray, bool]) -> None:
+        def save(item: tuple[int, np.ndarray, bool]) -> None:
             index, rgb, new = item
-            if index != first + writer.frames_written:  # the index travels with the frame; the encoder counts none
-                raise RuntimeError(f"frame {index} reached the encoder at position {writer.frames_written}")
             if new:
                 progress.on_event(FrameSaved(index, job.workdir.save_frame(index, rgb)))
+
+        def save_and_encode(item: tuple[int, np.ndarray, bool]) -> None:
+            index, rgb, _new = item
+            if index != first + writer.frames_written:  # the index travels with the frame; the encoder counts none
+                raise RuntimeError(f"frame {index} reached the encoder at position {writer.frames_written}")
+            save(item)
             writer.write(for_output(job, rgb))
 
-        sink: WriteBehind[tuple[int, np.ndarray, bool]] = WriteBehind(save_and_encode, depth=4)
+        # Frames queued behind an encoder that failed are still checkpointed: the re-run encodes them, not repaints.
+        sink: WriteBehind[tuple[int, np.ndarray, bool]] = WriteBehind(save_and_encode, depth=4, salvage=save)
         try:
             for item in _frames_in_order(job, segments, stylizer, progress, stop):
                 sink.submit(item)

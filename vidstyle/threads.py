@@ -66,16 +66,31 @@ def read_ahead(source: Iterable[T], depth: int = 4) -> Iterator[T]:
 
 
 class WriteBehind(Generic[T]):
-    """Run `handle(item)` for each submitted item, in order, on one worker thread."""
+    """Run `handle(item)` for each submitted item, in order, on one worker thread.
 
-    def __init__(self, handle: Callable[[T], None], depth: int = 4) -> None:
-        self._handle = handle
+    Once `handle` has failed, the items still queued go to `salvage` instead (where given): what is worth keeping
+    of them when the rest of their handling can no longer be done, such as a finished frame's checkpoint after
+    its encoder died.
+    """
+
+    def __init__(self, handle: Callable[[T], None], depth: int = 4,
+                 salvage: Callable[[T], None] | None = None) -> None:
+        self._handle, self._salvage = handle, salvage
         self._items: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        # Set as the worker ends. Waited on instead of Thread.join: a join that a signal handler's exception cuts
+        # short marks the thread as ended while it still runs (CPython's bpo-45274 fix).
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._work, name="vidstyle-write-behind", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
+        try:
+            self._handle_items()
+        finally:
+            self._done.set()
+
+    def _handle_items(self) -> None:
         while True:
             item = self._items.get()
             if item is _END:
@@ -85,6 +100,11 @@ class WriteBehind(Generic[T]):
                     self._handle(item)  # type: ignore[arg-type]
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the submitting thread
                     self._error = exc
+            elif self._salvage is not None:
+                try:
+                    self._salvage(item)  # type: ignore[arg-type]
+                except Exception:  # noqa: BLE001, S110 - the first error is the one reported; this is likely its echo
+                    pass
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -92,7 +112,7 @@ class WriteBehind(Generic[T]):
 
     def submit(self, item: T) -> None:
         self._raise_pending()
-        while self._thread.is_alive():
+        while not self._done.is_set():
             try:
                 self._items.put(item, timeout=_POLL)
                 return
@@ -101,8 +121,27 @@ class WriteBehind(Generic[T]):
         self._raise_pending()
 
     def finish(self) -> None:
-        """Wait until every submitted item is handled; re-raise the worker's error if any."""
-        if self._thread.is_alive():
-            self._items.put(_END)
-            self._thread.join()
+        """Wait until every submitted item is handled; re-raise the worker's error if any.
+
+        A Ctrl-C or SIGTERM that lands while waiting is held until the worker is done, then raised: the items
+        already submitted are finished work (frames to checkpoint), and the caller's clean-up on the way out
+        (killing the encoder) would otherwise fail the worker under them.
+        """
+        held: BaseException | None = None
+        while not self._done.is_set():
+            try:
+                self._items.put(_END, timeout=_POLL)
+                break
+            except queue.Full:
+                continue
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the worker is done
+                held = held or exc
+        while not self._done.is_set():
+            try:
+                self._done.wait(_POLL)
+            except BaseException as exc:  # noqa: BLE001 - raised below, once the worker is done
+                held = held or exc
+        self._thread.join()
+        if held is not None:
+            raise held
         self._raise_pending()
