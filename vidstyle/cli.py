@@ -861,17 +861,23 @@ def _short_seconds(seconds: float) -> str:
     return f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"
 
 
-def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    """As Ctrl-C: the first stops the work, later ones (a service manager's repeats) are ignored so that the
-    clean-up they would cut short (stopping ffmpeg, removing the partial file) completes."""
+def _ignore_stops() -> None:
+    """After the first Ctrl-C or SIGTERM, later ones of either kind (a repeated Ctrl-C, a service manager's SIGTERM
+    after it) are ignored: the clean-up they would cut short (saving finished frames, stopping ffmpeg, removing
+    the partial file) then completes, and Python prints no 'Exception ignored' lines. kill -9 still ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    """As Ctrl-C: the first stops the work."""
+    _ignore_stops()
     raise SignalInterrupt(signum)
 
 
 def _interrupt_once(_signum: int, _frame: FrameType | None) -> None:
-    """The first Ctrl-C stops the work; later ones are ignored, so that the clean-up they would interrupt (closing
-    ffmpeg, saving finished frames) completes and Python prints no 'Exception ignored' lines."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """The first Ctrl-C stops the work."""
+    _ignore_stops()
     raise KeyboardInterrupt
 
 
