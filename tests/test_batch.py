@@ -211,3 +211,20 @@ def test_an_interrupted_batch_says_what_it_finished(clips: list[Path], starry: P
     assert "interrupted" in err[-1] and "Traceback" not in "\n".join(err)
     assert clips[0].with_name("one.starry_night.mp4").exists()
     assert not clips[1].with_name("two.starry_night.mp4").exists()
+
+
+def test_an_output_written_by_another_run_during_the_batch_is_kept(clips: list[Path], starry: Path) -> None:
+    """A batch checks its outputs at its start; one written meanwhile (the same batch run on a second machine)
+    is skipped when its turn comes, not rendered again over it."""
+    theirs = clips[1].with_name("two.starry_night.mp4")
+
+    def another_run_writes_it(event: Event) -> None:
+        if isinstance(event, BatchItemStarted) and event.position == 1:
+            theirs.write_bytes(b"theirs")
+
+    config = make_config("fast", size=64, iters=1, first_iters=3, device="cpu")
+    results = render_many(clips, [starry], config, on_event=another_run_writes_it)
+    assert [r.status for r in results] == ["written", "skipped"]
+    assert str(theirs) in results[1].reason
+    assert theirs.read_bytes() == b"theirs"
+    assert not theirs.with_name(theirs.name + ".vidstyle-work").exists(), "skipped before any work began"

@@ -708,3 +708,25 @@ def test_a_checkpoint_is_synced_then_named_then_its_folder_synced(monkeypatch, t
     assert calls[0][1].startswith(str(tmp_path / ".0000001.png.tmp-"))
     assert calls[1:] == [("rename", str(tmp_path / "0000001.png")), ("sync", str(tmp_path))]
     assert (tmp_path / "0000001.png").read_bytes() == b"frame" and os.listdir(tmp_path) == ["0000001.png"]
+
+
+def test_publishing_without_replace_keeps_an_output_that_appeared(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways: a hard link, and where the file system has none (os.link refused), a look before the rename."""
+    from vidstyle.errors import OutputExists
+    from vidstyle.io.paths import publish
+
+    for hard_links in (True, False):
+        if not hard_links:
+            def no_links(*_args: object, **_kwargs: object) -> None:
+                raise PermissionError(1, "Operation not permitted")
+            monkeypatch.setattr(os, "link", no_links)
+        partial, output = tmp_path / ".out.partial.mp4", tmp_path / "out.mp4"
+        partial.write_bytes(b"render")
+        output.write_bytes(b"theirs")
+        with pytest.raises(OutputExists, match="appeared while this render ran"):
+            publish(partial, output, replace=False)
+        assert output.read_bytes() == b"theirs" and partial.read_bytes() == b"render"
+        output.unlink()
+        publish(partial, output, replace=False)
+        assert output.read_bytes() == b"render" and not partial.exists()

@@ -24,8 +24,8 @@ import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
 from vidstyle.config import make_config, read_preset
-from vidstyle.errors import ConfigError, Interrupted, SettingError, VidstyleError
-from vidstyle.events import FrameSaved
+from vidstyle.errors import ConfigError, Interrupted, OutputExists, SettingError, VidstyleError
+from vidstyle.events import FrameDone, FrameSaved, RenderStarted
 from vidstyle.io.probe import probe_video
 from vidstyle.limits import advice, available_bytes, frame_bytes
 
@@ -665,3 +665,27 @@ def test_a_file_of_the_users_where_the_partial_output_goes_is_never_taken_over(c
     code, err = _run(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY])
     assert code == 1 and len(err) == 1 and f"{theirs} is in the way" in err[0], err
     assert theirs.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == [theirs.name]
+
+
+def test_an_output_that_appears_while_rendering_is_kept_and_the_frames_too(lavfi_clip, starry, tmp_path) -> None:
+    """Without overwrite, a file put at the output path while the render ran is not replaced by it; the render's
+    frames stay, so the run that does replace it (overwrite) only encodes them."""
+    clip = lavfi_clip("appears.mp4", seconds=0.2, audio=False)
+    out = tmp_path / "out.mp4"
+    config = make_config("fast", size=48, iters=1, first_iters=2, device="cpu", flow="none")
+
+    def someone_writes_it(event) -> None:
+        if isinstance(event, FrameDone) and not out.exists():
+            out.write_bytes(b"theirs")
+
+    with pytest.raises(OutputExists, match="appeared while this render ran"):
+        vidstyle.render(clip, [starry], out, config, on_event=someone_writes_it)
+    assert out.read_bytes() == b"theirs"
+    assert not list(tmp_path.glob(".out.mp4.partial*"))
+    work = WorkDir(tmp_path / "out.mp4.vidstyle-work")
+    assert work.done_frames() == set(range(5))
+    events: list = []
+    vidstyle.render(clip, [starry], out, config, overwrite=True, on_event=events.append)
+    assert not any(isinstance(e, FrameDone) for e in events), "the kept frames are encoded, none painted again"
+    assert any(isinstance(e, RenderStarted) for e in events)
+    assert probe_video(out).frame_count == 5

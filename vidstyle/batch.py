@@ -149,6 +149,8 @@ def _render_one(item: BatchItem, job: RenderJob, stylizers: dict[tuple[Path, ...
         render_job(job, restart=restart, on_event=on_event, stop=stop, stylizer=stylizer, **cluster)
     except Interrupted:
         raise
+    except OutputExists as exc:  # written since the batch began (by another run): kept, as one found at the start
+        return BatchResult(item, "skipped", str(exc))
     except Exception as exc:  # noqa: BLE001 - one render's failure must not stop the others; it is reported
         reason = str(exc) if isinstance(exc, VidstyleError) else f"{type(exc).__name__}: {exc}"
         return BatchResult(item, "failed", reason)

@@ -513,7 +513,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     ray = import_ray()
     files = ChunkFiles(job.workdir, job.config.passes)
     progress = RunProgress(on_event, 0)
-    with output_slot(job.output, progress) as partial:
+    with output_slot(job.output, progress, job.overwrite) as partial:
         # Ray first: a cluster that cannot be reached leaves no work directory behind to block the next try.
         with _ray_session(ray, cluster, job.config) as session:
             if restart and (job.workdir.path / MANIFEST).is_file():
@@ -529,7 +529,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
-                publish(partial, job.output)
+                publish(partial, job.output, replace=job.overwrite)
                 # Under the lock: a render starting now must not reuse what goes.
                 stopped = clean_up_after_publish(lambda: _remove_after_render(job, files))
         on_event(progress.finished(job.output, count, time.perf_counter() - started))

@@ -35,6 +35,7 @@ from vidstyle.errors import (
     Interrupted,
     NotAWorkDir,
     OutputError,
+    OutputExists,
     SettingError,
     SignalInterrupt,
     UsageError,
@@ -82,6 +83,7 @@ class RenderJob:
     chunking: tuple[int, int] | None = None
     trim: tuple[int, int] | None = None  # frames [first, stop) of a render of part of the video
     out_size: tuple[int, int] | None = None  # (width, height) written, where it differs from the render's
+    overwrite: bool = False  # an output found in place (at the start, or when the render is done) is replaced
 
     @property
     def span(self) -> tuple[int, int]:
@@ -136,7 +138,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     written = output_size(config.output_size, size, (info.width, info.height))
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
                      plan_audio(info, output), trim=trim_frames(info, start, end),
-                     out_size=written if written != size else None)
+                     out_size=written if written != size else None, overwrite=overwrite)
 
 
 def _check_workdir_apart(workdir: Path, output: Path) -> None:
@@ -276,7 +278,7 @@ class RunProgress:
 def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading.Event | None,
          stylizer: Stylizer | None) -> Path:
     progress = RunProgress(on_event, 0)
-    with output_slot(job.output, progress) as partial:
+    with output_slot(job.output, progress, job.overwrite) as partial:
         manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
         with job.workdir.lock():
             done = job.workdir.done_frames()
@@ -287,7 +289,7 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else ()))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
-            publish(partial, job.output)
+            publish(partial, job.output, replace=job.overwrite)
             # Under the lock: a render starting now must not reuse what goes.
             stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
@@ -319,15 +321,18 @@ def end_if_stopped(signum: int | None, job: RenderJob) -> None:
 
 
 @contextmanager
-def output_slot(output: Path, progress: RunProgress) -> Iterator[Path]:
+def output_slot(output: Path, progress: RunProgress, overwrite: bool) -> Iterator[Path]:
     """The output's partial file, locked for the whole render; the body renames it into place when complete.
 
     Ctrl-C, SIGTERM and the stop event leave as Interrupted at `progress.current`; a partial file that was not
-    renamed is removed (a re-run reuses the same name, so nothing accumulates).
+    renamed is removed (a re-run reuses the same name, so nothing accumulates). Without `overwrite` an output
+    that appeared since the job was checked (a batch checks all its outputs at its start) is refused here.
     """
     partial = partial_path(output)
     output_lock = FileLock(partial, str(output)).acquire(fresh=True)
     try:
+        if not overwrite and os.path.lexists(output):
+            raise OutputExists(f"output {output} exists")
         yield partial
     except (KeyboardInterrupt, Cancelled):
         raise Interrupted(progress.current, signal.SIGINT) from None
