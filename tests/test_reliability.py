@@ -689,3 +689,31 @@ def test_an_output_that_appears_while_rendering_is_kept_and_the_frames_too(lavfi
     assert not any(isinstance(e, FrameDone) for e in events), "the kept frames are encoded, none painted again"
     assert any(isinstance(e, RenderStarted) for e in events)
     assert probe_video(out).frame_count == 5
+
+
+def test_a_work_directory_left_before_its_first_frame_takes_changed_settings(lavfi_clip, starry, tmp_path) -> None:
+    """A render that stopped before its first frame (here a failing event handler; a missing model or too little
+    memory alike) protects nothing: the same render with another size is not refused as another render's. One
+    with a frame still is."""
+    clip = lavfi_clip("first_frame.mp4", seconds=0.12, audio=False)
+    out = tmp_path / "out.mp4"
+    work = WorkDir(tmp_path / "out.mp4.vidstyle-work")
+    config = make_config("fast", size=48, iters=1, first_iters=2, device="cpu", flow="none")
+
+    def fail_at(kind: type) -> Callable[[object], None]:
+        def handler(event: object) -> None:
+            if isinstance(event, kind):
+                raise RuntimeError("stopped here")
+        return handler
+
+    with pytest.raises(RuntimeError, match="stopped here"):
+        vidstyle.render(clip, [starry], out, config, on_event=fail_at(RenderStarted))
+    assert work.read_manifest() is not None and not work.holds_frames()
+    smaller = make_config("fast", size=32, iters=1, first_iters=2, device="cpu", flow="none")
+    with pytest.raises(RuntimeError, match="stopped here"):
+        vidstyle.render(clip, [starry], out, smaller, on_event=fail_at(FrameSaved))
+    assert work.holds_frames()
+    with pytest.raises(VidstyleError, match="belongs to another render"):
+        vidstyle.render(clip, [starry], out, config)
+    assert vidstyle.render(clip, [starry], out, smaller) == out
+    assert probe_video(out).width == 32

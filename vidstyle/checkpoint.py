@@ -225,6 +225,13 @@ class WorkDir:
         remove_if_empty(folder)
         remove_if_empty(self.path / PASSES)
 
+    def holds_frames(self) -> bool:
+        """Whether any painted frame is here: a final one, one of an earlier pass, or a chunk's overlap frame."""
+        folders = [self.frames, self.path / CHUNKS / "lead", self.path / CHUNKS / "tail"]
+        passes = self.path / PASSES
+        folders += [f for f in passes.iterdir() if _PASS_NAME.match(f.name)] if passes.is_dir() else []
+        return any(frame_indices(folder) for folder in folders)
+
     def done_frames(self) -> set[int]:
         """Indices of every finished frame."""
         return frame_indices(self.frames)

@@ -407,15 +407,26 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
     if existing is not None:
         wanted = _manifest(job, [])
         differences = wanted.differences(existing)
-        if differences:
+        if differences and not _discard_if_empty(work):
             raise CheckpointMismatch(f"work directory {work.path} belongs to another render "
                                      f"(not the same: {'; '.join(differences)})", wanted.changed_settings(existing))
-        if existing.segments:
+        if existing.segments and not differences:
             return existing
     first, end = job.span
     cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop, job.trim)
     chunk_frames = job.chunking[0] if job.chunking is not None else None
     return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first), network_dtype))
+
+
+def _discard_if_empty(work: WorkDir) -> bool:
+    """Remove the work directory of another render that holds no frame (it stopped before its first: a missing
+    model, too little memory, a setting changed at once); True where it did. There is nothing in it to protect,
+    and refusing it would make the changed command fail for nothing."""
+    with work.lock():  # not under a render that is starting now
+        if work.holds_frames():
+            return False
+        work.remove()
+        return True
 
 
 @dataclass(frozen=True)
