@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,19 @@ def test_only_the_tasks_whose_frames_are_still_read_run() -> None:
     assert run(every - {3}, every - {5}) == [(1, 0), (2, 4)], "pass 2 over 4-7 reads frame 3 of pass 1"
     assert run(every - {1}, every - {5}) == [(2, 4)], "no task left reads frame 1"
     assert run(set(), set()) == [(1, 0), (2, 0), (1, 4), (2, 4), (1, 8), (2, 8)]
+
+
+def test_a_deleted_blended_seam_frame_is_painted_again_by_both_chains() -> None:
+    tasks = plan_tasks(_segments(), CHUNKING["overlap"], passes=1)  # chunks [0,4), [2,8) (lead-in 2-3), [6,12)
+
+    def run(final: set[int], leads: set[int] = frozenset()) -> list[int]:
+        return [t.chunk.start for t in tasks_to_run(tasks, {1: final}, leads)]
+
+    every = set(range(12))
+    assert run(every - {3}) == [0, 4], "its two paintings are gone: the chain before and the one it leads into"
+    assert run(every - {3}, leads={2, 3}) == [0], "the later chain's painting of it is still on disk"
+    assert run(every - {5}) == [4]
+    assert run(every) == []
 
 
 def test_what_no_task_will_read_again_is_named_as_the_tasks_finish() -> None:
@@ -337,6 +351,19 @@ def test_a_killed_worker_is_retried_and_the_frames_are_the_same(reference, bunny
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     assert any(c == first and p != pid for c, p in seen), "Ray did not run the killed chunk again"
     assert probe_video(result[0]).frame_count == 12
+    _assert_same_frames(work, reference[0])
+
+
+def test_a_blended_seam_frame_deleted_after_the_render_is_made_again_the_same(reference, bunny_short: Path,
+                                                                             starry: Path, tmp_path: Path) -> None:
+    """A damaged checkpoint's message says to delete it to make it again; at a seam whose two paintings are gone
+    that takes both chains."""
+    work = tmp_path / "work"
+    shutil.copytree(reference[0], work)
+    (work / "frames" / "0000003.png").unlink()  # in the lead-in 2-3 of the chunk [4, 8)
+    result: list[object] = []
+    _render_into(bunny_short, starry, tmp_path / "out.mp4", work, result)
+    assert isinstance(result[0], Path), result
     _assert_same_frames(work, reference[0])
 
 

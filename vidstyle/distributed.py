@@ -32,7 +32,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -546,14 +546,21 @@ def _remove_after_render(job: RenderJob, files: ChunkFiles) -> None:
             job.workdir.remove_pass_frames(number, range(job.info.frame_count))
 
 
-def tasks_to_run(tasks: list[Task], made: dict[int, set[int]]) -> list[Task]:
+def tasks_to_run(tasks: list[Task], made: dict[int, set[int]], leads: Container[int] = frozenset()) -> list[Task]:
     """The tasks still to run, in plan order, from the frames each pass has made (`made`, by pass number): a last
     pass's task whose frames are not all final, and an earlier pass's whose frames are missing where a later task
-    still to run reads them (a finished chunk, whose earlier passes' frames are gone, runs nothing again)."""
+    still to run reads them (a finished chunk, whose earlier passes' frames are gone, runs nothing again).
+
+    A first pass's task also counts as its own the lead-in frames that are not made and whose painting of them
+    (`leads`: the lead-in paintings on disk) is gone: a blended seam frame deleted after its two paintings were
+    dropped is made again only by both chains, the one before (its tail) and this one.
+    """
     last = max(t.number for t in tasks)
     needed: set[Task] = set()
     for task in sorted(tasks, key=lambda t: -t.number):
         missing = {i for i in range(task.chunk.start, task.chunk.stop) if i not in made[task.number]}
+        if task.number == 1:
+            missing |= {i for i in range(task.chunk.first, task.chunk.start) if i not in made[1] and i not in leads}
         readers = [t for t in needed if t.number == task.number + 1]
         if missing and (task.number == last or any(missing & set(t.needs) for t in readers)):
             needed.add(task)
@@ -621,7 +628,7 @@ class _Driver:
         remote = self.ray.remote(run_task).options(max_retries=MAX_RETRIES, retry_exceptions=False,
                                                    **self.session.options)
         made = self._made()
-        todo = tasks_to_run(self.tasks, made)
+        todo = tasks_to_run(self.tasks, made, self.files.present("lead"))
         pending: dict[Any, Task] = {}
         announced = set(made[job.config.passes])
         poll = _POLL
