@@ -1,4 +1,4 @@
-"""Renders that survive kill -9, Ctrl-C and SIGTERM, and resume to the very same frames."""
+"""Renders that survive kill -9, Ctrl-C, SIGTERM and a closed terminal, and resume to the very same frames."""
 
 from __future__ import annotations
 
@@ -91,14 +91,14 @@ def test_kill_9_then_same_command_resumes_identically(bunny_short, starry, refer
     _same_as_reference(out, reference)
 
 
-_INT, _TERM = signal.SIGINT, signal.SIGTERM
+_INT, _TERM, _HUP = signal.SIGINT, signal.SIGTERM, signal.SIGHUP
 
 
 @pytest.mark.parametrize("signals, code", [((_INT,), 130), ((_TERM,), 143), ((_INT,) * 6, 130), ((_TERM,) * 6, 143),
-                                           ((_INT, _TERM, _TERM, _INT, _TERM, _TERM), 130)])
+                                           ((_INT, _TERM, _TERM, _INT, _TERM, _TERM), 130), ((_HUP, _HUP, _TERM), 129)])
 def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_path, signals, code) -> None:
     """Repeats, as an impatient person or a service manager sends them (a SIGTERM after a Ctrl-C too), land in the
-    clean-up: it completes."""
+    clean-up: it completes. A closed terminal (SIGHUP) stops the render as SIGTERM does."""
     out = tmp_path / "out.mp4"
     proc = _start(bunny_short, starry, out)
     _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 3, proc)
@@ -118,6 +118,18 @@ def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_pa
     again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
     assert again.returncode == 0, again.stderr
     assert f"resuming at frame {frame} of 12" in again.stderr
+    _same_as_reference(out, reference)
+
+
+def test_a_render_started_with_nohup_outlives_its_terminal(bunny_short, starry, reference, tmp_path) -> None:
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "vidstyle", "render", str(bunny_short), "--style", str(starry),
+                             "-o", str(out), *FLAGS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # as nohup starts it
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 3, proc)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
     _same_as_reference(out, reference)
 
 

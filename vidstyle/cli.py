@@ -861,18 +861,30 @@ def _short_seconds(seconds: float) -> str:
     return f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"
 
 
+# The signals that stop a command cleanly: Ctrl-C, a service manager's stop, and a closed terminal or SSH session
+# (SIGHUP, whose default would kill the render where it stands, its partial output left behind).
+_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _ignore_stops() -> None:
-    """After the first Ctrl-C or SIGTERM, later ones of either kind (a repeated Ctrl-C, a service manager's SIGTERM
-    after it) are ignored: the clean-up they would cut short (saving finished frames, stopping ffmpeg, removing
-    the partial file) then completes, and Python prints no 'Exception ignored' lines. kill -9 still ends it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    """After the first stop signal, later ones of any kind (a repeated Ctrl-C, a service manager's SIGTERM after
+    it) are ignored: the clean-up they would cut short (saving finished frames, stopping ffmpeg, removing the
+    partial file) then completes, and Python prints no 'Exception ignored' lines. kill -9 still ends it."""
+    for sig in _STOPS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    """As Ctrl-C: the first stops the work."""
+    """As Ctrl-C (SIGTERM, and SIGHUP): the first stops the work."""
     _ignore_stops()
     raise SignalInterrupt(signum)
+
+
+def _stop_on_hangup() -> None:
+    """A closed terminal stops the command as SIGTERM does, unless the command was started to outlive it (nohup
+    leaves SIGHUP ignored)."""
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _raise_on_sigterm)
 
 
 def _interrupt_once(_signum: int, _frame: FrameType | None) -> None:
@@ -961,12 +973,15 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
     """Run one command; returns its exit code. The `vidstyle` program passes `restore_signals=False`: once the
     command is over a Ctrl-C or SIGTERM has nothing left to stop, and is ignored until the process ends (restored,
     a late repeat of one that stopped the command would end the process with a traceback)."""
-    handlers = signal.signal(signal.SIGINT, _interrupt_once), signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    handlers = {sig: signal.getsignal(sig) for sig in _STOPS}
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         return _run_command(argv)
     finally:
-        signal.signal(signal.SIGINT, handlers[0] if restore_signals else signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, handlers[1] if restore_signals else signal.SIG_IGN)
+        for sig, handler in handlers.items():
+            if handler is not None:  # None: a handler set outside Python, left as it is
+                signal.signal(sig, handler if restore_signals else signal.SIG_IGN)
 
 
 def _import_the_engine() -> None:
@@ -977,7 +992,7 @@ def _import_the_engine() -> None:
     """
     noted: list[int] = []
     handlers = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in _STOPS if signal.getsignal(sig) in (_interrupt_once, _raise_on_sigterm)}
     try:
         import vidstyle.pipeline  # noqa: F401 - torch, OpenCV and the model code, loaded once here
     finally:
@@ -994,6 +1009,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
+        if args.command != "serve":  # the server's own loop would swallow the exception a SIGHUP raises
+            _stop_on_hangup()
         if args.command == "serve":
             from vidstyle.serve import limit_image_pixels
 
