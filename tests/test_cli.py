@@ -228,7 +228,14 @@ def test_an_event_log_that_cannot_be_written_is_refused_before_the_work_director
     (tmp_path / "a folder").mkdir()
     _bad(capsys, [*base, "--log-json", str(tmp_path / "a folder")], 2, "--log-json .* is a directory", out)
     _bad(capsys, [*base, "--log-json", str(tmp_path / "none" / "e.jsonl")], 1, "its folder does not exist", out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a folder"], "no work directory, no log"
+    (tmp_path / "a file").write_text("")
+    _bad(capsys, [*base, "--log-json", str(tmp_path / "a file" / "e.jsonl")], 1,
+         "its folder .*a file is a file, not a folder", out)
+    _bad(capsys, ["render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "a file" / "o.mp4"),
+                  *TINY], 1, "output directory .*a file is a file, not a folder", out)
+    _bad(capsys, [*base, "--workdir", str(tmp_path / "a file" / "work")], 1,
+         "work directory's folder .*a file is a file, not a folder", out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "a folder"], "no work directory, no log"
 
 
 def test_an_output_is_never_a_style_image(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ from vidstyle.events import (
     RenderStarted,
     WorkersBusy,
 )
-from vidstyle.io.paths import IMAGE_SUFFIXES, same_file
+from vidstyle.io.paths import IMAGE_SUFFIXES, missing_folder, same_file
 
 if TYPE_CHECKING:
     from vidstyle.preview import Estimate  # at run time only once the engine is imported
@@ -130,6 +130,13 @@ def _named_path(text: str) -> Path:
     return Path(text)
 
 
+def _preset_name(text: str) -> str:
+    """--config: an empty one (`--config "$PRESET"` with PRESET unset) is refused, not taken as no preset."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; name a preset or a TOML file (or leave the option out)")
+    return text
+
+
 def _output_path(text: str) -> Path:
     """-o: a trailing slash says "a folder", which Path() would drop, leaving a file name without a suffix; an empty
     one (`-o "$OUT"` with OUT unset) would be the current folder."""
@@ -178,7 +185,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
     group = parser.add_argument_group("stylization settings (override the preset)")
     for name in names:
         _add_field(group, fields[name], preset)  # type: ignore[arg-type]
-    parser.add_argument("--config", metavar="NAME|PATH", default=DEFAULT_PRESET,
+    parser.add_argument("--config", type=_preset_name, metavar="NAME|PATH", default=DEFAULT_PRESET,
                         help=f"preset from configs/ ({', '.join(preset_names())}) or a TOML file [balanced]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
@@ -211,7 +218,7 @@ class _JsonLog:
         # work directory is made), and a log that cannot be written would stop it there. Exit 1, as a missing or
         # read-only output folder.
         if not path.parent.is_dir():
-            raise OutputError(f"cannot write the event log {path}: its folder does not exist")
+            raise OutputError(f"cannot write the event log {path}: its folder {missing_folder(path.parent)}")
         if not os.access(path if path.exists() else path.parent, os.W_OK):
             raise OutputError(f"cannot write the event log {path}: "
                               f"{'it is' if path.exists() else 'its folder is'} not writable")

@@ -53,7 +53,7 @@ from vidstyle.events import (
 from vidstyle.io.decode import first_frame_offset, read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio, written_timing
 from vidstyle.io.images import read_style_image
-from vidstyle.io.paths import FileLock, check_output_path, partial_path, publish
+from vidstyle.io.paths import FileLock, check_output_path, missing_folder, partial_path, publish
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
@@ -169,7 +169,7 @@ def _check_workdir(work: WorkDir) -> None:
     directory."""
     if not work.path.parent.is_dir():
         # Exit 1, as a missing output folder: a folder to make, not an option to change.
-        raise OutputError(f"the work directory's folder does not exist: {work.path.parent}")
+        raise OutputError(f"the work directory's folder {missing_folder(work.path.parent)}")
     try:
         work.read_manifest()
     except NotAWorkDir:

@@ -54,13 +54,18 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
         raise OutputExists(f"output {output} exists")
     parent = output.parent
     if not parent.is_dir():
-        raise OutputError(f"output directory does not exist: {parent}")
+        raise OutputError(f"output directory {missing_folder(parent)}")
     try:
         # Creating a file is the only reliable test: access() says yes to root on read-only file systems.
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".vidstyle-probe-"):
             pass
     except OSError as exc:
         raise OutputError(f"output directory is not writable: {parent} ({exc.strerror or exc})") from exc
+
+
+def missing_folder(folder: Path) -> str:
+    """What is wrong with a folder that is not there, said after its name: absent, or a file where it should be."""
+    return f"{folder} is a file, not a folder" if folder.exists() else f"does not exist: {folder}"
 
 
 # The most a name grows by in the hidden names an output is written under first (write_atomic's
