@@ -155,6 +155,22 @@ def test_a_still_given_to_metrics_is_named_without_advice_for_render(capsys, bad
          r"picture\.mp4 is a still image, not a video$")
 
 
+def test_a_video_given_as_a_still_is_called_a_video(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    """MP4 and Matroska are named by their first bytes, not by their suffix; a text file is still unreadable."""
+    out = tmp_path / "o.png"
+    still = ("--size", "64", "--iters", "2", "--device", "cpu", "--quiet")
+    mkv = tmp_path / "clip.bin"
+    ffmpeg("-i", str(bunny_short), "-t", "0.1", "-an", "-c:v", "libx264", "-f", "matroska", str(mkv))
+    _bad(capsys, ["image", str(bunny_short), "--style", str(starry), "-o", str(out), *still], 1,
+         r"content image .*bunny_short\.mp4 is a video, not a still image; use 'vidstyle render' for videos$", out)
+    _bad(capsys, ["image", str(starry), "--style", str(mkv), "-o", str(out), *still], 1,
+         r"style image .*clip\.bin is a video, not a still image$", out)
+    text = tmp_path / "notes.txt"
+    text.write_text("free text, no picture")
+    _bad(capsys, ["image", str(text), "--style", str(starry), "-o", str(out), *still], 1,
+         "content image is not a readable image", out)
+
+
 def test_missing_input(capsys, starry: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.mp4"
     _bad(capsys, ["render", str(tmp_path / "nope.mp4"), "--style", str(starry), "-o", str(out), *TINY], 1,

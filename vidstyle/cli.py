@@ -934,6 +934,8 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
     text = str(exc)
     if isinstance(exc, VideoOpenError) and text.endswith("is a still image, not a video") and command == "render":
         return f"{text}; use 'vidstyle image' for stills"
+    if text.startswith("content image") and text.endswith("is a video, not a still image") and command == "image":
+        return f"{text}; use 'vidstyle render' for videos"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
         flags = ", ".join(_flag_for(name, command) for name in exc.settings)
         text = text.replace("setting(s) " + ", ".join(exc.settings), "setting(s) " + flags)

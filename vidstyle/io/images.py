@@ -34,10 +34,20 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         raise InputError(f"{what} is {problem}: {path}")
     bgr = _decode(data, cv2.IMREAD_COLOR, what, path) if data.size else None
     if bgr is None:
+        if _looks_like_video(data[:16].tobytes()):
+            raise InputError(f"{what} {path} is a video, not a still image")
         raise InputError(f"{what} is not a readable image: {path}")
     if transparent:
         return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _looks_like_video(head: bytes) -> bool:
+    """The first bytes of the common video containers: MP4/MOV (an ISO box: its size, then `ftyp` or another
+    top-level box's type), Matroska/WebM (EBML's magic), AVI (RIFF, then AVI) and MPEG program streams."""
+    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+        return True
+    return head.startswith((b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba")) or (head[:4] == b"RIFF" and head[8:11] == b"AVI")
 
 
 def _decode(data: np.ndarray, flags: int, what: str, path: Path) -> np.ndarray | None:
