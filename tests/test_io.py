@@ -290,6 +290,22 @@ def test_pcm_audio_is_reencoded_for_mp4(lavfi_clip, media: Path) -> None:
     assert probe_video(out).audio_codecs == ("aac",)
 
 
+def test_subtitle_streams_are_counted_and_their_dropping_said_at_the_start(bunny_short: Path, starry: Path,
+                                                                             tmp_path: Path) -> None:
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import prepare_render, started_event
+
+    captions = tmp_path / "captions.srt"
+    captions.write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n\n2\n00:00:00,300 --> 00:00:00,450\nbye\n")
+    clip = tmp_path / "subtitled.mp4"
+    ffmpeg("-i", str(bunny_short), "-i", str(captions), "-i", str(captions), "-map", "0", "-map", "1", "-map", "2",
+           "-c:v", "copy", "-c:a", "copy", "-c:s", "mov_text", str(clip))
+    assert probe_video(clip).subtitle_streams == 2 and probe_video(bunny_short).subtitle_streams == 0
+    job = prepare_render(clip, [starry], tmp_path / "out.mp4", make_config("fast", size=32, device="cpu"))
+    notes = started_event(job, "cpu", [], set()).notes
+    assert "the source's 2 subtitle streams are not written: the output holds the video and its audio" in notes
+
+
 def test_failed_encode_leaves_no_file_and_no_process(lavfi_clip, media: Path) -> None:
     info = probe_video(lavfi_clip("fail_src.mp4"))
     out = media / "failed.mp4"

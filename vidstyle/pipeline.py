@@ -349,6 +349,10 @@ def first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
 def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int],
                   resumed_notes: tuple[str, ...] = ()) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
+    if job.info.subtitle_streams:
+        count = job.info.subtitle_streams
+        notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
+                     "written: the output holds the video and its audio")
     notes.extend(resumed_notes)
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:

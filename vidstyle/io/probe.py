@@ -54,6 +54,7 @@ class VideoInfo:
     # the container flags as keyframes (none when two frames share a timestamp).
     keyframes: tuple[int, ...] = ()
     codec: str = ""  # ffmpeg's name of the video codec
+    subtitle_streams: int = 0  # not carried into a render's output: its start says so
 
     @property
     def duration(self) -> float:
@@ -260,6 +261,7 @@ def probe_video(path: Path) -> VideoInfo:
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
         keyframes=timing.keyframe_indices(),
         codec=_parse_codec(stream_line),
+        subtitle_streams=len(re.findall(r"^\s*Stream #0:\d+\S*: Subtitle:", _input_section(err), re.MULTILINE)),
     )
 
 
