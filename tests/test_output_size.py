@@ -72,3 +72,21 @@ def test_an_output_long_side_under_the_smallest_render_is_refused() -> None:
     with pytest.raises(SettingError, match=r"^output_size a long side must be at least 16 pixels \(got 1\)$"):
         vidstyle.make_config(output_size="1")
     assert vidstyle.make_config(output_size="16").output_size == "16"
+
+
+def test_sizes_that_even_sides_changed_are_said(lavfi_clip, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    """A source with odd sides is rendered 1 px larger, and a long side asked for that is odd is written 1 px off:
+    both said at the start, as an odd WxH is."""
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import prepare_render, started_event
+
+    def notes(clip: Path, **settings: object) -> tuple[str, ...]:
+        job = prepare_render(clip, [starry], tmp_path / "o.mp4", make_config("fast", device="cpu", **settings))
+        return started_event(job, "cpu", [], set()).notes
+
+    odd = lavfi_clip("odd_63x35.mp4", size="63x35", audio=False)
+    assert "the source is 63x35: rendered at 64x36, its own size with even sides, not enlarged to 64" in notes(
+        odd, size=64)
+    assert "written at 64x36 (63 asked: H.264 needs even sides), the render's own size" in notes(
+        bunny_short, size=64, output_size="63")
+    assert not [n for n in notes(bunny_short, size=64, output_size="64") if n.startswith("written at")]

@@ -358,11 +358,15 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     if emulated is not None:
         notes.append(emulated)
     if max(job.info.width, job.info.height) < job.config.size:
-        notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at its own size, not enlarged to "
+        own = "its own size," if job.size == (job.info.width, job.info.height) else \
+            f"{job.size[0]}x{job.size[1]}, its own size with even sides,"
+        notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at {own} not enlarged to "
                      f"{job.config.size}")
     width, height = job.out_size or job.size
     asked, written = job.config.output_size, f"{width}x{height}"
-    evened = f" ({asked} asked: H.264 needs even sides)" if "x" in asked and asked != written else ""
+    # A size asked for (WxH, or a long side) that H.264's even sides changed.
+    changed = asked != written if "x" in asked else asked.isdigit() and int(asked) != max(width, height)
+    evened = f" ({asked} asked: H.264 needs even sides)" if changed else ""
     if job.out_size is not None:
         notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render")
     elif evened:
