@@ -296,6 +296,9 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
     for call, named in ((lambda: vidstyle.render(bunny_short, [starry], existing, overwrite="no"), "overwrite"),
                         (lambda: vidstyle.render(bunny_short, [starry], out, stop=True), "stop"),
                         (lambda: vidstyle.render(bunny_short, [starry], out, on_event="print"), "on_event"),
+                        (lambda: vidstyle.render(bunny_short, [starry], out, on_event=None), "on_event"),
+                        (lambda: vidstyle.preview.preview(bunny_short, [starry], tmp_path / "p.png", on_event=None),
+                         "on_event"),
                         (lambda: vidstyle.stylize_image(starry, [starry], tmp_path / "s.png", overwrite=1),
                          "overwrite"),
                         (lambda: vidstyle.render_many([bunny_short], [starry], each_style="yes"), "each_style")):

@@ -306,16 +306,21 @@ def preset_file_setting(preset: str | Path, setting: str) -> Path | None:
         return None
 
 
-def check_call_arguments(*, stop: object = None, on_event: object = None, **switches: object) -> None:
+_NOT_GIVEN = object()
+
+
+def check_call_arguments(*, stop: object = None, on_event: object = _NOT_GIVEN, **switches: object) -> None:
     """The API's arguments beside the settings: `overwrite="no"` would otherwise be true and replace a file the
-    caller meant to keep, and a `stop` that is no Event would fail only when the render first looks at it."""
+    caller meant to keep, and a `stop` or `on_event` of the wrong kind would fail only when the render first uses
+    it, its work directory made by then."""
     for name, value in switches.items():
         if not isinstance(value, bool):
             raise SettingError(name, f"must be True or False (got {value!r:.40})")
     if stop is not None and not callable(getattr(stop, "is_set", None)):
         raise SettingError("stop", f"must be a threading.Event or None (got {type(stop).__name__})")
-    if on_event is not None and not callable(on_event):
-        raise SettingError("on_event", f"must be a function that takes an event (got {type(on_event).__name__})")
+    if on_event is not _NOT_GIVEN and not callable(on_event):
+        raise SettingError("on_event", f"must be a function that takes an event (got {type(on_event).__name__}); "
+                                       "leave it out for none")
 
 
 def path_argument(name: str, value: object) -> Path:

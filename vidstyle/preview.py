@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_style_count, config_or_default
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame, read_frames
@@ -116,6 +116,7 @@ def preview(input_path: Path | str, style_paths: StylePaths, output: Path | str 
     the balanced preset, as for a render. Every check comes before the first file is written; the sheet is
     written whole or not at all. Setting `stop` ends the preview between two iterations with Interrupted.
     """
+    check_call_arguments(stop=stop, on_event=on_event)
     job = prepare_preview(input_path, style_paths, output, config, at=at, count=count, strengths=strengths,
                           overwrite=overwrite)
     try:
