@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -48,6 +49,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     WorkerFailed,
     blend_frames,
     blend_weight,
+    check_reachable,
     finished_seams,
     plan_chunks,
     plan_tasks,
@@ -233,9 +235,20 @@ def test_a_cluster_out_of_reach_leaves_nothing_that_blocks_the_render_on_this_ma
     if find_gcs_addresses():
         pytest.skip("a Ray instance runs on this machine, so 'auto' would reach it")
     out = tmp_path / "out.mp4"
-    with pytest.raises(WorkerFailed, match="cannot start or reach the Ray cluster at auto"):
+    with pytest.raises(WorkerFailed, match="no running Ray cluster found from this machine: start one"):
         vidstyle.render(bunny_short, [starry], out, _config(), ray_address="auto")
     assert list(tmp_path.iterdir()) == []  # no work directory, whose manifest would name the chunking
+    with socket.socket() as closed:  # a port nothing listens on: refused at once, not retried for minutes by Ray
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(WorkerFailed, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"):
+        vidstyle.render(bunny_short, [starry], out, _config(), ray_address=f"127.0.0.1:{port}")
+    assert time.monotonic() - started < 10 and list(tmp_path.iterdir()) == []
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")  # answers: left to Ray
     vidstyle.render(bunny_short, [starry], out, _config())
     assert probe_video(out).frame_count == 12
 
@@ -501,8 +514,8 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: 
         time.sleep(0.01)
 
 
-def test_ctrl_c_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Callable[..., Path], starry: Path,
-                                                                 tmp_path: Path) -> None:
+def test_ctrl_c_or_sigterm_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Callable[..., Path],
+                                                                            starry: Path, tmp_path: Path) -> None:
     clip = lavfi_clip("distributed_48.mp4", size="64x48", seconds=1.92)  # 48 frames: 6 chunks of 8
     out, work = tmp_path / "out.mp4", WorkDir(tmp_path / "out.mp4.vidstyle-work")
     args = ["render", str(clip), "--style", str(starry), "-o", str(out), *CLI_SETTINGS, "--iters", "3",
@@ -524,6 +537,19 @@ def test_ctrl_c_stops_every_process_and_a_killed_render_resumes(lavfi_clip: Call
     assert not out.exists() and not partial_path(out).exists()
     after_ctrl_c = work.done_frames()
     assert 1 <= len(after_ctrl_c) < total
+
+    proc = _start_cli([*args, "--quiet"], tmp_path)  # 1b. SIGTERM to the render alone, as a service manager's stop
+    _wait_for(lambda: len(work.done_frames()) >= len(after_ctrl_c) + 2, proc, "checkpoint")
+    started = _descendants(proc.pid)
+    time.sleep(0.5)  # into the driver's wait for its tasks, where Ray's compiled code wrapped the stop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "interrupted at frame" in err and "Error" not in err, err
+    deadline = time.monotonic() + 30
+    while _alive(started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(started), "still running after SIGTERM"
+    after_ctrl_c = work.done_frames()
 
     proc = _start_cli([*args, "--quiet"], tmp_path)  # 2. kill -9 of the render itself, later on
     _wait_for(lambda: len(work.done_frames()) >= len(after_ctrl_c) + 8, proc, "new checkpoint")

@@ -44,7 +44,15 @@ import torch
 
 from vidstyle.checkpoint import CHUNK_MARKER, CHUNKS, MANIFEST, WorkDir, frame_indices, remove_chunk_files
 from vidstyle.config import Config
-from vidstyle.errors import RESTART, Cancelled, CheckpointError, SettingError, UsageError, VidstyleError
+from vidstyle.errors import (
+    RESTART,
+    Cancelled,
+    CheckpointError,
+    SettingError,
+    SignalInterrupt,
+    UsageError,
+    VidstyleError,
+)
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
@@ -85,6 +93,9 @@ _POLL = 0.2  # seconds between looks at the work directory while tasks run, at t
 _POLL_SHARE, _POLL_MAX = 20, 5.0
 _RETURN_WAIT = 30.0  # seconds a task whose frames are all on disk may take to return before it is cancelled
 _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's default takes 30 % of the memory
+# Seconds to wait for a cluster's address to answer at all: ray.init itself retries an address that refuses or
+# does not answer for minutes, printing its own lines.
+_CONNECT_TIMEOUT = 10.0
 
 
 class RayMissing(UsageError):
@@ -497,14 +508,31 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
             options["num_gpus"] = 0
     else:
         options["address"] = cluster.address
+        check_reachable(cluster.address)
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if cluster.address == "auto" and isinstance(exc, ConnectionError):
+            raise WorkerFailed("no running Ray cluster found from this machine: start one (ray start --head) or "
+                               "set RAY_ADDRESS to a cluster's address") from None
         where = f"the Ray cluster at {cluster.address}" if cluster.address else "a local Ray"
         raise WorkerFailed(f"cannot start or reach {where}: {exc}") from None
     finally:
         if main and handler is not None:
             signal.signal(signal.SIGTERM, handler)
+
+
+def check_reachable(address: str) -> None:
+    """Refuse a cluster address (HOST:PORT, or ray://HOST:PORT) that does not accept a connection within
+    _CONNECT_TIMEOUT; others ("auto", a name Ray resolves) are left to ray.init."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise WorkerFailed(f"cannot reach the Ray cluster at {address}: {reason}") from None
 
 
 def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event: EventCallback,
@@ -652,6 +680,11 @@ class _Driver:
                     if not pending and writer.frames_written < job.info.frame_count:
                         self._check_complete(writer.frames_written, todo, made)
                 self._await_returns(pending)
+            except SystemError as exc:
+                # A stop signal's exception raised while Ray's compiled code waits comes out wrapped in this.
+                if isinstance(exc.__cause__, (KeyboardInterrupt, SignalInterrupt)):
+                    raise exc.__cause__ from None
+                raise
             finally:
                 for ref in pending:
                     self.ray.cancel(ref, force=True)  # ends the worker process, and with it its ffmpeg
