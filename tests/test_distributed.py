@@ -572,6 +572,40 @@ def test_ctrl_c_or_sigterm_stops_every_process_and_a_killed_render_resumes(lavfi
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == stamp, f"frame {i}, finished before the kill, was redone"
 
 
+_TWO_AT_ONCE = """
+import sys, threading, time
+from pathlib import Path
+import vidstyle, ray
+clip, style, folder = sys.argv[1:4]
+config = vidstyle.make_config("fast", size=48, iters=1, first_iters=2, device="cpu", flow="none")
+results = {}
+def render(name, delay):
+    time.sleep(delay)
+    try:
+        results[name] = vidstyle.render(clip, [style], Path(folder) / name, config, workers=1, chunk_frames=4,
+                                        overlap=1)
+    except BaseException as exc:
+        results[name] = repr(exc)
+threads = [threading.Thread(target=render, args=(name, delay)) for name, delay in (("a.mp4", 0), ("b.mp4", 1))]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(sorted((name, str(value)) for name, value in results.items()), ray.is_initialized())
+"""
+
+
+def test_two_renders_on_workers_in_one_process_share_its_ray(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    """Ray has one connection a process: the second render uses the first's, and the last to end closes it (the
+    first to end closed it under the other, or the second started Ray twice)."""
+    proc = subprocess.run([sys.executable, "-c", _TWO_AT_ONCE, str(bunny_short), str(starry), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    expected = [("a.mp4", str(tmp_path / "a.mp4")), ("b.mp4", str(tmp_path / "b.mp4"))]
+    assert proc.stdout.strip() == f"{expected} False", proc.stdout + proc.stderr
+    assert probe_video(tmp_path / "a.mp4").frame_count == probe_video(tmp_path / "b.mp4").frame_count == 12
+
+
 def test_one_gpu_named_for_several_workers_is_refused_before_anything_starts(capsys, bunny_short: Path, starry: Path,
                                                                              tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"

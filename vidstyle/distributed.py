@@ -466,17 +466,37 @@ class _Session:
 
 @contextmanager
 def _ray_session(ray: Any, cluster: Cluster, config: Config) -> Iterator[_Session]:
-    """Start a local Ray (or join a cluster) unless this process is connected already; stop what was started."""
-    initialized = not ray.is_initialized()
-    if initialized:
-        _init_ray(ray, cluster, config)
+    """Start a local Ray (or join a cluster) unless this process is connected already; stop what was started, once
+    the last render of this process that uses it is done."""
+    _join_ray(ray, cluster, config)
     try:
         nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
         gpus = sum(int(node.get("GPU", 0)) for node in nodes) if config.device in ("auto", "cuda") else 0
         workers = cluster.workers or gpus or max(1, len(nodes))
         yield _Session(workers, threads_per_task(nodes, workers, gpus > 0), gpus > 0)
     finally:
-        if initialized:
+        _leave_ray(ray)
+
+
+# Renders on workers running in this process (threads of one program, say), and whether the first of them started
+# its Ray connection: Ray has one per process, so the renders share it, and the last to end closes it.
+_RAY_USERS = {"count": 0, "started": False}
+_RAY_USERS_LOCK = threading.Lock()
+
+
+def _join_ray(ray: Any, cluster: Cluster, config: Config) -> None:
+    with _RAY_USERS_LOCK:
+        if _RAY_USERS["count"] == 0 and not ray.is_initialized():
+            _init_ray(ray, cluster, config)
+            _RAY_USERS["started"] = True
+        _RAY_USERS["count"] += 1
+
+
+def _leave_ray(ray: Any) -> None:
+    with _RAY_USERS_LOCK:
+        _RAY_USERS["count"] -= 1
+        if _RAY_USERS["count"] == 0 and _RAY_USERS["started"]:
+            _RAY_USERS["started"] = False
             ray.shutdown()  # a local Ray ends with its processes; a cluster is only disconnected from
 
 
