@@ -317,7 +317,27 @@ def test_another_chunking_or_the_sequential_render_is_refused(reference, bunny_s
         with pytest.raises(CheckpointMismatch) as other:
             vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(), workdir=work, **kwargs)
         assert other.value.settings == differ
+    # Resumed without workers: the message says how to resume them, not only how to throw them away.
+    assert "holds a render on Ray workers, in chunks of 4 frames overlapping by 2: resume it on workers, chunked " \
+           "the same, or restart the render" in str(other.value)
     assert sorted(_frames(work)) == list(range(12)) and list(tmp_path.iterdir()) == []
+
+
+def test_a_render_made_without_workers_resumed_on_workers_is_told_to_resume_without(local_ray, bunny_short: Path,
+                                                                                    starry: Path,
+                                                                                    tmp_path: Path) -> None:
+    def one_frame_then_stop(event: object) -> None:
+        if isinstance(event, FrameSaved):
+            raise RuntimeError("stopped after a frame")
+
+    out, work = tmp_path / "out.mp4", tmp_path / "work"
+    with pytest.raises(RuntimeError, match="stopped after a frame"):
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=one_frame_then_stop)
+    with pytest.raises(CheckpointMismatch, match="holds a render made without Ray workers: resume it without them"):
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, workers=2, **CHUNKING)
+    code = main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workdir", str(work),
+                 *CLI_SETTINGS, "--workers", "2", "--chunk-frames", "4", "--overlap", "2", "--quiet"])
+    assert code == 2 and sorted(_frames(work)) != []
 
 
 def test_removing_the_chunk_files_removes_only_what_the_chunks_wrote(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from test_cli import _audio_seconds
 
+import vidstyle
 from vidstyle.cli import main
+from vidstyle.config import make_config
+from vidstyle.errors import CheckpointMismatch
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video
 
@@ -51,6 +54,11 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
     assert code == 2
     err = capsys.readouterr().err
     assert "(not the same: setting(s) the part of the video (--start, --end, --duration))" in err, err
+    with pytest.raises(CheckpointMismatch, match=r"not the same: setting\(s\) start/end \(the part of the video\)"):
+        vidstyle.render(bunny_short, [starry], out, make_config(size=48, iters=3, first_iters=3, init="content",
+                                                                flow="none", device="cpu", precision="fp32",
+                                                                keep_frames=True),
+                        workdir=out.with_name(out.name + ".work"), start=0.16)  # the API's own words, not `frames`
 
 
 @pytest.mark.parametrize("flags, message", [

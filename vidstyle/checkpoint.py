@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from vidstyle.errors import RESTART, CheckpointError, CheckpointMismatch, InputError, NotAWorkDir, OutputError
+from vidstyle.errors import (
+    RESTART,
+    CheckpointError,
+    CheckpointMismatch,
+    InputError,
+    NotAWorkDir,
+    OutputError,
+    shown_settings,
+)
 from vidstyle.io.images import read_image, write_atomic, write_image
 from vidstyle.io.paths import FileLock
 
@@ -78,7 +86,7 @@ class Manifest:
             found.append(f"the size ({other.size[0]}x{other.size[1]} before)")
         changed = self.changed_settings(other)
         if changed:
-            found.append("setting(s) " + ", ".join(changed))
+            found.append("setting(s) " + shown_settings(changed))
         if self.version != other.version and not found:
             found.append(f"the vidstyle version ({other.version} before)")
         return found

@@ -42,6 +42,7 @@ from vidstyle.errors import (
     UsageError,
     VideoOpenError,
     VidstyleError,
+    shown_settings,
 )
 from vidstyle.events import (
     BatchItemEnded,
@@ -938,7 +939,7 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         return f"{text}; use 'vidstyle render' for videos"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
         flags = ", ".join(_flag_for(name, command) for name in exc.settings)
-        text = text.replace("setting(s) " + ", ".join(exc.settings), "setting(s) " + flags)
+        text = text.replace("setting(s) " + shown_settings(exc.settings), "setting(s) " + flags)
     if isinstance(exc, CheckpointError) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
     if RESTART in text:

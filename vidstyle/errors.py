@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # The library's words for restarting a render from nothing (the API's `restart=True`); the command line puts its
 # flag in their place.
 RESTART = "restart the render"
@@ -120,3 +122,9 @@ def shortened(text: str, limit: int = 80) -> str:
     """A value as a message quotes it: not all of a long one (a 100 KB field sent to the web service is not echoed
     whole)."""
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def shown_settings(names: Sequence[str]) -> str:
+    """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
+    for by start and end."""
+    return ", ".join("start/end (the part of the video)" if name == "frames" else name for name in names)

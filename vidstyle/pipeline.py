@@ -30,6 +30,7 @@ from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import (
+    RESTART,
     Cancelled,
     CheckpointMismatch,
     Interrupted,
@@ -416,14 +417,29 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
         wanted = _manifest(job, [])
         differences = wanted.differences(existing)
         if differences and not _discard_if_empty(work):
-            raise CheckpointMismatch(f"work directory {work.path} belongs to another render "
-                                     f"(not the same: {'; '.join(differences)})", wanted.changed_settings(existing))
+            raise CheckpointMismatch(_mismatch(work, wanted, existing, differences), wanted.changed_settings(existing))
         if existing.segments and not differences:
             return existing
     first, end = job.span
     cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop, job.trim)
     chunk_frames = job.chunking[0] if job.chunking is not None else None
     return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first), network_dtype))
+
+
+def _mismatch(work: WorkDir, wanted: Manifest, existing: Manifest, differences: list[str]) -> str:
+    """Why a work directory's frames are not this render's. Where only the chunking differs, how to resume them:
+    a render on Ray workers is resumed on workers, one made without them without (each chunk starts fresh, so the
+    frames differ), which restarting would throw away."""
+    chunking = {"chunk_frames", "overlap"}
+    before, now = existing.settings, wanted.settings
+    if len(differences) == 1 and set(wanted.changed_settings(existing)) <= chunking:
+        if "chunk_frames" in before and "chunk_frames" not in now:
+            return (f"work directory {work.path} holds a render on Ray workers, in chunks of {before['chunk_frames']} "
+                    f"frames overlapping by {before['overlap']}: resume it on workers, chunked the same, or {RESTART}")
+        if "chunk_frames" not in before:
+            return (f"work directory {work.path} holds a render made without Ray workers: resume it without them "
+                    f"(on workers each chunk starts fresh, so the frames would differ), or {RESTART}")
+    return f"work directory {work.path} belongs to another render (not the same: {'; '.join(differences)})"
 
 
 def _discard_if_empty(work: WorkDir) -> bool:
