@@ -228,3 +228,20 @@ def test_an_output_written_by_another_run_during_the_batch_is_kept(clips: list[P
     assert str(theirs) in results[1].reason
     assert theirs.read_bytes() == b"theirs"
     assert not theirs.with_name(theirs.name + ".vidstyle-work").exists(), "skipped before any work began"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers", "0"], "--workers must be a whole number of at least 1"),
+    (["--chunk-frames", "2"], "--chunk-frames applies only to a render on Ray workers"),
+    (["--workers", "1000", "--device", "cpu"], "--workers is more than the .* CPU cores here"),
+    (["--start", "0.3", "--end", "0.1"], "--end must come after the start"),
+])
+def test_what_is_wrong_for_every_item_is_refused_once_before_any(clips: list[Path], starry: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str], flags: list[str],
+                                                                message: str) -> None:
+    folder = tmp_path / "renders"
+    folder.mkdir()
+    code = main(["render", *map(str, clips), "--style", str(starry), "-o", str(folder), *TINY, *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
+    assert list(folder.iterdir()) == []

@@ -63,6 +63,7 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
 
 @pytest.mark.parametrize("flags, message", [
     (["--start", "9"], "--start 9 s is after the video's last frame, which is shown at 0.440 s"),
+    (["--start", "1e20", "--duration", "0.2"], "--start 1e+20 s is after the video's last frame"),
     (["--start", "0.3", "--end", "0.1"], "--end must come after the start"),
     (["--start", "0.41", "--end", "0.43"], "--end leaves no frame: none is shown from 0.41 s to before 0.43 s"),
     (["--start", "x"], "expected seconds or HH:MM:SS.ms"),

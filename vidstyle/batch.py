@@ -18,6 +18,7 @@ from vidstyle.config import Config, check_call_arguments, config_or_default
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
+from vidstyle.io.probe import check_order, check_times
 from vidstyle.pipeline import (
     RenderJob,
     check_cluster_config,
@@ -27,7 +28,7 @@ from vidstyle.pipeline import (
     prepare_render,
     render_job,
 )
-from vidstyle.stylize import Stylizer
+from vidstyle.stylize import Stylizer, resolve_device
 
 # render()'s Ray options, in on_cluster's order, which a batch passes on to each render.
 _CLUSTER_OPTIONS = ("workers", "ray_address", "chunk_frames", "overlap")
@@ -114,8 +115,14 @@ def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePat
         raise TypeError(f"render_many() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
     items = plan_batch(inputs, style_paths, each_style=each_style, output_dir=output_dir)
     distributed = on_cluster(*(cluster.get(k) for k in _CLUSTER_OPTIONS))
+    # What is the same for every item is refused once, here, not reported as each item's failure.
+    if start is not None or end is not None:
+        check_order(*check_times(start, end))
     if distributed:
         check_cluster_config(config)
+        from vidstyle.distributed import Cluster
+
+        Cluster.of(*(cluster.get(k) for k in _CLUSTER_OPTIONS), device=resolve_device(config.device))
     prepared = [_prepare(item, config, overwrite, start, end, distributed) for item in items]
     stylizers: dict[tuple[Path, ...], Stylizer] = {}
     results = []

@@ -131,8 +131,9 @@ class Cluster:
 
     @staticmethod
     def of(workers: int | None, address: str | None, chunk_frames: int | None, overlap: int | None,
-           stylizer: Stylizer | None = None) -> Cluster:
-        """Check a request for a render on workers; raises before anything is started or written."""
+           stylizer: Stylizer | None = None, device: torch.device | None = None) -> Cluster:
+        """Check a request for a render on workers (on `device`, where known); raises before anything is started
+        or written."""
         if workers is None and address is None:
             name = "chunk_frames" if chunk_frames is not None else "overlap"
             raise SettingError(name, "applies only to a render on Ray workers")
@@ -140,6 +141,12 @@ class Cluster:
             raise SettingError("stylizer", "cannot be shared with Ray workers, which load their own network")
         if workers is not None:
             _check_count("workers", workers, 1)
+            cores = os.cpu_count() or 1
+            if address is None and device is not None and device.type == "cpu" and workers > cores:
+                # Each would get a core's share of none: Ray would run them all at once on the same cores, each
+                # with its own copy of the network.
+                raise SettingError("workers", f"is more than the {cores} CPU cores here, and a local Ray on CPUs "
+                                              f"runs one worker a core at most (got {workers})")
         chunk = DEFAULT_CHUNK_FRAMES if chunk_frames is None else _check_count("chunk_frames", chunk_frames, 1)
         if overlap is None:
             lap = min(DEFAULT_OVERLAP, chunk // 2)

@@ -213,7 +213,7 @@ def render_job(job: RenderJob, *, restart: bool = False, on_event: EventCallback
     if on_cluster(workers, ray_address, chunk_frames, overlap):
         from vidstyle.distributed import Cluster, render_distributed
 
-        cluster = Cluster.of(workers, ray_address, chunk_frames, overlap, stylizer)
+        cluster = Cluster.of(workers, ray_address, chunk_frames, overlap, stylizer, job.device)
         check_cluster_job(job)
         return render_distributed(replace(job, chunking=cluster.chunking), cluster, restart, on_event, stop)
     if stylizer is not None:

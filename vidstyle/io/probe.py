@@ -280,23 +280,33 @@ def size_to_fit(width: int, height: int, long_side: int) -> tuple[int, int]:
     return even(width), even(height)
 
 
-def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
-    """Frames [first, stop) whose times lie in [start, end) seconds, by the probe's timestamps (exact for
-    variable frame rates too); None for the whole video. The frames are then cut out of a sequential decode."""
-    if start is None and end is None:
-        return None
+def check_times(start: float | None, end: float | None) -> tuple[float, float]:
+    """`start` and `end` as (begin, finish) seconds, each a number of at least 0 (None: the video's start, end)."""
     begin, finish = start or 0.0, end if end is not None else math.inf
     for name, value in (("start", begin), ("end", finish)):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SettingError(name, f"must be a number of seconds (got {value!r})")
         if math.isnan(value) or value < 0:
             raise SettingError(name, f"must be a time of at least 0 seconds (got {value})")
+    return begin, finish
+
+
+def check_order(begin: float, finish: float) -> None:
     if finish <= begin:
         raise SettingError("end", f"must come after the start ({finish:g} s is not after {begin:g} s)")
+
+
+def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
+    """Frames [first, stop) whose times lie in [start, end) seconds, by the probe's timestamps (exact for
+    variable frame rates too); None for the whole video. The frames are then cut out of a sequential decode."""
+    if start is None and end is None:
+        return None
+    begin, finish = check_times(start, end)
     times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
     first, stop = bisect.bisect_left(times, begin - 1e-9), bisect.bisect_left(times, finish - 1e-9)
-    if first >= info.frame_count:
+    if first >= info.frame_count:  # first: a start so large that adding a duration to it changes nothing is this
         raise SettingError("start", f"{begin:g} s is after the video's last frame, which is shown at {times[-1]:.3f} s")
+    check_order(begin, finish)
     if stop <= first:
         raise SettingError("end", f"leaves no frame: none is shown from {begin:g} s to before {finish:g} s")
     return None if (first, stop) == (0, info.frame_count) else (first, stop)
