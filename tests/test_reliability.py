@@ -721,3 +721,8 @@ def test_a_work_directory_left_before_its_first_frame_takes_changed_settings(lav
         vidstyle.render(clip, [starry], out, config)
     assert vidstyle.render(clip, [starry], out, smaller) == out
     assert probe_video(out).width == 32
+
+
+def test_a_preset_of_the_wrong_kind_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^preset must be a preset's name or a TOML file's path"):
+        make_config(3)  # type: ignore[arg-type]

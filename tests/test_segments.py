@@ -301,7 +301,18 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
                          "on_event"),
                         (lambda: vidstyle.stylize_image(starry, [starry], tmp_path / "s.png", overwrite=1),
                          "overwrite"),
-                        (lambda: vidstyle.render_many([bunny_short], [starry], each_style="yes"), "each_style")):
+                        (lambda: vidstyle.render_many([bunny_short], [starry], each_style="yes"), "each_style"),
+                        # Arguments of the wrong kind, named, not a TypeError from deep inside.
+                        (lambda: vidstyle.render(bunny_short, [None], out), "style_paths"),
+                        (lambda: vidstyle.render(bunny_short, None, out), "style_paths"),
+                        (lambda: vidstyle.Stylizer.for_styles(None), "style_paths"),
+                        (lambda: vidstyle.stylize_image(None, [starry], tmp_path / "s.png"), "content_path"),
+                        (lambda: vidstyle.stylize_image(starry, [starry], ""), "output"),
+                        (lambda: vidstyle.stylize_image(starry, [starry], tmp_path / "s.png", stylizer="x"),
+                         "stylizer"),
+                        (lambda: vidstyle.preview.preview(None, [starry]), "input_path"),
+                        (lambda: vidstyle.render_many([""], [starry]), "inputs"),
+                        (lambda: vidstyle.render_many([bunny_short], [starry], output_dir=5), "output_dir")):
         with pytest.raises(SettingError) as bad:
             call()
         assert bad.value.setting == named

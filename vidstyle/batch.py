@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_call_arguments, config_or_default
+from vidstyle.config import Config, check_call_arguments, config_or_default, path_argument
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
@@ -60,11 +60,11 @@ def plan_batch(inputs: Sequence[Path | str] | Path | str, style_paths: StylePath
     if not style_paths:
         raise SettingError("styles", "is empty: give at least one style image")
     styles = resolve_styles(style_paths)
-    if output_dir is not None and not Path(output_dir).is_dir():
+    if output_dir is not None and not path_argument("output_dir", output_dir).is_dir():
         raise SettingError("output_dir", f"{output_dir} is not a directory")
     groups = [(style,) for style in styles] if each_style else [styles]
     items = []
-    for source in map(Path, inputs):
+    for source in (path_argument("inputs", each) for each in inputs):
         for group in groups:
             output = default_output(source, group)
             items.append(BatchItem(source, group, Path(output_dir) / output.name if output_dir else output))

@@ -917,7 +917,7 @@ _LIBRARY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
 def _flags_for_names(text: str, command: str) -> str:
     """The library's setting and argument names in a setting's problem as this command line's flags (only there:
     a path elsewhere in a message may hold such a name)."""
-    known = {f.name for f in dataclasses.fields(Config)} | {"each_style"}
+    known = {f.name for f in dataclasses.fields(Config)} | {"each_style", "chunk_frames"}
     return _LIBRARY_NAME.sub(lambda m: _flag_for(m.group(0), command) if m.group(0) in known else m.group(0), text)
 
 

@@ -349,6 +349,8 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     A preset file of the user's own stands on the balanced preset: a setting it leaves out takes the balanced
     value, so `size = 100` alone does not also turn the optical flow and the temporal loss off.
     """
+    if preset is not None and not isinstance(preset, (str, os.PathLike)):
+        raise ConfigError(f"preset must be a preset's name or a TOML file's path (got {type(preset).__name__})")
     if isinstance(preset, str) and not preset:  # an unset variable; taken as None it would drop flow and more
         raise ConfigError(f"preset is empty: name one ({', '.join(preset_names())}) or a TOML file, or give None "
                           "for the settings' own defaults")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame, read_frames
@@ -132,14 +132,14 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
     config = config_or_default(config)
     strengths = check_strengths(strengths)
     check_frame_choice(at, count)
-    input_path, styles = Path(input_path), resolve_styles(style_paths)
+    input_path, styles = path_argument("input_path", input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
     for strength in strengths:
         try:
             replace(config, style_weight=config.style_weight * strength)
         except SettingError as exc:
             raise SettingError("strengths", f"{strength:g} makes a style weight that {exc.problem}") from None
-    output = Path(output) if output is not None else default_preview_output(input_path, styles)
+    output = path_argument("output", output) if output is not None else default_preview_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)
     if output.is_dir():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
@@ -32,14 +32,17 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     """
     check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     config = config_or_default(config)
-    content_path, output = Path(content_path), Path(output)
+    content_path, output = path_argument("content_path", content_path), path_argument("output", output)
+    if stylizer is not None and not isinstance(stylizer, Stylizer):
+        raise SettingError("stylizer", f"must be a vidstyle.Stylizer, as Stylizer.for_styles makes one (got "
+                                       f"{type(stylizer).__name__})")
     style_files = resolve_styles(style_paths)
     check_style_count(config, len(style_files))
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"output must be an image ({', '.join(IMAGE_SUFFIXES)}), got {output.name}")
     check_output_path(output, content_path, overwrite, style_files)
     if animation is not None:
-        animation = Path(animation)
+        animation = path_argument("animation", animation)
         check_animation(animation, animation_every)
         check_output_path(animation, content_path, overwrite, style_files)
         if same_file(animation, output):

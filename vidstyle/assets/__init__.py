@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from vidstyle.config import Config, make_config
-from vidstyle.errors import InputError
+from vidstyle.errors import InputError, SettingError
 from vidstyle.io.paths import is_web_address
 
 GPU_DEMO_SIZE = 720  # the demo on a GPU: the default preset at a size that shows the brush strokes
@@ -65,9 +66,17 @@ StylePaths = Sequence[Path | str] | Path | str
 
 def resolve_styles(style_paths: StylePaths) -> tuple[Path, ...]:
     """resolve_style for each of a request's styles; one path or name on its own is one style (not its letters)."""
-    if isinstance(style_paths, (str, Path)):
+    if isinstance(style_paths, (str, os.PathLike)):
         style_paths = [style_paths]
-    return tuple(resolve_style(p) for p in style_paths)
+    if not isinstance(style_paths, Iterable):
+        raise SettingError("style_paths", f"must be a style image or a built-in painting's name, or a list of them "
+                                          f"(got {type(style_paths).__name__})")
+    styles = list(style_paths)
+    for style in styles:
+        if not isinstance(style, (str, os.PathLike)):
+            raise SettingError("style_paths", f"must name style images: a str or pathlib.Path each (got "
+                                              f"{type(style).__name__} {style!r:.40})")
+    return tuple(resolve_style(os.fspath(p) if isinstance(p, os.PathLike) else p) for p in styles)
 
 
 def demo_clip() -> Path:
