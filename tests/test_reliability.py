@@ -726,3 +726,11 @@ def test_a_work_directory_left_before_its_first_frame_takes_changed_settings(lav
 def test_a_preset_of_the_wrong_kind_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="^preset must be a preset's name or a TOML file's path"):
         make_config(3)  # type: ignore[arg-type]
+
+
+def test_numbers_from_numpy_are_taken_as_python_numbers() -> None:
+    config = make_config(size=np.int64(64), iters=np.int32(7), style_weight=np.float32(3.5))
+    assert (config.size, config.iters, config.style_weight) == (64, 7, 3.5)
+    assert type(config.size) is int and type(config.style_weight) is float  # the manifest's JSON holds them
+    with pytest.raises(SettingError, match="size must be a whole number"):
+        make_config(size=np.float64(64.5))

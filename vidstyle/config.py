@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
+import numbers
 import os
 import re
 import tomllib
@@ -235,11 +236,18 @@ def field_names() -> tuple[str, ...]:
 def _normalized(name: str, value: Any) -> Any:
     """TOML and Python callers write lists for tuples and `2` for 2.0: bring a value to its field's own type."""
     default = _DEFAULTS[name]
+    if _is_number(default) and _is_number(value) and not isinstance(value, (int, float)):
+        # NumPy's numbers (a size computed with NumPy): kept as Python's own, which the manifest's JSON can hold.
+        value = int(value) if isinstance(value, numbers.Integral) else float(value)
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def presets_dir() -> Path:
