@@ -126,7 +126,7 @@ CHOICES = {
 
 # A GPU may be named by its index, as torch names it (cuda:1).
 DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-OUTPUT_SIZES = re.compile(r"render|source|[1-9]\d{0,4}(x[1-9]\d{0,4})?")
+OUTPUT_SIZES = re.compile(r"render|source|[1-9]\d*(x[1-9]\d*)?")
 
 # Inclusive ranges of the numeric settings. Seeds stay within 63 bits so that per-frame seeds derived from them
 # fit torch's generator (see sequence.frame_seed).
@@ -165,8 +165,11 @@ def validate(cfg: Config) -> None:
     if not OUTPUT_SIZES.fullmatch(cfg.output_size):
         raise SettingError("output_size", f"must be render, source, WxH or a long side N "
                                           f"(got {shortened(repr(cfg.output_size), 60)})")
-    if cfg.output_size not in ("render", "source") and max(map(int, cfg.output_size.split("x"))) > MAX_SIZE:
-        raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels (got {cfg.output_size})")
+    # Lengths first: int() refuses a string of thousands of digits.
+    if cfg.output_size not in ("render", "source") and any(len(side) > len(str(MAX_SIZE)) or int(side) > MAX_SIZE
+                                                           for side in cfg.output_size.split("x")):
+        raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels "
+                                          f"(got {shortened(cfg.output_size, 60)})")
     # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2).
     if cfg.output_size.isdigit() and int(cfg.output_size) < RANGES["size"][0]:
         raise SettingError("output_size", f"a long side must be at least {RANGES['size'][0]:g} pixels "
