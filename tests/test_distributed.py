@@ -132,12 +132,14 @@ def test_only_the_tasks_whose_frames_are_still_read_run() -> None:
     tasks = plan_tasks(_segments(), CHUNKING["overlap"], passes=2)  # chunks [0,4), [4,8), [8,12)
     every = set(range(12))
 
-    def run(first: set[int], final: set[int]) -> list[tuple[int, int]]:
-        return [(t.number, t.chunk.start) for t in tasks_to_run(tasks, {1: first, 2: final})]
+    def run(first: set[int], final: set[int], leads: set[int] = frozenset({2, 3, 6, 7})) -> list[tuple[int, int]]:
+        return [(t.number, t.chunk.start) for t in tasks_to_run(tasks, {1: first, 2: final}, leads)]
 
     assert run(set(), every) == [], "a finished render whose first pass is gone runs nothing"
     assert run(every, every - {5}) == [(2, 4)]
     assert run(every - {3}, every - {5}) == [(1, 0), (2, 4)], "pass 2 over 4-7 reads frame 3 of pass 1"
+    assert run(every - {3}, every - {5}, leads=set()) == [(1, 0), (1, 4), (2, 4)], \
+        "frame 3 is a seam's blend, and the later chunk's painting of it is gone too"
     assert run(every - {1}, every - {5}) == [(2, 4)], "no task left reads frame 1"
     assert run(set(), set()) == [(1, 0), (2, 0), (1, 4), (2, 4), (1, 8), (2, 8)]
 

@@ -432,11 +432,12 @@ def _mismatch(work: WorkDir, wanted: Manifest, existing: Manifest, differences: 
     frames differ), which restarting would throw away."""
     chunking = {"chunk_frames", "overlap"}
     before, now = existing.settings, wanted.settings
-    if len(differences) == 1 and set(wanted.changed_settings(existing)) <= chunking:
+    changed = set(wanted.changed_settings(existing))
+    if len(differences) == 1 and changed and changed <= chunking:
         if "chunk_frames" in before and "chunk_frames" not in now:
             return (f"work directory {work.path} holds a render on Ray workers, in chunks of {before['chunk_frames']} "
                     f"frames overlapping by {before['overlap']}: resume it on workers, chunked the same, or {RESTART}")
-        if "chunk_frames" not in before:
+        if "chunk_frames" in now and "chunk_frames" not in before:
             return (f"work directory {work.path} holds a render made without Ray workers: resume it without them "
                     f"(on workers each chunk starts fresh, so the frames would differ), or {RESTART}")
     return f"work directory {work.path} belongs to another render (not the same: {'; '.join(differences)})"
