@@ -169,6 +169,10 @@ def test_a_video_given_as_a_still_is_called_a_video(capsys, bunny_short: Path, s
     text.write_text("free text, no picture")
     _bad(capsys, ["image", str(text), "--style", str(starry), "-o", str(out), *still], 1,
          "content image is not a readable image", out)
+    photo = tmp_path / "phone.heic"  # MP4's container holding a still: OpenCV cannot read it, but it is no video
+    photo.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    _bad(capsys, ["image", str(photo), "--style", str(starry), "-o", str(out), *still], 1,
+         "content image is not a readable image", out)
 
 
 def test_missing_input(capsys, starry: Path, tmp_path: Path) -> None:

@@ -304,6 +304,11 @@ def test_subtitle_streams_are_counted_and_their_dropping_said_at_the_start(bunny
     job = prepare_render(clip, [starry], tmp_path / "out.mp4", make_config("fast", size=32, device="cpu"))
     notes = started_event(job, "cpu", [], set()).notes
     assert "the source's 2 subtitle streams are not written: the output holds the video and its audio" in notes
+    silent = tmp_path / "subtitled_silent.mp4"
+    ffmpeg("-i", str(clip), "-map", "0:v", "-map", "0:s", "-c", "copy", str(silent))
+    job = prepare_render(silent, [starry], tmp_path / "out2.mp4", make_config("fast", size=32, device="cpu"))
+    assert "the source's 2 subtitle streams are not written: the output holds the video" in \
+        started_event(job, "cpu", [], set()).notes
 
 
 def test_failed_encode_leaves_no_file_and_no_process(lavfi_clip, media: Path) -> None:

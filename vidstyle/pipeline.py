@@ -353,7 +353,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     if job.info.subtitle_streams:
         count = job.info.subtitle_streams
         notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
-                     "written: the output holds the video and its audio")
+                     f"written: the output holds the video{' and its audio' if job.info.has_audio else ''}")
     notes.extend(resumed_notes)
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:

@@ -42,10 +42,16 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+# ISO file brands of still pictures (HEIF/HEIC, AVIF, and their sequences of stills): the container is MP4's.
+_STILL_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"})
+
+
 def _looks_like_video(head: bytes) -> bool:
     """The first bytes of the common video containers: MP4/MOV (an ISO box: its size, then `ftyp` or another
     top-level box's type), Matroska/WebM (EBML's magic), AVI (RIFF, then AVI) and MPEG program streams."""
-    if head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"):
+    if head[4:8] == b"ftyp":
+        return head[8:12] not in _STILL_BRANDS
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
         return True
     return head.startswith((b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba")) or (head[:4] == b"RIFF" and head[8:11] == b"AVI")
 
