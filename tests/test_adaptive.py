@@ -52,7 +52,14 @@ def test_a_fresh_frame_spends_its_whole_budget_whatever_the_tolerance(images: tu
 def _clip_iterations(clip: Path, out: Path, starry: Path) -> tuple[list[int], RenderFinished]:
     events: list[Event] = []
     config = vidstyle.make_config(size=48, iters=40, first_iters=30, tol=0.0003, device="cpu", precision="fp32")
-    vidstyle.render(clip, [starry], out, config, on_event=events.append)
+    # On one thread: multithreaded kernels round otherwise on some CPUs, and a frame near its optimum may then cross
+    # the tolerance a window later (on two threads of a CPU with AMX every repeat but the last took 15 iterations).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        vidstyle.render(clip, [starry], out, config, on_event=events.append)
+    finally:
+        torch.set_num_threads(threads)
     done = [e.iterations for e in events if isinstance(e, FrameDone)]
     (finished,) = [e for e in events if isinstance(e, RenderFinished)]
     return done, finished
@@ -71,10 +78,9 @@ def test_tol_stops_early_on_a_static_clip_and_not_on_a_moving_one(starry: Path, 
     assert calm[0] == busy[0] == 30, "a fresh frame spends its whole budget: its style still grows"
     # The first repeats may take one more window each: they go on from a fresh frame whose style was still growing
     # when its budget ended (the stronger the style weight, the more), and where a window's improvement falls
-    # against the tolerance depends on the CPU (on some, all but the last repeat take that window).
+    # against the tolerance depends on the CPU.
     assert max(calm[1:]) <= MIN_ITERS + CHECK_EVERY, f"a frame that repeats the last one stops near the floor: {calm}"
-    assert calm[1:] == sorted(calm[1:], reverse=True), f"no repeat takes longer than the one before: {calm}"
-    assert calm[-1] == MIN_ITERS, f"once settled, a repeated frame is done at the floor: {calm}"
+    assert calm[3:] == [MIN_ITERS] * 3, f"once settled, a repeated frame is done at the floor: {calm}"
     assert sum(busy[1:]) / 5 > max(MIN_ITERS + 2, sum(calm[1:]) / 5), f"a moving camera needs more: {busy} {calm}"
     assert calm_summary.stylized == 6
     assert calm_summary.iterations == (pytest.approx(sum(calm) / 6), min(calm), max(calm))
