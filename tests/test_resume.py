@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 
@@ -131,6 +134,41 @@ def test_a_render_started_with_nohup_outlives_its_terminal(bunny_short, starry, 
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     _same_as_reference(out, reference)
+
+
+def test_a_render_whose_terminal_closes_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_path) -> None:
+    """A real hang-up: the render's terminal is a pseudo-terminal whose other end closes, as a terminal window or an
+    SSH session does. The kernel sends SIGHUP, and every later write to the terminal fails."""
+    out = tmp_path / "out.mp4"
+    master, slave = os.openpty()
+
+    def own_the_terminal() -> None:  # a session of its own, the pty its controlling terminal, as a login shell's
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "vidstyle", "render", str(bunny_short), "--style", str(starry),
+                             "-o", str(out), *FLAGS[:-1]], stdin=slave, stdout=slave, stderr=slave,
+                            preexec_fn=own_the_terminal)
+    os.close(slave)
+    shown = threading.Thread(target=_drain, args=(master,), daemon=True)  # a terminal shows what is written
+    shown.start()
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 3, proc)
+    os.close(master)
+    assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    assert not out.exists() and not list(tmp_path.glob(".out.mp4.partial*"))
+    assert not _ffmpeg_touching(tmp_path)
+    again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
+    assert again.returncode == 0, again.stderr
+    assert "resuming at frame" in again.stderr
+    _same_as_reference(out, reference)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:
+        pass  # the terminal's end was closed
 
 
 def test_changed_settings_are_refused_then_restart_works(bunny_short, starry, tmp_path) -> None:

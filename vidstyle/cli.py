@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from vidstyle import __version__
 from vidstyle.assets import (
@@ -888,6 +888,37 @@ def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise SignalInterrupt(signum)
 
 
+class _SilentOnceHungUp:
+    """A standard stream that stops writing, quietly, once its terminal has hung up: every write to a closed
+    terminal fails (EIO), from the progress bar's, on the thread that saves frames, to the last message's, and
+    any of them would otherwise turn the clean stop that SIGHUP makes into an error."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.hung_up = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.hung_up:
+            try:
+                return self.stream.write(text)
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                self.hung_up = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.hung_up:
+            try:
+                self.stream.flush()
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                self.hung_up = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def _stop_on_hangup() -> None:
     """A closed terminal stops the command as SIGTERM does, unless the command was started to outlive it (nohup
     leaves SIGHUP ignored)."""
@@ -986,9 +1017,13 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
     handlers = {sig: signal.getsignal(sig) for sig in _STOPS}
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_SilentOnceHungUp(s) if s is not None and s.isatty() else s  # type: ignore[assignment]
+                              for s in streams)
     try:
         return _run_command(argv)
     finally:
+        sys.stdout, sys.stderr = streams
         for sig, handler in handlers.items():
             if handler is not None:  # None: a handler set outside Python, left as it is
                 signal.signal(sig, handler if restore_signals else signal.SIG_IGN)
