@@ -70,3 +70,56 @@ def test_an_interrupt_while_finishing_waits_for_the_queued_items() -> None:
         assert handled == [0, 1, 2, 3]  # all of them, and only then the interrupt
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_after_an_interrupt_the_items_left_are_only_salvaged() -> None:
+    """A stop lands while the last frames are written: those still queued are saved, not encoded into a file that
+    the stop discards."""
+    handled: list[int] = []
+    salvaged: list[int] = []
+
+    def slow(item: int) -> None:
+        time.sleep(0.3)
+        handled.append(item)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sink = WriteBehind(slow, depth=4, salvage=salvaged.append)
+        for item in range(4):
+            sink.submit(item)
+        threading.Timer(0.1, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            sink.finish()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert handled == [0] and salvaged == [1, 2, 3]
+
+
+def test_an_interrupt_is_held_no_longer_than_the_limit_when_an_item_is_stuck() -> None:
+    """An encoder that stopped reading blocks its item; the interrupt is raised after the limit, so that the
+    caller's clean-up (killing the encoder) can unblock it, and what is queued behind it is then salvaged."""
+    unblock = threading.Event()
+    salvaged: list[int] = []
+
+    def stuck(item: int) -> None:
+        if not unblock.wait(10):
+            raise AssertionError("never unblocked")
+        raise BrokenPipeError("the encoder was killed")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        sink = WriteBehind(stuck, depth=4, salvage=salvaged.append, hold_limit=0.5)
+        for item in range(3):
+            sink.submit(item)
+        threading.Timer(0.1, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            sink.finish()
+        assert time.monotonic() - started < 3
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    unblock.set()  # the caller's clean-up kills the encoder
+    deadline = time.monotonic() + 5
+    while salvaged != [1, 2] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert salvaged == [1, 2]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -74,10 +75,12 @@ class WriteBehind(Generic[T]):
     """
 
     def __init__(self, handle: Callable[[T], None], depth: int = 4,
-                 salvage: Callable[[T], None] | None = None) -> None:
-        self._handle, self._salvage = handle, salvage
+                 salvage: Callable[[T], None] | None = None, hold_limit: float = 30.0) -> None:
+        self._handle, self._salvage, self._hold_limit = handle, salvage, hold_limit
         self._items: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._salvage_only = threading.Event()  # set by an interrupt: the rest is only salvaged
+        self._closing = threading.Event()  # no more items come: the worker ends once the queue is empty
         # Set as the worker ends. Waited on instead of Thread.join: a join that a signal handler's exception cuts
         # short marks the thread as ended while it still runs (CPython's bpo-45274 fix).
         self._done = threading.Event()
@@ -92,10 +95,13 @@ class WriteBehind(Generic[T]):
 
     def _handle_items(self) -> None:
         while True:
-            item = self._items.get()
-            if item is _END:
-                return
-            if self._error is None:
+            try:
+                item = self._items.get(timeout=_POLL)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return  # all submitted items handled
+                continue
+            if self._error is None and not self._salvage_only.is_set():
                 try:
                     self._handle(item)  # type: ignore[arg-type]
                 except BaseException as exc:  # noqa: BLE001 - re-raised in the submitting thread
@@ -125,23 +131,28 @@ class WriteBehind(Generic[T]):
 
         A Ctrl-C or SIGTERM that lands while waiting is held until the worker is done, then raised: the items
         already submitted are finished work (frames to checkpoint), and the caller's clean-up on the way out
-        (killing the encoder) would otherwise fail the worker under them.
+        (killing the encoder) would otherwise fail the worker under them. From then on the items left are only
+        salvaged (where there is a salvage step: the frames saved, not encoded into a file the stop discards), and
+        the interrupt is held `hold_limit` seconds at most: an item stuck in its handling (an encoder that stopped
+        reading) would otherwise hold it for ever, and the caller's clean-up is what unblocks it.
         """
         held: BaseException | None = None
-        while not self._done.is_set():
-            try:
-                self._items.put(_END, timeout=_POLL)
-                break
-            except queue.Full:
-                continue
-            except BaseException as exc:  # noqa: BLE001 - raised below, once the worker is done
-                held = held or exc
-        while not self._done.is_set():
+        deadline = float("inf")
+
+        def hold(exc: BaseException) -> None:
+            nonlocal held, deadline
+            if held is None:
+                held, deadline = exc, time.monotonic() + self._hold_limit
+                if self._salvage is not None:
+                    self._salvage_only.set()
+
+        self._closing.set()
+        while not self._done.is_set() and time.monotonic() <= deadline:
             try:
                 self._done.wait(_POLL)
             except BaseException as exc:  # noqa: BLE001 - raised below, once the worker is done
-                held = held or exc
-        self._thread.join()
+                hold(exc)
         if held is not None:
             raise held
+        self._thread.join()
         self._raise_pending()
