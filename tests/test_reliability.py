@@ -734,3 +734,25 @@ def test_numbers_from_numpy_are_taken_as_python_numbers() -> None:
     assert type(config.size) is int and type(config.style_weight) is float  # the manifest's JSON holds them
     with pytest.raises(SettingError, match="size must be a whole number"):
         make_config(size=np.float64(64.5))
+
+
+def test_a_manifest_replaced_before_the_lock_is_taken_is_refused(lavfi_clip, starry, tmp_path) -> None:
+    """Two renders with other settings start in one work directory at the same moment: the second may replace the
+    first's manifest while it holds no frame. The first finds that under the lock and stops, frames unwritten."""
+    from vidstyle.errors import BusyError
+    from vidstyle.pipeline import check_still_ours, open_workdir, prepare_render
+
+    clip = lavfi_clip("same_moment.mp4", seconds=0.12, audio=False)
+    work = tmp_path / "work"
+
+    def opened(size: int):
+        config = make_config("fast", size=size, iters=1, first_iters=2, device="cpu", flow="none")
+        job = prepare_render(clip, [starry], tmp_path / f"out{size}.mp4", config, workdir=work)
+        return job, open_workdir(job, restart=False, stop=None)
+
+    first, mine = opened(48)
+    second, theirs = opened(32)  # holds no frame: the first's manifest is replaced
+    with first.workdir.lock():
+        with pytest.raises(BusyError, match="another render started in work directory .* at the same moment"):
+            check_still_ours(first.workdir, mine)
+    check_still_ours(second.workdir, theirs)

@@ -64,6 +64,7 @@ from vidstyle.pipeline import (
     PassCheckpoints,
     RenderJob,
     RunProgress,
+    check_still_ours,
     clean_up_after_publish,
     end_if_stopped,
     first_missing,
@@ -576,6 +577,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                     files.remove()  # overlap frames of the discarded render must not be blended into the new one
             manifest = open_workdir(job, restart, stop)
             with job.workdir.lock():
+                check_still_ours(job.workdir, manifest)
                 files.remove_markers()  # of tasks of an earlier run
                 segments = [Segment(*s) for s in manifest.segments]
                 done = job.workdir.done_frames()

@@ -31,6 +31,7 @@ from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import (
     RESTART,
+    BusyError,
     Cancelled,
     CheckpointMismatch,
     Interrupted,
@@ -282,6 +283,7 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
     with output_slot(job.output, progress, job.overwrite) as partial:
         manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
         with job.workdir.lock():
+            check_still_ours(job.workdir, manifest)
             done = job.workdir.done_frames()
             progress.current = first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
@@ -424,6 +426,14 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
     cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop, job.trim)
     chunk_frames = job.chunking[0] if job.chunking is not None else None
     return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first), network_dtype))
+
+
+def check_still_ours(work: WorkDir, manifest: Manifest) -> None:
+    """Under the work directory's lock, its manifest is still the one this render opened: another render starting
+    at the same moment with other settings could have replaced one that held no frame yet (_discard_if_empty)."""
+    if work.read_manifest() != manifest:
+        raise BusyError(f"another render started in work directory {work.path} at the same moment, with other "
+                        "settings; run one at a time")
 
 
 def _mismatch(work: WorkDir, wanted: Manifest, existing: Manifest, differences: list[str]) -> str:
