@@ -123,3 +123,20 @@ def test_an_interrupt_is_held_no_longer_than_the_limit_when_an_item_is_stuck() -
     while salvaged != [1, 2] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert salvaged == [1, 2]
+
+
+def test_once_the_caller_stops_the_rest_is_only_salvaged() -> None:
+    handled: list[int] = []
+    salvaged: list[int] = []
+
+    def slow(item: int) -> None:
+        time.sleep(0.2)
+        handled.append(item)
+
+    sink = WriteBehind(slow, depth=4, salvage=salvaged.append)
+    for item in range(4):
+        sink.submit(item)
+    time.sleep(0.05)  # item 0 is being handled
+    sink.salvage_rest()
+    sink.finish()
+    assert handled == [0] and salvaged == [1, 2, 3]

@@ -637,6 +637,9 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
         try:
             for item in _frames_in_order(job, segments, stylizer, progress, stop):
                 sink.submit(item)
+        except BaseException:
+            sink.salvage_rest()  # the video will not be finished: what is queued is saved, not encoded
+            raise
         finally:
             sink.finish()  # even when interrupted: frames already finished reach their checkpoints
         return writer.frames_written

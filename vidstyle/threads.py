@@ -112,6 +112,11 @@ class WriteBehind(Generic[T]):
                 except Exception:  # noqa: BLE001, S110 - the first error is the one reported; this is likely its echo
                     pass
 
+    def salvage_rest(self) -> None:
+        """From now on the items are only salvaged: their full handling is of no use any more (the caller stops)."""
+        if self._salvage is not None:
+            self._salvage_only.set()
+
     def _raise_pending(self) -> None:
         if self._error is not None:
             raise self._error
@@ -143,8 +148,7 @@ class WriteBehind(Generic[T]):
             nonlocal held, deadline
             if held is None:
                 held, deadline = exc, time.monotonic() + self._hold_limit
-                if self._salvage is not None:
-                    self._salvage_only.set()
+                self.salvage_rest()
 
         self._closing.set()
         while not self._done.is_set() and time.monotonic() <= deadline:
