@@ -26,6 +26,7 @@ from vidstyle.cli import main
 from vidstyle.config import make_config, read_preset
 from vidstyle.errors import ConfigError, Interrupted, OutputExists, SettingError, VidstyleError
 from vidstyle.events import FrameDone, FrameSaved, RenderStarted
+from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import probe_video
 from vidstyle.limits import advice, available_bytes, frame_bytes
 
@@ -756,3 +757,28 @@ def test_a_manifest_replaced_before_the_lock_is_taken_is_refused(lavfi_clip, sta
         with pytest.raises(BusyError, match="another render started in work directory .* at the same moment"):
             check_still_ours(first.workdir, mine)
     check_still_ours(second.workdir, theirs)
+
+
+def test_a_still_and_its_animation_that_appear_while_painting_are_kept(images, starry, tmp_path) -> None:
+    """As for a video: without overwrite, a file put at the output (or the animation's) path meanwhile, by another
+    run, is not replaced."""
+    content = tmp_path / "content.png"
+    write_image(content, images[0])
+    config = make_config("fast", size=48, first_iters=2, device="cpu")
+    for target in ("still.png", "still.gif"):
+        out, animation = tmp_path / "still.png", tmp_path / "still.gif"
+        for path in (out, animation):
+            path.unlink(missing_ok=True)
+
+        def someone_writes(event: object, target: Path = tmp_path / target) -> None:
+            if isinstance(event, FrameDone) and not target.exists():
+                target.write_bytes(b"theirs")
+
+        with pytest.raises(OutputExists, match="appeared while this render ran$"):
+            vidstyle.stylize_image(content, [starry], out, config, on_event=someone_writes, animation=animation)
+        assert (tmp_path / target).read_bytes() == b"theirs"
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no hidden file is left"
+    out.unlink(missing_ok=True)
+    animation.unlink()
+    vidstyle.stylize_image(content, [starry], out, config, animation=animation)
+    assert read_image(out).shape[2] == 3 and animation.stat().st_size > 0

@@ -53,8 +53,8 @@ class IterateRecorder:
     leaves no half-written animation.
     """
 
-    def __init__(self, path: Path, size: tuple[int, int], every: int) -> None:
-        self.path, self.size, self.every = path, size, every
+    def __init__(self, path: Path, size: tuple[int, int], every: int, overwrite: bool = False) -> None:
+        self.path, self.size, self.every, self.overwrite = path, size, every, overwrite
         # One name per animation, as a render's partial output: a run after a kill -9 takes over the file the
         # killed one left, and the lock keeps two runs writing the same animation apart.
         self.partial = partial_path(path)
@@ -109,6 +109,6 @@ class IterateRecorder:
             if exc_type is None and proc.returncode != 0:
                 raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
             if exc_type is None:
-                publish(self.partial, self.path)
+                publish(self.partial, self.path, replace=self.overwrite, kept="")
         finally:
             self._lock.release(unlink=self.partial.exists())

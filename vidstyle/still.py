@@ -60,10 +60,11 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         if animation is None:
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
         else:
-            with IterateRecorder(animation, size, animation_every) as recorder, stylizer.watching(recorder):
+            with IterateRecorder(animation, size, animation_every, overwrite) as recorder, \
+                    stylizer.watching(recorder):
                 (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
                 recorder.finish(result.rgb)
     except Cancelled:
         raise Interrupted(0, signal.SIGINT, resumable=False) from None
-    write_atomic(output, encode_image(result.rgb, output.suffix.lower()))
+    write_atomic(output, encode_image(result.rgb, output.suffix.lower()), replace=overwrite)
     return output

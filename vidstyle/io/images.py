@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from vidstyle.errors import ImageTooLarge, InputError, OutputError
-from vidstyle.io.paths import special_file_kind, sync_folder
+from vidstyle.io.paths import rename_keeping, special_file_kind, sync_folder
 from vidstyle.io.pixels import pixel_limit
 
 
@@ -167,8 +167,9 @@ def encode_image(rgb: np.ndarray, suffix: str = ".png") -> bytes:
     return buf.tobytes()
 
 
-def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError) -> None:
-    """Write via a temporary name and os.replace, so a crash leaves the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError, replace: bool = True) -> None:
+    """Write via a temporary name and os.replace, so a crash leaves the old file or the new one, never half.
+    Without `replace`, a file that appeared at `path` meanwhile is kept (OutputExists)."""
     # Unique without a process id: several hosts may write into one shared work directory.
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
     try:
@@ -176,11 +177,15 @@ def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            rename_keeping(tmp, path)
         sync_folder(path.parent)  # the new name too: a checkpoint's is what a resume looks for
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already where it was renamed
 
 
 def write_image(path: Path, rgb: np.ndarray, error: type[OutputError] = OutputError) -> None:

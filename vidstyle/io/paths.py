@@ -87,28 +87,32 @@ def check_name_fits(output: Path) -> None:
                          f"writes it under a longer hidden name first)")
 
 
-def publish(partial: Path, output: Path, replace: bool = True) -> None:
+# What a render that finds its output taken says of its frames (a still has none to keep).
+FRAMES_KEPT = "; its frames are kept in the work directory, so a run that replaces it only encodes them again"
+
+
+def publish(partial: Path, output: Path, replace: bool = True, kept: str = FRAMES_KEPT) -> None:
     """Rename a finished partial file to the output, durably: its data and the new name reach the disk before
     this returns, so the checkpoints removed after it are never the only copy of the render (a rename alone may
     reach the disk before the data it names, and a power cut then leaves an empty output).
 
     Without `replace`, an output that appeared since the render was checked (another run's, in a long batch) is
-    kept and OutputExists raised; the partial file is left for the caller to remove.
+    kept and OutputExists raised, `kept` added to its message; the partial file is left for the caller to remove.
     """
     with open(partial, "rb") as fh:
         os.fsync(fh.fileno())
     if replace:
         os.replace(partial, output)
     else:
-        _rename_keeping(partial, output)
+        rename_keeping(partial, output, kept)
     sync_folder(output.parent)
 
 
-def _rename_keeping(partial: Path, output: Path) -> None:
-    """Rename `partial` to `output` unless `output` exists: a hard link, which fails on an existing name in one
-    step; where the file system has none, a look and then the rename."""
-    appeared = OutputExists(f"output {output} appeared while this render ran; its frames are kept in the work "
-                            "directory, so a run that replaces it only encodes them again")
+def rename_keeping(partial: Path, output: Path, then: str = "") -> None:
+    """Rename `partial` to `output` unless `output` exists (OutputExists, `then` added to its message): a hard
+    link, which fails on an existing name in one step; where the file system has none, a look and then the
+    rename. The caller syncs the folder."""
+    appeared = OutputExists(f"output {output} appeared while this render ran{then}")
     try:
         os.link(partial, output, follow_symlinks=False)
     except FileExistsError:
