@@ -62,7 +62,7 @@ from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, find_cuts, plan_segments
 from vidstyle.precision import dtype_name, emulation_note, mixed_precision_note, resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
-from vidstyle.stylize import Stylizer, resolve_device
+from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
 from vidstyle.threads import WriteBehind
 
 
@@ -245,9 +245,7 @@ def check_cluster_job(job: RenderJob) -> None:
 
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
-    if not isinstance(stylizer, Stylizer):
-        raise SettingError("stylizer", f"must be a vidstyle.Stylizer, as Stylizer.for_styles makes one (got "
-                                       f"{type(stylizer).__name__})")
+    check_is_stylizer(stylizer)
     if not stylizer.made_for(job.config, list(job.style_images), job.device):
         raise SettingError("stylizer", "was prepared with other settings, style images or device than this render")
 

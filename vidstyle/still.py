@@ -17,7 +17,7 @@ from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
 from vidstyle.limits import check_fits, render_size
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import stylize_sequence
-from vidstyle.stylize import Stylizer, resolve_device
+from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
 
 
 def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Path | str,
@@ -33,9 +33,8 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     config = config_or_default(config)
     content_path, output = path_argument("content_path", content_path), path_argument("output", output)
-    if stylizer is not None and not isinstance(stylizer, Stylizer):
-        raise SettingError("stylizer", f"must be a vidstyle.Stylizer, as Stylizer.for_styles makes one (got "
-                                       f"{type(stylizer).__name__})")
+    if stylizer is not None:
+        check_is_stylizer(stylizer)
     style_files = resolve_styles(style_paths)
     check_style_count(config, len(style_files))
     if output.suffix.lower() not in IMAGE_SUFFIXES:

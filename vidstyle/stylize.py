@@ -319,3 +319,10 @@ def _cudnn_autotuning() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+def check_is_stylizer(stylizer: object) -> None:
+    """A `stylizer=` argument of the API that is no Stylizer is refused naming it, before anything is done."""
+    if not isinstance(stylizer, Stylizer):
+        raise SettingError("stylizer", f"must be a vidstyle.Stylizer, as Stylizer.for_styles makes one (got "
+                                       f"{type(stylizer).__name__})")
