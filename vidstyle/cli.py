@@ -42,6 +42,7 @@ from vidstyle.errors import (
     UsageError,
     VideoOpenError,
     VidstyleError,
+    shortened,
     shown_settings,
 )
 from vidstyle.events import (
@@ -1087,7 +1088,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
             # A name given on the command line (or made from one) over the file system's limit: not an internal
             # error, and its few hundred characters are not worth printing whole.
             name = Path(str(exc.filename or "")).name
-            shown = f" {name[:40]}..." if len(name) > 40 else f" {name}" if name else ""
+            shown = f" {shortened(name, 40)}" if name else ""
             print(f"vidstyle: error: a file name{shown} is too long for the file system", file=sys.stderr)
             return 2
         print(f"vidstyle: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)

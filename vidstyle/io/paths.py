@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from vidstyle.errors import BusyError, OutputError, OutputExists, UsageError
+from vidstyle.errors import BusyError, OutputError, OutputExists, UsageError, shortened
 
 # What a still may be written as: formats that OpenCV writes.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -83,8 +83,8 @@ def check_name_fits(output: Path) -> None:
         limit = 255  # every common Linux and macOS file system
     allowed = limit - _LONGEST_ADDITION
     if len(os.fsencode(output.name)) > allowed:
-        raise UsageError(f"output name {output.name[:40]}... is too long: at most {allowed} bytes here (vidstyle "
-                         f"writes it under a longer hidden name first)")
+        raise UsageError(f"output name {shortened(output.name, 40)} is too long: at most {allowed} bytes here "
+                         f"(vidstyle writes it under a longer hidden name first)")
 
 
 # What a render that finds its output taken says of its frames (a still has none to keep).
