@@ -898,19 +898,16 @@ class _SilentOnceHungUp:
         self.stream, self.hung_up = stream, False
 
     def write(self, text: str) -> int:
-        if not self.hung_up:
-            try:
-                return self.stream.write(text)
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
-                self.hung_up = True
+        self._unless_hung_up(self.stream.write, text)
         return len(text)
 
     def flush(self) -> None:
+        self._unless_hung_up(self.stream.flush)
+
+    def _unless_hung_up(self, call: Callable[..., Any], *args: Any) -> None:
         if not self.hung_up:
             try:
-                self.stream.flush()
+                call(*args)
             except OSError as exc:
                 if exc.errno != errno.EIO:
                     raise
@@ -1055,12 +1052,12 @@ def _run_command(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         func: Callable[[argparse.Namespace], int] = args.func
-        if args.command != "serve":  # the server's own loop would swallow the exception a SIGHUP raises
-            _stop_on_hangup()
-        if args.command == "serve":
+        if args.command == "serve":  # SIGHUP keeps its default: the server's loop would swallow its exception
             from vidstyle.serve import limit_image_pixels
 
             limit_image_pixels()  # before OpenCV loads with the engine
+        else:
+            _stop_on_hangup()
         if args.command not in ("styles", "presets"):
             _import_the_engine()
         return func(args)
