@@ -76,7 +76,7 @@ def resolve_styles(style_paths: StylePaths) -> tuple[Path, ...]:
         if not isinstance(style, (str, os.PathLike)):
             raise SettingError("style_paths", f"must name style images: a str or pathlib.Path each (got "
                                               f"{type(style).__name__} {style!r:.40})")
-    return tuple(resolve_style(os.fspath(p) if isinstance(p, os.PathLike) else p) for p in styles)
+    return tuple(resolve_style(os.fspath(p)) for p in styles)
 
 
 def demo_clip() -> Path:
