@@ -3,6 +3,7 @@
     python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 5] [--floor-pairs 9]
                             [--parts 12w345cqko]
     python scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40   # the H100 targets
+    python scripts/bench.py --device cuda --parts q --q-sizes 256,512,1024 --q-iters 30,100,200
 
 1. seconds per stylizer iteration / seconds of a bare VGG19 forward + input gradient (same size, layers, precision)
 2. seconds per stylizer iteration / pastiche's seconds per L-BFGS step at 256x256 (CPU; pastiche is installed as
@@ -17,8 +18,9 @@ k. torch.compile of the network: seconds to compile, its forward + input gradien
    vidstyle unless this says it pays)
 o. operators an iteration dispatches (and kernels among them, views left out) / the bare network's: on a GPU that
    waits on launching them, the count sets an iteration's time (docs/performance.md, "On a GPU")
-and the final loss of a bf16 render against fp32 after the same iterations. Every part runs each iteration it
-counts (`tol` 0: no frame stops early).
+q. the final loss of a bf16 frame against fp32 after the same iterations from the same start, and the milliseconds
+   an iteration of each (--q-sizes, --q-iters: one line a case).
+Every part runs each iteration it counts (`tol` 0: no frame stops early).
 """
 
 from __future__ import annotations
@@ -199,6 +201,8 @@ def main() -> None:
     parser.add_argument("--c2f-size", type=int, default=512, help="render size for the coarse-to-fine figure [c]")
     parser.add_argument("--c2f-iters", type=int, default=100, help="iterations per level for [c]")
     parser.add_argument("--c2f-levels", type=int, default=2, help="coarse levels for [c]")
+    parser.add_argument("--q-sizes", default="", help="frame sizes for [q], e.g. 256,512 [--size]")
+    parser.add_argument("--q-iters", default="30", help="iteration counts for [q], e.g. 30,100 [30]")
     args = parser.parse_args()
     device = torch.device(args.device)
     style_path = builtin_style("starry-night")
@@ -233,7 +237,10 @@ def main() -> None:
     if "c" in args.parts:
         coarse_to_fine(args.device, style, device, args.c2f_size, args.c2f_iters, args.c2f_levels)
     if "q" in args.parts:
-        compare_precisions(args.device, style, device, frame)
+        for size in [int(n) for n in args.q_sizes.split(",") if n] or [args.size]:
+            square = next(read_frames(probe_video(demo_clip()), (size, size))).rgb.copy()
+            for iters in [int(n) for n in args.q_iters.split(",")]:
+                compare_precisions(args.device, style, device, square, iters)
     if "k" in args.parts:
         compare_compiled(args, style, device, frame)
     if "o" in args.parts:
@@ -359,13 +366,23 @@ def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, si
               f"{full[hit - 1][0]:.1f} s: {full[hit - 1][0] / target_time:.2f} x the time")
 
 
-def compare_precisions(device_name: str, style: np.ndarray, device: torch.device, frame: np.ndarray) -> None:
-    losses = {}
+def compare_precisions(device_name: str, style: np.ndarray, device: torch.device, frame: np.ndarray,
+                       iters: int) -> None:
+    """[q] the final loss of bf16 against fp32 after the same iterations from the same start, and the seconds an
+    iteration in each (a warm-up frame first, so neither pays the device's start-up)."""
+    losses, ms = {}, {}
     for precision in ("fp32", "bf16"):
         s = Stylizer(Config(tol=0.0, device=device_name, precision=precision), [style], device)
-        losses[precision] = s.stylize(frame, frame, 30).loss
-    print(f"[q] final loss after 30 iterations: fp32 {losses['fp32']:.4f}, bf16 {losses['bf16']:.4f} "
-          f"({(losses['bf16'] / losses['fp32'] - 1) * 100:+.2f} %)")
+        s.stylize(frame, frame, 2)
+        _sync(device)
+        started = time.perf_counter()
+        losses[precision] = s.stylize(frame, frame, iters).loss
+        _sync(device)
+        ms[precision] = (time.perf_counter() - started) / iters * 1000
+    height, width = frame.shape[:2]
+    print(f"[q] {width}x{height}, final loss after {iters} iterations: fp32 {losses['fp32']:.4f}, bf16 "
+          f"{losses['bf16']:.4f} ({(losses['bf16'] / losses['fp32'] - 1) * 100:+.2f} %); ms an iteration fp32 "
+          f"{ms['fp32']:.1f}, bf16 {ms['bf16']:.1f}")
 
 
 def time_network_call(stylizer: Stylizer, network: torch.nn.Module, content: np.ndarray, iters: int) -> float:

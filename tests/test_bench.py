@@ -34,7 +34,7 @@ def _run_bench(*args: str) -> str:
 
 
 def test_bench_prints_each_figure_consistently() -> None:
-    out = _run_bench("--parts", "13qo")
+    out = _run_bench("--parts", "13qo", "--q-sizes", "48,64", "--q-iters", "3")
 
     floors = re.findall(rf"\[1\] (\S+) +per iteration +{_NUMBER} ms, bare network +{_NUMBER} ms, ratio {_NUMBER}", out)
     assert len(floors) == 2 and floors[0][0] == "fp32", out
@@ -52,11 +52,14 @@ def test_bench_prints_each_figure_consistently() -> None:
     # The frame rates are printed to two decimals: relative to the ratio, their rounding stays under 1 %.
     assert float(ratio) == pytest.approx(float(whole) / float(alone), rel=0.01), out
 
-    (fp32, bf16, change), = re.findall(rf"\[q\] final loss after 30 iterations: fp32 {_NUMBER}, bf16 {_NUMBER} "
-                                       r"\(([+-][0-9.]+) %\)", out)
-    # The losses are printed to four decimals and the change to two: allow what that rounding alone can move.
-    slack = 0.005 + 100 * 0.00005 / float(fp32) * (1 + float(bf16) / float(fp32))
-    assert abs(float(change) - (float(bf16) / float(fp32) - 1) * 100) <= slack, out
+    cases = re.findall(rf"\[q\] (\d+)x(\d+), final loss after 3 iterations: fp32 {_NUMBER}, bf16 {_NUMBER} "
+                       rf"\(([+-][0-9.]+) %\); ms an iteration fp32 {_NUMBER}, bf16 {_NUMBER}", out)
+    assert [(w, h) for w, h, *_ in cases] == [("48", "48"), ("64", "64")], out
+    for _, _, fp32, bf16, change, fp32_ms, bf16_ms in cases:
+        # The losses are printed to four decimals and the change to two: allow what that rounding alone can move.
+        slack = 0.005 + 100 * 0.00005 / float(fp32) * (1 + float(bf16) / float(fp32))
+        assert abs(float(change) - (float(bf16) / float(fp32) - 1) * 100) <= slack, out
+        assert float(fp32_ms) > 0 and float(bf16_ms) > 0
 
     ops = re.findall(rf"\[o\] (\S+) +operators an iteration {_NUMBER} \({_NUMBER} kernels\), bare network "
                      rf"{_NUMBER} \({_NUMBER} kernels\), ratio {_NUMBER} in kernels", out)
