@@ -36,8 +36,11 @@ def emulation_note(name: str, device_type: str) -> str | None:
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for the network, or None for float32.
 
-    'auto' takes bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX):
-    twice the speed, and the final loss stays within 2 % of float32 (scripts/bench.py prints both).
+    'auto' takes bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX). On
+    such a CPU it doubles the speed; on a GPU it takes a fraction of float32's memory, and is faster only at large
+    frames, since at render sizes a GPU waits on launching kernels rather than on arithmetic. Once a frame's loss
+    levels off it is float32's within about 1 %; early in an optimization the two paths part by a few per cent
+    either way (scripts/bench.py [q] prints both, and the time an iteration of each).
     """
     if name == "fp32":
         return None
