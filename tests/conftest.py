@@ -47,6 +47,22 @@ def bunny_short(media: Path) -> Path:
     return out
 
 
+# Frames of `fading_clip`: all of them, where the fade begins, how many it lasts, and the black ones after it.
+FADING_CLIP = (24, 10, 8, 6)
+
+
+@pytest.fixture(scope="session")
+def fading_clip(media: Path) -> Path:
+    """The bundled clip's first 18 frames at 64x36, the last 8 fading to black as an editor's fade does, then 6
+    black frames (25 fps, no audio)."""
+    _, start, fading, black = FADING_CLIP
+    out = media / "fade_out.mp4"
+    ffmpeg("-i", str(demo_clip()), "-vf", f"trim=end_frame={start + fading},scale=64:36,"
+           f"fade=t=out:start_frame={start}:nb_frames={fading},tpad=stop={black}:color=black",
+           "-an", "-c:v", "libx264", "-crf", "12", "-pix_fmt", "yuv420p", str(out))
+    return out
+
+
 @pytest.fixture(scope="session")
 def starry() -> Path:
     path = builtin_style("starry-night")

@@ -21,13 +21,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import child_ffmpeg_pids
+from conftest import FADING_CLIP, child_ffmpeg_pids
 
 import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import build_parser, main
 from vidstyle.errors import CheckpointMismatch, Interrupted, SettingError
 from vidstyle.events import FrameSaved, RenderFinished, RenderStarted, WorkersBusy
+from vidstyle.fades import mean_luma
 from vidstyle.io.decode import read_frames
 from vidstyle.io.paths import partial_path
 from vidstyle.io.probe import probe_video
@@ -615,6 +616,18 @@ for thread in threads:
     thread.join()
 print(sorted((name, str(value)) for name, value in results.items()), ray.is_initialized())
 """
+
+
+def test_workers_write_a_fade_to_black_dark_and_keep_its_painted_frames(local_ray, fading_clip: Path, starry: Path,
+                                                                         tmp_path: Path) -> None:
+    frames, _, _, black = FADING_CLIP
+    out = vidstyle.render(fading_clip, [starry], tmp_path / "out.mp4", _config(), workdir=tmp_path / "work",
+                          workers=2, **CHUNKING)
+    written = [mean_luma(frame.rgb) for frame in read_frames(probe_video(out), (64, 36))]
+    assert len(written) == frames and max(written[-black:]) < 3, written
+    # The darkening is the written video's: the checkpoints, which later frames and a resume start from, are painted.
+    painted = _frames(tmp_path / "work")
+    assert min(float(painted[i].mean()) for i in range(frames - black, frames)) > 20
 
 
 def test_two_renders_on_workers_in_one_process_share_its_ray(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

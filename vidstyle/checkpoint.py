@@ -63,6 +63,8 @@ class Manifest:
     made the directory, and so may remove it. `network_dtype` is what the network computed in when the render
     began (fp32, bf16 or fp16; empty where unknown: renders on workers, older manifests). It is not compared: a
     render may resume on another device, where `precision auto` can resolve otherwise, and is then told so.
+    `brightness` is the plan pass's mean luma of each frame from the plan's first (none in older manifests), kept
+    so that a resume darkens the same frames (fades.py); it follows from the input, which is compared.
     """
 
     version: str
@@ -74,6 +76,7 @@ class Manifest:
     segments: tuple[tuple[int, int, bool], ...] = ()
     created_dir: bool = True
     network_dtype: str = ""
+    brightness: tuple[float, ...] = ()
 
     def differences(self, other: Manifest) -> list[str]:
         """Human names of what differs between the frames two manifests describe."""
@@ -113,15 +116,22 @@ class Manifest:
         _expect(isinstance(segments, list) and all(_is_segment(s, count) for s in segments), "segments")
         _expect(isinstance(data.get("created_dir", True), bool), "created_dir")
         _expect(data.get("network_dtype", "") in ("", "fp32", "bf16", "fp16"), "network_dtype")
+        brightness = data.get("brightness", [])
+        _expect(isinstance(brightness, list) and len(brightness) <= count
+                and all(_is_number(v) and 0 <= v <= 255 for v in brightness), "brightness")
         # JSON turns tuples into lists; settings hold tuples too (style_blend), so normalize both ways.
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in data["settings"].items()}
         return Manifest(data["version"], data["input"], tuple(styles), (size[0], size[1]), count, settings,
                         tuple((s[0], s[1], s[2]) for s in segments), data.get("created_dir", True),
-                        data.get("network_dtype", ""))
+                        data.get("network_dtype", ""), tuple(float(v) for v in brightness))
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
 
 
 def _is_segment(value: Any, count: int) -> bool:

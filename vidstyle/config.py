@@ -105,6 +105,9 @@ class Config:
     output_size: str = _opt("render", "size of the written video: render (as stylized), source (the input's), "
                                       "WxH, or a long side N; frames are scaled with Lanczos", frames=False)
     keep_frames: bool = _opt(False, "keep the frame checkpoints after a successful render", frames=False)
+    follow_fades: bool = _opt(True, "darken the written frames where the source darkens: fades to and from black "
+                                    "and near-black frames stay dark (off: every frame at the painting's "
+                                    "brightness)", frames=False)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -52,6 +52,7 @@ from vidstyle.events import (
     RenderStarted,
     ignore_event,
 )
+from vidstyle.fades import darken, fade_note, frame_gains
 from vidstyle.io.decode import first_frame_offset, read_frames
 from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio, written_timing
 from vidstyle.io.images import read_style_image
@@ -59,7 +60,7 @@ from vidstyle.io.paths import FileLock, check_output_path, missing_folder, parti
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
-from vidstyle.plan import Segment, find_cuts, plan_segments
+from vidstyle.plan import Segment, plan_segments, scan_video
 from vidstyle.precision import dtype_name, emulation_note, mixed_precision_note, resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
 from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
@@ -287,9 +288,10 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
             mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(done))
-            on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else ()))
+            gains = output_gains(job, manifest, stop)
+            on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else (), gains))
             started = time.perf_counter()
-            count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
+            count = _encode_in_order(job, segments, stylizer, partial, progress, stop, gains)
             publish(partial, job.output, replace=job.overwrite)
             # Under the lock: a render starting now must not reuse what goes.
             stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
@@ -348,8 +350,10 @@ def first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
 
 
 def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int],
-                  resumed_notes: tuple[str, ...] = ()) -> RenderStarted:
+                  resumed_notes: tuple[str, ...] = (), gains: dict[int, float] | None = None) -> RenderStarted:
     notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
+    if gains:
+        notes.append(fade_note(len(gains)))
     if job.info.subtitle_streams:
         count = job.info.subtitle_streams
         notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
@@ -392,7 +396,8 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                          later_pass_iterations(job.config.iters))
 
 
-def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "") -> Manifest:
+def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
+              brightness: list[float] | None = None) -> Manifest:
     settings = job.config.frames_dict()
     if job.chunking is not None:
         settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])
@@ -400,7 +405,8 @@ def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "") 
         settings.update(frames=job.trim)  # a trimmed render starts fresh at its first frame: other frames
     return Manifest(version=__version__, input=job.info.digest, styles=tuple(file_sha256(p) for p in job.styles),
                     size=job.size, frame_count=job.info.frame_count, settings=settings,
-                    segments=tuple((s.start, s.stop, s.fresh) for s in segments), network_dtype=network_dtype)
+                    segments=tuple((s.start, s.stop, s.fresh) for s in segments), network_dtype=network_dtype,
+                    brightness=tuple(brightness or ()))
 
 
 def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, network_dtype: str = "") -> Manifest:
@@ -421,9 +427,10 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
         if existing.segments and not differences:
             return existing
     first, end = job.span
-    cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop, job.trim)
+    scan = scan_video(job.info, job.size, job.config.cut_threshold, stop, job.trim)
     chunk_frames = job.chunking[0] if job.chunking is not None else None
-    return work.create(_manifest(job, plan_segments(end, cuts, chunk_frames, first), network_dtype))
+    segments = plan_segments(end, scan.cuts, chunk_frames, first)
+    return work.create(_manifest(job, segments, network_dtype, scan.brightness))
 
 
 def check_still_ours(work: WorkDir, manifest: Manifest) -> None:
@@ -590,12 +597,25 @@ def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
     return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf, _audio_window(job), repeats)
 
 
-def for_output(job: RenderJob, rgb: np.ndarray) -> np.ndarray:
-    """A stylized frame at the output's size: Lanczos, the usual resampler for enlarging a render (the
-    checkpoints keep the render size)."""
+def for_output(job: RenderJob, rgb: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """A stylized frame as written: darkened by `gain` where its source darkens (fades.py), at the output's size
+    (Lanczos, the usual resampler for enlarging a render). The checkpoints keep the painted frame at the render
+    size."""
+    if gain < 1.0:
+        rgb = darken(rgb, gain)
     if job.out_size is None:
         return rgb
     return cv2.resize(rgb, job.out_size, interpolation=cv2.INTER_LANCZOS4)
+
+
+def output_gains(job: RenderJob, manifest: Manifest, stop: threading.Event | None) -> dict[int, float]:
+    """The factor of each frame the output darkens (fades.py), none where `follow_fades` is off. A manifest
+    written before brightness was recorded gets a new plan pass, so a resumed render darkens as a new one does."""
+    if not job.config.follow_fades:
+        return {}
+    brightness = manifest.brightness or scan_video(job.info, job.size, job.config.cut_threshold, stop,
+                                                   job.trim).brightness
+    return frame_gains(brightness, [Segment(*s) for s in manifest.segments])
 
 
 def _audio_window(job: RenderJob) -> tuple[float, float | None] | None:
@@ -613,8 +633,9 @@ def _audio_window(job: RenderJob) -> tuple[float, float | None] | None:
 
 
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,
-                     progress: RunProgress, stop: threading.Event | None) -> int:
-    """Checkpoint new frames and encode all of them, in order, on a thread behind the stylizer."""
+                     progress: RunProgress, stop: threading.Event | None, gains: dict[int, float]) -> int:
+    """Checkpoint new frames and encode all of them, in order, on a thread behind the stylizer; the frames in
+    `gains` are written darkened by their factor."""
     first = job.span[0]
     with open_writer(job, partial) as writer:
 
@@ -628,7 +649,7 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
             if index != first + writer.frames_written:  # the index travels with the frame; the encoder counts none
                 raise RuntimeError(f"frame {index} reached the encoder at position {writer.frames_written}")
             save(item)
-            writer.write(for_output(job, rgb))
+            writer.write(for_output(job, rgb, gains.get(index, 1.0)))
 
         # Frames queued behind an encoder that failed are still checkpointed: the re-run encodes them, not repaints.
         sink: WriteBehind[tuple[int, np.ndarray, bool]] = WriteBehind(save_and_encode, depth=4, salvage=save)
