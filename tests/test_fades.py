@@ -88,10 +88,23 @@ def test_gains_follow_the_source_under_half_its_shots_usual_brightness() -> None
     gains = frame_gains(bright + fade, [Segment(0, 30, True)])
     assert set(gains) == {i for i, luma in enumerate(bright + fade) if luma < DARK_SHARE * 100}
     assert gains == pytest.approx({i: (bright + fade)[i] / 50 for i in gains})
-    # A shot that is all black (a fade's tail after a cut, a leader) stays dark; a dim one is painted as usual.
+    # A shot that is all black stays dark, alone (a leader) or after a cut that a fade's end makes (measured then
+    # against the shot before it); a dim one is painted as usual, after a dip to black as well.
+    assert frame_gains([2.0] * 5, [Segment(0, 5, True)]) == pytest.approx({i: 2.0 / DARK for i in range(5)})
     gains = frame_gains([100.0] * 5 + [2.0] * 5 + [DARK + 8] * 5, [Segment(0, 5, True), Segment(5, 10, True),
                                                                     Segment(10, 15, True)])
-    assert gains == pytest.approx({i: 2.0 / DARK for i in range(5, 10)})
+    assert gains == pytest.approx({i: 2.0 / 50 for i in range(5, 10)})
+
+
+def test_a_fade_cut_into_pieces_at_its_faint_frames_has_the_reference_of_the_shot_it_reaches() -> None:
+    # A fade-in from black, found as cuts at its first two faint frames (7 and 8), as the colour test finds them.
+    brightness = [0.0] * 7 + [14.0, 30.0, 46.0, 62.0, 78.0, 93.0] + [180.0] * 20
+    segments = [Segment(0, 7, True), Segment(7, 8, True), Segment(8, 33, True)]
+    gains = frame_gains(brightness, segments)
+    assert sorted(gains) == list(range(12))
+    assert [gains[i] for i in range(7, 12)] == pytest.approx([b / 90 for b in brightness[7:12]])
+    # A dim shot beside a bright one is not a fade: each keeps its own reference, and neither is darkened.
+    assert frame_gains([180.0] * 5 + [40.0] * 5, [Segment(0, 5, True), Segment(5, 10, True)]) == {}
 
 
 def test_a_shot_split_in_chunks_has_one_reference_and_brightness_from_the_plans_first_frame() -> None:

@@ -46,12 +46,12 @@ def frame_gains(brightness: Sequence[float], segments: Sequence[Segment]) -> dic
         return {}
     first = segments[0].start
     gains = {}
-    for start, stop in _shots(segments):
-        shot = brightness[start - first:stop - first]
-        if not shot:
+    for start, stop in _reference_spans(_shots(segments), brightness, first):
+        span = brightness[start - first:stop - first]
+        if not span:
             continue
-        reference = max(DARK, DARK_SHARE * float(np.percentile(shot, _USUAL)))
-        for offset, luma in enumerate(shot):
+        reference = max(DARK, DARK_SHARE * float(np.percentile(span, _USUAL)))
+        for offset, luma in enumerate(span):
             if luma < reference:
                 gains[start + offset] = luma / reference
     return gains
@@ -66,6 +66,21 @@ def _shots(segments: Sequence[Segment]) -> list[tuple[int, int]]:
         else:
             shots[-1] = (shots[-1][0], segment.stop)
     return shots
+
+
+def _reference_spans(shots: list[tuple[int, int]], brightness: Sequence[float], first: int) -> list[tuple[int, int]]:
+    """Shots joined to the one before wherever they begin with a near-black frame. The cut test compares colours,
+    which a frame loses as it fades: a fade's faint frames come out as cuts, sometimes of one frame each, and each
+    such piece measured alone would be its own "usual brightness" and be written as painted. A shot that begins
+    brighter (a dim scene after a dip to black) is a shot of its own."""
+    spans: list[tuple[int, int]] = []
+    for start, stop in shots:
+        opening = brightness[start - first] if 0 <= start - first < len(brightness) else None
+        if spans and opening is not None and opening < DARK:
+            spans[-1] = (spans[-1][0], stop)
+        else:
+            spans.append((start, stop))
+    return spans
 
 
 def darken(rgb: np.ndarray, gain: float) -> np.ndarray:
