@@ -18,6 +18,7 @@ from vidstyle.errors import Interrupted
 from vidstyle.events import Event, FrameSaved, RenderStarted
 from vidstyle.fades import DARK, DARK_SHARE, darken, frame_gains, mean_luma
 from vidstyle.io.decode import read_frames
+from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video
 from vidstyle.plan import Segment
 
@@ -80,6 +81,15 @@ def test_a_resumed_render_darkens_the_same_frames_also_from_an_older_work_direct
     manifest_path.write_text(json.dumps(data))
     vidstyle.render(fading_clip, [starry], out, _config())
     assert np.array_equal(_frames(out), _frames(whole))
+
+
+def test_a_preview_shows_a_faded_frame_as_the_render_writes_it(fading_clip: Path, starry: Path,
+                                                               tmp_path: Path) -> None:
+    at = [(FRAMES - 2) / 25]  # a frame of the black tail
+    sheets = {follow: vidstyle.preview.preview(fading_clip, [starry], tmp_path / f"{follow}.png",
+                                               _config(follow_fades=follow), at=at).sheet for follow in (True, False)}
+    tiles = {follow: read_image(path)[-36:] for follow, path in sheets.items()}  # the stylized row, under its band
+    assert tiles[True].mean() < 3 < 20 < tiles[False].mean(), {k: v.mean() for k, v in tiles.items()}
 
 
 def test_gains_follow_the_source_under_half_its_shots_usual_brightness() -> None:

@@ -68,8 +68,7 @@ _STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weigh
 _VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "temporal_reach", "passes", "init", "prev_weight",
                  "flow", "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames", "follow_fades")
 # A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.
-_PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS
-                              if f not in ("passes", "crf", "output_size", "keep_frames", "follow_fades"))
+_PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("passes", "crf", "output_size", "keep_frames"))
 
 
 _NEGATIVE_VALUE = re.compile(r"-\.?\d")  # a value such as -1,2 or -.5, not an option

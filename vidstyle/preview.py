@@ -27,13 +27,14 @@ from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
+from vidstyle.fades import darken, frame_gains
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import encode_image, read_style_image, write_atomic
 from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory
 from vidstyle.limits import check_fits, render_size
 from vidstyle.pipeline import style_label
-from vidstyle.plan import find_cuts
+from vidstyle.plan import Scan, plan_segments, scan_video
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import StylizedFrame, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
@@ -210,12 +211,14 @@ def frames_at(info: VideoInfo, seconds: Iterable[float]) -> tuple[int, ...]:
 
 def _run(job: PreviewJob, on_event: EventCallback, stop: threading.Event | None) -> Preview:
     started = time.perf_counter()
-    cuts = find_cuts(job.info, job.size, job.config.cut_threshold, stop)
+    scan = scan_video(job.info, job.size, job.config.cut_threshold, stop)
+    cuts = scan.cuts
     plan_seconds = time.perf_counter() - started
     sources = _decode(job, {i for frame in job.frames for i in (frame, *_followers(job, frame))})
     stylizers, start_seconds = _stylizers(job)
     setup_seconds = job.probe_seconds + start_seconds
     rows, fresh_seconds, later = _stylize_rows(job, stylizers, sources, on_event, stop)
+    rows = _as_written(job, rows, scan)
     fresh = 1 + len(cuts)
     later_iterations = float(np.mean([f.iterations for f in later])) if later else 0.0
     estimate = Estimate(str(job.device), job.size, fresh, job.info.frame_count - fresh, fresh_seconds,
@@ -292,6 +295,15 @@ def _stylize_rows(job: PreviewJob, stylizers: list[Stylizer], sources: dict[int,
                 later += made[1:]
         rows.append(results)
     return rows, float(np.median(fresh)), later
+
+
+def _as_written(job: PreviewJob, rows: list[list[np.ndarray]], scan: Scan) -> list[list[np.ndarray]]:
+    """The stylized tiles as a render would write them: darkened where the source fades (fades.py)."""
+    if not job.config.follow_fades:
+        return rows
+    gains = frame_gains(scan.brightness, plan_segments(job.info.frame_count, scan.cuts))
+    return [[darken(tile, gains[i]) if i in gains else tile for i, tile in zip(job.frames, row, strict=True)]
+            for row in rows]
 
 
 def _stylize(frames: list[Frame], stylizer: Stylizer, on_event: EventCallback,
