@@ -16,11 +16,10 @@ from vidstyle.cli import main
 from vidstyle.config import make_config
 from vidstyle.errors import Interrupted
 from vidstyle.events import Event, FrameSaved, RenderStarted
-from vidstyle.fades import DARK, DARK_SHARE, darken, frame_gains, mean_luma
+from vidstyle.fades import BLACK, darken, frame_gains, mean_luma
 from vidstyle.io.decode import read_frames
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video
-from vidstyle.plan import Segment
 
 FRAMES, FADE_START, FADE_FRAMES, BLACK_FRAMES = FADING_CLIP
 
@@ -92,38 +91,54 @@ def test_a_preview_shows_a_faded_frame_as_the_render_writes_it(fading_clip: Path
     assert tiles[True].mean() < 3 < 20 < tiles[False].mean(), {k: v.mean() for k, v in tiles.items()}
 
 
-def test_gains_follow_the_source_under_half_its_shots_usual_brightness() -> None:
-    bright = [100.0] * 20
-    fade = [100.0 - 10 * i for i in range(1, 11)]  # 90 .. 0
-    gains = frame_gains(bright + fade, [Segment(0, 30, True)])
-    assert set(gains) == {i for i, luma in enumerate(bright + fade) if luma < DARK_SHARE * 100}
-    assert gains == pytest.approx({i: (bright + fade)[i] / 50 for i in gains})
-    # A shot that is all black stays dark, alone (a leader) or after a cut that a fade's end makes (measured then
-    # against the shot before it); a dim one is painted as usual, after a dip to black as well.
-    assert frame_gains([2.0] * 5, [Segment(0, 5, True)]) == pytest.approx({i: 2.0 / DARK for i in range(5)})
-    gains = frame_gains([100.0] * 5 + [2.0] * 5 + [DARK + 8] * 5, [Segment(0, 5, True), Segment(5, 10, True),
-                                                                    Segment(10, 15, True)])
-    assert gains == pytest.approx({i: 2.0 / 50 for i in range(5, 10)})
+def _fade_out(peak: float, frames: int) -> list[float]:
+    return [peak * (frames - i) / (frames + 1) for i in range(frames)]
 
 
-def test_a_fade_cut_into_pieces_at_its_faint_frames_has_the_reference_of_the_shot_it_reaches() -> None:
-    # A fade-in from black, found as cuts at its first two faint frames (7 and 8), as the colour test finds them.
-    brightness = [0.0] * 7 + [14.0, 30.0, 46.0, 62.0, 78.0, 93.0] + [180.0] * 20
-    segments = [Segment(0, 7, True), Segment(7, 8, True), Segment(8, 33, True)]
-    gains = frame_gains(brightness, segments)
-    assert sorted(gains) == list(range(12))
-    assert [gains[i] for i in range(7, 12)] == pytest.approx([b / 90 for b in brightness[7:12]])
-    # A dim shot beside a bright one is not a fade: each keeps its own reference, and neither is darkened.
-    assert frame_gains([180.0] * 5 + [40.0] * 5, [Segment(0, 5, True), Segment(5, 10, True)]) == {}
+def test_a_fade_is_darkened_by_its_share_of_the_picture_it_fades_from_and_black_stays_black() -> None:
+    brightness = [100.0, 99.0, 100.5, 100.0] * 5 + _fade_out(100.0, 7) + [0.0] * 6
+    gains = frame_gains(brightness)
+    reference = 0.95 * 100.5  # the run's brightest frame, less what counts as the source's own jitter
+    assert set(gains) == set(range(20, 33))  # the steady picture before the fade is written as painted
+    assert [gains[i] for i in range(20, 27)] == pytest.approx([b / reference for b in brightness[20:27]])
+    assert all(gains[i] == 0 for i in range(27, 33))
+    # `first`: the brightness of a render of part of the video is counted from its first frame.
+    assert frame_gains(brightness, 40) == {i + 40: gain for i, gain in gains.items()}
 
 
-def test_a_shot_split_in_chunks_has_one_reference_and_brightness_from_the_plans_first_frame() -> None:
-    # Frames 40-59 of a render of part of the video, its shot in two chunks: the fade's frames are measured against
-    # the whole shot, not against the second chunk alone (which would leave them as painted).
-    segments = [Segment(40, 50, True), Segment(50, 60, False)]
-    brightness = [120.0] * 10 + [40.0] * 10
-    assert frame_gains(brightness, segments) == pytest.approx({i: 40 / 60 for i in range(50, 60)})
-    assert frame_gains(brightness[:12], segments) == pytest.approx({50: 40 / 60, 51: 40 / 60})  # the rest unknown
+def test_a_cut_to_black_darkens_only_the_black_frames() -> None:
+    assert frame_gains([100.0] * 5 + [3.0] * 3 + [100.0] * 5) == pytest.approx({i: 3.0 / BLACK for i in (5, 6, 7)})
+    # A cut from another picture into a fade: the fade is measured against the picture that fades, not across the cut.
+    gains = frame_gains([200.0] * 5 + [60.0] * 5 + [45.0, 30.0, 15.0, 0.0])
+    assert gains == pytest.approx({10: 45 / 57, 11: 30 / 57, 12: 15 / 57, 13: 0.0})
+
+
+def test_a_dim_scene_after_a_dip_to_black_is_written_as_painted() -> None:
+    # Fade-out from a bright scene, black, fade-in to a dim one: the fade-in is measured against the dim scene.
+    brightness = [120.0] * 10 + _fade_out(120.0, 5) + [0.0] * 4 + [8.0, 16.0, 24.0, 32.0] + [40.0] * 30
+    gains = frame_gains(brightness)
+    assert max(gains) == 22 and all(i not in gains for i in range(23, len(brightness)))
+    assert [gains[i] for i in (19, 20, 21, 22)] == pytest.approx([8 / 38, 16 / 38, 24 / 38, 32 / 38])
+
+
+def test_a_fast_fade_in_is_followed_and_the_picture_it_reaches_is_left_alone_as_it_drifts() -> None:
+    brightness = [0.0] * 3 + [22.0, 46.0, 70.0, 93.0] + [93.0 - 0.3 * i for i in range(40)]
+    gains = frame_gains(brightness)
+    assert gains == pytest.approx({0: 0.0, 1: 0.0, 2: 0.0, 3: 22 / 88.35, 4: 46 / 88.35, 5: 70 / 88.35})
+
+
+@pytest.mark.parametrize("brightness", [
+    [50.0] * 10 + [150.0] * 5 + [50.0] * 10,  # a flash
+    [160.0 - 4 * i for i in range(30)],  # a pan into shade
+    [28.0, 24.0, 30.0, 26.0] * 10,  # dim footage, or letterboxed: bars in the mean
+], ids=["flash", "pan", "dim"])
+def test_no_frame_is_darkened_where_the_source_never_reaches_black(brightness: list[float]) -> None:
+    assert frame_gains(brightness) == {}
+
+
+def test_a_dark_scene_about_black_follows_the_source_without_jumps() -> None:
+    brightness = [17.0, 15.0, 18.0, 14.0, 17.0]
+    assert frame_gains(brightness) == pytest.approx({1: 15 / BLACK, 3: 14 / BLACK})
 
 
 def test_darken_multiplies_and_mean_luma_weighs_the_channels() -> None:

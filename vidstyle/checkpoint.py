@@ -63,7 +63,7 @@ class Manifest:
     made the directory, and so may remove it. `network_dtype` is what the network computed in when the render
     began (fp32, bf16 or fp16; empty where unknown: renders on workers, older manifests). It is not compared: a
     render may resume on another device, where `precision auto` can resolve otherwise, and is then told so.
-    `brightness` is the plan pass's mean luma of each frame from the plan's first (none in older manifests), kept
+    `brightness` is the plan pass's mean luma of each frame from the render's first (none in older manifests), kept
     so that a resume darkens the same frames (fades.py); it follows from the input, which is compared.
     """
 

@@ -1,32 +1,40 @@
-"""Darkening the painted video where its source darkens: fades to and from black, and near-black frames.
+"""Darkening the painted video where its source goes to black: fades to and from black, and black frames.
 
 The optimization paints a black frame as brightly as any other: its content loss holds almost nothing there, and
-the style loss and the warm start fill it with the painting. So a clip that fades out ended on a bright painting.
-A fade multiplies the picture by a factor, and so does this, on the way to the encoder: a frame whose source is
-darker than half its shot's usual brightness is darkened in proportion. The checkpoints keep the painted frames,
-so the next frame still warm-starts from the painting, and the setting can change on a resume.
+the style loss and the warm start fill it with the painting. So a clip that faded out ended on a bright painting.
+A fade multiplies the picture by a factor, and so does this, on the way to the encoder, for the frames of a fade
+and the black frames themselves; every other frame (a dim scene, a flash, a pan into shade, letterboxed footage)
+is written as painted. The checkpoints keep the painted frames, so the next frame still warm-starts from the
+painting, and the setting can change on a resume.
+
+A fade is found from each frame's mean luma alone: a run of frames that darkens step by step into a black frame
+(or brightens step by step out of one). Its frames are darkened by their share of the run's brightest frame; a
+black frame beside a fade by the same measure, and any other black frame by its share of BLACK, so that the
+factor reaches 1 where the source leaves black and a dark scene hovering about BLACK does not flicker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # the plan pass measures brightness with mean_luma: plan imports this module
-    from vidstyle.plan import Segment
-
-# A frame keeps its painted brightness down to this share of its shot's usual brightness, and is darkened in
-# proportion under it: a shot's ordinary changes of light (a pan into shade, a cloud) stay painted as they are.
-DARK_SHARE = 0.5
-# Mean luma (0..255) under which a frame is darkened in proportion whatever its shot, so that a black or
-# near-black frame stays dark even in a shot that is all dark (a fade's black tail, a black leader); a dim shot
-# above it is painted as usual.
-DARK = 32.0
-# The shot's usual brightness: a high percentile of its frames' mean luma, so a fade or a few dark frames at
-# its end do not lower it, and one flash does not raise it.
-_USUAL = 90
+# Mean luma (0..255) under which a frame is black: a fade's last frames, a leader, the frames of a dip to black.
+BLACK = 16.0
+# The most frames a fade is followed back from its black frame (or on from it): 5 s at 30 fps.
+LONGEST_FADE = 150
+# A fade's step into black is at most this share of its brightest frame: a cut to black is one step of all of it.
+_LARGEST_STEP = 0.5
+# A rise of over twice a fade's steps so far, and over this share of the frame it reaches, is a cut to another
+# picture: the fade is that picture's alone.
+_CUT_SHARE = 0.25
+# Frames over which a change of under _JITTER means the picture has settled: the fade has ended there.
+_SETTLE = 5
+# Frames within this share of the fade's brightest frame keep their painted brightness: the source's own jitter
+# where the run reaches back into the steady picture before a fade is not written into the video.
+_STEADY = 0.05
+# A step back against the fade's direction of at most this much (mean luma) still belongs to it: noise.
+_JITTER = 1.5
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # Rec. 601, as the source's Y' was made
 
@@ -36,51 +44,60 @@ def mean_luma(rgb: np.ndarray) -> float:
     return float(rgb.reshape(-1, 3).astype(np.float32).mean(axis=0) @ _LUMA)
 
 
-def frame_gains(brightness: Sequence[float], segments: Sequence[Segment]) -> dict[int, float]:
+def frame_gains(brightness: Sequence[float], first: int = 0) -> dict[int, float]:
     """The factor under 1 of each frame to darken, by index; every other frame keeps its painted brightness.
 
-    `brightness` is the mean luma of frames segments[0].start on, as the plan pass measured them; frames it does not
-    cover (an older work directory's manifest has none) are left as painted.
+    `brightness` is the mean luma of frames `first` on, as the plan pass measured them; frames it does not cover
+    (an older work directory's manifest has none) are left as painted.
     """
-    if not segments:
-        return {}
-    first = segments[0].start
-    gains = {}
-    for start, stop in _reference_spans(_shots(segments), brightness, first):
-        span = brightness[start - first:stop - first]
-        if not span:
-            continue
-        reference = max(DARK, DARK_SHARE * float(np.percentile(span, _USUAL)))
-        for offset, luma in enumerate(span):
-            if luma < reference:
-                gains[start + offset] = luma / reference
+    gains: dict[int, float] = {}
+    for start, stop in _black_runs(brightness):
+        references = []
+        for run, peak in (_fade(brightness, start - 1, -1), _fade(brightness, stop, 1)):
+            reference = (1 - _STEADY) * peak
+            references.append(max(BLACK, reference))
+            for i in run:
+                if brightness[i] < reference:
+                    gains[first + i] = brightness[i] / reference
+        # Each half of the black run by the fade beside it: the frames where a fade-in leaves black go on from it.
+        for i in range(start, stop):
+            gains[first + i] = brightness[i] / references[2 * (i - start) >= stop - start]
     return gains
 
 
-def _shots(segments: Sequence[Segment]) -> list[tuple[int, int]]:
-    """[start, stop) of each shot: a fresh segment and the segments that continue it."""
-    shots: list[tuple[int, int]] = []
-    for segment in segments:
-        if segment.fresh or not shots:
-            shots.append((segment.start, segment.stop))
-        else:
-            shots[-1] = (shots[-1][0], segment.stop)
-    return shots
+def _black_runs(brightness: Sequence[float]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of black frames."""
+    runs: list[tuple[int, int]] = []
+    for i, luma in enumerate(brightness):
+        if luma < BLACK:
+            if runs and runs[-1][1] == i:
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+    return runs
 
 
-def _reference_spans(shots: list[tuple[int, int]], brightness: Sequence[float], first: int) -> list[tuple[int, int]]:
-    """Shots joined to the one before wherever they begin with a near-black frame. The cut test compares colours,
-    which a frame loses as it fades: a fade's faint frames come out as cuts, sometimes of one frame each, and each
-    such piece measured alone would be its own "usual brightness" and be written as painted. A shot that begins
-    brighter (a dim scene after a dip to black) is a shot of its own."""
-    spans: list[tuple[int, int]] = []
-    for start, stop in shots:
-        opening = brightness[start - first] if 0 <= start - first < len(brightness) else None
-        if spans and opening is not None and opening < DARK:
-            spans[-1] = (spans[-1][0], stop)
-        else:
-            spans.append((start, stop))
-    return spans
+def _fade(brightness: Sequence[float], edge: int, step: int) -> tuple[range, float]:
+    """The frames of a fade that reaches black just past `edge` (going by `step`: -1 back from a black run's
+    start, 1 on from its end), and its brightest frame's mean luma; no frames, and 0, where there is none.
+
+    The run is followed away from black while the frames keep as bright as its brightest so far (up to jitter),
+    until the picture settles, and not across a cut: a rise far larger than the steps before it."""
+    if not 0 <= edge < len(brightness) or brightness[edge] < BLACK:
+        return range(0), 0.0
+    into_black = brightness[edge] - brightness[edge - step]
+    end, peak, largest = edge, brightness[edge], into_black
+    while 0 <= end + step < len(brightness) and abs(end + step - edge) < LONGEST_FADE:
+        further = brightness[end + step]
+        rise = further - brightness[end]
+        if further < peak - _JITTER or (rise > 2 * largest and rise > _CUT_SHARE * further):
+            break
+        end, peak, largest = end + step, max(peak, further), max(largest, rise)
+        if abs(end - edge) >= _SETTLE and abs(further - brightness[end - _SETTLE * step]) < _JITTER:
+            break  # the picture the fade leads to (or comes from) is reached
+    if peak < 2 * BLACK or into_black > _LARGEST_STEP * peak:
+        return range(0), 0.0  # nothing to fade from, or a cut straight to black
+    return range(min(edge, end), max(edge, end) + 1), peak
 
 
 def darken(rgb: np.ndarray, gain: float) -> np.ndarray:
@@ -91,5 +108,5 @@ def darken(rgb: np.ndarray, gain: float) -> np.ndarray:
 def fade_note(darkened: int) -> str:
     """The start's line for a render that darkens frames: the painting's look changes there, which a person should
     know is meant."""
-    return (f"{darkened} frame{'s' if darkened != 1 else ''} darker than their shot (a fade, near-black frames) "
+    return (f"{darkened} frame{'s' if darkened != 1 else ''} of fades to or from black "
             f"{'are' if darkened != 1 else 'is'} written darkened with the source")

@@ -34,7 +34,7 @@ from vidstyle.io.paths import check_output_path
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory
 from vidstyle.limits import check_fits, render_size
 from vidstyle.pipeline import style_label
-from vidstyle.plan import Scan, plan_segments, scan_video
+from vidstyle.plan import Scan, scan_video
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import StylizedFrame, stylize_sequence
 from vidstyle.stylize import Stylizer, resolve_device
@@ -301,7 +301,7 @@ def _as_written(job: PreviewJob, rows: list[list[np.ndarray]], scan: Scan) -> li
     """The stylized tiles as a render would write them: darkened where the source fades (fades.py)."""
     if not job.config.follow_fades:
         return rows
-    gains = frame_gains(scan.brightness, plan_segments(job.info.frame_count, scan.cuts))
+    gains = frame_gains(scan.brightness)
     return [[darken(tile, gains[i]) if i in gains else tile for i, tile in zip(job.frames, row, strict=True)]
             for row in rows]
 
