@@ -59,6 +59,10 @@ def test_a_fade_to_black_is_written_dark_and_the_rest_as_painted(fading_clip: Pa
     assert np.allclose(dark[:FADE_START], bright[:FADE_START], atol=0.5), (dark, bright)
     (started,) = [e for e in events if isinstance(e, RenderStarted)]
     assert any("darkened with the source" in note for note in started.notes), started.notes
+    # Each saved frame tells the factor the video darkens it by (a service's thumbnail shows the frame as written).
+    told = {e.index: e.gain for e in events if isinstance(e, FrameSaved)}
+    assert sorted(told) == list(range(FRAMES)) and all(told[i] == 1 for i in range(FADE_START))
+    assert all(told[i] < 0.05 for i in range(FRAMES - BLACK_FRAMES, FRAMES))
 
 
 def test_a_resumed_render_darkens_the_same_frames_also_from_an_older_work_directory(

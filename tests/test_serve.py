@@ -1223,3 +1223,32 @@ def test_the_start_up_sweep_drops_the_checkpoints_of_ended_jobs_and_nothing_else
         assert (work.path / "notes.txt").read_text() == "someone's"
         assert (work.path.parent / "input.mp4").read_bytes() == b"the upload"
     assert works["queued"].done_frames() == {0} and works["queued"].read_manifest() is not None
+
+
+def test_the_jobs_picture_shows_a_fade_as_written_and_never_a_black_frame(tmp_path: Path) -> None:
+    from vidstyle.events import FrameSaved
+    from vidstyle.io.images import read_image, write_image
+    from vidstyle.serve.layout import PREVIEW, DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import ProgressWriter
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    queue.add("job", "video", {})
+    folder = tmp_path / "job"
+    folder.mkdir()
+    painted = tmp_path / "0000000.png"
+    write_image(painted, np.full((36, 64, 3), 200, np.uint8))
+    progress = ProgressWriter(queue, "job", folder, lambda: None)
+
+    def shown_after(event: FrameSaved) -> float:
+        progress(event)
+        return float(read_image(folder / PREVIEW).mean())
+
+    assert shown_after(FrameSaved(0, painted)) == pytest.approx(200, abs=2)
+    assert shown_after(FrameSaved(1, painted, 0.6)) == pytest.approx(120, abs=2)  # as the video has it
+    # Further into the fade the picture stays on the last frame that shows it: a page of black thumbnails says
+    # nothing, and the checkpoint (a bright painting) is not what the video holds.
+    assert shown_after(FrameSaved(2, painted, 0.1)) == pytest.approx(120, abs=2)
+    assert progress.preview_frame == 1

@@ -583,7 +583,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 segments = [Segment(*s) for s in manifest.segments]
                 done = job.workdir.done_frames()
                 progress.current = first_missing(done, job.info.frame_count)
-                gains = output_gains(job, manifest, stop)
+                gains = progress.gains = output_gains(job, manifest, stop)
                 on_event(started_event(job, session.describe(), segments, done, gains=gains))
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
@@ -803,7 +803,7 @@ class _Driver:
 
     def _announce(self, new: set[int], announced: set[int]) -> None:
         for index in sorted(new):
-            self.progress.on_event(FrameSaved(index, self.job.workdir.frame_path(index)))
+            self.progress(FrameSaved(index, self.job.workdir.frame_path(index)))
             announced.add(index)
 
     def _encode(self, writer: VideoWriter, final: set[int]) -> None:

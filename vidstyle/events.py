@@ -55,10 +55,12 @@ class FrameDone:
 
 @dataclass(frozen=True)
 class FrameSaved:
-    """A frame's checkpoint is on disk, under `path`, where a reader may fetch it."""
+    """A frame's checkpoint is on disk, under `path`, where a reader may fetch it. The checkpoint is the painted
+    frame; `gain` (under 1 in a fade to or from black, follow_fades) is the factor the video darkens it by."""
 
     index: int
     path: Path
+    gain: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -258,12 +258,15 @@ class RunProgress:
     def __init__(self, on_event: EventCallback, first: int) -> None:
         self.on_event, self.current = on_event, first
         self.iterations: dict[int, int] = {}  # by frame: all passes over it together
+        self.gains: dict[int, float] = {}  # the frames the video darkens (fades.py), told with their FrameSaved
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
             self.current = event.index
         elif isinstance(event, FrameDone):
             self.spent(event.index, event.iterations)
+        elif isinstance(event, FrameSaved) and event.index in self.gains:
+            event = replace(event, gain=self.gains[event.index])
         self.on_event(event)
 
     def spent(self, index: int, iterations: int) -> None:
@@ -288,7 +291,7 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
             mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(done))
-            gains = output_gains(job, manifest, stop)
+            gains = progress.gains = output_gains(job, manifest, stop)
             on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else (), gains))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop, gains)
@@ -642,7 +645,7 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
         def save(item: tuple[int, np.ndarray, bool]) -> None:
             index, rgb, new = item
             if new:
-                progress.on_event(FrameSaved(index, job.workdir.save_frame(index, rgb)))
+                progress(FrameSaved(index, job.workdir.save_frame(index, rgb)))
 
         def save_and_encode(item: tuple[int, np.ndarray, bool]) -> None:
             index, rgb, _new = item

@@ -27,12 +27,16 @@ from typing import Any, Protocol
 from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, CheckpointMismatch, Interrupted, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
+from vidstyle.fades import darken
 from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve import DEFAULT_STALL_TIMEOUT
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, drop_checkpoints
 from vidstyle.serve.queue import Job, JobQueue
 
 _log = logging.getLogger("vidstyle.serve")
+# A frame darkened under this by a fade (follow_fades) leaves the job's picture as it was: the page and the gallery
+# show the last frame in which the picture can still be seen, not a black one.
+_SHOWN_GAIN = 0.5
 
 Alive = Callable[[], None]  # the render calls it to say it is still getting on
 
@@ -99,9 +103,10 @@ class ProgressWriter:
             self.fraction = event.iteration / max(event.iters, 1)
         elif isinstance(event, FrameDone):
             self.done, self.fraction = min(self.done + 1, self.total), 0.0
-        elif isinstance(event, FrameSaved):
+        elif isinstance(event, FrameSaved) and event.gain >= _SHOWN_GAIN:
             try:
-                write_preview(self.folder / PREVIEW, read_image(event.path, "frame"))
+                frame = read_image(event.path, "frame")
+                write_preview(self.folder / PREVIEW, darken(frame, event.gain) if event.gain < 1 else frame)
                 self.preview_frame = event.index
             except (OSError, VidstyleError):
                 pass  # a preview that cannot be made (a full disk) must not fail a render that may take hours
