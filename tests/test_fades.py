@@ -112,9 +112,10 @@ def test_a_fade_is_darkened_by_its_share_of_the_picture_it_fades_from_and_black_
 
 def test_a_cut_to_black_darkens_only_the_black_frames() -> None:
     assert frame_gains([100.0] * 5 + [3.0] * 3 + [100.0] * 5) == pytest.approx({i: 3.0 / BLACK for i in (5, 6, 7)})
-    # A cut from another picture into a fade: the fade is measured against the picture that fades, not across the cut.
-    gains = frame_gains([200.0] * 5 + [60.0] * 5 + [45.0, 30.0, 15.0, 0.0])
-    assert gains == pytest.approx({10: 45 / 57, 11: 30 / 57, 12: 15 / 57, 13: 0.0})
+    # A cut from another picture into a fade: the fade is measured against the picture that fades, not across the
+    # cut, even where that picture lasts too short a time to settle.
+    gains = frame_gains([200.0] * 5 + [60.0] * 2 + [45.0, 30.0, 15.0, 0.0], 0, cuts=[5])
+    assert gains == pytest.approx({7: 45 / 57, 8: 30 / 57, 9: 15 / 57, 10: 0.0})
 
 
 def test_a_dim_scene_after_a_dip_to_black_is_written_as_painted() -> None:
@@ -122,13 +123,40 @@ def test_a_dim_scene_after_a_dip_to_black_is_written_as_painted() -> None:
     brightness = [120.0] * 10 + _fade_out(120.0, 5) + [0.0] * 4 + [8.0, 16.0, 24.0, 32.0] + [40.0] * 30
     gains = frame_gains(brightness)
     assert max(gains) == 22 and all(i not in gains for i in range(23, len(brightness)))
-    assert [gains[i] for i in (19, 20, 21, 22)] == pytest.approx([8 / 38, 16 / 38, 24 / 38, 32 / 38])
+    assert [gains[i] for i in (20, 21, 22)] == pytest.approx([16 / 38, 24 / 38, 32 / 38])
+    # The black frame where the fade-in begins is measured between the two fades' pictures, nearer the second.
+    assert 8 / 114 < gains[19] < 8 / 38
 
 
 def test_a_fast_fade_in_is_followed_and_the_picture_it_reaches_is_left_alone_as_it_drifts() -> None:
     brightness = [0.0] * 3 + [22.0, 46.0, 70.0, 93.0] + [93.0 - 0.3 * i for i in range(40)]
     gains = frame_gains(brightness)
     assert gains == pytest.approx({0: 0.0, 1: 0.0, 2: 0.0, 3: 22 / 88.35, 4: 46 / 88.35, 5: 70 / 88.35})
+
+
+@pytest.mark.parametrize(("name", "brightness"), [
+    ("a slow fade-out ending the clip", [100.0] * 10 + [100 * (1 - k / 300) for k in range(301)] + [0.0] * 10),
+    ("a short leader and a fade-in", [0.0, 0.0, 0.0, *range(2, 60, 2), *[60.0] * 10]),
+    ("a fast fade whose last frame is just above black", [218.0, 218.0, 218.0, 178.0, 138.0, 98.0, 58.0, 18.0, 0.0]),
+    ("a fade to a black floor of 10", [200.0, 200.0, 170.0, 140.0, 110.0, 80.0, 50.0, 20.0, *[10.0] * 6]),
+    ("a fade cut away before it is black", [100.0] * 3 + [100.0 - 8 * k for k in range(1, 12)] + [9.0, 6.0, 120.0]),
+])
+def test_the_factor_follows_the_source_through_a_fade_without_jumps(name: str, brightness: list[float]) -> None:
+    gains = frame_gains(brightness)
+    factors = [gains.get(i, 1.0) for i in range(len(brightness))]
+    # Where the source darkens or holds, so does the written frame; where it brightens, the frame does too.
+    for i in range(1, len(brightness)):
+        if abs(brightness[i] - brightness[i - 1]) < 1e-9:
+            assert factors[i] == pytest.approx(factors[i - 1], abs=0.05), (name, i, factors)
+        elif brightness[i] < brightness[i - 1] and brightness[i] < BLACK * 4:
+            assert factors[i] <= factors[i - 1] + 1e-9, (name, i, factors)
+        elif brightness[i] > brightness[i - 1] and factors[i - 1] < 1:
+            assert factors[i] >= factors[i - 1] - 1e-9, (name, i, factors)
+    assert min(factors) < 0.2, (name, factors)  # the black frames are written near black
+    # The fade is found: its frames next to black are darkened too, not left at the painting's brightness.
+    beside_black = [i for i in range(len(brightness)) if BLACK <= brightness[i] < 4 * BLACK
+                    and any(0 <= j < len(brightness) and brightness[j] < BLACK for j in (i - 1, i + 1))]
+    assert beside_black and all(factors[i] < 0.5 for i in beside_black), (name, factors)
 
 
 @pytest.mark.parametrize("brightness", [

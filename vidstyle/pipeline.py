@@ -618,7 +618,7 @@ def output_gains(job: RenderJob, manifest: Manifest, stop: threading.Event | Non
         return {}
     brightness = manifest.brightness or scan_video(job.info, job.size, job.config.cut_threshold, stop,
                                                    job.trim).brightness
-    return frame_gains(brightness, job.span[0])
+    return frame_gains(brightness, job.span[0], [start for start, _, fresh in manifest.segments if fresh])
 
 
 def _audio_window(job: RenderJob) -> tuple[float, float | None] | None:

@@ -301,7 +301,7 @@ def _as_written(job: PreviewJob, rows: list[list[np.ndarray]], scan: Scan) -> li
     """The stylized tiles as a render would write them: darkened where the source fades (fades.py)."""
     if not job.config.follow_fades:
         return rows
-    gains = frame_gains(scan.brightness)
+    gains = frame_gains(scan.brightness, 0, scan.cuts)
     return [[darken(tile, gains[i]) if i in gains else tile for i, tile in zip(job.frames, row, strict=True)]
             for row in rows]
 
