@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -150,9 +151,14 @@ def test_a_render_whose_terminal_closes_stops_cleanly_and_resumes(bunny_short, s
                              "-o", str(out), *FLAGS[:-1]], stdin=slave, stdout=slave, stderr=slave,
                             preexec_fn=own_the_terminal)
     os.close(slave)
-    shown = threading.Thread(target=_drain, args=(master,), daemon=True)  # a terminal shows what is written
+    closing = threading.Event()
+    shown = threading.Thread(target=_drain, args=(master, closing), daemon=True)  # a terminal shows what is written
     shown.start()
     _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 3, proc)
+    # The reader stops first: a read blocked on the master keeps it open past os.close, and the hang-up would come
+    # only with the render's next line of output.
+    closing.set()
+    shown.join()
     os.close(master)
     assert proc.wait(timeout=60) == 128 + signal.SIGHUP
     assert not out.exists() and not list(tmp_path.glob(".out.mp4.partial*"))
@@ -163,12 +169,14 @@ def test_a_render_whose_terminal_closes_stops_cleanly_and_resumes(bunny_short, s
     _same_as_reference(out, reference)
 
 
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except OSError:
-        pass  # the terminal's end was closed
+def _drain(fd: int, closing: threading.Event) -> None:
+    while not closing.is_set():
+        if select.select([fd], [], [], 0.05)[0]:
+            try:
+                if not os.read(fd, 4096):
+                    return
+            except OSError:
+                return  # the render's end was closed
 
 
 def test_changed_settings_are_refused_then_restart_works(bunny_short, starry, tmp_path) -> None:
