@@ -8,9 +8,10 @@ is written as painted. The checkpoints keep the painted frames, so the next fram
 painting, and the setting can change on a resume.
 
 A fade is found from each frame's mean luma alone: a run of frames that darkens step by step into a black frame
-(or brightens step by step out of one). Its frames are darkened by their share of the run's brightest frame; a
-black frame beside a fade by the same measure, and any other black frame by its share of BLACK, so that the
-factor reaches 1 where the source leaves black and a dark scene hovering about BLACK does not flicker.
+(or brightens step by step out of one), not across a scene cut. Its frames are darkened by their share of the
+run's brightest frame; the black frames by the same measure, going from the fade before them to the fade after
+them across the run, or by their share of BLACK where neither side fades, so that the factor is continuous where
+the source enters and leaves black and a dark scene hovering about BLACK does not flicker.
 """
 
 from __future__ import annotations
