@@ -176,6 +176,7 @@ def test_a_dark_scene_about_black_follows_the_source_without_jumps() -> None:
 def test_darken_multiplies_and_mean_luma_weighs_the_channels() -> None:
     rgb = np.full((2, 2, 3), 200, np.uint8)
     assert np.array_equal(darken(rgb, 0.25), np.full((2, 2, 3), 50, np.uint8))
+    assert darken(rgb, 1.0) is rgb  # a frame no fade touches is written as it is, uncopied
     assert mean_luma(np.zeros((4, 4, 3), np.uint8)) == 0
     assert mean_luma(np.full((4, 4, 3), 255, np.uint8)) == pytest.approx(255, abs=0.01)
     red = np.zeros((4, 4, 3), np.uint8)

@@ -121,7 +121,10 @@ def _fade(brightness: Sequence[float], edge: int, step: int, cuts: Collection[in
 
 
 def darken(rgb: np.ndarray, gain: float) -> np.ndarray:
-    """The frame multiplied by `gain` (under 1), as a fade multiplies its picture."""
+    """The frame multiplied by `gain`, as a fade multiplies its picture; the frame itself where `gain` is 1 (or
+    more: nothing is brightened)."""
+    if gain >= 1:
+        return rgb
     return np.rint(rgb.astype(np.float32) * gain).astype(np.uint8)
 
 

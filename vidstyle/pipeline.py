@@ -604,8 +604,7 @@ def for_output(job: RenderJob, rgb: np.ndarray, gain: float = 1.0) -> np.ndarray
     """A stylized frame as written: darkened by `gain` where its source darkens (fades.py), at the output's size
     (Lanczos, the usual resampler for enlarging a render). The checkpoints keep the painted frame at the render
     size."""
-    if gain < 1.0:
-        rgb = darken(rgb, gain)
+    rgb = darken(rgb, gain)
     if job.out_size is None:
         return rgb
     return cv2.resize(rgb, job.out_size, interpolation=cv2.INTER_LANCZOS4)

@@ -302,8 +302,7 @@ def _as_written(job: PreviewJob, rows: list[list[np.ndarray]], scan: Scan) -> li
     if not job.config.follow_fades:
         return rows
     gains = frame_gains(scan.brightness, 0, scan.cuts)
-    return [[darken(tile, gains[i]) if i in gains else tile for i, tile in zip(job.frames, row, strict=True)]
-            for row in rows]
+    return [[darken(tile, gains.get(i, 1.0)) for i, tile in zip(job.frames, row, strict=True)] for row in rows]
 
 
 def _stylize(frames: list[Frame], stylizer: Stylizer, on_event: EventCallback,

@@ -105,8 +105,7 @@ class ProgressWriter:
             self.done, self.fraction = min(self.done + 1, self.total), 0.0
         elif isinstance(event, FrameSaved) and event.gain >= _SHOWN_GAIN:
             try:
-                frame = read_image(event.path, "frame")
-                write_preview(self.folder / PREVIEW, darken(frame, event.gain) if event.gain < 1 else frame)
+                write_preview(self.folder / PREVIEW, darken(read_image(event.path, "frame"), event.gain))
                 self.preview_frame = event.index
             except (OSError, VidstyleError):
                 pass  # a preview that cannot be made (a full disk) must not fail a render that may take hours
