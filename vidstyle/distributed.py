@@ -583,11 +583,11 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 segments = [Segment(*s) for s in manifest.segments]
                 done = job.workdir.done_frames()
                 progress.current = first_missing(done, job.info.frame_count)
-                gains = progress.gains = output_gains(job, manifest, stop)
-                on_event(started_event(job, session.describe(), segments, done, gains=gains))
+                progress.gains = output_gains(job, manifest, stop)
+                on_event(started_event(job, session.describe(), segments, done, gains=progress.gains))
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
-                count = _Driver(ray, job, tasks, session, progress, stop, gains).run(partial)
+                count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
                 publish(partial, job.output, replace=job.overwrite)
                 # Under the lock: a render starting now must not reuse what goes.
                 stopped = clean_up_after_publish(lambda: _remove_after_render(job, files))
@@ -667,10 +667,9 @@ class _Driver:
     encodes every frame in order as soon as it and all before it are final."""
 
     def __init__(self, ray: Any, job: RenderJob, tasks: list[Task], session: _Session, progress: RunProgress,
-                 stop: threading.Event | None, gains: dict[int, float]) -> None:
+                 stop: threading.Event | None) -> None:
         self.ray, self.job, self.tasks, self.session = ray, job, tasks, session
         self.progress, self.stop = progress, stop
-        self.gains = gains  # the frames written darkened where the source darkens (fades.py)
         self.files = ChunkFiles(job.workdir, job.config.passes)
         self.seams = [t.chunk for t in tasks if t.number == 1 and t.chunk.first < t.chunk.start]
         self.reported: tuple[int, int] | None = None
@@ -810,7 +809,7 @@ class _Driver:
         while writer.frames_written in final:
             index = writer.frames_written
             writer.write(for_output(self.job, self.job.workdir.load_frame(index, self.job.size),
-                                    self.gains.get(index, 1.0)))
+                                    self.progress.gains.get(index, 1.0)))
             self.progress.current = writer.frames_written
 
     def _report(self, pending: dict[Any, Task], frames_done: int) -> None:

@@ -258,7 +258,8 @@ class RunProgress:
     def __init__(self, on_event: EventCallback, first: int) -> None:
         self.on_event, self.current = on_event, first
         self.iterations: dict[int, int] = {}  # by frame: all passes over it together
-        self.gains: dict[int, float] = {}  # the frames the video darkens (fades.py), told with their FrameSaved
+        # The frames the video darkens (fades.py), by their factor: written so, and told with their FrameSaved.
+        self.gains: dict[int, float] = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
@@ -291,10 +292,11 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
             mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(done))
-            gains = progress.gains = output_gains(job, manifest, stop)
-            on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else (), gains))
+            progress.gains = output_gains(job, manifest, stop)
+            on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else (),
+                                   progress.gains))
             started = time.perf_counter()
-            count = _encode_in_order(job, segments, stylizer, partial, progress, stop, gains)
+            count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             publish(partial, job.output, replace=job.overwrite)
             # Under the lock: a render starting now must not reuse what goes.
             stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
@@ -635,9 +637,9 @@ def _audio_window(job: RenderJob) -> tuple[float, float | None] | None:
 
 
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,
-                     progress: RunProgress, stop: threading.Event | None, gains: dict[int, float]) -> int:
+                     progress: RunProgress, stop: threading.Event | None) -> int:
     """Checkpoint new frames and encode all of them, in order, on a thread behind the stylizer; the frames in
-    `gains` are written darkened by their factor."""
+    `progress.gains` are written darkened by their factor."""
     first = job.span[0]
     with open_writer(job, partial) as writer:
 
@@ -651,7 +653,7 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
             if index != first + writer.frames_written:  # the index travels with the frame; the encoder counts none
                 raise RuntimeError(f"frame {index} reached the encoder at position {writer.frames_written}")
             save(item)
-            writer.write(for_output(job, rgb, gains.get(index, 1.0)))
+            writer.write(for_output(job, rgb, progress.gains.get(index, 1.0)))
 
         # Frames queued behind an encoder that failed are still checkpointed: the re-run encodes them, not repaints.
         sink: WriteBehind[tuple[int, np.ndarray, bool]] = WriteBehind(save_and_encode, depth=4, salvage=save)
