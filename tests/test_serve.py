@@ -1252,3 +1252,169 @@ def test_the_jobs_picture_shows_a_fade_as_written_and_never_a_black_frame(tmp_pa
     # nothing, and the checkpoint (a bright painting) is not what the video holds.
     assert shown_after(FrameSaved(2, painted, 0.1)) == pytest.approx(120, abs=2)
     assert progress.preview_frame == 1
+
+
+def test_a_clip_that_opens_black_gets_a_picture_until_one_can_be_seen(tmp_path: Path) -> None:
+    """The picture skips frames darkened by a fade, but a job with no picture yet shows the dark one: a clip that
+    is all black ended done with no preview and a broken image in the gallery."""
+    from vidstyle.events import FrameSaved
+    from vidstyle.io.images import read_image, write_image
+    from vidstyle.serve.layout import PREVIEW, DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import ProgressWriter
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    queue.add("job", "video", {})
+    folder = tmp_path / "job"
+    folder.mkdir()
+    painted = tmp_path / "0000000.png"
+    write_image(painted, np.full((36, 64, 3), 200, np.uint8))
+    progress = ProgressWriter(queue, "job", folder, lambda: None)
+    progress(FrameSaved(0, painted, 0.0))
+    assert float(read_image(folder / PREVIEW).mean()) < 1 and progress.preview_frame == 0
+    progress(FrameSaved(1, painted, 0.05))  # still dark: the picture it has stays
+    assert progress.preview_frame == 0
+    progress(FrameSaved(2, painted, 1.0))
+    assert float(read_image(folder / PREVIEW).mean()) == pytest.approx(200, abs=2) and progress.preview_frame == 2
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_the_gallery_lists_only_finished_jobs_with_a_picture(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from vidstyle.io.images import write_image
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import PREVIEW, DataDir, mark_as_ours
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    for job_id in ("a" * 32, "b" * 32):
+        queue.add(job_id, "video", {"output": "result.mp4", "style": {"builtin": "starry-night"}, "options": {}})
+        data.job(job_id).mkdir()
+        mark_as_ours(data.job(job_id))
+        assert queue.claim("w0").id == job_id
+        queue.finish(job_id, "done")
+    write_image(data.job("a" * 32) / PREVIEW, np.full((36, 64, 3), 90, np.uint8))
+    with TestClient(create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)) as client:
+        gallery = client.get("/api/gallery").json()
+        missing = client.get(f"/api/jobs/{'b' * 32}/preview")
+        shown = client.get(f"/api/jobs/{'a' * 32}/preview")
+    assert [item["id"] for item in gallery] == ["a" * 32]
+    assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+    # Not "no frame is finished yet", which a finished job's page would say for ever.
+    assert missing.status_code == 404 and missing.json()["detail"] == f"job {'b' * 32} (done) has no picture"
+
+
+def test_a_killed_renders_half_written_result_goes_with_its_checkpoints(tmp_path: Path) -> None:
+    """A job ended by the stall watchdog or by its workers' deaths kept the render's partial output for ever: the
+    start-up sweep and every failed or cancelled end now remove it, unless a render still writes it."""
+    from vidstyle.io.paths import FileLock, partial_path
+    from vidstyle.serve.layout import DataDir, drop_checkpoints, mark_as_ours
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    folder = data.job("a" * 32)
+    folder.mkdir()
+    mark_as_ours(folder)
+    (folder / "input.mp4").write_bytes(b"the upload")
+    video, still = partial_path(folder / "result.mp4"), partial_path(folder / "result.png")
+    video.write_bytes(b"half a video")
+    still.write_bytes(b"half a picture")
+    with FileLock(still, "result.png"):  # a render still writing it (a killed server's, finishing)
+        drop_checkpoints(folder)
+    assert not video.exists() and still.read_bytes() == b"half a picture"
+    drop_checkpoints(folder)
+    assert not still.exists() and (folder / "input.mp4").read_bytes() == b"the upload"
+    theirs = tmp_path / "theirs"  # a folder the server did not make: nothing in it is touched
+    theirs.mkdir()
+    partial_path(theirs / "result.mp4").write_bytes(b"someone's")
+    drop_checkpoints(theirs)
+    assert partial_path(theirs / "result.mp4").read_bytes() == b"someone's"
+
+
+def test_a_device_this_machine_lacks_is_refused_at_start_not_on_each_upload(tmp_path: Path) -> None:
+    from vidstyle.errors import SettingError
+    from vidstyle.serve import worker_specs
+
+    for device, present in (("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available())):
+        if present:
+            continue
+        with pytest.raises(SettingError, match=f"is {device} but this machine has no {device.upper()} device"):
+            worker_specs(tmp_path, device, None)
+
+
+def test_the_start_line_writes_an_ipv6_address_as_a_url_does(tmp_path: Path) -> None:
+    from vidstyle.serve import prepare_server
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    server = prepare_server(host="::1", port=free_port(), data=tmp_path / "data", device="cpu")
+    try:
+        assert server.url.startswith("http://[::1]:") and server.url in server.summary
+    finally:
+        server.listening.close()
+        os.close(server.lock_fd)
+
+
+def test_a_worker_started_while_ctrl_c_is_pressed_ignores_it_and_the_server_still_takes_it() -> None:
+    """Ctrl-C reaches the whole process group: a worker still importing the renderer printed a KeyboardInterrupt
+    traceback. Workers are started with SIGINT ignored from their first instruction, the server keeps its own."""
+    from vidstyle.serve.worker import _children_ignore_ctrl_c
+
+    seen: list[str] = []
+
+    def start_one() -> None:  # from a thread, as the supervisor starts workers
+        with _children_ignore_ctrl_c():
+            code = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
+            seen.append(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                       check=True).stdout.strip())
+
+    thread = threading.Thread(target=start_one)
+    thread.start()
+    thread.join()
+    assert seen == ["True"]
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+
+
+def test_a_worker_that_takes_a_job_or_outlives_its_start_clears_the_slots_failing_mark(tmp_path: Path) -> None:
+    """/api/health kept naming a slot failing after its worker came back and ran jobs, and a worker killed on its
+    job within its first 30 s (out of memory on a first frame, say) counted as one that cannot set up."""
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool, WorkerSpec
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    pool = WorkerPool(JobQueue(data.database), [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)])
+    pool.DIED_AT_START = 1000.0  # type: ignore[misc] - only a job tells this worker set up
+    pool.deaths_at_start["w0"] = pool.FAILING_AFTER  # as after three deaths at start
+    pool.start()
+    try:
+        assert pool.failing() == ["w0"]
+        pool.pulses["w0"].begin(7)  # what the worker does as it claims a job
+        _until(lambda: pool.failing() == [], "a worker on a job is not failing")
+        first = pool.processes["w0"]
+        os.kill(first.pid, signal.SIGKILL)  # type: ignore[arg-type] - dies on its job, within DIED_AT_START
+        _until(lambda: pool.processes["w0"] is not first, "the killed worker is replaced")
+        assert pool.deaths_at_start["w0"] == 0 and pool.restart_delay("w0") == pool.RESTART_DELAY
+        pool.deaths_at_start["w0"] = pool.FAILING_AFTER
+        pool.DIED_AT_START = 0.5  # type: ignore[misc]
+        _until(lambda: pool.failing() == [], "a worker alive past DIED_AT_START is not failing")
+    finally:
+        pool.stop()
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)

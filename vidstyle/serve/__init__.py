@@ -150,9 +150,15 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
                              max_queued=max_queued, hosts=loopback_names(host))
     app = create_app(settings, queue, WorkerPool(queue, specs, stall_timeout))
-    summary = (f"vidstyle serve: http://{host}:{port}/ ({len(specs)} worker(s) on {specs[0].device}, data in "
+    url = f"http://{_url_host(host)}:{port}/"
+    summary = (f"vidstyle serve: {url} ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
-    return Server(f"http://{host}:{port}/", summary, app, listening, lock_fd)
+    return Server(url, summary, app, listening, lock_fd)
+
+
+def _url_host(host: str) -> str:
+    """The host as a URL writes it: an IPv6 address in brackets, since its colons would read as the port's."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def loopback_names(host: str) -> frozenset[str] | None:
@@ -223,12 +229,13 @@ def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:
     import torch
 
     from vidstyle.serve.worker import WorkerSpec
+    from vidstyle.stylize import resolve_device
 
     if device not in ("auto", "cpu", "cuda", "mps"):
         raise SettingError("device", f"must be auto, cpu, cuda or mps (got {device!r})")
+    if device in ("cuda", "mps"):
+        resolve_device(device)  # refused now, not on each upload: a machine without one never runs a job
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") and torch.cuda.is_available() else 0
-    if device == "cuda" and not gpus:
-        raise SettingError("device", "is cuda but this machine has no CUDA device")
     resolved = "cuda" if gpus else ("cpu" if device == "auto" else device)
     count = workers or max(gpus, 1)
     threads = max(1, (os.cpu_count() or 1) // count) if not gpus and count > 1 else None

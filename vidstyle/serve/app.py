@@ -37,7 +37,7 @@ from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.io.pixels import pixel_limit
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal, shortened
-from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, drop_checkpoints, mark_as_ours, remove_ours
+from vidstyle.serve.layout import PREVIEW, RESULTS, WORKDIR, DataDir, drop_checkpoints, mark_as_ours, remove_ours
 from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
 
@@ -313,11 +313,11 @@ class JobFactory:
         try:
             if _looks_like_image(source):
                 _check_image(source, config)
-                return "image", "result.png"
+                return "image", RESULTS["image"]
             from vidstyle.pipeline import prepare_render
 
-            prepare_render(source, [style], staging / "result.mp4", config, workdir=staging / WORKDIR)
-            return "video", "result.mp4"
+            prepare_render(source, [style], staging / RESULTS["video"], config, workdir=staging / WORKDIR)
+            return "video", RESULTS["video"]
         except SettingError as exc:
             raise ApiError(422, str(exc), exc.setting) from None
         except ImageTooLarge:  # readable, as the style picture's limit is: 422 for both
@@ -477,11 +477,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
              response_class=Response, tags=["jobs"])
     async def job_preview(job_id: str) -> Response:
         """The newest finished frame as a JPEG, while the job renders and after."""
-        _get_job(queue, job_id)
+        job = _get_job(queue, job_id)
         try:  # read whole: the file is replaced while we serve it, and a small read is quicker than a stream
             picture = (data.job(job_id) / PREVIEW).read_bytes()
         except FileNotFoundError:
-            raise ApiError(404, "no frame is finished yet") from None
+            raise ApiError(404, "no frame is finished yet" if job.state in ("queued", "running") else
+                           f"job {job_id} ({job.state}) has no picture") from None
         return Response(picture, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     # HEAD too (download managers and `curl -I` ask for the size before they fetch), out of the schema: one
@@ -531,9 +532,11 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
 
     @app.get("/api/gallery", response_model=list[GalleryItem], tags=["gallery"])
     async def gallery(limit: Annotated[int, Query(ge=1, le=100)] = 12) -> list[dict[str, Any]]:
-        """The latest creations: finished jobs, the most recently finished first."""
+        """The latest creations: finished jobs that have a picture, the most recently finished first."""
+        # A job whose picture could not be written (a full disk) would be a broken image on the page.
         return [{"id": j.id, "kind": j.kind, "finished": j.finished, "preview": f"/api/jobs/{j.id}/preview",
-                 "result": f"/api/jobs/{j.id}/result", "page": f"/jobs/{j.id}"} for j in queue.jobs("done", limit)]
+                 "result": f"/api/jobs/{j.id}/result", "page": f"/jobs/{j.id}"} for j in queue.jobs("done", limit)
+                if (data.job(j.id) / PREVIEW).is_file()]
 
     @app.get("/api/styles", response_model=list[StyleOut], tags=["styles"])
     async def styles() -> list[dict[str, str]]:

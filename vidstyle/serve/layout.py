@@ -10,6 +10,7 @@ from vidstyle.serve.queue import is_job_id
 
 PREVIEW = "preview.jpg"  # the newest finished frame, replaced atomically while the job renders
 WORKDIR = "work"  # the render's frame checkpoints: what a restarted job resumes from
+RESULTS = {"video": "result.mp4", "image": "result.png"}  # a job's output, by its kind
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,28 @@ def drop_checkpoints(job_folder: Path) -> None:
     from vidstyle.checkpoint import WorkDir  # cv2 and numpy: not on the path of `import vidstyle.serve`
     from vidstyle.errors import VidstyleError
 
-    work = job_folder / WORKDIR
-    if not is_ours(job_folder) or job_folder.is_symlink() or not work.is_dir() or work.is_symlink():
+    if not is_ours(job_folder) or job_folder.is_symlink():
         return
-    checkpoints = WorkDir(work)
+    work = job_folder / WORKDIR
     try:
-        with checkpoints.lock():  # a render still holding it (a killed server's, finishing) keeps its files
-            checkpoints.remove()
+        if work.is_dir() and not work.is_symlink():
+            checkpoints = WorkDir(work)
+            with checkpoints.lock():  # a render still holding it (a killed server's, finishing) keeps its files
+                checkpoints.remove()
+        _drop_partial_results(job_folder)
     except (OSError, VidstyleError):
         # Best effort, never the job's or the server's failure (a file it cannot delete, a DELETE removing the
         # folder meanwhile): what is left goes with the job's DELETE, or at the next start.
         pass
+
+
+def _drop_partial_results(job_folder: Path) -> None:
+    """The half-written output of a render that was killed (by the stall watchdog, or dying with its worker): a
+    render that stops by itself removes its own, but a killed one cannot, and it grows with the video."""
+    from vidstyle.io.paths import FileLock, partial_path
+
+    for name in RESULTS.values():
+        partial = partial_path(job_folder / name)
+        if partial.is_file() and not partial.is_symlink():
+            # Locked by a render still writing it (a killed server's, finishing): then it stays.
+            FileLock(partial, name).acquire().release(unlink=True)

@@ -10,6 +10,7 @@ stall timeout, failing its job, and one that has not heeded a cancel within CANC
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -18,7 +19,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
@@ -103,7 +104,9 @@ class ProgressWriter:
             self.fraction = event.iteration / max(event.iters, 1)
         elif isinstance(event, FrameDone):
             self.done, self.fraction = min(self.done + 1, self.total), 0.0
-        elif isinstance(event, FrameSaved) and event.gain >= _SHOWN_GAIN:
+        elif isinstance(event, FrameSaved) and (event.gain >= _SHOWN_GAIN or not (self.folder / PREVIEW).exists()):
+            # A dark frame is shown only where the job has no picture yet (a black leader, a clip that is all black),
+            # and until a visible frame comes.
             try:
                 write_preview(self.folder / PREVIEW, darken(read_image(event.path, "frame"), event.gain))
                 self.preview_frame = event.index
@@ -356,6 +359,33 @@ def _setup_device(spec: WorkerSpec) -> None:
         torch.cuda.set_device(spec.gpu)
 
 
+@contextlib.contextmanager
+def _children_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started meanwhile begin with Ctrl-C ignored, as the server's own SIGINT handler is set aside.
+
+    Ctrl-C reaches the whole process group. A worker ignores it once worker_main runs, but the second or so before,
+    while a new interpreter imports the renderer, would end in a KeyboardInterrupt traceback in the server's output.
+    An interpreter started with SIGINT ignored keeps it ignored. Python's signal.signal works only in the main
+    thread, and the supervisor thread starts the workers, hence sigaction itself: it restores the handler exactly,
+    flags included. The server misses a Ctrl-C only during the fork and exec, a few milliseconds.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        saved = ctypes.create_string_buffer(256)  # larger than any platform's struct sigaction
+        if libc.sigaction(signal.SIGINT, None, saved) != 0:
+            raise OSError(ctypes.get_errno(), "sigaction")
+    except (OSError, AttributeError):
+        yield  # no sigaction to call: a Ctrl-C during a worker's start may print a traceback, nothing more
+        return
+    ignore = ctypes.create_string_buffer(saved.raw, len(saved))
+    ctypes.c_void_p.from_buffer(ignore).value = int(signal.SIG_IGN)  # sa_handler, first in struct sigaction
+    libc.sigaction(signal.SIGINT, ignore, None)
+    try:
+        yield
+    finally:
+        libc.sigaction(signal.SIGINT, saved, None)
+
+
 def _die_with_parent(parent: int) -> None:
     """Linux kills us with the server (kill -9 too); elsewhere, and as a backstop, a thread watches the parent."""
     try:
@@ -439,7 +469,8 @@ class WorkerPool:
         process = self.context.Process(target=worker_main,
                                        args=(spec, self.wake, self.shutdown, os.getpid(), pulse),
                                        name=f"vidstyle-{spec.name}", daemon=True)
-        process.start()
+        with _children_ignore_ctrl_c():
+            process.start()
         return process
 
     def _supervise(self) -> None:
@@ -466,7 +497,10 @@ class WorkerPool:
     def _tend(self, spec: WorkerSpec, started: dict[str, float], ended: dict[str, float]) -> None:
         """Watch a slot's worker; once it has ended, put its job back and start another after the slot's delay."""
         name, process = spec.name, self.processes[spec.name]
+        took_job = self.pulses[name].job() != 0  # a killed worker's pulse still names its job until the next spawn
         if process.is_alive():
+            if took_job or time.monotonic() - started[name] >= self.DIED_AT_START:
+                self.deaths_at_start[name] = 0  # this one set up: whatever ended the ones before did not stop it
             self._watch(name, process)
             return
         if name not in ended:
@@ -475,7 +509,8 @@ class WorkerPool:
                 # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
                 died = process.exitcode != 0 and name not in self._killed
                 self._killed.discard(name)
-                soon = time.monotonic() - started[name] < self.DIED_AT_START and died
+                # Dying on a job (out of memory on its first frame, say) is the job's to count, not set-up failing.
+                soon = time.monotonic() - started[name] < self.DIED_AT_START and died and not took_job
                 self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if soon else 0
                 self._reaped[name] = died
             # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
