@@ -332,6 +332,21 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     assert not any((server.data / "uploads").iterdir())
 
 
+def test_an_upload_that_points_at_the_servers_files_is_refused(server: ServeProcess, clip: Path,
+                                                                tmp_path: Path) -> None:
+    """A playlist names files to read: uploaded, it would render a video from the server's disk. ffmpeg reads an HLS
+    playlist only under a playlist's extension, which an upload is never stored under, and a concat list's paths
+    only in its safe mode; both are refused in a line that says why (not "Last message repeated 1 times")."""
+    hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:{clip}\n#EXT-X-ENDLIST\n"
+    uploads = {"list.m3u8": hls, "list.ts": hls, "list.mp4": f"ffconcat version 1.0\nfile '{clip}'\n"}
+    for name, text in uploads.items():
+        response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY},
+                                      files={"input": (name, text.encode())})
+        assert response.status_code == 415 and response.json()["field"] == "input", (name, response.text)
+        assert "repeated" not in response.json()["detail"], response.text
+    assert not any((server.data / "uploads").iterdir())
+
+
 def test_chunked_upload_over_the_limit_is_refused(server: ServeProcess) -> None:
     """No Content-Length to check first: the body is counted as it arrives."""
 

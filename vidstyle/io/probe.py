@@ -70,7 +70,8 @@ def _fail_reason(stderr: str) -> str:
     """The line of ffmpeg's complaint that a person can act on."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     for line in reversed(lines):
-        if "Error opening input" not in line:
+        # "Last message repeated N times" only says that the line before it came again.
+        if "Error opening input" not in line and not re.search(r"Last message repeated \d+ times?$", line):
             line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[in#0 @ 0x55d...]": an address means nothing to a user
             return line.split(": ", 1)[-1] if line.startswith(("/", "file:")) else line
     return "ffmpeg could not read it"
