@@ -367,6 +367,8 @@ def test_health_reports_the_disk_and_the_limits(server: ServeProcess) -> None:
     assert health["max_queued"] == 100
     assert health["stall_timeout"] == 600, "seconds without a sign of life before a render is ended"
     assert 0 < health["disk_free"] <= shutil.disk_usage(server.data).total
+    for path in ("/api/health", "/"):  # uptime monitors often ask with HEAD
+        assert server.client.head(path).status_code == 200, path
 
 
 def _tree(root: Path) -> set[Path]:
@@ -1362,20 +1364,45 @@ def test_a_device_this_machine_lacks_is_refused_at_start_not_on_each_upload(tmp_
             worker_specs(tmp_path, device, None)
 
 
-def test_the_start_line_writes_an_ipv6_address_as_a_url_does(tmp_path: Path) -> None:
+def test_the_start_line_writes_an_ipv6_address_as_a_url_does_and_warns_of_an_open_server(tmp_path: Path) -> None:
     from vidstyle.serve import prepare_server
 
+    def start_lines(host: str, token: str | None = None) -> tuple[str, list[str]]:
+        server = prepare_server(host=host, port=free_port(), data=tmp_path / "data", device="cpu", token=token)
+        server.listening.close()
+        os.close(server.lock_fd)
+        return server.url, server.summary.splitlines()
+
+    url, lines = start_lines("127.0.0.1")
+    assert lines == [lines[0]] and lines[0].startswith(f"vidstyle serve: {url} (1 worker(s) on cpu, data in ")
+    url, lines = start_lines("0.0.0.0")
+    assert len(lines) == 2 and "warning: no --token" in lines[1] and "anyone who can reach it" in lines[1]
+    assert len(start_lines("0.0.0.0", token="a-long-token")[1]) == 1
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0, "people's uploads, readable by other users"
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("this machine has no IPv6 loopback")
-    server = prepare_server(host="::1", port=free_port(), data=tmp_path / "data", device="cpu")
-    try:
-        assert server.url.startswith("http://[::1]:") and server.url in server.summary
-    finally:
-        server.listening.close()
-        os.close(server.lock_fd)
+    url, lines = start_lines("::1")
+    assert url.startswith("http://[::1]:") and url in lines[0] and len(lines) == 1
+
+
+def test_a_data_folder_the_server_cannot_use_is_named_in_one_line(capsys, tmp_path: Path) -> None:
+    from vidstyle.cli import main
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "uploads").write_text("a file where the server's folder goes")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "vidstyle.db").write_bytes(b"not a database at all, " * 100)
+    for data, message in ((blocked, f"cannot make the data folder {blocked / 'uploads'}: File exists"),
+                          (damaged, f"cannot open the job queue {damaged / 'vidstyle.db'}: file is not a database")):
+        assert main(["serve", "--data", str(data), "--device", "cpu", "--port", str(free_port())]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"vidstyle: error: {message}"], err
+    assert (damaged / "vidstyle.db").read_bytes() == b"not a database at all, " * 100
 
 
 def test_a_worker_started_while_ctrl_c_is_pressed_ignores_it_and_the_server_still_takes_it() -> None:

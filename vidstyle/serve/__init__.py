@@ -13,6 +13,7 @@ import math
 import os
 import re
 import socket
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,17 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
         lock_fd = _lock_data(folder.lock)
     except OSError as exc:
         listening.close()
-        raise OutputError(f"cannot make the data folder {folder.root}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot make the data folder {exc.filename or folder.root}: {exc.strerror or exc}") from None
     except BaseException:
         listening.close()
         raise
-    queue = JobQueue(folder.database)
-    recovered = queue.recover()
+    try:
+        queue = JobQueue(folder.database)
+        recovered = queue.recover()
+    except sqlite3.DatabaseError as exc:  # not a database (damaged, someone else's file), a disk that fails
+        listening.close()
+        os.close(lock_fd)
+        raise OutputError(f"cannot open the job queue {folder.database}: {exc}") from None
     _sweep(folder, queue)
     settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
                              max_queued=max_queued, hosts=loopback_names(host))
@@ -153,6 +159,9 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     url = f"http://{_url_host(host)}:{port}/"
     summary = (f"vidstyle serve: {url} ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
+    if token is None and settings.hosts is None:
+        summary += ("\nvidstyle serve: warning: no --token on an address other machines reach: anyone who can reach "
+                    "it can queue, cancel and delete jobs and download the results")
     return Server(url, summary, app, listening, lock_fd)
 
 

@@ -556,6 +556,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
                                                              round(rgb.shape[0] * scale))), ".jpg")
         return Response(thumbnails[name], media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
+    # HEAD too, out of the schema: uptime monitors often ask with it.
+    @app.head("/api/health", include_in_schema=False)
     @app.get("/api/health", tags=["service"])
     async def health() -> dict[str, Any]:
         """Jobs by state, and the service's settings a client may need. `workers_failing` names the workers that
@@ -594,6 +596,7 @@ async def _event_stream(queue: JobQueue, job_id: str, stopping: threading.Event)
 
 
 def _add_pages(app: FastAPI, queue: JobQueue) -> None:
+    @app.head("/", include_in_schema=False)
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")

@@ -41,8 +41,11 @@ class DataDir:
         return self.jobs / job_id
 
     def create(self) -> None:
-        for path in (self.root, self.jobs, self.uploads):
-            path.mkdir(parents=True, exist_ok=True)
+        # People's uploads and results: a folder the server makes is its user's alone (one that exists keeps its
+        # mode, as its owner set it).
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in (self.jobs, self.uploads):
+            path.mkdir(exist_ok=True)
 
 
 # Written into every upload and job folder the server makes, as it makes it: at start-up only folders that carry it
