@@ -62,11 +62,14 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--start", "9"], "--start 9 s is after the video's last frame, which is shown at 0.440 s"),
-    (["--start", "1e20", "--duration", "0.2"], "--start 1e+20 s is after the video's last frame"),
+    (["--start", "9"], "--start 9 s is past the end of the video, which lasts 0.480 s"),
+    (["--start", "0.48"], "--start 0.48 s is past the end of the video, which lasts 0.480 s"),
+    (["--start", "1e20", "--duration", "0.2"], "--start 1e+20 s is past the end of the video"),
     (["--start", "0.3", "--end", "0.1"], "--end must come after the start"),
-    (["--start", "0.41", "--end", "0.43"], "--end leaves no frame: none is shown from 0.41 s to before 0.43 s"),
     (["--start", "x"], "expected seconds or HH:MM:SS.ms"),
+    (["--start", "1:75"], "expected seconds or HH:MM:SS.ms, got '1:75'"),
+    (["--end", "1:60:00"], "expected seconds or HH:MM:SS.ms, got '1:60:00'"),
+    (["--start", "0.5:10"], "expected seconds or HH:MM:SS.ms, got '0.5:10'"),
     (["--start", "1e999"], "expected seconds or HH:MM:SS.ms"),
     (["--duration", "0"], "--duration must be more than 0 seconds"),
     (["--duration", "0.2", "--chunk-frames", "4"], "--chunk-frames applies only to a render on Ray workers"),
@@ -82,6 +85,23 @@ def test_impossible_ranges_are_refused_in_one_line(bunny_short: Path, starry: Pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_part_starts_with_the_frame_on_screen_at_its_start_as_preview_takes_it(bunny_short: Path) -> None:
+    """A frame is on screen from its timestamp to the next one's: a start inside it takes that frame (the render
+    began one frame later than `preview --at` showed, and refused a start inside the last frame or an end a moment
+    after the start as leaving no frame)."""
+    from vidstyle.io.probe import trim_frames
+    from vidstyle.preview import frames_at
+
+    info = probe_video(bunny_short)  # 12 frames at 25 fps: frame i from 0.04 i s to 0.04 (i + 1) s
+    assert trim_frames(info, 0.41, 0.43) == (10, 11)
+    assert trim_frames(info, 0.47, None) == (11, 12), "inside the last frame"
+    assert trim_frames(info, 0.2, 0.4) == (5, 10), "a frame starting at the end is not shown before it"
+    assert trim_frames(info, 0.21, 0.401) == (5, 11)
+    assert trim_frames(info, 0.0, None) is None
+    for moment in (0.0, 0.01, 0.2, 0.21, 0.239, 0.24, 0.47):
+        assert (trim_frames(info, moment, None) or (0,))[0] == frames_at(info, [moment])[0], moment
 
 
 def test_a_time_that_is_not_a_number_is_refused_naming_it(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

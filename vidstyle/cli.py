@@ -119,7 +119,9 @@ def _seconds(text: str) -> float:
         parts = [float(p) for p in text.strip().split(":")]
     except ValueError:
         parts = []
-    if not 1 <= len(parts) <= 3 or any(p < 0 or not math.isfinite(p) for p in parts):
+    # Minutes and seconds after a colon are under 60 and only the seconds have a fraction: 1:75 is a typing slip.
+    if (not 1 <= len(parts) <= 3 or any(p < 0 or not math.isfinite(p) for p in parts)
+            or any(p >= 60 for p in parts[1:]) or any(p != int(p) for p in parts[:-1])):
         raise argparse.ArgumentTypeError(f"expected seconds or HH:MM:SS.ms, got {text!r}")
     return sum(value * 60**power for power, value in enumerate(reversed(parts)))
 

@@ -9,7 +9,6 @@ loop on fresh frames and on warm-started later frames spread over the clip, the 
 
 from __future__ import annotations
 
-import bisect
 import math
 import signal
 import threading
@@ -31,7 +30,7 @@ from vidstyle.fades import darken, frame_gains
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import encode_image, read_style_image, write_atomic
 from vidstyle.io.paths import check_output_path
-from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory
+from vidstyle.io.probe import VideoInfo, frame_times, missing_input, probe_video, refuse_directory, shown_at
 from vidstyle.limits import check_fits, render_size
 from vidstyle.pipeline import style_label
 from vidstyle.plan import Scan, scan_video
@@ -197,15 +196,14 @@ def centre_times(info: VideoInfo, count: int) -> tuple[float, ...]:
 
 def frames_at(info: VideoInfo, seconds: Iterable[float]) -> tuple[int, ...]:
     """The distinct frames a player shows at these times (the last one starting at or before each), in order."""
-    times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
+    times = frame_times(info)
     found = set()
     for moment in seconds:
         if isinstance(moment, bool) or not isinstance(moment, (int, float)) or math.isnan(moment) or moment < 0:
             raise SettingError("at", f"must be a time of at least 0 seconds (got {moment!r})")
         if moment >= info.duration:
             raise SettingError("at", f"{moment:g} s is past the end of the video, which lasts {info.duration:.3f} s")
-        # A hair of tolerance: 0.24 s typed for a frame stamped 0.24000000000000002 s means that frame.
-        found.add(min(info.frame_count - 1, max(0, bisect.bisect_right(times, moment + 1e-9) - 1)))
+        found.add(min(info.frame_count - 1, shown_at(times, moment)))
     return tuple(sorted(found))
 
 

@@ -292,22 +292,34 @@ def check_times(start: float | None, end: float | None) -> tuple[float, float]:
     return begin, finish
 
 
+def frame_times(info: VideoInfo) -> tuple[float, ...]:
+    """Each frame's time in seconds from the first: the probe's timestamps, or the constant rate's."""
+    return info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
+
+
+def shown_at(times: tuple[float, ...], moment: float) -> int:
+    """The frame a player shows at `moment`: the last one starting at or before it. A hair of tolerance: 0.24 s
+    typed for a frame stamped 0.24000000000000002 s means that frame."""
+    return max(0, bisect.bisect_right(times, moment + 1e-9) - 1)
+
+
 def check_order(begin: float, finish: float) -> None:
     if finish <= begin:
         raise SettingError("end", f"must come after the start ({finish:g} s is not after {begin:g} s)")
 
 
 def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tuple[int, int] | None:
-    """Frames [first, stop) whose times lie in [start, end) seconds, by the probe's timestamps (exact for
-    variable frame rates too); None for the whole video. The frames are then cut out of a sequential decode."""
+    """Frames [first, stop) that a player shows at some moment in [start, end) seconds: the first is the one on screen
+    at `start`, as `preview --at` takes it. By the probe's timestamps (exact for variable frame rates too); None for
+    the whole video. The frames are then cut out of a sequential decode."""
     if start is None and end is None:
         return None
     begin, finish = check_times(start, end)
-    times = info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
-    first, stop = bisect.bisect_left(times, begin - 1e-9), bisect.bisect_left(times, finish - 1e-9)
-    if first >= info.frame_count:  # first: a start so large that adding a duration to it changes nothing is this
-        raise SettingError("start", f"{begin:g} s is after the video's last frame, which is shown at {times[-1]:.3f} s")
+    times = frame_times(info)
+    if begin >= info.duration:  # also a start so large that adding a duration to it changes nothing
+        raise SettingError("start", f"{begin:g} s is past the end of the video, which lasts {info.duration:.3f} s")
     check_order(begin, finish)
-    if stop <= first:
-        raise SettingError("end", f"leaves no frame: none is shown from {begin:g} s to before {finish:g} s")
+    first = shown_at(times, begin)
+    # The frame on screen at the start is shown in the range however short it is, even within the tolerance.
+    stop = max(first + 1, bisect.bisect_left(times, finish - 1e-9))
     return None if (first, stop) == (0, info.frame_count) else (first, stop)
