@@ -93,3 +93,18 @@ def test_sizes_that_even_sides_changed_are_said(lavfi_clip, bunny_short: Path, s
     assert "written at 64x36 (63 asked: H.264 needs even sides), the render's own size" in notes(
         bunny_short, size=64, output_size="63")
     assert not [n for n in notes(bunny_short, size=64, output_size="64") if n.startswith("written at")]
+
+
+def test_the_short_side_follows_the_long_side_as_evened() -> None:
+    """The short side came from the long side as asked, not as evened: 600x400 at 65 px was 64x44 (1.45, not 1.5)."""
+    from vidstyle.io.probe import size_to_fit
+
+    assert size_to_fit(600, 400, 65) == (64, 42) and size_to_fit(400, 600, 65) == (42, 64)
+    for width, height in ((600, 400), (1920, 1080), (1080, 1920), (97, 55), (640, 480), (1000, 3)):
+        for asked in range(16, 300):
+            size = size_to_fit(width, height, asked)
+            long, short = max(size), min(size)
+            assert long % 2 == 0 and short % 2 == 0 and abs(long - asked) <= 1
+            exact = long * min(width, height) / max(width, height)
+            assert abs(short - exact) <= 1 or short == 2, (width, height, asked, size)
+            assert (size[0] >= size[1]) == (width >= height)

@@ -276,9 +276,11 @@ def _digest(framecrc: str, width: int, height: int, rotation: int) -> str:
 
 def size_to_fit(width: int, height: int, long_side: int) -> tuple[int, int]:
     """(width, height) with the long side at `long_side`, aspect kept, both even (H.264 4:2:0 needs it)."""
-    scale = long_side / max(width, height)
-    even = lambda v: max(2, int(round(v * scale / 2.0)) * 2)  # noqa: E731 - tiny local helper
-    return even(width), even(height)
+    long = max(2, int(round(long_side / 2.0)) * 2)
+    # The short side from the long side as evened, not as asked: from an odd one (65 -> 64) it came out a pixel or
+    # two off the picture's shape.
+    short = max(2, int(round(min(width, height) * long / max(width, height) / 2.0)) * 2)
+    return (long, short) if width >= height else (short, long)
 
 
 def check_times(start: float | None, end: float | None) -> tuple[float, float]:
