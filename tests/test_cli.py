@@ -490,14 +490,24 @@ def test_log_json_writes_every_event_as_one_json_line(bunny_short: Path, starry:
                  "--log-json", str(log)]) == 0
     records = [json.loads(line) for line in log.read_text().splitlines()]
     kinds = [r["event"] for r in records]
-    assert kinds[0] == "RenderStarted" and kinds[-1] == "RenderFinished"
+    assert kinds[0] == "RenderStarted" and kinds[-2:] == ["RenderFinished", "CommandEnded"]
+    assert records[-1] == {"event": "CommandEnded", "command": "render", "status": "done", "exit_code": 0,
+                           "message": None, "output": str(tmp_path / "o.mp4")}
     assert kinds.count("FrameDone") == kinds.count("FrameSaved") == 12
     assert [r["index"] for r in records if r["event"] == "FrameDone"] == list(range(12))
     still_log = tmp_path / "still.jsonl"
     assert main(["image", str(shared_asset("coffee.png")), "--style", "starry-night", "-o", str(tmp_path / "c.png"),
                  "--size", "32", "--iters", "3", "--device", "cpu", "--quiet", "--log-json", str(still_log)]) == 0
-    still = [json.loads(line)["event"] for line in still_log.read_text().splitlines()]
-    assert still == ["FrameStarted", "IterationDone", "IterationDone", "IterationDone", "FrameDone"]
+    still = [json.loads(line) for line in still_log.read_text().splitlines()]
+    assert [r["event"] for r in still] == ["FrameStarted", "IterationDone", "IterationDone", "IterationDone",
+                                           "FrameDone", "CommandEnded"]
+    assert still[-1]["status"] == "done" and still[-1]["output"] == str(tmp_path / "c.png")
+    sheet_log = tmp_path / "preview.jsonl"
+    assert main(["preview", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "s.png"), *TINY,
+                 "--frames", "2", "--log-json", str(sheet_log)]) == 0
+    ended = json.loads(sheet_log.read_text().splitlines()[-1])
+    assert ended["event"] == "CommandEnded" and ended["sheet"] == str(tmp_path / "s.png") and len(ended["frames"]) == 2
+    assert ended["estimate"]["total_seconds"] > 0
 
 
 def test_the_bar_counts_finished_frames_only() -> None:

@@ -125,6 +125,28 @@ def test_signal_stops_cleanly_and_resumes(bunny_short, starry, reference, tmp_pa
     _same_as_reference(out, reference)
 
 
+def test_the_event_log_of_an_interrupted_render_ends_saying_so(bunny_short, starry, tmp_path) -> None:
+    """A script following --log-json could not tell a render that was stopped from one still running: the log
+    ended at its last FrameSaved."""
+    import json
+
+    out, log = tmp_path / "out.mp4", tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "vidstyle", "render", str(bunny_short), "--style", str(starry),
+                             "-o", str(out), *FLAGS, "--log-json", str(log)], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    ended = json.loads(log.read_text().splitlines()[-1])
+    assert ended == {"event": "CommandEnded", "command": "render", "status": "interrupted", "exit_code": 143,
+                     "message": err.strip().removeprefix("vidstyle: ")}, (ended, err)
+    assert "run it again with the same settings to resume" in ended["message"]
+    stuck = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS, "--iters", "0",
+                    "--log-json", str(log))
+    assert stuck.returncode == 2 and log.read_text().count("CommandEnded") == 1, "refused before its work: no line"
+
+
 def test_a_render_started_with_nohup_outlives_its_terminal(bunny_short, starry, reference, tmp_path) -> None:
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "vidstyle", "render", str(bunny_short), "--style", str(starry),

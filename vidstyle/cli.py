@@ -199,14 +199,18 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
 
 
 class _JsonLog:
-    """The library's typed events as JSON lines: {"event": "FrameDone", "index": 3, ...}.
+    """The library's typed events as JSON lines: {"event": "FrameDone", "index": 3, ...}, then how the command
+    ended: {"event": "CommandEnded", "status": "done" | "failed" | "interrupted", "exit_code": ..., "message": ...}
+    with what a finished command made, so that a script following the log knows a run is over and how.
 
-    The file is opened at the first event, so that a command refused before its work leaves no log behind.
+    The file is opened at the first event, so that a command refused before its work leaves no log behind. Used as
+    a context manager around the command's work.
     """
 
     def __init__(self, path: Path | None, then: Callable[[Event], None], args: argparse.Namespace,
                  output: Path | None = None) -> None:
-        self.path, self.then, self.file = path, then, None
+        self.path, self.then, self.file, self.args = path, then, None, args
+        self.made: dict[str, Any] = {}  # what a finished command made, for its CommandEnded line
         if path is None:
             return
         for role, other in _files_named(args, output):
@@ -229,9 +233,7 @@ class _JsonLog:
 
     def __call__(self, event: Event) -> None:
         if self.path is not None:
-            file = self._file()
-            file.write(json.dumps({"event": type(event).__name__, **dataclasses.asdict(event)}, default=str) + "\n")
-            file.flush()
+            self._write({"event": type(event).__name__, **dataclasses.asdict(event)})
         self.then(event)
 
     def _file(self) -> Any:
@@ -242,9 +244,37 @@ class _JsonLog:
                 raise UsageError(f"cannot write the event log {self.path}: {exc.strerror or exc}") from exc
         return self.file
 
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+    def __enter__(self) -> _JsonLog:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if self.file is not None:  # the work began: a log was started, and says how it ended
+                self._write({"event": "CommandEnded", "command": self.args.command, **_outcome(exc, self.args),
+                             **(self.made if exc is None else {})})
+        finally:
+            if self.file is not None:
+                self.file.close()
+
+    def _write(self, line: dict[str, Any]) -> None:
+        file = self._file()
+        file.write(json.dumps(line, default=str) + "\n")
+        file.flush()
+
+
+def _outcome(exc: BaseException | None, args: argparse.Namespace) -> dict[str, Any]:
+    """How a command ended, as its exit code and line on stderr say it (see _run_command)."""
+    if exc is None:
+        return {"status": "done", "exit_code": 0, "message": None}
+    if isinstance(exc, Interrupted):
+        return {"status": "interrupted", "exit_code": exc.exit_code, "message": _message(exc, args)}
+    if isinstance(exc, KeyboardInterrupt):
+        return {"status": "interrupted", "exit_code": 130, "message": "interrupted"}
+    if isinstance(exc, SignalInterrupt):
+        return {"status": "interrupted", "exit_code": 128 + exc.signum, "message": "terminated"}
+    if isinstance(exc, VidstyleError):
+        return {"status": "failed", "exit_code": exc.exit_code, "message": _message(exc, args)}
+    return {"status": "failed", "exit_code": 1, "message": f"{type(exc).__name__}: {exc}"}
 
 
 def _files_named(args: argparse.Namespace, output: Path | None) -> list[tuple[str, Path]]:
@@ -612,15 +642,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
         named = default_output(args.input[0], [resolve_style(s) for s in args.style])
         output = named if output is None else output / named.name
     progress = _Progress(args.quiet)
-    log = _JsonLog(args.log_json, progress, args, output)
     try:
-        render(args.input[0], args.style, output, config, workdir=args.workdir,
-               overwrite=args.overwrite, restart=args.restart, on_event=log, workers=args.workers,
-               ray_address=args.ray_address, chunk_frames=args.chunk_frames, overlap=args.overlap,
-               start=args.start, end=_trim_end(args))
+        with _JsonLog(args.log_json, progress, args, output) as log:
+            log.made["output"] = render(args.input[0], args.style, output, config, workdir=args.workdir,
+                                        overwrite=args.overwrite, restart=args.restart, on_event=log,
+                                        workers=args.workers, ray_address=args.ray_address,
+                                        chunk_frames=args.chunk_frames, overlap=args.overlap, start=args.start,
+                                        end=_trim_end(args))
     finally:
         progress.close()
-        log.close()
     return 0
 
 
@@ -635,27 +665,30 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
         raise UsageError(f"--workdir names one render's checkpoints, and this command makes {outputs} renders: "
                          "leave it out (each gets <output>.vidstyle-work)")
     progress = _Progress(args.quiet)
-    log = _JsonLog(args.log_json, progress, args)
     ended: list[tuple[str, Path, str]] = []  # (status, output, reason) of each finished item, for the summary
-
-    def on_event(event: Event) -> None:
-        if isinstance(event, BatchItemEnded):
-            ended.append((event.status, event.output, event.reason))
-        log(event)
-
     try:
-        render_many(args.input, args.style, config, each_style=args.each_style, output_dir=args.output,
-                    overwrite=args.overwrite, restart=args.restart, on_event=on_event, start=args.start,
-                    end=_trim_end(args), workers=args.workers, ray_address=args.ray_address,
-                    chunk_frames=args.chunk_frames, overlap=args.overlap)
-    except (Interrupted, KeyboardInterrupt, SignalInterrupt):
-        # What finished before the interruption is kept; say so before the interruption's own line.
-        _print_batch_summary(ended, "before the interruption: ")
-        raise
+        with _JsonLog(args.log_json, progress, args) as log:
+
+            def on_event(event: Event) -> None:
+                if isinstance(event, BatchItemEnded):
+                    ended.append((event.status, event.output, event.reason))
+                log(event)
+
+            try:
+                render_many(args.input, args.style, config, each_style=args.each_style, output_dir=args.output,
+                            overwrite=args.overwrite, restart=args.restart, on_event=on_event, start=args.start,
+                            end=_trim_end(args), workers=args.workers, ray_address=args.ray_address,
+                            chunk_frames=args.chunk_frames, overlap=args.overlap)
+            except (Interrupted, KeyboardInterrupt, SignalInterrupt):
+                # What finished before the interruption is kept; say so before the interruption's own line.
+                _print_batch_summary(ended, "before the interruption: ")
+                raise
+            failed = _print_batch_summary(ended)
+            log.made.update(status="failed" if failed else "done", exit_code=1 if failed else 0,
+                            message=f"{failed} of {len(ended)} failed" if failed else None)
     finally:
         progress.close()
-        log.close()
-    return 1 if _print_batch_summary(ended) else 0
+    return 1 if failed else 0
 
 
 def _print_batch_summary(ended: list[tuple[str, Path, str]], lead: str = "") -> int:
@@ -701,14 +734,14 @@ def _cmd_image(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
     started = time.perf_counter()
     bar = _IterationBar(args.quiet)
-    log = _JsonLog(args.log_json, bar, args)
     try:
-        every = 5 if args.animation_every is None else args.animation_every
-        stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log,
-                      animation=args.animation, animation_every=every)
+        with _JsonLog(args.log_json, bar, args) as log:
+            every = 5 if args.animation_every is None else args.animation_every
+            stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log,
+                          animation=args.animation, animation_every=every)
+            log.made.update(output=args.output, animation=args.animation)
     finally:
         bar.close()
-        log.close()
     if not args.quiet:
         also = f" and {args.animation}" if args.animation is not None else ""
         print(f"wrote {args.output}{also} in {_clock(time.perf_counter() - started)}", file=sys.stderr)
@@ -824,13 +857,13 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     from vidstyle.preview import preview
 
     config = _config_from(args, _STILL_FIELDS + _PREVIEW_VIDEO_FIELDS)
-    log = _JsonLog(args.log_json, _PreviewLines(args.quiet), args)
-    try:
+    with _JsonLog(args.log_json, _PreviewLines(args.quiet), args) as log:
         result = preview(args.input, args.style, args.output, config, at=args.at, count=args.frames,
                          strengths=args.strength if args.strength is not None else (1.0,),
                          overwrite=args.overwrite, on_event=log)
-    finally:
-        log.close()
+        log.made.update(sheet=result.sheet, frames=result.frames, times=result.times, strengths=result.strengths,
+                        estimate={**dataclasses.asdict(result.estimate),
+                                  "total_seconds": result.estimate.total_seconds})
     if args.quiet:  # only errors, as --quiet promises in every command
         return 0
     times = ", ".join(f"{t:.2f} s" for t in result.times)
