@@ -194,7 +194,8 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
     parser.add_argument("--log-json", type=_named_path, metavar="FILE",
-                        help="also write every progress event to FILE, one JSON object a line (for scripts)")
+                        help="also write every progress event to FILE, one JSON object a line, the last saying how the "
+                             "command ended (for scripts)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
