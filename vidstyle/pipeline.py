@@ -363,6 +363,8 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         count = job.info.subtitle_streams
         notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
                      f"written: the output holds the video{' and its audio' if job.info.has_audio else ''}")
+    if job.info.interlaced:
+        notes.append("the source is interlaced: its frames are deinterlaced (bwdif), one for one")
     notes.extend(resumed_notes)
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:

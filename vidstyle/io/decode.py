@@ -29,6 +29,12 @@ class Frame:
     rgb: np.ndarray
 
 
+# A frame for a frame (send_frame), so counts, times and audio stay as they are, and only frames flagged
+# interlaced: a stream that mixes them keeps its progressive ones untouched. bwdif looks one frame either side,
+# which a range's decode has, since it begins a whole GOP early.
+DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced,"
+
+
 def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = None, *,
                 seek_to: str | None = None, stamps_fd: int | None = None,
                 copy_timestamps: bool = False, log_level: str = "error") -> list[str]:
@@ -57,7 +63,7 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
         "-map", VIDEO_STREAM,
         # passthrough: no frame duplicated or dropped, so variable-rate phone clips keep every frame.
         "-fps_mode", "passthrough",
-        "-vf", f"scale={width}:{height}:flags={flags},setsar=1",
+        "-vf", f"{DEINTERLACE if info.interlaced else ''}scale={width}:{height}:flags={flags},setsar=1",
         *limit,
         *stamps,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-",

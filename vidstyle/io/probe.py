@@ -55,6 +55,10 @@ class VideoInfo:
     keyframes: tuple[int, ...] = ()
     codec: str = ""  # ffmpeg's name of the video codec
     subtitle_streams: int = 0  # not carried into a render's output: its start says so
+    # Fields of two moments in one frame (camcorders, broadcast): decoded deinterlaced, a frame for a frame, since
+    # the network would paint the combing of anything that moves as stripes. Only an upright picture: fields are
+    # rows of the coded picture, and a turned one is rare enough not to guess at.
+    interlaced: bool = False
 
     @property
     def duration(self) -> float:
@@ -249,6 +253,7 @@ def probe_video(path: Path) -> VideoInfo:
     rotation = _parse_rotation(err)
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)
     fps, variable = _frame_rate(time_base, stamps, _fallback_fps(stream_line))
+    interlaced = rotation == 0 and _INTERLACED.search(stream_line) is not None
     return VideoInfo(
         path=path,
         width=width,
@@ -258,16 +263,22 @@ def probe_video(path: Path) -> VideoInfo:
         frame_count=len(stamps),
         variable_rate=variable,
         audio_codecs=_parse_audio(err),
-        digest=_digest(framecrc, width, height, rotation),
+        digest=_digest(framecrc, width, height, rotation, interlaced),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
         keyframes=timing.keyframe_indices(),
         codec=_parse_codec(stream_line),
         subtitle_streams=len(re.findall(r"^\s*Stream #0:\d+\S*: Subtitle:", _input_section(err), re.MULTILINE)),
+        interlaced=interlaced,
     )
 
 
-def _digest(framecrc: str, width: int, height: int, rotation: int) -> str:
-    hasher = hashlib.sha256(f"{width}x{height}@{rotation}\n".encode())
+# The field order in the stream's line, "yuv420p(tv, bt709, top first)" or "(top coded first (swapped))".
+_INTERLACED = re.compile(r"[(,] ?(?:top|bottom)(?: coded)? first\b")
+
+
+def _digest(framecrc: str, width: int, height: int, rotation: int, interlaced: bool) -> str:
+    # Deinterlaced frames are other pictures: checkpoints made from the combed ones are not resumed from them.
+    hasher = hashlib.sha256(f"{width}x{height}@{rotation}{' deinterlaced' if interlaced else ''}\n".encode())
     for line in framecrc.splitlines():
         if not line.startswith("#software"):  # the muxer's version: a new ffmpeg must not orphan checkpoints
             hasher.update(line.encode("ascii", "replace") + b"\n")
