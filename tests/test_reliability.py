@@ -278,7 +278,7 @@ def panorama(lavfi_clip: Callable[..., Path]) -> Path:
     return lavfi_clip("reliability_panorama.mp4", size="640x40", seconds=0.12, audio=False)
 
 
-@pytest.mark.parametrize("clip, size, smallest", [("bunny", "16", 27), ("bunny", "17", 27), ("panorama", "64", 240)])
+@pytest.mark.parametrize("clip, size, smallest", [("bunny", "16", 28), ("bunny", "17", 28), ("panorama", "64", 240)])
 def test_a_size_too_small_names_the_smallest_that_works(capsys, bunny_short: Path, panorama: Path, starry: Path,
                                                         tmp_path: Path, clip: str, size: str, smallest: int) -> None:
     source = bunny_short if clip == "bunny" else panorama

@@ -97,7 +97,9 @@ def render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     size = size_to_fit(width, height, min(long_side, max(width, height)))
     if min(size) >= MIN_SIDE:
         return size
-    smallest = next((n for n in range(long_side, 8 * 8192) if min(size_to_fit(width, height, n)) >= MIN_SIDE), None)
+    # Named as it is rendered: an odd size asked for is evened (239 is rendered at 240).
+    smallest = next((max(fit) for n in range(long_side, 8 * 8192)
+                     if min(fit := size_to_fit(width, height, n)) >= MIN_SIDE), None)
     if smallest is not None and smallest > max(width, height):
         raise SettingError("size", f"cannot make this {width}x{height} picture {MIN_SIDE} pixels on its short side "
                                    "without enlarging it; the network needs at least that")
