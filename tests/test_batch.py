@@ -3,6 +3,7 @@ reported and passed over, a re-run finishing what is left."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -95,9 +96,15 @@ def test_a_failure_is_reported_and_the_others_are_written(clips: list[Path], sta
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     broken = clips[0].with_name("broken.mp4")
     broken.write_bytes(b"not a video at all")
-    code = main(["render", str(clips[0]), str(broken), str(clips[1]), "--style", str(starry), *TINY])
+    log = tmp_path / "events.jsonl"
+    code = main(["render", str(clips[0]), str(broken), str(clips[1]), "--style", str(starry), *TINY,
+                 "--log-json", str(log)])
     err = capsys.readouterr().err
     assert code == 1
+    ended = json.loads(log.read_text().splitlines()[-1])
+    assert ended == {"event": "CommandEnded", "command": "render", "status": "failed", "exit_code": 1,
+                     "message": "1 of 3 failed", "outputs": [str(clips[0].with_name("one.starry_night.mp4")),
+                                                             str(clips[1].with_name("two.starry_night.mp4"))]}
     assert "vidstyle: 2 written, 0 skipped" in err and "1 failed" in err
     assert re.search(r"failed: .*broken\.starry_night\.mp4: .*broken\.mp4", err)
     assert "Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -249,13 +250,14 @@ class _JsonLog:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        try:
-            if self.file is not None:  # the work began: a log was started, and says how it ended
-                self._write({"event": "CommandEnded", "command": self.args.command, **_outcome(exc, self.args),
-                             **(self.made if exc is None else {})})
-        finally:
-            if self.file is not None:
-                self.file.close()
+        if self.file is None:  # the work never began: no log was started
+            return
+        # A full disk, a mount gone: the command's own end (its exit code and line) is what counts, not the log's.
+        with contextlib.suppress(OSError):
+            self._write({"event": "CommandEnded", "command": self.args.command, **_outcome(exc, self.args),
+                         **(self.made if exc is None else {})})
+        with contextlib.suppress(OSError):
+            self.file.close()
 
     def _write(self, line: dict[str, Any]) -> None:
         file = self._file()
@@ -264,18 +266,13 @@ class _JsonLog:
 
 
 def _outcome(exc: BaseException | None, args: argparse.Namespace) -> dict[str, Any]:
-    """How a command ended, as its exit code and line on stderr say it (see _run_command)."""
+    """How a command ended: the exit code and the line on stderr that _run_command gives it."""
     if exc is None:
         return {"status": "done", "exit_code": 0, "message": None}
-    if isinstance(exc, Interrupted):
-        return {"status": "interrupted", "exit_code": exc.exit_code, "message": _message(exc, args)}
-    if isinstance(exc, KeyboardInterrupt):
-        return {"status": "interrupted", "exit_code": 130, "message": "interrupted"}
-    if isinstance(exc, SignalInterrupt):
-        return {"status": "interrupted", "exit_code": 128 + exc.signum, "message": "terminated"}
-    if isinstance(exc, VidstyleError):
-        return {"status": "failed", "exit_code": exc.exit_code, "message": _message(exc, args)}
-    return {"status": "failed", "exit_code": 1, "message": f"{type(exc).__name__}: {exc}"}
+    code, line = _ending(exc, args)
+    interrupted = isinstance(exc, (Interrupted, KeyboardInterrupt, SignalInterrupt))
+    return {"status": "interrupted" if interrupted else "failed", "exit_code": code,
+            "message": line.removeprefix("vidstyle: ").removeprefix("error: ")}
 
 
 def _files_named(args: argparse.Namespace, output: Path | None) -> list[tuple[str, Path]]:
@@ -686,7 +683,8 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
                 raise
             failed = _print_batch_summary(ended)
             log.made.update(status="failed" if failed else "done", exit_code=1 if failed else 0,
-                            message=f"{failed} of {len(ended)} failed" if failed else None)
+                            message=f"{failed} of {len(ended)} failed" if failed else None,
+                            outputs=[str(output) for status, output, _ in ended if status == "written"])
     finally:
         progress.close()
     return 1 if failed else 0
@@ -1097,35 +1095,37 @@ def _run_command(argv: Sequence[str] | None) -> int:
         if args.command not in ("styles", "presets"):
             _import_the_engine()
         return func(args)
-    except VidstyleError as exc:
-        if args.debug:
-            raise
-        prefix = "vidstyle: " if exc.exit_code >= 128 or isinstance(exc, BusyError) else "vidstyle: error: "
-        print(prefix + _message(exc, args), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("vidstyle: interrupted", file=sys.stderr)
-        return 130
-    except SignalInterrupt as exc:
-        print("vidstyle: terminated", file=sys.stderr)
-        return 128 + exc.signum
     except BrokenPipeError:
         # The reader of our output left (`vidstyle metrics ... | head`): end quietly, as a command killed by
         # SIGPIPE would, and point stdout at nothing so that the final flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
-    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one line, no traceback, unless --debug
-        if args.debug:
+    except (Exception, KeyboardInterrupt, SignalInterrupt) as exc:
+        if args.debug and not isinstance(exc, (KeyboardInterrupt, SignalInterrupt)):
             raise
-        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-            # A name given on the command line (or made from one) over the file system's limit: not an internal
-            # error, and its few hundred characters are not worth printing whole.
-            name = Path(str(exc.filename or "")).name
-            shown = f" {shortened(name, 40)}" if name else ""
-            print(f"vidstyle: error: a file name{shown} is too long for the file system", file=sys.stderr)
-            return 2
-        print(f"vidstyle: error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
-        return 1
+        code, line = _ending(exc, args)
+        print(line, file=sys.stderr)
+        return code
+
+
+def _ending(exc: BaseException, args: argparse.Namespace) -> tuple[int, str]:
+    """A command's exit code and its one line on stderr for what ended it (the CLI's promise: no traceback)."""
+    if isinstance(exc, VidstyleError):
+        prefix = "vidstyle: " if exc.exit_code >= 128 or isinstance(exc, BusyError) else "vidstyle: error: "
+        return exc.exit_code, prefix + _message(exc, args)
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "vidstyle: interrupted"
+    if isinstance(exc, SignalInterrupt):
+        return 128 + exc.signum, "vidstyle: terminated"
+    if isinstance(exc, BrokenPipeError):
+        return 128 + signal.SIGPIPE, "vidstyle: the reader of the output went away"
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        # A name given on the command line (or made from one) over the file system's limit: not an internal
+        # error, and its few hundred characters are not worth printing whole.
+        name = Path(str(exc.filename or "")).name
+        shown = f" {shortened(name, 40)}" if name else ""
+        return 2, f"vidstyle: error: a file name{shown} is too long for the file system"
+    return 1, f"vidstyle: error: {type(exc).__name__}: {exc} (run with --debug for details)"
 
 
 __all__ = ["UsageError", "build_parser", "main"]
