@@ -1318,6 +1318,7 @@ def test_the_gallery_lists_only_finished_jobs_with_a_picture(tmp_path: Path) -> 
     write_image(data.job("a" * 32) / PREVIEW, np.full((36, 64, 3), 90, np.uint8))
     with TestClient(create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)) as client:
         gallery = client.get("/api/gallery").json()
+        assert [item["id"] for item in client.get("/api/gallery?limit=1").json()] == ["a" * 32], "filled past b"
         missing = client.get(f"/api/jobs/{'b' * 32}/preview")
         shown = client.get(f"/api/jobs/{'a' * 32}/preview")
     assert [item["id"] for item in gallery] == ["a" * 32]
@@ -1338,14 +1339,14 @@ def test_a_killed_renders_half_written_result_goes_with_its_checkpoints(tmp_path
     folder.mkdir()
     mark_as_ours(folder)
     (folder / "input.mp4").write_bytes(b"the upload")
-    video, still = partial_path(folder / "result.mp4"), partial_path(folder / "result.png")
+    video, still = partial_path(folder / "result.mp4"), folder / ".result.png.tmp-0123abcd"  # as write_atomic names
     video.write_bytes(b"half a video")
     still.write_bytes(b"half a picture")
-    with FileLock(still, "result.png"):  # a render still writing it (a killed server's, finishing)
+    with FileLock(video, "result.mp4"):  # a render still writing it (a killed server's, finishing)
         drop_checkpoints(folder)
-    assert not video.exists() and still.read_bytes() == b"half a picture"
+    assert video.read_bytes() == b"half a video" and not still.exists()
     drop_checkpoints(folder)
-    assert not still.exists() and (folder / "input.mp4").read_bytes() == b"the upload"
+    assert not video.exists() and (folder / "input.mp4").read_bytes() == b"the upload"
     theirs = tmp_path / "theirs"  # a folder the server did not make: nothing in it is touched
     theirs.mkdir()
     partial_path(theirs / "result.mp4").write_bytes(b"someone's")
@@ -1427,9 +1428,12 @@ def test_a_worker_started_while_ctrl_c_is_pressed_ignores_it_and_the_server_stil
         time.sleep(1)
 
 
-def test_a_worker_that_takes_a_job_or_outlives_its_start_clears_the_slots_failing_mark(tmp_path: Path) -> None:
+def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_after_is_not_counted(
+        tmp_path: Path) -> None:
     """/api/health kept naming a slot failing after its worker came back and ran jobs, and a worker killed on its
-    job within its first 30 s (out of memory on a first frame, say) counted as one that cannot set up."""
+    job within its first 30 s (out of memory on a first frame, say) counted as one that cannot set up. And a worker
+    killed while it waited for work left the multiprocessing Event it waited on counting a sleeper for ever: the
+    next wake (the supervisor's, after the restart; the web server's, at the next upload) hung for good."""
     from vidstyle.serve.layout import DataDir
     from vidstyle.serve.queue import JobQueue
     from vidstyle.serve.worker import WorkerPool, WorkerSpec
@@ -1437,22 +1441,26 @@ def test_a_worker_that_takes_a_job_or_outlives_its_start_clears_the_slots_failin
     data = DataDir(tmp_path / "data")
     data.create()
     pool = WorkerPool(JobQueue(data.database), [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)])
-    pool.DIED_AT_START = 1000.0  # type: ignore[misc] - only a job tells this worker set up
     pool.deaths_at_start["w0"] = pool.FAILING_AFTER  # as after three deaths at start
     pool.start()
     try:
         assert pool.failing() == ["w0"]
-        pool.pulses["w0"].begin(7)  # what the worker does as it claims a job
-        _until(lambda: pool.failing() == [], "a worker on a job is not failing")
+        _until(lambda: pool.failing() == [], "a worker that got ready is not failing")
         first = pool.processes["w0"]
-        os.kill(first.pid, signal.SIGKILL)  # type: ignore[arg-type] - dies on its job, within DIED_AT_START
+        os.kill(first.pid, signal.SIGKILL)  # type: ignore[arg-type] - dies once ready, seconds after its start
         _until(lambda: pool.processes["w0"] is not first, "the killed worker is replaced")
         assert pool.deaths_at_start["w0"] == 0 and pool.restart_delay("w0") == pool.RESTART_DELAY
-        pool.deaths_at_start["w0"] = pool.FAILING_AFTER
-        pool.DIED_AT_START = 0.5  # type: ignore[misc]
-        _until(lambda: pool.failing() == [], "a worker alive past DIED_AT_START is not failing")
+        assert not pool.pulses["w0"].ready(), "the new worker is not ready until it has set up"
+        ringing = threading.Thread(target=pool.notify, daemon=True)  # as an upload does
+        ringing.start()
+        ringing.join(5)
+        assert not ringing.is_alive(), "waking the workers hung on the killed one"
+        _until(lambda: pool.pulses["w0"].ready(), "the new worker gets ready")
     finally:
-        pool.stop()
+        stopping = threading.Thread(target=pool.stop, daemon=True)
+        stopping.start()
+        stopping.join(60)
+        assert not stopping.is_alive(), "the pool did not stop: its supervisor hung"
 
 
 def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:

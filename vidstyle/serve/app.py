@@ -8,6 +8,7 @@ is answered 4xx at once and nothing is queued. Uploads are stored under names th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import shutil
@@ -533,10 +534,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     @app.get("/api/gallery", response_model=list[GalleryItem], tags=["gallery"])
     async def gallery(limit: Annotated[int, Query(ge=1, le=100)] = 12) -> list[dict[str, Any]]:
         """The latest creations: finished jobs that have a picture, the most recently finished first."""
-        # A job whose picture could not be written (a full disk) would be a broken image on the page.
+        # A job whose picture could not be written (a full disk) would be a broken image on the page; such jobs
+        # are rare, so a few more than asked for are read to fill the page without them.
+        pictured = (j for j in queue.jobs("done", 2 * limit) if (data.job(j.id) / PREVIEW).is_file())
         return [{"id": j.id, "kind": j.kind, "finished": j.finished, "preview": f"/api/jobs/{j.id}/preview",
-                 "result": f"/api/jobs/{j.id}/result", "page": f"/jobs/{j.id}"} for j in queue.jobs("done", limit)
-                if (data.job(j.id) / PREVIEW).is_file()]
+                 "result": f"/api/jobs/{j.id}/result", "page": f"/jobs/{j.id}"}
+                for j in itertools.islice(pictured, limit)]
 
     @app.get("/api/styles", response_model=list[StyleOut], tags=["styles"])
     async def styles() -> list[dict[str, str]]:

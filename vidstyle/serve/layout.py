@@ -93,11 +93,16 @@ def drop_checkpoints(job_folder: Path) -> None:
 
 def _drop_partial_results(job_folder: Path) -> None:
     """The half-written output of a render that was killed (by the stall watchdog, or dying with its worker): a
-    render that stops by itself removes its own, but a killed one cannot, and it grows with the video."""
+    render that stops by itself removes its own, but a killed one cannot, and a video's grows with the video. A
+    still is written whole under a temporary name (io.images.write_atomic) that a kill can leave too."""
     from vidstyle.io.paths import FileLock, partial_path
 
+    # No lock on those: only ended jobs come here, whose render no longer runs.
     for name in RESULTS.values():
-        partial = partial_path(job_folder / name)
-        if partial.is_file() and not partial.is_symlink():
-            # Locked by a render still writing it (a killed server's, finishing): then it stays.
-            FileLock(partial, name).acquire().release(unlink=True)
+        for leftover in job_folder.glob(f".{name}.tmp-*"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+    partial = partial_path(job_folder / RESULTS["video"])
+    if partial.is_file() and not partial.is_symlink():
+        # Locked by a render still writing it (a killed server's, finishing): then it stays (BusyError).
+        FileLock(partial, RESULTS["video"]).acquire().release(unlink=True)

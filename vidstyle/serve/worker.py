@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -145,12 +144,43 @@ class Stopping(Protocol):
     def is_set(self) -> bool: ...
 
 
+class Doorbell:
+    """Rung by the server (a job was queued, the server stops); workers look at it between looks at the queue.
+
+    A counter in shared memory, without a lock, rather than a multiprocessing Event: a worker killed while it
+    waited on an Event (kill -9, the kernel's out-of-memory killer) left the Event's condition counting a sleeper
+    that never woke, and the next set() waited for it for ever, hanging the worker supervisor and every upload. A
+    lost count between two of the server's threads ringing at once still changes the value, which is all a look
+    needs."""
+
+    POLL = 0.05  # seconds between looks of a waiting worker: idle workers cost nothing, a new job waits no longer
+
+    def __init__(self, context: Any) -> None:  # a multiprocessing context
+        self._rings = context.RawValue("q", 0)
+
+    def ring(self) -> None:
+        self._rings.value += 1
+
+    def rings(self) -> int:
+        return int(self._rings.value)
+
+    def is_set(self) -> bool:
+        """Rung at all: for a bell rung once, the server's shutdown."""
+        return self.rings() != 0
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Until the bell rings after `seen` (what rings() gave) or `timeout` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while self.rings() == seen and time.monotonic() < deadline:
+            time.sleep(self.POLL)
+
+
 class _Stopping:
     """The server's shutdown, or a SIGTERM to this worker: a service manager's stop (systemd's, say) sends it to
     every process of the server's group at once. Either ends the job as Ctrl-C does, back in the queue to resume,
     rather than killing the worker mid-frame, which would count as a death of the job's worker (three fail it)."""
 
-    def __init__(self, shutdown: ProcessEvent) -> None:
+    def __init__(self, shutdown: Doorbell) -> None:
         self.shutdown, self.terminated = shutdown, threading.Event()
 
     def is_set(self) -> bool:
@@ -158,13 +188,25 @@ class _Stopping:
 
 
 class Pulse:
-    """A worker's sign of life, in shared memory that the supervisor reads: the job it runs (its seq, 0 when idle)
-    and the monotonic time of the render's latest step. Written many times a second, so no lock and no database:
-    a torn read costs at most one look of the supervisor, which looks again half a second later."""
+    """A worker's sign of life, in shared memory that the supervisor reads: whether it has set up, the job it runs
+    (its seq, 0 when idle) and the monotonic time of the render's latest step. Written many times a second, so no
+    lock and no database: a torn read costs at most one look of the supervisor, which looks again half a second
+    later."""
 
     def __init__(self, context: Any) -> None:  # a multiprocessing context
         self._job = context.RawValue("q", 0)
         self._beat = context.RawValue("d", 0.0)
+        self._ready = context.RawValue("b", 0)  # the worker has set up and claims jobs
+
+    def restart(self) -> None:
+        self.end()
+        self._ready.value = 0
+
+    def mark_ready(self) -> None:
+        self._ready.value = 1
+
+    def ready(self) -> bool:
+        return bool(self._ready.value)
 
     def begin(self, seq: int) -> None:
         self._job.value = seq
@@ -307,7 +349,7 @@ def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loo
     return made
 
 
-def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, parent: int, pulse: Pulse) -> None:
+def worker_main(spec: WorkerSpec, wake: Doorbell, shutdown: Doorbell, parent: int, pulse: Pulse) -> None:
     """The worker process: claim, render, repeat, until the server asks it to stop."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the server stops us
@@ -316,12 +358,13 @@ def worker_main(spec: WorkerSpec, wake: ProcessEvent, shutdown: ProcessEvent, pa
     _setup_device(spec)
     _warm_up(spec)
     queue = JobQueue(DataDir(spec.data).database)
+    pulse.mark_ready()
     try:
         while not stopping.is_set():
+            seen = wake.rings()  # before the claim: a job queued while it looks wakes the wait at once
             job = queue.claim(spec.name)
             if job is None:
-                wake.wait(1.0)
-                wake.clear()
+                wake.wait(seen, 1.0)
                 continue
             pulse.begin(job.seq)
             try:
@@ -429,10 +472,10 @@ class WorkerPool:
     """Starts one worker process per slot, restarts any that dies (its job goes back to the queue), stops them."""
 
     RESTART_DELAY = 2.0  # a worker that dies at once is not restarted in a tight loop
-    # A worker that dies this soon after it started has not taken a job yet: its setting up fails (a GPU gone, say),
-    # and will again. Each such death in a row doubles the wait before the next try, up to MAX_RESTART_DELAY, and
-    # from FAILING_AFTER of them on the slot is reported as failing (GET /api/health).
-    DIED_AT_START = 30.0
+    # A worker that dies before it is ready (the renderer imported, the network loaded: Pulse.ready) fails in its
+    # setting up (a GPU gone, say), and will again. Each such death in a row doubles the wait before the next try, up
+    # to MAX_RESTART_DELAY, and from FAILING_AFTER of them on the slot is reported as failing (GET /api/health),
+    # until a worker of the slot gets ready.
     MAX_RESTART_DELAY = 60.0
     FAILING_AFTER = 3
     # A render notices a cancel at its next optimization iteration, which at a large size on a CPU can take several
@@ -443,7 +486,7 @@ class WorkerPool:
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
         self.queue, self.specs, self.stall_timeout = queue, specs, stall_timeout
         self.context = multiprocessing.get_context("spawn")
-        self.wake, self.shutdown = self.context.Event(), self.context.Event()
+        self.wake, self.shutdown = Doorbell(self.context), Doorbell(self.context)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
@@ -461,11 +504,11 @@ class WorkerPool:
 
     def notify(self) -> None:
         """A job was queued: wake an idle worker now instead of at its next poll."""
-        self.wake.set()
+        self.wake.ring()
 
     def _spawn(self, spec: WorkerSpec) -> multiprocessing.process.BaseProcess:
         pulse = self.pulses[spec.name]
-        pulse.end()  # a killed worker left its job's pulse behind
+        pulse.restart()  # a killed worker left its job's pulse behind, and had got ready
         process = self.context.Process(target=worker_main,
                                        args=(spec, self.wake, self.shutdown, os.getpid(), pulse),
                                        name=f"vidstyle-{spec.name}", daemon=True)
@@ -474,14 +517,13 @@ class WorkerPool:
         return process
 
     def _supervise(self) -> None:
-        started = {spec.name: time.monotonic() for spec in self.specs}
         self.processes = {spec.name: self._spawn(spec) for spec in self.specs}
         ended: dict[str, float] = {}
         failing = False
         while not self._stopping.wait(0.5):
             try:
                 for spec in self.specs:
-                    self._tend(spec, started, ended)
+                    self._tend(spec, ended)
             except Exception:
                 # A database that is full or locked for a while: this thread must live on, since its end kills every
                 # worker (PR_SET_PDEATHSIG), and what failed is tried again next round.
@@ -494,12 +536,12 @@ class WorkerPool:
                 failing = False
         self._stop_processes()
 
-    def _tend(self, spec: WorkerSpec, started: dict[str, float], ended: dict[str, float]) -> None:
+    def _tend(self, spec: WorkerSpec, ended: dict[str, float]) -> None:
         """Watch a slot's worker; once it has ended, put its job back and start another after the slot's delay."""
         name, process = spec.name, self.processes[spec.name]
-        took_job = self.pulses[name].job() != 0  # a killed worker's pulse still names its job until the next spawn
+        ready = self.pulses[name].ready()  # a dead worker's pulse keeps what it was until the next spawn
         if process.is_alive():
-            if took_job or time.monotonic() - started[name] >= self.DIED_AT_START:
+            if ready:
                 self.deaths_at_start[name] = 0  # this one set up: whatever ended the ones before did not stop it
             self._watch(name, process)
             return
@@ -509,9 +551,8 @@ class WorkerPool:
                 # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
                 died = process.exitcode != 0 and name not in self._killed
                 self._killed.discard(name)
-                # Dying on a job (out of memory on its first frame, say) is the job's to count, not set-up failing.
-                soon = time.monotonic() - started[name] < self.DIED_AT_START and died and not took_job
-                self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if soon else 0
+                # Dying once ready (on a job: out of memory on its first frame, say) is the job's to count.
+                self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if died and not ready else 0
                 self._reaped[name] = died
             # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
             # fail, the slot stays reaped and it is tried again.
@@ -521,8 +562,8 @@ class WorkerPool:
         if time.monotonic() - ended[name] < self.restart_delay(name):
             return
         del ended[name]
-        self.processes[name], started[name] = self._spawn(spec), time.monotonic()
-        self.wake.set()
+        self.processes[name] = self._spawn(spec)
+        self.wake.ring()
 
     def _watch(self, name: str, process: multiprocessing.process.BaseProcess) -> None:
         """Kill a worker whose job has shown no sign of life for stall_timeout, or has not heeded its cancel.
@@ -572,7 +613,7 @@ class WorkerPool:
         return [name for name, deaths in self.deaths_at_start.items() if deaths >= self.FAILING_AFTER]
 
     def _stop_processes(self, grace: float = 10.0) -> None:
-        self.shutdown.set()
+        self.shutdown.ring()
         deadline = time.monotonic() + grace
         for process in self.processes.values():
             process.join(max(deadline - time.monotonic(), 0.1))
