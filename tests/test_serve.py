@@ -1242,10 +1242,10 @@ def test_the_start_up_sweep_drops_the_checkpoints_of_ended_jobs_and_nothing_else
     assert works["queued"].done_frames() == {0} and works["queued"].read_manifest() is not None
 
 
-def test_the_jobs_picture_shows_a_fade_as_written_and_never_a_black_frame(tmp_path: Path) -> None:
-    from vidstyle.events import FrameSaved
-    from vidstyle.io.images import read_image, write_image
-    from vidstyle.serve.layout import PREVIEW, DataDir
+def _picture_writer(tmp_path: Path) -> tuple[Any, Path, Path]:
+    """A job's ProgressWriter, its folder, and a painted frame (grey 200) to announce as saved."""
+    from vidstyle.io.images import write_image
+    from vidstyle.serve.layout import DataDir
     from vidstyle.serve.queue import JobQueue
     from vidstyle.serve.worker import ProgressWriter
 
@@ -1257,7 +1257,15 @@ def test_the_jobs_picture_shows_a_fade_as_written_and_never_a_black_frame(tmp_pa
     folder.mkdir()
     painted = tmp_path / "0000000.png"
     write_image(painted, np.full((36, 64, 3), 200, np.uint8))
-    progress = ProgressWriter(queue, "job", folder, lambda: None)
+    return ProgressWriter(queue, "job", folder, lambda: None), folder, painted
+
+
+def test_the_jobs_picture_shows_a_fade_as_written_and_never_a_black_frame(tmp_path: Path) -> None:
+    from vidstyle.events import FrameSaved
+    from vidstyle.io.images import read_image
+    from vidstyle.serve.layout import PREVIEW
+
+    progress, folder, painted = _picture_writer(tmp_path)
 
     def shown_after(event: FrameSaved) -> float:
         progress(event)
@@ -1275,20 +1283,10 @@ def test_a_clip_that_opens_black_gets_a_picture_until_one_can_be_seen(tmp_path: 
     """The picture skips frames darkened by a fade, but a job with no picture yet shows the dark one: a clip that
     is all black ended done with no preview and a broken image in the gallery."""
     from vidstyle.events import FrameSaved
-    from vidstyle.io.images import read_image, write_image
-    from vidstyle.serve.layout import PREVIEW, DataDir
-    from vidstyle.serve.queue import JobQueue
-    from vidstyle.serve.worker import ProgressWriter
+    from vidstyle.io.images import read_image
+    from vidstyle.serve.layout import PREVIEW
 
-    data = DataDir(tmp_path / "data")
-    data.create()
-    queue = JobQueue(data.database)
-    queue.add("job", "video", {})
-    folder = tmp_path / "job"
-    folder.mkdir()
-    painted = tmp_path / "0000000.png"
-    write_image(painted, np.full((36, 64, 3), 200, np.uint8))
-    progress = ProgressWriter(queue, "job", folder, lambda: None)
+    progress, folder, painted = _picture_writer(tmp_path)
     progress(FrameSaved(0, painted, 0.0))
     assert float(read_image(folder / PREVIEW).mean()) < 1 and progress.preview_frame == 0
     progress(FrameSaved(1, painted, 0.05))  # still dark: the picture it has stays
