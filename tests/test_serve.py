@@ -1466,3 +1466,38 @@ def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> Non
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
+
+
+def test_an_upload_is_spooled_on_the_data_folders_disk_not_in_tmp(tmp_path: Path) -> None:
+    """An upload over 1 MB is spooled to a temporary file while it arrives: it went to $TMPDIR (perhaps small, or
+    held in memory), out of sight of --min-free. It is now spooled in the data folder's uploads/."""
+    served = ServeProcess(tmp_path / "data", "--max-upload", "20MB", "--min-free", "1MB").start()
+    arrived = threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        yield b'--x\r\nContent-Disposition: form-data; name="input"; filename="a.mp4"\r\n\r\n'
+        for _ in range(48):  # 3 MB, past the 1 MB the parser keeps in memory
+            yield b"\0" * 65536
+        arrived.set()
+        time.sleep(3)  # the upload stays open while the test looks at the server's files
+        yield b"\r\n--x--\r\n"
+
+    try:
+        sending = threading.Thread(target=lambda: served.client.post(
+            "/api/jobs", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=x"}), daemon=True)
+        sending.start()
+        assert arrived.wait(60)
+        time.sleep(0.5)
+        assert served.process is not None
+        fds = Path(f"/proc/{served.process.pid}/fd")
+        targets = []
+        for fd in fds.iterdir():
+            try:
+                targets.append(os.readlink(fd))
+            except OSError:
+                continue
+        spooled = [t for t in targets if t.endswith("(deleted)")]  # an unlinked temporary file: the spool
+        assert any(t.startswith(str((tmp_path / "data" / "uploads").resolve())) for t in spooled), spooled
+        sending.join(30)
+    finally:
+        served.stop()

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,14 @@ class Server:
     app: Any
     listening: socket.socket
     lock_fd: int
+    spool: Path  # where uploads are spooled while they arrive: the data folder's disk
 
     def run(self) -> None:
         import uvicorn
 
+        # The multipart parser spools an upload larger than 1 MB through tempfile: in the data folder, on the disk
+        # that --min-free watches, not in a /tmp that may be small or held in memory.
+        previous, tempfile.tempdir = tempfile.tempdir, str(self.spool)
         try:
             # Access logs off: at hundreds of polls a second they would cost more than the routes themselves.
             config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=3)
@@ -96,6 +101,7 @@ class Server:
 
             _Server(config).run(sockets=[self.listening])
         finally:
+            tempfile.tempdir = previous
             self.listening.close()
             os.close(self.lock_fd)
 
@@ -162,7 +168,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     if token is None and settings.hosts is None:
         summary += ("\nvidstyle serve: warning: no --token on an address other machines reach: anyone who can reach "
                     "it can queue, cancel and delete jobs and download the results")
-    return Server(url, summary, app, listening, lock_fd)
+    return Server(url, summary, app, listening, lock_fd, folder.uploads)
 
 
 def _url_host(host: str) -> str:
