@@ -201,9 +201,7 @@ def frames_at(info: VideoInfo, seconds: Iterable[float]) -> tuple[int, ...]:
     for moment in seconds:
         if isinstance(moment, bool) or not isinstance(moment, (int, float)) or math.isnan(moment) or moment < 0:
             raise SettingError("at", f"must be a time of at least 0 seconds (got {moment!r})")
-        if moment >= info.duration:
-            raise SettingError("at", f"{moment:g} s is past the end of the video, which lasts {info.duration:.3f} s")
-        found.add(min(info.frame_count - 1, shown_at(times, moment)))
+        found.add(shown_at(info, times, moment, "at"))
     return tuple(sorted(found))
 
 

@@ -310,10 +310,13 @@ def frame_times(info: VideoInfo) -> tuple[float, ...]:
     return info.frame_times or tuple(i / float(info.fps) for i in range(info.frame_count))
 
 
-def shown_at(times: tuple[float, ...], moment: float) -> int:
-    """The frame a player shows at `moment`: the last one starting at or before it. A hair of tolerance: 0.24 s
-    typed for a frame stamped 0.24000000000000002 s means that frame."""
-    return max(0, bisect.bisect_right(times, moment + 1e-9) - 1)
+def shown_at(info: VideoInfo, times: tuple[float, ...], moment: float, setting: str) -> int:
+    """The frame a player shows at `moment` seconds (`times`: frame_times(info)): the last one starting at or before
+    it; a moment at or past the video's end is refused, naming `setting`. A hair of tolerance: 0.24 s typed for a
+    frame stamped 0.24000000000000002 s means that frame."""
+    if moment >= info.duration:  # also a moment so large that adding a duration to it changes nothing
+        raise SettingError(setting, f"{moment:g} s is past the end of the video, which lasts {info.duration:.3f} s")
+    return min(info.frame_count - 1, max(0, bisect.bisect_right(times, moment + 1e-9) - 1))
 
 
 def check_order(begin: float, finish: float) -> None:
@@ -329,10 +332,8 @@ def trim_frames(info: VideoInfo, start: float | None, end: float | None) -> tupl
         return None
     begin, finish = check_times(start, end)
     times = frame_times(info)
-    if begin >= info.duration:  # also a start so large that adding a duration to it changes nothing
-        raise SettingError("start", f"{begin:g} s is past the end of the video, which lasts {info.duration:.3f} s")
+    first = shown_at(info, times, begin, "start")
     check_order(begin, finish)
-    first = shown_at(times, begin)
     # The frame on screen at the start is shown in the range however short it is, even within the tolerance.
     stop = max(first + 1, bisect.bisect_left(times, finish - 1e-9))
     return None if (first, stop) == (0, info.frame_count) else (first, stop)
