@@ -1095,11 +1095,11 @@ def _run_command(argv: Sequence[str] | None) -> int:
         if args.command not in ("styles", "presets"):
             _import_the_engine()
         return func(args)
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
         # The reader of our output left (`vidstyle metrics ... | head`): end quietly, as a command killed by
         # SIGPIPE would, and point stdout at nothing so that the final flush at exit does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 128 + signal.SIGPIPE
+        return _ending(exc, args)[0]
     except (Exception, KeyboardInterrupt, SignalInterrupt) as exc:
         if args.debug and not isinstance(exc, (KeyboardInterrupt, SignalInterrupt)):
             raise
@@ -1117,7 +1117,7 @@ def _ending(exc: BaseException, args: argparse.Namespace) -> tuple[int, str]:
         return 130, "vidstyle: interrupted"
     if isinstance(exc, SignalInterrupt):
         return 128 + exc.signum, "vidstyle: terminated"
-    if isinstance(exc, BrokenPipeError):
+    if isinstance(exc, BrokenPipeError):  # said only in the event log: stdout's reader is gone
         return 128 + signal.SIGPIPE, "vidstyle: the reader of the output went away"
     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
         # A name given on the command line (or made from one) over the file system's limit: not an internal
