@@ -1461,6 +1461,37 @@ def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_afte
         assert not stopping.is_alive(), "the pool did not stop: its supervisor hung"
 
 
+def test_a_worker_hung_in_its_setting_up_is_killed_and_counted_against_its_slot(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker that hung before it got ready (a device that stopped answering as it loaded the network) took no
+    job, so no watchdog saw it: the slot was lost for good, and /api/health said nothing. It is now killed after
+    the stall timeout, counts as a death at start, and another is started."""
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool, WorkerSpec
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    pool = WorkerPool(JobQueue(data.database), [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)],
+                      stall_timeout=2.0)
+    pool.RESTART_DELAY = 0.25  # type: ignore[misc] - the same doubling, sooner
+    pool.deaths_at_start["w0"] = pool.FAILING_AFTER - 1  # this hang is the death that marks the slot failing
+    pool.start()
+    try:
+        _until(lambda: "w0" in pool.processes, "the worker is started")
+        hung = pool.processes["w0"]
+        os.kill(hung.pid, signal.SIGSTOP)  # type: ignore[arg-type] - still importing the renderer: not ready
+        assert not pool.pulses["w0"].ready()
+        _until(lambda: pool.failing() == ["w0"], "the hung worker counts against its slot", timeout=30)
+        assert not hung.is_alive() and hung.exitcode == -signal.SIGKILL
+        assert "worker w0 did not set up within 2 s; starting another" in caplog.text
+        pool.stall_timeout = 600.0  # the next worker may take its time to set up on a busy machine
+        _until(lambda: pool.processes["w0"] is not hung and pool.pulses["w0"].ready(), "another worker gets ready")
+        _until(lambda: pool.failing() == [], "a worker that got ready clears the mark")
+    finally:
+        pool.stop()
+
+
 def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -5,7 +5,8 @@ GPU or per `--workers` slot on a CPU, so the web server's event loop never waits
 thread in the server restarts a worker that dies and puts its job back in the queue; a worker dies with the
 server (PR_SET_PDEATHSIG, and a parent check), so a server killed with -9 leaves no render running behind it.
 The supervisor also kills a worker whose render has shown no sign of life (a Pulse in shared memory) for the
-stall timeout, failing its job, and one that has not heeded a cancel within CANCEL_GRACE.
+stall timeout, failing its job, one that has not heeded a cancel within CANCEL_GRACE, and one that has not set up
+within the stall timeout of its start.
 """
 
 from __future__ import annotations
@@ -197,16 +198,22 @@ class Pulse:
         self._job = context.RawValue("q", 0)
         self._beat = context.RawValue("d", 0.0)
         self._ready = context.RawValue("b", 0)  # the worker has set up and claims jobs
+        self._spawned = context.RawValue("d", 0.0)  # when its process was started
 
     def restart(self) -> None:
         self.end()
         self._ready.value = 0
+        self._spawned.value = time.monotonic()
 
     def mark_ready(self) -> None:
         self._ready.value = 1
 
     def ready(self) -> bool:
         return bool(self._ready.value)
+
+    def setting_up_for(self) -> float | None:
+        """Seconds since the worker was started, while it has not got ready; None once it has."""
+        return None if self.ready() else time.monotonic() - self._spawned.value
 
     def begin(self, seq: int) -> None:
         self._job.value = seq
@@ -446,9 +453,12 @@ def _die_with_parent(parent: int) -> None:
 
 def stall_message(seconds: float) -> str:
     """The error of a job whose render stopped making progress; it names no path of the server."""
-    span = f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} minute{'' if seconds == 60 else 's'}"
-    return (f"the render stopped making progress for {span} and was ended (--stall-timeout): the input may be "
-            "damaged, or the device stopped answering")
+    return (f"the render stopped making progress for {_span(seconds)} and was ended (--stall-timeout): the input "
+            "may be damaged, or the device stopped answering")
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} minute{'' if seconds == 60 else 's'}"
 
 
 def descendants(pid: int) -> list[int]:
@@ -543,7 +553,13 @@ class WorkerPool:
         if process.is_alive():
             if ready:
                 self.deaths_at_start[name] = 0  # this one set up: whatever ended the ones before did not stop it
-            self._watch(name, process)
+                self._watch(name, process)
+            elif (self.pulses[name].setting_up_for() or 0.0) > self.stall_timeout:
+                # Hung in its setting up (a device that stopped answering, a network file system): no job notices
+                # it, so it would hold its slot for ever. Killed, it counts as a death at start (not `settled`).
+                _log.warning("worker %s did not set up within %s; starting another", name,
+                             _span(self.stall_timeout))
+                self._kill(name, process, settled=False)
             return
         if name not in ended:
             if name not in self._reaped:
@@ -591,9 +607,10 @@ class WorkerPool:
             seen = self._cancel_seen[name] = (seq, time.monotonic())
         return time.monotonic() - seen[1] > self.CANCEL_GRACE
 
-    def _kill(self, name: str, process: multiprocessing.process.BaseProcess) -> None:
+    def _kill(self, name: str, process: multiprocessing.process.BaseProcess, settled: bool = True) -> None:
         """SIGKILL a worker and the processes it started: ffmpeg runs in a session of its own, so a stalled decoder
-        would outlive its worker, holding its pipe and its file for ever."""
+        would outlive its worker, holding its pipe and its file for ever. `settled`: the worker's job has been
+        ended already, so the kill is not a death to count."""
         children = descendants(process.pid) if process.pid is not None else []
         process.kill()
         process.join()
@@ -602,7 +619,8 @@ class WorkerPool:
                 os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass  # ended with its worker
-        self._killed.add(name)
+        if settled:
+            self._killed.add(name)
         self._cancel_seen.pop(name, None)
 
     def restart_delay(self, name: str) -> float:
