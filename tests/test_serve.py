@@ -366,6 +366,7 @@ def test_health_reports_the_disk_and_the_limits(server: ServeProcess) -> None:
     assert health["min_free"] == 2 * 10**9, "2 GB: more than twice this server's 1MB --max-upload"
     assert health["max_queued"] == 100
     assert health["stall_timeout"] == 600, "seconds without a sign of life before a render is ended"
+    assert health["workers_failing"] == [] and health["worker_deaths"] == {"slot-0": 0}, health
     assert 0 < health["disk_free"] <= shutil.disk_usage(server.data).total
     for path in ("/api/health", "/"):  # uptime monitors often ask with HEAD
         assert server.client.head(path).status_code == 200, path
@@ -665,6 +666,7 @@ def test_a_cancel_that_a_stuck_render_cannot_heed_ends_its_job(tmp_path: Path, l
         while pool.processes["w0"].pid == worker and time.monotonic() < deadline:
             time.sleep(0.2)
         assert pool.processes["w0"].is_alive() and pool.failing() == []
+        assert pool.deaths == {"w0": 0}, "killed by the watchdog, its job ended: not a death"
     finally:
         pool.stop()
 
@@ -1448,6 +1450,7 @@ def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_afte
         os.kill(first.pid, signal.SIGKILL)  # type: ignore[arg-type] - dies once ready, seconds after its start
         _until(lambda: pool.processes["w0"] is not first, "the killed worker is replaced")
         assert pool.deaths_at_start["w0"] == 0 and pool.restart_delay("w0") == pool.RESTART_DELAY
+        assert pool.deaths == {"w0": 1}, "every death is counted for /api/health's worker_deaths"
         assert not pool.pulses["w0"].ready(), "the new worker is not ready until it has set up"
         ringing = threading.Thread(target=pool.notify, daemon=True)  # as an upload does
         ringing.start()
@@ -1483,7 +1486,7 @@ def test_a_worker_hung_in_its_setting_up_is_killed_and_counted_against_its_slot(
         os.kill(hung.pid, signal.SIGSTOP)  # type: ignore[arg-type] - still importing the renderer: not ready
         assert not pool.pulses["w0"].ready()
         _until(lambda: pool.failing() == ["w0"], "the hung worker counts against its slot", timeout=30)
-        assert not hung.is_alive() and hung.exitcode == -signal.SIGKILL
+        assert not hung.is_alive() and hung.exitcode == -signal.SIGKILL and pool.deaths == {"w0": 1}
         assert "worker w0 did not set up within 2 s; starting another" in caplog.text
         pool.stall_timeout = 600.0  # the next worker may take its time to set up on a busy machine
         _until(lambda: pool.processes["w0"] is not hung and pool.pulses["w0"].ready(), "another worker gets ready")

@@ -564,12 +564,15 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     @app.get("/api/health", tags=["service"])
     async def health() -> dict[str, Any]:
         """Jobs by state, and the service's settings a client may need. `workers_failing` names the workers that
-        keep dying as they start (a GPU gone, say): queued jobs wait for them, retried less and less often.
+        keep dying or hanging as they start (a GPU gone, say): queued jobs wait for them, retried less and less
+        often. `worker_deaths` counts each slot's worker deaths since the start, on jobs too (out of memory, a
+        device that fails every job).
         `disk_free` (bytes) under `min_free` means uploads are refused (507); `max_queued` queued jobs, 429; a
         render showing no sign of life for `stall_timeout` seconds fails (null where no workers run here)."""
         pool = factory.pool
         return {"version": __version__, "jobs": queue.counts(), "workers": settings.workers,
-                "workers_failing": pool.failing() if pool is not None else [], "device": settings.device,
+                "workers_failing": pool.failing() if pool is not None else [],
+                "worker_deaths": dict(pool.deaths) if pool is not None else {}, "device": settings.device,
                 "max_upload": settings.max_upload, "disk_free": free_disk(settings.data),
                 "min_free": settings.min_free, "max_queued": settings.max_queued,
                 "stall_timeout": pool.stall_timeout if pool is not None else None, "presets": preset_names()}

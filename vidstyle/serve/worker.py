@@ -501,6 +501,9 @@ class WorkerPool:
         self._thread: threading.Thread | None = None
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self.deaths_at_start = {spec.name: 0 for spec in specs}
+        # Every death of a slot's workers since the start, on a job too: a device that fails each job's first frame
+        # fails job after job without marking its slot failing, and this count shows it.
+        self.deaths = {spec.name: 0 for spec in specs}
         self.pulses = {spec.name: Pulse(self.context) for spec in specs}
         self._killed: set[str] = set()  # slots whose worker the watchdog killed, its job already settled
         self._reaped: dict[str, bool] = {}  # slots whose ended worker's job is still to go back: whether it died
@@ -569,6 +572,7 @@ class WorkerPool:
                 self._killed.discard(name)
                 # Dying once ready (on a job: out of memory on its first frame, say) is the job's to count.
                 self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if died and not ready else 0
+                self.deaths[name] += died
                 self._reaped[name] = died
             # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
             # fail, the slot stays reaped and it is tried again.
