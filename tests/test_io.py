@@ -786,3 +786,70 @@ def test_an_interlaced_source_is_deinterlaced_frame_for_frame_and_said(tmp_path:
     job = prepare_render(clip, [starry], tmp_path / "out.mp4", make_config("fast", size=64, device="cpu"))
     assert "the source is interlaced: its frames are deinterlaced (bwdif), one for one" in \
         started_event(job, "cpu", [], set()).notes
+
+
+@pytest.mark.parametrize("transfer, levels", [("arib-std-b67", "tv"), ("smpte2084", "pc")])
+def test_an_hdr_source_is_tone_mapped_to_sdr_and_said(tmp_path: Path, bunny_short: Path, starry: Path,
+                                                      transfer: str, levels: str) -> None:
+    """A phone's HDR clip (HLG; PQ from HDR10 cameras) was read as if SDR: its frames came out dim and grey, and so
+    did the painting made of them. The same pictures made HDR now decode close to the SDR frames."""
+    import dataclasses
+
+    from vidstyle.config import make_config
+    from vidstyle.io.probe import Colour
+    from vidstyle.pipeline import prepare_render, started_event
+
+    clip = tmp_path / f"hdr-{transfer}.mp4"
+    # The SDR clip's light, 100 nits at its white, written in the HDR transfer with BT.2020 colours, in 10 bits;
+    # a keyframe every 4 frames, so a range's decode begins at a seek.
+    ffmpeg("-i", str(bunny_short), "-vf", f"zscale=tin=bt709:pin=bt709:min=smpte170m:rin=limited:t={transfer}:"
+           f"p=bt2020:m=bt2020nc:r={'full' if levels == 'pc' else 'limited'}:npl=100,format=yuv420p10le",
+           "-c:v", "libx264", "-crf", "12", "-g", "4", "-keyint_min", "4", "-sc_threshold", "0",
+           "-color_trc", transfer, "-color_primaries", "bt2020",
+           "-colorspace", "bt2020nc", "-color_range", levels, "-an", str(clip))
+    info = probe_video(clip)
+    assert info.colour == Colour("bt2020nc", "bt2020", transfer, levels == "pc") and info.colour.hdr
+    sdr_info = probe_video(bunny_short)
+    assert not sdr_info.colour.hdr
+    size = (sdr_info.width, sdr_info.height)
+    sdr = np.stack([f.rgb for f in read_frames(sdr_info, size)]).astype(np.float64)
+    mapped = np.stack([f.rgb for f in read_frames(info, size)]).astype(np.float64)
+    as_sdr = np.stack([f.rgb for f in read_frames(dataclasses.replace(info, colour=Colour()), size)])
+    assert len(mapped) == len(sdr) == info.frame_count, "a frame for a frame"
+
+    def chroma(rgb: np.ndarray) -> float:
+        return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
+
+    assert np.abs(mapped - sdr).mean() < 12, "tone-mapped, the frames are near the SDR ones"
+    assert abs(mapped.mean() - sdr.mean()) < 0.08 * sdr.mean() and chroma(mapped) > 0.85 * chroma(sdr)
+    # Without the mapping (as before), the same decode is far off: the test would see the old reading.
+    assert np.abs(as_sdr.astype(np.float64) - sdr).mean() > 25
+    part = [f.rgb for f in read_frames(info, size, 6, 10)]
+    assert info.keyframes[:3] == (0, 4, 8)
+    assert all(np.array_equal(a, b) for a, b in zip(part, mapped[6:10], strict=True)), "a range as in the whole"
+    job = prepare_render(clip, [starry], tmp_path / "out.mp4", make_config("fast", size=64, device="cpu"))
+    kind = "HLG" if transfer == "arib-std-b67" else "PQ"
+    assert f"the source is HDR ({kind}): its frames are tone-mapped to SDR (BT.709), and the output is SDR" in \
+        started_event(job, "cpu", [], set()).notes
+
+
+def test_an_hdr_source_is_refused_by_an_ffmpeg_that_cannot_tone_map_it(tmp_path: Path, bunny_short: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ffmpeg of the user's own (IMAGEIO_FFMPEG_EXE) built without libzimg has no zscale: the render would fail
+    at its first frame, after its work directory was made. The probe refuses the input, saying why."""
+    import imageio_ffmpeg
+
+    clip = tmp_path / "hlg.mp4"
+    ffmpeg("-i", str(bunny_short), "-frames:v", "2", "-vf",
+           "setparams=color_trc=arib-std-b67:color_primaries=bt2020:colorspace=bt2020nc", "-c:v", "libx264", "-an",
+           str(clip))
+    real = imageio_ffmpeg.get_ffmpeg_exe()
+    build = tmp_path / "ffmpeg-without-zimg"  # the real binary, its filter list without zscale, as such a build's
+    build.write_text(f'#!/bin/sh\nif [ "$2" = "-filters" ]; then "{real}" "$@" | grep -v " zscale "; '
+                     f'else exec "{real}" "$@"; fi\n')
+    build.chmod(0o755)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(build))
+    with pytest.raises(VideoOpenError, match=r"is HDR \(arib-std-b67\), and the ffmpeg in use cannot tone-map it to "
+                                             r"SDR: it lacks the zscale filter\(s\); unset IMAGEIO_FFMPEG_EXE"):
+        probe_video(clip)
+    assert not probe_video(bunny_short).colour.hdr, "an SDR source is read as before"

@@ -365,6 +365,9 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                      f"written: the output holds the video{' and its audio' if job.info.has_audio else ''}")
     if job.info.interlaced:
         notes.append("the source is interlaced: its frames are deinterlaced (bwdif), one for one")
+    if job.info.colour.hdr:
+        kind = "HLG" if job.info.colour.transfer == "arib-std-b67" else "PQ"
+        notes.append(f"the source is HDR ({kind}): its frames are tone-mapped to SDR (BT.709), and the output is SDR")
     notes.extend(resumed_notes)
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from vidstyle.errors import DecodeError
 from vidstyle.io.ffmpeg import StderrTail, exit_reason, file_url, run_ffmpeg, start_ffmpeg, stop_process
-from vidstyle.io.probe import VIDEO_STREAM, VideoInfo
+from vidstyle.io.probe import VIDEO_STREAM, Colour, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,30 @@ class Frame:
 # interlaced: a stream that mixes them keeps its progressive ones untouched. bwdif looks one frame either side,
 # which a range's decode has, since it begins a whole GOP early.
 DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced,"
+
+
+# zscale takes these names as ffmpeg writes them; a stream naming another (or none) is read as BT.2020, as HDR
+# streams all but always are.
+_ZSCALE_MATRICES = frozenset({"bt709", "bt2020nc", "smpte170m", "bt470bg"})
+_ZSCALE_PRIMARIES = frozenset({"bt709", "bt2020", "smpte432"})
+
+
+def tone_map(colour: Colour) -> str:
+    """Filters that turn an HDR picture (PQ or HLG) into SDR BT.709, or "" for an SDR one.
+
+    To light (100 nits = 1.0), to BT.709's primaries, highlights rolled off by Möbius (linear up to 0.3, so a
+    picture's shadows and mid-tones keep their values; the peak from the stream's light-level data, else
+    1200 nits), then BT.709's gamma. Each step names its input: zscale reads an unset tag as "no conversion
+    possible" and fails. Run after the scaling to the render's size, where it costs least.
+    """
+    if not colour.hdr:
+        return ""
+    matrix = colour.matrix if colour.matrix in _ZSCALE_MATRICES else "bt2020nc"
+    primaries = colour.primaries if colour.primaries in _ZSCALE_PRIMARIES else "bt2020"
+    levels = "full" if colour.full_range else "limited"
+    return (f",zscale=tin={colour.transfer}:min={matrix}:pin={primaries}:rin={levels}:t=linear:p={primaries}:npl=100,"
+            f"format=gbrpf32le,zscale=tin=linear:pin={primaries}:p=bt709,tonemap=tonemap=mobius:desat=0,"
+            "zscale=tin=linear:pin=bt709:t=bt709:m=bt709:r=full,format=gbrp")
 
 
 def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = None, *,
@@ -63,7 +87,8 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
         "-map", VIDEO_STREAM,
         # passthrough: no frame duplicated or dropped, so variable-rate phone clips keep every frame.
         "-fps_mode", "passthrough",
-        "-vf", f"{DEINTERLACE if info.interlaced else ''}scale={width}:{height}:flags={flags},setsar=1",
+        "-vf", f"{DEINTERLACE if info.interlaced else ''}scale={width}:{height}:flags={flags},setsar=1"
+               f"{tone_map(info.colour)}",
         *limit,
         *stamps,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-",

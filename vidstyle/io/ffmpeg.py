@@ -65,6 +65,19 @@ def check_ffmpeg_version(exe: str, chosen_by_user: bool) -> None:
                             f"{'.'.join(map(str, OLDEST_FFMPEG))} or newer ({fix})")
 
 
+def missing_filters(*names: str) -> list[str]:
+    """Those of the named filters that the ffmpeg in use lacks (a build of its own may leave out a library)."""
+    return [name for name in names if name not in _filters(ffmpeg_exe())]
+
+
+@functools.cache
+def _filters(exe: str) -> frozenset[str]:
+    ran = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30,
+                         stdin=subprocess.DEVNULL, errors="replace")
+    # " TS. zscale  V->V  Apply resizing, ...": flags, then the name.
+    return frozenset(re.findall(r"^ [.A-Z|]{2,3} (\w+)\s", ran.stdout, re.MULTILINE))
+
+
 def ffmpeg_too_old(banner: str) -> str | None:
     """How `ffmpeg -version`'s output names an ffmpeg older than vidstyle needs ("ffmpeg 4.2"), or None: a newer
     one, or one that names neither a release nor its libavcodec (it is then tried)."""

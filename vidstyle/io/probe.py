@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidstyle.errors import InputError, SettingError, VideoOpenError
-from vidstyle.io.ffmpeg import file_url, run_ffmpeg
+from vidstyle.io.ffmpeg import file_url, missing_filters, run_ffmpeg
 from vidstyle.io.paths import is_web_address, special_file_kind
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
@@ -30,6 +30,24 @@ _ANIMATED_FORMATS = frozenset({"gif", "apng"})
 # with `-ss`) are never shown by the decoder, so they are not frames of the video.
 _DISCARD_FLAG = 0x4
 _KEY_FLAG = 0x1
+
+
+# HDR transfers, as ffmpeg names them: PQ (HDR10, Dolby Vision) and HLG (what phones record by default).
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How the stream says its pixels encode colour, in ffmpeg's names ("" where it says nothing)."""
+
+    matrix: str = ""  # Y'CbCr coefficients: bt709, bt2020nc, ...
+    primaries: str = ""  # bt709, bt2020, smpte432 (Display P3), ...
+    transfer: str = ""  # bt709, smpte2084, arib-std-b67, ...
+    full_range: bool = False  # pc (0-255) rather than tv (16-235)
+
+    @property
+    def hdr(self) -> bool:
+        return self.transfer in HDR_TRANSFERS
 
 
 @dataclass(frozen=True)
@@ -59,6 +77,8 @@ class VideoInfo:
     # the network would paint the combing of anything that moves as stripes. Only an upright picture: fields are
     # rows of the coded picture, and a turned one is rare enough not to guess at.
     interlaced: bool = False
+    # An HDR stream is tone-mapped to SDR as it is decoded: read as SDR, its pictures came out dim and grey.
+    colour: Colour = Colour()
 
     @property
     def duration(self) -> float:
@@ -116,6 +136,20 @@ def _video_stream_line(stderr: str) -> str:
         if re.match(r"\s*Stream #0:\d+.*?: Video:", line) and "(attached pic)" not in line:
             return line
     return ""
+
+
+def _parse_colour(stream_line: str) -> Colour:
+    """The pixel format's details, "yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67, progressive)": ffmpeg writes
+    matrix/primaries/transfer where they differ, one name where all three are the same, "unknown" for one unset."""
+    details = re.search(r": Video: [^,]*, \w+\(([^)]*)\)", stream_line)
+    if details is None:
+        return Colour()
+    parts = [part.strip() for part in details.group(1).split(",")]
+    names = next((part.split("/") for part in parts if part.count("/") == 2), None)
+    if names is None:  # one name for all three, or none at all
+        names = [next((part for part in parts if part.startswith(("bt", "smpte"))), "")] * 3
+    matrix, primaries, transfer = ("" if name == "unknown" else name for name in names)
+    return Colour(matrix, primaries, transfer, "pc" in parts)
 
 
 def _parse_codec(stream_line: str) -> str:
@@ -254,6 +288,8 @@ def probe_video(path: Path) -> VideoInfo:
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)
     fps, variable = _frame_rate(time_base, stamps, _fallback_fps(stream_line))
     interlaced = rotation == 0 and _INTERLACED.search(stream_line) is not None
+    colour = _parse_colour(stream_line)
+    _check_tone_mapping(path, colour)
     return VideoInfo(
         path=path,
         width=width,
@@ -263,12 +299,13 @@ def probe_video(path: Path) -> VideoInfo:
         frame_count=len(stamps),
         variable_rate=variable,
         audio_codecs=_parse_audio(err),
-        digest=_digest(framecrc, width, height, rotation, interlaced),
+        digest=_digest(framecrc, width, height, rotation, interlaced, colour.hdr),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
         keyframes=timing.keyframe_indices(),
         codec=_parse_codec(stream_line),
         subtitle_streams=len(re.findall(r"^\s*Stream #0:\d+\S*: Subtitle:", _input_section(err), re.MULTILINE)),
         interlaced=interlaced,
+        colour=colour,
     )
 
 
@@ -276,9 +313,21 @@ def probe_video(path: Path) -> VideoInfo:
 _INTERLACED = re.compile(r"[(,] ?(?:top|bottom)(?: coded)? first\b")
 
 
-def _digest(framecrc: str, width: int, height: int, rotation: int, interlaced: bool) -> str:
-    # Deinterlaced frames are other pictures: checkpoints made from the combed ones are not resumed from them.
-    hasher = hashlib.sha256(f"{width}x{height}@{rotation}{' deinterlaced' if interlaced else ''}\n".encode())
+def _check_tone_mapping(path: Path, colour: Colour) -> None:
+    """Refuse an HDR video that the ffmpeg in use cannot tone-map (one without libzimg), rather than paint it dim
+    and grey or fail at its first frame."""
+    missing = missing_filters("zscale", "tonemap") if colour.hdr else []
+    if missing:
+        raise VideoOpenError(f"{path} is HDR ({colour.transfer}), and the ffmpeg in use cannot tone-map it to SDR: "
+                             f"it lacks the {' and '.join(missing)} filter(s); unset IMAGEIO_FFMPEG_EXE to use "
+                             "imageio-ffmpeg's own, which has them")
+
+
+def _digest(framecrc: str, width: int, height: int, rotation: int, interlaced: bool, hdr: bool) -> str:
+    # Deinterlaced or tone-mapped frames are other pictures: checkpoints made from the frames as they were read
+    # before are not resumed from them.
+    reading = (" deinterlaced" if interlaced else "") + (" tone-mapped" if hdr else "")
+    hasher = hashlib.sha256(f"{width}x{height}@{rotation}{reading}\n".encode())
     for line in framecrc.splitlines():
         if not line.startswith("#software"):  # the muxer's version: a new ffmpeg must not orphan checkpoints
             hasher.update(line.encode("ascii", "replace") + b"\n")
