@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ffmpeg
 
 import vidstyle.stylize
@@ -252,3 +253,16 @@ def test_what_is_wrong_for_every_item_is_refused_once_before_any(clips: list[Pat
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and re.search(message, err[0]), err
     assert list(folder.iterdir()) == []
+
+
+def test_a_setting_wrong_for_every_item_is_refused_once_not_reported_per_item(clips: list[Path],
+                                                                              two_styles: list[Path]) -> None:
+    """A blend of the wrong length (and a device this machine lacks) made every item fail with the same reason,
+    and the call returned normally."""
+    blend = make_config("fast", size=64, device="cpu", style_blend=(0.5, 0.3, 0.2))
+    with pytest.raises(SettingError, match="^style_blend has 3 weights for 2 style images"):
+        render_many(clips, two_styles, blend)
+    if torch.cuda.device_count() < 8:
+        with pytest.raises(SettingError, match="^device is cuda:7"):
+            render_many(clips, two_styles, make_config("fast", size=64, device="cuda:7"))
+    assert not list(clips[0].parent.glob("*.mp4.*")) and len(list(clips[0].parent.iterdir())) == 2

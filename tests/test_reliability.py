@@ -626,7 +626,7 @@ def test_a_preset_file_of_ones_own_stands_on_the_balanced_preset(tmp_path: Path)
 def test_inputs_the_library_cannot_use_are_refused_in_its_own_words(capsys, tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(SettingError, match="^input_path must name a file"):
         vidstyle.render(5, ["starry-night"], tmp_path / "o.mp4", _tiny_config())  # type: ignore[arg-type]
-    with pytest.raises(SettingError, match="^workdir must name a file"):
+    with pytest.raises(SettingError, match="^workdir must name a folder"):
         vidstyle.render(tiny, ["starry-night"], tmp_path / "o.mp4", _tiny_config(), workdir=5)  # type: ignore[arg-type]
     with pytest.raises(SettingError, match="^stylizer must be a vidstyle.Stylizer"):
         vidstyle.render(tiny, ["starry-night"], tmp_path / "o.mp4", _tiny_config(), stylizer="x")  # type: ignore[arg-type]
@@ -777,8 +777,69 @@ def test_a_still_and_its_animation_that_appear_while_painting_are_kept(images, s
         with pytest.raises(OutputExists, match="appeared while this render ran$"):
             vidstyle.stylize_image(content, [starry], out, config, on_event=someone_writes, animation=animation)
         assert (tmp_path / target).read_bytes() == b"theirs"
+        other = animation if target == "still.png" else out
+        assert not other.exists(), "the still and its animation are written both or neither"
         assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no hidden file is left"
     out.unlink(missing_ok=True)
     animation.unlink()
     vidstyle.stylize_image(content, [starry], out, config, animation=animation)
     assert read_image(out).shape[2] == 3 and animation.stat().st_size > 0
+
+
+def test_an_output_that_is_a_link_to_nowhere_is_refused_before_the_work(tmp_path: Path, tiny: Path,
+                                                                       images, starry: Path) -> None:
+    """A dangling symlink at the output path is something there: a still was painted in full, then refused with
+    "appeared while this render ran" (its animation left behind), and a preview replaced the link."""
+    import vidstyle.preview
+
+    content = tmp_path / "content.png"
+    write_image(content, images[0])
+    config = make_config("fast", size=32, first_iters=1, iters=1, device="cpu")
+    for name, call in [
+        ("still.png", lambda out: vidstyle.stylize_image(content, [starry], out, config,
+                                                          animation=tmp_path / "steps.gif")),
+        ("sheet.png", lambda out: vidstyle.preview.preview(tiny, [starry], out, config, count=1)),
+        ("video.mp4", lambda out: vidstyle.render(tiny, [starry], out, config)),
+    ]:
+        link = tmp_path / name
+        link.symlink_to(tmp_path / "not-yet" / name)
+        with pytest.raises(OutputExists, match=rf"^output {re.escape(str(link))} exists$"):
+            call(link)
+        assert link.is_symlink(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "sheet.png", "still.png", "video.mp4"]
+
+
+def test_a_still_is_written_at_its_output_size(tmp_path: Path, images, starry: Path) -> None:
+    """output_size was left unused for a still: a settings file made for videos gave a still at the render's size
+    whatever it asked for."""
+    content = tmp_path / "content.png"
+    write_image(content, cv2.resize(images[0], (120, 90), interpolation=cv2.INTER_AREA))
+    out = tmp_path / "still.png"
+    for setting, size in [("render", (32, 24)), ("source", (120, 90)), ("50", (50, 38)), ("30x20", (30, 20))]:
+        config = make_config("fast", size=32, first_iters=1, device="cpu", output_size=setting)
+        vidstyle.stylize_image(content, [starry], out, config, overwrite=True)
+        assert read_image(out).shape[:2] == size[::-1], setting
+
+
+def test_api_arguments_of_other_types_are_taken_or_refused_in_its_words(tmp_path: Path, tiny: Path) -> None:
+    import vidstyle.preview
+
+    config = _tiny_config()
+    with pytest.raises(SettingError, match="^inputs must be a video's path or a list of them"):
+        vidstyle.render_many(5, ["starry-night"], config)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^output_dir must name a folder"):
+        vidstyle.render_many([tiny], ["starry-night"], config, output_dir=3)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^frames must be vidstyle.io.decode.Frame"):
+        list(vidstyle.stylize_sequence([np.zeros((32, 48, 3), np.uint8)],
+                                       vidstyle.Stylizer.for_styles(["starry-night"], config)))
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(b"mine")
+    with pytest.raises(SettingError, match="^overwrite must be True or False"):
+        vidstyle.preview.preview(tiny, ["starry-night"], sheet, config, count=1, overwrite="no")  # type: ignore
+    assert sheet.read_bytes() == b"mine", "a truthy string is no permission to overwrite"
+    # NumPy's numbers are numbers: Config takes them, and so do the times and counts beside it.
+    made = vidstyle.preview.preview(tiny, ["starry-night"], tmp_path / "np.png", config, at=[np.float32(0.05)])
+    assert made.frames == (1,)
+    assert vidstyle.preview.preview(tiny, ["starry-night"], tmp_path / "n.png", config,
+                                    count=np.int64(1)).frames == (1,)
+    assert vidstyle.render(tiny, ["starry-night"], tmp_path / "part.mp4", config, start=np.float32(0.05)).exists()

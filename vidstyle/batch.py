@@ -7,14 +7,15 @@ skipped (not an error), so re-running an interrupted batch finishes it.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_call_arguments, config_or_default, path_argument
+from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
@@ -53,14 +54,17 @@ class BatchResult:
 def plan_batch(inputs: Sequence[Path | str] | Path | str, style_paths: StylePaths, *, each_style: bool = False,
                output_dir: Path | str | None = None) -> list[BatchItem]:
     """The renders of a batch, named as a single render names its output, beside each input or in `output_dir`."""
-    if isinstance(inputs, (str, Path)):
+    if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]  # one video, not its letters
+    if not isinstance(inputs, Iterable) or isinstance(inputs, bytes):
+        raise SettingError("inputs", f"must be a video's path or a list of them (got {type(inputs).__name__})")
+    inputs = list(inputs)
     if not inputs:
         raise SettingError("inputs", "is empty: give at least one video")
     if not style_paths:
         raise SettingError("styles", "is empty: give at least one style image")
     styles = resolve_styles(style_paths)
-    if output_dir is not None and not path_argument("output_dir", output_dir).is_dir():
+    if output_dir is not None and not path_argument("output_dir", output_dir, "folder").is_dir():
         raise SettingError("output_dir", f"{output_dir} is not a directory")
     groups = [(style,) for style in styles] if each_style else [styles]
     items = []
@@ -118,11 +122,14 @@ def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePat
     # What is the same for every item is refused once, here, not reported as each item's failure.
     if start is not None or end is not None:
         check_order(*check_times(start, end))
+    device = resolve_device(config.device)
+    for group in {item.styles for item in items}:
+        check_style_count(config, len(group))
     if distributed:
         check_cluster_config(config)
         from vidstyle.distributed import Cluster
 
-        Cluster.of(*(cluster.get(k) for k in _CLUSTER_OPTIONS), device=resolve_device(config.device))
+        Cluster.of(*(cluster.get(k) for k in _CLUSTER_OPTIONS), device=device)
     prepared = [_prepare(item, config, overwrite, start, end, distributed) for item in items]
     stylizers: dict[tuple[Path, ...], Stylizer] = {}
     results = []

@@ -102,8 +102,8 @@ class Config:
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N (a GPU by index) or mps (auto: cuda, then mps, then cpu)",
                        frames=False)
     crf: int = _opt(18, "H.264 quality, 0 (lossless) .. 51 (worst)", frames=False)
-    output_size: str = _opt("render", "size of the written video: render (as stylized), source (the input's), "
-                                      "WxH, or a long side N; frames are scaled with Lanczos", frames=False)
+    output_size: str = _opt("render", "size of the written video (or still): render (as stylized), source (the "
+                                      "input's), WxH, or a long side N; frames are scaled with Lanczos", frames=False)
     keep_frames: bool = _opt(False, "keep the frame checkpoints after a successful render", frames=False)
     follow_fades: bool = _opt(True, "darken the written frames where the source darkens: fades to and from black "
                                     "and near-black frames stay dark (off: every frame at the painting's "
@@ -337,11 +337,11 @@ def check_call_arguments(*, stop: object = None, on_event: object = _NOT_GIVEN, 
                                        "leave it out for none")
 
 
-def path_argument(name: str, value: object) -> Path:
-    """An API argument that names a file or folder, as a Path; anything else refused naming the argument."""
+def path_argument(name: str, value: object, kind: str = "file") -> Path:
+    """An API argument that names a file or folder (`kind`), as a Path; anything else refused naming the argument."""
     if isinstance(value, (str, os.PathLike)) and os.fspath(value) not in ("", b""):
         return Path(os.fsdecode(value))
-    raise SettingError(name, f"must name a file: a str or pathlib.Path (got {type(value).__name__} {value!r:.40})")
+    raise SettingError(name, f"must name a {kind}: a str or pathlib.Path (got {type(value).__name__} {value!r:.40})")
 
 
 def config_or_default(config: Config | None) -> Config:

@@ -104,6 +104,8 @@ class BatchItemEnded:
 
 Event = (RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished | WorkersBusy
          | BatchItemStarted | BatchItemEnded)
+# Called from the render's thread and, for FrameSaved, from the thread that writes the frames behind it: a
+# callback that keeps state guards it with a lock.
 EventCallback = Callable[[Event], None]
 
 

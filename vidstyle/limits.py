@@ -81,6 +81,21 @@ def output_size(setting: str, render: tuple[int, int], source: tuple[int, int]) 
     return size_to_fit(*render, int(setting))
 
 
+def image_size(setting: str, render: tuple[int, int], source: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of a written still for `Config.output_size`: as for a video, but any sides (no codec needs
+    them even), so `source` gives the picture's own size."""
+    if setting == "render":
+        return render
+    if setting == "source":
+        return source
+    if "x" in setting:
+        width, height = (int(v) for v in setting.split("x"))
+        return width, height
+    long_side = int(setting)
+    scale = long_side / max(render)
+    return max(1, round(render[0] * scale)), max(1, round(render[1] * scale))
+
+
 def out_of_memory(size: tuple[int, int], dtype: torch.dtype | None, device: torch.device) -> ResourceError:
     """The one-line error for an allocation that failed in the middle of a frame, naming a size that fits now."""
     if device.type == "cuda":

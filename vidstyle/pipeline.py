@@ -119,7 +119,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     input_path, styles = path_argument("input_path", input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
     if workdir is not None:
-        workdir = path_argument("workdir", workdir)
+        workdir = path_argument("workdir", workdir, "folder")
     if output is not None and str(output).endswith(("/", os.sep)):  # Path() would drop the slash that says "a folder"
         raise UsageError(f"output {output} names a folder; name the video file")
     output = path_argument("output", output) if output is not None else default_output(input_path, styles)

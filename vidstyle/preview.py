@@ -10,6 +10,8 @@ loop on fresh frames and on warm-started later frames spread over the clip, the 
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import signal
 import threading
 import time
@@ -30,7 +32,15 @@ from vidstyle.fades import darken, frame_gains
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import encode_image, read_style_image, write_atomic
 from vidstyle.io.paths import check_output_path
-from vidstyle.io.probe import VideoInfo, frame_times, missing_input, probe_video, refuse_directory, shown_at
+from vidstyle.io.probe import (
+    VideoInfo,
+    check_seconds,
+    frame_times,
+    missing_input,
+    probe_video,
+    refuse_directory,
+    shown_at,
+)
 from vidstyle.limits import check_fits, render_size
 from vidstyle.pipeline import style_label
 from vidstyle.plan import Scan, scan_video
@@ -116,7 +126,7 @@ def preview(input_path: Path | str, style_paths: StylePaths, output: Path | str 
     the balanced preset, as for a render. Every check comes before the first file is written; the sheet is
     written whole or not at all. Setting `stop` ends the preview between two iterations with Interrupted.
     """
-    check_call_arguments(stop=stop, on_event=on_event)
+    check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     job = prepare_preview(input_path, style_paths, output, config, at=at, count=count, strengths=strengths,
                           overwrite=overwrite)
     try:
@@ -129,6 +139,7 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
                     config: Config | None = None, *, at: Sequence[float] | None = None, count: int | None = None,
                     strengths: Sequence[float] = (1.0,), overwrite: bool = False) -> PreviewJob:
     """Check every part of a preview request, as prepare_render does for a render; writes nothing."""
+    check_call_arguments(overwrite=overwrite)
     config = config_or_default(config)
     strengths = check_strengths(strengths)
     check_frame_choice(at, count)
@@ -155,7 +166,7 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     # The default count is ours, not the caller's: a clip shorter than it shows all of its frames.
-    count = count if count is not None else min(DEFAULT_COUNT, info.frame_count)
+    count = int(count) if count is not None else min(DEFAULT_COUNT, info.frame_count)
     frames = frames_at(info, at) if at is not None else frames_at(info, centre_times(info, count))
     return PreviewJob(input_path, style_images, output, overwrite, info, size, config, device, frames,
                       strengths, probe_seconds)
@@ -183,7 +194,7 @@ def check_frame_choice(at: Sequence[float] | None, count: int | None) -> None:
         raise SettingError("at", f"must be a list of times in seconds, e.g. [1.5] (got {at!r:.40})")
     if at is not None and len(at) == 0:
         raise SettingError("at", "names no time")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+    if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1):
         raise SettingError("count", f"must be a whole number of at least 1 (got {count!r})")
 
 
@@ -199,9 +210,7 @@ def frames_at(info: VideoInfo, seconds: Iterable[float]) -> tuple[int, ...]:
     times = frame_times(info)
     found = set()
     for moment in seconds:
-        if isinstance(moment, bool) or not isinstance(moment, (int, float)) or math.isnan(moment) or moment < 0:
-            raise SettingError("at", f"must be a time of at least 0 seconds (got {moment!r})")
-        found.add(shown_at(info, times, moment, "at"))
+        found.add(shown_at(info, times, check_seconds("at", moment), "at"))
     return tuple(sorted(found))
 
 
@@ -365,6 +374,6 @@ def _band(texts: Sequence[str], width: int) -> np.ndarray:
 def _write_sheet(job: PreviewJob, sheet: np.ndarray) -> None:
     """Written whole, via a temporary name; a file that appeared while the frames were stylized is kept unless
     overwriting was asked for."""
-    if job.output.exists() and not job.overwrite:
+    if os.path.lexists(job.output) and not job.overwrite:
         raise OutputExists(f"output {job.output} exists")
-    write_atomic(job.output, encode_image(sheet, job.output.suffix.lower()))
+    write_atomic(job.output, encode_image(sheet, job.output.suffix.lower()), replace=job.overwrite)

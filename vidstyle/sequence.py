@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vidstyle.config import Config
-from vidstyle.errors import Cancelled
+from vidstyle.errors import Cancelled, SettingError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
 from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import Frame
@@ -300,12 +300,21 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
     history: list[tuple[np.ndarray, np.ndarray]] = []
     if previous is not None:
         history = [(previous.source, previous.stylized), *previous.earlier]
-    motions = track_motion(frames, config, [source for source, _ in history], find_cuts)
+    motions = track_motion(_checked(frames), config, [source for source, _ in history], find_cuts)
     keep = frames_back(config)
     for motion in read_ahead(motions, depth=3):
         result = _stylize_motion(motion, history, stylizer, on_event, stop)
         history = [(motion.frame.rgb, result.rgb)] + ([] if result.fresh else history[:keep - 1])
         yield result
+
+
+def _checked(frames: Iterable[Frame]) -> Iterator[Frame]:
+    """The frames, each refused in the API's words if it is not a Frame (a bare array has no index)."""
+    for frame in frames:
+        if not isinstance(frame, Frame):
+            raise SettingError("frames", f"must be vidstyle.io.decode.Frame(index, rgb) items, each an RGB uint8 "
+                                         f"array at the size to paint (got {type(frame).__name__})")
+        yield frame
 
 
 def _stylize_motion(motion: Motion, history: list[tuple[np.ndarray, np.ndarray]], stylizer: Stylizer,

@@ -6,15 +6,18 @@ import signal
 import threading
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
-from vidstyle.errors import Cancelled, Interrupted, SettingError, UsageError
+from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, write_atomic
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
-from vidstyle.limits import check_fits, render_size
+from vidstyle.limits import check_fits, image_size, render_size
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import stylize_sequence
 from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
@@ -43,7 +46,7 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     if animation is not None:
         animation = path_argument("animation", animation)
         check_animation(animation, animation_every)
-        check_output_path(animation, content_path, overwrite, style_files)
+        check_output_path(animation, content_path, overwrite, style_files, what="animation")
         if same_file(animation, output):
             raise SettingError("animation", "must be another file than the output")
     content = read_image(content_path, "content image")
@@ -55,15 +58,41 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         raise SettingError("stylizer", "was prepared with other settings, style images or device than this image")
     stylizer = stylizer or Stylizer(config, styles, device)
     frames = [Frame(0, resize_rgb(content, size))]
+    written = image_size(config.output_size, size, (content.shape[1], content.shape[0]))
     try:
         if animation is None:
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
+            _write_still(output, result.rgb, written, overwrite)
         else:
-            with IterateRecorder(animation, size, animation_every, overwrite) as recorder, \
-                    stylizer.watching(recorder):
-                (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
-                recorder.finish(result.rgb)
+            _paint_with_animation(frames, stylizer, (output, written), animation, animation_every, overwrite,
+                                  on_event, stop)
     except Cancelled:
         raise Interrupted(0, signal.SIGINT, resumable=False) from None
-    write_atomic(output, encode_image(result.rgb, output.suffix.lower()), replace=overwrite)
     return output
+
+
+def _paint_with_animation(frames: list[Frame], stylizer: Stylizer, still: tuple[Path, tuple[int, int]],
+                          animation: Path, every: int, overwrite: bool, on_event: EventCallback,
+                          stop: threading.Event | None) -> None:
+    """The still and its animation, both or neither: the still is written before the animation is published (as
+    the recorder's block ends), and removed again if the animation cannot be (one put at its path meanwhile)."""
+    output, written = still
+    rgb = frames[0].rgb
+    still_written = False
+    try:
+        with IterateRecorder(animation, (rgb.shape[1], rgb.shape[0]), every, overwrite) as recorder, \
+                stylizer.watching(recorder):
+            (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
+            recorder.finish(result.rgb)
+            _write_still(output, result.rgb, written, overwrite)
+            still_written = True
+    except OutputExists:
+        if still_written and not overwrite:
+            output.unlink(missing_ok=True)  # made a moment ago by this call, at a path that was free
+        raise
+
+
+def _write_still(output: Path, rgb: np.ndarray, size: tuple[int, int], overwrite: bool) -> None:
+    if (rgb.shape[1], rgb.shape[0]) != size:  # output_size: Lanczos, as a video's frames are scaled
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
+    write_atomic(output, encode_image(rgb, output.suffix.lower()), replace=overwrite)

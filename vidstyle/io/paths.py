@@ -40,27 +40,28 @@ def special_file_kind(mode: int) -> str | None:
     return next((kind for test, kind in _NOT_REGULAR if test(mode)), None)
 
 
-def check_output_path(output: Path, source: Path, overwrite: bool, styles: Sequence[Path] = ()) -> None:
+def check_output_path(output: Path, source: Path, overwrite: bool, styles: Sequence[Path] = (),
+                      what: str = "output") -> None:
     """Refuse an output that is the source or a style image, a directory, exists (without overwrite), or cannot be
-    created."""
+    created. `what` names it in the messages (a still's animation is an output too)."""
     check_name_fits(output)  # first: a name over the file system's limit makes even a look at it fail
     if same_file(output, source):
-        raise UsageError(f"output {output} is the input; choose another output path")
+        raise UsageError(f"{what} {output} is the input; choose another {what} path")
     if any(same_file(output, style) for style in styles):
-        raise UsageError(f"output {output} is a style image; choose another output path")
+        raise UsageError(f"{what} {output} is a style image; choose another {what} path")
     if output.is_dir():
-        raise UsageError(f"output {output} is a directory; name a file")
-    if output.exists() and not overwrite:
-        raise OutputExists(f"output {output} exists")
+        raise UsageError(f"{what} {output} is a directory; name a file")
+    if os.path.lexists(output) and not overwrite:  # a link to nowhere too: writing would replace the link
+        raise OutputExists(f"{what} {output} exists")
     parent = output.parent
     if not parent.is_dir():
-        raise OutputError(f"output directory {missing_folder(parent)}")
+        raise OutputError(f"{what} directory {missing_folder(parent)}")
     try:
         # Creating a file is the only reliable test: access() says yes to root on read-only file systems.
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".vidstyle-probe-"):
             pass
     except OSError as exc:
-        raise OutputError(f"output directory is not writable: {parent} ({exc.strerror or exc})") from exc
+        raise OutputError(f"{what} directory is not writable: {parent} ({exc.strerror or exc})") from exc
 
 
 def missing_folder(folder: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
+import numbers
 import re
 import stat
 from dataclasses import dataclass
@@ -345,13 +346,19 @@ def size_to_fit(width: int, height: int, long_side: int) -> tuple[int, int]:
 
 def check_times(start: float | None, end: float | None) -> tuple[float, float]:
     """`start` and `end` as (begin, finish) seconds, each a number of at least 0 (None: the video's start, end)."""
-    begin, finish = start or 0.0, end if end is not None else math.inf
-    for name, value in (("start", begin), ("end", finish)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SettingError(name, f"must be a number of seconds (got {value!r})")
-        if math.isnan(value) or value < 0:
-            raise SettingError(name, f"must be a time of at least 0 seconds (got {value})")
+    begin = check_seconds("start", start) if start is not None else 0.0
+    finish = check_seconds("end", end) if end is not None else math.inf
     return begin, finish
+
+
+def check_seconds(name: str, value: object) -> float:
+    """A time argument as a float: any real number (NumPy's too) of at least 0, not a bool or NaN."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SettingError(name, f"must be a number of seconds (got {value!r:.40})")
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0:
+        raise SettingError(name, f"must be a time of at least 0 seconds (got {seconds:g})")
+    return seconds
 
 
 def frame_times(info: VideoInfo) -> tuple[float, ...]:
