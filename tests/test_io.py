@@ -853,3 +853,24 @@ def test_an_hdr_source_is_refused_by_an_ffmpeg_that_cannot_tone_map_it(tmp_path:
                                              r"SDR: it lacks the zscale filter\(s\); unset IMAGEIO_FFMPEG_EXE"):
         probe_video(clip)
     assert not probe_video(bunny_short).colour.hdr, "an SDR source is read as before"
+
+
+@pytest.mark.parametrize("size, same_as", [("1280x720", 1), ("640x360", 6)])
+def test_an_untagged_picture_is_read_with_the_matrix_players_assume(tmp_path: Path, size: str, same_as: int) -> None:
+    """ffmpeg reads a picture that names no Y'CbCr matrix with BT.601's; players take an HD one for BT.709 (and
+    vidstyle writes BT.709). An untagged HD clip's greens and reds were read shifted from what the player shows."""
+    untagged = tmp_path / f"untagged-{size}.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration=0.16", "-vf", "format=yuv420p",
+           "-c:v", "libx264", "-crf", "10", str(untagged))
+    tagged = {}
+    for code in (1, 6):  # BT.709; BT.601 (SMPTE 170M), written into the stream, its pictures untouched
+        tagged[code] = tmp_path / f"tagged-{code}-{size}.mp4"
+        ffmpeg("-i", str(untagged), "-c", "copy", "-bsf:v", f"h264_metadata=colour_primaries={code}:"
+               f"transfer_characteristics={code}:matrix_coefficients={code}", str(tagged[code]))
+    infos = {name: probe_video(path) for name, path in [("untagged", untagged), *tagged.items()]}
+    assert not infos["untagged"].colour.matrix and infos[1].colour.matrix == "bt709"
+    frames = {name: np.stack([f.rgb for f in read_frames(info, (128, 72))]).astype(np.float64)
+              for name, info in infos.items()}
+    other = 7 - same_as
+    assert np.abs(frames["untagged"] - frames[same_as]).mean() < 0.01
+    assert np.abs(frames["untagged"] - frames[other]).mean() > 3, "the two matrices differ on this picture"

@@ -73,6 +73,7 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
     width, height = size
     # Area averaging when shrinking avoids aliasing; bicubic when enlarging.
     flags = "area" if width <= info.width else "bicubic"
+    matrix = f":in_color_matrix={info.assumed_matrix}" if info.assumed_matrix else ""
     limit = ["-frames:v", str(frames)] if frames is not None else []
     seek = ["-ss", seek_to, "-noaccurate_seek"] if seek_to is not None else []
     seek += ["-copyts"] if copy_timestamps else []
@@ -87,7 +88,7 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
         "-map", VIDEO_STREAM,
         # passthrough: no frame duplicated or dropped, so variable-rate phone clips keep every frame.
         "-fps_mode", "passthrough",
-        "-vf", f"{DEINTERLACE if info.interlaced else ''}scale={width}:{height}:flags={flags},setsar=1"
+        "-vf", f"{DEINTERLACE if info.interlaced else ''}scale={width}:{height}:flags={flags}{matrix},setsar=1"
                f"{tone_map(info.colour)}",
         *limit,
         *stamps,

@@ -82,6 +82,11 @@ class VideoInfo:
     colour: Colour = Colour()
 
     @property
+    def assumed_matrix(self) -> str:
+        """The matrix an untagged picture is decoded with where ffmpeg's default would be wrong, or ""."""
+        return assumed_matrix(self.width, self.height, self.colour)
+
+    @property
     def duration(self) -> float:
         """Seconds of video, as the frames and the rate make it."""
         return float(self.frame_count / self.fps)
@@ -137,6 +142,15 @@ def _video_stream_line(stderr: str) -> str:
         if re.match(r"\s*Stream #0:\d+.*?: Video:", line) and "(attached pic)" not in line:
             return line
     return ""
+
+
+def assumed_matrix(width: int, height: int, colour: Colour) -> str:
+    """"bt709" for an HD picture that names no Y'CbCr matrix, else "". ffmpeg reads an untagged picture with
+    BT.601's, while players (mpv, VLC, browsers) take one over 576 lines or from 1280 wide for BT.709, as HD
+    cameras and editors write it: read with BT.601, its greens and reds came out shifted from what the source
+    shows, and so did the render, which is written as BT.709."""
+    hd = max(width, height) >= 1280 or min(width, height) > 576
+    return "bt709" if hd and not colour.matrix and not colour.hdr else ""
 
 
 def _parse_colour(stream_line: str) -> Colour:
@@ -300,7 +314,8 @@ def probe_video(path: Path) -> VideoInfo:
         frame_count=len(stamps),
         variable_rate=variable,
         audio_codecs=_parse_audio(err),
-        digest=_digest(framecrc, width, height, rotation, interlaced, colour.hdr),
+        digest=_digest(framecrc, width, height, rotation, interlaced, colour.hdr,
+                       assumed_matrix(width, height, colour)),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
         keyframes=timing.keyframe_indices(),
         codec=_parse_codec(stream_line),
@@ -324,10 +339,12 @@ def _check_tone_mapping(path: Path, colour: Colour) -> None:
                              "imageio-ffmpeg's own, which has them")
 
 
-def _digest(framecrc: str, width: int, height: int, rotation: int, interlaced: bool, hdr: bool) -> str:
-    # Deinterlaced or tone-mapped frames are other pictures: checkpoints made from the frames as they were read
-    # before are not resumed from them.
-    reading = (" deinterlaced" if interlaced else "") + (" tone-mapped" if hdr else "")
+def _digest(framecrc: str, width: int, height: int, rotation: int, interlaced: bool, hdr: bool,
+            matrix: str) -> str:
+    # Deinterlaced, tone-mapped or otherwise read frames are other pictures: checkpoints made from the frames as
+    # they were read before are not resumed from them.
+    reading = (" deinterlaced" if interlaced else "") + (" tone-mapped" if hdr else "") + \
+        (f" read as {matrix}" if matrix else "")
     hasher = hashlib.sha256(f"{width}x{height}@{rotation}{reading}\n".encode())
     for line in framecrc.splitlines():
         if not line.startswith("#software"):  # the muxer's version: a new ffmpeg must not orphan checkpoints
