@@ -843,3 +843,31 @@ def test_api_arguments_of_other_types_are_taken_or_refused_in_its_words(tmp_path
     assert vidstyle.preview.preview(tiny, ["starry-night"], tmp_path / "n.png", config,
                                     count=np.int64(1)).frames == (1,)
     assert vidstyle.render(tiny, ["starry-night"], tmp_path / "part.mp4", config, start=np.float32(0.05)).exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_failed_animation_leaves_the_still_as_it_was(tmp_path: Path, images, starry: Path, overwrite: bool) -> None:
+    """The still was written before its animation's encoder was known to have succeeded: an encoder that died (here
+    killed as the frame ends) left a new still without its animation, or beside the old one."""
+    content = tmp_path / "content.png"
+    write_image(content, images[0])
+    out, animation = tmp_path / "still.png", tmp_path / "steps.gif"
+    if overwrite:
+        out.write_bytes(b"old still")
+        animation.write_bytes(b"old animation")
+
+    def kill_the_encoder(event: object) -> None:
+        if isinstance(event, FrameDone):
+            for pid in child_ffmpeg_pids():
+                os.kill(pid, signal.SIGKILL)
+
+    config = make_config("fast", size=32, first_iters=2, device="cpu")
+    with pytest.raises(VidstyleError, match="steps.gif"):
+        vidstyle.stylize_image(content, [starry], out, config, on_event=kill_the_encoder, animation=animation,
+                               overwrite=overwrite)
+    if overwrite:
+        assert (out.read_bytes(), animation.read_bytes()) == (b"old still", b"old animation")
+    else:
+        assert not out.exists() and not animation.exists()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["content.png", *(["still.png", "steps.gif"] if overwrite else [])]), "no hidden file"

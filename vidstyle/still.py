@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -15,7 +16,7 @@ from vidstyle.config import Config, check_call_arguments, check_style_count, con
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
-from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, write_atomic
+from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
 from vidstyle.limits import check_fits, image_size, render_size
 from vidstyle.precision import resolve_precision
@@ -62,7 +63,7 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     try:
         if animation is None:
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
-            _write_still(output, result.rgb, written, overwrite)
+            write_atomic(output, _still_bytes(output, result.rgb, written), replace=overwrite)
         else:
             _paint_with_animation(frames, stylizer, (output, written), animation, animation_every, overwrite,
                                   on_event, stop)
@@ -74,25 +75,26 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
 def _paint_with_animation(frames: list[Frame], stylizer: Stylizer, still: tuple[Path, tuple[int, int]],
                           animation: Path, every: int, overwrite: bool, on_event: EventCallback,
                           stop: threading.Event | None) -> None:
-    """The still and its animation, both or neither: the still is written before the animation is published (as
-    the recorder's block ends), and removed again if the animation cannot be (one put at its path meanwhile)."""
+    """The still and its animation, both or neither: the still is written whole under a hidden name before the
+    animation is published (as the recorder's block ends: a failed animation leaves no still), and published after
+    it; should that fail (a still put at its path meanwhile) the animation just published goes again."""
     output, written = still
     rgb = frames[0].rgb
-    still_written = False
-    try:
+    with contextlib.ExitStack() as stack:
         with IterateRecorder(animation, (rgb.shape[1], rgb.shape[0]), every, overwrite) as recorder, \
                 stylizer.watching(recorder):
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
             recorder.finish(result.rgb)
-            _write_still(output, result.rgb, written, overwrite)
-            still_written = True
-    except OutputExists:
-        if still_written and not overwrite:
-            output.unlink(missing_ok=True)  # made a moment ago by this call, at a path that was free
-        raise
+            publish = stack.enter_context(staged(output, _still_bytes(output, result.rgb, written)))
+        try:
+            publish(overwrite)
+        except OutputExists:
+            if not overwrite:
+                animation.unlink(missing_ok=True)  # made a moment ago by this call, at a path that was free
+            raise
 
 
-def _write_still(output: Path, rgb: np.ndarray, size: tuple[int, int], overwrite: bool) -> None:
+def _still_bytes(output: Path, rgb: np.ndarray, size: tuple[int, int]) -> bytes:
     if (rgb.shape[1], rgb.shape[0]) != size:  # output_size: Lanczos, as a video's frames are scaled
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
-    write_atomic(output, encode_image(rgb, output.suffix.lower()), replace=overwrite)
+    return encode_image(rgb, output.suffix.lower())

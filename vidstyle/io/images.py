@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -170,22 +172,39 @@ def encode_image(rgb: np.ndarray, suffix: str = ".png") -> bytes:
 def write_atomic(path: Path, data: bytes, error: type[OutputError] = OutputError, replace: bool = True) -> None:
     """Write via a temporary name and os.replace, so a crash leaves the old file or the new one, never half.
     Without `replace`, a file that appeared at `path` meanwhile is kept (OutputExists)."""
+    with staged(path, data, error) as publish:
+        publish(replace)
+
+
+@contextlib.contextmanager
+def staged(path: Path, data: bytes, error: type[OutputError] = OutputError) -> Iterator[Callable[[bool], None]]:
+    """`data` written whole under a hidden name beside `path`; the block publishes it at `path` by calling what it
+    is given (with `replace`, as write_atomic's), or leaves it to be removed as the block ends. So another file
+    can be published between the writing and the publishing, as a still's animation is."""
     # Unique without a process id: several hosts may write into one shared work directory.
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+
+    def publish(replace: bool) -> None:
+        try:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                rename_keeping(tmp, path)
+            sync_folder(path.parent)  # the new name too: a checkpoint's is what a resume looks for
+        except OSError as exc:
+            raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            rename_keeping(tmp, path)
-        sync_folder(path.parent)  # the new name too: a checkpoint's is what a resume looks for
-    except OSError as exc:
-        raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise error(f"cannot write {path}: {exc.strerror or exc}") from exc
+        yield publish
     finally:
-        tmp.unlink(missing_ok=True)  # gone already where it was renamed
+        tmp.unlink(missing_ok=True)  # gone already where it was published
 
 
 def write_image(path: Path, rgb: np.ndarray, error: type[OutputError] = OutputError) -> None:
