@@ -849,9 +849,10 @@ def test_an_hdr_source_is_refused_by_an_ffmpeg_that_cannot_tone_map_it(tmp_path:
                      f'else exec "{real}" "$@"; fi\n')
     build.chmod(0o755)
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(build))
-    with pytest.raises(VideoOpenError, match=r"is HDR \(arib-std-b67\), and the ffmpeg in use cannot tone-map it to "
-                                             r"SDR: it lacks the zscale filter\(s\); unset IMAGEIO_FFMPEG_EXE"):
+    refusal = r"is HDR \(arib-std-b67\), and the ffmpeg in use cannot tone-map it to SDR: it lacks the zscale filter"
+    with pytest.raises(VidstyleError, match=refusal + r"\(s\); unset IMAGEIO_FFMPEG_EXE") as refused:
         probe_video(clip)
+    assert not isinstance(refused.value, InputError), "the ffmpeg's shortcoming, not the file's (a 415 in serve)"
     assert not probe_video(bunny_short).colour.hdr, "an SDR source is read as before"
 
 
@@ -874,3 +875,20 @@ def test_an_untagged_picture_is_read_with_the_matrix_players_assume(tmp_path: Pa
     other = 7 - same_as
     assert np.abs(frames["untagged"] - frames[same_as]).mean() < 0.01
     assert np.abs(frames["untagged"] - frames[other]).mean() > 3, "the two matrices differ on this picture"
+
+
+def test_an_hdr_streams_light_level_data_does_not_change_its_frames(tmp_path: Path, bunny_short: Path) -> None:
+    """ffmpeg 7 took the tone-mapping's peak from a stream's light-level data (MaxCLL) and ffmpeg 9 does not, so
+    one file gave other frames after an imageio-ffmpeg upgrade, mixed into a resumed render. The peak is fixed."""
+    clips = {}
+    for name, extra in [("plain", ""), ("cll", ":hdr10=1:max-cll=400,100:master-display=G(13250,34500)B(7500,3000)"
+                                              "R(34000,16000)WP(15635,16450)L(10000000,1)")]:
+        clips[name] = tmp_path / f"{name}.mp4"
+        ffmpeg("-i", str(bunny_short), "-frames:v", "3", "-vf",
+               "zscale=tin=bt709:pin=bt709:min=smpte170m:t=smpte2084:p=bt2020:m=bt2020nc:npl=100,format=yuv420p10le",
+               "-c:v", "libx265", "-x265-params", "log-level=error:colorprim=bt2020:transfer=smpte2084:"
+               f"colormatrix=bt2020nc{extra}", "-an", str(clips[name]))
+    infos = {name: probe_video(path) for name, path in clips.items()}
+    assert all(info.colour.hdr for info in infos.values())
+    frames = {name: [f.rgb for f in read_frames(info, (64, 36))] for name, info in infos.items()}
+    assert all(np.array_equal(a, b) for a, b in zip(frames["plain"], frames["cll"], strict=True))

@@ -45,9 +45,11 @@ def tone_map(colour: Colour) -> str:
     """Filters that turn an HDR picture (PQ or HLG) into SDR BT.709, or "" for an SDR one.
 
     To light (100 nits = 1.0), to BT.709's primaries, highlights rolled off by Möbius (linear up to 0.3, so a
-    picture's shadows and mid-tones keep their values; the peak from the stream's light-level data, else
-    1200 nits), then BT.709's gamma. Each step names its input: zscale reads an unset tag as "no conversion
-    possible" and fails. Run after the scaling to the render's size, where it costs least.
+    picture's shadows and mid-tones keep their values) from a peak of 1000 nits, HLG's nominal peak and a common
+    HDR10 master's, then BT.709's gamma. The peak is given, not read from the stream's light-level data: ffmpeg
+    releases differ on whether that data reaches the filter, and the same file must give the same frames. Each
+    step names its input: zscale reads an unset tag as "no conversion possible" and fails. Run after the scaling
+    to the render's size, where it costs least.
     """
     if not colour.hdr:
         return ""
@@ -55,7 +57,7 @@ def tone_map(colour: Colour) -> str:
     primaries = colour.primaries if colour.primaries in _ZSCALE_PRIMARIES else "bt2020"
     levels = "full" if colour.full_range else "limited"
     return (f",zscale=tin={colour.transfer}:min={matrix}:pin={primaries}:rin={levels}:t=linear:p={primaries}:npl=100,"
-            f"format=gbrpf32le,zscale=tin=linear:pin={primaries}:p=bt709,tonemap=tonemap=mobius:desat=0,"
+            f"format=gbrpf32le,zscale=tin=linear:pin={primaries}:p=bt709,tonemap=tonemap=mobius:peak=10:desat=0,"
             "zscale=tin=linear:pin=bt709:t=bt709:m=bt709:r=full,format=gbrp")
 
 

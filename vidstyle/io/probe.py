@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from vidstyle.errors import InputError, SettingError, VideoOpenError
+from vidstyle.errors import InputError, SettingError, VideoOpenError, VidstyleError
 from vidstyle.io.ffmpeg import file_url, missing_filters, run_ffmpeg
 from vidstyle.io.paths import is_web_address, special_file_kind
 
@@ -333,8 +333,8 @@ def _check_tone_mapping(path: Path, colour: Colour) -> None:
     """Refuse an HDR video that the ffmpeg in use cannot tone-map (one without libzimg), rather than paint it dim
     and grey or fail at its first frame."""
     missing = missing_filters("zscale", "tonemap") if colour.hdr else []
-    if missing:
-        raise VideoOpenError(f"{path} is HDR ({colour.transfer}), and the ffmpeg in use cannot tone-map it to SDR: "
+    if missing:  # the ffmpeg's fault, not the file's: not an InputError
+        raise VidstyleError(f"{path} is HDR ({colour.transfer}), and the ffmpeg in use cannot tone-map it to SDR: "
                              f"it lacks the {' and '.join(missing)} filter(s); unset IMAGEIO_FFMPEG_EXE to use "
                              "imageio-ffmpeg's own, which has them")
 
