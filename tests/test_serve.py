@@ -1476,7 +1476,9 @@ def test_a_worker_hung_in_its_setting_up_is_killed_and_counted_against_its_slot(
     data = DataDir(tmp_path / "data")
     data.create()
     pool = WorkerPool(JobQueue(data.database), [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)],
-                      stall_timeout=2.0)
+                      stall_timeout=1.0)
+    assert pool.setup_timeout() == pool.SETUP_TIMEOUT, "a short stall timeout does not cut a cold start short"
+    pool.SETUP_TIMEOUT = 2.0  # type: ignore[misc] - the same kill, sooner
     pool.RESTART_DELAY = 0.25  # type: ignore[misc] - the same doubling, sooner
     pool.deaths_at_start["w0"] = pool.FAILING_AFTER - 1  # this hang is the death that marks the slot failing
     pool.start()
@@ -1488,7 +1490,7 @@ def test_a_worker_hung_in_its_setting_up_is_killed_and_counted_against_its_slot(
         _until(lambda: pool.failing() == ["w0"], "the hung worker counts against its slot", timeout=30)
         assert not hung.is_alive() and hung.exitcode == -signal.SIGKILL and pool.deaths == {"w0": 1}
         assert "worker w0 did not set up within 2 s; starting another" in caplog.text
-        pool.stall_timeout = 600.0  # the next worker may take its time to set up on a busy machine
+        pool.SETUP_TIMEOUT = 600.0  # type: ignore[misc] - the next worker may take its time on a busy machine
         _until(lambda: pool.processes["w0"] is not hung and pool.pulses["w0"].ready(), "another worker gets ready")
         _until(lambda: pool.failing() == [], "a worker that got ready clears the mark")
     finally:

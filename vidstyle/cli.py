@@ -413,8 +413,7 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--max-queued", type=int, default=100, metavar="N",
                        help="refuse uploads (429, Retry-After) while this many jobs wait [100]")
     serve.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
-                       help="kill a worker whose render shows no progress for this long, and fail its job; "
-                            "also one not set up this long after its start "
+                       help="kill a worker whose render shows no progress for this long, and fail its job "
                             "[600: one iteration of a large frame on a CPU can take minutes]")
     serve.add_argument("--token", default=os.environ.get("VIDSTYLE_TOKEN"),
                        help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "

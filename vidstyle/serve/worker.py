@@ -6,7 +6,7 @@ thread in the server restarts a worker that dies and puts its job back in the qu
 server (PR_SET_PDEATHSIG, and a parent check), so a server killed with -9 leaves no render running behind it.
 The supervisor also kills a worker whose render has shown no sign of life (a Pulse in shared memory) for the
 stall timeout, failing its job, one that has not heeded a cancel within CANCEL_GRACE, and one that has not set up
-within the stall timeout of its start.
+within SETUP_TIMEOUT (or the stall timeout, if longer) of its start.
 """
 
 from __future__ import annotations
@@ -491,6 +491,10 @@ class WorkerPool:
     # A render notices a cancel at its next optimization iteration, which at a large size on a CPU can take several
     # seconds; one that has not stopped after this long is stuck, and its worker is killed to end the job.
     CANCEL_GRACE = 20.0
+    # A worker not ready this long after its start (nor within the stall timeout, where that is longer) has hung in
+    # its setting up. Not the stall timeout alone: that is sized for one iteration of a render, and a cold start
+    # (importing torch, a GPU's first use) can take longer than a short one.
+    SETUP_TIMEOUT = 300.0
 
     def __init__(self, queue: JobQueue, specs: list[WorkerSpec],
                  stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> None:
@@ -501,8 +505,8 @@ class WorkerPool:
         self._thread: threading.Thread | None = None
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self.deaths_at_start = {spec.name: 0 for spec in specs}
-        # Every death of a slot's workers since the start, on a job too: a device that fails each job's first frame
-        # fails job after job without marking its slot failing, and this count shows it.
+        # Every death of a slot's workers since the start, on a job too: a process that crashes on each job's first
+        # frame fails job after job without marking its slot failing, and this count shows it.
         self.deaths = {spec.name: 0 for spec in specs}
         self.pulses = {spec.name: Pulse(self.context) for spec in specs}
         self._killed: set[str] = set()  # slots whose worker the watchdog killed, its job already settled
@@ -557,11 +561,11 @@ class WorkerPool:
             if ready:
                 self.deaths_at_start[name] = 0  # this one set up: whatever ended the ones before did not stop it
                 self._watch(name, process)
-            elif (self.pulses[name].setting_up_for() or 0.0) > self.stall_timeout:
+            elif (self.pulses[name].setting_up_for() or 0.0) > self.setup_timeout():
                 # Hung in its setting up (a device that stopped answering, a network file system): no job notices
                 # it, so it would hold its slot for ever. Killed, it counts as a death at start (not `settled`).
                 _log.warning("worker %s did not set up within %s; starting another", name,
-                             _span(self.stall_timeout))
+                             _span(self.setup_timeout()))
                 self._kill(name, process, settled=False)
             return
         if name not in ended:
@@ -626,6 +630,9 @@ class WorkerPool:
         if settled:
             self._killed.add(name)
         self._cancel_seen.pop(name, None)
+
+    def setup_timeout(self) -> float:
+        return max(self.SETUP_TIMEOUT, self.stall_timeout)
 
     def restart_delay(self, name: str) -> float:
         return min(self.RESTART_DELAY * 2 ** self.deaths_at_start[name], self.MAX_RESTART_DELAY)
