@@ -682,3 +682,23 @@ def test_each_task_asks_for_no_more_than_one_node_can_give(nodes: list[dict[str,
     """Ray places a task on a single node; one that asks for more than any node has is never placed, and the render
     would wait without a word."""
     assert threads_per_task(nodes, workers, gpus) == threads
+
+
+def test_a_frames_folder_that_is_a_link_is_not_followed_when_checkpoints_go(tmp_path: Path) -> None:
+    """Removing checkpoints deleted frame-named files wherever a linked frames/ (or chunks/lead/) led: files this
+    render never made, in a folder it did not make."""
+    from vidstyle.checkpoint import remove_frame_files
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "0000001.png").write_bytes(b"someone's picture")
+    work = WorkDir(tmp_path / "work")
+    work.path.mkdir()
+    work.frames.symlink_to(theirs, target_is_directory=True)
+    files = ChunkFiles(work)
+    files.root.mkdir()
+    (files.root / "lead").symlink_to(theirs, target_is_directory=True)
+    remove_frame_files(work.frames)
+    files.remove()
+    assert (theirs / "0000001.png").read_bytes() == b"someone's picture"
+    assert work.frames.is_symlink() and (files.root / "lead").is_symlink()

@@ -296,7 +296,7 @@ class WorkDir:
         passes = self.path / PASSES
         if passes.is_dir():
             for folder in passes.iterdir():
-                if _PASS_NAME.match(folder.name) and not folder.is_symlink():
+                if _PASS_NAME.match(folder.name):
                     remove_frame_files(folder)
             remove_if_empty(passes)
         remove_frame_files(self.frames)
@@ -332,8 +332,9 @@ def remove_chunk_files(folder: Path, markers_only: bool = False) -> None:
 
 def remove_frame_files(folder: Path) -> None:
     """Delete the frame files (0000012.png) and cut-short writes in a folder, then the folder if nothing else is
-    left: a file that vidstyle does not name this way is never its own to delete, and keeps the folder too."""
-    if not folder.is_dir():
+    left: a file that vidstyle does not name this way is never its own to delete, and keeps the folder too. A folder
+    that is a link is not followed: what it leads to was not made here, whatever its files are named."""
+    if not folder.is_dir() or folder.is_symlink():
         return
     for entry in folder.iterdir():
         if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
