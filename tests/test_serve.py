@@ -1497,6 +1497,33 @@ def test_a_worker_hung_in_its_setting_up_is_killed_and_counted_against_its_slot(
         pool.stop()
 
 
+def test_an_unexpected_error_fails_its_job_and_replaces_the_workers_process(tmp_path: Path) -> None:
+    """After an error the render did not expect (a CUDA error leaves the process's GPU context unusable), the
+    worker took the next job in the same process, and every later job failed the same way. The process is now
+    replaced, and the death counted in /api/health's worker_deaths."""
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue, new_job_id
+    from vidstyle.serve.worker import EXIT_SPOILED, WorkerPool, WorkerSpec
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    pool = WorkerPool(queue, [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)])
+    job = queue.add(new_job_id(), "video", {"output": "result.mp4"})  # no style: a KeyError, as no upload makes
+    pool.start()
+    try:
+        _until(lambda: queue.get(job.id).state == "failed", "the job fails")  # type: ignore[union-attr]
+        assert queue.get(job.id).error.startswith("internal error: KeyError")  # type: ignore[union-attr]
+        first = pool.processes["w0"]
+        _until(lambda: not first.is_alive(), "the worker's process ends")
+        assert first.exitcode == EXIT_SPOILED
+        _until(lambda: pool.processes["w0"] is not first and pool.pulses["w0"].ready(), "another takes its place")
+        assert pool.deaths == {"w0": 1} and pool.failing() == []
+        assert queue.get(job.id).state == "failed", "its job stays as it ended"  # type: ignore[union-attr]
+    finally:
+        pool.stop()
+
+
 def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

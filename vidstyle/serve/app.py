@@ -566,7 +566,7 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         """Jobs by state, and the service's settings a client may need. `workers_failing` names the workers that
         keep dying or hanging as they start (a GPU gone, say): queued jobs wait for them, retried less and less
         often. `worker_deaths` counts each slot's worker processes that died since the start, on jobs too (a crash,
-        the out-of-memory killer; an error the render raises fails its job and leaves the worker running).
+        the out-of-memory killer, a worker replaced after an unexpected error, which fails its job).
         `disk_free` (bytes) under `min_free` means uploads are refused (507); `max_queued` queued jobs, 429; a
         render showing no sign of life for `stall_timeout` seconds fails (null where no workers run here)."""
         pool = factory.pool

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -269,15 +270,21 @@ class Watcher:
         self._thread.join()
 
 
-def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, alive: Alive) -> None:
-    """Render one claimed job and record how it ended: done, failed (one line why), cancelled, or queued."""
+# The exit status of a worker that replaces itself after an error the render did not expect.
+EXIT_SPOILED = 70
+
+
+def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, alive: Alive) -> bool:
+    """Render one claimed job and record how it ended: done, failed (one line why), cancelled, or queued. False
+    after an error the render did not expect: what raised it (a GPU's context after a device error, say) may be
+    spoiled for every later job, so the worker's process is to be replaced."""
     folder = DataDir(spec.data).job(job.id)
     output = folder / job.params["output"]
     if output.exists():  # outputs appear by an atomic rename of a complete file: a killed run had finished
         if job.kind == "image" and not (folder / PREVIEW).exists():  # killed between the result and its preview
             write_preview(folder / PREVIEW, read_image(output, "result"))
         queue.finish(job.id, "done")
-        return
+        return True
     watcher = Watcher(queue, job.id, shutdown, alive)
     try:
         _render_retrying(queue, spec, job, folder, watcher.stop, alive)
@@ -290,11 +297,13 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
     except VidstyleError as exc:
         queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
         drop_checkpoints(folder)
-    except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; the worker takes the next
+    except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; another worker takes the next
         queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
         drop_checkpoints(folder)
+        return False
     finally:
         watcher.close()
+    return True
 
 
 def _render_retrying(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event,
@@ -366,6 +375,7 @@ def worker_main(spec: WorkerSpec, wake: Doorbell, shutdown: Doorbell, parent: in
     _warm_up(spec)
     queue = JobQueue(DataDir(spec.data).database)
     pulse.mark_ready()
+    fit = True
     try:
         while not stopping.is_set():
             seen = wake.rings()  # before the claim: a job queued while it looks wakes the wait at once
@@ -375,11 +385,16 @@ def worker_main(spec: WorkerSpec, wake: Doorbell, shutdown: Doorbell, parent: in
                 continue
             pulse.begin(job.seq)
             try:
-                run_job(queue, spec, job, stopping, pulse.touch)
+                fit = run_job(queue, spec, job, stopping, pulse.touch)
             finally:
                 pulse.end()
+            if not fit:
+                _log.warning("worker %s: replacing its process after an unexpected error", spec.name)
+                break
     finally:
         queue.close()
+    if not fit:
+        sys.exit(EXIT_SPOILED)  # the supervisor starts another, counted in worker_deaths
 
 
 def _warm_up(spec: WorkerSpec) -> None:
