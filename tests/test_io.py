@@ -892,3 +892,22 @@ def test_an_hdr_streams_light_level_data_does_not_change_its_frames(tmp_path: Pa
     assert all(info.colour.hdr for info in infos.values())
     frames = {name: [f.rgb for f in read_frames(info, (64, 36))] for name, info in infos.items()}
     assert all(np.array_equal(a, b) for a, b in zip(frames["plain"], frames["cll"], strict=True))
+
+
+def test_dv_camcorder_footage_is_deinterlaced_though_its_stream_names_no_field_order(tmp_path: Path) -> None:
+    """DV's stream line, read without decoding, names no field order, though every frame is interlaced: the
+    camcorder footage that design.md promises to deinterlace was painted with its combing."""
+    import dataclasses
+
+    clip = tmp_path / "camcorder.avi"
+    # A fast pan, two moments woven into each PAL DV frame, bottom field first, as DV is.
+    ffmpeg("-i", str(demo_clip()), "-t", "0.4", "-vf", "scale=1600:576,fps=50,crop=720:576:x='t*800':y=0,"
+           "tinterlace=mode=interleave_bottom,setfield=bff,setsar=64/45", "-c:v", "dvvideo", "-flags", "+ildct",
+           "-pix_fmt", "yuv420p", "-an", str(clip))
+    info = probe_video(clip)
+    assert info.codec == "dvvideo" and info.interlaced
+    size = (info.width // 2 * 2, info.height)
+    frames = [f.rgb for f in read_frames(info, size)]
+    combed = [f.rgb for f in read_frames(dataclasses.replace(info, interlaced=False), size)]
+    assert len(frames) == len(combed) == info.frame_count, "a frame for a frame"
+    assert np.mean([_combing(f) for f in frames]) < 0.6 * np.mean([_combing(f) for f in combed])

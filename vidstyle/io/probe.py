@@ -302,7 +302,8 @@ def probe_video(path: Path) -> VideoInfo:
     rotation = _parse_rotation(err)
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)
     fps, variable = _frame_rate(time_base, stamps, _fallback_fps(stream_line))
-    interlaced = rotation == 0 and _INTERLACED.search(stream_line) is not None
+    interlaced = rotation == 0 and (_INTERLACED.search(stream_line) is not None or _parse_codec(stream_line) in
+                                    _INTERLACED_CODECS)
     colour = _parse_colour(stream_line)
     _check_tone_mapping(path, colour)
     return VideoInfo(
@@ -325,6 +326,10 @@ def probe_video(path: Path) -> VideoInfo:
     )
 
 
+# Codecs whose streams name no field order where ffmpeg can see it without decoding, though their pictures are
+# interlaced: DV (camcorders) flags each decoded frame. bwdif's deint=interlaced touches only the frames flagged,
+# so a progressive DV picture passes as it is.
+_INTERLACED_CODECS = frozenset({"dvvideo"})
 # The field order in the stream's line, "yuv420p(tv, bt709, top first)" or "(top coded first (swapped))".
 _INTERLACED = re.compile(r"[(,] ?(?:top|bottom)(?: coded)? first\b")
 
