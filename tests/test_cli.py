@@ -578,3 +578,17 @@ def test_a_blend_of_the_wrong_length_is_told_in_plain_words() -> None:
         check_style_count(make_config("balanced", style_blend=(1.0,)), 2)
     with pytest.raises(SettingError, match=r"^style_blend has 2 weights for 1 style image: give one for each$"):
         check_style_count(make_config("balanced", style_blend=(1.0, 2.0)), 1)
+
+
+def test_an_flv_whose_video_starts_after_its_audio_keeps_its_audio(tmp_path: Path, starry: Path) -> None:
+    """An FLV's first frame comes a little after its audio, so the audio is cut by that much; seeking an FLV
+    without an index went to its end, and the render was written without its audio, exit 0, saying "copy aac"."""
+    source = tmp_path / "stream.flv"
+    ffmpeg("-i", str(shared_asset("field_pan_with_audio.mp4")), "-t", "1", "-vf", "scale=320:180", "-c:v", "libx264",
+           "-c:a", "aac", str(source))
+    out = tmp_path / "out.mp4"
+    proc = run_cli("render", str(source), "--style", str(starry), "-o", str(out), *TINY[:-1])
+    assert proc.returncode == 0, proc.stderr
+    assert "audio: re-encode aac to AAC (this file's audio cannot be cut by seeking)" in proc.stderr
+    assert probe_video(out).has_audio
+    assert abs(_audio_seconds(out) - probe_video(out).duration) < 0.1, "the audio lasts as the video does"

@@ -54,7 +54,15 @@ from vidstyle.events import (
 )
 from vidstyle.fades import darken, fade_note, frame_gains
 from vidstyle.io.decode import first_frame_offset, read_frames
-from vidstyle.io.encode import AudioPlan, VideoWriter, container_for, plan_audio, written_timing
+from vidstyle.io.encode import (
+    AudioPlan,
+    AudioWindow,
+    VideoWriter,
+    container_for,
+    plan_audio,
+    seeks_audio,
+    written_timing,
+)
 from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import FileLock, check_output_path, missing_folder, partial_path, publish
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
@@ -139,8 +147,9 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     _check_workdir(work)
     _check_partial(output, work)
     written = output_size(config.output_size, size, (info.width, info.height))
+    trim = trim_frames(info, start, end)
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
-                     plan_audio(info, output), trim=trim_frames(info, start, end),
+                     plan_audio(info, output, audio_window(info, trim)), trim=trim,
                      out_size=written if written != size else None, overwrite=overwrite)
 
 
@@ -604,7 +613,8 @@ def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
     """The encoder of a render's video: its output size, the source's rate and audio (cut to a trimmed render);
     a variable-rate source's frames each shown at their own time."""
     rate, repeats = job.written_timing
-    return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf, _audio_window(job), repeats)
+    return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf,
+                       audio_window(job.info, job.trim), repeats)
 
 
 def for_output(job: RenderJob, rgb: np.ndarray, gain: float = 1.0) -> np.ndarray:
@@ -627,18 +637,19 @@ def output_gains(job: RenderJob, manifest: Manifest, stop: threading.Event | Non
     return frame_gains(brightness, job.span[0], [start for start, _, fresh in manifest.segments if fresh])
 
 
-def _audio_window(job: RenderJob) -> tuple[float, float | None] | None:
-    """(start, seconds or None for the rest) of the source's audio that goes with the render's first frame on:
-    from the file's start, where the source's first frame may come later than its audio."""
-    if not job.info.has_audio:
+def audio_window(info: VideoInfo, trim: tuple[int, int] | None) -> AudioWindow | None:
+    """The part of the source's audio that goes with the render's first frame on: from the file's start, where the
+    source's first frame may come later than its audio; None for all of it."""
+    if not info.has_audio:
         return None
-    offset = first_frame_offset(job.info) or 0.0  # unread: placed as before, from the file's start
-    if job.trim is None or not job.info.frame_times:
-        return (offset, None) if offset > 0 else None
-    first, stop = job.trim
-    times = job.info.frame_times
-    end = times[stop] if stop < len(times) else times[-1] + 1 / float(job.info.fps)
-    return offset + times[first], end - times[first]
+    offset = first_frame_offset(info) or 0.0  # unread: placed as before, from the file's start
+    if trim is None or not info.frame_times:
+        return AudioWindow(offset, None, seeks_audio(info, offset)) if offset > 0 else None
+    first, stop = trim
+    times = info.frame_times
+    end = times[stop] if stop < len(times) else times[-1] + 1 / float(info.fps)
+    start = offset + times[first]
+    return AudioWindow(start, end - times[first], seeks_audio(info, start))
 
 
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,

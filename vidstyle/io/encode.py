@@ -14,7 +14,7 @@ from typing import IO, cast
 import numpy as np
 
 from vidstyle.errors import EncodeError, UsageError
-from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
+from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, run_ffmpeg, start_ffmpeg, stop_process
 from vidstyle.io.probe import VideoInfo
 
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -45,6 +45,29 @@ class AudioPlan:
     reencodes: bool = False  # some stream is re-encoded (a small quality loss the caller may report)
 
 
+@dataclass(frozen=True)
+class AudioWindow:
+    """The part of the source's audio that goes with the render: from `start` seconds after the file's start, for
+    `seconds` (None: to the end). `seek`: cut by seeking the input (exact to the packet when copied); False where
+    seeking this file loses its audio (an FLV without an index seeks to its end): cut by a filter, re-encoded."""
+
+    start: float
+    seconds: float | None
+    seek: bool = True
+
+
+def seeks_audio(source: VideoInfo, start: float) -> bool:
+    """Whether seeking `source` to `start` still reads its audio (a look at a few packets of its first stream)."""
+    return _seeks_audio(str(source.path), source.digest, round(start, 6))
+
+
+@functools.lru_cache(maxsize=16)
+def _seeks_audio(path: str, _digest: str, start: float) -> bool:
+    code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", "-i", file_url(path), "-map", "0:a:0",
+                               "-c", "copy", "-frames:a", "4", "-f", "framecrc", "-"], timeout=60)
+    return code == 0 and any(line and not line.startswith(b"#") for line in out.splitlines())
+
+
 def container_for(path: Path) -> str:
     """ffmpeg muxer name for an output file name; raises EncodeError for unsupported extensions."""
     fmt = _CONTAINERS.get(path.suffix.lower())
@@ -57,29 +80,34 @@ def container_for(path: Path) -> str:
     return fmt
 
 
-def plan_audio(source: VideoInfo | None, output: Path) -> AudioPlan:
+def plan_audio(source: VideoInfo | None, output: Path, window: AudioWindow | None = None) -> AudioPlan:
     """Decide, before any rendering, how each audio stream of `source` gets into `output`: copy or AAC."""
     suffix = Path(output).suffix.lower()
-    return _plan(source, container_for(Path(output)), suffix)
+    return _plan(source, container_for(Path(output)), suffix, window)
 
 
-def _plan(source: VideoInfo | None, container: str, suffix: str) -> AudioPlan:
+def _plan(source: VideoInfo | None, container: str, suffix: str, window: AudioWindow | None) -> AudioPlan:
     if source is None or not source.has_audio:
         return AudioPlan((), "no audio")
     args, words, copyable = ["-map", "1:a"], [], _AUDIO_COPY.get(container, frozenset())
+    filtered = window is not None and not window.seek
+    if window is not None and filtered:
+        length = f":duration={window.seconds:.6f}" if window.seconds is not None else ""
+        args += ["-af", f"atrim=start={window.start:.6f}{length},asetpts=PTS-STARTPTS"]
     for i, codec in enumerate(source.audio_codecs):
-        if codec in copyable:
+        if codec in copyable and not filtered:
             args += [f"-c:a:{i}", "copy"]
             words.append(f"copy {codec}")
         else:
             args += [f"-c:a:{i}", _AAC[0], f"-b:a:{i}", _AAC[1]]
-            words.append(f"re-encode {codec} to AAC (a {suffix} cannot hold {codec})")
+            why = "this file's audio cannot be cut by seeking" if filtered else f"a {suffix} cannot hold {codec}"
+            words.append(f"re-encode {codec} to AAC ({why})")
     return AudioPlan(tuple(args), "; ".join(words), any(w.startswith("re-encode") for w in words))
 
 
-def audio_args(source: VideoInfo | None, container: str) -> list[str]:
+def audio_args(source: VideoInfo | None, container: str, window: AudioWindow | None = None) -> list[str]:
     """Map every source audio stream; copy it where the container accepts the codec, else AAC."""
-    return list(_plan(source, container, _SUFFIXES.get(container, container)).args)
+    return list(_plan(source, container, _SUFFIXES.get(container, container), window).args)
 
 
 # RGB to 4:2:0 with BT.709's matrix, and said so in the stream: untagged, ffmpeg's default BT.601 matrix was written
@@ -171,10 +199,10 @@ def frame_repeats(times: Sequence[float], rate: Fraction, end: float | None = No
 
 def encode_args(
     dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None, crf: int,
-    audio_window: tuple[float, float | None] | None = None,
+    audio_window: AudioWindow | None = None,
 ) -> list[str]:
-    """`audio_window` = (start, seconds) takes only that part of the source's audio (a trimmed render, or one whose
-    video begins after its audio); seconds None: to the end."""
+    """`audio_window` takes only that part of the source's audio (a trimmed render, or one whose video begins after
+    its audio)."""
     width, height = size
     container = container_for(dest)
     inputs = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -184,15 +212,18 @@ def encode_args(
         # The source is an input for its audio and its tags. Seeking an input that is only read for its audio is
         # exact to the sample when re-encoded and to the packet (a few ms) when copied; the frames themselves are
         # never cut by seeking.
-        window = [] if audio_window is None else ["-ss", f"{audio_window[0]:.6f}"]
-        if audio_window is not None and audio_window[1] is not None:
-            window += ["-t", f"{audio_window[1]:.6f}"]
+        window: list[str] = []
+        if audio_window is not None and audio_window.seek:
+            window = ["-ss", f"{audio_window.start:.6f}"]
+            if audio_window.seconds is not None:
+                window += ["-t", f"{audio_window.seconds:.6f}"]
         inputs += [*window, "-i", file_url(source.path)]
         metadata = _metadata_args(source)
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              *YUV_BT709, "-fps_mode", "passthrough"]
     faststart = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
-    return ["-v", "error", "-y", *inputs, *video, *audio_args(source, container), *metadata, *faststart,
+    audio = audio_args(source, container, audio_window)
+    return ["-v", "error", "-y", *inputs, *video, *audio, *metadata, *faststart,
             "-f", container, file_url(dest)]
 
 
@@ -214,7 +245,7 @@ class VideoWriter:
     """
 
     def __init__(self, dest: Path, size: tuple[int, int], fps: Fraction, source: VideoInfo | None,
-                 crf: int = 18, audio_window: tuple[float, float | None] | None = None,
+                 crf: int = 18, audio_window: AudioWindow | None = None,
                  repeats: Sequence[int] | None = None) -> None:
         """`repeats`: how many pictures each frame given to write() fills, in order (frame_repeats); 1 each if
         None. `frames_written` counts the frames given, whatever their repeats."""
