@@ -132,14 +132,19 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", "-f", "image2", "-c:v", "png", str(image))
     empty = tmp_path / "empty.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "0", "-c:v", "libx264", str(empty))
-    return {"text": text, "truncated": truncated, "cut": cut, "audio": audio, "image": image, "empty": empty}
+    # Its index at the end, cut short: ffmpeg sees a stream of no known kind, and no audio either.
+    index_cut = tmp_path / "index_cut.mp4"
+    index_cut.write_bytes(bunny_short.read_bytes()[:-1500])
+    return {"text": text, "truncated": truncated, "cut": cut, "audio": audio, "image": image, "empty": empty,
+            "index_cut": index_cut}
 
 
 @pytest.mark.parametrize("name, pattern", [
     ("text", "cannot read"),
     ("truncated", "cannot read|truncated"),
     ("cut", "truncated|damaged|decod"),
-    ("audio", "no video stream"),
+    ("audio", r"no video stream that ffmpeg can read \(is it an audio file\?\)$"),
+    ("index_cut", r"no video stream that ffmpeg can read \(it may be truncated or damaged\)$|cannot read"),
     ("image", "is a still image, not a video; use 'vidstyle image' for stills"),
     ("empty", "no video frames|no video stream|cannot read|no decodable"),
 ])

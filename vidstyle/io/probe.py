@@ -270,7 +270,10 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     if image and not (image.group(1) in _ANIMATED_FORMATS and frames > 1):
         raise VideoOpenError(f"{path} is a still image, not a video")
     if "matches no streams" in err or (code == 0 and not _video_stream_line(_input_section(err))):
-        raise VideoOpenError(f"{path} has no video stream (is it an audio file?)")
+        # With an audio stream it is most likely an audio file; with none (a stream of no known kind, as a cut-short
+        # MP4's index leaves), a damaged one.
+        guess = "is it an audio file?" if _parse_audio(_input_section(err)) else "it may be truncated or damaged"
+        raise VideoOpenError(f"{path} has no video stream that ffmpeg can read ({guess})")
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
