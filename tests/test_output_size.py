@@ -88,8 +88,10 @@ def test_sizes_that_even_sides_changed_are_said(lavfi_clip, bunny_short: Path, s
         return started_event(job, "cpu", [], set()).notes
 
     odd = lavfi_clip("odd_63x35.mp4", size="63x35", audio=False)
-    assert "the source is 63x35: rendered at 64x36, its own size with even sides, not enlarged to 64" in notes(
-        odd, size=64)
+    assert "the source is 63x35: rendered at 64x36, its own size with even sides" in notes(odd, size=64), \
+        "at a size of 64: not 'not enlarged to 64'"
+    assert "the source is 63x35: rendered at 64x36, its own size with even sides, not enlarged to 96" in notes(
+        odd, size=96)
     assert "written at 64x36 (63 asked: H.264 needs even sides), the render's own size" in notes(
         bunny_short, size=64, output_size="63")
     assert not [n for n in notes(bunny_short, size=64, output_size="64") if n.startswith("written at")]

@@ -298,6 +298,20 @@ def test_image_too_small_for_a_wide_picture(capsys, starry: Path, tmp_path: Path
                       "--iters", "1", "--device", "cpu", "--quiet"], 2, "--size", r"\b120\b", folder=tmp_path)
 
 
+@pytest.mark.parametrize("size", ["1x1", "4000x2"])
+def test_a_picture_too_small_for_any_size_blames_the_picture_not_the_size(capsys, starry: Path,
+                                                                          tmp_path_factory: pytest.TempPathFactory,
+                                                                          tmp_path: Path, size: str) -> None:
+    """No --size can make a 1x1 or 4000x2 video paintable (it is never enlarged): the refusal named --size, as a
+    usage error, and the 1x1 picture as 2x1."""
+    source = tmp_path_factory.mktemp("tiny") / f"{size}.mkv"
+    ffmpeg("-f", "lavfi", "-i", f"color=c=gray:size={size}:duration=0.08:rate=25", "-c:v", "ffv1", str(source))
+    width, height = size.split("x")
+    line = _refused(capsys, ["render", str(source), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), *TINY],
+                    1, rf"the picture is {width}x{height}, too small to stylize", "does not enlarge", folder=tmp_path)
+    assert "--size" not in line
+
+
 def test_a_size_beyond_memory_is_refused_at_once(capsys, starry: Path, tmp_path: Path,
                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     free = available_bytes(torch.device("cpu"))

@@ -47,6 +47,10 @@ class ImageTooLarge(InputError):
     """A picture with more pixels than are read here (OpenCV's limit, which a server lowers)."""
 
 
+class ImageTooSmall(InputError):
+    """A picture smaller than the network can stylize (it is never enlarged)."""
+
+
 class VideoOpenError(InputError):
     """ffmpeg cannot read the input as a video."""
 

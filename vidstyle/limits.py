@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vidstyle.errors import ResourceError, SettingError
+from vidstyle.errors import ImageTooSmall, ResourceError, SettingError
 from vidstyle.io.probe import size_to_fit
 from vidstyle.precision import resolve_precision
 
@@ -115,9 +115,10 @@ def render_size(width: int, height: int, long_side: int) -> tuple[int, int]:
     # Named as it is rendered: an odd size asked for is evened (239 is rendered at 240).
     smallest = next((max(fit) for n in range(long_side, 8 * 8192)
                      if min(fit := size_to_fit(width, height, n)) >= MIN_SIDE), None)
-    if smallest is not None and smallest > max(width, height):
-        raise SettingError("size", f"cannot make this {width}x{height} picture {MIN_SIDE} pixels on its short side "
-                                   "without enlarging it; the network needs at least that")
-    fix = f"the smallest size that works for it is {smallest}" if smallest else "it is too narrow to stylize"
+    if smallest is None or smallest > max(width, height):
+        # The picture's own fault, not the size's: no size can help (a picture is never enlarged).
+        raise ImageTooSmall(f"the picture is {width}x{height}, too small to stylize: the network needs at least "
+                         f"{MIN_SIDE} pixels on each side, and vidstyle does not enlarge a picture")
     raise SettingError("size", f"{long_side} makes this {width}x{height} picture {size[0]}x{size[1]} pixels, and the "
-                               f"network needs at least {MIN_SIDE} on each side; {fix}")
+                               f"network needs at least {MIN_SIDE} on each side; the smallest size that works for it "
+                               f"is {smallest}")

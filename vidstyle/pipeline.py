@@ -382,10 +382,11 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     if emulated is not None:
         notes.append(emulated)
     if max(job.info.width, job.info.height) < job.config.size:
-        own = "its own size," if job.size == (job.info.width, job.info.height) else \
-            f"{job.size[0]}x{job.size[1]}, its own size with even sides,"
-        notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at {own} not enlarged to "
-                     f"{job.config.size}")
+        own = "its own size" if job.size == (job.info.width, job.info.height) else \
+            f"{job.size[0]}x{job.size[1]}, its own size with even sides"
+        # A 47x31 source evened to 48x32 is at a size of 48: it was not left smaller than that.
+        smaller = f", not enlarged to {job.config.size}" if max(job.size) < job.config.size else ""
+        notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at {own}{smaller}")
     width, height = job.out_size or job.size
     asked, written = job.config.output_size, f"{width}x{height}"
     # A size asked for (WxH, or a long side) that H.264's even sides changed.

@@ -301,7 +301,7 @@ def probe_video(path: Path) -> VideoInfo:
     if size is None:
         raise VideoOpenError(f"cannot tell the picture size of {path}")
     coded_w, coded_h = size
-    display_w = max(2, round(coded_w * _parse_sar(stream_line)))
+    display_w = max(1, round(coded_w * _parse_sar(stream_line)))
     rotation = _parse_rotation(err)
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)
     fps, variable = _frame_rate(time_base, stamps, _fallback_fps(stream_line))

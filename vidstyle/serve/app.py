@@ -32,7 +32,7 @@ from starlette.types import Scope
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import Config, make_config, preset_names
-from vidstyle.errors import ConfigError, ImageTooLarge, InputError, SettingError, VidstyleError
+from vidstyle.errors import ConfigError, ImageTooLarge, ImageTooSmall, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.io.pixels import pixel_limit
@@ -323,6 +323,8 @@ class JobFactory:
             raise ApiError(422, str(exc), exc.setting) from None
         except ImageTooLarge:  # readable, as the style picture's limit is: 422 for both
             raise ApiError(422, f"the picture has more than {pixel_limit():,} pixels", "input") from None
+        except ImageTooSmall as exc:  # readable, only not paintable
+            raise ApiError(422, str(exc), "input") from None
         except InputError as exc:
             # ffmpeg may name other files beside it (a concat list's entries): no server paths to clients
             reason = str(exc).replace(str(source), "the upload").replace(str(source.parent), "the upload's folder")
