@@ -911,3 +911,30 @@ def test_dv_camcorder_footage_is_deinterlaced_though_its_stream_names_no_field_o
     combed = [f.rgb for f in read_frames(dataclasses.replace(info, interlaced=False), size)]
     assert len(frames) == len(combed) == info.frame_count, "a frame for a frame"
     assert np.mean([_combing(f) for f in frames]) < 0.6 * np.mean([_combing(f) for f in combed])
+
+
+def test_an_audio_stream_declared_with_no_audio_is_left_out_and_said(tmp_path: Path, bunny_short: Path,
+                                                                     starry: Path) -> None:
+    """A broadcast recording may declare an audio track that holds nothing ("0 channels"): mapped with the others,
+    the muxer refused the whole output after the render had begun. It is left out; the real track is kept."""
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import prepare_render, render, started_event
+
+    whole = tmp_path / "two_tracks.ts"
+    ffmpeg("-i", str(bunny_short), "-map", "0:v", "-map", "0:a", "-map", "0:a", "-c:v", "libx264", "-c:a", "aac",
+           "-f", "mpegts", str(whole))
+    data = whole.read_bytes()
+    # Every transport packet of the first audio track (PID 0x101) dropped: its declaration stays, empty.
+    packets = [data[i:i + 188] for i in range(0, len(data), 188)]
+    recording = tmp_path / "recording.ts"
+    recording.write_bytes(b"".join(p for p in packets if ((p[1] & 0x1F) << 8 | p[2]) != 0x101))
+    info = probe_video(recording)
+    assert (info.audio_codecs, info.audio_streams, info.empty_audio) == (("aac",), (1,), 1)
+    out = tmp_path / "out.mkv"
+    config = make_config("fast", size=32, iters=1, first_iters=1, device="cpu")
+    job = prepare_render(recording, [starry], out, config)
+    assert "the source declares an audio stream with no audio in it: not written" in \
+        started_event(job, "cpu", [], set()).notes
+    render(recording, [starry], out, config)
+    written = probe_video(out)
+    assert written.audio_codecs == ("aac",) and written.frame_count == info.frame_count

@@ -49,7 +49,8 @@ def test_same_steps_as_torch(history: int) -> None:
     theirs_x, theirs = torch_lbfgs(x0, bumpy, 30, history)
     our_x, our = ours(x0, bumpy, 30, history)
     assert len(our) == len(theirs) == 30
-    assert our == pytest.approx(theirs, rel=1e-5)
+    assert our[:9] == pytest.approx(theirs[:9], rel=1e-6)
+    assert our == pytest.approx(theirs, rel=1e-4)
     assert torch.allclose(our_x, theirs_x, atol=1e-5)
     assert our[-1] < our[0] / 2
 
@@ -80,9 +81,11 @@ def test_never_reads_a_tensor_back_to_the_host() -> None:
 
 def test_same_losses_as_torch_on_a_stylization(images) -> None:
     frame, style = images
-    # On one thread, where every loss agrees to under 1e-6: multithreaded kernels round otherwise on some CPUs, and
-    # the optimization amplifies that to a gap of 1e-3 and more by the twelfth loss (1.8e-3 on two threads of a CPU
-    # with AMX).
+    # On one thread: multithreaded kernels round otherwise on some CPUs, and the optimization amplifies that to a
+    # gap of 1e-3 and more by the twelfth loss (1.8e-3 on two threads of a CPU with AMX). Even on one thread the
+    # line search amplifies a rounding apart over the last few steps: on this frame torch's own twelfth loss moves
+    # by more than 1e-4 when the content moves by 1e-7. So the steps before that agree to float32's rounding, and
+    # the last ones within what that amplification gives.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -93,4 +96,5 @@ def test_same_losses_as_torch_on_a_stylization(images) -> None:
         _, our = ours(content, loss_fn, 12, 20)
     finally:
         torch.set_num_threads(threads)
-    assert our == pytest.approx(theirs, rel=1e-5)
+    assert our[:9] == pytest.approx(theirs[:9], rel=1e-6)
+    assert our == pytest.approx(theirs, rel=1e-4)

@@ -157,10 +157,10 @@ def test_a_failed_write_or_a_stop_leaves_no_file(tmp_path: Path, monkeypatch) ->
     assert "resume" not in str(stopped.value), "a preview keeps nothing to resume"
     assert list(tmp_path.iterdir()) == [] and not child_ffmpeg_pids()
 
-    def full_disk(_src: object, _dst: object) -> None:
+    def full_disk(_fd: object) -> None:  # a full disk shows when the written bytes are flushed
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("vidstyle.io.images.os.replace", full_disk)
+    monkeypatch.setattr("vidstyle.io.images.os.fsync", full_disk)
     with pytest.raises(OutputError, match="No space left"):
         preview(CUT_CLIP, ["starry-night"], tmp_path / "full.png", _config(), count=1)
     assert list(tmp_path.iterdir()) == [], "the temporary file is removed too"

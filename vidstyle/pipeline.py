@@ -372,6 +372,10 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         count = job.info.subtitle_streams
         notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
                      f"written: the output holds the video{' and its audio' if job.info.has_audio else ''}")
+    if job.info.empty_audio:
+        count = job.info.empty_audio
+        notes.append(f"the source declares {'an audio stream' if count == 1 else f'{count} audio streams'} with no "
+                     "audio in it: not written")
     if job.info.interlaced:
         notes.append("the source is interlaced: its frames are deinterlaced (bwdif), one for one")
     if job.info.colour.hdr:

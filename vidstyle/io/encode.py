@@ -58,12 +58,12 @@ class AudioWindow:
 
 def seeks_audio(source: VideoInfo, start: float) -> bool:
     """Whether seeking `source` to `start` still reads its audio (a look at a few packets of its first stream)."""
-    return _seeks_audio(str(source.path), source.digest, round(start, 6))
+    return _seeks_audio(str(source.path), source.digest, source.audio_streams[0], round(start, 6))
 
 
 @functools.lru_cache(maxsize=16)
-def _seeks_audio(path: str, _digest: str, start: float) -> bool:
-    code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", "-i", file_url(path), "-map", "0:a:0",
+def _seeks_audio(path: str, _digest: str, stream: int, start: float) -> bool:
+    code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", "-i", file_url(path), "-map", f"0:a:{stream}",
                                "-c", "copy", "-frames:a", "4", "-f", "framecrc", "-"], timeout=60)
     return code == 0 and any(line and not line.startswith(b"#") for line in out.splitlines())
 
@@ -89,7 +89,8 @@ def plan_audio(source: VideoInfo | None, output: Path, window: AudioWindow | Non
 def _plan(source: VideoInfo | None, container: str, suffix: str, window: AudioWindow | None) -> AudioPlan:
     if source is None or not source.has_audio:
         return AudioPlan((), "no audio")
-    args, words, copyable = ["-map", "1:a"], [], _AUDIO_COPY.get(container, frozenset())
+    args: list[str] = [arg for position in source.audio_streams for arg in ("-map", f"1:a:{position}")]
+    words, copyable = [], _AUDIO_COPY.get(container, frozenset())
     filtered = window is not None and not window.seek
     if window is not None and filtered:
         length = f":duration={window.seconds:.6f}" if window.seconds is not None else ""
@@ -233,7 +234,8 @@ def _metadata_args(source: VideoInfo) -> list[str]:
     Rotation is not among them: frames are decoded upright, so the output needs none. Naming one stream's tags
     turns off ffmpeg's automatic copy for all of them, so each audio stream is named too.
     """
-    audio = [arg for i in range(len(source.audio_codecs)) for arg in (f"-map_metadata:s:a:{i}", f"1:s:a:{i}")]
+    audio = [arg for i, position in enumerate(source.audio_streams)
+             for arg in (f"-map_metadata:s:a:{i}", f"1:s:a:{position}")]
     return ["-map_metadata", "1", "-map_metadata:s:v:0", "1:s:v:0", *audio]
 
 

@@ -62,7 +62,7 @@ class VideoInfo:
     fps: Fraction  # exact for constant-rate video; the average rate for variable-rate video
     frame_count: int
     variable_rate: bool
-    audio_codecs: tuple[str, ...]
+    audio_codecs: tuple[str, ...]  # of the audio streams that hold audio, in the file's order
     # Identity of what the frames are made from: every video packet's timestamps, size and checksum (the probe's
     # framecrc pass lists them anyway) plus the displayed size and rotation. Two files whose pictures differ
     # anywhere differ here, at no cost beyond the probe; the audio, which a render copies, does not count.
@@ -80,6 +80,16 @@ class VideoInfo:
     interlaced: bool = False
     # An HDR stream is tone-mapped to SDR as it is decoded: read as SDR, its pictures came out dim and grey.
     colour: Colour = Colour()
+    # Where those audio streams are among the file's (0:a:N); a stream declared with no channels (a broadcast
+    # recording's unused track) holds no audio, and a muxer given none of its packets refuses the whole output.
+    # Empty: the first len(audio_codecs) of them.
+    audio_positions: tuple[int, ...] = ()
+    empty_audio: int = 0  # audio streams declared with no channels: not written
+
+    @property
+    def audio_streams(self) -> tuple[int, ...]:
+        """Positions among the file's audio streams (0:a:N) of those that are written."""
+        return self.audio_positions or tuple(range(len(self.audio_codecs)))
 
     @property
     def assumed_matrix(self) -> str:
@@ -173,7 +183,13 @@ def _parse_codec(stream_line: str) -> str:
 
 
 def _parse_audio(stderr: str) -> tuple[str, ...]:
-    return tuple(re.findall(r"^\s*Stream #0:\d+\S*: Audio: (\w+)", stderr, re.MULTILINE))
+    return tuple(codec for codec, _ in _audio_streams(stderr))
+
+
+def _audio_streams(stderr: str) -> list[tuple[str, bool]]:
+    """(codec, whether it holds audio) of each audio stream, in the file's order."""
+    found = re.findall(r"^\s*Stream #0:\d+\S*: Audio: (\w+)(.*)$", stderr, re.MULTILINE)
+    return [(codec, re.search(r", 0 channels\b", rest) is None) for codec, rest in found]
 
 
 @dataclass(frozen=True)
@@ -317,7 +333,9 @@ def probe_video(path: Path) -> VideoInfo:
         fps=fps,
         frame_count=len(stamps),
         variable_rate=variable,
-        audio_codecs=_parse_audio(err),
+        audio_codecs=tuple(codec for codec, holds in _audio_streams(err) if holds),
+        audio_positions=tuple(i for i, (_, holds) in enumerate(_audio_streams(err)) if holds),
+        empty_audio=sum(not holds for _, holds in _audio_streams(err)),
         digest=_digest(framecrc, width, height, rotation, interlaced, colour.hdr,
                        assumed_matrix(width, height, colour)),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
