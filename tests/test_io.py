@@ -938,3 +938,29 @@ def test_an_audio_stream_declared_with_no_audio_is_left_out_and_said(tmp_path: P
     render(recording, [starry], out, config)
     written = probe_video(out)
     assert written.audio_codecs == ("aac",) and written.frame_count == info.frame_count
+
+
+def test_pictures_that_change_shape_part_way_are_fitted_not_stretched(tmp_path: Path, bunny_short: Path) -> None:
+    """Two recordings joined with cat (a broadcast across programmes does the same): the portrait part was squeezed
+    into the landscape frame. It is now fitted inside it, with black bars, its shape kept; the first part, of the
+    stream's own size, is scaled as before, to the pixel."""
+    import dataclasses
+
+    parts = []
+    for name, size in [("landscape", "160:90"), ("portrait", "90:160")]:
+        parts.append(tmp_path / f"{name}.ts")
+        ffmpeg("-i", str(bunny_short), "-vf", f"scale={size}", "-c:v", "libx264", "-an", "-f", "mpegts",
+               str(parts[-1]))
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    info = probe_video(joined)
+    assert (info.width, info.height, info.coded_size) == (160, 90, (160, 90))
+    frames = [f.rgb.astype(np.float64) for f in read_frames(info, (64, 36))]
+    portrait = [f.rgb.astype(np.float64) for f in read_frames(probe_video(parts[1]), (20, 36))]
+    assert len(frames) == 2 * len(portrait) == info.frame_count
+    for frame, alone in zip(frames[len(portrait):], portrait, strict=True):
+        assert frame[:, :20].max() < 20 and frame[:, -20:].max() < 20, "bars beside the portrait picture"
+        assert np.abs(frame[:, 22:42] - alone).mean() < 12, "the portrait picture itself, its shape kept"
+    assert all(f[:, :20].mean() > 20 for f in frames[:len(portrait)]), "the landscape part fills the frame"
+    before = [f.rgb for f in read_frames(dataclasses.replace(info, coded_size=(0, 0)), (64, 36))]
+    assert all(np.array_equal(a, b) for a, b in zip(frames[:len(portrait)], before, strict=False))

@@ -61,6 +61,25 @@ def tone_map(colour: Colour) -> str:
             "zscale=tin=linear:pin=bt709:t=bt709:m=bt709:r=full,format=gbrp")
 
 
+def _scale(info: VideoInfo, size: tuple[int, int]) -> str:
+    """The scaling to `size`: the stream's pictures exactly to it; where a stream changes its pictures' size
+    part-way (a broadcast across programmes, files joined with cat), those of another size fitted inside it, their
+    shape kept (ffmpeg sets the filters up again at the change, so the expressions see the new size), then padded
+    by _pad. Without it a portrait part was squeezed into the landscape frame."""
+    width, height = size
+    if info.coded_size == (0, 0):
+        return f"scale={width}:{height}"
+    # Quoted: the commas of the expressions would otherwise end the filter.
+    same = f"eq(iw,{info.coded_size[0]})*eq(ih,{info.coded_size[1]})"
+    return (f"scale=w='if({same},{width},min({width},trunc({height}*dar)))'"
+            f":h='if({same},{height},min({height},trunc({width}/dar)))'")
+
+
+def _pad(info: VideoInfo, size: tuple[int, int]) -> str:
+    """Black bars around a picture that _scale fitted inside `size`; nothing at all for the stream's own size."""
+    return "" if info.coded_size == (0, 0) else f",pad={size[0]}:{size[1]}:(ow-iw)/2:(oh-ih)/2"
+
+
 def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = None, *,
                 seek_to: str | None = None, stamps_fd: int | None = None,
                 copy_timestamps: bool = False, log_level: str = "error") -> list[str]:
@@ -90,8 +109,8 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
         "-map", VIDEO_STREAM,
         # passthrough: no frame duplicated or dropped, so variable-rate phone clips keep every frame.
         "-fps_mode", "passthrough",
-        "-vf", f"{DEINTERLACE if info.interlaced else ''}scale={width}:{height}:flags={flags}{matrix},setsar=1"
-               f"{tone_map(info.colour)}",
+        "-vf", f"{DEINTERLACE if info.interlaced else ''}{_scale(info, size)}:flags={flags}{matrix},setsar=1"
+               f"{_pad(info, size)}{tone_map(info.colour)}",
         *limit,
         *stamps,
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-",

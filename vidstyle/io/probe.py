@@ -85,6 +85,9 @@ class VideoInfo:
     # Empty: the first len(audio_codecs) of them.
     audio_positions: tuple[int, ...] = ()
     empty_audio: int = 0  # audio streams declared with no channels: not written
+    # The pictures' stored size as the decoder gives them, turned upright (no SAR applied): a stream whose pictures
+    # change size part-way shows it, and the decode then fits those of another shape without stretching them.
+    coded_size: tuple[int, int] = (0, 0)
 
     @property
     def audio_streams(self) -> tuple[int, ...]:
@@ -336,6 +339,7 @@ def probe_video(path: Path) -> VideoInfo:
         audio_codecs=tuple(codec for codec, holds in _audio_streams(err) if holds),
         audio_positions=tuple(i for i, (_, holds) in enumerate(_audio_streams(err)) if holds),
         empty_audio=sum(not holds for _, holds in _audio_streams(err)),
+        coded_size=(coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h),
         digest=_digest(framecrc, width, height, rotation, interlaced, colour.hdr,
                        assumed_matrix(width, height, colour)),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
