@@ -964,3 +964,24 @@ def test_pictures_that_change_shape_part_way_are_fitted_not_stretched(tmp_path: 
     assert all(f[:, :20].mean() > 20 for f in frames[:len(portrait)]), "the landscape part fills the frame"
     before = [f.rgb for f in read_frames(dataclasses.replace(info, coded_size=(0, 0)), (64, 36))]
     assert all(np.array_equal(a, b) for a, b in zip(frames[:len(portrait)], before, strict=False))
+
+
+def test_a_damaged_audio_packet_is_dropped_not_fatal_to_the_whole_output(tmp_path: Path, bunny_short: Path,
+                                                                         starry: Path) -> None:
+    """A transport stream with lost data in its audio: copied as it was, the damaged packet made the muxer refuse
+    the whole output at the render's very end, and every retry the same. It is dropped; the rest is kept."""
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import render
+
+    whole = tmp_path / "clean.ts"
+    ffmpeg("-i", str(bunny_short), "-c:v", "libx264", "-c:a", "aac", "-f", "mpegts", str(whole))
+    data = bytearray(whole.read_bytes())
+    audio = [i for i in range(0, len(data), 188) if ((data[i + 1] & 0x1F) << 8 | data[i + 2]) == 0x101]
+    for start in audio[len(audio) // 2:len(audio) // 2 + 2]:  # two transport packets of audio lost to noise
+        data[start:start + 188] = bytes(188)
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    render(damaged, [starry], out, make_config("fast", size=32, iters=1, first_iters=1, device="cpu"))
+    written = probe_video(out)
+    assert written.audio_codecs == ("aac",) and written.frame_count == probe_video(damaged).frame_count

@@ -218,7 +218,9 @@ def encode_args(
             window = ["-ss", f"{audio_window.start:.6f}"]
             if audio_window.seconds is not None:
                 window += ["-t", f"{audio_window.seconds:.6f}"]
-        inputs += [*window, "-i", file_url(source.path)]
+        # A packet the demuxer flags as damaged (a transport stream's lost data) is dropped, not copied: the muxer
+        # would refuse it, and with it the whole output, at the render's very end, each time it is tried again.
+        inputs += ["-fflags", "+discardcorrupt", *window, "-i", file_url(source.path)]
         metadata = _metadata_args(source)
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              *YUV_BT709, "-fps_mode", "passthrough"]
