@@ -88,6 +88,10 @@ def test_image_command(starry: Path, tmp_path: Path) -> None:
     import cv2
 
     assert cv2.imread(str(out)).shape == (43, 64, 3) or cv2.imread(str(out)).shape == (42, 64, 3)
+    source = cv2.imread(str(content)).shape
+    assert main(["image", str(content), "--style", "starry-night", "-o", str(out), "--size", "32", "--iters", "1",
+                 "--device", "cpu", "--output-size", "source", "--overwrite", "--quiet"]) == 0
+    assert cv2.imread(str(out)).shape == source, "written at the photo's own size"
 
 
 def test_bf16_on_a_cpu_that_emulates_it_is_said_before_the_work(bunny_short: Path, tmp_path: Path, capsys,

@@ -68,6 +68,8 @@ _STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weigh
                  "palette_start", "pooling", "precision", "seed", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "temporal_reach", "passes", "init", "prev_weight",
                  "flow", "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames", "follow_fades")
+# A still is written at its output size too.
+_IMAGE_FIELDS = ("output_size",)
 # A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.
 _PREVIEW_VIDEO_FIELDS = tuple(f for f in _VIDEO_FIELDS if f not in ("passes", "crf", "output_size", "keep_frames"))
 
@@ -339,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "iterations, from the photograph to the painting")
     image.add_argument("--animation-every", type=int, metavar="N",
                        help="iterations between two pictures of --animation [5]")
-    _add_settings(image, _STILL_FIELDS, preset)
+    _add_settings(image, _STILL_FIELDS + _IMAGE_FIELDS, preset)
     image.set_defaults(func=_cmd_image)
 
     demo = sub.add_parser("demo", help="render the bundled sample clip offline",
@@ -721,7 +723,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
     from vidstyle.still import stylize_image
 
     # A still is a first frame: its iteration count is the preset's first_iters unless --iters is given.
-    config = _config_from(args, _STILL_FIELDS, first_iters=args.iters)
+    config = _config_from(args, _STILL_FIELDS + _IMAGE_FIELDS, first_iters=args.iters)
     if args.animation_every is not None and args.animation is None:
         raise UsageError("--animation-every sets the pictures of an --animation: give --animation FILE too")
     if config.precision == "bf16" and not args.quiet:
