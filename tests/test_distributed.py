@@ -702,3 +702,14 @@ def test_a_frames_folder_that_is_a_link_is_not_followed_when_checkpoints_go(tmp_
     files.remove()
     assert (theirs / "0000001.png").read_bytes() == b"someone's picture"
     assert work.frames.is_symlink() and (files.root / "lead").is_symlink()
+    # The folders above them too: passes/ (its pass folders hold frames) and chunks/ itself.
+    (theirs / "2").mkdir()
+    (theirs / "2" / "0000001.png").write_bytes(b"someone's picture")
+    (theirs / "lead").mkdir()
+    (theirs / "lead" / "0000001.png").write_bytes(b"someone's picture")
+    (work.path / "passes").symlink_to(theirs, target_is_directory=True)
+    (files.root / "lead").unlink()
+    files.root.rmdir()
+    files.root.symlink_to(theirs, target_is_directory=True)
+    work._remove_own_files(remove_directory=False)
+    assert (theirs / "2" / "0000001.png").exists() and (theirs / "lead" / "0000001.png").exists()

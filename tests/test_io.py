@@ -941,13 +941,13 @@ def test_an_audio_stream_declared_with_no_audio_is_left_out_and_said(tmp_path: P
 
 
 def test_pictures_that_change_shape_part_way_are_fitted_not_stretched(tmp_path: Path, bunny_short: Path) -> None:
-    """Two recordings joined with cat (a broadcast across programmes does the same): the portrait part was squeezed
+    """Recordings joined with cat (a broadcast across programmes does the same): the portrait part was squeezed
     into the landscape frame. It is now fitted inside it, with black bars, its shape kept; the first part, of the
-    stream's own size, is scaled as before, to the pixel."""
+    stream's own size, and a part of its shape at another size, are scaled as before, to the pixel."""
     import dataclasses
 
     parts = []
-    for name, size in [("landscape", "160:90"), ("portrait", "90:160")]:
+    for name, size in [("landscape", "160:90"), ("portrait", "90:160"), ("smaller", "80:46")]:
         parts.append(tmp_path / f"{name}.ts")
         ffmpeg("-i", str(bunny_short), "-vf", f"scale={size}", "-c:v", "libx264", "-an", "-f", "mpegts",
                str(parts[-1]))
@@ -957,13 +957,18 @@ def test_pictures_that_change_shape_part_way_are_fitted_not_stretched(tmp_path: 
     assert (info.width, info.height, info.coded_size) == (160, 90, (160, 90))
     frames = [f.rgb.astype(np.float64) for f in read_frames(info, (64, 36))]
     portrait = [f.rgb.astype(np.float64) for f in read_frames(probe_video(parts[1]), (20, 36))]
-    assert len(frames) == 2 * len(portrait) == info.frame_count
-    for frame, alone in zip(frames[len(portrait):], portrait, strict=True):
+    assert len(frames) == 3 * len(portrait) == info.frame_count
+    for frame, alone in zip(frames[len(portrait):2 * len(portrait)], portrait, strict=True):
         assert frame[:, :20].max() < 20 and frame[:, -20:].max() < 20, "bars beside the portrait picture"
         assert np.abs(frame[:, 22:42] - alone).mean() < 12, "the portrait picture itself, its shape kept"
     assert all(f[:, :20].mean() > 20 for f in frames[:len(portrait)]), "the landscape part fills the frame"
     before = [f.rgb for f in read_frames(dataclasses.replace(info, coded_size=(0, 0)), (64, 36))]
     assert all(np.array_equal(a, b) for a, b in zip(frames[:len(portrait)], before, strict=False))
+    # A part of the first part's shape, at another size (an adaptive stream's lower rung): scaled as before, with no
+    # black line that fitting its rounded size would leave.
+    smaller = slice(2 * len(portrait), None)
+    assert all(np.array_equal(a, b) for a, b in zip(frames[smaller], before[smaller], strict=True))
+    assert min(f[-1].mean() for f in frames[smaller]) > 20 and min(f[:, -1].mean() for f in frames[smaller]) > 20
 
 
 def test_a_damaged_audio_packet_is_dropped_not_fatal_to_the_whole_output(tmp_path: Path, bunny_short: Path,
@@ -985,3 +990,55 @@ def test_a_damaged_audio_packet_is_dropped_not_fatal_to_the_whole_output(tmp_pat
     render(damaged, [starry], out, make_config("fast", size=32, iters=1, first_iters=1, device="cpu"))
     written = probe_video(out)
     assert written.audio_codecs == ("aac",) and written.frame_count == probe_video(damaged).frame_count
+
+
+def _tone_onset(path: Path) -> float:
+    """Seconds from the file's start to where its first audio stream first gets loud."""
+    import subprocess
+
+    from vidstyle.io.ffmpeg import ffmpeg_exe
+
+    # Silence put before a stream that begins late, so that a sample's place is its time.
+    pcm = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-af",
+                          "aresample=async=1:first_pts=0", "-ac", "1", "-ar", "8000", "-f", "s16le", "-"],
+                         capture_output=True, check=True).stdout
+    samples = np.abs(np.frombuffer(pcm, np.int16).astype(np.int32))
+    return float(np.argmax(samples > 8000) / 8000)
+
+
+def test_audio_cut_by_the_filter_lands_where_a_seek_puts_it(tmp_path: Path) -> None:
+    """Where a seek would lose the audio, the window is cut by atrim; its timestamps were then reset to the first
+    sample kept, so audio that begins after the cut (a late first packet) lost its gap and came early."""
+    from vidstyle.io.encode import AudioWindow
+
+    source = tmp_path / "late_audio.mkv"
+    # Video from 0; audio from 0.3 s (its first packet late), silent until a tone at 0.9 s of the file.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x36:rate=25:duration=1.2", "-itsoffset", "0.3", "-f", "lavfi",
+           "-i", "aevalsrc='if(gt(t,0.6),0.8*sin(2*PI*1000*t),0)':s=8000:d=0.9", "-map", "0:v", "-map", "1:a",
+           "-c:v", "libx264", "-c:a", "aac", str(source))
+    info = probe_video(source)
+    frames = [np.zeros((36, 64, 3), np.uint8)] * 25
+    onsets = {}
+    for seek in (True, False):
+        out = tmp_path / f"seek-{seek}.mkv"
+        with VideoWriter(out, (64, 36), info.fps, info, audio_window=AudioWindow(0.1, None, seek)) as writer:
+            for frame in frames:
+                writer.write(frame)
+        onsets[seek] = _tone_onset(out)
+    assert abs(onsets[True] - 0.8) < 0.03 and abs(onsets[False] - onsets[True]) < 0.03, onsets
+
+
+def test_a_stream_that_two_programmes_carry_is_one_stream(tmp_path: Path, bunny_short: Path, starry: Path) -> None:
+    """A transport stream lists a stream under each programme that carries it: its audio was taken for two
+    streams, and the second's mapping failed the encoder after the render had begun."""
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import render
+
+    source = tmp_path / "two_programmes.ts"
+    ffmpeg("-i", str(bunny_short), "-map", "0:v", "-map", "0:a", "-c:v", "libx264", "-c:a", "aac",
+           "-program", "title=one:st=0:st=1", "-program", "title=two:st=0:st=1", "-f", "mpegts", str(source))
+    info = probe_video(source)
+    assert (info.audio_codecs, info.audio_streams) == (("aac",), (0,))
+    out = tmp_path / "out.mp4"
+    render(source, [starry], out, make_config("fast", size=32, iters=1, first_iters=1, device="cpu"))
+    assert probe_video(out).audio_codecs == ("aac",)

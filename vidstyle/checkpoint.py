@@ -294,7 +294,7 @@ class WorkDir:
     def _remove_own_files(self, remove_directory: bool) -> None:
         remove_chunk_files(self.path / CHUNKS)  # a render on several workers that a sequential one took over
         passes = self.path / PASSES
-        if passes.is_dir():
+        if passes.is_dir() and not passes.is_symlink():  # a link leads to what this render did not make
             for folder in passes.iterdir():
                 if _PASS_NAME.match(folder.name):
                     remove_frame_files(folder)
@@ -317,12 +317,14 @@ def frame_indices(folder: Path) -> set[int]:
 
 def remove_chunk_files(folder: Path, markers_only: bool = False) -> None:
     """Delete a chunks/ folder's overlap frames and task markers, then each folder left empty; anything else in it
-    stays, and the folders with it."""
+    stays, and the folders with it. A chunks/ that is a link is not followed."""
+    if folder.is_symlink():
+        return
     if not markers_only:
         for role in ("lead", "tail"):
             remove_frame_files(folder / role)
     running = folder / "running"
-    for path in running.iterdir() if running.is_dir() else ():
+    for path in running.iterdir() if running.is_dir() and not running.is_symlink() else ():
         if CHUNK_MARKER.match(path.name):
             path.unlink(missing_ok=True)
     remove_if_empty(running)

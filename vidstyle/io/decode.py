@@ -65,12 +65,16 @@ def _scale(info: VideoInfo, size: tuple[int, int]) -> str:
     """The scaling to `size`: the stream's pictures exactly to it; where a stream changes its pictures' size
     part-way (a broadcast across programmes, files joined with cat), those of another size fitted inside it, their
     shape kept (ffmpeg sets the filters up again at the change, so the expressions see the new size), then padded
-    by _pad. Without it a portrait part was squeezed into the landscape frame."""
+    by _pad. Without it a portrait part was squeezed into the landscape frame. A part of the first part's shape
+    (within 5 %: stretched that little, nobody sees it) fills the frame as before, where fitting it would leave a
+    black line or thin bars."""
     width, height = size
     if info.coded_size == (0, 0):
         return f"scale={width}:{height}"
-    # Quoted: the commas of the expressions would otherwise end the filter.
-    same = f"eq(iw,{info.coded_size[0]})*eq(ih,{info.coded_size[1]})"
+    # Quoted: the commas of the expressions would otherwise end the filter. A part of the same shape (another
+    # rung of an adaptive stream: 360p after 720p) is scaled as the first part is; only another shape is fitted.
+    aspect = info.width / info.height
+    same = f"eq(iw,{info.coded_size[0]})*eq(ih,{info.coded_size[1]})+lt(abs(dar/{aspect:.6f}-1),0.05)"
     return (f"scale=w='if({same},{width},min({width},trunc({height}*dar)))'"
             f":h='if({same},{height},min({height},trunc({width}/dar)))'")
 

@@ -63,8 +63,12 @@ def seeks_audio(source: VideoInfo, start: float) -> bool:
 
 @functools.lru_cache(maxsize=16)
 def _seeks_audio(path: str, _digest: str, stream: int, start: float) -> bool:
-    code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", "-i", file_url(path), "-map", f"0:a:{stream}",
-                               "-c", "copy", "-frames:a", "4", "-f", "framecrc", "-"], timeout=60)
+    try:
+        code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", "-i", file_url(path), "-map",
+                                   f"0:a:{stream}", "-c", "copy", "-frames:a", "4", "-f", "framecrc", "-"],
+                                  timeout=60)
+    except subprocess.TimeoutExpired:
+        return True  # no answer (a slow disk): the seek, as for any file that does not show otherwise
     return code == 0 and any(line and not line.startswith(b"#") for line in out.splitlines())
 
 
@@ -94,7 +98,8 @@ def _plan(source: VideoInfo | None, container: str, suffix: str, window: AudioWi
     filtered = window is not None and not window.seek
     if window is not None and filtered:
         length = f":duration={window.seconds:.6f}" if window.seconds is not None else ""
-        args += ["-af", f"atrim=start={window.start:.6f}{length},asetpts=PTS-STARTPTS"]
+        # Shifted by the cut's own time, not to its first sample: audio that begins after the cut keeps its gap.
+        args += ["-af", f"atrim=start={window.start:.6f}{length},asetpts=PTS-{window.start:.6f}/TB"]
     for i, codec in enumerate(source.audio_codecs):
         if codec in copyable and not filtered:
             args += [f"-c:a:{i}", "copy"]

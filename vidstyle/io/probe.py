@@ -191,8 +191,10 @@ def _parse_audio(stderr: str) -> tuple[str, ...]:
 
 def _audio_streams(stderr: str) -> list[tuple[str, bool]]:
     """(codec, whether it holds audio) of each audio stream, in the file's order."""
-    found = re.findall(r"^\s*Stream #0:\d+\S*: Audio: (\w+)(.*)$", stderr, re.MULTILINE)
-    return [(codec, re.search(r", 0 channels\b", rest) is None) for codec, rest in found]
+    found = re.findall(r"^\s*Stream #0:(\d+)\S*: Audio: (\w+)(.*)$", stderr, re.MULTILINE)
+    # A transport stream lists a stream under each programme that carries it: each stream once.
+    once = {index: (codec, re.search(r", 0 channels\b", rest) is None) for index, codec, rest in reversed(found)}
+    return [once[index] for index in sorted(once, key=int)]
 
 
 @dataclass(frozen=True)
@@ -352,8 +354,9 @@ def probe_video(path: Path) -> VideoInfo:
 
 
 # Codecs whose streams name no field order where ffmpeg can see it without decoding, though their pictures are
-# interlaced: DV (camcorders) flags each decoded frame. bwdif's deint=interlaced touches only the frames flagged,
-# so a progressive DV picture passes as it is.
+# interlaced: DV (camcorders) flags each decoded frame. bwdif's deint=interlaced touches only the frames flagged:
+# 720p DV passes as it is, while SD DV flags every frame interlaced, so progressive footage in it is deinterlaced
+# too, a little softer (SD DV is shot interlaced all but always).
 _INTERLACED_CODECS = frozenset({"dvvideo"})
 # The field order in the stream's line, "yuv420p(tv, bt709, top first)" or "(top coded first (swapped))".
 _INTERLACED = re.compile(r"[(,] ?(?:top|bottom)(?: coded)? first\b")
