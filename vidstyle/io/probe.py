@@ -347,7 +347,8 @@ def probe_video(path: Path) -> VideoInfo:
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
         keyframes=timing.keyframe_indices(),
         codec=_parse_codec(stream_line),
-        subtitle_streams=len(re.findall(r"^\s*Stream #0:\d+\S*: Subtitle:", _input_section(err), re.MULTILINE)),
+        subtitle_streams=len(set(re.findall(r"^\s*Stream #0:(\d+)\S*: Subtitle:", _input_section(err),
+                                            re.MULTILINE))),  # each once, whatever programmes list it
         interlaced=interlaced,
         colour=colour,
     )
