@@ -93,6 +93,9 @@ class RenderJob:
     # (each chunk starts fresh), so the manifest records them and a resume must match them.
     chunking: tuple[int, int] | None = None
     trim: tuple[int, int] | None = None  # frames [first, stop) of a render of part of the video
+    # The part of the source's audio written with it (None: all), decided once with `audio`: the writer cuts it as
+    # the start line said.
+    audio_window: AudioWindow | None = None
     out_size: tuple[int, int] | None = None  # (width, height) written, where it differs from the render's
     overwrite: bool = False  # an output found in place (at the start, or when the render is done) is replaced
 
@@ -148,8 +151,9 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     _check_partial(output, work)
     written = output_size(config.output_size, size, (info.width, info.height))
     trim = trim_frames(info, start, end)
+    window = _audio_window(info, trim)
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
-                     plan_audio(info, output, audio_window(info, trim)), trim=trim,
+                     plan_audio(info, output, window), trim=trim, audio_window=window,
                      out_size=written if written != size else None, overwrite=overwrite)
 
 
@@ -618,8 +622,7 @@ def open_writer(job: RenderJob, partial: Path) -> VideoWriter:
     """The encoder of a render's video: its output size, the source's rate and audio (cut to a trimmed render);
     a variable-rate source's frames each shown at their own time."""
     rate, repeats = job.written_timing
-    return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf,
-                       audio_window(job.info, job.trim), repeats)
+    return VideoWriter(partial, job.out_size or job.size, rate, job.info, job.config.crf, job.audio_window, repeats)
 
 
 def for_output(job: RenderJob, rgb: np.ndarray, gain: float = 1.0) -> np.ndarray:
@@ -642,7 +645,7 @@ def output_gains(job: RenderJob, manifest: Manifest, stop: threading.Event | Non
     return frame_gains(brightness, job.span[0], [start for start, _, fresh in manifest.segments if fresh])
 
 
-def audio_window(info: VideoInfo, trim: tuple[int, int] | None) -> AudioWindow | None:
+def _audio_window(info: VideoInfo, trim: tuple[int, int] | None) -> AudioWindow | None:
     """The part of the source's audio that goes with the render's first frame on: from the file's start, where the
     source's first frame may come later than its audio; None for all of it."""
     if not info.has_audio:
