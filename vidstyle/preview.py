@@ -126,7 +126,7 @@ def preview(input_path: Path | str, style_paths: StylePaths, output: Path | str 
     the balanced preset, as for a render. Every check comes before the first file is written; the sheet is
     written whole or not at all. Setting `stop` ends the preview between two iterations with Interrupted.
     """
-    check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
+    check_call_arguments(stop=stop, on_event=on_event)  # overwrite: prepare_preview's
     job = prepare_preview(input_path, style_paths, output, config, at=at, count=count, strengths=strengths,
                           overwrite=overwrite)
     try:

@@ -326,10 +326,11 @@ def probe_video(path: Path) -> VideoInfo:
     rotation = _parse_rotation(err)
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)
     fps, variable = _frame_rate(time_base, stamps, _fallback_fps(stream_line))
-    interlaced = rotation == 0 and (_INTERLACED.search(stream_line) is not None or _parse_codec(stream_line) in
-                                    _INTERLACED_CODECS)
+    codec = _parse_codec(stream_line)
+    interlaced = rotation == 0 and (_INTERLACED.search(stream_line) is not None or codec in _INTERLACED_CODECS)
     colour = _parse_colour(stream_line)
     _check_tone_mapping(path, colour)
+    audio = _audio_streams(err)
     return VideoInfo(
         path=path,
         width=width,
@@ -338,15 +339,15 @@ def probe_video(path: Path) -> VideoInfo:
         fps=fps,
         frame_count=len(stamps),
         variable_rate=variable,
-        audio_codecs=tuple(codec for codec, holds in _audio_streams(err) if holds),
-        audio_positions=tuple(i for i, (_, holds) in enumerate(_audio_streams(err)) if holds),
-        empty_audio=sum(not holds for _, holds in _audio_streams(err)),
+        audio_codecs=tuple(name for name, holds in audio if holds),
+        audio_positions=tuple(i for i, (_, holds) in enumerate(audio) if holds),
+        empty_audio=sum(not holds for _, holds in audio),
         coded_size=(coded_h, coded_w) if rotation in (90, 270) else (coded_w, coded_h),
         digest=_digest(framecrc, width, height, rotation, interlaced, colour.hdr,
                        assumed_matrix(width, height, colour)),
         frame_times=tuple(float((stamp - stamps[0]) * time_base) for stamp in stamps),
         keyframes=timing.keyframe_indices(),
-        codec=_parse_codec(stream_line),
+        codec=codec,
         subtitle_streams=len(set(re.findall(r"^\s*Stream #0:(\d+)\S*: Subtitle:", _input_section(err),
                                             re.MULTILINE))),  # each once, whatever programmes list it
         interlaced=interlaced,
