@@ -294,7 +294,7 @@ class WorkDir:
     def _remove_own_files(self, remove_directory: bool) -> None:
         remove_chunk_files(self.path / CHUNKS)  # a render on several workers that a sequential one took over
         passes = self.path / PASSES
-        if passes.is_dir() and not passes.is_symlink():  # a link leads to what this render did not make
+        if _own_folder(passes):
             for folder in passes.iterdir():
                 if _PASS_NAME.match(folder.name):
                     remove_frame_files(folder)
@@ -318,13 +318,13 @@ def frame_indices(folder: Path) -> set[int]:
 def remove_chunk_files(folder: Path, markers_only: bool = False) -> None:
     """Delete a chunks/ folder's overlap frames and task markers, then each folder left empty; anything else in it
     stays, and the folders with it. A chunks/ that is a link is not followed."""
-    if folder.is_symlink():
+    if not _own_folder(folder):
         return
     if not markers_only:
         for role in ("lead", "tail"):
             remove_frame_files(folder / role)
     running = folder / "running"
-    for path in running.iterdir() if running.is_dir() and not running.is_symlink() else ():
+    for path in running.iterdir() if _own_folder(running) else ():
         if CHUNK_MARKER.match(path.name):
             path.unlink(missing_ok=True)
     remove_if_empty(running)
@@ -336,12 +336,18 @@ def remove_frame_files(folder: Path) -> None:
     """Delete the frame files (0000012.png) and cut-short writes in a folder, then the folder if nothing else is
     left: a file that vidstyle does not name this way is never its own to delete, and keeps the folder too. A folder
     that is a link is not followed: what it leads to was not made here, whatever its files are named."""
-    if not folder.is_dir() or folder.is_symlink():
+    if not _own_folder(folder):
         return
     for entry in folder.iterdir():
         if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
             entry.unlink(missing_ok=True)
     remove_if_empty(folder)
+
+
+def _own_folder(path: Path) -> bool:
+    """A folder whose files removing checkpoints may look through: a real one, not a link, which leads to what
+    this render did not make, whatever its files are named."""
+    return path.is_dir() and not path.is_symlink()
 
 
 def remove_if_empty(path: Path) -> None:
