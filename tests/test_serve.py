@@ -444,6 +444,30 @@ def test_uploads_are_refused_while_the_queue_is_full(tmp_path: Path, clip: Path)
         served.stop()
 
 
+def test_uploads_checked_at_once_are_held_to_the_queue_limit(tmp_path: Path, bunny_short: Path) -> None:
+    """The limit is checked before an upload is read, and again as it is queued: another upload queued while this
+    one was read and checked fills the queue, so this one is refused (429, Retry-After) and its folder removed."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.serve.app import ApiError, JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue, new_job_id
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1, max_queued=2), queue, None)
+    with open(bunny_short, "rb") as clip:
+        first = factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    queue.add(new_job_id(), "video", {})  # the other upload, queued in the meantime
+    with open(bunny_short, "rb") as clip, pytest.raises(ApiError) as refused:
+        factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    assert refused.value.status == 429 and "(--max-queued)" in refused.value.message
+    assert refused.value.headers is not None and int(refused.value.headers["retry-after"]) > 0
+    assert queue.count("queued") == 2
+    assert [folder.name for folder in data.jobs.iterdir()] == [first.id] and not any(data.uploads.iterdir())
+
+
 def test_upload_file_names_are_never_paths(server: ServeProcess, clip: Path, photo: Path) -> None:
     with open(clip, "rb") as fh, open(photo, "rb") as style:
         response = server.client.post("/api/jobs", data={**TINY, "iters": "500", "first_iters": "500"},

@@ -39,7 +39,7 @@ from vidstyle.io.pixels import pixel_limit
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal, shortened
 from vidstyle.serve.layout import PREVIEW, RESULTS, WORKDIR, DataDir, drop_checkpoints, mark_as_ours, remove_ours
-from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, is_job_id, new_job_id
+from vidstyle.serve.queue import FINAL_STATES, STATES, Job, JobQueue, QueueFull, is_job_id, new_job_id
 from vidstyle.serve.worker import WorkerPool
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -76,9 +76,10 @@ class ServeSettings:
 class ApiError(Exception):
     """A request the API refuses: HTTP status, a one-line message, and the form field or setting it is about."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.headers = status, message, field, headers
 
 
 class JobUrls(BaseModel):
@@ -214,6 +215,10 @@ def disk_problem(data: Path, min_free: int) -> str | None:
             "keeps free (--min-free); try again later")
 
 
+def queue_full_message(limit: int) -> str:
+    return f"too many jobs are waiting: the limit is {limit} (--max-queued); try again later"
+
+
 def admission(settings: ServeSettings, queue: JobQueue) -> Callable[[Scope], Refusal | None]:
     """The Guard's say on an upload before its body is read: the disk under its floor (507), the queue full (429)."""
 
@@ -223,10 +228,10 @@ def admission(settings: ServeSettings, queue: JobQueue) -> Callable[[Scope], Ref
         problem = disk_problem(settings.data, settings.min_free)
         if problem is not None:
             return Refusal(507, problem)
-        # Uploads still being checked are not counted: the queue may pass the limit by those few, not by more.
+        # Early, so a full queue costs no upload; uploads read meanwhile are held to the limit when queued.
         if queue.count("queued") >= settings.max_queued:
-            return Refusal(429, f"too many jobs are waiting: the limit is {settings.max_queued} (--max-queued); "
-                                "try again later", ((b"retry-after", str(QUEUE_RETRY_AFTER).encode()),))
+            return Refusal(429, queue_full_message(settings.max_queued),
+                           ((b"retry-after", str(QUEUE_RETRY_AFTER).encode()),))
         return None
 
     return admit
@@ -269,9 +274,12 @@ class JobFactory:
         finally:
             remove_ours(staging)  # gone already where the rename took it
         try:
-            job = self.queue.add(job_id, kind, params)
-        except BaseException:
+            job = self.queue.add(job_id, kind, params, limit=self.settings.max_queued)
+        except BaseException as exc:
             remove_ours(self.data.job(job_id))  # made just above: no job would own it
+            if isinstance(exc, QueueFull):  # other uploads were queued while this one was read and checked
+                raise ApiError(429, queue_full_message(exc.limit),
+                               headers={"retry-after": str(QUEUE_RETRY_AFTER)}) from None
             raise
         if self.pool is not None:
             self.pool.notify()
@@ -375,7 +383,7 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
+        return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

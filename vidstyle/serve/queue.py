@@ -81,6 +81,14 @@ class Job:
         return Job(**values)
 
 
+class QueueFull(Exception):
+    """A job was not added: `limit` jobs were already waiting."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are waiting")
+        self.limit = limit
+
+
 def new_job_id() -> str:
     """Unguessable, and safe as a directory name."""
     return uuid.uuid4().hex
@@ -135,8 +143,15 @@ class JobQueue:
 
     # --- the web server's side ---
 
-    def add(self, job_id: str, kind: str, params: dict[str, Any]) -> Job:
+    def add(self, job_id: str, kind: str, params: dict[str, Any], limit: int | None = None) -> Job:
+        """Queue a job; with a `limit`, only while fewer jobs than that are queued (else QueueFull, nothing added).
+
+        The count and the insert share one write transaction, so uploads checked at the same time cannot together
+        take the queue past its limit.
+        """
         with self._write() as db:
+            if limit is not None and self._count(db, "queued") >= limit:
+                raise QueueFull(limit)
             row = db.execute("INSERT INTO jobs (id, kind, state, params, created) VALUES (?, ?, 'queued', ?, ?) "
                              "RETURNING *", (job_id, kind, json.dumps(params), time.time())).fetchone()
         return Job.from_row(row)
@@ -155,7 +170,11 @@ class JobQueue:
 
     def count(self, state: str) -> int:
         """Jobs in one state: a look at the (state, seq) index, cheap enough for every upload."""
-        return int(self._connection().execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0])
+        return self._count(self._connection(), state)
+
+    @staticmethod
+    def _count(db: sqlite3.Connection, state: str) -> int:
+        return int(db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         rows = self._connection().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
