@@ -218,6 +218,26 @@ def test_changed_settings_are_refused_then_restart_works(bunny_short, starry, tm
     assert "resuming" not in restarted.stderr
 
 
+def test_a_render_killed_then_started_over_without_its_work_directory_takes_its_own_partial_file(
+        bunny_short, starry, tmp_path) -> None:
+    """A user who deletes the work directory of a killed render (to start over, or a --workdir on a wiped tmpfs)
+    found the render's own hidden partial file refused as someone else's, even with --restart or --overwrite."""
+    import shutil
+
+    out = tmp_path / "out.mp4"
+    proc = _start(bunny_short, starry, out)
+    _wait_for_frames(tmp_path / "out.mp4.vidstyle-work", 2, proc)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.5)  # the orphaned encoder sees its input end and finishes the partial file
+    partial = tmp_path / ".out.mp4.partial.mp4"
+    assert partial.stat().st_size > 0
+    shutil.rmtree(tmp_path / "out.mp4.vidstyle-work")
+    again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS)
+    assert again.returncode == 0, again.stderr
+    assert out.exists() and not partial.exists()
+
+
 def test_lost_work_directory_is_a_clear_error(bunny_short, starry, tmp_path) -> None:
     out = tmp_path / "out.mp4"
     work = tmp_path / "out.mp4.vidstyle-work"

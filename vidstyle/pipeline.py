@@ -64,7 +64,15 @@ from vidstyle.io.encode import (
     written_timing,
 )
 from vidstyle.io.images import read_style_image
-from vidstyle.io.paths import FileLock, check_output_path, missing_folder, partial_path, publish
+from vidstyle.io.paths import (
+    FileLock,
+    check_output_path,
+    is_marked_partial,
+    mark_partial,
+    missing_folder,
+    partial_path,
+    publish,
+)
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
@@ -165,17 +173,19 @@ def _check_workdir_apart(workdir: Path, output: Path) -> None:
 
 
 def _check_partial(output: Path, work: WorkDir) -> None:
-    """A file where the output's partial file goes is a killed render's only where that render's checkpoints are
-    there too (they stay until the output is complete); otherwise it is someone else's, and writing the render
-    over it would destroy it."""
+    """A file where the output's partial file goes is a killed render's where it carries vidstyle's mark, or where
+    that render's checkpoints are there too (they stay until the output is complete); otherwise it is someone
+    else's, and writing the render over it would destroy it."""
     partial = partial_path(output)
     try:
         found = partial.lstat()
     except FileNotFoundError:
         return
-    if not stat.S_ISREG(found.st_mode) or (found.st_size > 0 and not work.path.exists()):
-        raise OutputError(f"{partial} is in the way: vidstyle writes the output there first, and this file was not "
-                          "left by a render of it (no work directory); move it, or choose another output")
+    ours = found.st_size == 0 or work.path.exists() or is_marked_partial(partial)
+    if not stat.S_ISREG(found.st_mode) or not ours:
+        raise OutputError(f"{partial} is in the way: vidstyle writes the output there first, and this file is not "
+                          "known as a render's of it (no work directory, no mark of vidstyle's); move it, or choose "
+                          "another output")
 
 
 def _check_workdir(work: WorkDir) -> None:
@@ -351,6 +361,7 @@ def output_slot(output: Path, progress: RunProgress, overwrite: bool) -> Iterato
     """
     partial = partial_path(output)
     output_lock = FileLock(partial, str(output)).acquire(fresh=True)
+    mark_partial(partial)
     try:
         if not overwrite and os.path.lexists(output):
             raise OutputExists(f"output {output} exists")

@@ -148,6 +148,27 @@ def partial_path(output: Path) -> Path:
     return output.with_name(f".{output.name}.partial{output.suffix}")
 
 
+# An extended attribute on the partial files vidstyle makes: one left by a killed render is known as vidstyle's even
+# where its work directory is gone (a user who starts over deletes that, and the hidden file is then in the way).
+_PARTIAL_MARK = ("user.vidstyle", b"partial output")
+
+
+def mark_partial(path: Path) -> None:
+    """Mark a partial output as vidstyle's; where the file system keeps no extended attributes, nothing is marked
+    (and a leftover there is known by its work directory alone, as before)."""
+    try:
+        os.setxattr(path, *_PARTIAL_MARK, follow_symlinks=False)
+    except OSError:
+        pass
+
+
+def is_marked_partial(path: Path) -> bool:
+    try:
+        return os.getxattr(path, _PARTIAL_MARK[0], follow_symlinks=False) == _PARTIAL_MARK[1]
+    except OSError:
+        return False
+
+
 class FileLock:
     """An exclusive flock on `path`, created if needed; the kernel drops it when the process dies, kill -9 too.
 
