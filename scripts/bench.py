@@ -85,7 +85,7 @@ def time_input_gradient(device: torch.device, run: Callable[[torch.Tensor], dict
 
 
 def time_bare_network(stylizer: Stylizer, content: np.ndarray, iters: int) -> float:
-    """One VGG forward to relu5_1 (all content and style layers) and the gradient to the input: the floor of an
+    """One VGG forward to relu4_2 (all content and style layers) and the gradient to the input: the floor of an
     iteration."""
     x = to_tensor(content, stylizer.device).requires_grad_(True)
     return time_input_gradient(stylizer.device, stylizer.features, x, iters)

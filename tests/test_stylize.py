@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -38,8 +41,8 @@ def test_weights_are_the_original_vgg19(vgg) -> None:
     assert state["conv5_4.weight"].shape == (512, 512, 3, 3)
     # 8-bit k-means quantized: at most 256 distinct values per layer.
     assert torch.unique(state["conv3_2.weight"]).numel() <= 256
-    # Truncated after conv5_1: the deepest layer a loss needs.
-    assert list(vgg.convs)[-1] == "conv5_1"
+    # Truncated after conv4_2, the content layer: the deepest layer a loss needs.
+    assert list(vgg.convs)[-1] == "conv4_2"
 
 
 def test_preprocessing_is_bgr_minus_mean(vgg) -> None:
@@ -54,7 +57,7 @@ def test_features_follow_the_image(vgg, images) -> None:
     feats = vgg(to_tensor(frame, torch.device("cpu")))
     assert set(feats) == set(vgg.layers)
     assert feats["relu1_1"].shape[-2:] == (36, 64)
-    assert feats["relu5_1"].shape[1] == 512
+    assert feats["relu4_1"].shape[1] == 512 and feats["relu4_1"].shape[-2:] == (4, 8)
     flat = vgg(torch.full((1, 3, 36, 64), 0.5))
     assert not torch.allclose(feats["relu4_2"], flat["relu4_2"])
 
@@ -416,3 +419,30 @@ def test_coarse_to_fine_hands_the_coarse_stylization_to_the_full_size(starry) ->
     assert len(runs[1]) == 16
     # The full size starts from the upsampled coarse stylization, already closer than the plain content.
     assert runs[1][8][1] < 0.97 * runs[0][0][1]
+
+
+def _layout(grey: np.ndarray) -> np.ndarray:
+    """A picture's arrangement of light and dark, 8x6 cells, mean removed."""
+    cells = cv2.resize(grey.astype(np.float64), (8, 6), interpolation=cv2.INTER_AREA).ravel()
+    return cells - cells.mean()
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_a_flat_frame_takes_the_paintings_strokes_not_its_composition(starry: Path) -> None:
+    """With relu5_1 among the style layers, whose positions see most of a frame, a flat sky came out as the painting
+    itself (The Starry Night's moon in its corner, its cypress at the left), as did every flat region. Now a flat
+    frame is no more like the painting's arrangement than like that arrangement mirrored."""
+    from vidstyle.config import make_config
+
+    style = read_image(starry)
+    flat = np.full((152, 192, 3), 128, np.uint8)  # the painting's shape, at 192 px
+    painted = Stylizer(make_config("balanced", size=192, device="cpu", precision="fp32"), [style]).stylize_fresh(
+        flat, 60).rgb
+    assert painted.std() > 20, "painted, not left flat"
+    grey = lambda rgb: cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)  # noqa: E731
+    made, painting = _layout(grey(painted)), grey(resize_rgb(style, (192, 152)))
+    own = _similarity(made, _layout(painting))
+    assert own < max(_similarity(made, _layout(painting[:, ::-1])), _similarity(made, _layout(painting[::-1])))

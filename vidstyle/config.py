@@ -59,11 +59,13 @@ class Config:
     # held at three times their contrast keep the picture readable under more paint, and with the structure term's
     # floor a mostly flat frame takes the painting's strokes in its flat parts. Over a whole shot this pair kept
     # more of a mostly flat clip's edges and paint than style 20 with contrast 2, whose paint piled up in the sky
-    # frame after frame (docs/performance.md "Edge contrast").
+    # frame after frame (docs/performance.md "Edge contrast"). Style 50 since relu5_1 left the style layers: the
+    # four left paint at least as strongly at 50 as the five did at 25 on every shared still, clip and painting but
+    # one (measured without VGG19), with the edges kept over 0.75 (docs/performance.md "The painting's composition").
     # Smoothness 0.3, not 1: at 1 it charged a painting's own brush strokes about as much as the whole style term
     # was worth.
     content_weight: float = _opt(0.125, "weight of the content loss (relu4_2)")
-    style_weight: float = _opt(25.0, "weight of the Gram style loss (relu1_1..relu5_1)")
+    style_weight: float = _opt(50.0, "weight of the Gram style loss (relu1_1..relu4_1)")
     tv_weight: float = _opt(0.3, "weight of the total-variation smoothness loss")
     structure_weight: float = _opt(0.5, "weight of the structure loss: the source's fine luminance edges and lines "
                                          "(a Laplacian), kept while the style paints the rest")

@@ -14,11 +14,12 @@ from vidstyle.errors import ImageTooSmall, ResourceError, SettingError
 from vidstyle.io.probe import size_to_fit
 from vidstyle.precision import resolve_precision
 
-# VGG19 halves a frame four times before relu5_1, the deepest style layer: a side under 16 pixels pools to nothing.
+# VGG19 halves a frame three times before relu4_1 and relu4_2, the deepest layers the losses read: a side under 16
+# pixels leaves them a position or two, which teach nothing.
 MIN_SIDE = 16
 
-# Peak bytes per pixel of an optimized frame: VGG19's activations to relu5_1 with their saved tensors and
-# gradients, the L-BFGS history and the loss targets, as `python scripts/bench_memory.py` measures it
+# Peak bytes per pixel of an optimized frame: VGG19's activations (measured to relu5_1, a margin more now that the
+# network stops at relu4_2) with their saved tensors and gradients, the L-BFGS history and the loss targets, as `python scripts/bench_memory.py` measures it
 # (docs/performance.md, "Memory"), with a margin over its largest figures in each precision.
 _BYTES_PER_PIXEL = {"fp32": 3200, "half": 2200}
 _FIXED = 512 << 20  # the network's weights, the style targets, ffmpeg's buffers and the interpreter

@@ -30,7 +30,12 @@ _POOL_AFTER = {"conv1_2", "conv2_2", "conv3_4", "conv4_4"}
 _KERAS_NAME = {name: f"block{name[4]}_conv{name[6]}" for name, _, _ in _CONVS}
 
 CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
-STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# Not relu5_1, Gatys et al.'s fifth: each of its positions sees 160 pixels across, most of a frame or of the painting
+# scaled to it at the sizes renders run at (and all of a coarse level), so matching its Gram statistics rebuilt the
+# painting's composition (The Starry Night's moon in a corner of every frame, The Scream's figure over a face)
+# rather than its strokes. Without it the network also stops at relu4_2, three convolutions sooner
+# (docs/performance.md, "The painting's composition").
+STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
 # BGR mean pixel of the ImageNet training set, in 0..255 (from the VGG release notes).
 _MEAN_BGR = (103.939, 116.779, 123.68)

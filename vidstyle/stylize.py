@@ -63,7 +63,7 @@ def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) ->
     return max(16, round(style.shape[1] * ratio)), max(16, round(style.shape[0] * ratio))
 
 
-# Coarse levels smaller than this teach nothing: relu5_1 would be a few positions wide.
+# Coarse levels smaller than this teach nothing: relu4_1 would be a few positions wide.
 MIN_COARSE_SIDE = 64
 
 
