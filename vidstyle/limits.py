@@ -18,9 +18,10 @@ from vidstyle.precision import resolve_precision
 # pixels leaves them a position or two, which teach nothing.
 MIN_SIDE = 16
 
-# Peak bytes per pixel of an optimized frame: VGG19's activations (measured to relu5_1, a margin more now that the
-# network stops at relu4_2) with their saved tensors and gradients, the L-BFGS history and the loss targets, as `python scripts/bench_memory.py` measures it
-# (docs/performance.md, "Memory"), with a margin over its largest figures in each precision.
+# Peak bytes per pixel of an optimized frame: VGG19's activations with their saved tensors and gradients, the L-BFGS
+# history and the loss targets, as `python scripts/bench_memory.py` measures it (docs/performance.md, "Memory"), with
+# a margin over its largest figures in each precision. Measured with the network running to relu5_1: more margin
+# now that it stops at relu4_2.
 _BYTES_PER_PIXEL = {"fp32": 3200, "half": 2200}
 _FIXED = 512 << 20  # the network's weights, the style targets, ffmpeg's buffers and the interpreter
 # Leave some of the free memory to everything else on the machine.
