@@ -167,6 +167,9 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
     again: list[Event] = []
     resumed = vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2",
                               on_event=again.append)
+    started = next(e for e in again if isinstance(e, RenderStarted))
+    assert started.already_done == 0, "only final frames count as done"
+    assert f"resuming: {count + 3} frames of earlier passes already made" in started.notes, started.notes
     # Pass 2 goes on backward from the fourth frame from the end; pass 3 makes every frame.
     redone = [e.index for e in again if isinstance(e, FrameStarted)]
     assert redone == list(range(count - 4, -1, -1)) + list(range(count))

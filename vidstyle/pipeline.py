@@ -427,12 +427,22 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"{part} of {job.info.frame_count}, from {job.info.frame_times[first]:.3f} s"
                      if job.info.frame_times else f"{part} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
+    earlier = _earlier_pass_frames(job, first, stop)
+    if earlier and not inside:
+        # Only final frames count as done, so "resuming at frame N" says nothing until the last pass has begun.
+        notes.append(f"resuming: {earlier} frame{'' if earlier == 1 else 's'} of earlier passes already made")
     fresh_left = sum(s.fresh and s.start not in done for s in segments)
     return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes), fresh_left,
                          (job.config.first_iters, job.config.iters), job.config.passes,
                          later_pass_iterations(job.config.iters))
+
+
+def _earlier_pass_frames(job: RenderJob, first: int, stop: int) -> int:
+    """Frames of the passes before the last one (Config.passes) that earlier runs made within [first, stop)."""
+    return sum(sum(first <= i < stop for i in job.workdir.done_pass_frames(number))
+               for number in range(1, job.config.passes))
 
 
 def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
