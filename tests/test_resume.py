@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -222,7 +223,6 @@ def test_a_render_killed_then_started_over_without_its_work_directory_takes_its_
         bunny_short, starry, tmp_path) -> None:
     """A user who deletes the work directory of a killed render (to start over, or a --workdir on a wiped tmpfs)
     found the render's own hidden partial file refused as someone else's, even with --restart or --overwrite."""
-    import shutil
 
     out = tmp_path / "out.mp4"
     proc = _start(bunny_short, starry, out)
@@ -243,7 +243,6 @@ def test_lost_work_directory_is_a_clear_error(bunny_short, starry, tmp_path) -> 
     work = tmp_path / "out.mp4.vidstyle-work"
     proc = _start(bunny_short, starry, out)
     _wait_for_frames(work, 2, proc)
-    import shutil
 
     shutil.rmtree(work)
     _, err = proc.communicate(timeout=120)
@@ -383,7 +382,6 @@ def test_a_stop_during_a_batch_items_clean_up_ends_the_batch_there(bunny_short: 
                                                                    monkeypatch) -> None:
     """The stop is not swallowed: the next render of the batch is not started (the CLI ignores a repeated Ctrl-C
     while it stops, so a swallowed one would leave the rest of the batch unstoppable)."""
-    import shutil
 
     import vidstyle
     from vidstyle.errors import Interrupted
@@ -398,3 +396,41 @@ def test_a_stop_during_a_batch_items_clean_up_ends_the_batch_there(bunny_short: 
     with pytest.raises(Interrupted):
         vidstyle.render_many(clips, [starry], config, output_dir=out)
     assert [p.name for p in out.iterdir()] == ["a.starry_night.mp4"]
+
+
+class _Killed(BaseException):
+    """The process dying: nothing after it runs, not even the clean-up's own handling of a stop."""
+
+
+def test_a_render_killed_while_it_removes_its_checkpoints_leaves_them_for_its_next_run_to_remove(
+        bunny_short: Path, starry: Path, tmp_path: Path, monkeypatch) -> None:
+    """kill -9 (or a power cut) after the output was in place, while the checkpoints went: the same command then
+    only refused the existing output, and the checkpoints (and a partial file that was a second name of the output)
+    stayed for good. They go at the next run of that output; a work directory whose render made another file stays."""
+    import vidstyle
+    from vidstyle.errors import OutputExists
+
+    out, work = tmp_path / "out.mp4", tmp_path / "out.mp4.vidstyle-work"
+    config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32")
+
+    def killed_midway(self: WorkDir) -> None:
+        next(iter(sorted(self.frames.iterdir()))).unlink()
+        raise _Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WorkDir, "remove", killed_midway)
+        with pytest.raises(_Killed):
+            vidstyle.render(bunny_short, [starry], out, config)
+    assert len(decoded(out)) == 12 and len(WorkDir(work).done_frames()) == 11
+    partial = tmp_path / ".out.mp4.partial.mp4"
+    os.link(out, partial)  # killed between the link that put the output in place and the partial's unlink
+    kept = tmp_path / "other.mp4.vidstyle-work"  # a render's whose output was replaced since by another file
+    shutil.copytree(work, kept)
+    (tmp_path / "other.mp4").write_bytes(out.read_bytes())
+    with pytest.raises(OutputExists):
+        vidstyle.render(bunny_short, [starry], out, config)
+    with pytest.raises(OutputExists):
+        vidstyle.render(bunny_short, [starry], tmp_path / "other.mp4", config)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.mp4", "other.mp4.vidstyle-work", "out.mp4"]
+    assert len(WorkDir(kept).done_frames()) == 11
+    assert len(decoded(out)) == 12

@@ -38,6 +38,9 @@ MANIFEST = "manifest.json"
 LOCK = "lock"
 FRAMES = "frames"
 PASSES = "passes"  # the frames of passes before the last one (Config.passes), a folder per pass number
+# The finished output's identity, written just before it is put in place when the checkpoints are to go after it: a
+# render killed while it removed them is known by it as complete (its output is that very file), not as one to resume.
+PUBLISHED = "published.json"
 CHUNKS = "chunks"  # a render on several workers: overlap frames (lead/, tail/) and running tasks' markers (running/)
 CHUNK_MARKER = re.compile(r"^(\d{7,})\.(\d+)\..+\.\d+$")  # <first frame>.<pass>.<host>.<pid>
 _PASS_NAME = re.compile(r"^\d{1,2}$")
@@ -178,7 +181,7 @@ class WorkDir:
             text = (self.path / MANIFEST).read_text(encoding="utf-8", errors="replace")
         except OSError:
             text = ""
-        own = {MANIFEST, LOCK, FRAMES, PASSES, CHUNKS, *_LITTER}
+        own = {MANIFEST, LOCK, PUBLISHED, FRAMES, PASSES, CHUNKS, *_LITTER}
         if not all(entry.name in own or _TEMPORARY_NAME.match(entry.name) for entry in self.path.iterdir()):
             return False
         return _MANIFEST_FIELD in text or bool(frame_indices(self.frames))
@@ -281,6 +284,29 @@ class WorkDir:
                                      f"{size[0]}x{size[1]}: it belongs to another render")
         return rgb
 
+    def mark_publishing(self, finished: Path) -> None:
+        """Record the finished partial output's identity before it is renamed to the output (a rename or a link
+        keeps it): device, inode, size and modification time, which no other file shares."""
+        write_atomic(self.path / PUBLISHED, json.dumps(_identity(finished)).encode(), CheckpointError)
+
+    def published_as(self, output: Path) -> bool:
+        """Whether `output` is the file this work directory's render finished (and was removing its checkpoints
+        after): then nothing here is needed any more."""
+        try:
+            recorded = json.loads((self.path / PUBLISHED).read_text(encoding="utf-8"))
+            return bool(recorded == _identity(output))
+        except (OSError, ValueError):
+            return False
+
+    def remove_finished(self) -> None:
+        """What a render whose output is in place (published_as) left when it was stopped removing it: vidstyle's
+        own files go, whatever is left of the manifest, and the directory if vidstyle made it."""
+        try:
+            manifest = self.read_manifest()
+        except (CheckpointMismatch, NotAWorkDir):
+            manifest = None
+        self._remove_own_files(manifest is not None and manifest.created_dir)
+
     def remove(self) -> None:
         """Delete vidstyle's own files here, and the directory if vidstyle created it and it is left empty."""
         try:
@@ -304,8 +330,14 @@ class WorkDir:
             for entry in self.path.iterdir():
                 if entry.name in (MANIFEST, LOCK) or _TEMPORARY_NAME.match(entry.name):
                     entry.unlink(missing_ok=True)
+            (self.path / PUBLISHED).unlink(missing_ok=True)  # the last: until then it tells what the rest is
             if remove_directory:
                 remove_if_empty(self.path)
+
+
+def _identity(path: Path) -> list[int]:
+    found = path.stat()
+    return [found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns]
 
 
 def frame_indices(folder: Path) -> set[int]:

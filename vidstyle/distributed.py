@@ -588,6 +588,8 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
+                if not job.config.keep_frames:
+                    job.workdir.mark_publishing(partial)
                 publish(partial, job.output, replace=job.overwrite)
                 # Under the lock: a render starting now must not reuse what goes.
                 stopped = clean_up_after_publish(lambda: _remove_after_render(job, files))

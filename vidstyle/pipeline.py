@@ -133,7 +133,8 @@ def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
 def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
                    config: Config | None = None, *, workdir: Path | str | None = None,
                    overwrite: bool = False, start: float | None = None, end: float | None = None) -> RenderJob:
-    """Check every part of a render request, in the order a person would fix them; writes nothing."""
+    """Check every part of a render request, in the order a person would fix them; writes nothing, but for what a
+    finished render of this very output left (finish_published) where it refuses the output as existing."""
     config = config_or_default(config)
     input_path, styles = path_argument("input_path", input_path), resolve_styles(style_paths)
     check_style_count(config, len(styles))
@@ -147,13 +148,17 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     if output.is_dir():  # before the suffix check, which would call a folder an output type ''
         raise UsageError(f"output {output} is a directory; name the video file")
     container_for(output)
-    check_output_path(output, input_path, overwrite, styles)
+    work = WorkDir(Path(workdir) if workdir is not None else default_workdir(output))
+    try:
+        check_output_path(output, input_path, overwrite, styles)
+    except OutputExists:
+        finish_published(output, work)
+        raise
     style_images = tuple(read_style_image(p) for p in styles)
     info = probe_video(input_path)
     size = render_size(info.width, info.height, config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
-    work = WorkDir(Path(workdir) if workdir is not None else default_workdir(output))
     _check_workdir_apart(work.path, output)
     _check_workdir(work)
     _check_partial(output, work)
@@ -163,6 +168,22 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
                      plan_audio(info, output, window), trim=trim, audio_window=window,
                      out_size=written if written != size else None, overwrite=overwrite)
+
+
+def finish_published(output: Path, work: WorkDir) -> None:
+    """A render killed after its output was in place, while it removed its checkpoints, left them (and perhaps its
+    partial file, a second name of the output): they go now, as that render would have removed them. Only where
+    the work directory names this very file as its finished output (WorkDir.published_as), and no render holds it."""
+    if not work.published_as(output):
+        return
+    try:
+        with work.lock():
+            work.remove_finished()
+    except BusyError:
+        return  # that render is removing them itself right now
+    partial = partial_path(output)
+    if partial.is_file() and os.path.samefile(partial, output):
+        partial.unlink()
 
 
 def _check_workdir_apart(workdir: Path, output: Path) -> None:
@@ -320,6 +341,8 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
                                    progress.gains))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
+            if not job.config.keep_frames:
+                job.workdir.mark_publishing(partial)
             publish(partial, job.output, replace=job.overwrite)
             # Under the lock: a render starting now must not reuse what goes.
             stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
