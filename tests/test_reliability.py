@@ -885,3 +885,21 @@ def test_a_failed_animation_leaves_the_still_as_it_was(tmp_path: Path, images, s
         assert not out.exists() and not animation.exists()
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(["content.png", *(["still.png", "steps.gif"] if overwrite else [])]), "no hidden file"
+
+
+def test_the_partial_files_mark_is_skipped_where_the_system_has_no_extended_attributes(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """macOS and Windows have no os.setxattr: the mark is a hint, never a render's failure."""
+    from vidstyle.io.paths import is_marked_partial, mark_partial, unmark_partial
+
+    partial = tmp_path / ".out.mp4.partial.mp4"
+    partial.write_bytes(b"video")
+    mark_partial(partial)
+    assert is_marked_partial(partial)
+    unmark_partial(partial)
+    assert not is_marked_partial(partial)
+    for call in ("setxattr", "getxattr", "removexattr"):
+        monkeypatch.delattr(os, call)
+    mark_partial(partial)
+    unmark_partial(partial)
+    assert not is_marked_partial(partial)

@@ -406,31 +406,76 @@ def test_a_render_killed_while_it_removes_its_checkpoints_leaves_them_for_its_ne
         bunny_short: Path, starry: Path, tmp_path: Path, monkeypatch) -> None:
     """kill -9 (or a power cut) after the output was in place, while the checkpoints went: the same command then
     only refused the existing output, and the checkpoints (and a partial file that was a second name of the output)
-    stayed for good. They go at the next run of that output; a work directory whose render made another file stays."""
+    stayed for good. They go at the next run of that output; a work directory whose render made another file stays,
+    and so does one that a later render took over."""
     import vidstyle
-    from vidstyle.errors import OutputExists
+    from vidstyle.errors import Interrupted, OutputExists
+    from vidstyle.events import FrameDone
 
-    out, work = tmp_path / "out.mp4", tmp_path / "out.mp4.vidstyle-work"
     config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32")
 
     def killed_midway(self: WorkDir) -> None:
         next(iter(sorted(self.frames.iterdir()))).unlink()
         raise _Killed
 
-    with monkeypatch.context() as patch:
-        patch.setattr(WorkDir, "remove", killed_midway)
-        with pytest.raises(_Killed):
-            vidstyle.render(bunny_short, [starry], out, config)
-    assert len(decoded(out)) == 12 and len(WorkDir(work).done_frames()) == 11
+    def killed_in_clean_up(out: Path) -> WorkDir:
+        with monkeypatch.context() as patch:
+            patch.setattr(WorkDir, "remove", killed_midway)
+            with pytest.raises(_Killed):
+                vidstyle.render(bunny_short, [starry], out, config)
+        work = WorkDir(out.with_name(out.name + ".vidstyle-work"))
+        assert len(decoded(out)) == 12 and len(work.done_frames()) == 11
+        return work
+
+    out = tmp_path / "out.mp4"
+    killed_in_clean_up(out)
     partial = tmp_path / ".out.mp4.partial.mp4"
     os.link(out, partial)  # killed between the link that put the output in place and the partial's unlink
     kept = tmp_path / "other.mp4.vidstyle-work"  # a render's whose output was replaced since by another file
-    shutil.copytree(work, kept)
+    shutil.copytree(tmp_path / "out.mp4.vidstyle-work", kept)
     (tmp_path / "other.mp4").write_bytes(out.read_bytes())
     with pytest.raises(OutputExists):
         vidstyle.render(bunny_short, [starry], out, config)
     with pytest.raises(OutputExists):
         vidstyle.render(bunny_short, [starry], tmp_path / "other.mp4", config)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.mp4", "other.mp4.vidstyle-work", "out.mp4"]
-    assert len(WorkDir(kept).done_frames()) == 11
-    assert len(decoded(out)) == 12
+    assert len(WorkDir(kept).done_frames()) == 11 and len(decoded(out)) == 12
+
+    # A render that takes the directory over (--overwrite), stopped part-way, keeps its frames, though the output
+    # is still the file the record named.
+    again = tmp_path / "again.mp4"
+    work = killed_in_clean_up(again)
+    for frame in work.frames.iterdir():
+        frame.unlink()
+    stop, seen = threading.Event(), []
+
+    def stop_after_two(event: object) -> None:
+        seen.append(event)
+        if sum(isinstance(e, FrameDone) for e in seen) == 2:
+            stop.set()
+
+    with pytest.raises(Interrupted):
+        vidstyle.render(bunny_short, [starry], again, config, overwrite=True, on_event=stop_after_two, stop=stop)
+    with pytest.raises(OutputExists):
+        vidstyle.render(bunny_short, [starry], again, config)
+    assert len(work.done_frames()) >= 2, "the new render's frames are kept for its resume"
+
+
+def test_frames_made_with_other_style_layers_are_another_render(bunny_short: Path, starry: Path,
+                                                               tmp_path: Path) -> None:
+    """A work directory of a version whose style loss read relu5_1 as well: its frames are not resumed with these."""
+    import json
+
+    import vidstyle
+    from vidstyle.errors import CheckpointMismatch
+
+    out, work = tmp_path / "out.mp4", tmp_path / "out.mp4.vidstyle-work"
+    config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32",
+                                  keep_frames=True)
+    vidstyle.render(bunny_short, [starry], out, config)
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert manifest["settings"]["style_layers"] == "relu1_1,relu2_1,relu3_1,relu4_1"
+    del manifest["settings"]["style_layers"]  # as the versions before wrote it
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointMismatch, match="the network's style layers"):
+        vidstyle.render(bunny_short, [starry], out, config, overwrite=True)

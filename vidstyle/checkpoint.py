@@ -287,7 +287,15 @@ class WorkDir:
     def mark_publishing(self, finished: Path) -> None:
         """Record the finished partial output's identity before it is renamed to the output (a rename or a link
         keeps it): device, inode, size and modification time, which no other file shares."""
-        write_atomic(self.path / PUBLISHED, json.dumps(_identity(finished)).encode(), CheckpointError)
+        try:
+            write_atomic(self.path / PUBLISHED, json.dumps(_identity(finished)).encode(), CheckpointError)
+        except (CheckpointError, OSError):
+            pass  # a hint for a later run: without it a killed clean-up's leftovers are only not recognised
+
+    def forget_published(self) -> None:
+        """A render that opens this directory again (under its lock) makes its frames anew: an earlier render's
+        record of its output no longer describes them."""
+        (self.path / PUBLISHED).unlink(missing_ok=True)
 
     def published_as(self, output: Path) -> bool:
         """Whether `output` is the file this work directory's render finished (and was removing its checkpoints
@@ -327,10 +335,12 @@ class WorkDir:
             remove_if_empty(passes)
         remove_frame_files(self.frames)
         if self.path.is_dir():
+            # After the frames, which it tells the next run are a finished render's, and before the manifest: a
+            # directory left with the record alone would be no work directory at all.
+            (self.path / PUBLISHED).unlink(missing_ok=True)
             for entry in self.path.iterdir():
                 if entry.name in (MANIFEST, LOCK) or _TEMPORARY_NAME.match(entry.name):
                     entry.unlink(missing_ok=True)
-            (self.path / PUBLISHED).unlink(missing_ok=True)  # the last: until then it tells what the rest is
             if remove_directory:
                 remove_if_empty(self.path)
 

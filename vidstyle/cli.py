@@ -1040,7 +1040,8 @@ def _flag_for(setting: str, command: str) -> str:
         return _PREVIEW_FLAGS[setting]
     special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
                "inputs": "the inputs", "output_dir": "-o",
-               "frames": "the part of the video (--start, --end, --duration)"}
+               "frames": "the part of the video (--start, --end, --duration)",
+               "style_layers": "the network's style layers (another vidstyle version's)"}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

@@ -57,7 +57,6 @@ from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, Workers
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, read_style_image, write_image
-from vidstyle.io.paths import publish
 from vidstyle.io.probe import VideoInfo
 from vidstyle.passes import SourceWindow, refine
 from vidstyle.pipeline import (
@@ -73,6 +72,7 @@ from vidstyle.pipeline import (
     open_writer,
     output_gains,
     output_slot,
+    put_in_place,
     started_event,
 )
 from vidstyle.plan import Segment
@@ -579,6 +579,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
             manifest = open_workdir(job, restart, stop)
             with job.workdir.lock():
                 check_still_ours(job.workdir, manifest)
+                job.workdir.forget_published()
                 files.remove_markers()  # of tasks of an earlier run
                 segments = [Segment(*s) for s in manifest.segments]
                 done = job.workdir.done_frames()
@@ -588,9 +589,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
-                if not job.config.keep_frames:
-                    job.workdir.mark_publishing(partial)
-                publish(partial, job.output, replace=job.overwrite)
+                put_in_place(job, partial)
                 # Under the lock: a render starting now must not reuse what goes.
                 stopped = clean_up_after_publish(lambda: _remove_after_render(job, files))
         on_event(progress.finished(job.output, count, time.perf_counter() - started))

@@ -131,4 +131,6 @@ def shortened(text: str, limit: int = 80) -> str:
 def shown_settings(names: Sequence[str]) -> str:
     """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
     for by start and end."""
-    return ", ".join("start/end (the part of the video)" if name == "frames" else name for name in names)
+    special = {"frames": "start/end (the part of the video)",
+               "style_layers": "the network's style layers (another vidstyle version's)"}
+    return ", ".join(special.get(name, name) for name in names)

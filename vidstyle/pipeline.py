@@ -1,7 +1,8 @@
 """render(): probe -> plan -> for each segment: decode range -> stylize_sequence -> checkpoint -> encode.
 
 Everything a render needs is checked first (prepare_render) and nothing is written until all of it is known to
-be right, so a start that fails leaves nothing behind. Decoding and flow run ahead of the stylizer on a thread
+be right, so a start that fails leaves nothing behind (prepare_render only removes what a finished render of the
+same output left, finish_published). Decoding and flow run ahead of the stylizer on a thread
 (stylize_sequence), checkpointing and encoding behind it on another, so the device never waits on I/O and
 memory stays constant for any video length.
 """
@@ -41,6 +42,7 @@ from vidstyle.errors import (
     SettingError,
     SignalInterrupt,
     UsageError,
+    VidstyleError,
 )
 from vidstyle.events import (
     Event,
@@ -72,9 +74,11 @@ from vidstyle.io.paths import (
     missing_folder,
     partial_path,
     publish,
+    unmark_partial,
 )
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, render_size
+from vidstyle.model import STYLE_LAYERS
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, plan_segments, scan_video
 from vidstyle.precision import dtype_name, emulation_note, mixed_precision_note, resolve_precision
@@ -178,12 +182,14 @@ def finish_published(output: Path, work: WorkDir) -> None:
         return
     try:
         with work.lock():
-            work.remove_finished()
-    except BusyError:
-        return  # that render is removing them itself right now
-    partial = partial_path(output)
-    if partial.is_file() and os.path.samefile(partial, output):
-        partial.unlink()
+            if work.published_as(output):  # again, under the lock: a render may have taken the directory over
+                work.remove_finished()
+        partial = partial_path(output)
+        if partial.is_file():
+            lock = FileLock(partial, str(output)).acquire()
+            lock.release(unlink=os.path.samefile(partial, output))
+    except (VidstyleError, OSError):
+        pass  # what is left stays, as before; the refusal of the existing output is what the caller reports
 
 
 def _check_workdir_apart(workdir: Path, output: Path) -> None:
@@ -331,6 +337,7 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
         manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
         with job.workdir.lock():
             check_still_ours(job.workdir, manifest)
+            job.workdir.forget_published()
             done = job.workdir.done_frames()
             progress.current = first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
@@ -341,14 +348,21 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
                                    progress.gains))
             started = time.perf_counter()
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
-            if not job.config.keep_frames:
-                job.workdir.mark_publishing(partial)
-            publish(partial, job.output, replace=job.overwrite)
+            put_in_place(job, partial)
             # Under the lock: a render starting now must not reuse what goes.
             stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
         end_if_stopped(stopped, job)
     return job.output
+
+
+def put_in_place(job: RenderJob, partial: Path) -> None:
+    """Publish the finished partial file as the output, unmarked (the video is the user's file now), the work
+    directory first recording its identity where the checkpoints are to go after it (finish_published)."""
+    unmark_partial(partial)
+    if not job.config.keep_frames:
+        job.workdir.mark_publishing(partial)
+    publish(partial, job.output, replace=job.overwrite)
 
 
 def clean_up_after_publish(clean_up: Callable[[], None]) -> int | None:
@@ -471,6 +485,8 @@ def _earlier_pass_frames(job: RenderJob, first: int, stop: int) -> int:
 def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
               brightness: list[float] | None = None) -> Manifest:
     settings = job.config.frames_dict()
+    # Not a setting, but what the style loss reads: frames made with other layers (relu5_1 before) are another render.
+    settings.update(style_layers=",".join(STYLE_LAYERS))
     if job.chunking is not None:
         settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])
     if job.trim is not None:

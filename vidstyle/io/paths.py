@@ -154,18 +154,26 @@ _PARTIAL_MARK = ("user.vidstyle", b"partial output")
 
 
 def mark_partial(path: Path) -> None:
-    """Mark a partial output as vidstyle's; where the file system keeps no extended attributes, nothing is marked
-    (and a leftover there is known by its work directory alone, as before)."""
+    """Mark a partial output as vidstyle's; where the file system keeps no extended attributes (or the system has no
+    call for them: macOS, Windows), nothing is marked, and a leftover there is known by its work directory alone."""
     try:
         os.setxattr(path, *_PARTIAL_MARK, follow_symlinks=False)
-    except OSError:
+    except (OSError, AttributeError):
+        pass
+
+
+def unmark_partial(path: Path) -> None:
+    """Take the mark off a partial output put in place: the finished video is the user's file."""
+    try:
+        os.removexattr(path, _PARTIAL_MARK[0], follow_symlinks=False)
+    except (OSError, AttributeError):
         pass
 
 
 def is_marked_partial(path: Path) -> bool:
     try:
         return os.getxattr(path, _PARTIAL_MARK[0], follow_symlinks=False) == _PARTIAL_MARK[1]
-    except OSError:
+    except (OSError, AttributeError):
         return False
 
 
