@@ -741,8 +741,12 @@ def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(
     served = ServeProcess(tmp_path / "data").start()
     try:
         job = served.submit(clip, **{**TINY, "iters": "30"}).json()
+        frames = served.data / "jobs" / job["id"] / "work" / "frames"
         for stops in range(3):
-            served.wait(job["id"], lambda j, n=stops: j["state"] == "running" and j["frame"] >= n + 1)
+            # Frames checkpointed, not only made: a stop the moment a frame is made, before it reaches the writer,
+            # leaves it to be made again (as it does the frame in progress), while "frame" already counted it.
+            served.wait(job["id"], lambda j, n=stops: j["state"] == "running"
+                        and len(list(frames.glob("*.png"))) >= n + 1)
             workers = [pid for pid in served.worker_pids()
                        if "multiprocessing" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")]
             assert workers
