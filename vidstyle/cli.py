@@ -1041,7 +1041,7 @@ def _flag_for(setting: str, command: str) -> str:
     special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
                "inputs": "the inputs", "output_dir": "-o",
                "frames": "the part of the video (--start, --end, --duration)",
-               "style_layers": "the network's style layers (another vidstyle version's)"}
+               "style_layers": shown_settings(["style_layers"])}  # no flag: the API's words
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 
