@@ -903,3 +903,50 @@ def test_the_partial_files_mark_is_skipped_where_the_system_has_no_extended_attr
     mark_partial(partial)
     unmark_partial(partial)
     assert not is_marked_partial(partial)
+
+
+def test_a_lock_files_old_holder_never_takes_the_new_holders_lock_file_away(tmp_path: Path) -> None:
+    """Removing a work directory unlinks its lock file while holding it; a render starting then takes a new lock
+    file under the name. The remover's release must leave that one alone, or a third render could lock beside
+    the second."""
+    from vidstyle.errors import BusyError
+    from vidstyle.io.paths import FileLock
+
+    path = tmp_path / "lock"
+    remover = FileLock(path, "work directory", remove_on_release=True).acquire()
+    path.unlink()  # as the remover's clean-up does, still holding it
+    starting = FileLock(path, "work directory", remove_on_release=True).acquire()
+    remover.release()
+    assert path.exists(), "the starting render's lock file is still there"
+    with pytest.raises(BusyError):
+        FileLock(path, "work directory").acquire()
+    starting.release()
+    assert not path.exists()
+    FileLock(path, "work directory").acquire().release()
+
+
+def test_a_lock_taken_on_a_file_whose_name_went_meanwhile_is_taken_on_the_new_file(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    """A render opens the lock file, its holder then releases it (unlinking the name) and a third takes a new one
+    before the render's flock: that flock succeeds on a file nobody can find. The render must lock what the name
+    leads to instead."""
+    import fcntl
+
+    from vidstyle.io import paths
+
+    path = tmp_path / "lock"
+    path.touch()
+    real_flock, replaced = fcntl.flock, []
+
+    def flock_after_the_name_was_replaced(fd: int, operation: int) -> None:
+        if not replaced:  # between our open and our flock: the old file unlinked, a new one made
+            replaced.append(True)
+            path.unlink()
+            path.touch()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(paths.fcntl, "flock", flock_after_the_name_was_replaced)
+    lock = paths.FileLock(path, "work directory").acquire()
+    assert lock._fd is not None
+    assert os.fstat(lock._fd).st_ino == path.stat().st_ino, "the lock is on the file the name leads to"
+    lock.release()

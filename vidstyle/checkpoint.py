@@ -339,8 +339,11 @@ class WorkDir:
             # directory left with the record alone would be no work directory at all.
             (self.path / PUBLISHED).unlink(missing_ok=True)
             for entry in self.path.iterdir():
-                if entry.name in (MANIFEST, LOCK) or _TEMPORARY_NAME.match(entry.name):
+                if entry.name == MANIFEST or _TEMPORARY_NAME.match(entry.name):
                     entry.unlink(missing_ok=True)
+            # Last: a render that starts here once the lock file is gone takes a new one, and nothing of its own
+            # may be deleted after that.
+            (self.path / LOCK).unlink(missing_ok=True)
             if remove_directory:
                 remove_if_empty(self.path)
 

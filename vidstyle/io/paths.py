@@ -177,6 +177,9 @@ def is_marked_partial(path: Path) -> bool:
         return False
 
 
+_RELOCKS = 100  # a name replaced this many times in a row while we lock it is busy, not a race
+
+
 class FileLock:
     """An exclusive flock on `path`, created if needed; the kernel drops it when the process dies, kill -9 too.
 
@@ -205,18 +208,38 @@ class FileLock:
         return self
 
     def _lock(self, flags: int) -> int:
-        try:
-            fd = os.open(self.path, flags, 0o644)
-        except FileExistsError:
-            raise
-        except OSError as exc:
-            raise OutputError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        """A locked descriptor of the file the name leads to once it is locked.
+
+        A holder may unlink the name (on release, or removing its work directory) while another process has the
+        old file open and is waiting to lock it: that lock would be on a file nobody else can find any more, beside
+        a third process's new one under the name. So the name is looked up again after locking, and on a mismatch
+        the lock is taken again on what it names now.
+        """
+        for _ in range(_RELOCKS):
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except FileExistsError:
+                raise
+            except OSError as exc:
+                raise OutputError(f"cannot create {self.path}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._busy() from None
+            if self._names(fd):
+                return fd
             os.close(fd)
-            raise self._busy() from None
-        return fd
+        raise self._busy()
+
+    def _names(self, fd: int) -> bool:
+        """Whether the lock file's name still leads to the open file `fd`."""
+        try:
+            named = os.stat(self.path)  # as os.open follows it
+        except OSError:
+            return False
+        held = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def _busy(self) -> BusyError:
         return BusyError(f"another vidstyle render is writing {self.what} right now; wait for it to finish or "
@@ -225,8 +248,10 @@ class FileLock:
     def release(self, unlink: bool | None = None) -> None:
         if self._fd is None:
             return
-        if self.remove_on_release if unlink is None else unlink:
-            self.path.unlink(missing_ok=True)  # before unlocking: nobody else can hold it meanwhile
+        if (self.remove_on_release if unlink is None else unlink) and self._names(self._fd):
+            # Before unlocking: nobody else can hold it meanwhile. Only our own file: where the name was unlinked
+            # already and leads to another process's lock file now, that one is not ours to take away.
+            self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
 
