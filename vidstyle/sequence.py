@@ -56,8 +56,12 @@ DETAIL_FLAT, DETAIL_FULL, DETAIL_AT = 0.25, 1.5, 512
 # there the carried texture is only what shimmers (the field pan's sky at 512 px) or piles up over a long shot (at
 # 256 px a fresh frame's moon rode the whole pan, and the later frames kept ever fewer of the source's edges), while
 # detailed regions keep all of their strokes (scripts/bench_fidelity.py, docs/performance.md "A decay of the
-# carried paint", "Paint that piles up over a long flat shot").
-HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
+# carried paint", "Paint that piles up over a long flat shot"). Small renders hold HOLD_SMALL, flat regions of
+# large ones HOLD_FLAT: once the style loss left relu5_1 for a stronger weight on the four layers under it, 0.95
+# kept too few of the field pan's edges at 96 px and 0.9 keeps them, at a little style (docs/performance.md
+# "Fidelity under coherence").
+HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.9, 96, 256
+HOLD_FLAT = 0.95
 FLAT_FULL = 512
 
 
@@ -192,14 +196,14 @@ def carry_sharpness(long_side: int) -> float:
 
 def carry_hold(rgb: np.ndarray) -> np.ndarray:
     """(H, W): the share of the carried stylization in a later frame's temporal target for this source frame (see
-    HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat."""
+    HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat (HOLD_FLAT)."""
     long_side = max(rgb.shape[:2])
-    small = 1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL)
-    flat_share = min(1.0, long_side / FLAT_FULL)
+    small = (1.0 - HOLD_SMALL) * (1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL))
+    flat_share = (1.0 - HOLD_FLAT) * min(1.0, long_side / FLAT_FULL)
     # Where there is no detail; where that share is no more than the decay everywhere (small renders) it changes
     # nothing, and the detail map (a Sobel and a blur) is skipped.
     flat = flat_share * (1.0 - source_detail(rgb)) if flat_share > small else np.zeros(rgb.shape[:2], np.float32)
-    return (1.0 - (1.0 - HOLD_SMALL) * np.maximum(small, flat)).astype(np.float32)
+    return (1.0 - np.maximum(small, flat)).astype(np.float32)
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
