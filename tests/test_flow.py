@@ -212,7 +212,7 @@ def test_the_temporal_target_lets_old_paint_relax_on_small_renders_and_in_flat_r
     assert 100 * HOLD_FLAT + 0.5 < at_384[0] < at_full[0] < 100 - 0.5, "a flat region relaxes, more on larger renders"
     at_192 = held_paint(192)
     assert 100 * HOLD_SMALL + 0.5 < at_192[0] < 100 - 0.5 and at_192[0] == pytest.approx(at_192[1], abs=0.5), \
-        "half-way up the size ramp, the small render's decay, less of it"
+        "part-way up the size ramp, the small render's decay, less of it"
 
 
 def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:

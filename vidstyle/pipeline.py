@@ -186,8 +186,11 @@ def finish_published(output: Path, work: WorkDir) -> None:
                 work.remove_finished()
         partial = partial_path(output)
         if partial.is_file():
-            lock = FileLock(partial, str(output)).acquire()
-            lock.release(unlink=os.path.samefile(partial, output))
+            lock, second_name = FileLock(partial, str(output)).acquire(), False
+            try:
+                second_name = os.path.samefile(partial, output)
+            finally:
+                lock.release(unlink=second_name)
     except (VidstyleError, OSError):
         pass  # what is left stays, as before; the refusal of the existing output is what the caller reports
 

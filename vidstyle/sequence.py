@@ -199,10 +199,14 @@ def carry_hold(rgb: np.ndarray) -> np.ndarray:
     HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat (HOLD_FLAT)."""
     long_side = max(rgb.shape[:2])
     small = (1.0 - HOLD_SMALL) * (1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL))
-    flat_share = (1.0 - HOLD_FLAT) * min(1.0, long_side / FLAT_FULL)
+    flat_share = min(1.0, long_side / FLAT_FULL)
     # Where there is no detail; where that share is no more than the decay everywhere (small renders) it changes
-    # nothing, and the detail map (a Sobel and a blur) is skipped.
-    flat = flat_share * (1.0 - source_detail(rgb)) if flat_share > small else np.zeros(rgb.shape[:2], np.float32)
+    # nothing, and the detail map (a Sobel and a blur) is skipped. The share times the detail first, as before
+    # HOLD_FLAT was its own constant, so float32 rounds a large render's hold as it did.
+    if (1.0 - HOLD_FLAT) * flat_share > small:
+        flat = (1.0 - HOLD_FLAT) * (flat_share * (1.0 - source_detail(rgb)))
+    else:
+        flat = np.zeros(rgb.shape[:2], np.float32)
     return (1.0 - np.maximum(small, flat)).astype(np.float32)
 
 

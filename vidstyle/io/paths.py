@@ -177,7 +177,7 @@ def is_marked_partial(path: Path) -> bool:
         return False
 
 
-_RELOCKS = 100  # a name replaced this many times in a row while we lock it is busy, not a race
+_RELOCKS = 100  # a name replaced this many times in a row while we lock it is not a race any more
 
 
 class FileLock:
@@ -210,10 +210,10 @@ class FileLock:
     def _lock(self, flags: int) -> int:
         """A locked descriptor of the file the name leads to once it is locked.
 
-        A holder may unlink the name (on release, or removing its work directory) while another process has the
-        old file open and is waiting to lock it: that lock would be on a file nobody else can find any more, beside
-        a third process's new one under the name. So the name is looked up again after locking, and on a mismatch
-        the lock is taken again on what it names now.
+        A holder may unlink the name (on release, or removing its work directory) after another process opened the
+        old file and before it locks it: that lock would be on a file nobody else can find any more, beside a third
+        process's new one under the name. So the name is looked up again after locking, and on a mismatch the lock
+        is taken again on what it names now.
         """
         for _ in range(_RELOCKS):
             try:
@@ -230,7 +230,7 @@ class FileLock:
             if self._names(fd):
                 return fd
             os.close(fd)
-        raise self._busy()
+        raise OutputError(f"cannot lock {self.path}: the file under that name kept changing while it was locked")
 
     def _names(self, fd: int) -> bool:
         """Whether the lock file's name still leads to the open file `fd`."""
