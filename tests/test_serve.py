@@ -734,10 +734,16 @@ def test_a_job_stopped_while_its_output_is_locked_ends_as_stopped_not_failed(tmp
     assert ended is not None and (ended.state, ended.error) == (state, None), ended
 
 
-def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(tmp_path: Path, clip: Path) -> None:
+def test_a_worker_stopped_by_sigterm_puts_its_job_back_without_counting_a_death(tmp_path: Path, media: Path) -> None:
     """A service manager stops the server by a SIGTERM to its whole process group. A worker that gets one ends its
     render as Ctrl-C does, the job back in the queue; killed outright instead, it would count as a death of the
     job's worker, and the third such stop would fail a job that had done nothing wrong."""
+    # 20 frames, not the 5 of `clip`: on a loaded machine a run made the last two frames between two looks at the
+    # job, and the third stop came after its render had ended, so it stopped nothing.
+    clip = media / "serve_clip_20_frames.mp4"
+    if not clip.exists():
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=2", "-c:v", "libx264", "-pix_fmt",
+               "yuv420p", str(clip))
     served = ServeProcess(tmp_path / "data").start()
     try:
         job = served.submit(clip, **{**TINY, "iters": "30"}).json()
