@@ -161,11 +161,11 @@ def parse_settings(pairs: list[str]) -> dict[str, object]:
     return settings
 
 
-def print_table(rows: list[dict[str, object]], config: Config) -> None:
-    changed = {k: v for k, v in dataclasses.asdict(config).items()
-               if k in ("size", "iters", "first_iters", "content_weight", "style_weight", "tv_weight",
-                        "temporal_weight", "style_scale", "init", "flow", "precision")}
-    print("settings:", changed)
+def print_table(rows: list[dict[str, object]], config: Config, given: dict[str, object]) -> None:
+    # The usual suspects, and whatever --set changed besides, so two runs' headers tell their settings apart.
+    shown = ("size", "iters", "first_iters", "content_weight", "style_weight", "tv_weight", "structure_weight",
+             "temporal_weight", "style_scale", "init", "flow", "precision", *given)
+    print("settings:", {k: v for k, v in dataclasses.asdict(config).items() if k in shown})
     print(f"{'case':28} {'painting':28} {'gain':>6} {'first':>6} {'last':>6} {'texture':>7} {'edge':>6} "
           f"{'s/frame':>7} {'fresh s':>7}")
     for r in rows:
@@ -190,14 +190,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="one JSON object per row instead of a table")
     args = parser.parse_args(argv)
-    config = make_config(args.preset, size=args.size, device=args.device, **parse_settings(args.settings))
+    given = parse_settings(args.settings)
+    config = make_config(args.preset, size=args.size, device=args.device, **given)
     rows = []
     for row in run(config, args.styles, args.clips, args.stills, args.frames, args.save):
         rows.append(row)
         if args.json:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     if not args.json:
-        print_table(rows, config)
+        print_table(rows, config, given)
 
 
 if __name__ == "__main__":
