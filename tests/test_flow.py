@@ -11,6 +11,7 @@ import pytest
 from conftest import ffmpeg, shared_asset
 
 from vidstyle.config import Config
+from vidstyle.detail import source_detail
 from vidstyle.events import FrameStarted, IterationDone
 from vidstyle.flow import estimate_flow, is_scene_cut, occlusion_mask, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import read_frames
@@ -28,7 +29,6 @@ from vidstyle.sequence import (
     Motion,
     carry_hold,
     carry_sharpness,
-    source_detail,
     track_motion,
     warm_start,
 )

@@ -24,10 +24,11 @@ from vidstyle.losses import (
     summed_target,
     tv_loss,
 )
+from vidstyle.metrics import edge_correlation
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, default_weights_path, load_state, load_vgg
 from vidstyle.optimize import stylize_frame
 from vidstyle.precision import resolve_precision
-from vidstyle.stylize import Stylizer, coarse_sizes, keep_colors, to_rgb8, to_tensor
+from vidstyle.stylize import Stylizer, coarse_sizes, held_structure_weights, keep_colors, to_rgb8, to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +281,48 @@ def test_objective_taken_layer_by_layer_is_the_weighted_sum_of_the_terms(images,
         whole = (0.5 * content_loss(feats["relu4_2"]) + 3.0 * style_loss(feats) + 2.0 * tv_loss(image)
                  + 1.5 * StructureLoss(content, 1.5)(image))
     assert torch.allclose(streamed, whole, rtol=1e-5)
+
+
+def test_a_held_frames_structure_weight_is_held_structure_where_the_source_is_flat_and_plain_where_detailed() -> None:
+    rng = np.random.default_rng(0)
+    frame = np.full((64, 128, 3), 120, np.uint8)
+    frame[:, 64:] = rng.integers(0, 256, (64, 64, 1), dtype=np.uint8)  # grey sky left, busy texture right
+    weights = held_structure_weights(to_tensor(frame, torch.device("cpu")), 3.0)
+    assert weights is not None and weights.shape == (1, 1, 64, 128)
+    assert float(weights[..., :, :48].min()) == pytest.approx(3.0)
+    assert float(weights[..., :, 80:].max()) == pytest.approx(1.0)
+    assert held_structure_weights(to_tensor(frame, torch.device("cpu")), 1.0) is None
+
+
+def test_the_objective_weighs_a_held_frames_structure_term_by_held_structure_and_nothing_else(images) -> None:
+    frame, style = images
+    stylizers = {held: Stylizer(Config(device="cpu", precision="fp32", structure_weight=0.5, temporal_weight=2.0,
+                                       held_structure=held), [style]) for held in (1.0, 3.0)}
+    content = to_tensor(frame, torch.device("cpu"))
+    image = torch.rand_like(content)
+    temporal = TemporalLoss(torch.rand_like(content), torch.ones(1, 1, *content.shape[-2:]))
+    weights = held_structure_weights(content, 3.0)
+    assert weights is not None and float(weights.max()) > 2.0
+    with torch.no_grad():
+        held = {k: s.objective(content, temporal)(image) for k, s in stylizers.items()}
+        alone = {k: s.objective(content)(image) for k, s in stylizers.items()}
+        extra = StructureLoss(content, 3.0, weights - 1.0)(image)
+    # Compared within float32's rounding of the whole objective (about 100 here), not of the difference.
+    assert float(held[3.0] - held[1.0]) == pytest.approx(0.5 * float(extra), rel=2e-3)
+    # A frame painted from its source alone (a still, a fresh frame, init content) keeps the plain weight.
+    assert torch.equal(alone[3.0], alone[1.0])
+
+
+def test_a_held_frame_keeps_more_of_its_own_edges_against_flat_carried_paint(images) -> None:
+    frame, style = images
+    flat = np.full_like(frame, int(frame.mean()))
+    target = TemporalLoss(to_tensor(flat, torch.device("cpu")), torch.ones(1, 1, *frame.shape[:2]))
+    edges = {}
+    for held in (1.0, 3.0):
+        stylizer = Stylizer(Config(device="cpu", precision="fp32", temporal_weight=15.0, held_structure=held,
+                                   tol=0.0), [style])
+        edges[held] = edge_correlation(stylizer.stylize(frame, flat, 15, target).rgb, frame)
+    assert edges[3.0] > edges[1.0] + 0.02
 
 
 def test_structure_loss_sees_the_edges_not_the_colours(images) -> None:

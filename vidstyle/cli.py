@@ -66,8 +66,9 @@ if TYPE_CHECKING:
 _STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "structure_weight", "edge_contrast", "style_blend", "style_scale", "preserve_colors",
                  "palette_start", "pooling", "precision", "seed", "device")
-_VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "temporal_reach", "passes", "init", "prev_weight",
-                 "flow", "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames", "follow_fades")
+_VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "held_structure", "temporal_reach", "passes", "init",
+                 "prev_weight", "flow", "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames",
+                 "follow_fades")
 # A still is written at its output size too.
 _IMAGE_FIELDS = ("output_size",)
 # A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.

@@ -73,6 +73,18 @@ class Config:
                                      "contrast, like drawn outlines (1: as in the source); higher keeps the "
                                      "picture readable under more paint")
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
+    # A later frame is held to the paint carried from the frames before it, and where the source is flat (a sky) that
+    # paint is the painting's large shapes, laid out by the shot's fresh frame: at the weight that balances a frame
+    # painted from its source, those strokes rode on over whatever the picture showed next, and the field pan at
+    # 256 px kept under 0.9x the edges of frames each painted from their own source. Three times the weight in flat
+    # regions keeps them on every shared clip at 96-512 px at the same style; in detailed regions the frame's own
+    # edges already hold, and more weight there only took paint (three times everywhere cost the street at 256 px a
+    # tenth of its style). scripts/bench_fidelity.py, scripts/bench_style.py; docs/performance.md "Where it stands,
+    # clip by clip".
+    held_structure: float = _opt(3.0, "on a frame the temporal loss holds to the frames before it, the structure "
+                                      "loss's weight where the source is flat, as a multiple of structure_weight "
+                                      "(detailed regions keep structure_weight; 1: as a frame painted from its "
+                                      "source alone)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
                                   "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
                                   "region hidden and shown again gets its old strokes back)")
@@ -148,6 +160,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "structure_weight": (0.0, 1e6),
     "edge_contrast": (0.1, 100.0),
     "temporal_weight": (0.0, 1e6),
+    "held_structure": (0.0, 100.0),
     "temporal_reach": (1, 64),
     "passes": (1, 16),
     "style_scale": (0.05, 8.0),

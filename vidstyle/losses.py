@@ -174,10 +174,11 @@ class StructureLoss(nn.Module):
     contrast").
 
     `contrast` asks for the source's detail at that multiple of its strength, as a painter draws outlines harder
-    than the photograph shows them: the picture stays readable under more paint.
+    than the photograph shows them: the picture stays readable under more paint. `weights`, (N, 1, H, W), weighs the
+    error pixel by pixel (a held frame's flat regions count more: stylize.held_structure_weights).
     """
 
-    def __init__(self, content: Tensor, contrast: float = 1.0) -> None:
+    def __init__(self, content: Tensor, contrast: float = 1.0, weights: Tensor | None = None) -> None:
         super().__init__()
         # The filters are made once here, not at every iteration's evaluation.
         device = content.device
@@ -191,6 +192,8 @@ class StructureLoss(nn.Module):
         with torch.no_grad():
             source = self.detail(content)
         self.register_buffer("target", source * contrast)
+        # Per pixel, (N, 1, H, W); the normalizer stays the unweighted one, so a weight of 1 is the plain term.
+        self.register_buffer("weights", None if weights is None else weights.detach().float())
         # A Python float, read once: a tensor scale would be a host sync per iteration on CUDA.
         self.scale = 1.0 / (max(float(source.square().sum()), detail_floor(content)) + _EPS)
 
@@ -204,7 +207,8 @@ class StructureLoss(nn.Module):
         return F.conv2d(blurred, self.laplacian)
 
     def forward(self, image: Tensor) -> Tensor:
-        return (self.detail(image) - self.target).square().sum() * self.scale
+        error = (self.detail(image) - self.target).square()
+        return (error if self.weights is None else error * self.weights).sum() * self.scale
 
 
 class _GramError(torch.autograd.Function):

@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 
 from vidstyle.config import Config
+from vidstyle.detail import source_detail
 from vidstyle.errors import Cancelled, SettingError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
 from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray, warp, warp_keeping_detail
@@ -43,10 +43,6 @@ UNRELIABLE_KEEP = 0.35
 # scripts/bench_known_motion.py; docs/performance.md "Why the street's style fades", "A sharp carry in flat
 # regions").
 SHARP_FROM, SHARP_FULL = 96, 256
-# Source gradient (grey levels a pixel, Sobel / 4, blurred, scaled to a DETAIL_AT-px render) from which on a region
-# counts as detailed, and at which fully: a sky is under the first, a street scene's texture mostly over the second
-# (twice these kept less of the street's style; docs/performance.md "A decay of the carried paint").
-DETAIL_FLAT, DETAIL_FULL, DETAIL_AT = 0.25, 1.5, 512
 # Share of the carried stylization that the temporal target holds a later frame to, the rest of the target being the
 # frame's own palette start: where it is under 1 the old paint relaxes toward each frame's own balance, and a fresh
 # frame's heavy texture no longer rides along the shot. On small renders everywhere: there a later frame's
@@ -178,14 +174,6 @@ def _as_is(rgb: np.ndarray) -> np.ndarray:
 def _ramp(value: float, start: float, full: float) -> float:
     """0 up to `start`, rising linearly to 1 at `full`."""
     return min(1.0, max(0.0, (value - start) / (full - start)))
-
-
-def source_detail(rgb: np.ndarray) -> np.ndarray:
-    """(H, W) in 0..1: how much detail the source frame has around each pixel (see DETAIL_FLAT)."""
-    grey = to_gray(rgb).astype(np.float32)
-    gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 4.0
-    gradient = cv2.GaussianBlur(gradient, (0, 0), 2.0) * (max(rgb.shape[:2]) / DETAIL_AT)
-    return np.clip((gradient - DETAIL_FLAT) / (DETAIL_FULL - DETAIL_FLAT), 0.0, 1.0)
 
 
 def carry_sharpness(long_side: int) -> float:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from vidstyle.assets import StylePaths
 from vidstyle.config import Config, check_style_count, config_or_default
+from vidstyle.detail import source_detail
 from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb
 from vidstyle.limits import out_of_memory
@@ -47,6 +48,16 @@ def to_tensor(rgb: np.ndarray, device: torch.device) -> Tensor:
 def to_rgb8(image: Tensor) -> np.ndarray:
     """(1, 3, H, W) in 0..1 -> (H, W, 3) uint8, rounded."""
     return image[0].mul(255.0).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def held_structure_weights(content: Tensor, held_structure: float) -> Tensor | None:
+    """(1, 1, H, W): the structure term's weight on a frame held by the temporal loss, pixel by pixel:
+    `held_structure` where the source `content` is flat, 1 where it is detailed (Config.held_structure says why);
+    None where that is 1 everywhere."""
+    if held_structure == 1.0:
+        return None
+    flat = 1.0 - source_detail(to_rgb8(content))
+    return torch.from_numpy(1.0 + (held_structure - 1.0) * flat).to(content.device)[None, None]
 
 
 def keep_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
@@ -221,15 +232,19 @@ class Stylizer:
             with torch.no_grad():
                 content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
         style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
-        structure = StructureLoss(content, cfg.edge_contrast) if cfg.structure_weight > 0 else None
+        held = temporal is not None and cfg.temporal_weight > 0
+        structure = None
+        if cfg.structure_weight > 0:
+            weights = held_structure_weights(content, cfg.held_structure) if held else None
+            structure = StructureLoss(content, cfg.edge_contrast, weights)
 
         def loss_fn(image: Tensor) -> Tensor:
             nonlocal content_loss
             terms = [cfg.tv_weight * tv_loss(image)]
             if structure is not None:
                 terms.append(cfg.structure_weight * structure(image))
-            if temporal is not None and cfg.temporal_weight > 0:
-                terms.append(cfg.temporal_weight * temporal(image))
+            if held:
+                terms.append(cfg.temporal_weight * temporal(image))  # type: ignore[misc]
             for layer, features in self.activations(image):
                 if layer in CONTENT_LAYERS:
                     if content_loss is None:
