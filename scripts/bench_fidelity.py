@@ -16,7 +16,9 @@ correlation >= 0.95x, warping error <= 0.35x, style gain within 5 %.
 `--warmup N` starts each mode's shot N frames before START and measures from START on, as a render of the whole
 shot would have them: its fresh frame (the most painted and least faithful of a shot; the frames after it climb
 back to their own balance over about a dozen frames) is then not among the measured ones. Modes whose frames are
-each painted from their own source alone (`init` content, no flow) skip those frames, which cannot change theirs.
+each painted from their own source alone (`init` content, no flow) paint only the frame before START of them, as
+the shot's fresh frame, so that START is a later frame as in the whole render (the others cannot change theirs).
+Without `--warmup` a mode's first frame is fresh: START is then taken as the shot's first frame.
 
 Modes: `independent` (`init content`, no flow: the balanced preset's 40 iterations from the source frame),
 `independent-full` (the same with 200 iterations, five later frames' budget: about as stylized as the coherent render),
@@ -68,8 +70,10 @@ def run_mode(frames: list[Frame], style: np.ndarray, overrides: dict[str, object
     """The mode's outputs of the frames after the first `warmup`, and its seconds a frame stylized."""
     size = max(frames[0].rgb.shape[:2])
     config = make_config(**{"size": size, "seed": 0, **base, **overrides})
-    if config.init == "content" and config.flow == "none":
-        frames, warmup = frames[warmup:], 0  # each frame from its own source: those before cannot change it
+    if config.init == "content" and config.flow == "none" and warmup > 1:
+        # Each frame from its own source: those before cannot change it. But the one before START stays, as the
+        # shot's fresh frame (first_iters, coarse-to-fine): in a render of the whole shot START is a later frame.
+        frames, warmup = frames[warmup - 1:], 1
     stylizer = Stylizer(config, [style])
     stylizer.style_loss((frames[0].rgb.shape[1], frames[0].rgb.shape[0]))  # start-up, not a frame's cost
     started = time.perf_counter()

@@ -108,6 +108,19 @@ def test_fidelity_bench_prints_ratios_that_agree_with_its_rows(tmp_path: Path) -
     assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["0000002.png", "0000003.png", "0000004.png"]
 
 
+def test_fidelity_bench_paints_an_independent_frame_after_warmup_as_a_later_frame(tmp_path: Path) -> None:
+    """After --warmup, START is a later frame of the shot in every mode, the independent one too (a fresh frame, with
+    its own iterations, would be the least faithful and the most painted of the window)."""
+    independent = _TINY[:-1].replace('"first_iters": 2', '"first_iters": 6') + ', "init": "content", "flow": "none"}'
+    for name, window in (("whole", ("--start", "1", "--frames", "4")),
+                         ("warm", ("--start", "3", "--warmup", "2", "--frames", "2"))):
+        _run_script("bench_fidelity.py", str(demo_clip()), "--size", "64", *window, "--mode",
+                    f"independent={independent}", "--save-outputs", str(tmp_path / name))
+    for frame in ("0000003.png", "0000004.png"):
+        whole, warm = (cv2.imread(str(tmp_path / name / "independent" / frame)) for name in ("whole", "warm"))
+        assert whole is not None and warm is not None and np.array_equal(whole, warm), frame
+
+
 def _moving_texture(folder: Path, frames: int, step: int) -> None:
     """A blurred noise texture panned `step` px a frame: both flows can follow it."""
     texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (48, 96, 3), dtype=np.uint8), (0, 0), 1.5)
