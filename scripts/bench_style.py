@@ -164,7 +164,7 @@ def parse_settings(pairs: list[str]) -> dict[str, object]:
 def print_table(rows: list[dict[str, object]], config: Config, given: dict[str, object]) -> None:
     # The usual suspects, and whatever --set changed besides, so two runs' headers tell their settings apart.
     shown = ("size", "iters", "first_iters", "content_weight", "style_weight", "tv_weight", "structure_weight",
-             "temporal_weight", "style_scale", "init", "flow", "precision", *given)
+             "temporal_weight", "held_structure", "style_scale", "init", "flow", "precision", *given)
     print("settings:", {k: v for k, v in dataclasses.asdict(config).items() if k in shown})
     print(f"{'case':28} {'painting':28} {'gain':>6} {'first':>6} {'last':>6} {'texture':>7} {'edge':>6} "
           f"{'s/frame':>7} {'fresh s':>7}")

@@ -77,10 +77,10 @@ class Config:
     # paint is the painting's large shapes, laid out by the shot's fresh frame: at the weight that balances a frame
     # painted from its source, those strokes rode on over whatever the picture showed next, and the field pan at
     # 256 px kept under 0.9x the edges of frames each painted from their own source. Three times the weight in flat
-    # regions keeps them on every shared clip at 96-512 px at the same style; in detailed regions the frame's own
-    # edges already hold, and more weight there only took paint (three times everywhere cost the street at 256 px a
-    # tenth of its style). scripts/bench_fidelity.py, scripts/bench_style.py; docs/performance.md "Where it stands,
-    # clip by clip".
+    # regions keeps at least 0.95x of them on every shared clip at 96-512 px, the style within a few percent of where
+    # it was; in detailed regions the frame's own edges already hold, and more weight there only took paint (three
+    # times everywhere cost the street at 256 px a tenth of its style). scripts/bench_fidelity.py,
+    # scripts/bench_style.py; docs/performance.md "Where it stands, clip by clip".
     held_structure: float = _opt(3.0, "on a frame the temporal loss holds to the frames before it, the structure "
                                       "loss's weight where the source is flat, as a multiple of structure_weight "
                                       "(detailed regions keep structure_weight; 1: as a frame painted from its "
