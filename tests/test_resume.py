@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
@@ -479,3 +480,28 @@ def test_frames_made_with_other_style_layers_are_another_render(bunny_short: Pat
     (work / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointMismatch, match="the network's style layers"):
         vidstyle.render(bunny_short, [starry], out, config, overwrite=True)
+
+
+def test_frames_made_before_held_structure_existed_resume_with_held_structure_1(bunny_short: Path, starry: Path,
+                                                                                tmp_path: Path) -> None:
+    """A work directory whose manifest has no held_structure (the versions before it) was made as held_structure 1
+    makes frames: resumed with that, refused with the default, naming the setting."""
+    import json
+
+    import vidstyle
+    from vidstyle.errors import CheckpointMismatch
+    from vidstyle.events import FrameStarted
+
+    out, work = tmp_path / "out.mp4", tmp_path / "out.mp4.vidstyle-work"
+    older = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32",
+                                 keep_frames=True, held_structure=1.0)
+    vidstyle.render(bunny_short, [starry], out, older)
+    manifest = json.loads((work / "manifest.json").read_text())
+    del manifest["settings"]["held_structure"]  # as the versions before wrote it
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointMismatch, match=r"held_structure \(1 in frames made before the setting existed\)"):
+        vidstyle.render(bunny_short, [starry], out, dataclasses.replace(older, held_structure=3.0), overwrite=True)
+    started: list[object] = []
+    vidstyle.render(bunny_short, [starry], out, older, overwrite=True,
+                    on_event=lambda e: started.append(e) if isinstance(e, FrameStarted) else None)
+    assert started == [], "every frame was resumed from the older work directory"

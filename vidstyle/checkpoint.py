@@ -58,6 +58,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
+# Settings added since manifests were first written, at the value that makes the frames of the versions before them:
+# an older manifest without one resumes with that value (--held-structure 1), as it would have with that version.
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"held_structure": 1.0}
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a work directory's frames were made from; two renders may share frames only if all of it matches.
@@ -98,8 +103,9 @@ class Manifest:
         return found
 
     def changed_settings(self, other: Manifest) -> tuple[str, ...]:
-        return tuple(sorted(k for k in self.settings.keys() | other.settings.keys()
-                            if self.settings.get(k) != other.settings.get(k)))
+        mine = {**SETTINGS_BEFORE_THEY_EXISTED, **self.settings}
+        theirs = {**SETTINGS_BEFORE_THEY_EXISTED, **other.settings}
+        return tuple(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

@@ -132,5 +132,6 @@ def shown_settings(names: Sequence[str]) -> str:
     """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
     for by start and end."""
     special = {"frames": "start/end (the part of the video)",
-               "style_layers": "the network's style layers (another vidstyle version's)"}
+               "style_layers": "the network's style layers (another vidstyle version's)",
+               "held_structure": "held_structure (1 in frames made before the setting existed)"}
     return ", ".join(special.get(name, name) for name in names)
