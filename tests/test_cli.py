@@ -297,6 +297,21 @@ def test_a_full_disk_says_to_free_space_and_run_again() -> None:
     assert _message(other, render).endswith("; use --restart to discard the checkpoints")
 
 
+def test_a_checkpoint_mismatch_names_the_flags_and_what_older_frames_had() -> None:
+    import argparse
+
+    from vidstyle.cli import _message
+    from vidstyle.errors import CheckpointMismatch, shown_settings
+
+    names = ("held_structure", "iters")
+    exc = CheckpointMismatch(f"work directory w belongs to another render (not the same: setting(s) "
+                             f"{shown_settings(names)})", names)
+    assert "held_structure (1 in frames made before the setting existed), iters" in str(exc)
+    assert _message(exc, argparse.Namespace(command="render")).startswith(
+        "work directory w belongs to another render (not the same: setting(s) --held-structure (1 in frames made "
+        "before the setting existed), --iters); use --restart")
+
+
 @pytest.mark.parametrize("style_kind, pattern", [
     ("missing", "style image not found"),
     ("text", "not a readable image"),

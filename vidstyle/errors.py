@@ -128,10 +128,18 @@ def shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# What a changed manifest setting was in frames that an older version made, where that is not in its manifest.
+OLDER_FRAMES_NOTES = {"held_structure": "1 in frames made before the setting existed"}
+
+
 def shown_settings(names: Sequence[str]) -> str:
     """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
     for by start and end."""
     special = {"frames": "start/end (the part of the video)",
-               "style_layers": "the network's style layers (another vidstyle version's)",
-               "held_structure": "held_structure (1 in frames made before the setting existed)"}
-    return ", ".join(special.get(name, name) for name in names)
+               "style_layers": "the network's style layers (another vidstyle version's)"}
+    return ", ".join(special.get(name, with_older_note(name, name)) for name in names)
+
+
+def with_older_note(name: str, shown: str) -> str:
+    """`shown` (the setting's name, or its flag), with what older frames had where OLDER_FRAMES_NOTES says."""
+    return f"{shown} ({OLDER_FRAMES_NOTES[name]})" if name in OLDER_FRAMES_NOTES else shown
