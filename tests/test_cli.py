@@ -377,6 +377,12 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--init", "content", "--prev-weight", "0.3"], "--prev-weight is the share .* with init prev \\(init is content"),
     (["--adam-lr", "0.5"], "--adam-lr is the Adam optimizer's step \\(optimizer is lbfgs"),
     (["--preserve-colors", "--palette-start"], "--palette-start does nothing where the source's colours are preserved"),
+    (["--flow", "none", "--held-structure", "2"], "--held-structure weighs the structure loss on frames that the "
+                                                  "temporal loss holds .* \\(flow is none"),
+    (["--init", "content", "--held-structure", "2"], "--held-structure .* needs flow, a --temporal-weight over 0 "
+                                                     "and init prev or passes over 1"),
+    (["--structure-weight", "0", "--held-structure", "2"],
+     "--held-structure multiplies --structure-weight, which is 0"),
 ])
 def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, flags: list[str],
                       pattern: str) -> None:

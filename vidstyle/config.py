@@ -81,10 +81,10 @@ class Config:
     # it was; in detailed regions the frame's own edges already hold, and more weight there only took paint (three
     # times everywhere cost the street at 256 px a tenth of its style). scripts/bench_fidelity.py,
     # scripts/bench_style.py; docs/performance.md "Where it stands, clip by clip".
-    held_structure: float = _opt(3.0, "on a frame the temporal loss holds to the frames before it, the structure "
-                                      "loss's weight where the source is flat, as a multiple of structure_weight "
-                                      "(detailed regions keep structure_weight; 1: as a frame painted from its "
-                                      "source alone)")
+    held_structure: float = _opt(3.0, "on a frame that the temporal loss holds to its neighbours' paint (the frames "
+                                      "before it; both neighbours in a later pass), the structure loss's weight "
+                                      "where the source is flat, as a multiple of structure_weight (detailed regions "
+                                      "keep structure_weight; 1: as a frame painted from its source alone)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
                                   "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
                                   "region hidden and shown again gets its old strokes back)")
@@ -407,7 +407,16 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
 
 # Settings that act only together with another one: (setting, its value that turns it off, the other setting's
 # problem, or None where it acts).
+def _held_structure_unused(c: Config) -> str | None:
+    if c.flow == "none" or c.temporal_weight == 0 or (c.init != "prev" and c.passes == 1):
+        return (f"weighs the structure loss on frames that the temporal loss holds to their neighbours' paint: it "
+                f"needs flow, a temporal_weight over 0 and init prev or passes over 1 (flow is {c.flow}, "
+                f"temporal_weight {c.temporal_weight:g}, init {c.init})")
+    return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
+
+
 _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
+    ("held_structure", 1.0, _held_structure_unused),
     ("temporal_weight", 0.0, lambda c: "weighs a loss along the optical flow: it needs flow (dis, farneback or "
                                        "dis+farneback)" if c.flow == "none" else None),
     ("change_tolerance", 0.0, lambda c: "checks the optical flow's warp: it needs flow (dis, farneback or "
