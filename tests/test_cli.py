@@ -303,12 +303,12 @@ def test_a_checkpoint_mismatch_names_the_flags_and_what_older_frames_had() -> No
     from vidstyle.cli import _message
     from vidstyle.errors import CheckpointMismatch, shown_settings
 
-    names = ("held_structure", "iters")
+    names, older = ("held_structure", "iters"), {"held_structure": 1.0}
     exc = CheckpointMismatch(f"work directory w belongs to another render (not the same: setting(s) "
-                             f"{shown_settings(names)})", names)
-    assert "held_structure (1 in frames made before the setting existed), iters" in str(exc)
+                             f"{shown_settings(names, older)})", names, older)
+    assert "held_structure (1.0 before: made before the setting existed), iters" in str(exc)
     assert _message(exc, argparse.Namespace(command="render")).startswith(
-        "work directory w belongs to another render (not the same: setting(s) --held-structure (1 in frames made "
+        "work directory w belongs to another render (not the same: setting(s) --held-structure (1.0 before: made "
         "before the setting existed), --iters); use --restart")
 
 
@@ -408,6 +408,21 @@ def test_usage_errors_point_to_the_right_help(capsys, args: list[str], hint: str
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vidstyle: error: ") and err[0].endswith(f"(see '{hint}')"), err
+
+
+@pytest.mark.parametrize("preset, overrides", [
+    ("balanced", {"held_structure": 2.0}),
+    ("quality", {"held_structure": 2.0}),
+    # A later pass holds every frame to its neighbours, whatever each frame started from.
+    ("balanced", {"held_structure": 2.0, "init": "content", "passes": 2}),
+    ("fast", {}),  # the preset's flow none leaves the default held_structure quietly unused
+])
+def test_held_structure_is_taken_wherever_frames_are_held(preset: str, overrides: dict[str, object]) -> None:
+    from vidstyle.config import held_structure_unused, make_config
+
+    config = make_config(preset, **overrides)
+    assert config.held_structure == overrides.get("held_structure", 3.0)
+    assert (held_structure_unused(config) is None) == (preset != "fast")
 
 
 def test_malformed_preset(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:

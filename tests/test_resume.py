@@ -499,9 +499,31 @@ def test_frames_made_before_held_structure_existed_resume_with_held_structure_1(
     manifest = json.loads((work / "manifest.json").read_text())
     del manifest["settings"]["held_structure"]  # as the versions before wrote it
     (work / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointMismatch, match=r"held_structure \(1 in frames made before the setting existed\)"):
+    with pytest.raises(CheckpointMismatch, match=r"held_structure \(1.0 before: made before the setting existed\)"):
         vidstyle.render(bunny_short, [starry], out, dataclasses.replace(older, held_structure=3.0), overwrite=True)
     started: list[object] = []
     vidstyle.render(bunny_short, [starry], out, older, overwrite=True,
                     on_event=lambda e: started.append(e) if isinstance(e, FrameStarted) else None)
     assert started == [], "every frame was resumed from the older work directory"
+
+
+def test_only_frames_made_before_a_setting_existed_are_said_to_be() -> None:
+    from vidstyle.checkpoint import Manifest
+
+    def manifest(**settings: object) -> Manifest:
+        return Manifest("0.1.0", "in", ("style",), (64, 36), 12, {"iters": 40, **settings})
+
+    now, other, older = manifest(held_structure=3.0), manifest(held_structure=2.0), manifest()
+    assert now.differences(other) == ["setting(s) held_structure"]
+    assert now.differences(older) == ["setting(s) held_structure (1.0 before: made before the setting existed)"]
+    assert manifest(held_structure=1.0).differences(older) == []
+
+
+def test_a_render_that_holds_no_frame_records_held_structure_as_frames_before_it_had_it() -> None:
+    """Where nothing is held (flow none: the fast preset) held_structure shapes no frame, so such a render matches
+    one made before the setting existed; where frames are held it is what was asked for."""
+    import vidstyle
+
+    assert vidstyle.make_config("fast").frames_dict()["held_structure"] == 1.0
+    assert vidstyle.make_config("balanced").frames_dict()["held_structure"] == 3.0
+    assert vidstyle.make_config("balanced", structure_weight=0.0).frames_dict()["held_structure"] == 1.0

@@ -306,7 +306,7 @@ def test_the_objective_weighs_a_held_frames_structure_term_by_held_structure_and
     with torch.no_grad():
         held = {k: s.objective(content, temporal)(image) for k, s in stylizers.items()}
         alone = {k: s.objective(content)(image) for k, s in stylizers.items()}
-        extra = StructureLoss(content, 3.0, weights - 1.0)(image)
+        extra = StructureLoss(content, Config().edge_contrast, weights - 1.0)(image)
     # Compared within float32's rounding of the whole objective (about 100 here), not of the difference.
     assert float(held[3.0] - held[1.0]) == pytest.approx(0.5 * float(extra), rel=2e-3)
     # A frame painted from its source alone (a still, a fresh frame, init content) keeps the plain weight.

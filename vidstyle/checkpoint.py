@@ -59,7 +59,7 @@ def file_sha256(path: Path) -> str:
 
 
 # Settings added since manifests were first written, at the value that makes the frames of the versions before them:
-# an older manifest without one resumes with that value (--held-structure 1), as it would have with that version.
+# an older manifest without one is compared as having that value, so a render that asks for it resumes those frames.
 SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"held_structure": 1.0}
 
 
@@ -97,10 +97,15 @@ class Manifest:
             found.append(f"the size ({other.size[0]}x{other.size[1]} before)")
         changed = self.changed_settings(other)
         if changed:
-            found.append("setting(s) " + shown_settings(changed))
+            found.append("setting(s) " + shown_settings(changed, self.older_settings(other)))
         if self.version != other.version and not found:
             found.append(f"the vidstyle version ({other.version} before)")
         return found
+
+    def older_settings(self, other: Manifest) -> dict[str, Any]:
+        """Of the settings that differ, those `other` was made before they existed, with the value it was made with."""
+        return {k: SETTINGS_BEFORE_THEY_EXISTED[k] for k in self.changed_settings(other)
+                if k not in other.settings and k in SETTINGS_BEFORE_THEY_EXISTED}
 
     def changed_settings(self, other: Manifest) -> tuple[str, ...]:
         mine = {**SETTINGS_BEFORE_THEY_EXISTED, **self.settings}

@@ -45,7 +45,7 @@ from vidstyle.errors import (
     VidstyleError,
     shortened,
     shown_settings,
-    with_older_note,
+    with_older_value,
 )
 from vidstyle.events import (
     BatchItemEnded,
@@ -1005,8 +1005,8 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
     if text.startswith("content image") and text.endswith("is a video, not a still image") and command == "image":
         return f"{text}; use 'vidstyle render' for videos"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
-        flags = ", ".join(with_older_note(name, _flag_for(name, command)) for name in exc.settings)
-        text = text.replace("setting(s) " + shown_settings(exc.settings), "setting(s) " + flags)
+        flags = ", ".join(with_older_value(_flag_for(name, command), name, exc.older) for name in exc.settings)
+        text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older), "setting(s) " + flags)
     if isinstance(exc, CheckpointError) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
     if RESTART in text:

@@ -75,12 +75,11 @@ class Config:
     temporal_weight: float = _opt(0.0, "weight of the flow-masked temporal loss (needs flow)")
     # A later frame is held to the paint carried from the frames before it, and where the source is flat (a sky) that
     # paint is the painting's large shapes, laid out by the shot's fresh frame: at the weight that balances a frame
-    # painted from its source, those strokes rode on over whatever the picture showed next, and the field pan at
-    # 256 px kept under 0.9x the edges of frames each painted from their own source. Three times the weight in flat
-    # regions keeps at least 0.95x of them on every shared clip at 96-512 px, the style within a few percent of where
-    # it was; in detailed regions the frame's own edges already hold, and more weight there only took paint (three
-    # times everywhere cost the street at 256 px a tenth of its style). scripts/bench_fidelity.py,
-    # scripts/bench_style.py; docs/performance.md "Where it stands, clip by clip".
+    # painted from its source, those strokes rode on over whatever the picture showed next, and a slow pan under a
+    # wide sky kept fewer of its edges than frames each painted from their own source. A stronger term in flat
+    # regions keeps them at about the same style; in detailed regions the frame's own edges already hold, and more
+    # weight there only took paint (scripts/bench_fidelity.py, scripts/bench_style.py; docs/performance.md "Where it
+    # stands, clip by clip").
     held_structure: float = _opt(3.0, "on a frame that the temporal loss holds to its neighbours' paint (the frames "
                                       "before it; both neighbours in a later pass), the structure loss's weight "
                                       "where the source is flat, as a multiple of structure_weight (detailed regions "
@@ -130,7 +129,12 @@ class Config:
 
     def frames_dict(self) -> dict[str, Any]:
         """The settings that shape rendered frames (not device, crf, ...): what a resume must match."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["frames"]}
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["frames"]}
+        if held_structure_unused(self) is not None:
+            # As 1, the value it has in frames made before it existed: where it shapes nothing (flow none, the
+            # fast preset) those frames are these, and resume.
+            settings["held_structure"] = 1.0
+        return settings
 
 
 CHOICES = {
@@ -405,18 +409,20 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     return config
 
 
-# Settings that act only together with another one: (setting, its value that turns it off, the other setting's
-# problem, or None where it acts).
-def _held_structure_unused(c: Config) -> str | None:
+def held_structure_unused(c: Config) -> str | None:
+    """Why `held_structure` shapes no frame of a render with these settings (no frame is held by a temporal loss,
+    or there is no structure term to weigh), or None where it does."""
     if c.flow == "none" or c.temporal_weight == 0 or (c.init != "prev" and c.passes == 1):
         return (f"weighs the structure loss on frames that the temporal loss holds to their neighbours' paint: it "
                 f"needs flow, a temporal_weight over 0 and init prev or passes over 1 (flow is {c.flow}, "
-                f"temporal_weight {c.temporal_weight:g}, init {c.init})")
+                f"temporal_weight {c.temporal_weight:g}, init {c.init}, passes {c.passes})")
     return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
 
 
+# Settings that act only together with another one: (setting, its value that turns it off, the other setting's
+# problem, or None where it acts).
 _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
-    ("held_structure", 1.0, _held_structure_unused),
+    ("held_structure", 1.0, held_structure_unused),
     ("temporal_weight", 0.0, lambda c: "weighs a loss along the optical flow: it needs flow (dis, farneback or "
                                        "dis+farneback)" if c.flow == "none" else None),
     ("change_tolerance", 0.0, lambda c: "checks the optical flow's warp: it needs flow (dis, farneback or "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # The library's words for restarting a render from nothing (the API's `restart=True`); the command line puts its
 # flag in their place.
@@ -72,11 +72,13 @@ class ModelError(VidstyleError):
 
 
 class CheckpointMismatch(UsageError):
-    """The work directory belongs to a different render; `settings` names the settings that differ, if any."""
+    """The work directory belongs to a different render; `settings` names the settings that differ, if any, and
+    `older` the value of each that the other frames were made before it existed with."""
 
-    def __init__(self, message: str, settings: tuple[str, ...] = ()) -> None:
+    def __init__(self, message: str, settings: tuple[str, ...] = (), older: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.settings = settings
+        self.older = dict(older or {})
 
 
 class NotAWorkDir(CheckpointMismatch):
@@ -128,18 +130,16 @@ def shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# What a changed manifest setting was in frames that an older version made, where that is not in its manifest.
-OLDER_FRAMES_NOTES = {"held_structure": "1 in frames made before the setting existed"}
-
-
-def shown_settings(names: Sequence[str]) -> str:
+def shown_settings(names: Sequence[str], older: Mapping[str, object] | None = None) -> str:
     """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
-    for by start and end."""
+    for by start and end. `older` has the value of each setting that the other frames were made before it existed
+    with."""
     special = {"frames": "start/end (the part of the video)",
                "style_layers": "the network's style layers (another vidstyle version's)"}
-    return ", ".join(special.get(name, with_older_note(name, name)) for name in names)
+    return ", ".join(with_older_value(special.get(name, name), name, older) for name in names)
 
 
-def with_older_note(name: str, shown: str) -> str:
-    """`shown` (the setting's name, or its flag), with what older frames had where OLDER_FRAMES_NOTES says."""
-    return f"{shown} ({OLDER_FRAMES_NOTES[name]})" if name in OLDER_FRAMES_NOTES else shown
+def with_older_value(shown: str, name: str, older: Mapping[str, object] | None) -> str:
+    """`shown` (a setting's name, or its flag), and where the other frames were made before the setting existed,
+    the value they were made with: that value resumes them."""
+    return f"{shown} ({older[name]} before: made before the setting existed)" if older and name in older else shown

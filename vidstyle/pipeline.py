@@ -514,7 +514,8 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
         wanted = _manifest(job, [])
         differences = wanted.differences(existing)
         if differences and not _discard_if_empty(work):
-            raise CheckpointMismatch(_mismatch(work, wanted, existing, differences), wanted.changed_settings(existing))
+            raise CheckpointMismatch(_mismatch(work, wanted, existing, differences), wanted.changed_settings(existing),
+                                     wanted.older_settings(existing))
         if existing.segments and not differences:
             return existing
     first, end = job.span

@@ -50,13 +50,14 @@ def to_rgb8(image: Tensor) -> np.ndarray:
     return image[0].mul(255.0).round_().clamp_(0, 255).byte().permute(1, 2, 0).cpu().numpy()
 
 
-def held_structure_weights(content: Tensor, held_structure: float) -> Tensor | None:
+def held_structure_weights(content: Tensor, held_structure: float,
+                           source: np.ndarray | None = None) -> Tensor | None:
     """(1, 1, H, W): the structure term's weight on a frame held by the temporal loss, pixel by pixel:
-    `held_structure` where the source `content` is flat, 1 where it is detailed (Config.held_structure says why);
-    None where that is 1 everywhere."""
+    `held_structure` where the source `content` (1, 3, H, W), or `source`, the same as uint8 (H, W, 3), is flat, 1
+    where it is detailed (Config.held_structure says why); None where that is 1 everywhere."""
     if held_structure == 1.0:
         return None
-    flat = 1.0 - source_detail(to_rgb8(content))
+    flat = 1.0 - source_detail(to_rgb8(content) if source is None else source)
     return torch.from_numpy(1.0 + (held_structure - 1.0) * flat).to(content.device)[None, None]
 
 
@@ -219,12 +220,14 @@ class Stylizer:
         return self._style_cache[render_size]
 
     def objective(self, content: Tensor, temporal: TemporalLoss | None = None,
-                  starts_at_content: bool = False) -> Callable[[Tensor], Tensor]:
+                  starts_at_content: bool = False, source: np.ndarray | None = None) -> Callable[[Tensor], Tensor]:
         """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame.
 
         With `starts_at_content`, the caller promises that the first image evaluated is `content` itself; the
         content target is then taken from that evaluation's activations instead of a forward pass of its own
-        (a first frame or a still: one network pass a frame saved).
+        (a first frame or a still: one network pass a frame saved). `source` is `content` as the uint8 frame it
+        came from, where the caller has it (the held structure's detail map is taken from it, not read back from the
+        device).
         """
         cfg = self.config
         content_loss: ContentLoss | None = None
@@ -232,10 +235,12 @@ class Stylizer:
             with torch.no_grad():
                 content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
         style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
-        held = temporal is not None and cfg.temporal_weight > 0
+        held = temporal if temporal is not None and cfg.temporal_weight > 0 else None
         structure = None
         if cfg.structure_weight > 0:
-            weights = held_structure_weights(content, cfg.held_structure) if held else None
+            weights = None
+            if held is not None:
+                weights = held_structure_weights(content, cfg.held_structure, source)
             structure = StructureLoss(content, cfg.edge_contrast, weights)
 
         def loss_fn(image: Tensor) -> Tensor:
@@ -243,8 +248,8 @@ class Stylizer:
             terms = [cfg.tv_weight * tv_loss(image)]
             if structure is not None:
                 terms.append(cfg.structure_weight * structure(image))
-            if held:
-                terms.append(cfg.temporal_weight * temporal(image))  # type: ignore[misc]
+            if held is not None:
+                terms.append(cfg.temporal_weight * held(image))
             for layer, features in self.activations(image):
                 if layer in CONTENT_LAYERS:
                     if content_loss is None:
@@ -305,7 +310,7 @@ class Stylizer:
                   on_step: StepCallback | None, tol: float) -> FrameResult:
         content_t = to_tensor(content, self.device)
         init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
-        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content)
+        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content, source=content)
         try:
             with self._backend_flags():
                 image, loss_t, spent = stylize_frame(init_t, loss_fn, iters, self.config.optimizer,
