@@ -313,6 +313,12 @@ def test_the_objective_weighs_a_held_frames_structure_term_by_held_structure_and
     assert torch.equal(alone[3.0], alone[1.0])
 
 
+def test_structure_weights_of_another_size_than_the_frame_are_refused(images) -> None:
+    content = to_tensor(images[0], torch.device("cpu"))
+    with pytest.raises(ValueError, match="structure weights"):
+        StructureLoss(content, weights=torch.ones(1, 1, content.shape[-2] // 2, content.shape[-1]))
+
+
 def test_a_held_frame_keeps_more_of_its_own_edges_against_flat_carried_paint(images) -> None:
     frame, style = images
     flat = np.full_like(frame, int(frame.mean()))

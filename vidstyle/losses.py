@@ -191,6 +191,9 @@ class StructureLoss(nn.Module):
                                                        device=device).view(1, 1, 3, 3))
         with torch.no_grad():
             source = self.detail(content)
+        if weights is not None and weights.shape[-2:] != source.shape[-2:]:
+            # Broadcasting a map of another size would weigh the wrong pixels, or fail only at the first iteration.
+            raise ValueError(f"structure weights of {tuple(weights.shape)} for a frame of {tuple(source.shape)}")
         self.register_buffer("target", source * contrast)
         # Per pixel, (N, 1, H, W); the normalizer stays the unweighted one, so a weight of 1 is the plain term.
         self.register_buffer("weights", None if weights is None else weights.detach().float())
