@@ -53,10 +53,10 @@ SHARP_FROM, SHARP_FULL = 96, 256
 # 256 px a fresh frame's moon rode the whole pan, and the later frames kept ever fewer of the source's edges), while
 # detailed regions keep all of their strokes (scripts/bench_fidelity.py, docs/performance.md "A decay of the
 # carried paint", "Paint that piles up over a long flat shot"). Small renders hold HOLD_SMALL, flat regions of
-# large ones HOLD_FLAT: once the style loss left relu5_1 for a stronger weight on the four layers under it, 0.95
-# kept too few of the field pan's edges at 96 px and 0.9 keeps them, at a little style (docs/performance.md
-# "Fidelity under coherence").
-HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.9, 96, 256
+# large ones HOLD_FLAT. Measured over whole clips, 0.9 left the field pan at 96 px short of independent frames'
+# style by more than the fidelity goal allows, and 0.95 keeps it within, its edges still above independent frames'
+# now that held frames weigh their structure more where the source is flat (docs/performance.md "Whole clips").
+HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
 HOLD_FLAT = 0.95
 FLAT_FULL = 512
 
