@@ -374,13 +374,16 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     # A value asked for that the other settings would leave unused: refused, never silently ignored.
     (["--config", "fast", "--temporal-weight", "50"], "--temporal-weight weighs a loss along the optical flow: it"),
     (["--flow", "none", "--change-tolerance", "0.2"], "--change-tolerance checks the optical flow's warp: it needs"),
-    (["--init", "content", "--prev-weight", "0.3"], "--prev-weight is the share .* with init prev \\(init is content"),
-    (["--adam-lr", "0.5"], "--adam-lr is the Adam optimizer's step \\(optimizer is lbfgs"),
+    (["--init", "content", "--prev-weight", "0.3"],
+     "--prev-weight is the share .* with --init prev \\(--init is content"),
+    (["--adam-lr", "0.5"], "--adam-lr is the Adam optimizer's step \\(--optimizer is lbfgs"),
     (["--preserve-colors", "--palette-start"], "--palette-start does nothing where the source's colours are preserved"),
     (["--flow", "none", "--held-structure", "2"], "--held-structure weighs the structure loss on frames that the "
-                                                  "temporal loss holds .* \\(flow is none"),
-    (["--init", "content", "--held-structure", "2"], "--held-structure .* needs flow, a --temporal-weight over 0 "
-                                                     "and init prev or passes over 1"),
+                                                  "temporal loss holds .* \\(--flow is none"),
+    # Every other setting named in the command line's words, one-word settings too.
+    (["--init", "content", "--held-structure", "2"], "--held-structure .* needs flow, a --temporal-weight over 0 and "
+                                                     "--init prev or --passes over 1 \\(--flow is dis\\+farneback, "
+                                                     "--temporal-weight is 15, --init is content, --passes is 1\\)"),
     (["--structure-weight", "0", "--held-structure", "2"],
      "--held-structure multiplies --structure-weight, which is 0"),
 ])
@@ -623,6 +626,17 @@ def test_a_blend_of_the_wrong_length_is_told_in_plain_words() -> None:
         check_style_count(make_config("balanced", style_blend=(1.0,)), 2)
     with pytest.raises(SettingError, match=r"^style_blend has 2 weights for 1 style image: give one for each$"):
         check_style_count(make_config("balanced", style_blend=(1.0, 2.0)), 1)
+
+
+def test_the_library_names_other_settings_in_its_own_words() -> None:
+    """The API's message names the settings as Config does; only the command line turns them into flags."""
+    from vidstyle.config import make_config
+    from vidstyle.errors import SettingError
+
+    with pytest.raises(SettingError, match=r"needs flow, a temporal_weight over 0 and init prev or passes over 1 "
+                                           r"\(flow is dis\+farneback, temporal_weight is 15, init is content, "
+                                           r"passes is 1\)$"):
+        make_config("balanced", init="content", held_structure=2.0)
 
 
 def test_an_flv_whose_video_starts_after_its_audio_keeps_its_audio(tmp_path: Path, starry: Path) -> None:

@@ -981,11 +981,19 @@ _HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
 _LIBRARY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
 
 
+# A one-word setting named with its value or bound ("init prev", "flow is none", "passes over 1"): alone, such a
+# word is often plain English ("the optical flow"), so only these forms are the setting.
+_ONE_WORD_NAMES = "|".join(sorted(f.name for f in dataclasses.fields(Config) if "_" not in f.name))
+_CHOICE_VALUES = "|".join(sorted(re.escape(value) for values in CHOICES.values() for value in values))
+_ONE_WORD_SETTING = re.compile(rf"\b({_ONE_WORD_NAMES})\b(?= (?:is|over|under|{_CHOICE_VALUES})\b)")
+
+
 def _flags_for_names(text: str, command: str) -> str:
     """The library's setting and argument names in a setting's problem as this command line's flags (only there:
     a path elsewhere in a message may hold such a name)."""
     known = {f.name for f in dataclasses.fields(Config)} | {"each_style", "chunk_frames"}
-    return _LIBRARY_NAME.sub(lambda m: _flag_for(m.group(0), command) if m.group(0) in known else m.group(0), text)
+    text = _LIBRARY_NAME.sub(lambda m: _flag_for(m.group(0), command) if m.group(0) in known else m.group(0), text)
+    return _ONE_WORD_SETTING.sub(lambda m: _flag_for(m.group(0), command), text)
 
 
 def _message(exc: VidstyleError, args: argparse.Namespace) -> str:

@@ -415,7 +415,7 @@ def held_structure_unused(c: Config) -> str | None:
     if c.flow == "none" or c.temporal_weight == 0 or (c.init != "prev" and c.passes == 1):
         return (f"weighs the structure loss on frames that the temporal loss holds to their neighbours' paint: it "
                 f"needs flow, a temporal_weight over 0 and init prev or passes over 1 (flow is {c.flow}, "
-                f"temporal_weight {c.temporal_weight:g}, init {c.init}, passes {c.passes})")
+                f"temporal_weight is {c.temporal_weight:g}, init is {c.init}, passes is {c.passes})")
     return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
 
 
