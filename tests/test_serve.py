@@ -828,7 +828,8 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--max-queued", "0"], 2, "--max-queued must be at least 1"),
     (["--stall-timeout", "0"], 2, "--stall-timeout must be a finite number of seconds above 0"),
     (["--stall-timeout", "inf"], 2, "--stall-timeout must be a finite number of seconds above 0 \\(got inf\\)"),
-    (["--data", "FILE"], 2, "is a file; name a folder"),
+    # The file is named as a one-word setting is: the message keeps its path, not that setting's flag.
+    (["--data", "FILE"], 2, "/flow is a file; name a folder"),
     (["--port", "TAKEN"], 1, "port .* is in use by another program; choose another port"),
 ])
 def test_a_server_that_cannot_start_says_why_in_one_line_and_makes_nothing(capsys, tmp_path: Path, flags: list[str],
@@ -837,7 +838,7 @@ def test_a_server_that_cannot_start_says_why_in_one_line_and_makes_nothing(capsy
 
     from vidstyle.cli import main
 
-    data, afile = tmp_path / "data", tmp_path / "a-file"
+    data, afile = tmp_path / "data", tmp_path / "flow"
     afile.write_text("not a folder")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -981,18 +981,22 @@ _HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
 _LIBRARY_NAME = re.compile(r"\b[a-z]+(?:_[a-z]+)+\b")
 
 
-# A one-word setting named with its value or bound ("init prev", "flow is none", "passes over 1"): alone, such a
-# word is often plain English ("the optical flow"), so only these forms are the setting.
+# A one-word setting named with its value or bound ("init prev", "flow is none", "passes over 1") in a problem that
+# names settings: alone, such a word is often plain English ("the optical flow"), so only these forms are the
+# setting; not inside a flag already written ("--output-size is").
 _ONE_WORD_NAMES = "|".join(sorted(f.name for f in dataclasses.fields(Config) if "_" not in f.name))
 _CHOICE_VALUES = "|".join(sorted(re.escape(value) for values in CHOICES.values() for value in values))
-_ONE_WORD_SETTING = re.compile(rf"\b({_ONE_WORD_NAMES})\b(?= (?:is|over|under|{_CHOICE_VALUES})\b)")
+_ONE_WORD_SETTING = re.compile(rf"(?<![\w/-])({_ONE_WORD_NAMES})\b(?= (?:is|over|under|{_CHOICE_VALUES})\b)")
 
 
-def _flags_for_names(text: str, command: str) -> str:
+def _flags_for_names(exc: SettingError, command: str) -> str:
     """The library's setting and argument names in a setting's problem as this command line's flags (only there:
-    a path elsewhere in a message may hold such a name)."""
+    a path elsewhere in a message may hold such a name), one-word ones where the problem names settings."""
     known = {f.name for f in dataclasses.fields(Config)} | {"each_style", "chunk_frames"}
-    text = _LIBRARY_NAME.sub(lambda m: _flag_for(m.group(0), command) if m.group(0) in known else m.group(0), text)
+    text = _LIBRARY_NAME.sub(lambda m: _flag_for(m.group(0), command) if m.group(0) in known else m.group(0),
+                             exc.problem)
+    if not exc.names_settings:
+        return text
     return _ONE_WORD_SETTING.sub(lambda m: _flag_for(m.group(0), command), text)
 
 
@@ -1006,7 +1010,7 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         flag = _flag_for(exc.setting, command)
         if exc.setting == "end" and getattr(args, "duration", None) is not None:
             flag = "--duration"  # the command line's other way to end a part
-        return f"{flag} {_flags_for_names(exc.problem, command)}"
+        return f"{flag} {_flags_for_names(exc, command)}"
     text = str(exc)
     if isinstance(exc, VideoOpenError) and text.endswith("is a still image, not a video") and command == "render":
         return f"{text}; use 'vidstyle image' for stills"

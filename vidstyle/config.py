@@ -444,4 +444,4 @@ def _check_given_settings_act(config: Config, given: set[str]) -> None:
         if name in given and getattr(config, name) != off:
             problem = problem_of(config)
             if problem is not None:
-                raise SettingError(name, problem)
+                raise SettingError(name, problem, names_settings=True)

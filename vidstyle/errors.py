@@ -33,10 +33,13 @@ class SettingError(ConfigError):
     """One setting has an impossible value. It names the setting as the library spells it (`first_iters`); the
     CLI shows its own flag for it instead."""
 
-    def __init__(self, setting: str, problem: str) -> None:
+    def __init__(self, setting: str, problem: str, *, names_settings: bool = False) -> None:
         super().__init__(f"{setting} {problem}")
         self.setting = setting
         self.problem = problem
+        # The problem names other settings with their values ("init prev", "flow is none"), one-word ones too, and
+        # holds no path or other text of the user's: the CLI may then turn each such name into its flag.
+        self.names_settings = names_settings
 
 
 class InputError(VidstyleError):
