@@ -20,6 +20,7 @@ from vidstyle.io.probe import probe_video, size_to_fit
 from vidstyle.metrics import VideoMetrics, edge_correlation, measure_frames, measure_frames_along
 from vidstyle.pipeline import render
 from vidstyle.sequence import (
+    FLAT_FULL,
     HOLD_FLAT,
     HOLD_FULL,
     HOLD_SMALL,
@@ -187,10 +188,10 @@ def test_the_temporal_target_follows_the_current_frames_palette(photo: np.ndarra
     assert not np.array_equal(target, prev_out), "not the previous output as it was"
 
 
-def test_the_temporal_target_lets_old_paint_relax_on_small_renders_and_in_flat_regions_of_large_ones() -> None:
+def test_the_temporal_target_lets_old_paint_relax_but_in_detailed_regions_of_mid_sized_renders() -> None:
     """A still scene, flat on the left and detailed on the right, with +100 of paint: the target holds part of it
-    everywhere on a small render, and from HOLD_FULL px all of it where there is detail and less of it where the
-    source is flat, the less the larger the render."""
+    everywhere on a small render; at HOLD_FULL px all of it where there is detail and less of it where the source is
+    flat; above it detailed regions relax too, and from FLAT_FULL px as much as flat ones."""
     from vidstyle.io.decode import Frame
 
     def held_paint(long_side: int) -> tuple[float, float]:
@@ -206,10 +207,13 @@ def test_the_temporal_target_lets_old_paint_relax_on_small_renders_and_in_flat_r
         return float(paint[:, : w // 2 - 16].mean()), float(paint[:, w // 2 + 16:].mean())
 
     assert held_paint(64) == pytest.approx((100 * HOLD_SMALL, 100 * HOLD_SMALL), abs=0.5)
-    assert held_paint(512) == pytest.approx((100 * HOLD_FLAT, 100), abs=0.5)
+    assert held_paint(FLAT_FULL) == pytest.approx((100 * HOLD_FLAT, 100 * HOLD_FLAT), abs=0.5)
+    assert held_paint(720) == pytest.approx((100 * HOLD_FLAT, 100 * HOLD_FLAT), abs=0.5)
     at_full, at_384 = held_paint(HOLD_FULL), held_paint(384)
-    assert at_full[1] == pytest.approx(100, abs=0.5) and at_384[1] == pytest.approx(100, abs=0.5)
+    assert at_full[1] == pytest.approx(100, abs=0.5), "at HOLD_FULL px detailed regions hold all of it"
     assert 100 * HOLD_FLAT + 0.5 < at_384[0] < at_full[0] < 100 - 0.5, "a flat region relaxes, more on larger renders"
+    assert 100 * HOLD_FLAT + 0.5 < at_384[1] < 100 - 0.5 and at_384[1] > at_384[0] + 0.5, \
+        "above HOLD_FULL px a detailed region relaxes too, less than a flat one"
     at_192 = held_paint(192)
     assert 100 * HOLD_SMALL + 0.5 < at_192[0] < 100 - 0.5 and at_192[0] == pytest.approx(at_192[1], abs=0.5), \
         "part-way up the size ramp, the small render's decay, less of it"
@@ -220,11 +224,14 @@ def _frame_at(clip: str, index: int, long_side: int) -> np.ndarray:
     return next(iter(read_frames(info, size_to_fit(info.width, info.height, long_side), index, index + 1))).rgb
 
 
-def test_the_carried_paint_is_kept_sharp_from_256_px_and_the_hold_tells_flat_from_detailed() -> None:
+def test_the_carried_paint_is_kept_sharp_from_256_px_and_the_detail_map_tells_flat_from_detailed() -> None:
     street, field = _frame_at("bikes_street_no_audio.mp4", 54, 512), _frame_at("field_pan_with_audio.mp4", 60, 512)
     assert float(source_detail(street).mean()) > 0.6, "a street scene is detailed almost everywhere"
     assert float(source_detail(field).mean()) < 0.35, "a field under a wide sky is mostly flat"
     assert float(carry_hold(field).min()) == pytest.approx(HOLD_FLAT, abs=0.005), "a large render's sky relaxes"
+    half = _frame_at("field_pan_with_audio.mp4", 60, HOLD_FULL)
+    assert float(carry_hold(half).max()) == 1.0 > float(carry_hold(half).min()), \
+        "at HOLD_FULL px the detailed ground holds all of its paint and the sky relaxes"
     assert carry_sharpness(SHARP_FROM) == 0.0 and carry_sharpness(SHARP_FULL) == carry_sharpness(512) == 1.0
     assert 0.0 < carry_sharpness((SHARP_FROM + SHARP_FULL) // 2) < 1.0
 

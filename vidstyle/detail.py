@@ -1,8 +1,8 @@
 """Where a source frame is detailed and where it is flat.
 
-Two choices of a later frame follow it: how much of the carried paint its temporal target holds (sequence.carry_hold)
-and how strongly the structure term holds its edges (stylize, Config.held_structure). A flat sky and a street
-scene's texture need opposite amounts of both.
+Two choices of a later frame follow it: how much of the carried paint its temporal target holds on renders under
+512 px (sequence.carry_hold) and how strongly the structure term holds its edges (stylize, Config.held_structure).
+A flat sky and a street scene's texture need opposite amounts of both.
 """
 
 from __future__ import annotations

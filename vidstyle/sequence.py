@@ -46,16 +46,20 @@ SHARP_FROM, SHARP_FULL = 96, 256
 # Share of the carried stylization that the temporal target holds a later frame to, the rest of the target being the
 # frame's own palette start: where it is under 1 the old paint relaxes toward each frame's own balance, and a fresh
 # frame's heavy texture no longer rides along the shot. On small renders everywhere: there a later frame's
-# iterations paint the strokes back (the field pan at 96 px kept fewer edges than independent frames; now more);
-# from HOLD_FULL px on they paint back too little and the decay cost the street a tenth of its style. On larger
-# renders where the source is flat, by a share that grows with the size (half at 256 px, all from FLAT_FULL px):
-# there the carried texture is only what shimmers (the field pan's sky at 512 px) or piles up over a long shot (at
-# 256 px a fresh frame's moon rode the whole pan, and the later frames kept ever fewer of the source's edges), while
-# detailed regions keep all of their strokes (scripts/bench_fidelity.py, docs/performance.md "A decay of the
-# carried paint", "Paint that piles up over a long flat shot"). Small renders hold HOLD_SMALL, flat regions of
-# large ones HOLD_FLAT. Measured over whole clips, 0.9 left the field pan at 96 px short of independent frames'
-# style by more than the fidelity goal allows, and 0.95 keeps it within, its edges still above independent frames'
-# now that held frames weigh their structure more where the source is flat (docs/performance.md "Whole clips").
+# iterations paint the strokes back (the field pan at 96 px kept fewer edges than independent frames; now more). At
+# HOLD_FULL px detailed regions hold all of it: the style goal is set at that size, and a decay everywhere there took
+# The Starry Night on the field pan under the per-frame peer's style (scripts/bench_style.py). Where the source is
+# flat, by a share that grows with the size (half at 256 px, all from FLAT_FULL px): there the carried texture is only
+# what shimmers (the field pan's sky at 512 px) or piles up over a long shot (at 256 px a fresh frame's moon rode the
+# whole pan, and the later frames kept ever fewer of the source's edges). Above HOLD_FULL px detailed regions relax
+# too, all of the way at FLAT_FULL px and up, where a shot's frames that build on each other otherwise painted the
+# field pan's ground well over independent frames' style, the only clip and size whose whole render was outside the
+# style band; the street's style hardly moves there and both clips come out a little steadier
+# (scripts/bench_fidelity.py; docs/performance.md "A decay of the carried paint", "Paint that piles up over a long
+# flat shot", "Whole clips"). Small renders hold HOLD_SMALL, large ones HOLD_FLAT (flat regions first).
+# Measured over whole clips, 0.9 left the field pan at 96 px short of independent frames' style by more than the
+# fidelity goal allows, and 0.95 keeps it within, its edges still above independent frames' now that held frames
+# weigh their structure more where the source is flat.
 HOLD_SMALL, HOLD_FROM, HOLD_FULL = 0.95, 96, 256
 HOLD_FLAT = 0.95
 FLAT_FULL = 512
@@ -184,18 +188,20 @@ def carry_sharpness(long_side: int) -> float:
 
 def carry_hold(rgb: np.ndarray) -> np.ndarray:
     """(H, W): the share of the carried stylization in a later frame's temporal target for this source frame (see
-    HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat (HOLD_FLAT)."""
+    HOLD_SMALL): less on small renders everywhere, on large ones where the source is flat first, everywhere from
+    FLAT_FULL px (HOLD_FLAT)."""
     long_side = max(rgb.shape[:2])
     small = (1.0 - HOLD_SMALL) * (1.0 - _ramp(long_side, HOLD_FROM, HOLD_FULL))
+    everywhere = max(small, (1.0 - HOLD_FLAT) * _ramp(long_side, HOLD_FULL, FLAT_FULL))
     flat_share = min(1.0, long_side / FLAT_FULL)
-    # Where there is no detail; where that share is no more than the decay everywhere (small renders) it changes
-    # nothing, and the detail map (a Sobel and a blur) is skipped. The share times the detail first, as before
-    # HOLD_FLAT was its own constant, so float32 rounds a large render's hold as it did.
-    if (1.0 - HOLD_FLAT) * flat_share > small:
+    # Where there is no detail; where that share is no more than the decay everywhere (small renders, and from
+    # FLAT_FULL px) it changes nothing, and the detail map (a Sobel and a blur) is skipped. The share times the
+    # detail first, as before HOLD_FLAT was its own constant, so float32 rounds a 256-px render's hold as it did.
+    if (1.0 - HOLD_FLAT) * flat_share > everywhere:
         flat = (1.0 - HOLD_FLAT) * (flat_share * (1.0 - source_detail(rgb)))
     else:
         flat = np.zeros(rgb.shape[:2], np.float32)
-    return (1.0 - np.maximum(small, flat)).astype(np.float32)
+    return (1.0 - np.maximum(everywhere, flat)).astype(np.float32)
 
 
 def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
@@ -220,8 +226,8 @@ def warm_start(motion: Motion, prev_out: np.ndarray, config: Config,
     frame's base. Holding the previous *output* instead held last frame's recolouring: each frame takes its own
     palette transform, and as the picture changed (a dark car entering) the held regions kept colours that no
     longer matched the rest, drifting away from the painting and from the source's edges frame after frame.
-    On small renders, and where the source is flat on large ones, the target holds only part of the carried
-    stylization (carry_hold), so old paint relaxes there.
+    Except in detailed regions of renders of about HOLD_FULL px, the target holds only part of the carried
+    stylization (carry_hold), so old paint relaxes.
 
     Frames further back (`earlier`, (source, stylized) nearest first, paired with `motion.further`) fill what
     the previous frame did not see, start and temporal target alike: a region that was hidden and comes back
