@@ -377,7 +377,11 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--init", "content", "--prev-weight", "0.3"],
      "--prev-weight is the share .* with --init prev \\(--init is content"),
     (["--adam-lr", "0.5"], "--adam-lr is the Adam optimizer's step \\(--optimizer is lbfgs"),
-    (["--preserve-colors", "--palette-start"], "--palette-start does nothing where the source's colours are preserved"),
+    (["--preserve-colors", "--palette-start"], "--palette-start does nothing while --preserve-colors is on"),
+    # What a setting along the flow needs, as the flag and its values.
+    (["--flow", "none", "--passes", "2"], "--passes blends .*: it needs --flow dis, farneback or dis\\+farneback$"),
+    (["--flow", "none", "--temporal-reach", "4"],
+     "--temporal-reach .*: it needs --flow dis, farneback or dis\\+farneback$"),
     (["--flow", "none", "--held-structure", "2"], "--held-structure weighs the structure loss on frames that the "
                                                   "temporal loss holds .* \\(--flow is none"),
     # Every other setting named in the command line's words, one-word settings too.
@@ -637,6 +641,10 @@ def test_the_library_names_other_settings_in_its_own_words() -> None:
                                            r"\(flow is dis\+farneback, temporal_weight is 15, init is content, "
                                            r"passes is 1\)$"):
         make_config("balanced", init="content", held_structure=2.0)
+    with pytest.raises(SettingError, match=r"^passes blends .*: it needs flow dis, farneback or dis\+farneback$"):
+        make_config("balanced", flow="none", passes=2)
+    with pytest.raises(SettingError, match=r"^palette_start does nothing while preserve_colors is on"):
+        make_config("balanced", preserve_colors=True, palette_start=True)
 
 
 def test_an_flv_whose_video_starts_after_its_audio_keeps_its_audio(tmp_path: Path, starry: Path) -> None:

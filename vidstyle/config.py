@@ -145,6 +145,9 @@ CHOICES = {
     "precision": ("auto", "fp32", "bf16", "fp16"),
 }
 
+# What a setting that works along the optical flow asks for where flow is none.
+_NEEDS_FLOW = "it needs flow " + ", ".join(CHOICES["flow"][1:-1]) + " or " + CHOICES["flow"][-1]
+
 # A GPU may be named by its index, as torch names it (cuda:1).
 DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 OUTPUT_SIZES = re.compile(r"render|source|[1-9]\d*(x[1-9]\d*)?")
@@ -206,11 +209,10 @@ def validate(cfg: Config) -> None:
             got = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "..."
             raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {got})")
     if cfg.temporal_reach > 1 and cfg.flow == "none":
-        raise SettingError("temporal_reach", "looks back along the optical flow: it needs flow (dis, farneback or "
-                                             "dis+farneback)")
+        raise SettingError("temporal_reach", f"looks back along the optical flow: {_NEEDS_FLOW}", names_settings=True)
     if cfg.passes > 1 and cfg.flow == "none":
-        raise SettingError("passes", "blends each frame with its neighbour warped along the optical flow: it needs "
-                                     "flow (dis, farneback or dis+farneback)")
+        raise SettingError("passes", f"blends each frame with its neighbour warped along the optical flow: "
+                                     f"{_NEEDS_FLOW}", names_settings=True)
     blend = cfg.style_blend
     if any(not math.isfinite(w) or w < 0 for w in blend) or (blend and sum(blend) <= 0):
         raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero (got {blend})")
@@ -423,15 +425,14 @@ def held_structure_unused(c: Config) -> str | None:
 # problem, or None where it acts).
 _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
     ("held_structure", 1.0, held_structure_unused),
-    ("temporal_weight", 0.0, lambda c: "weighs a loss along the optical flow: it needs flow (dis, farneback or "
-                                       "dis+farneback)" if c.flow == "none" else None),
-    ("change_tolerance", 0.0, lambda c: "checks the optical flow's warp: it needs flow (dis, farneback or "
-                                        "dis+farneback)" if c.flow == "none" else None),
+    ("temporal_weight", 0.0, lambda c: f"weighs a loss along the optical flow: {_NEEDS_FLOW}"
+                                       if c.flow == "none" else None),
+    ("change_tolerance", 0.0, lambda c: f"checks the optical flow's warp: {_NEEDS_FLOW}" if c.flow == "none" else None),
     ("prev_weight", 1.0, lambda c: f"is the share of the previous frame carried with init prev (init is {c.init})"
                                    if c.init != "prev" else None),
     ("adam_lr", None, lambda c: f"is the Adam optimizer's step (optimizer is {c.optimizer})"
                                 if c.optimizer != "adam" else None),
-    ("palette_start", False, lambda c: "does nothing where the source's colours are preserved"
+    ("palette_start", False, lambda c: "does nothing while preserve_colors is on (the source's colours are kept)"
                                        if c.preserve_colors else None),
 )
 
