@@ -43,26 +43,26 @@ CUT_THRESHOLD = Config().cut_threshold  # the render's and the metric's
 
 @dataclass
 class Split:
-    """Squared differences and pixel counts, summed where the flows agree and where they differ."""
+    """Squared differences and pixel counts, summed on the split's first side (`differ`) and on the rest."""
 
-    error_agree: float = 0.0
+    error_rest: float = 0.0
     error_differ: float = 0.0
-    pixels_agree: float = 0.0
+    pixels_rest: float = 0.0
     pixels_differ: float = 0.0
 
     def add(self, error: np.ndarray, counted: np.ndarray, differ: np.ndarray) -> None:
-        self.error_agree += float((counted * error)[~differ].sum())
+        self.error_rest += float((counted * error)[~differ].sum())
         self.error_differ += float((counted * error)[differ].sum())
-        self.pixels_agree += float(counted[~differ].sum())
+        self.pixels_rest += float(counted[~differ].sum())
         self.pixels_differ += float(counted[differ].sum())
 
     def line(self, name: str, along: str, differ: str) -> str:
-        pixels, error = self.pixels_agree + self.pixels_differ, self.error_agree + self.error_differ
+        pixels, error = self.pixels_rest + self.pixels_differ, self.error_rest + self.error_differ
         return (f"{name}: pooled error along {along} {error / max(pixels, 1.0):.5f}; {differ} on "
                 f"{self.pixels_differ / max(pixels, 1.0):.1%} of the counted pixels, holding "
                 f"{self.error_differ / max(error, 1e-12):.1%} of the error; error there "
                 f"{self.error_differ / max(self.pixels_differ, 1.0):.5f}, elsewhere "
-                f"{self.error_agree / max(self.pixels_agree, 1.0):.5f}")
+                f"{self.error_rest / max(self.pixels_rest, 1.0):.5f}")
 
 
 # Which of a pair's pixels lie on the split's first side: given the previous and current source frames, the name
