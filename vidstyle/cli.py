@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="render the bundled sample clip offline",
                           description="Render the bundled 5 s Big Buck Bunny clip as The Starry Night, offline: "
-                                      "192 px on a CPU (two to five minutes on two cores), the balanced preset at "
+                                      "192 px on a CPU (one to five minutes on two cores), the balanced preset at "
                                       "720 px on a GPU.")
     demo.add_argument("-o", "--output", type=_output_path, default=Path("vidstyle-demo.mp4"),
                       help="the video to write [vidstyle-demo.mp4]")

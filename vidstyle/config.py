@@ -1,7 +1,8 @@
 """Every setting of a render in one frozen dataclass, and the TOML presets in `configs/`.
 
 Precedence: the dataclass defaults < the preset (`balanced` unless another is named) < explicit overrides.
-The CLI reads each field's help text and default from here, so a default lives in exactly one place.
+The CLI reads each field's help text from here and shows its default as the balanced preset sets it (else the
+dataclass's), so the help shows what a render without a preset gets.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class Config:
                                       "where the source is flat, as a multiple of structure_weight (detailed regions "
                                       "keep structure_weight; 1: as a frame painted from its source alone)")
     temporal_reach: int = _opt(1, "frames back the temporal loss looks: 1 is the previous frame only; N also "
-                                  "takes t-2, t-4, ... up to t-N, each where the closer ones do not see (a "
-                                  "region hidden and shown again gets its old strokes back)")
+                                  "takes t-2, t-4, t-8, ... (powers of two) up to t-N, each where the closer ones "
+                                  "do not see (a region hidden and shown again gets its old strokes back)")
     passes: int = _opt(1, "passes over each shot: 1 stylizes each frame once; N adds N-1 passes, backward and "
                           "forward in turn, each frame starting half from its own last result and half from "
                           "its neighbour's, warped (each pass costs a quarter of a later frame's iterations)")
@@ -111,7 +112,8 @@ class Config:
     cut_threshold: float = _opt(0.5, "scene-cut sensitivity: histogram distance above which a frame starts fresh")
     pooling: str = _opt("max", "VGG pooling: max (as trained) or avg")
     precision: str = _opt("auto", "fp32, bf16, fp16, or auto (bf16 where the hardware runs it natively)")
-    seed: int = _opt(0, "random seed (random init, Adam); renders are repeatable for a seed and device")
+    seed: int = _opt(0, "seed of the noise later frames start from with init random (renders are repeatable "
+                       "for a seed and device)")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N (a GPU by index) or mps (auto: cuda, then mps, then cpu)",
                        frames=False)
     crf: int = _opt(18, "H.264 quality, 0 (lossless) .. 51 (worst)", frames=False)

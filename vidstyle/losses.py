@@ -60,7 +60,8 @@ def _times_symmetric(features: Tensor, matrix: Tensor) -> Tensor:
         return F.conv2d(features, matrix.view(c, c, 1, 1))
     if _is_channels_last(features):
         # rows @ M writes the result in the activations' own NHWC layout, so autograd adds it to the network's
-        # gradient without a layout change; on a CPU it is also twice as fast as M @ columns.
+        # gradient without a layout change; on a CPU it is also faster than M @ columns
+        # (docs/performance.md).
         return torch.bmm(_rows(features), matrix).view(n, h, w, c).permute(0, 3, 1, 2)
     return torch.bmm(matrix, features.flatten(2)).view_as(features)
 
@@ -92,11 +93,11 @@ def _gram_error_sum(features: Tensor, target: SummedTarget) -> Tensor:
     """positions x (gram(features) - target) in float32, for features in any dtype."""
     if not (features.dtype == torch.bfloat16 and features.device.type == "cpu"):
         return _gram_sum(features.float()).sub_(target.full)
-    # A CPU has no bf16-in/float32-out product, and a float32 Gram costs it twice a bf16 one plus a float32 copy
-    # of the activations. So the bf16 product starts its float32 accumulator at minus the target's bf16 part:
-    # its one rounding is then relative to the Gram's error, not to the Gram (1e-3 of the error; a bf16 Gram
-    # would be off by 5e-2 of it), the rounding the backward gives that error anyway. The target's float32
-    # remainder is taken off after (docs/performance.md).
+    # A CPU has no bf16-in/float32-out product, and a float32 Gram costs it twice a bf16 one plus a float32 copy of
+    # the activations. So the bf16 product starts its float32 accumulator at minus the target's bf16 part: its one
+    # rounding is then relative to the Gram's error, not to the Gram (a bf16 Gram differenced afterwards is off by
+    # several per cent of the error near convergence), the rounding the backward gives that error anyway. The
+    # target's float32 remainder is taken off after (docs/performance.md).
     rows = _rows(features)
     error = torch.baddbmm(target.leading, rows.transpose(1, 2), rows, beta=-1)
     return torch.sub(error, target.remainder)  # promoted to float32: the bf16 error is exact in it

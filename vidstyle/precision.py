@@ -1,6 +1,7 @@
 """Which dtype the network runs in, and keeping fp16 gradients representable.
 
-Grams and losses are float32 in every mode (losses.py); only the VGG convolutions run in bf16/fp16.
+Grams and losses are float32 in every mode (losses.py), but for one rounding: on a CPU in bf16 a Gram's error to
+its target comes out of one bf16 product. Otherwise only the VGG convolutions run in bf16/fp16.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for the network, or None for float32.
 
     'auto' takes bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX). On
-    such a CPU it doubles the speed; on a GPU it takes a fraction of float32's memory, and is faster only at large
-    frames, since at render sizes a GPU waits on launching kernels rather than on arithmetic. Once a frame's loss
-    levels off it is float32's within about 1 %; early in an optimization the two paths part by a few per cent
-    either way (scripts/bench.py [q] prints both, and the time an iteration of each).
+    such a CPU it is much faster (scripts/bench.py); on a GPU it takes a fraction of float32's memory, and is faster
+    only at large frames, since at render sizes a GPU waits on launching kernels rather than on arithmetic. Once a
+    frame's loss levels off it is float32's within about 1 %; early in an optimization the two paths part by a few
+    per cent either way (scripts/bench.py [q] prints both, and the time an iteration of each).
     """
     if name == "fp32":
         return None

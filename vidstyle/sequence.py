@@ -294,7 +294,7 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
 
     `previous` continues a shot whose earlier frames were stylized before (a resumed render, a later segment);
     without it the first frame starts fresh. Motion (decoding too, when `frames` decodes lazily) runs on a
-    thread one frame ahead, so the device does not wait for the flow. Setting `stop` ends the sequence between
+    thread a few frames ahead, so the device does not wait for the flow. Setting `stop` ends the sequence between
     two iterations by raising Cancelled.
     """
     config = stylizer.config

@@ -119,7 +119,7 @@ def _is_rgb8(picture: object) -> bool:
 
 
 class Stylizer:
-    """Holds the network and the style Grams for one render size; `stylize` optimizes one frame."""
+    """Holds the network and the style Grams (for each size it is asked to paint); `stylize` optimizes one frame."""
 
     def __init__(self, config: Config, styles: list[np.ndarray], device: torch.device | None = None,
                  vgg: VGGFeatures | None = None) -> None:
@@ -134,7 +134,7 @@ class Stylizer:
         self.dtype = resolve_precision(config.precision, self.device)
         self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
         # NHWC lets cuDNN use its fastest (tensor-core) convolutions, and on a CPU oneDNN's; there the Gram
-        # gradient (losses._GramError) also runs at twice the speed of its NCHW form (docs/performance.md).
+        # gradient (losses._GramError) also runs faster than in its NCHW form (docs/performance.md).
         self.channels_last = self.device.type in ("cpu", "cuda")
         if self.channels_last:
             self.vgg = self.vgg.to(memory_format=torch.channels_last)
@@ -224,10 +224,10 @@ class Stylizer:
         """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame.
 
         With `starts_at_content`, the caller promises that the first image evaluated is `content` itself; the
-        content target is then taken from that evaluation's activations instead of a forward pass of its own
-        (a first frame or a still: one network pass a frame saved). `source` is `content` as the uint8 frame it
-        came from, where the caller has it (the held structure's detail map is taken from it, not read back from the
-        device).
+        content target is then taken from that evaluation's activations instead of a forward pass of its own (a
+        first frame or a still with `palette_start` off: one network pass a frame saved). `source` is `content` as
+        the uint8 frame it came from, where the caller has it (the held structure's detail map is taken from it, not
+        read back from the device).
         """
         cfg = self.config
         content_loss: ContentLoss | None = None

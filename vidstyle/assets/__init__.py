@@ -85,7 +85,7 @@ def demo_clip() -> Path:
 
 
 def demo_config(device: str | None = None) -> Config:
-    """The demo's settings for the device it runs on: on a CPU the `demo` preset (small, to finish in one or two
+    """The demo's settings for the device it runs on: on a CPU the `demo` preset (small, to finish in one to five
     minutes on two cores); on a GPU or Apple's MPS the default preset at GPU_DEMO_SIZE, as a real render looks."""
     from vidstyle.stylize import resolve_device  # torch: only once a demo is really asked for
 
