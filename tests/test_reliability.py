@@ -23,7 +23,7 @@ from conftest import child_ffmpeg_pids, ffmpeg
 import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
-from vidstyle.config import make_config, read_preset
+from vidstyle.config import make_config, preset_names, presets_dir, read_preset
 from vidstyle.errors import ConfigError, Interrupted, OutputExists, SettingError, VidstyleError
 from vidstyle.events import FrameDone, FrameSaved, RenderStarted
 from vidstyle.io.images import read_image, write_image
@@ -618,7 +618,7 @@ def test_a_setting_given_where_the_others_leave_it_unused_is_refused_but_a_prese
     assert make_config(optimizer="adam", adam_lr=0.1).adam_lr == 0.1
 
 
-def test_a_preset_file_of_ones_own_stands_on_the_balanced_preset(tmp_path: Path) -> None:
+def test_every_preset_stands_on_the_balanced_preset(tmp_path: Path) -> None:
     mine = tmp_path / "mine.toml"
     mine.write_text("size = 100\n")
     balanced = make_config()
@@ -628,6 +628,9 @@ def test_a_preset_file_of_ones_own_stands_on_the_balanced_preset(tmp_path: Path)
     assert (config.flow, config.temporal_weight) == (balanced.flow, balanced.temporal_weight) != ("none", 0.0)
     assert make_config("fast").flow == "none", "a built-in preset is as it is written"
     assert make_config(Path("fast")) == make_config("fast"), "a Path names the preset as its text does"
+    for name in preset_names():  # a built-in preset stands on the balanced preset as a file of one's own does
+        assert make_config(name) == make_config(presets_dir() / f"{name}.toml"), f"{name}: by its name, by its file"
+    assert make_config("fast", flow="dis").temporal_weight == balanced.temporal_weight > 0, "fast, flow turned on"
     # The file's own values are asked for, as overrides are: a pair of them that leaves one unused is refused,
     # naming the file; a value the file leaves to balanced is not.
     mine.write_text('flow = "none"\ntemporal_weight = 3.0\n')

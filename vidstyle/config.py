@@ -383,8 +383,10 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     `preset=None` takes no preset: the dataclass's own defaults, as `Config()` (no optical flow, no temporal loss;
     the balanced preset turns them on).
 
-    A preset file of the user's own stands on the balanced preset: a setting it leaves out takes the balanced
-    value, so `size = 100` alone does not also turn the optical flow and the temporal loss off.
+    Every preset stands on the balanced preset: a setting it leaves out takes the balanced value, so a file of the
+    user's own with `size = 100` alone does not also turn the optical flow and the temporal loss off, and a built-in
+    preset gives what its file gives when named by its path (`fast` with flow turned on has balanced's temporal
+    weight, not none).
     """
     if preset is not None and not isinstance(preset, (str, os.PathLike)):
         raise ConfigError(f"preset must be a preset's name or a TOML file's path (got {type(preset).__name__})")
@@ -394,7 +396,7 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     values = read_preset(preset) if preset else {}
     from_preset = set(values)
     users_own = bool(preset and _builtin_preset(preset) is None)
-    if users_own:
+    if preset:
         values = read_preset(DEFAULT_PRESET) | values
     given = {k: v for k, v in overrides.items() if v is not None}
     from_preset -= set(given)
