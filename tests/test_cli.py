@@ -264,6 +264,9 @@ def test_an_event_log_that_cannot_be_written_is_refused_before_the_work_director
                   *TINY], 1, "output directory .*a file is a file, not a folder", out)
     _bad(capsys, [*base, "--workdir", str(tmp_path / "a file" / "work")], 1,
          "work directory's folder .*a file is a file, not a folder", out)
+    if Path("/proc/self").is_dir():  # Linux: a folder that every permission check passes and that takes no new file
+        _bad(capsys, [*base, "--log-json", "/proc/vidstyle-events.jsonl"], 1,
+             "cannot write the event log /proc/vidstyle-events.jsonl: ", out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a file", "a folder"], "no work directory, no log"
 
 

@@ -233,9 +233,7 @@ class _JsonLog:
         # read-only output folder.
         if not path.parent.is_dir():
             raise OutputError(f"cannot write the event log {path}: its folder {missing_folder(path.parent)}")
-        if not os.access(path if path.exists() else path.parent, os.W_OK):
-            raise OutputError(f"cannot write the event log {path}: "
-                              f"{'it is' if path.exists() else 'its folder is'} not writable")
+        _try_appending(path)
 
     def __call__(self, event: Event) -> None:
         if self.path is not None:
@@ -247,7 +245,7 @@ class _JsonLog:
             try:
                 self.file = open(self.path, "a", encoding="utf-8")  # type: ignore[arg-type]  # noqa: SIM115
             except OSError as exc:
-                raise UsageError(f"cannot write the event log {self.path}: {exc.strerror or exc}") from exc
+                raise OutputError(f"cannot write the event log {self.path}: {exc.strerror or exc}") from exc
         return self.file
 
     def __enter__(self) -> _JsonLog:
@@ -267,6 +265,20 @@ class _JsonLog:
         file = self._file()
         file.write(json.dumps(line, default=str) + "\n")
         file.flush()
+
+
+def _try_appending(path: Path) -> None:
+    """Open the event log for appending and close it again, removing it if this made it: permissions alone do not
+    say (a folder such as /proc, a read-only mount, a user allowed everything), and a log found unwritable only at
+    the first event would stop the work after it began."""
+    made = not path.exists()
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write the event log {path}: {exc.strerror or exc}") from exc
+    if made:
+        path.unlink(missing_ok=True)
 
 
 def _outcome(exc: BaseException | None, args: argparse.Namespace) -> dict[str, Any]:
