@@ -118,10 +118,13 @@ def test_a_rerun_skips_what_is_written(clips: list[Path], starry: Path, capsys: 
     assert main(["render", str(clips[0]), "--style", str(starry), "-o", str(first), *TINY]) == 0
     before = first.stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["render", *map(str, clips), "--style", str(starry), *TINY]) == 0
-    assert "1 written, 1 skipped" in capsys.readouterr().err
+    loud = [flag for flag in TINY if flag != "--quiet"]
+    assert main(["render", *map(str, clips), "--style", str(starry), *loud]) == 0
+    assert "vidstyle: 1 written, 1 skipped" in capsys.readouterr().err
     assert first.stat().st_mtime_ns == before, "an existing output is left alone"
     assert clips[1].with_name("two.starry_night.mp4").exists()
+    assert main(["render", *map(str, clips), "--style", str(starry), *TINY]) == 0
+    assert capsys.readouterr().err == "", "--quiet: only errors, and nothing failed"
 
 
 def test_outputs_go_into_the_folder_that_o_names(clips: list[Path], starry: Path, tmp_path: Path) -> None:

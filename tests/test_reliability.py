@@ -665,6 +665,11 @@ def test_inputs_the_library_cannot_use_are_refused_in_its_own_words(capsys, tiny
         assert code == 2 and len(err) == 1 and f"argument {flags[-2]}: is empty; name a file or folder" in err[0], err
     code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "--config", "", *TINY])
     assert code == 2 and len(err) == 1 and "argument --config: is empty; name a preset" in err[0], err
+    for flags, name in ((["render", "", "--style", "starry-night", *TINY], "input"),  # not "a directory: ."
+                        (["image", "", "--style", "starry-night", "-o", str(tmp_path / "o.png")], "content"),
+                        (["preview", "", "--style", "starry-night"], "input"), (["metrics", ""], "output")):
+        code, err = _run(capsys, flags)
+        assert code == 2 and len(err) == 1 and f"argument {name}: is empty; name a file" in err[0], err
     with pytest.raises(VidstyleError, match="^preset is empty"):  # not taken as None, which drops the flow
         make_config("")
     assert list(tmp_path.iterdir()) == []

@@ -139,6 +139,14 @@ def _named_path(text: str) -> Path:
     return Path(text)
 
 
+def _input_file(text: str) -> Path:
+    """An input file: an empty one (`vidstyle render "$CLIP"` with CLIP unset) would be the current folder, and be
+    refused as a directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; name a file")
+    return Path(text)
+
+
 def _preset_name(text: str) -> str:
     """--config: an empty one (`--config "$PRESET"` with PRESET unset) is refused, not taken as no preset."""
     if not text:
@@ -324,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = sub.choices
 
     render = sub.add_parser("render", help="stylize a video", description="Stylize a video (resumable).")
-    render.add_argument("input", type=Path, nargs="+", help="video file(s), rendered one after another")
+    render.add_argument("input", type=_input_file, nargs="+", help="video file(s), rendered one after another")
     render.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                         help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable: "
                              "the styles are blended, or see --each-style")
@@ -342,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(func=_cmd_render)
 
     image = sub.add_parser("image", help="stylize a still image", description="Stylize one image.")
-    image.add_argument("content", type=Path, help="content image")
+    image.add_argument("content", type=_input_file, help="content image")
     image.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                        help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable: the "
                             "styles are blended")
@@ -373,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics = sub.add_parser("metrics", help="measure flicker and content fidelity of a render",
                              description="Warping error (Lai et al. 2018) of a render and of its source (the "
                                          "floor), and the edge-map correlation of each frame with its source.")
-    metrics.add_argument("output", type=Path, help="rendered video")
+    metrics.add_argument("output", type=_input_file, help="rendered video")
     metrics.add_argument("--source", type=_named_path, required=True, help="the video it was rendered from")
     metrics.add_argument("--flow", choices=("both", "farneback", "dis"), default="both",
                          help="the source's flow the warping errors follow [both: each figure along Farneback's and "
@@ -446,7 +454,7 @@ def _add_preview(sub: Any, preset: dict[str, Any]) -> None:
                                          "render's settings, write them on a contact sheet (source above, "
                                          "stylized below) and estimate the whole render's time on this device "
                                          "from what it measured.")
-    preview.add_argument("input", type=Path, help="video file")
+    preview.add_argument("input", type=_input_file, help="video file")
     preview.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                          help=f"style image, or a built-in name ({', '.join(builtin_style_names())}); repeatable")
     preview.add_argument("-o", "--output", type=_output_path,
@@ -695,9 +703,9 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
                             chunk_frames=args.chunk_frames, overlap=args.overlap)
             except (Interrupted, KeyboardInterrupt, SignalInterrupt):
                 # What finished before the interruption is kept; say so before the interruption's own line.
-                _print_batch_summary(ended, "before the interruption: ")
+                _print_batch_summary(ended, False, "before the interruption: ")
                 raise
-            failed = _print_batch_summary(ended)
+            failed = _print_batch_summary(ended, args.quiet)
             log.made.update(status="failed" if failed else "done", exit_code=1 if failed else 0,
                             message=f"{failed} of {len(ended)} failed" if failed else None,
                             outputs=[str(output) for status, output, _ in ended if status == "written"])
@@ -706,9 +714,12 @@ def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int
     return 1 if failed else 0
 
 
-def _print_batch_summary(ended: list[tuple[str, Path, str]], lead: str = "") -> int:
-    """Print the batch's counts and its failures; return how many failed."""
+def _print_batch_summary(ended: list[tuple[str, Path, str]], quiet: bool, lead: str = "") -> int:
+    """Print the batch's counts and its failures (with `quiet`, only where something failed); return how many
+    failed."""
     counts = {status: sum(item[0] == status for item in ended) for status in ("written", "skipped", "failed")}
+    if quiet and not counts["failed"]:
+        return 0
     print(f"vidstyle: {lead}{counts['written']} written, {counts['skipped']} skipped (output exists; --overwrite "
           f"replaces it), {counts['failed']} failed", file=sys.stderr)
     for status, output, reason in ended:
