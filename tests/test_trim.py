@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +146,12 @@ def test_metrics_of_a_part_compare_it_with_that_part_of_the_source(bunny_short: 
 
 def test_a_stopped_part_resumes_counted_within_the_part(bunny_short: Path, starry: Path, tmp_path: Path,
                                                          capsys) -> None:
-    """Frames 5-9 stopped after two: the resume says frame 2 of 5, as the part counts, not the video's frame 7."""
+    """Frames 5-9 stopped after two: the resume is at the video's frame 7, as an interruption names a frame, and
+    frame 2 of the part's 5."""
     import threading
 
     import vidstyle
+    from vidstyle.cli import _resuming
     from vidstyle.errors import Interrupted
     from vidstyle.events import FrameSaved, RenderStarted
 
@@ -169,7 +172,11 @@ def test_a_stopped_part_resumes_counted_within_the_part(bunny_short: Path, starr
     started: list[RenderStarted] = []
     vidstyle.render(bunny_short, [starry], out, config, start=0.2, end=0.4,
                     on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
-    assert (started[0].total_frames, started[0].resume_from) == (5, len(set(saved)))
+    assert (started[0].total_frames, started[0].resume_from, started[0].first_frame) == (5, len(set(saved)), 5)
+    done = len(set(saved))
+    assert _resuming(started[0]) == f"resuming at frame {5 + done} ({done} of the 5 of this part)"
+    finished = replace(started[0], resume_from=5, already_done=5)  # all kept: only the video is left to write
+    assert _resuming(finished) == "all 5 frames already done; writing the video"
     assert probe_video(out).frame_count == 5
 
 

@@ -569,9 +569,7 @@ class _Progress:
         for note in event.notes:
             self.say(note)
         if event.already_done:
-            self.say(f"resuming at frame {event.resume_from} of {event.total_frames}"
-                     + (f" ({_count(event.already_done, 'frame')} already done)"
-                        if event.already_done != event.resume_from else ""))
+            self.say(_resuming(event))
         self.frames_done, self.total, self.announced = event.already_done, event.total_frames, False
         self.passes = event.passes
         self.eta = RenderEta(event)
@@ -674,6 +672,19 @@ def _cmd_render(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     return 0
+
+
+def _resuming(event: RenderStarted) -> str:
+    """Where a render that earlier runs began goes on. In a part of the video the frame is the video's, as an
+    interruption names it."""
+    if event.resume_from >= event.total_frames:
+        return f"all {_count(event.total_frames, 'frame')} already done; writing the video"
+    notes = [f"{event.resume_from} of the {event.total_frames} of this part"] if event.first_frame else []
+    if event.already_done != event.resume_from:  # frames after a gap (a render spread over workers)
+        notes.append(f"{_count(event.already_done, 'frame')} already done")
+    where = (f"frame {event.first_frame + event.resume_from}" if event.first_frame
+             else f"frame {event.resume_from} of {event.total_frames}")
+    return f"resuming at {where}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _render_batch(args: argparse.Namespace, config: Config, outputs: int) -> int:

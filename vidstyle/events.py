@@ -24,6 +24,7 @@ class RenderStarted:
     budgets: tuple[int, int] = (0, 0)  # first_iters and iters: a fresh frame's at full size, a later one's at most
     passes: int = 1  # times each frame is stylized (Config.passes): FrameStarted/FrameDone come once a pass
     pass_budget: int = 0  # iterations of a frame in a pass after the first
+    first_frame: int = 0  # the video's index of the render's first frame (a part of the video: not 0)
 
 
 @dataclass(frozen=True)

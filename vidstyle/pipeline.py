@@ -476,7 +476,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes), fresh_left,
                          (job.config.first_iters, job.config.iters), job.config.passes,
-                         later_pass_iterations(job.config.iters))
+                         later_pass_iterations(job.config.iters), first)
 
 
 def _earlier_pass_frames(job: RenderJob, first: int, stop: int) -> int:
