@@ -19,7 +19,7 @@ def test_written_at_the_source_size_from_a_smaller_render(bunny_short: Path, sta
     proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "64",
                    "--output-size", "source", *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert "written at 160x90, scaled from the 64x36 render" in proc.stderr
+    assert "written at 160x90, scaled from the 64x36 render\n" in proc.stderr, "the video's shape: not stretched"
     info = probe_video(out)
     assert (info.width, info.height, info.frame_count) == (160, 90, 12)
     checkpoint = read_image(tmp_path / "o.mp4.vidstyle-work" / "frames" / "0000000.png")
@@ -36,7 +36,8 @@ def test_odd_sides_asked_for_are_made_even_and_said(bunny_short: Path, starry: P
     proc = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), "--size", "64",
                    "--output-size", "33x17", *TINY)
     assert proc.returncode == 0, proc.stderr
-    assert "written at 34x18 (33x17 asked: H.264 needs even sides), scaled from the 64x36 render" in proc.stderr
+    assert ("written at 34x18 (33x17 asked: H.264 needs even sides), scaled from the 64x36 render, stretched: its "
+            "shape is not the video's") in proc.stderr, "16:9 written at 17:9"
     info = probe_video(out)
     assert (info.width, info.height) == (34, 18)
     # Evened to the render's own size, it is still said.

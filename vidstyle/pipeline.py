@@ -127,6 +127,10 @@ def style_label(style_paths: Sequence[Path]) -> str:
     return "+".join(Path(p).stem for p in style_paths)
 
 
+# Width-to-height ratios this close are one shape: a size asked for in whole (even) pixels is off by about as much.
+_SAME_SHAPE = 0.03
+
+
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
     """`<input stem>.<style stem>.mp4` beside the input; a blend names all its styles, so that it is never taken
     for a render of its first style alone."""
@@ -452,7 +456,12 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     changed = asked != written if "x" in asked else asked.isdigit() and int(asked) != max(width, height)
     evened = f" ({asked} asked: H.264 needs even sides)" if changed else ""
     if job.out_size is not None:
-        notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render")
+        # A WxH of another shape than the video's is taken as asked, but the picture is then squeezed or stretched
+        # (a long side, or `source`, keeps the shape).
+        shape = job.info.width / job.info.height
+        stretched = "x" in asked and abs(width / height / shape - 1) > _SAME_SHAPE
+        notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render"
+                     + (", stretched: its shape is not the video's" if stretched else ""))
     elif evened:
         notes.append(f"written at {written}{evened}, the render's own size")
     rate, repeats = job.written_timing
