@@ -395,6 +395,8 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
                                                      "--temporal-weight is 15, --init is content, --passes is 1\\)"),
     (["--structure-weight", "0", "--held-structure", "2"],
      "--held-structure multiplies --structure-weight, which is 0"),
+    (["--iters", "3", "--tol", "0.01"], "--tol stops a later frame early only after 10 iterations: it needs --iters "
+                                        "over 10 \\(--iters is 3\\)$"),
 ])
 def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, flags: list[str],
                       pattern: str) -> None:

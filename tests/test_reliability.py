@@ -612,6 +612,10 @@ def test_a_setting_given_where_the_others_leave_it_unused_is_refused_but_a_prese
     with pytest.raises(SettingError, match="Adam") as caught:
         make_config(optimizer="lbfgs", adam_lr=0.1)
     assert caught.value.setting == "adam_lr"
+    with pytest.raises(SettingError, match=r"after 10 iterations: it needs iters over 10 \(iters is 10\)$") as caught:
+        make_config("fast", tol=0.01)  # the fast preset's 10 iterations: a frame never stops early
+    assert caught.value.setting == "tol"
+    assert make_config("fast").tol > 0 and make_config("fast", iters=11, tol=0.01).tol == 0.01
     # Turned off, or left to the preset, a setting is no request: the balanced preset's temporal weight with no flow.
     assert make_config("fast", temporal_weight=0.0, change_tolerance=0.0).flow == "none"
     assert make_config(flow="none").temporal_weight == read_preset("balanced")["temporal_weight"]

@@ -425,6 +425,10 @@ def held_structure_unused(c: Config) -> str | None:
     return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
 
 
+# The fewest iterations a later frame gets when `tol` is set (optimize.stylize_frame): a warm start's first few
+# steps can gain little and then more, so the frame is not judged converged before this.
+MIN_ITERS = 10
+
 # Settings that act only together with another one: (setting, its value that turns it off, the other setting's
 # problem, or None where it acts).
 _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
@@ -438,6 +442,8 @@ _ACTS_ONLY_WITH: tuple[tuple[str, Any, Callable[[Config], str | None]], ...] = (
                                 if c.optimizer != "adam" else None),
     ("palette_start", False, lambda c: "does nothing while preserve_colors is on (the source's colours are kept)"
                                        if c.preserve_colors else None),
+    ("tol", 0.0, lambda c: f"stops a later frame early only after {MIN_ITERS} iterations: it needs iters over "
+                           f"{MIN_ITERS} (iters is {c.iters})" if c.iters <= MIN_ITERS else None),
 )
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from vidstyle.config import MIN_ITERS
 from vidstyle.lbfgs import StepCallback, StopRule, run_lbfgs
 
 # L-BFGS memory (pairs of image-sized vectors), which every iteration reads twice over. Measured at 256 px:
@@ -49,9 +50,8 @@ class Converged:
         return (previous - value) / max(abs(previous), 1e-12) < self.tol * self.every
 
 
-# Iterations between two convergence checks, and the fewest a frame gets when `tol` is set.
+# Iterations between two convergence checks (MIN_ITERS: the fewest a frame gets when `tol` is set).
 CHECK_EVERY = 5
-MIN_ITERS = 10
 
 
 def _run_adam(x: Tensor, loss_fn: Callable[[Tensor], Tensor], iters: int, lr: float,
