@@ -471,6 +471,11 @@ def test_a_preset_files_value_checked_against_the_command_names_the_file_not_a_f
 def test_a_refused_demo_prints_only_the_reason(capsys, tmp_path: Path) -> None:
     _bad(capsys, ["demo", "-o", str(tmp_path / "d.avi"), "--device", "cpu"], 2, "unsupported output type")
     _bad(capsys, ["demo", "-o", str(tmp_path / "d.mp4"), "--device", "foo"], 2, "--device must be auto, cpu,")
+    # A folder takes the demo under its default name, as render's -o takes a folder: here it exists already.
+    (tmp_path / "vidstyle-demo.mp4").write_bytes(b"an earlier demo")
+    _bad(capsys, ["demo", "-o", str(tmp_path), "--device", "cpu"], 2,
+         f"output {re.escape(str(tmp_path / 'vidstyle-demo.mp4'))} exists")
+    assert (tmp_path / "vidstyle-demo.mp4").read_bytes() == b"an earlier demo"
 
 
 class _nothing:

@@ -370,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Render the bundled 5 s Big Buck Bunny clip as The Starry Night, offline: "
                                       "192 px on a CPU (one to five minutes on two cores), the balanced preset at "
                                       "720 px on a GPU.")
-    demo.add_argument("-o", "--output", type=_output_path, default=Path("vidstyle-demo.mp4"),
-                      help="the video to write [vidstyle-demo.mp4]")
+    demo.add_argument("-o", "--output", type=_output_path, default=Path(DEMO_OUTPUT),
+                      help=f"the video to write, or an existing folder for it [{DEMO_OUTPUT}]")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -813,11 +813,15 @@ class _IterationBar:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from vidstyle.io.encode import VIDEO_SUFFIXES
     from vidstyle.pipeline import prepare_render, render_job
 
     config = demo_config(args.device)
+    output = args.output
+    if output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES:  # a folder for it, as render takes one
+        output = output / DEMO_OUTPUT
     # Checked first, so that a refused output is the only line a failed demo prints.
-    job = prepare_render(demo_clip(), [builtin_style("starry-night")], args.output, config, overwrite=args.overwrite)
+    job = prepare_render(demo_clip(), [builtin_style("starry-night")], output, config, overwrite=args.overwrite)
     progress = _Progress(args.quiet)
     progress.say(f"demo: Big Buck Bunny (c) Blender Foundation, CC BY 3.0, as The Starry Night (public domain), "
                  f"{config.size} px ({'small on a CPU' if config.size < GPU_DEMO_SIZE else 'on a GPU'})")
@@ -829,6 +833,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_OUTPUT = "vidstyle-demo.mp4"
 METRIC_FLOW_NAMES = {"farneback": "Farneback", "dis": "DIS"}
 
 
