@@ -491,6 +491,9 @@ def test_an_animated_gif_is_a_video(media: Path) -> None:
     info = probe_video(gif)
     assert (info.width, info.height, info.frame_count) == (32, 24, 5)
     assert len(decoded(gif)) == 5
+    # Not a still: painted as one, all but its first frame would be lost without a word.
+    with pytest.raises(InputError, match=r"^style image .*anim\.gif is an animated GIF, not a still image$"):
+        read_image(gif, "style image")
 
 
 @pytest.mark.parametrize("name", ["still.gif", "still.png", "still.jpg"])
@@ -499,6 +502,7 @@ def test_a_single_frame_image_is_a_still(media: Path, name: str) -> None:
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10", "-frames:v", "1", "-update", "1", str(image))
     with pytest.raises(VideoOpenError, match="is a still image, not a video"):
         probe_video(image)
+    assert read_image(image).shape == (24, 32, 3)
 
 
 def test_sides_under_ten_pixels_parse(lavfi_clip) -> None:

@@ -1053,7 +1053,8 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
     text = str(exc)
     if isinstance(exc, VideoOpenError) and text.endswith("is a still image, not a video") and command == "render":
         return f"{text}; use 'vidstyle image' for stills"
-    if text.startswith("content image") and text.endswith("is a video, not a still image") and command == "image":
+    if text.startswith("content image") and text.endswith(("is a video, not a still image", "is an animated GIF, "
+                                                           "not a still image")) and command == "image":
         return f"{text}; use 'vidstyle render' for videos"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
         flags = ", ".join(with_older_value(_flag_for(name, command), name, exc.older) for name in exc.settings)

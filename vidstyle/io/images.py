@@ -39,6 +39,9 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         if _looks_like_video(data[:16].tobytes()):
             raise InputError(f"{what} {path} is a video, not a still image")
         raise InputError(f"{what} is not a readable image: {path}")
+    if _is_animated_gif(data):
+        # OpenCV reads its first frame alone; painted as a still, the animation would be lost without a word.
+        raise InputError(f"{what} {path} is an animated GIF, not a still image")
     if transparent:
         return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -56,6 +59,17 @@ def _looks_like_video(head: bytes) -> bool:
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):
         return True
     return head.startswith((b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba")) or (head[:4] == b"RIFF" and head[8:11] == b"AVI")
+
+
+def _is_animated_gif(data: np.ndarray) -> bool:
+    """A GIF of more than one frame (only its first two are decoded to tell)."""
+    if data[:4].tobytes() != b"GIF8":
+        return False
+    try:
+        ok, frames = cv2.imdecodemulti(data, cv2.IMREAD_COLOR, range=(0, 2))
+    except cv2.error:
+        return False
+    return bool(ok) and len(frames) > 1
 
 
 def _decode(data: np.ndarray, flags: int, what: str, path: Path) -> np.ndarray | None:
