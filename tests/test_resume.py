@@ -527,3 +527,28 @@ def test_a_render_that_holds_no_frame_records_held_structure_as_frames_before_it
     assert vidstyle.make_config("fast").frames_dict()["held_structure"] == 1.0
     assert vidstyle.make_config("balanced").frames_dict()["held_structure"] == 3.0
     assert vidstyle.make_config("balanced", structure_weight=0.0).frames_dict()["held_structure"] == 1.0
+
+
+def test_a_stop_while_the_video_is_written_from_finished_frames_says_so(bunny_short: Path, starry: Path,
+                                                                         tmp_path: Path) -> None:
+    """Every frame kept, the video written again from them (--overwrite): a stop then is not "at frame 12" of a
+    12-frame clip, and the earlier video stays."""
+    import vidstyle
+    from vidstyle.errors import Interrupted
+    from vidstyle.events import RenderStarted
+
+    out = tmp_path / "o.mp4"
+    config = vidstyle.make_config(size=32, iters=1, first_iters=1, flow="none", device="cpu", keep_frames=True)
+    vidstyle.render(bunny_short, [starry], out, config)
+    before = out.read_bytes()
+
+    def stop_at_start(event: object) -> None:
+        if isinstance(event, RenderStarted):
+            assert event.resume_from == event.total_frames == 12
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="^interrupted while writing the video from its finished frames; run it "
+                                          "again with the same settings to write it$"):
+        vidstyle.render(bunny_short, [starry], out, config, overwrite=True, on_event=stop_at_start)
+    assert out.read_bytes() == before
+    assert not any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir())

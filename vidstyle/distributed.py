@@ -569,7 +569,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     """pipeline.render on Ray workers: the same checks, manifest, locks, resume and output as a sequential render."""
     ray = import_ray()
     files = ChunkFiles(job.workdir, job.config.passes)
-    progress = RunProgress(on_event, 0)
+    progress = RunProgress(on_event, 0, job.info.frame_count)
     with output_slot(job.output, progress, job.overwrite) as partial:
         # Ray first: a cluster that cannot be reached leaves no work directory behind to block the next try.
         with _ray_session(ray, cluster, job.config) as session:

@@ -103,12 +103,20 @@ class BusyError(VidstyleError):
 class Interrupted(VidstyleError):
     """Ctrl-C, SIGTERM or the caller's stop event ended the render; completed frames are kept for resuming."""
 
-    def __init__(self, frame: int, signal_number: int, resumable: bool = True, written: str | None = None) -> None:
+    def __init__(self, frame: int, signal_number: int, resumable: bool = True, written: str | None = None,
+                 writing: bool = False) -> None:
         # Only a render keeps what it finished; a preview or a still has nothing to resume. `written`: the output
         # was already complete when the stop came (as its checkpoints were removed): nothing is left to do.
+        # `writing`: every frame was made, and the video was being written from them.
         then = "; run it again with the same settings to resume" if resumable else ""
-        super().__init__(f"interrupted after {written} was written in full" if written is not None
-                         else f"interrupted at frame {frame}{then}")
+        if written is not None:
+            message = f"interrupted after {written} was written in full"
+        elif writing:
+            message = "interrupted while writing the video from its finished frames; run it again with the same " \
+                      "settings to write it"
+        else:
+            message = f"interrupted at frame {frame}{then}"
+        super().__init__(message)
         self.exit_code = 128 + signal_number
 
 

@@ -312,11 +312,17 @@ class RunProgress:
     """What a render has done so far: the frame in progress (for an interrupted render's message) and the
     iterations spent a frame (for the summary); shared by the sequential and the distributed driver."""
 
-    def __init__(self, on_event: EventCallback, first: int) -> None:
+    def __init__(self, on_event: EventCallback, first: int, stop: int | None = None) -> None:
         self.on_event, self.current = on_event, first
+        self.stop = stop  # the index after the render's last frame: at it, only the video is left to write
         self.iterations: dict[int, int] = {}  # by frame: all passes over it together
         # The frames the video darkens (fades.py), by their factor: written so, and told with their FrameSaved.
         self.gains: dict[int, float] = {}
+
+    @property
+    def writing(self) -> bool:
+        """Every frame is made: what is left is writing the video."""
+        return self.stop is not None and self.current >= self.stop
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
@@ -339,7 +345,7 @@ class RunProgress:
 
 def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading.Event | None,
          stylizer: Stylizer | None) -> Path:
-    progress = RunProgress(on_event, 0)
+    progress = RunProgress(on_event, 0, job.span[1])
     with output_slot(job.output, progress, job.overwrite) as partial:
         manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
         with job.workdir.lock():
@@ -411,9 +417,9 @@ def output_slot(output: Path, progress: RunProgress, overwrite: bool) -> Iterato
             raise OutputExists(f"output {output} exists")
         yield partial
     except (KeyboardInterrupt, Cancelled):
-        raise Interrupted(progress.current, signal.SIGINT) from None
+        raise Interrupted(progress.current, signal.SIGINT, writing=progress.writing) from None
     except SignalInterrupt as exc:
-        raise Interrupted(progress.current, exc.signum) from None
+        raise Interrupted(progress.current, exc.signum, writing=progress.writing) from None
     finally:
         output_lock.release(unlink=partial.exists())
 
@@ -762,4 +768,5 @@ def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
             raise
         finally:
             sink.finish()  # even when interrupted: frames already finished reach their checkpoints
+        progress.current = job.span[1]  # every frame saved: closing the writer finishes the video
         return writer.frames_written
