@@ -24,7 +24,7 @@ import vidstyle
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
 from vidstyle.config import make_config, preset_names, presets_dir, read_preset
-from vidstyle.errors import ConfigError, Interrupted, OutputExists, SettingError, VidstyleError
+from vidstyle.errors import ConfigError, Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import FrameDone, FrameSaved, RenderStarted
 from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import probe_video
@@ -115,7 +115,7 @@ def test_restart_with_workdir_dot_refuses_the_current_folder(capsys, monkeypatch
     (tmp_path / "notes.txt").write_text("do not delete\n")
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["render", "clip.mp4", "--style", "style.jpg", "-o", "out.mp4", "--workdir", ".", "--restart",
-                      *TINY], 2, "not a vidstyle work directory", folder=tmp_path)
+                      *TINY], 2, "work directory . holds the output out.mp4", folder=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.txt", "style.jpg"]
 
 
@@ -453,6 +453,18 @@ def test_a_work_directory_named_as_the_output_is_refused_before_the_render(capsy
     _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "out.mp4"), "--workdir",
                       str(tmp_path / workdir), *TINY], 2, "work directory .* is the output's own path",
              folder=tmp_path)
+
+
+def test_a_work_directory_that_holds_the_output_is_refused_before_anything(tiny: Path, starry: Path,
+                                                                          tmp_path: Path) -> None:
+    """Empty, it passed every check; the output's partial file, made first, was then taken for someone else's
+    file in it (and a finished render removes its work directory)."""
+    for folder, output in (("empty", "empty/o.mp4"), ("above", "above/in/o.mp4")):
+        (tmp_path / output).parent.mkdir(parents=True)
+        with pytest.raises(UsageError, match=f"^the work directory .*{folder} holds the output .*o.mp4; choose a "
+                                             "work directory apart from the output's folder$"):
+            vidstyle.render(tiny, [starry], tmp_path / output, _tiny_config(), workdir=tmp_path / folder)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["above", "above/in", "empty"]
 
 
 @pytest.mark.parametrize("others", [("lock", "index.html"), ()])

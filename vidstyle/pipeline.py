@@ -201,9 +201,15 @@ def finish_published(output: Path, work: WorkDir) -> None:
 
 def _check_workdir_apart(workdir: Path, output: Path) -> None:
     """Named as the output (or its partial file), the work directory would take the output's place, and the render
-    would run to its end and then fail to write the video."""
-    if workdir.resolve() in (output.resolve(), partial_path(output).resolve()):
+    would run to its end and then fail to write the video. Holding the output (its folder, or one above it), it
+    would find the output's partial file, made first, and take it for someone else's; and a finished render
+    removes its work directory."""
+    folder, target = workdir.resolve(), output.resolve()
+    if folder in (target, partial_path(output).resolve()):
         raise UsageError(f"the work directory {workdir} is the output's own path; choose another work directory")
+    if folder in target.parents:
+        raise UsageError(f"the work directory {workdir} holds the output {output}; choose a work directory apart "
+                         "from the output's folder")
 
 
 def _check_partial(output: Path, work: WorkDir) -> None:
