@@ -17,7 +17,7 @@ from vidstyle.batch import plan_batch, render_many
 from vidstyle.cli import main
 from vidstyle.config import make_config
 from vidstyle.errors import SettingError, UsageError
-from vidstyle.events import BatchItemEnded, BatchItemStarted, Event
+from vidstyle.events import BatchItemEnded, BatchItemStarted, Event, FrameDone
 from vidstyle.io.probe import probe_video
 
 TINY = ("--size", "64", "--iters", "1", "--first-iters", "3", "--device", "cpu", "--flow", "none", "--quiet")
@@ -173,6 +173,22 @@ def test_two_inputs_of_one_name_into_one_folder_are_refused_before_anything(
     assert len(err) == 1 and err[0].startswith("vidstyle: error: two renders would both be written to "), err
     assert f"{clips[0]} as starry_night.jpg and {twin} as starry_night.jpg" in err[0]
     assert not any(folder.iterdir())
+
+
+def test_the_callers_own_on_event_failing_ends_the_batch_as_it_ends_render(clips: list[Path], starry: Path) -> None:
+    """Not reported as each item's failure, the batch going on: the caller's bug, raised to the caller."""
+
+    class CallbackBug(Exception):
+        pass
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, FrameDone):
+            raise CallbackBug("in the caller's code")
+
+    config = make_config("fast", size=64, iters=1, first_iters=3, device="cpu")
+    with pytest.raises(CallbackBug, match="^in the caller's code$"):
+        render_many(clips, [starry], config, on_event=on_event)
+    assert not clips[1].with_name("two.starry_night.mp4.vidstyle-work").exists(), "the second item never began"
 
 
 def test_each_items_end_is_an_event(clips: list[Path], starry: Path) -> None:

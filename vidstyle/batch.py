@@ -17,7 +17,7 @@ from typing import Any
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
-from vidstyle.events import BatchItemEnded, BatchItemStarted, EventCallback, ignore_event
+from vidstyle.events import BatchItemEnded, BatchItemStarted, Event, EventCallback, ignore_event
 from vidstyle.io.paths import same_file
 from vidstyle.io.probe import check_order, check_times
 from vidstyle.pipeline import (
@@ -158,14 +158,25 @@ def _prepare(item: BatchItem, config: Config, overwrite: bool, start: float | No
 def _render_one(item: BatchItem, job: RenderJob, stylizers: dict[tuple[Path, ...], Stylizer] | None,
                 restart: bool, on_event: EventCallback, stop: threading.Event | None,
                 cluster: dict[str, Any]) -> BatchResult:
+    caller_raised: list[Exception] = []
+
+    def relay(event: Event) -> None:
+        try:
+            on_event(event)
+        except Exception as exc:
+            caller_raised.append(exc)
+            raise
+
     try:
         stylizer = _stylizer_for(job, stylizers) if stylizers is not None else None
-        render_job(job, restart=restart, on_event=on_event, stop=stop, stylizer=stylizer, **cluster)
+        render_job(job, restart=restart, on_event=relay, stop=stop, stylizer=stylizer, **cluster)
     except Interrupted:
         raise
     except OutputExists as exc:  # written since the batch began (by another run): kept, as one found at the start
         return BatchResult(item, "skipped", str(exc))
     except Exception as exc:  # noqa: BLE001 - one render's failure must not stop the others; it is reported
+        if caller_raised:  # the caller's own on_event failed, not this render: theirs to see, as render() gives it
+            raise caller_raised[0] from None
         reason = str(exc) if isinstance(exc, VidstyleError) else f"{type(exc).__name__}: {exc}"
         return BatchResult(item, "failed", reason)
     return BatchResult(item, "written")
