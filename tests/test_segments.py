@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import ROOT, shared_asset
 
 import vidstyle
@@ -207,6 +208,8 @@ def test_a_prepared_stylizer_makes_the_same_frames_and_refuses_other_settings(fu
     ((["starry-night"],), "styles"),  # names are for Stylizer.for_styles
     (("starry-night",), "styles"),
     (([np.zeros((8, 8), np.uint8)],), "styles"),  # not an RGB picture
+    (([],), "styles"),  # no painting at all
+    ((np.zeros((1, 32, 32, 3), np.uint8),), "styles"),  # a batch array, not a list of pictures
 ])
 def test_a_stylizer_made_from_what_it_cannot_use_is_refused_naming_it(args: tuple[object, ...], named: str) -> None:
     with pytest.raises(SettingError) as refused:
@@ -214,6 +217,31 @@ def test_a_stylizer_made_from_what_it_cannot_use_is_refused_naming_it(args: tupl
     assert refused.value.setting == named and "Stylizer.for_styles" in str(refused.value)
     with pytest.raises(SettingError, match="config"):
         vidstyle.Stylizer({"size": 64}, [])  # type: ignore[arg-type]
+    painting = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(SettingError, match="^styles holds a picture that is 2x2: a painting needs at least 16"):
+        vidstyle.Stylizer(_config(), [np.zeros((2, 2, 3), np.uint8)])
+    with pytest.raises(SettingError, match="^device must be a torch.device or a name .* \\(got 'bogus'\\)$"):
+        vidstyle.Stylizer(_config(), [painting], device="bogus")  # type: ignore[arg-type]
+    if not torch.cuda.is_available():
+        with pytest.raises(SettingError, match="^device is cuda but this machine has no CUDA device$"):
+            vidstyle.Stylizer(_config(), [painting], device=torch.device("cuda"))
+
+
+def test_stylize_sequence_refuses_frames_it_cannot_paint_in_its_own_words(starry: Path) -> None:
+    stylizer = vidstyle.Stylizer(_config(size=32, iters=1, first_iters=1), [read_image(starry)])
+    picture = np.full((18, 32, 3), 128, np.uint8)
+    for frames, problem in (([Frame(0, picture.astype(np.float32) / 255)], "holds a float32 array of shape"),
+                            ([Frame(0, picture[..., 0])], "holds a uint8 array of shape \\(18, 32\\)"),
+                            ([Frame(0, picture[:8])], "at least 16 pixels on each side for the network "
+                                                      "\\(frame 0 is 32x8"),
+                            (None, "must be an iterable of vidstyle.io.decode.Frame items")):
+        with pytest.raises(SettingError, match=f"^frames .*{problem}"):
+            list(vidstyle.stylize_sequence(frames, stylizer))  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^stylizer must be a vidstyle.Stylizer"):
+        list(vidstyle.stylize_sequence([Frame(0, picture)], None))  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^stop must be a threading.Event"):
+        list(vidstyle.stylize_sequence([Frame(0, picture)], stylizer, stop=True))  # type: ignore[arg-type]
+    assert len(list(vidstyle.stylize_sequence([Frame(0, picture)], stylizer))) == 1
 
 
 def test_stylize_sequence_on_frames_in_memory(starry: Path) -> None:

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vidstyle.config import Config
+from vidstyle.config import Config, check_call_arguments
 from vidstyle.detail import source_detail
 from vidstyle.errors import Cancelled, SettingError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
 from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import Frame
+from vidstyle.limits import MIN_SIDE
 from vidstyle.losses import TemporalLoss
-from vidstyle.stylize import Stylizer, add_stylization, to_tensor
+from vidstyle.stylize import Stylizer, add_stylization, check_is_stylizer, to_tensor
 from vidstyle.threads import read_ahead
 
 # Share of the warped stylization kept where the flow is unreliable (disocclusions, motion boundaries, colours that
@@ -297,6 +298,11 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
     thread a few frames ahead, so the device does not wait for the flow. Setting `stop` ends the sequence between
     two iterations by raising Cancelled.
     """
+    check_is_stylizer(stylizer)
+    check_call_arguments(find_cuts=find_cuts, stop=stop, on_event=on_event)
+    if not isinstance(frames, Iterable) or isinstance(frames, (str, bytes, np.ndarray)):
+        raise SettingError("frames", f"must be an iterable of vidstyle.io.decode.Frame items (got "
+                                     f"{type(frames).__name__})")
     config = stylizer.config
     # (source, stylized) of the shot's latest frames, nearest first, as far back as temporal_reach looks.
     history: list[tuple[np.ndarray, np.ndarray]] = []
@@ -311,11 +317,20 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
 
 
 def _checked(frames: Iterable[Frame]) -> Iterator[Frame]:
-    """The frames, each refused in the API's words if it is not a Frame (a bare array has no index)."""
+    """The frames, each refused in the API's words if it is not a Frame (a bare array has no index) of an RGB uint8
+    picture the network can paint (a float picture in 0..1 would be painted as a black one)."""
     for frame in frames:
         if not isinstance(frame, Frame):
             raise SettingError("frames", f"must be vidstyle.io.decode.Frame(index, rgb) items, each an RGB uint8 "
                                          f"array at the size to paint (got {type(frame).__name__})")
+        rgb = frame.rgb
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+            shown = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+            raise SettingError("frames", f"must each hold an RGB uint8 array, (height, width, 3) (frame {frame.index} "
+                                         f"holds a {shown})")
+        if min(rgb.shape[:2]) < MIN_SIDE:
+            raise SettingError("frames", f"must each be at least {MIN_SIDE} pixels on each side for the network "
+                                         f"(frame {frame.index} is {rgb.shape[1]}x{rgb.shape[0]})")
         yield frame
 
 

@@ -16,13 +16,24 @@ from vidstyle.assets import StylePaths
 from vidstyle.config import Config, check_style_count, config_or_default
 from vidstyle.detail import source_detail
 from vidstyle.errors import ModelError, SettingError
-from vidstyle.io.images import resize_rgb
+from vidstyle.io.images import resize_rgb, style_size_problem
 from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StructureLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
 from vidstyle.palette import Palette
 from vidstyle.precision import fp16_grad_scale, resolve_precision, scale_down_grad, scale_up_grad
+
+
+def device_name(device: object) -> str:
+    """An API's `device=` argument (a torch.device or its name) as a name resolve_device takes; refused naming it
+    where torch knows no such device."""
+    if isinstance(device, (str, torch.device)):
+        try:
+            return str(torch.device(device))
+        except RuntimeError:
+            pass
+    raise SettingError("device", f"must be a torch.device or a name such as cpu, cuda or cuda:1 (got {device!r:.40})")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,11 +137,14 @@ class Stylizer:
         """From decoded paintings (RGB uint8 arrays); `Stylizer.for_styles` takes files or built-in names."""
         if not isinstance(config, Config):
             raise SettingError("config", f"must be a vidstyle.Config (got {type(config).__name__})")
-        if isinstance(styles, (str, bytes)) or not all(_is_rgb8(s) for s in styles):
-            raise SettingError("styles", "must be decoded pictures (RGB uint8 arrays); Stylizer.for_styles takes "
-                                         "files or built-in names")
+        if not isinstance(styles, (list, tuple)) or not styles or not all(_is_rgb8(s) for s in styles):
+            raise SettingError("styles", "must be a list of one or more decoded pictures (RGB uint8 arrays); "
+                                         "Stylizer.for_styles takes files or built-in names")
+        small = next(filter(None, map(style_size_problem, styles)), None)
+        if small is not None:
+            raise SettingError("styles", f"holds a picture that {small}")
         self.config = config
-        self.device = torch.device(device) if device is not None else resolve_device(config.device)
+        self.device = resolve_device(device_name(device)) if device is not None else resolve_device(config.device)
         self.dtype = resolve_precision(config.precision, self.device)
         self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
         # NHWC lets cuDNN use its fastest (tensor-core) convolutions, and on a CPU oneDNN's; there the Gram
