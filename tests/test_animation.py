@@ -100,3 +100,32 @@ def test_resize_keeps_the_animation_size_of_odd_stills(tmp_path: Path, starry: P
                   animation=film, animation_every=1)
     info = probe_video(film)
     assert (info.width, info.height) == (64, 48), "padded to even sides for H.264"
+
+
+def test_a_still_stopped_by_ctrl_c_or_its_stop_event_ends_in_one_interrupted_and_writes_nothing(
+        content: Path, starry: Path, tmp_path: Path) -> None:
+    """As a render's: Ctrl-C (here raised from the caller's callback) and the stop event both end as Interrupted,
+    exit code 130, with no frame to name; neither the still nor its animation is left."""
+    import threading
+
+    from vidstyle.errors import Interrupted
+    from vidstyle.events import IterationDone
+
+    config = make_config("fast", size=64, first_iters=6, device="cpu", coarse_levels=0)
+    stop = threading.Event()
+
+    def ctrl_c(event: object) -> None:
+        if isinstance(event, IterationDone) and event.iteration == 2:
+            raise KeyboardInterrupt
+
+    def stop_it(event: object) -> None:
+        if isinstance(event, IterationDone) and event.iteration == 2:
+            stop.set()
+
+    for on_event, animation in ((ctrl_c, None), (stop_it, tmp_path / "film.gif")):
+        stop.clear()
+        with pytest.raises(Interrupted, match="^interrupted$") as caught:
+            stylize_image(content, [starry], tmp_path / "out.png", config, on_event=on_event, stop=stop,
+                          animation=animation)
+        assert caught.value.exit_code == 130
+        assert [p.name for p in tmp_path.iterdir()] == ["content.png"], "nothing written, no partial file"

@@ -103,7 +103,7 @@ class BusyError(VidstyleError):
 class Interrupted(VidstyleError):
     """Ctrl-C, SIGTERM or the caller's stop event ended the render; completed frames are kept for resuming."""
 
-    def __init__(self, frame: int, signal_number: int, resumable: bool = True, written: str | None = None,
+    def __init__(self, frame: int | None, signal_number: int, resumable: bool = True, written: str | None = None,
                  writing: bool = False) -> None:
         # Only a render keeps what it finished; a preview or a still has nothing to resume. `written`: the output
         # was already complete when the stop came (as its checkpoints were removed): nothing is left to do.
@@ -114,8 +114,8 @@ class Interrupted(VidstyleError):
         elif writing:
             message = "interrupted while writing the video from its finished frames; run it again with the same " \
                       "settings to write it"
-        else:
-            message = f"interrupted at frame {frame}{then}"
+        else:  # a still has no frame to name
+            message = f"interrupted at frame {frame}{then}" if frame is not None else f"interrupted{then}"
         super().__init__(message)
         self.exit_code = 128 + signal_number
 

@@ -13,7 +13,7 @@ import numpy as np
 from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
-from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, UsageError
+from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, SignalInterrupt, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
@@ -67,8 +67,10 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         else:
             _paint_with_animation(frames, stylizer, (output, written), animation, animation_every, overwrite,
                                   on_event, stop)
-    except Cancelled:
-        raise Interrupted(0, signal.SIGINT, resumable=False) from None
+    except (Cancelled, KeyboardInterrupt):  # the stop event, or Ctrl-C: as a render's, one Interrupted
+        raise Interrupted(None, signal.SIGINT, resumable=False) from None
+    except SignalInterrupt as exc:
+        raise Interrupted(None, exc.signum, resumable=False) from None
     return output
 
 
