@@ -942,8 +942,10 @@ def test_a_lock_files_old_holder_never_takes_the_new_holders_lock_file_away(tmp_
     starting = FileLock(path, "work directory", remove_on_release=True).acquire()
     remover.release()
     assert path.exists(), "the starting render's lock file is still there"
-    with pytest.raises(BusyError):
+    with pytest.raises(BusyError, match="is writing work directory right now; .* or choose another work directory$"):
         FileLock(path, "work directory").acquire()
+    with pytest.raises(BusyError, match="is writing o.mp4 right now; wait for it to finish or choose another output$"):
+        FileLock(path, "o.mp4").acquire()
     starting.release()
     assert not path.exists()
     FileLock(path, "work directory").acquire().release()

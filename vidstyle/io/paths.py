@@ -242,8 +242,9 @@ class FileLock:
         return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def _busy(self) -> BusyError:
+        other = "work directory" if self.what.startswith("work directory") else "output"
         return BusyError(f"another vidstyle render is writing {self.what} right now; wait for it to finish or "
-                         "choose another output")
+                         f"choose another {other}")
 
     def release(self, unlink: bool | None = None) -> None:
         if self._fd is None:
