@@ -54,8 +54,11 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
                  str(out.with_name(out.name + ".work")), *INDEPENDENT, "--start", "0.16"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "(not the same: setting(s) the part of the video (--start, --end, --duration))" in err, err
-    with pytest.raises(CheckpointMismatch, match=r"not the same: setting\(s\) start/end \(the part of the video\)"):
+    assert ("(not the same: setting(s) the part of the video (--start, --end, --duration)); use --restart to discard "
+            "its frames, or --workdir to choose another\n") in err, err
+    with pytest.raises(CheckpointMismatch, match=r"not the same: setting\(s\) start/end \(the part of the video\)\); "
+                                                 r"restart the render to discard its frames, or choose another work "
+                                                 r"directory$"):
         vidstyle.render(bunny_short, [starry], out, make_config(size=48, iters=3, first_iters=3, init="content",
                                                                 flow="none", device="cpu", precision="fp32",
                                                                 keep_frames=True),

@@ -1061,8 +1061,9 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older), "setting(s) " + flags)
     if isinstance(exc, CheckpointError) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
-    if RESTART in text:
-        return text.replace(RESTART, "use --restart")  # the message's own advice, in the flag's words
+    if RESTART in text:  # the message's own advice, in the flags' words
+        return text.replace(RESTART, "use --restart").replace("choose another work directory", "--workdir to choose "
+                                                                                                "another")
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
             return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind

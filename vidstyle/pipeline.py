@@ -568,7 +568,8 @@ def _mismatch(work: WorkDir, wanted: Manifest, existing: Manifest, differences: 
         if "chunk_frames" in now and "chunk_frames" not in before:
             return (f"work directory {work.path} holds a render made without Ray workers: resume it without them "
                     f"(on workers each chunk starts fresh, so the frames would differ), or {RESTART}")
-    return f"work directory {work.path} belongs to another render (not the same: {'; '.join(differences)})"
+    return (f"work directory {work.path} belongs to another render (not the same: {'; '.join(differences)}); "
+            f"{RESTART} to discard its frames, or choose another work directory")
 
 
 def _discard_if_empty(work: WorkDir) -> bool:
