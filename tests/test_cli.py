@@ -642,6 +642,10 @@ def test_a_blend_of_the_wrong_length_is_told_in_plain_words() -> None:
         check_style_count(make_config("balanced", style_blend=(1.0,)), 2)
     with pytest.raises(SettingError, match=r"^style_blend has 2 weights for 1 style image: give one for each$"):
         check_style_count(make_config("balanced", style_blend=(1.0, 2.0)), 1)
+    # Each finite, they add up to infinity (every style would weigh nothing); too large for a float at all.
+    for blend in ((1e308, 1e308), (10**400,)):
+        with pytest.raises(SettingError, match=r"^style_blend weights must be .* add up to a finite number \(got"):
+            make_config("balanced", style_blend=blend)
 
 
 def test_the_library_names_other_settings_in_its_own_words() -> None:

@@ -216,8 +216,12 @@ def validate(cfg: Config) -> None:
         raise SettingError("passes", f"blends each frame with its neighbour warped along the optical flow: "
                                      f"{_NEEDS_FLOW}", names_settings=True)
     blend = cfg.style_blend
-    if any(not math.isfinite(w) or w < 0 for w in blend) or (blend and sum(blend) <= 0):
-        raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero (got {blend})")
+    # A float first: an int too large for one (10**400) is refused here, not by an OverflowError; and the sum too,
+    # since weights that are each finite can add up to infinity, which would weigh every style zero.
+    floats = [float(w) if -1e308 <= w <= 1e308 else math.inf for w in blend]
+    if any(not math.isfinite(w) or w < 0 for w in floats) or (blend and not 0 < sum(floats) < math.inf):
+        raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero, and add up to a "
+                                          f"finite number (got {shortened(repr(blend), 60)})")
 
 
 def _number(bound: float) -> str:
