@@ -121,6 +121,7 @@ def test_fresh_frames_are_the_first_and_one_a_scene_cut(tmp_path: Path) -> None:
     ({"strengths": ()}, "strengths"),
     ({"strengths": (1e9,)}, "strengths"),  # a style weight beyond its range
     ({"strengths": "0.5,1"}, "strengths"),  # text, not a list: not read letter by letter
+    ({"strengths": (np.True_,)}, "strengths"),  # NumPy's bool is no number either
     ({"at": 0.1}, "at"),  # one time, not a list of them
     ({"count": 0}, "count"),
     ({"count": 13}, "count"),  # more than the clip's 12 frames
@@ -246,3 +247,10 @@ def test_a_rows_label_is_never_cut_off_it_takes_the_longest_wording_that_fits(ti
         assert vidstyle.preview._fits_tile(text, 2 * tile), text
         assert strength in text and rest == [""]
     assert ("style weight" in labels[1][0]) == (tile >= 128)  # the full wording wherever there is room for it
+
+
+def test_strengths_may_be_numpys_numbers_as_settings_and_times_may() -> None:
+    from vidstyle.preview import check_strengths
+
+    assert check_strengths([np.float32(0.5), np.int64(2)]) == (0.5, 2.0)
+    assert check_strengths(np.array([1.0, 4.0])) == (1.0, 4.0)

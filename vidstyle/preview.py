@@ -174,13 +174,16 @@ def prepare_preview(input_path: Path | str, style_paths: StylePaths, output: Pat
 
 def check_strengths(strengths: Sequence[float]) -> tuple[float, ...]:
     """Strengths multiply the style weight: at least one, each a finite number above 0."""
+    if isinstance(strengths, np.ndarray):  # NumPy's numbers, as settings and times take them
+        strengths = strengths.tolist()
     if isinstance(strengths, (str, bytes)) or not isinstance(strengths, Sequence):
         raise SettingError("strengths", f"must be a list of numbers, e.g. [0.5, 1, 2] (got {strengths!r:.40})")
     values = tuple(strengths)
     if not values:
         raise SettingError("strengths", "names no strength; 1 is the settings' own style weight")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+                or value <= 0:
             raise SettingError("strengths", f"must be numbers above 0 that multiply the style weight (got {value!r})")
     # A strength named twice would paint the same row twice: each is painted once, in the order first given.
     return tuple(dict.fromkeys(float(v) for v in values))
