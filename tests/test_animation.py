@@ -72,12 +72,14 @@ def test_a_gif_with_coarse_levels_is_written_at_the_full_size(content: Path, sta
 @pytest.mark.parametrize("name, every, pattern", [
     ("film.avi", 5, "animation must end in .mp4 or .gif"),
     ("film.mp4", 0, "animation_every must be a whole number"),
+    ("film.mp4", "5", "animation_every must be a whole number"),
+    (None, 3, "^animation_every sets the pictures of an animation: give animation too$"),  # no animation to set
 ])
 def test_bad_animation_settings_are_refused_before_anything_is_written(
-        content: Path, starry: Path, tmp_path: Path, name: str, every: int, pattern: str) -> None:
+        content: Path, starry: Path, tmp_path: Path, name: str | None, every: int, pattern: str) -> None:
     with pytest.raises(SettingError, match=pattern):
         stylize_image(content, [starry], tmp_path / "out.png", make_config("fast", size=64, device="cpu"),
-                      animation=tmp_path / name, animation_every=every)
+                      animation=tmp_path / name if name else None, animation_every=every)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png"]
 
 

@@ -28,7 +28,16 @@ from vidstyle.assets import (
     demo_config,
     resolve_style,
 )
-from vidstyle.config import CHOICES, DEFAULT_PRESET, Config, make_config, preset_file_setting, preset_names, read_preset
+from vidstyle.config import (
+    ANIMATION_EVERY,
+    CHOICES,
+    DEFAULT_PRESET,
+    Config,
+    make_config,
+    preset_file_setting,
+    preset_names,
+    read_preset,
+)
 from vidstyle.errors import (
     RESTART,
     BusyError,
@@ -362,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write the optimization as a short video (.mp4) or .gif: the picture every few "
                             "iterations, from the photograph to the painting")
     image.add_argument("--animation-every", type=int, metavar="N",
-                       help="iterations between two pictures of --animation [5]")
+                       help=f"iterations between two pictures of --animation [{ANIMATION_EVERY}]")
     _add_settings(image, _STILL_FIELDS + _IMAGE_FIELDS, preset)
     image.set_defaults(func=_cmd_image)
 
@@ -773,9 +782,8 @@ def _cmd_image(args: argparse.Namespace) -> int:
     bar = _IterationBar(args.quiet)
     try:
         with _JsonLog(args.log_json, bar, args) as log:
-            every = 5 if args.animation_every is None else args.animation_every
             stylize_image(args.content, args.style, args.output, config, overwrite=args.overwrite, on_event=log,
-                          animation=args.animation, animation_every=every)
+                          animation=args.animation, animation_every=args.animation_every)
             log.made.update(output=args.output, animation=args.animation)
     finally:
         bar.close()

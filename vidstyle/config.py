@@ -429,6 +429,9 @@ def held_structure_unused(c: Config) -> str | None:
     return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
 
 
+# Iterations between two pictures of a still's animation, where the caller does not say.
+ANIMATION_EVERY = 5
+
 # The fewest iterations a later frame gets when `tol` is set (optimize.stylize_frame): a warm start's first few
 # steps can gain little and then more, so the frame is not judged converged before this.
 MIN_ITERS = 10

@@ -12,7 +12,14 @@ import numpy as np
 
 from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import StylePaths, resolve_styles
-from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
+from vidstyle.config import (
+    ANIMATION_EVERY,
+    Config,
+    check_call_arguments,
+    check_style_count,
+    config_or_default,
+    path_argument,
+)
 from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, SignalInterrupt, UsageError
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
@@ -27,12 +34,13 @@ from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
 def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Path | str,
                   config: Config | None = None, *, overwrite: bool = False, on_event: EventCallback = ignore_event,
                   stop: threading.Event | None = None, stylizer: Stylizer | None = None,
-                  animation: Path | str | None = None, animation_every: int = 5) -> Path:
+                  animation: Path | str | None = None, animation_every: int | None = None) -> Path:
     """Paint one image in the style(s), `config.first_iters` iterations from the content. Returns `output`.
 
     `config` defaults to the balanced preset, as on the command line. A prepared `stylizer` made with the same
     settings and style images is reused instead of a new one. `animation` (.mp4 or .gif) also writes the
-    optimization itself: the picture every `animation_every` iterations, from the start to the result.
+    optimization itself: the picture every `animation_every` iterations (5 unless given), from the start to the
+    result.
     """
     check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     config = config_or_default(config)
@@ -44,8 +52,11 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"output must be an image ({', '.join(IMAGE_SUFFIXES)}), got {output.name}")
     check_output_path(output, content_path, overwrite, style_files)
+    if animation is None and animation_every is not None:
+        raise SettingError("animation_every", "sets the pictures of an animation: give animation too")
     if animation is not None:
         animation = path_argument("animation", animation)
+        animation_every = ANIMATION_EVERY if animation_every is None else animation_every
         check_animation(animation, animation_every)
         check_output_path(animation, content_path, overwrite, style_files, what="animation")
         if same_file(animation, output):
