@@ -333,6 +333,8 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
                         # Arguments of the wrong kind, named, not a TypeError from deep inside.
                         (lambda: vidstyle.render(bunny_short, [None], out), "style_paths"),
                         (lambda: vidstyle.render(bunny_short, None, out), "style_paths"),
+                        (lambda: vidstyle.render(bunny_short, b"starry-night", out), "style_paths"),  # not its bytes
+                        (lambda: vidstyle.render(bunny_short, {"starry-night": 1}, out), "style_paths"),
                         (lambda: vidstyle.Stylizer.for_styles(None), "style_paths"),
                         (lambda: vidstyle.stylize_image(None, [starry], tmp_path / "s.png"), "content_path"),
                         (lambda: vidstyle.stylize_image(starry, [starry], ""), "output"),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from vidstyle.config import Config, make_config
@@ -68,7 +69,8 @@ def resolve_styles(style_paths: StylePaths) -> tuple[Path, ...]:
     """resolve_style for each of a request's styles; one path or name on its own is one style (not its letters)."""
     if isinstance(style_paths, (str, os.PathLike)):
         style_paths = [style_paths]
-    if not isinstance(style_paths, Iterable):
+    # bytes would be read byte by byte, a dict or set by its keys in no order the caller chose
+    if not isinstance(style_paths, Iterable) or isinstance(style_paths, (bytes, bytearray, Mapping, AbstractSet)):
         raise SettingError("style_paths", f"must be a style image or a built-in painting's name, or a list of them "
                                           f"(got {type(style_paths).__name__})")
     styles = list(style_paths)
