@@ -518,7 +518,8 @@ def test_metrics_refuses_a_source_it_was_not_rendered_from(capsys, bunny_short: 
     assert main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), *TINY]) == 0
     other_length = lavfi_clip("other_length.mp4", size="160x90", seconds=0.2)
     other_shape = lavfi_clip("other_shape.mp4", size="90x90", seconds=0.48)
-    _bad(capsys, ["metrics", str(out), "--source", str(other_length)], 1, r"12 frames .* 5: it was not rendered")
+    _bad(capsys, ["metrics", str(out), "--source", str(other_length)], 1,
+         r"has 12 frames and .* has 5: it was not rendered from that source")
     _bad(capsys, ["metrics", str(out), "--source", str(other_shape)], 1, "another shape of picture")
     assert main(["metrics", str(out), "--source", str(bunny_short), "--style", "starry-night"]) == 0
     printed = capsys.readouterr().out

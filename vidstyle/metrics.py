@@ -170,7 +170,7 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
     if output.frame_count != expected:
         hint = (" (a render of part of it is compared with that part: give the same start and end as the "
                 "render)") if output.frame_count < expected else ""
-        what = f"{source.path} {stop - first}" if part is None else f"that part of {source.path} {stop - first}"
+        what = f"{'' if part is None else 'that part of '}{source.path} has {stop - first}"
         written = f" (written as {expected} at one rate)" if repeats is not None else ""
         raise InputError(f"{output.path} has {output.frame_count} frames and {what}{written}: "
                          f"it was not rendered from that source{hint}")
