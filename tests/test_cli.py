@@ -676,3 +676,15 @@ def test_an_flv_whose_video_starts_after_its_audio_keeps_its_audio(tmp_path: Pat
     assert "audio: re-encode aac to AAC (this file's audio cannot be cut by seeking)" in proc.stderr
     assert probe_video(out).has_audio
     assert abs(_audio_seconds(out) - probe_video(out).duration) < 0.1, "the audio lasts as the video does"
+
+
+def test_presets_lists_each_preset_and_where_their_files_are(capsys) -> None:
+    from vidstyle.config import presets_dir, read_preset
+
+    assert main(["presets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[:-1]] == ["balanced", "demo", "fast", "quality"]
+    assert lines[0].startswith("balanced   (default)") and "flow none" in lines[2]
+    assert f"size {read_preset('quality')['size']}," in lines[3]
+    assert lines[-1].startswith(f"the files are in {presets_dir()};")
+    assert all((presets_dir() / f"{line.split()[0]}.toml").is_file() for line in lines[:-1])

@@ -422,11 +422,13 @@ def _cmd_styles(_args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(_args: argparse.Namespace) -> int:
-    from vidstyle.config import preset_names
+    from vidstyle.config import preset_names, presets_dir
 
     for name in preset_names():
         settings = ", ".join(f"{key} {value}" for key, value in read_preset(name).items())
         print(f"{name:10}{' (default)' if name == DEFAULT_PRESET else '':11} {settings}")
+    print(f"the files are in {presets_dir()}; --config also takes a TOML file of your own (a setting it leaves out "
+          f"is {DEFAULT_PRESET}'s)")
     return 0
 
 
