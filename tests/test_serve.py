@@ -1599,3 +1599,29 @@ def test_an_upload_is_spooled_on_the_data_folders_disk_not_in_tmp(tmp_path: Path
         sending.join(30)
     finally:
         served.stop()
+
+
+def test_a_worker_looks_again_when_the_queue_stays_locked_instead_of_dying(tmp_path: Path) -> None:
+    """An idle worker's claim, with another program holding the database past the busy timeout, raised and took the
+    worker process down (a death counted, the network loaded again)."""
+    import sqlite3
+
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import claim_when_free
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database, busy_timeout=0.2)
+    queue.claim("slot-0")  # the tables exist before another program takes the lock
+    queued = queue.add("a" * 32, "image", {})
+    holder = sqlite3.connect(data.database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert claim_when_free(queue, "slot-0") is None, "locked: no job now, and no exception"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    claimed = claim_when_free(queue, "slot-0")
+    assert claimed is not None and claimed.id == queued.id, "the lock gone, the queued job is taken"
+    queue.close()

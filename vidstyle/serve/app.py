@@ -400,7 +400,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         if code == sqlite3.SQLITE_FULL:
             return JSONResponse({"detail": "the server's disk is full: the job queue cannot be written",
                                  "field": None}, status_code=507)
-        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if JobQueue.is_busy(exc):
             return JSONResponse({"detail": "the job queue is busy: try again in a few seconds", "field": None},
                                 status_code=503, headers={"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)})
         raise exc

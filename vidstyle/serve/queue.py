@@ -101,6 +101,12 @@ def is_job_id(text: str) -> bool:
 class JobQueue:
     """The jobs table; one connection per thread (sqlite3 connections are not shared between threads)."""
 
+    @staticmethod
+    def is_busy(exc: sqlite3.OperationalError) -> bool:
+        """The database stayed locked past the busy timeout (another program holding it): worth trying again."""
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         """`busy_timeout`: seconds a write waits for another connection's lock before it fails."""
         self.path = Path(path)

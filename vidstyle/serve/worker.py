@@ -365,6 +365,19 @@ def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loo
     return made
 
 
+def claim_when_free(queue: JobQueue, slot: str) -> Job | None:
+    """The oldest queued job for `slot`, or None: none is queued, or another program (a backup, an sqlite3 shell)
+    held the database locked past the queue's busy timeout; the worker looks again later rather than dying, which
+    would count against no job and reload the network for nothing."""
+    try:
+        return queue.claim(slot)
+    except sqlite3.OperationalError as exc:
+        if not JobQueue.is_busy(exc):
+            raise
+        _log.warning("worker %s: the job queue stayed locked; looking again", slot)
+        return None
+
+
 def worker_main(spec: WorkerSpec, wake: Doorbell, shutdown: Doorbell, parent: int, pulse: Pulse) -> None:
     """The worker process: claim, render, repeat, until the server asks it to stop."""
     _die_with_parent(parent)
@@ -379,7 +392,7 @@ def worker_main(spec: WorkerSpec, wake: Doorbell, shutdown: Doorbell, parent: in
     try:
         while not stopping.is_set():
             seen = wake.rings()  # before the claim: a job queued while it looks wakes the wait at once
-            job = queue.claim(spec.name)
+            job = claim_when_free(queue, spec.name)
             if job is None:
                 wake.wait(seen, 1.0)
                 continue
