@@ -505,6 +505,14 @@ def test_a_single_frame_image_is_a_still(media: Path, name: str) -> None:
     assert read_image(image).shape == (24, 32, 3)
 
 
+def test_a_file_named_as_a_picture_that_is_none_is_not_called_a_still_image(media: Path) -> None:
+    """ffmpeg takes a .png by its name and copies its one packet without decoding it: text is no still image."""
+    fake = media / "notes.png"
+    fake.write_text("hello world\n" * 10)
+    with pytest.raises(VideoOpenError, match="notes.png is neither a video nor a readable picture$"):
+        probe_video(fake)
+
+
 def test_sides_under_ten_pixels_parse(lavfi_clip) -> None:
     clip = lavfi_clip("tiny8x6.mp4", size="8x6", audio=False)
     info = probe_video(clip)

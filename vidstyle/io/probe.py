@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from vidstyle.errors import InputError, SettingError, VideoOpenError, VidstyleError
+from vidstyle.errors import ImageTooLarge, InputError, SettingError, VideoOpenError, VidstyleError
 from vidstyle.io.ffmpeg import file_url, missing_filters, run_ffmpeg
 from vidstyle.io.paths import is_web_address, special_file_kind
 
@@ -286,9 +286,25 @@ def _check_regular_file(path: Path) -> None:
         raise InputError(f"input {path} is {kind}, not a regular file; save the video to a file first")
 
 
+def _is_readable_picture(path: Path) -> bool:
+    """Whether a file that ffmpeg takes for a picture by its name or first bytes (the probe copies its one packet,
+    decoding nothing) is one: a text file named .png is not, and is no still image to paint either."""
+    from vidstyle.io.images import read_image  # OpenCV: loaded on this refusal's path only
+
+    try:
+        read_image(path)
+    except ImageTooLarge:
+        return True
+    except InputError:
+        return False
+    return True
+
+
 def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     image = _IMAGE_FORMATS.search(err)
     if image and not (image.group(1) in _ANIMATED_FORMATS and frames > 1):
+        if not _is_readable_picture(path):
+            raise VideoOpenError(f"{path} is neither a video nor a readable picture")
         raise VideoOpenError(f"{path} is a still image, not a video")
     if "matches no streams" in err or (code == 0 and not _video_stream_line(_input_section(err))):
         # With an audio stream it is most likely an audio file; with none (a stream of no known kind, as a cut-short
