@@ -94,6 +94,8 @@ def test_the_api_page_works_without_internet(browser, site: ServeProcess) -> Non
     assert "/api/jobs/{job_id}/preview" in page.inner_text("body")
     assert fetched and all(url.startswith(site.url) for url in fetched), [u for u in fetched
                                                                            if not u.startswith(site.url)]
+    response = page.goto(site.url + "/redoc")  # ReDoc's script asks a CDN for a logo: not offered
+    assert response is not None and response.status == 404
     page.close()
 
 
@@ -113,4 +115,19 @@ def test_without_javascript_the_pages_say_so_instead_of_a_form_that_sends_nothin
     page.goto(site.url + "/")
     page.wait_for_selector("#create", state="visible")
     assert "needs JavaScript" not in page.inner_text("main")
+    page.close()
+
+
+def test_the_pages_load_without_a_console_error(browser, site: ServeProcess) -> None:  # noqa: ANN001
+    """A page without an icon of its own made every browser ask for /favicon.ico and log its 404 as an error."""
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    icons: list[int] = []
+    page.on("response", lambda response: icons.append(response.status) if "favicon" in response.url else None)
+    page.goto(site.url + "/")
+    page.wait_for_selector("#styles input[value=starry-night]:checked", state="attached")
+    page.wait_for_load_state("networkidle")
+    assert errors == [] and icons == [200], (errors, icons)
     page.close()

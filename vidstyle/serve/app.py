@@ -365,9 +365,9 @@ def create_app(settings: ServeSettings, queue: JobQueue, pool: WorkerPool | None
             if pool is not None:
                 await asyncio.to_thread(pool.stop)
 
-    # The OpenAPI pages (/docs, /redoc) with their scripts served by this app, not by a CDN that an offline host
-    # cannot reach.
-    app = FastAPIOffline(title="vidstyle", version=__version__, lifespan=lifespan,
+    # The OpenAPI page (/docs) with its scripts served by this app, not by a CDN that an offline host cannot reach.
+    # No /redoc: its script asks a CDN for a logo, whatever serves the script.
+    app = FastAPIOffline(title="vidstyle", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Neural style transfer for videos and pictures, as a service: upload a video or an "
                               "image and a style, follow the render's progress, download the result.")
     app.state.stopping = threading.Event()  # set as the server begins to stop (Server.run)
