@@ -1054,3 +1054,15 @@ def test_a_stream_that_two_programmes_carry_is_one_stream(tmp_path: Path, bunny_
     out = tmp_path / "out.mp4"
     render(source, [starry], out, make_config("fast", size=32, iters=1, first_iters=1, device="cpu"))
     assert probe_video(out).audio_codecs == ("aac",)
+
+
+def test_ffmpegs_last_words_leave_out_its_memory_addresses() -> None:
+    import io
+
+    from vidstyle.io.ffmpeg import StderrTail
+
+    tail = StderrTail(io.BytesIO(b"[h264 @ 0x55d0c3a1b2c0] a first line\n"
+                                 b"[vist#0:0/png @ 0x557164e164c0] [dec:png @ 0x557164e1cf00] Invalid data found\n"
+                                 b"Conversion failed!\n"))
+    tail.join()
+    assert tail.last(3) == "a first line | Invalid data found | Conversion failed!"

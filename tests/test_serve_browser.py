@@ -63,7 +63,7 @@ def test_upload_progress_and_playback(browser, site: ServeProcess, clip: Path) -
     # The bar reaches 100 % when the last frame is painted, and the job is done once the video is written after it.
     page.wait_for_function("document.getElementById('state').textContent === 'done'", timeout=240_000)
     assert page.text_content("#percent") == "100 %"
-    assert page.text_content("#frames") == "frame 5 of 5"
+    assert page.text_content("#frames") == "· frame 5 of 5"
     # The finished video plays in the page: it has decoded frames and its clock moves.
     page.wait_for_function("(() => { const v = document.getElementById('video');"
                            " return !v.hidden && v.readyState >= 2 && v.currentTime > 0; })()", timeout=30_000)

@@ -136,7 +136,12 @@ class StderrTail:
         self._thread.join(timeout)
 
     def last(self, n: int = 3) -> str:
-        return " | ".join(list(self.lines)[-n:])
+        """The last `n` lines, without ffmpeg's tags of where each came from ([h264 @ 0x55d0c3a1b2c0]): a memory
+        address tells a person nothing."""
+        return " | ".join(_CONTEXT_TAG.sub("", line) for line in list(self.lines)[-n:])
+
+
+_CONTEXT_TAG = re.compile(r"\[[^\]\[]* @ 0x[0-9a-f]+\] ?")
 
 
 def last_words(proc: subprocess.Popen[bytes], stderr: StderrTail | None) -> str:

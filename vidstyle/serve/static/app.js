@@ -15,6 +15,9 @@ const vidstyle = (() => {
     return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
   }
 
+  // Rounded down: 100 % is a finished job, not one with its last frame still to paint.
+  const percentOf = (job) => (job.state === "done" ? 100 : Math.floor(job.progress * 100));
+
   async function showStyles() {
     const box = $("styles");
     for (const [i, style] of (await getJson("/api/styles")).entries()) {
@@ -36,7 +39,7 @@ const vidstyle = (() => {
     const jobs = await getJson("/api/jobs?limit=20");
     $("jobs").querySelector("tbody").innerHTML = jobs.map((job) =>
       `<tr><td><a href="${job.urls.page}">${job.id.slice(0, 8)}</a> ${job.kind}</td><td>${job.state}</td>` +
-      `<td>${Math.round(job.progress * 100)} %</td><td>${new Date(job.created * 1000).toLocaleString()}</td></tr>`
+      `<td>${percentOf(job)} %</td><td>${new Date(job.created * 1000).toLocaleString()}</td></tr>`
     ).join("");
   }
 
@@ -76,11 +79,11 @@ const vidstyle = (() => {
   }
 
   function showJob(job) {
-    const percent = Math.round(job.progress * 100);
+    const percent = percentOf(job);
     $("state").textContent = job.state;
     $("bar").value = percent;
     $("percent").textContent = `${percent} %`;
-    $("frames").textContent = job.frames ? `frame ${job.frame} of ${job.frames}` : "";
+    $("frames").textContent = job.frames ? `· frame ${job.frame} of ${job.frames}` : "";
     $("eta").textContent = job.state === "running" && job.eta_seconds != null ? `· about ${clock(job.eta_seconds)} left` : "";
     $("error").textContent = job.error || "";
     $("cancel").hidden = !["queued", "running"].includes(job.state);
@@ -108,6 +111,10 @@ const vidstyle = (() => {
     $("job-id").textContent = id;
     const events = new EventSource(`/api/jobs/${id}/events`);
     events.addEventListener("progress", (event) => showJob(JSON.parse(event.data)));
+    // The browser reconnects by itself; until then the figures shown are old, and the page says so.
+    events.addEventListener("error", () => {
+      if (events.readyState !== EventSource.CLOSED) $("eta").textContent = "· the server does not answer: trying again";
+    });
     events.addEventListener("end", (event) => {
       events.close();
       const job = JSON.parse(event.data);
