@@ -97,8 +97,9 @@ class Guard:
         return None
 
     def _too_large(self) -> dict[str, Any]:
-        return {"detail": f"upload too large: the limit is {self.max_upload / 1e6:g} MB (--max-upload)",
-                "field": "input"}
+        # Counted over the whole request (its video and its style picture together): no one field is to blame.
+        return {"detail": f"upload too large: a request's files may hold {self.max_upload / 1e6:g} MB together "
+                          f"(--max-upload)", "field": None}
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the body as it arrives: a chunked upload has no Content-Length to check first."""
