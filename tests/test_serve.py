@@ -824,7 +824,8 @@ def test_second_server_on_one_data_directory_is_refused(server: ServeProcess) ->
     (["--port", "99999"], 2, "--port must be 1 to 65535"),
     (["--port", "-1"], 2, "--port must be 1 to 65535"),
     (["--device", "cuda:0"], 2, "--device must be auto, cpu, cuda or mps"),
-    (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB"),
+    (["--min-free", "lots"], 2, "--min-free must be a size such as 500MB or 2GB, or 0 \\(got 'lots'\\)"),
+    (["--max-upload", "0"], 2, "--max-upload must be a size such as 500MB or 2GB \\(got '0'\\)"),
     (["--max-upload", "0.1B"], 2, "--max-upload must be at least 1KB"),  # no bytes: every request refused
     (["--max-queued", "0"], 2, "--max-queued must be at least 1"),
     (["--stall-timeout", "0"], 2, "--stall-timeout must be a finite number of seconds above 0"),
@@ -1626,3 +1627,12 @@ def test_a_worker_looks_again_when_the_queue_stays_locked_instead_of_dying(tmp_p
     claimed = claim_when_free(queue, "slot-0")
     assert claimed is not None and claimed.id == queued.id, "the lock gone, the queued job is taken"
     queue.close()
+
+
+def test_sizes_take_the_units_people_write() -> None:
+    from vidstyle.serve import parse_byte_size
+
+    assert parse_byte_size("500M") == parse_byte_size("500MB") == 500 * 10**6
+    assert parse_byte_size("2G") == parse_byte_size("2 GB") == 2 * 10**9
+    assert parse_byte_size("1TB") == 10**12 and parse_byte_size("1TiB") == 2**40 and parse_byte_size("1k") == 1000
+    assert parse_byte_size("0", "min_free", zero=True) == 0, "a floor of free space turned off"

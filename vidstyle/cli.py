@@ -443,7 +443,7 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--workers", type=int, metavar="N", help="render processes [one per GPU, else 1]")
     serve.add_argument("--max-upload", default="500MB", metavar="SIZE", help="largest request body [500MB]")
     serve.add_argument("--min-free", metavar="SIZE",
-                       help="refuse uploads (507) while the data folder's disk has less free space "
+                       help="refuse uploads (507) while the data folder's disk has less free space; 0: never "
                             "[2GB, or twice --max-upload if that is more]")
     serve.add_argument("--max-queued", type=int, default=100, metavar="N",
                        help="refuse uploads (429, Retry-After) while this many jobs wait [100]")

@@ -37,7 +37,9 @@ MIN_FREE = 2 * 10**9  # bytes: the least of the default floor of free space (def
 # GB of the server's memory as it is checked.
 MAX_IMAGE_PIXELS = 8192 * 8192
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750's b64token
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS |= {unit[0]: size for unit, size in _UNITS.items() if unit.endswith("B") and len(unit) == 2}  # 500M, 2G
 
 
 class MissingExtra(VidstyleError):
@@ -54,11 +56,13 @@ def check_installed() -> None:
                            "(pip install \"vidstyle[serve]\")") from None
 
 
-def parse_byte_size(text: str, setting: str = "max_upload") -> int:
-    """`500MB`, `2GB`, `1GiB` or a number of bytes; `setting` is the one a bad size is reported against."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?I?B?)\s*", text.upper())
-    if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
-        raise SettingError(setting, f"must be a size such as 500MB or 2GB (got {text!r})")
+def parse_byte_size(text: str, setting: str = "max_upload", zero: bool = False) -> int:
+    """`500MB`, `500M`, `2GB`, `1GiB`, `1TB` or a number of bytes; `setting` is the one a bad size is reported
+    against; `zero`: 0 is a size (a floor turned off)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", text.upper())
+    if not match or match.group(2) not in _UNITS or float(match.group(1)) < 0 or \
+            (float(match.group(1)) == 0 and not zero):
+        raise SettingError(setting, f"must be a size such as 500MB or 2GB{', or 0' if zero else ''} (got {text!r})")
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
@@ -121,7 +125,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     limit = parse_byte_size(max_upload)
     if limit < 1000:  # 0.1B is no bytes: every request would be refused as too large
         raise SettingError("max_upload", f"must be at least 1KB (got {max_upload!r})")
-    floor = parse_byte_size(min_free, "min_free") if min_free is not None else default_min_free(limit)
+    floor = parse_byte_size(min_free, "min_free", zero=True) if min_free is not None else default_min_free(limit)
     if workers is not None and workers < 1:
         raise SettingError("workers", f"must be at least 1 (got {workers})")
     if max_queued < 1:
