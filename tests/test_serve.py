@@ -855,6 +855,19 @@ def test_a_server_that_cannot_start_says_why_in_one_line_and_makes_nothing(capsy
     assert not data.exists(), "refused before anything was made"
 
 
+def test_a_bad_token_from_the_environment_is_named_as_the_variable(capsys, tmp_path: Path, monkeypatch) -> None:
+    from vidstyle.cli import main
+
+    monkeypatch.setenv("VIDSTYLE_TOKEN", "short")
+    data = tmp_path / "data"
+    assert main(["serve", "--data", str(data), "--device", "cpu", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["vidstyle: error: $VIDSTYLE_TOKEN must be at least 8 characters"], err
+    assert main(["serve", "--data", str(data), "--device", "cpu", "--port", str(free_port()), "--token", "tiny"]) == 2
+    assert capsys.readouterr().err.strip() == "vidstyle: error: --token must be at least 8 characters", "the flag wins"
+    assert not data.exists()
+
+
 def test_only_folders_the_server_made_are_swept_whatever_their_names(tmp_path: Path) -> None:
     """--data may name a folder that already holds jobs/ and uploads/ of its own, even with names like the server's
     job ids: no start deletes them. What the server made (marked as it makes it) and no job owns is cleared."""

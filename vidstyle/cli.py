@@ -450,9 +450,9 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
                        help="kill a worker whose render shows no progress for this long, and fail its job "
                             "[600: one iteration of a large frame on a CPU can take minutes]")
-    serve.add_argument("--token", default=os.environ.get("VIDSTYLE_TOKEN"),
+    serve.add_argument("--token",
                        help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "
-                            "[$VIDSTYLE_TOKEN, which other users cannot read in the process list]")
+                            f"[${TOKEN_VARIABLE}, which other users cannot read in the process list]")
     serve.add_argument("--device", default="auto",
                        help="device of the renders: auto, cpu, cuda (one worker per GPU) or mps [auto]")
     serve.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -894,12 +894,22 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+TOKEN_VARIABLE = "VIDSTYLE_TOKEN"  # --token's value where the flag is not given (kept out of the process list)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from vidstyle.serve import prepare_server
 
-    server = prepare_server(args.host, args.port, args.data, args.workers, args.max_upload, args.token,
-                            args.device, min_free=args.min_free, max_queued=args.max_queued,
-                            stall_timeout=args.stall_timeout)
+    from_environment = args.token is None and TOKEN_VARIABLE in os.environ
+    token = os.environ[TOKEN_VARIABLE] if from_environment else args.token
+    try:
+        server = prepare_server(args.host, args.port, args.data, args.workers, args.max_upload, token,
+                                args.device, min_free=args.min_free, max_queued=args.max_queued,
+                                stall_timeout=args.stall_timeout)
+    except SettingError as exc:
+        if from_environment and exc.setting == "token":  # named where the user set it, not as a flag not given
+            raise UsageError(f"${TOKEN_VARIABLE} {exc.problem}") from None
+        raise
     print(server.summary, file=sys.stderr)
     server.run()
     return 0
