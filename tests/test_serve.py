@@ -523,6 +523,7 @@ def test_token_is_required_on_every_request(tmp_path: Path) -> None:
         for path in ("/", "/api/jobs", "/api/health", "/openapi.json", "/static/app.js"):
             response = anonymous.get(path)
             assert response.status_code == 401 and "bearer token" in response.json()["detail"], path
+            assert "in a browser, open /?token=<token> once" in response.json()["detail"], "the way a page gets in"
         wrong = anonymous.get("/api/jobs", headers={"Authorization": "Bearer wrong-token-000"})
         assert wrong.status_code == 401
         assert served.client.get("/api/jobs").status_code == 200

@@ -146,8 +146,9 @@ class Guard:
                                     (b"content-length", b"0")]})
             await send({"type": "http.response.body", "body": b""})
             return False
-        await send_json(send, 401, {"detail": "this server needs a bearer token (Authorization: Bearer <token>)",
-                                    "field": None}, [(b"www-authenticate", b"Bearer")])
+        await send_json(send, 401, {"detail": "this server needs a bearer token (Authorization: Bearer <token>; in "
+                                              "a browser, open /?token=<token> once)", "field": None},
+                        [(b"www-authenticate", b"Bearer")])
         return False
 
 
