@@ -1480,7 +1480,7 @@ def test_a_worker_started_while_ctrl_c_is_pressed_ignores_it_and_the_server_stil
 
 
 def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_after_is_not_counted(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """/api/health kept naming a slot failing after its worker came back and ran jobs, and a worker killed on its
     job within its first 30 s (out of memory on a first frame, say) counted as one that cannot set up. And a worker
     killed while it waited for work left the multiprocessing Event it waited on counting a sleeper for ever: the
@@ -1502,6 +1502,7 @@ def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_afte
         _until(lambda: pool.processes["w0"] is not first, "the killed worker is replaced")
         assert pool.deaths_at_start["w0"] == 0 and pool.restart_delay("w0") == pool.RESTART_DELAY
         assert pool.deaths == {"w0": 1}, "every death is counted for /api/health's worker_deaths"
+        assert "worker w0 died (killed by SIGKILL); its job goes back to the queue" in caplog.text, "and logged"
         assert not pool.pulses["w0"].ready(), "the new worker is not ready until it has set up"
         ringing = threading.Thread(target=pool.notify, daemon=True)  # as an upload does
         ringing.start()

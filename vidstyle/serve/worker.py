@@ -365,6 +365,16 @@ def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loo
     return made
 
 
+def _exit_reason(code: int | None) -> str:
+    """A process's exit code as a person reads it: a signal by its name (SIGKILL: the out-of-memory killer, often)."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
 def claim_when_free(queue: JobQueue, slot: str) -> Job | None:
     """The oldest queued job for `slot`, or None: none is queued, or another program (a backup, an sqlite3 shell)
     held the database locked past the queue's busy timeout; the worker looks again later rather than dying, which
@@ -606,6 +616,9 @@ class WorkerPool:
                 self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if died and not ready else 0
                 self.deaths[name] += died
                 self._reaped[name] = died
+                if died:  # an operator reading the log learns of it, not only /api/health
+                    _log.warning("worker %s died (%s); its job goes back to the queue, and another worker starts",
+                                 name, _exit_reason(process.exitcode))
             # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
             # fail, the slot stays reaped and it is tried again.
             self.queue.requeue_worker(name, died=self._reaped[name])
