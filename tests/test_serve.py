@@ -1651,3 +1651,20 @@ def test_sizes_take_the_units_people_write() -> None:
     assert parse_byte_size("2G") == parse_byte_size("2 GB") == 2 * 10**9
     assert parse_byte_size("1TB") == 10**12 and parse_byte_size("1TiB") == 2**40 and parse_byte_size("1k") == 1000
     assert parse_byte_size("0", "min_free", zero=True) == 0, "a floor of free space turned off"
+
+
+def test_a_job_that_runs_again_keeps_the_time_it_first_started(tmp_path: Path) -> None:
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    queue.add("c" * 32, "image", {})
+    first = queue.claim("slot-0")
+    assert first is not None and first.started is not None
+    queue.requeue_worker("slot-0", died=True)  # its worker was killed: the job goes back to the queue
+    time.sleep(0.01)
+    again = queue.claim("slot-0")
+    assert again is not None and again.id == first.id and again.started == first.started
+    queue.close()

@@ -236,9 +236,11 @@ class JobQueue:
     # --- the worker's side ---
 
     def claim(self, worker: str) -> Job | None:
-        """The oldest queued job, now running on `worker`; None when the queue is empty."""
+        """The oldest queued job, now running on `worker`; None when the queue is empty. A job that runs again (its
+        worker or the server stopped) keeps the time it first started."""
         with self._write() as db:
-            row = db.execute("UPDATE jobs SET state = 'running', worker = ?, started = ?, attempts = attempts + 1, "
+            row = db.execute("UPDATE jobs SET state = 'running', worker = ?, started = COALESCE(started, ?), "
+                             "attempts = attempts + 1, "
                              "error = NULL WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' "
                              "ORDER BY seq LIMIT 1) RETURNING *", (worker, time.time())).fetchone()
         return Job.from_row(row) if row else None
