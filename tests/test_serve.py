@@ -1668,3 +1668,26 @@ def test_a_job_that_runs_again_keeps_the_time_it_first_started(tmp_path: Path) -
     again = queue.claim("slot-0")
     assert again is not None and again.id == first.id and again.started == first.started
     queue.close()
+
+
+def test_deleting_a_job_whose_cancel_is_under_way_says_it_is_stopping(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    job_id = "d" * 32
+    queue.add(job_id, "image", {"style": {"builtin": "starry-night"}, "options": {}, "output": "result.png"})
+    queue.claim("slot-0")  # running: its worker stops at its next iteration once the cancel is seen
+    app = create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)
+    with TestClient(app) as client:
+        assert client.delete(f"/api/jobs/{job_id}").json()["detail"] == f"job {job_id} is running: cancel it first"
+        assert client.post(f"/api/jobs/{job_id}/cancel").json()["cancel_requested"]
+        refused = client.delete(f"/api/jobs/{job_id}")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == f"job {job_id} is stopping after its cancel: delete it once it has stopped"
+    queue.close()

@@ -537,6 +537,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         if state is None:
             raise ApiError(404, f"no job {shortened(job_id, 40)!r}")
         if state == "running":
+            if queue.cancel_requested(job_id):  # cancelled, and its worker has yet to stop at its next iteration
+                raise ApiError(409, f"job {job_id} is stopping after its cancel: delete it once it has stopped")
             raise ApiError(409, f"job {job_id} is running: cancel it first")
         remove_ours(data.job(job_id))
         return Response(status_code=204)
