@@ -307,6 +307,9 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     assert response.status_code == 415 and response.json()["field"] == "style_file", response.text
     response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY})
     assert response.status_code == 422 and response.json()["field"] == "input"
+    response = server.client.post("/api/jobs", data={"style": "starry-night", "input": "clip.mp4", **TINY})
+    assert response.status_code == 422 and response.json() == {
+        "detail": "input: must be a file upload, not a text field", "field": "input"}, response.text
     dot = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes()
     response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
                                                                   "style_file": ("dot.png", dot)})

@@ -409,7 +409,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         field = str(first["loc"][-1]) if first.get("loc") else None
-        return JSONResponse({"detail": f"{field}: {first['msg']}" if field else first["msg"], "field": field},
+        message = first["msg"]
+        if "Expected UploadFile" in message:  # pydantic's words for a text field where a file belongs
+            message = "must be a file upload, not a text field"
+        return JSONResponse({"detail": f"{field}: {message}" if field else message, "field": field},
                             status_code=422)
 
 
