@@ -1363,13 +1363,16 @@ def test_the_gallery_lists_only_finished_jobs_with_a_picture(tmp_path: Path) -> 
     data = DataDir(tmp_path / "data")
     data.create()
     queue = JobQueue(data.database)
-    for job_id in ("a" * 32, "b" * 32):
+    for job_id in ("c" * 32, "a" * 32, "b" * 32):
         queue.add(job_id, "video", {"output": "result.mp4", "style": {"builtin": "starry-night"}, "options": {}})
         data.job(job_id).mkdir()
         mark_as_ours(data.job(job_id))
         assert queue.claim("w0").id == job_id
         queue.finish(job_id, "done")
-    write_image(data.job("a" * 32) / PREVIEW, np.full((36, 64, 3), 90, np.uint8))
+    for job_id in ("a" * 32, "c" * 32):  # c's result is gone since (removed by hand): a broken link in a gallery
+        write_image(data.job(job_id) / PREVIEW, np.full((36, 64, 3), 90, np.uint8))
+    for job_id in ("a" * 32, "b" * 32):
+        (data.job(job_id) / "result.mp4").write_bytes(b"a video")
     with TestClient(create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)) as client:
         gallery = client.get("/api/gallery").json()
         assert [item["id"] for item in client.get("/api/gallery?limit=1").json()] == ["a" * 32], "filled past b"

@@ -549,9 +549,11 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
     @app.get("/api/gallery", response_model=list[GalleryItem], tags=["gallery"])
     async def gallery(limit: Annotated[int, Query(ge=1, le=100)] = 12) -> list[dict[str, Any]]:
         """The latest creations: finished jobs that have a picture, the most recently finished first."""
-        # A job whose picture could not be written (a full disk) would be a broken image on the page; such jobs
-        # are rare, so a few more than asked for are read to fill the page without them.
-        pictured = (j for j in queue.jobs("done", 2 * limit) if (data.job(j.id) / PREVIEW).is_file())
+        # A job whose picture could not be written (a full disk), or whose result has gone since (removed by hand),
+        # would be a broken image or link on the page; such jobs are rare, so a few more than asked for are read to
+        # fill the page without them.
+        pictured = (j for j in queue.jobs("done", 2 * limit)
+                    if (data.job(j.id) / PREVIEW).is_file() and (data.job(j.id) / j.params["output"]).is_file())
         return [{"id": j.id, "kind": j.kind, "finished": j.finished, "preview": f"/api/jobs/{j.id}/preview",
                  "result": f"/api/jobs/{j.id}/result", "page": f"/jobs/{j.id}"}
                 for j in itertools.islice(pictured, limit)]
