@@ -1697,3 +1697,10 @@ def test_deleting_a_job_whose_cancel_is_under_way_says_it_is_stopping(tmp_path: 
         assert refused.status_code == 409, refused.text
         assert refused.json()["detail"] == f"job {job_id} is stopping after its cancel: delete it once it has stopped"
     queue.close()
+
+
+def test_option_fields_are_read_as_people_type_them() -> None:
+    from vidstyle.serve.app import parse_options
+
+    preset, overrides = parse_options({"flow": " DIS ", "size": " 64 ", "preserve_colors": "Yes"}, "fast", "cpu")
+    assert (preset, overrides) == ("fast", {"flow": "dis", "size": 64, "preserve_colors": True})

@@ -179,6 +179,8 @@ def _parse_value(name: str, kind: type, text: str | None) -> Any:
     if kind in (int, float) and not _NUMBER[kind].fullmatch(text):
         what = {int: "a whole number", float: "a number"}[kind]
         raise ApiError(422, f"{name} must be {what} (got {shortened(text)!r})", name)
+    if kind is str:  # a choice (flow): its values are lower case, as the page sends them
+        return text.lower()
     try:
         return kind(text)
     except ValueError:  # a whole number of more digits than int() converts: far outside every setting's range
@@ -293,6 +295,7 @@ class JobFactory:
             raise ApiError(507, problem)
 
     def _style(self, name: str | None, upload: UploadFile | None, staging: Path) -> tuple[dict[str, str], Path]:
+        name = (name or "").strip()  # as the option fields are read: " starry-night" is starry-night
         if upload is not None and _present(upload):
             if name:
                 raise ApiError(422, "give a built-in style or a style picture, not both", "style")
