@@ -552,3 +552,20 @@ def test_a_stop_while_the_video_is_written_from_finished_frames_says_so(bunny_sh
         vidstyle.render(bunny_short, [starry], out, config, overwrite=True, on_event=stop_at_start)
     assert out.read_bytes() == before
     assert not any(p.name.endswith(".partial.mp4") for p in tmp_path.iterdir())
+
+
+def test_settings_that_act_only_along_the_flow_do_not_part_two_renders_without_flow() -> None:
+    """The fast preset (flow none) recorded a temporal weight of 0 before every preset stood on the balanced one
+    (15): its frames are the same, so such a render resumes; with flow on, a temporal weight is a difference."""
+    from vidstyle.checkpoint import Manifest
+    from vidstyle.config import make_config
+
+    def manifest(config: object) -> Manifest:
+        return Manifest("1", "in.mp4", ("s.jpg",), (64, 36), 12, config.frames_dict())  # type: ignore[attr-defined]
+
+    now, before = make_config("fast"), dataclasses.replace(make_config("fast"), temporal_weight=0.0)
+    assert now.temporal_weight == 15.0 and manifest(now).changed_settings(manifest(before)) == ()
+    flowing = make_config("fast", flow="dis")
+    assert manifest(flowing).changed_settings(manifest(dataclasses.replace(flowing, temporal_weight=5.0))) == \
+        ("temporal_weight",)
+    assert manifest(now).changed_settings(manifest(dataclasses.replace(now, iters=3))) == ("iters",)

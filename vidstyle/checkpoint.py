@@ -61,6 +61,8 @@ def file_sha256(path: Path) -> str:
 # Settings added since manifests were first written, at the value that makes the frames of the versions before them:
 # an older manifest without one is compared as having that value, so a render that asks for it resumes those frames.
 SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"held_structure": 1.0}
+# Settings that act only along the optical flow (config validate() keeps the others that need it at their off value).
+ALONG_FLOW_ONLY = ("temporal_weight", "change_tolerance")
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,12 @@ class Manifest:
     def changed_settings(self, other: Manifest) -> tuple[str, ...]:
         mine = {**SETTINGS_BEFORE_THEY_EXISTED, **self.settings}
         theirs = {**SETTINGS_BEFORE_THEY_EXISTED, **other.settings}
+        if mine.get("flow") == theirs.get("flow") == "none":
+            # With no flow they shape no frame: the fast preset recorded a temporal weight of 0 before it stood on
+            # the balanced preset (15), and its frames are the same.
+            for name in ALONG_FLOW_ONLY:
+                mine.pop(name, None)
+                theirs.pop(name, None)
         return tuple(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)))
 
     def to_json(self) -> str:
