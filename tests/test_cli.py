@@ -688,3 +688,23 @@ def test_presets_lists_each_preset_and_where_their_files_are(capsys) -> None:
     assert f"size {read_preset('quality')['size']}," in lines[3]
     assert lines[-1].startswith(f"the files are in {presets_dir()};")
     assert all((presets_dir() / f"{line.split()[0]}.toml").is_file() for line in lines[:-1])
+
+
+def test_the_event_logs_check_neither_waits_on_a_pipe_nor_makes_a_links_target(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from vidstyle.cli import _try_appending
+
+    pipe = tmp_path / "events"
+    os.mkfifo(pipe)
+    check = threading.Thread(target=_try_appending, args=(pipe,), daemon=True)
+    check.start()
+    check.join(10)
+    assert not check.is_alive(), "opened for writing, a pipe waits for a reader"
+    link = tmp_path / "log.jsonl"
+    link.symlink_to(tmp_path / "target.jsonl")  # leads nowhere yet
+    _try_appending(link)
+    assert link.is_symlink() and not (tmp_path / "target.jsonl").exists(), "the link kept, its target not made"
+    _try_appending(tmp_path / "new.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events", "log.jsonl"], "a free name stays free"

@@ -287,8 +287,13 @@ class _JsonLog:
 def _try_appending(path: Path) -> None:
     """Open the event log for appending and close it again, removing it if this made it: permissions alone do not
     say (a folder such as /proc, a read-only mount, a user allowed everything), and a log found unwritable only at
-    the first event would stop the work after it began."""
-    made = not path.exists()
+    the first event would stop the work after it began. Only a regular file or a free name is opened so: a named
+    pipe would wait for a reader, and a link that leads nowhere would have its target made; those are asked about."""
+    made = not os.path.lexists(path)
+    if not (made or path.is_file()):
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise OutputError(f"cannot write the event log {path}: it is not writable")
+        return
     try:
         with open(path, "a", encoding="utf-8"):
             pass
