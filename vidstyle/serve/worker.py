@@ -616,9 +616,9 @@ class WorkerPool:
                 self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if died and not ready else 0
                 self.deaths[name] += died
                 self._reaped[name] = died
-                if died:  # an operator reading the log learns of it, not only /api/health
-                    _log.warning("worker %s died (%s); its job goes back to the queue, and another worker starts",
-                                 name, _exit_reason(process.exitcode))
+                if died:  # an operator reading the log learns of it, not only /api/health (what became of its job,
+                    # if it had one, is the job's own state: back in the queue, or failed after MAX_WORKER_DEATHS)
+                    _log.warning("worker %s died (%s); another starts", name, _exit_reason(process.exitcode))
             # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
             # fail, the slot stays reaped and it is tried again.
             self.queue.requeue_worker(name, died=self._reaped[name])
