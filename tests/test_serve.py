@@ -1702,5 +1702,18 @@ def test_deleting_a_job_whose_cancel_is_under_way_says_it_is_stopping(tmp_path: 
 def test_option_fields_are_read_as_people_type_them() -> None:
     from vidstyle.serve.app import parse_options
 
-    preset, overrides = parse_options({"flow": " DIS ", "size": " 64 ", "preserve_colors": "Yes"}, "fast", "cpu")
+    preset, overrides = parse_options({"flow": " DIS ", "size": " 64 ", "preserve_colors": "Yes", "preset": " Fast"},
+                                      "balanced", "cpu")
     assert (preset, overrides) == ("fast", {"flow": "dis", "size": 64, "preserve_colors": True})
+
+
+def test_a_built_in_styles_name_is_read_as_people_type_it(tmp_path: Path) -> None:
+    from vidstyle.serve.app import JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 0), JobQueue(data.database), None)
+    chosen, path = factory._style(" Starry_Night ", None, tmp_path)
+    assert chosen == {"builtin": "starry-night"} and path.is_file()

@@ -148,7 +148,7 @@ def job_out(job: Job) -> dict[str, Any]:
 
 def parse_options(form: dict[str, str | None], default_preset: str, device: str) -> tuple[str, dict[str, Any]]:
     """(preset, overrides) from the form's text fields, checked by make_config exactly as a render will build it."""
-    preset = form.get("preset") or default_preset
+    preset = (form.get("preset") or "").strip().lower() or default_preset  # as the choice fields are read
     if preset not in preset_names():  # a name only: a client never names a file on the server
         raise ApiError(422, f"preset must be one of {', '.join(preset_names())} (got {shortened(preset)!r})",
                        "preset")
