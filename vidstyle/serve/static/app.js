@@ -15,8 +15,8 @@ const vidstyle = (() => {
     return s >= 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s} s`;
   }
 
-  // Rounded down: 100 % is a finished job, not one with its last frame still to paint.
-  const percentOf = (job) => (job.state === "done" ? 100 : Math.floor(job.progress * 100));
+  // 100 % is a finished job only, not one with its last frame still to paint or its video still to write.
+  const percentOf = (job) => (job.state === "done" ? 100 : Math.min(99, Math.floor(job.progress * 100)));
 
   async function showStyles() {
     const box = $("styles");
