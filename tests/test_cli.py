@@ -647,6 +647,7 @@ def test_a_blend_of_the_wrong_length_is_told_in_plain_words() -> None:
     for blend in ((1e308, 1e308), (10**400,)):
         with pytest.raises(SettingError, match=r"^style_blend weights must be .* add up to a finite number \(got"):
             make_config("balanced", style_blend=blend)
+    assert make_config("balanced", style_blend=(1.5e308,)).style_blend == (1.5e308,), "large, but a float"
 
 
 def test_the_library_names_other_settings_in_its_own_words() -> None:

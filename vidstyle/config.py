@@ -218,7 +218,7 @@ def validate(cfg: Config) -> None:
     blend = cfg.style_blend
     # A float first: an int too large for one (10**400) is refused here, not by an OverflowError; and the sum too,
     # since weights that are each finite can add up to infinity, which would weigh every style zero.
-    floats = [float(w) if -1e308 <= w <= 1e308 else math.inf for w in blend]
+    floats = [_as_float(w) for w in blend]
     if any(not math.isfinite(w) or w < 0 for w in floats) or (blend and not 0 < sum(floats) < math.inf):
         raise SettingError("style_blend", f"weights must be finite, non-negative and not all zero, and add up to a "
                                           f"finite number (got {shortened(repr(blend), 60)})")
@@ -264,6 +264,14 @@ _DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Confi
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(Config))
+
+
+def _as_float(value: float) -> float:
+    """A number as a float; one too large for a float (an int of 400 digits) as infinity."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _normalized(name: str, value: Any) -> Any:
