@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
     params TEXT NOT NULL,                        -- JSON: preset, overrides, style, input and output file names
     created REAL NOT NULL,
-    started REAL,                                -- the latest claim
+    started REAL,                                -- the first claim (a job that runs again keeps it)
     finished REAL,
     frames_done INTEGER NOT NULL DEFAULT 0,
     frames_total INTEGER,
