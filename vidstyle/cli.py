@@ -432,8 +432,8 @@ def _cmd_presets(_args: argparse.Namespace) -> int:
     for name in preset_names():
         settings = ", ".join(f"{key} {value}" for key, value in read_preset(name).items())
         print(f"{name:10}{' (default)' if name == DEFAULT_PRESET else '':11} {settings}")
-    print(f"the files are in {presets_dir()}; --config also takes a TOML file of your own (a setting it leaves out "
-          f"is {DEFAULT_PRESET}'s)")
+    print(f"the files are in {presets_dir()}; --config also takes a TOML file of your own; every preset takes what "
+          f"it leaves out from {DEFAULT_PRESET}")
     return 0
 
 
