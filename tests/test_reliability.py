@@ -115,8 +115,17 @@ def test_restart_with_workdir_dot_refuses_the_current_folder(capsys, monkeypatch
     (tmp_path / "notes.txt").write_text("do not delete\n")
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["render", "clip.mp4", "--style", "style.jpg", "-o", "out.mp4", "--workdir", ".", "--restart",
-                      *TINY], 2, "work directory . holds the output out.mp4", folder=tmp_path)
+                      *TINY], 2, "work directory . holds the output out.mp4; choose one apart from the output's folder "
+                      "with --workdir$", folder=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "notes.txt", "style.jpg"]
+    # A folder of the user's that holds no output of this render: --restart still takes nothing that is not a
+    # work directory of vidstyle's.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine too\n")
+    _refused(capsys, ["render", "clip.mp4", "--style", "style.jpg", "-o", "out.mp4", "--workdir", "mine",
+                      "--restart", *TINY], 2, "not a vidstyle work directory", folder=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "mine", "notes.txt", "style.jpg"]
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine too\n"
 
 
 def test_restart_of_a_real_work_directory_keeps_the_users_files(capsys, tiny: Path, starry: Path,

@@ -1032,6 +1032,12 @@ def _interrupt_once(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+# The library's advice about the work directory, as this command line takes one.
+_WORKDIR_ADVICE = (("or choose another work directory", "or --workdir to choose another"),
+                   ("choose another work directory", "choose another with --workdir"),
+                   ("choose a work directory apart from the output's folder", "choose one apart from the output's "
+                                                                             "folder with --workdir"))
+
 # Library errors that a flag of this command line can resolve: the hint names it.
 _HINTS: tuple[tuple[type[VidstyleError], str], ...] = (
     (NotAWorkDir, "move it, or choose another directory with --workdir"),
@@ -1086,9 +1092,11 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older), "setting(s) " + flags)
     if isinstance(exc, CheckpointError) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
-    if RESTART in text:  # the message's own advice, in the flags' words
-        return text.replace(RESTART, "use --restart").replace("choose another work directory", "--workdir to choose "
-                                                                                                "another")
+    if RESTART in text or any(advice in text for advice, _ in _WORKDIR_ADVICE):  # its own advice, in flags
+        text = text.replace(RESTART, "use --restart")
+        for advice, flagged in _WORKDIR_ADVICE:
+            text = text.replace(advice, flagged)
+        return text
     for kind, hint in _HINTS:
         if isinstance(exc, kind):
             return f"{text}; {hint}"  # the first that fits: the list goes from the narrowest kind
