@@ -952,10 +952,14 @@ def test_a_lock_files_old_holder_never_takes_the_new_holders_lock_file_away(tmp_
     remover.release()
     assert path.exists(), "the starting render's lock file is still there"
     with pytest.raises(BusyError, match="is writing work directory right now; .* or choose another work directory$"):
-        FileLock(path, "work directory").acquire()
+        FileLock(path, "work directory", kind="work directory").acquire()
     with pytest.raises(BusyError, match="is writing o.mp4 right now; wait for it to finish or choose another output$"):
         FileLock(path, "o.mp4").acquire()
     starting.release()
+    (tmp_path / "work directory.mp4").mkdir()  # a folder of an output's name: its lock's advice is still a work dir's
+    work = WorkDir(tmp_path / "work directory.mp4")
+    with work.lock(), pytest.raises(BusyError, match="or choose another work directory$"):
+        work.lock().acquire()
     assert not path.exists()
     FileLock(path, "work directory").acquire().release()
 

@@ -230,7 +230,8 @@ class WorkDir:
 
     def lock(self) -> FileLock:
         """Held for the whole render, so two renders never write one work directory at once."""
-        return FileLock(self.path / LOCK, f"work directory {self.path}", remove_on_release=True)
+        return FileLock(self.path / LOCK, f"work directory {self.path}", remove_on_release=True,
+                        kind="work directory")
 
     def frame_path(self, index: int) -> Path:
         return self.frames / f"{index:07d}.png"

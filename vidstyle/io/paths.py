@@ -183,11 +183,12 @@ _RELOCKS = 100  # a name replaced this many times in a row while we lock it is n
 class FileLock:
     """An exclusive flock on `path`, created if needed; the kernel drops it when the process dies, kill -9 too.
 
-    `remove_on_release` deletes the file when the lock is released, for lock files that only we create.
+    `remove_on_release` deletes the file when the lock is released, for lock files that only we create. `kind` is
+    what a person who finds it taken may choose another of (an output, a work directory).
     """
 
-    def __init__(self, path: Path, what: str, remove_on_release: bool = False) -> None:
-        self.path, self.what, self.remove_on_release = Path(path), what, remove_on_release
+    def __init__(self, path: Path, what: str, remove_on_release: bool = False, kind: str = "output") -> None:
+        self.path, self.what, self.remove_on_release, self.kind = Path(path), what, remove_on_release, kind
         self._fd: int | None = None
 
     def acquire(self, fresh: bool = False) -> FileLock:
@@ -242,9 +243,8 @@ class FileLock:
         return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
     def _busy(self) -> BusyError:
-        other = "work directory" if self.what.startswith("work directory") else "output"
         return BusyError(f"another vidstyle render is writing {self.what} right now; wait for it to finish or "
-                         f"choose another {other}")
+                         f"choose another {self.kind}")
 
     def release(self, unlink: bool | None = None) -> None:
         if self._fd is None:
