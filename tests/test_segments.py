@@ -238,9 +238,11 @@ def test_stylize_sequence_refuses_frames_it_cannot_paint_in_its_own_words(starry
         with pytest.raises(SettingError, match=f"^frames .*{problem}"):
             list(vidstyle.stylize_sequence(frames, stylizer))  # type: ignore[arg-type]
     with pytest.raises(SettingError, match="^stylizer must be a vidstyle.Stylizer"):
-        list(vidstyle.stylize_sequence([Frame(0, picture)], None))  # type: ignore[arg-type]
+        vidstyle.stylize_sequence([Frame(0, picture)], None)  # type: ignore[arg-type] - at the call, not at next()
     with pytest.raises(SettingError, match="^stop must be a threading.Event"):
-        list(vidstyle.stylize_sequence([Frame(0, picture)], stylizer, stop=True))  # type: ignore[arg-type]
+        vidstyle.stylize_sequence([Frame(0, picture)], stylizer, stop=True)  # type: ignore[arg-type]
+    with pytest.raises(SettingError, match="^previous must be a vidstyle.sequence.Previous or None"):
+        vidstyle.stylize_sequence([Frame(0, picture)], stylizer, picture)  # type: ignore[arg-type]
     assert len(list(vidstyle.stylize_sequence([Frame(0, picture)], stylizer))) == 1
 
 

@@ -296,13 +296,20 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
     `previous` continues a shot whose earlier frames were stylized before (a resumed render, a later segment);
     without it the first frame starts fresh. Motion (decoding too, when `frames` decodes lazily) runs on a
     thread a few frames ahead, so the device does not wait for the flow. Setting `stop` ends the sequence between
-    two iterations by raising Cancelled.
+    two iterations by raising Cancelled. The arguments are checked at the call, each frame as it comes.
     """
     check_is_stylizer(stylizer)
     check_call_arguments(find_cuts=find_cuts, stop=stop, on_event=on_event)
     if not isinstance(frames, Iterable) or isinstance(frames, (str, bytes, np.ndarray)):
         raise SettingError("frames", f"must be an iterable of vidstyle.io.decode.Frame items (got "
                                      f"{type(frames).__name__})")
+    if previous is not None and not isinstance(previous, Previous):
+        raise SettingError("previous", f"must be a vidstyle.sequence.Previous or None (got {type(previous).__name__})")
+    return _stylized(frames, stylizer, previous, find_cuts, on_event, stop)
+
+
+def _stylized(frames: Iterable[Frame], stylizer: Stylizer, previous: Previous | None, find_cuts: bool,
+              on_event: EventCallback, stop: threading.Event | None) -> Iterator[StylizedFrame]:
     config = stylizer.config
     # (source, stylized) of the shot's latest frames, nearest first, as far back as temporal_reach looks.
     history: list[tuple[np.ndarray, np.ndarray]] = []
