@@ -353,6 +353,10 @@ def test_api_checks_come_before_side_effects_and_speak_setting_names(bunny_short
     assert existing.read_bytes() == b"keep" and sorted(p.name for p in user.iterdir()) == ["notes.txt"]
     for message in messages:
         assert "--" not in message, f"the library spoke in flags: {message}"
+    # Styles as bytes or a dict: refused as what they are, not byte by byte ("got int 115") or by their keys.
+    for styles, kind in ((b"starry-night", "bytes"), ({"starry-night": 1}, "dict"), ({"starry-night"}, "set")):
+        with pytest.raises(SettingError, match=f"^style_paths must be .* \\(got {kind}\\)$"):
+            vidstyle.render(bunny_short, styles, out)  # type: ignore[arg-type]
 
 
 def test_render_without_config_uses_the_balanced_preset(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
