@@ -195,10 +195,11 @@ def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
     assert job["id"] in [j["id"] for j in server.client.get("/api/jobs?state=done").json()]
     bogus = server.client.get("/api/jobs?state=finished")
     assert bogus.status_code == 422 and bogus.json()["field"] == "state"
+    assert job["id"] in [g["id"] for g in server.client.get("/api/gallery").json()]
     (server.data / "jobs" / job["id"] / "result.mp4").unlink()  # removed by hand on the server
     gone = server.client.get(done["urls"]["result"])
     assert gone.status_code == 410 and "no longer on the server" in gone.json()["detail"]
-    assert job["id"] in [g["id"] for g in server.client.get("/api/gallery").json()]
+    assert job["id"] not in [g["id"] for g in server.client.get("/api/gallery").json()], "no broken link shown"
     late = server.client.post(f"/api/jobs/{job['id']}/cancel")
     assert late.status_code == 409 and "already ended (done)" in late.json()["detail"]
     assert server.job(job["id"])["state"] == "done"
