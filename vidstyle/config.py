@@ -440,8 +440,8 @@ def held_structure_unused(c: Config) -> str | None:
 # Iterations between two pictures of a still's animation, where the caller does not say.
 ANIMATION_EVERY = 5
 
-# The fewest iterations a later frame gets when `tol` is set (optimize.stylize_frame): a warm start's first few
-# steps can gain little and then more, so the frame is not judged converged before this.
+# The fewest iterations a later frame gets when `tol` is set (optimize.stylize_frame): its loss is compared over
+# windows of optimize.CHECK_EVERY iterations, and a frame has two of them before it may stop.
 MIN_ITERS = 10
 
 # Settings that act only together with another one: (setting, its value that turns it off, the other setting's
