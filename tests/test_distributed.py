@@ -713,3 +713,27 @@ def test_a_frames_folder_that_is_a_link_is_not_followed_when_checkpoints_go(tmp_
     files.root.symlink_to(theirs, target_is_directory=True)
     work._remove_own_files(remove_directory=False)
     assert (theirs / "2" / "0000001.png").exists() and (theirs / "lead" / "0000001.png").exists()
+
+
+def test_a_stop_after_the_output_is_in_place_says_it_was_written_in_full() -> None:
+    """Ray takes a moment to shut down after the video is published: a Ctrl-C then said "run it again" of a render
+    whose output was complete, and whose next run only refused the existing output."""
+    from types import SimpleNamespace
+
+    from vidstyle.distributed import _stop_after_publish
+    from vidstyle.errors import SignalInterrupt
+
+    job = SimpleNamespace(output=Path("o.mp4"), span=(0, 5))
+    with pytest.raises(Interrupted, match="^interrupted after o.mp4 was written in full$") as caught:
+        with _stop_after_publish(job) as published:  # type: ignore[arg-type]
+            published.set()
+            raise KeyboardInterrupt
+    assert caught.value.exit_code == 130
+    with pytest.raises(Interrupted, match="written in full") as caught:
+        with _stop_after_publish(job) as published:  # type: ignore[arg-type]
+            published.set()
+            raise SignalInterrupt(signal.SIGTERM)
+    assert caught.value.exit_code == 143
+    with pytest.raises(KeyboardInterrupt):  # before the output is in place: the render's own stop, resumable
+        with _stop_after_publish(job):  # type: ignore[arg-type]
+            raise KeyboardInterrupt

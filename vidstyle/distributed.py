@@ -570,7 +570,9 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     ray = import_ray()
     files = ChunkFiles(job.workdir, job.config.passes)
     progress = RunProgress(on_event, 0, job.info.frame_count)
-    with output_slot(job.output, progress, job.overwrite) as partial:
+    stopped: int | None = None
+    with output_slot(job.output, progress, job.overwrite) as partial, \
+            _stop_after_publish(job) as published:
         # Ray first: a cluster that cannot be reached leaves no work directory behind to block the next try.
         with _ray_session(ray, cluster, job.config) as session:
             if restart and (job.workdir.path / MANIFEST).is_file():
@@ -590,11 +592,30 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
                 put_in_place(job, partial)
+                published.set()
                 # Under the lock: a render starting now must not reuse what goes.
                 stopped = clean_up_after_publish(lambda: _remove_after_render(job, files))
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
         end_if_stopped(stopped, job)
     return job.output
+
+
+@contextmanager
+def _stop_after_publish(job: RenderJob) -> Iterator[threading.Event]:
+    """Set the event once the output is in place: a Ctrl-C or SIGTERM after it (while Ray shuts down, which takes
+    a moment) ends as one that came during the clean-up does (pipeline.end_if_stopped), the output written in
+    full, not as a render to run again, whose next run would only refuse the existing output."""
+    published = threading.Event()
+    try:
+        yield published
+    except KeyboardInterrupt:
+        if not published.is_set():
+            raise
+        end_if_stopped(signal.SIGINT, job)
+    except SignalInterrupt as exc:
+        if not published.is_set():
+            raise
+        end_if_stopped(exc.signum, job)
 
 
 def _remove_after_render(job: RenderJob, files: ChunkFiles) -> None:
