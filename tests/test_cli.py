@@ -709,3 +709,21 @@ def test_the_event_logs_check_neither_waits_on_a_pipe_nor_makes_a_links_target(t
     assert link.is_symlink() and not (tmp_path / "target.jsonl").exists(), "the link kept, its target not made"
     _try_appending(tmp_path / "new.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events", "log.jsonl"], "a free name stays free"
+
+
+def test_a_render_on_workers_shows_progress_off_a_terminal_too(capsys) -> None:
+    """Ray workers send no frame events: off a terminal (a log, nohup) such a render printed nothing for hours."""
+    from fractions import Fraction
+
+    from vidstyle.cli import _Progress
+    from vidstyle.events import RenderStarted, WorkersBusy
+
+    progress = _Progress(quiet=False)
+    assert progress.plain, "pytest's stderr is no terminal"
+    progress.PLAIN_EVERY = 0.0  # type: ignore[misc] - every report a line
+    progress(RenderStarted(12, 0, 0, (64, 36), Fraction(25), "ray, 2 workers", Path("w"), 1, "no audio"))
+    progress(WorkersBusy(2, 2, 3))
+    progress(WorkersBusy(1, 2, 12))
+    progress.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-2:] == ["frames done: 3/12, 2/2 workers busy", "frames done: 12/12, 1/2 workers busy"]

@@ -562,6 +562,8 @@ class _Progress:
             self.eta = None  # Ray workers send no frame events: the bar's own rate of final frames is the ETA
             self.bar.update(event.frames_done - self.bar.n)
             self.bar.set_postfix_str(f"{event.busy}/{event.workers} workers busy")
+        elif isinstance(event, WorkersBusy) and self.plain:
+            self._workers_line(event)
         elif isinstance(event, BatchItemStarted):
             styles = " + ".join(p.name for p in event.styles)
             self.say(f"[{event.position + 1}/{event.count}] {event.input.name} as {styles} -> {event.output}")
@@ -615,6 +617,15 @@ class _Progress:
         self.last_line = now
         left, rate = self.left_and_rate()
         self.say(f"frame {int(self.frames_done + 1e-9)}/{self.total}: {rate}, about {left} left")
+
+    def _workers_line(self, event: WorkersBusy) -> None:
+        """A render on Ray workers off a terminal: its final frames and busy workers, a line every few seconds (its
+        workers send no frame events, so _plain_line's lines would never come)."""
+        now = time.monotonic()
+        if now - self.last_line < self.PLAIN_EVERY and event.frames_done < self.total:
+            return
+        self.last_line = now
+        self.say(f"frames done: {event.frames_done}/{self.total}, {event.busy}/{event.workers} workers busy")
 
     def close(self) -> None:
         if self.bar is not None:
