@@ -24,7 +24,7 @@ from vidstyle.flow import colour_agreement, is_scene_cut, reliable_flow, to_gray
 from vidstyle.io.decode import Frame
 from vidstyle.limits import MIN_SIDE
 from vidstyle.losses import TemporalLoss
-from vidstyle.stylize import Stylizer, add_stylization, check_is_stylizer, to_tensor
+from vidstyle.stylize import Stylizer, add_stylization, check_is_stylizer, is_rgb8, to_tensor
 from vidstyle.threads import read_ahead
 
 # Share of the warped stylization kept where the flow is unreliable (disocclusions, motion boundaries, colours that
@@ -331,7 +331,7 @@ def _checked(frames: Iterable[Frame]) -> Iterator[Frame]:
             raise SettingError("frames", f"must be vidstyle.io.decode.Frame(index, rgb) items, each an RGB uint8 "
                                          f"array at the size to paint (got {type(frame).__name__})")
         rgb = frame.rgb
-        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+        if not is_rgb8(rgb):
             shown = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
             raise SettingError("frames", f"must each hold an RGB uint8 array, (height, width, 3) (frame {frame.index} "
                                          f"holds a {shown})")

@@ -124,7 +124,8 @@ class FrameResult:
     iterations: int  # spent, fewer than the budget where the loss converged first (Config.tol)
 
 
-def _is_rgb8(picture: object) -> bool:
+def is_rgb8(picture: object) -> bool:
+    """An (H, W, 3) uint8 array: a decoded picture, as the network is given one."""
     return isinstance(picture, np.ndarray) and picture.dtype == np.uint8 and picture.ndim == 3 and \
         picture.shape[2] == 3
 
@@ -137,7 +138,7 @@ class Stylizer:
         """From decoded paintings (RGB uint8 arrays); `Stylizer.for_styles` takes files or built-in names."""
         if not isinstance(config, Config):
             raise SettingError("config", f"must be a vidstyle.Config (got {type(config).__name__})")
-        if not isinstance(styles, (list, tuple)) or not styles or not all(_is_rgb8(s) for s in styles):
+        if not isinstance(styles, (list, tuple)) or not styles or not all(is_rgb8(s) for s in styles):
             raise SettingError("styles", "must be a list of one or more decoded pictures (RGB uint8 arrays); "
                                          "Stylizer.for_styles takes files or built-in names")
         small = next(filter(None, map(style_size_problem, styles)), None)
