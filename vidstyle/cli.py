@@ -610,22 +610,25 @@ class _Progress:
         return (_clock(left) if left is not None else "?",
                 f"{per_frame:.1f} s/frame" if per_frame is not None else "? s/frame")
 
-    def _plain_line(self) -> None:
+    def _line_due(self, frames_done: float) -> bool:
+        """Whether a plain progress line is due: PLAIN_EVERY seconds after the last, or the last frame done."""
         now = time.monotonic()
-        if now - self.last_line < self.PLAIN_EVERY and self.frames_done < self.total:
-            return
+        if now - self.last_line < self.PLAIN_EVERY and frames_done < self.total:
+            return False
         self.last_line = now
+        return True
+
+    def _plain_line(self) -> None:
+        if not self._line_due(self.frames_done):
+            return
         left, rate = self.left_and_rate()
         self.say(f"frame {int(self.frames_done + 1e-9)}/{self.total}: {rate}, about {left} left")
 
     def _workers_line(self, event: WorkersBusy) -> None:
         """A render on Ray workers off a terminal: its final frames and busy workers, a line every few seconds (its
         workers send no frame events, so _plain_line's lines would never come)."""
-        now = time.monotonic()
-        if now - self.last_line < self.PLAIN_EVERY and event.frames_done < self.total:
-            return
-        self.last_line = now
-        self.say(f"frames done: {event.frames_done}/{self.total}, {event.busy}/{event.workers} workers busy")
+        if self._line_due(event.frames_done):
+            self.say(f"frames done: {event.frames_done}/{self.total}, {event.busy}/{event.workers} workers busy")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -675,7 +678,6 @@ def _clock(seconds: float) -> str:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from vidstyle.io.encode import VIDEO_SUFFIXES
     from vidstyle.pipeline import default_output, render
 
     config = _config_from(args, _STILL_FIELDS + _VIDEO_FIELDS)
@@ -683,9 +685,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if outputs > 1:
         return _render_batch(args, config, outputs)
     output = args.output
-    if output is None or (output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES):
-        # One output into a folder, named as beside the input. A folder named like a video (out.mp4/) is taken for
-        # the mistake it most likely is, and refused as an output that is a directory.
+    if output is None or _is_output_folder(output):
         named = default_output(args.input[0], [resolve_style(s) for s in args.style])
         output = named if output is None else output / named.name
     progress = _Progress(args.quiet)
@@ -699,6 +699,14 @@ def _cmd_render(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     return 0
+
+
+def _is_output_folder(output: Path) -> bool:
+    """-o names an existing folder to write the video into, under its default name. A folder named like a video
+    (out.mp4/) is taken for the mistake it most likely is, and refused as an output that is a directory."""
+    from vidstyle.io.encode import VIDEO_SUFFIXES
+
+    return output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES
 
 
 def _resuming(event: RenderStarted) -> str:
@@ -839,13 +847,10 @@ class _IterationBar:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from vidstyle.io.encode import VIDEO_SUFFIXES
     from vidstyle.pipeline import prepare_render, render_job
 
     config = demo_config(args.device)
-    output = args.output
-    if output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES:  # a folder for it, as render takes one
-        output = output / DEMO_OUTPUT
+    output = args.output / DEMO_OUTPUT if _is_output_folder(args.output) else args.output
     # Checked first, so that a refused output is the only line a failed demo prints.
     job = prepare_render(demo_clip(), [builtin_style("starry-night")], output, config, overwrite=args.overwrite)
     progress = _Progress(args.quiet)
