@@ -52,6 +52,7 @@ from vidstyle.errors import (
     SignalInterrupt,
     UsageError,
     VidstyleError,
+    stop_signal,
 )
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
@@ -608,14 +609,10 @@ def _stop_after_publish(job: RenderJob) -> Iterator[threading.Event]:
     published = threading.Event()
     try:
         yield published
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SignalInterrupt) as exc:
         if not published.is_set():
             raise
-        end_if_stopped(signal.SIGINT, job)
-    except SignalInterrupt as exc:
-        if not published.is_set():
-            raise
-        end_if_stopped(exc.signum, job)
+        end_if_stopped(stop_signal(exc), job)
 
 
 def _remove_after_render(job: RenderJob, files: ChunkFiles) -> None:

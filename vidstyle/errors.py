@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping, Sequence
 
 # The library's words for restarting a render from nothing (the API's `restart=True`); the command line puts its
@@ -133,6 +134,15 @@ class SignalInterrupt(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
         self.signum = signum
+
+
+# What stops a render from outside: Ctrl-C, SIGTERM (or SIGHUP) as the CLI raises it, and the caller's stop event.
+STOPS = (KeyboardInterrupt, SignalInterrupt, Cancelled)
+
+
+def stop_signal(stop: BaseException) -> int:
+    """The signal a stop (one of STOPS) stands for: its own for a SignalInterrupt, else SIGINT."""
+    return stop.signum if isinstance(stop, SignalInterrupt) else signal.SIGINT
 
 
 def shortened(text: str, limit: int = 80) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import signal
 import stat
 import threading
 import time
@@ -32,8 +31,8 @@ from vidstyle.checkpoint import Manifest, WorkDir, default_workdir, file_sha256
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import (
     RESTART,
+    STOPS,
     BusyError,
-    Cancelled,
     CheckpointMismatch,
     Interrupted,
     NotAWorkDir,
@@ -43,6 +42,7 @@ from vidstyle.errors import (
     SignalInterrupt,
     UsageError,
     VidstyleError,
+    stop_signal,
 )
 from vidstyle.events import (
     Event,
@@ -392,12 +392,9 @@ def clean_up_after_publish(clean_up: Callable[[], None]) -> int | None:
     so that a batch still stops there."""
     try:
         clean_up()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SignalInterrupt) as exc:
         clean_up()
-        return signal.SIGINT
-    except SignalInterrupt as exc:
-        clean_up()
-        return exc.signum
+        return stop_signal(exc)
     return None
 
 
@@ -422,10 +419,8 @@ def output_slot(output: Path, progress: RunProgress, overwrite: bool) -> Iterato
         if not overwrite and os.path.lexists(output):
             raise OutputExists(f"output {output} exists")
         yield partial
-    except (KeyboardInterrupt, Cancelled):
-        raise Interrupted(progress.current, signal.SIGINT, writing=progress.writing) from None
-    except SignalInterrupt as exc:
-        raise Interrupted(progress.current, exc.signum, writing=progress.writing) from None
+    except STOPS as exc:
+        raise Interrupted(progress.current, stop_signal(exc), writing=progress.writing) from None
     finally:
         output_lock.release(unlink=partial.exists())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from vidstyle.config import (
     config_or_default,
     path_argument,
 )
-from vidstyle.errors import Cancelled, Interrupted, OutputExists, SettingError, SignalInterrupt, UsageError
+from vidstyle.errors import STOPS, Interrupted, OutputExists, SettingError, UsageError, stop_signal
 from vidstyle.events import EventCallback, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
@@ -78,10 +77,8 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         else:
             _paint_with_animation(frames, stylizer, (output, written), animation, animation_every, overwrite,
                                   on_event, stop)
-    except (Cancelled, KeyboardInterrupt):  # the stop event, or Ctrl-C: as a render's, one Interrupted
-        raise Interrupted(None, signal.SIGINT, resumable=False) from None
-    except SignalInterrupt as exc:
-        raise Interrupted(None, exc.signum, resumable=False) from None
+    except STOPS as exc:  # the stop event, Ctrl-C or SIGTERM: as a render's, one Interrupted
+        raise Interrupted(None, stop_signal(exc), resumable=False) from None
     return output
 
 
