@@ -145,7 +145,7 @@ class Stylizer:
         if small is not None:
             raise SettingError("styles", f"holds a picture that {small}")
         self.config = config
-        self.device = resolve_device(device_name(device)) if device is not None else resolve_device(config.device)
+        self.device = resolve_device(device_name(device) if device is not None else config.device)
         self.dtype = resolve_precision(config.precision, self.device)
         self.vgg = vgg or load_vgg(CONTENT_LAYERS + STYLE_LAYERS, device=self.device, pooling=config.pooling)
         # NHWC lets cuDNN use its fastest (tensor-core) convolutions, and on a CPU oneDNN's; there the Gram
