@@ -73,6 +73,11 @@ def test_an_output_long_side_under_the_smallest_render_is_refused() -> None:
     with pytest.raises(SettingError, match=r"^output_size a long side must be at least 16 pixels \(got 1\)$"):
         vidstyle.make_config(output_size="1")
     assert vidstyle.make_config(output_size="16").output_size == "16"
+    with pytest.raises(SettingError, match=r"^output_size each side must be at least 16 pixels \(got 1x1\)$"):
+        vidstyle.make_config(output_size="1x1")
+    with pytest.raises(SettingError, match=r"^output_size each side must be at least 16 pixels \(got 640x15\)$"):
+        vidstyle.make_config(output_size="640x15")
+    assert vidstyle.make_config(output_size="16x16").output_size == "16x16"
     for too_large in ("100000x2", "8194x10", "100000", "9" * 5000):  # any number of digits: the same refusal
         with pytest.raises(SettingError, match=r"^output_size sides must be at most 8192 pixels"):
             vidstyle.make_config(output_size=too_large)

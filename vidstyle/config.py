@@ -197,9 +197,13 @@ def validate(cfg: Config) -> None:
                                                            for side in cfg.output_size.split("x")):
         raise SettingError("output_size", f"sides must be at most {MAX_SIZE} pixels "
                                           f"(got {shortened(cfg.output_size, 60)})")
-    # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2).
+    # As the render's own size: under it, evened for H.264, a long side loses the picture's shape (1 gave 2x2),
+    # and a WxH of a few pixels is no picture of the render.
     if cfg.output_size.isdigit() and int(cfg.output_size) < RANGES["size"][0]:
         raise SettingError("output_size", f"a long side must be at least {RANGES['size'][0]:g} pixels "
+                                          f"(got {cfg.output_size})")
+    if "x" in cfg.output_size and min(int(side) for side in cfg.output_size.split("x")) < RANGES["size"][0]:
+        raise SettingError("output_size", f"each side must be at least {RANGES['size'][0]:g} pixels "
                                           f"(got {cfg.output_size})")
     if not DEVICE_NAMES.fullmatch(cfg.device):
         raise SettingError("device", f"must be auto, cpu, cuda, cuda:N (a GPU by index) or mps "
