@@ -316,13 +316,15 @@ def test_another_chunking_or_the_sequential_render_is_refused(reference, bunny_s
                                                               tmp_path: Path) -> None:
     work, _, _ = reference
     for kwargs, differ in (({"workers": 2, "chunk_frames": 6, "overlap": 2}, ("chunk_frames",)),
+                           ({"workers": 2, "chunk_frames": 4, "overlap": 1}, ("overlap",)),
                            ({}, ("chunk_frames", "overlap"))):
         with pytest.raises(CheckpointMismatch) as other:
             vidstyle.render(bunny_short, [starry], tmp_path / "out.mp4", _config(), workdir=work, **kwargs)
         assert other.value.settings == differ
-    # Resumed without workers: the message says how to resume them, not only how to throw them away.
-    assert "holds a render on Ray workers, in chunks of 4 frames overlapping by 2: resume it on workers, chunked " \
-           "the same, or restart the render" in str(other.value)
+        # Resumed without workers or chunked otherwise: the message says how to resume them (with the chunking
+        # they were made with), not only how to throw them away.
+        assert "holds a render on Ray workers, in chunks of 4 frames overlapping by 2: resume it on workers, " \
+               "chunked the same, or restart the render" in str(other.value), kwargs
     assert sorted(_frames(work)) == list(range(12)) and list(tmp_path.iterdir()) == []
 
 

@@ -557,7 +557,7 @@ def _mismatch(work: WorkDir, wanted: Manifest, existing: Manifest, differences: 
     before, now = existing.settings, wanted.settings
     changed = set(wanted.changed_settings(existing))
     if len(differences) == 1 and changed and changed <= chunking:
-        if "chunk_frames" in before and "chunk_frames" not in now:
+        if "chunk_frames" in before:  # resumed without workers, or on workers chunked otherwise
             return (f"work directory {work.path} holds a render on Ray workers, in chunks of {before['chunk_frames']} "
                     f"frames overlapping by {before['overlap']}: resume it on workers, chunked the same, or {RESTART}")
         if "chunk_frames" in now and "chunk_frames" not in before:
