@@ -328,6 +328,29 @@ def test_another_chunking_or_the_sequential_render_is_refused(reference, bunny_s
     assert sorted(_frames(work)) == list(range(12)) and list(tmp_path.iterdir()) == []
 
 
+def test_a_stop_while_workers_write_the_video_from_finished_frames_says_so(reference, bunny_short: Path,
+                                                                           starry: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every frame made (a resume of a finished render's frames): a stop while the video is written is not "at
+    frame 5", the count of frames written so far."""
+    import vidstyle.distributed as distributed
+
+    work = tmp_path / "work"
+    shutil.copytree(reference[0], work)
+    written = distributed.for_output
+
+    def stop_at_frame_5(job: object, rgb: np.ndarray, gain: float) -> np.ndarray:
+        if np.array_equal(rgb, _frames(work)[5][..., ::-1]):
+            raise KeyboardInterrupt  # as Ctrl-C arrives while the writer takes frame 5
+        return written(job, rgb, gain)
+
+    monkeypatch.setattr(distributed, "for_output", stop_at_frame_5)
+    with pytest.raises(Interrupted, match="^interrupted while writing the video from its finished frames; run it "
+                                          "again with the same settings to write it$"):
+        vidstyle.render(bunny_short, [starry], tmp_path / "o.mp4", _config(), workdir=work, workers=2, **CHUNKING)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
 def test_a_render_made_without_workers_resumed_on_workers_is_told_to_resume_without(local_ray, bunny_short: Path,
                                                                                     starry: Path,
                                                                                     tmp_path: Path) -> None:

@@ -722,6 +722,7 @@ class _Driver:
                     poll = poll_interval(time.monotonic() - looked)
                     self._drop_unread(set(self.tasks) - set(todo) - set(pending.values()), made)
                     final = made[job.config.passes]
+                    self.progress.all_made = len(final) >= job.info.frame_count
                     self._announce(final - announced, announced)
                     self._encode(writer, final)
                     self._report(pending, len(final))

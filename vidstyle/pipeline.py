@@ -321,6 +321,9 @@ class RunProgress:
     def __init__(self, on_event: EventCallback, first: int, stop: int | None = None) -> None:
         self.on_event, self.current = on_event, first
         self.stop = stop  # the index after the render's last frame: at it, only the video is left to write
+        # Set by a driver whose frame in progress is the video's next frame to write (on Ray workers), not the
+        # next to make: every frame is made, and what is left is writing them.
+        self.all_made = False
         self.iterations: dict[int, int] = {}  # by frame: all passes over it together
         # The frames the video darkens (fades.py), by their factor: written so, and told with their FrameSaved.
         self.gains: dict[int, float] = {}
@@ -328,7 +331,7 @@ class RunProgress:
     @property
     def writing(self) -> bool:
         """Every frame is made: what is left is writing the video."""
-        return self.stop is not None and self.current >= self.stop
+        return self.all_made or (self.stop is not None and self.current >= self.stop)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
