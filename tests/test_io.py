@@ -1066,3 +1066,14 @@ def test_ffmpegs_last_words_leave_out_its_memory_addresses() -> None:
                                  b"Conversion failed!\n"))
     tail.join()
     assert tail.last(3) == "a first line | Invalid data found | Conversion failed!"
+
+
+def test_the_pixel_limit_is_told_as_a_count_and_as_the_square_it_makes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vidstyle.io.pixels import PIXEL_LIMIT_VARIABLE, pixel_limit_words
+
+    monkeypatch.setenv(PIXEL_LIMIT_VARIABLE, str(8192 * 8192))
+    assert pixel_limit_words() == "67,108,864 pixels (8192x8192)"
+    monkeypatch.setenv(PIXEL_LIMIT_VARIABLE, "1000000000")  # no square: the count alone
+    assert pixel_limit_words() == "1,000,000,000 pixels"
+    monkeypatch.delenv(PIXEL_LIMIT_VARIABLE)
+    assert pixel_limit_words() == "1,073,741,824 pixels (32768x32768)"  # OpenCV's own default

@@ -14,7 +14,7 @@ import numpy as np
 
 from vidstyle.errors import ImageTooLarge, InputError, OutputError
 from vidstyle.io.paths import rename_keeping, special_file_kind, sync_folder
-from vidstyle.io.pixels import pixel_limit
+from vidstyle.io.pixels import pixel_limit_words
 
 
 def read_image(path: Path, what: str = "image") -> np.ndarray:
@@ -78,7 +78,7 @@ def _decode(data: np.ndarray, flags: int, what: str, path: Path) -> np.ndarray |
         return cv2.imdecode(data, flags)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
-            raise ImageTooLarge(f"{what} has more than {pixel_limit():,} pixels, the most read here: {path}") from None
+            raise ImageTooLarge(f"{what} has more than {pixel_limit_words()}, the most read here: {path}") from None
         raise InputError(f"{what} is not a readable image: {path}") from None
 
 

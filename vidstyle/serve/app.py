@@ -35,7 +35,7 @@ from vidstyle.config import Config, make_config, preset_names
 from vidstyle.errors import ConfigError, ImageTooLarge, ImageTooSmall, InputError, SettingError, VidstyleError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
-from vidstyle.io.pixels import pixel_limit
+from vidstyle.io.pixels import pixel_limit_words
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
 from vidstyle.serve.guard import Guard, Refusal, shortened
 from vidstyle.serve.layout import PREVIEW, RESULTS, WORKDIR, DataDir, drop_checkpoints, mark_as_ours, remove_ours
@@ -303,7 +303,7 @@ class JobFactory:
             try:
                 rgb = read_image(path, "style image")
             except ImageTooLarge:
-                raise ApiError(422, f"the style picture has more than {pixel_limit():,} pixels", "style_file") from None
+                raise ApiError(422, f"the style picture has more than {pixel_limit_words()}", "style_file") from None
             except InputError:
                 raise ApiError(415, "the style upload is not a readable image (PNG, JPEG, BMP, TIFF or WebP)",
                                "style_file") from None
@@ -333,7 +333,7 @@ class JobFactory:
         except SettingError as exc:
             raise ApiError(422, str(exc), exc.setting) from None
         except ImageTooLarge:  # readable, as the style picture's limit is: 422 for both
-            raise ApiError(422, f"the picture has more than {pixel_limit():,} pixels", "input") from None
+            raise ApiError(422, f"the picture has more than {pixel_limit_words()}", "input") from None
         except ImageTooSmall as exc:  # readable, only not paintable
             raise ApiError(422, str(exc), "input") from None
         except InputError as exc:
