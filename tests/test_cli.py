@@ -320,14 +320,19 @@ def test_a_checkpoint_mismatch_names_the_flags_and_what_older_frames_had() -> No
     ("text", "not a readable image"),
     ("directory", "is a directory"),
     ("dot", r"style image .*dot.png is 1x1: a painting needs at least 16 pixels on each side"),
+    # A solid fill, as a JPEG stores it: its palette start would paint every frame that one colour.
+    ("flat", r"style image .*flat.jpg is one flat colour \(its pixels vary by 0\.\d levels\): a painting needs "
+             r"strokes and colours to paint with$"),
 ])
 def test_bad_styles(capsys, bunny_short: Path, tmp_path: Path, style_kind: str, pattern: str) -> None:
     style = {"missing": tmp_path / "nope.jpg", "text": tmp_path / "style.jpg", "directory": tmp_path,
-             "dot": tmp_path / "dot.png"}[style_kind]
+             "dot": tmp_path / "dot.png", "flat": tmp_path / "flat.jpg"}[style_kind]
     if style_kind == "text":
         style.write_text("hello")
     if style_kind == "dot":
         ffmpeg("-f", "lavfi", "-i", "color=c=blue:size=1x1", "-frames:v", "1", str(style))
+    if style_kind == "flat":
+        ffmpeg("-f", "lavfi", "-i", "color=c=0xC03020:size=400x300", "-frames:v", "1", str(style))
     out = tmp_path / "o.mp4"
     _bad(capsys, ["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY], 1, pattern, out)
 

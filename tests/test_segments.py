@@ -217,9 +217,12 @@ def test_a_stylizer_made_from_what_it_cannot_use_is_refused_naming_it(args: tupl
     assert refused.value.setting == named and "Stylizer.for_styles" in str(refused.value)
     with pytest.raises(SettingError, match="config"):
         vidstyle.Stylizer({"size": 64}, [])  # type: ignore[arg-type]
-    painting = np.zeros((32, 32, 3), np.uint8)
+    painting = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     with pytest.raises(SettingError, match="^styles holds a picture that is 2x2: a painting needs at least 16"):
         vidstyle.Stylizer(_config(), [np.zeros((2, 2, 3), np.uint8)])
+    with pytest.raises(SettingError, match=r"^styles holds a picture that is one flat colour \(its pixels vary by "
+                                           r"0\.0 levels\)"):
+        vidstyle.Stylizer(_config(), [np.full((32, 32, 3), 90, np.uint8)])
     with pytest.raises(SettingError, match="^device must be a torch.device or a name .* \\(got 'bogus'\\)$"):
         vidstyle.Stylizer(_config(), [painting], device="bogus")  # type: ignore[arg-type]
     if not torch.cuda.is_available():

@@ -316,6 +316,12 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
                                                                   "style_file": ("dot.png", dot)})
     assert response.status_code == 422 and response.json()["field"] == "style_file", response.text
     assert "at least 16 pixels" in response.json()["detail"]
+    solid = cv2.imencode(".png", np.full((64, 64, 3), 200, np.uint8))[1].tobytes()
+    response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
+                                                                  "style_file": ("solid.png", solid)})
+    assert response.status_code == 422 and response.json() == {
+        "detail": "the style picture is one flat colour (its pixels vary by 0.0 levels): a painting needs strokes "
+                  "and colours to paint with", "field": "style_file"}, response.text
     response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
                                                                   "style_file": ("blank.png", b"")})
     assert response.status_code == 422 and response.json()["field"] == "style_file", response.text

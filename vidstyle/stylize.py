@@ -16,7 +16,7 @@ from vidstyle.assets import StylePaths
 from vidstyle.config import Config, check_style_count, config_or_default
 from vidstyle.detail import source_detail
 from vidstyle.errors import ModelError, SettingError
-from vidstyle.io.images import resize_rgb, style_size_problem
+from vidstyle.io.images import resize_rgb, style_problem
 from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StructureLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
@@ -141,9 +141,9 @@ class Stylizer:
         if not isinstance(styles, (list, tuple)) or not styles or not all(is_rgb8(s) for s in styles):
             raise SettingError("styles", "must be a list of one or more decoded pictures (RGB uint8 arrays); "
                                          "Stylizer.for_styles takes files or built-in names")
-        small = next(filter(None, map(style_size_problem, styles)), None)
-        if small is not None:
-            raise SettingError("styles", f"holds a picture that {small}")
+        problem = next(filter(None, map(style_problem, styles)), None)
+        if problem is not None:
+            raise SettingError("styles", f"holds a picture that {problem}")
         self.config = config
         self.device = resolve_device(device_name(device) if device is not None else config.device)
         self.dtype = resolve_precision(config.precision, self.device)

@@ -116,22 +116,34 @@ def _to_8bit(pixels: np.ndarray) -> np.ndarray:
 # A painting smaller than this on a side has no brush strokes to learn from: it would be scaled up to the render's
 # size and painted as flat colour, silently.
 MIN_STYLE_SIDE = 16
+# A painting whose colours vary less than this (the standard deviation of its most varied channel, 0..255 levels) is
+# one flat colour, a blank export or a solid fill: it has no strokes to learn, and the palette start, which gives a
+# frame the painting's colour spread, would paint every frame that one colour, the picture gone. A JPEG of a solid
+# colour varies by well under one level; a painting, by tens.
+MIN_STYLE_SPREAD = 2.0
+# Pixels sampled to measure that spread: enough for a figure to a fraction of a level, few enough for any picture.
+_SPREAD_SAMPLE = 1 << 20
 
 
 def read_style_image(path: Path) -> np.ndarray:
     """read_image for a painting, refusing one too small to have a style."""
     rgb = read_image(path, "style image")
-    problem = style_size_problem(rgb)
+    problem = style_problem(rgb)
     if problem is not None:
         raise InputError(f"style image {path} {problem}")
     return rgb
 
 
-def style_size_problem(rgb: np.ndarray) -> str | None:
-    """Why a painting is too small to have a style, or None."""
-    if min(rgb.shape[:2]) >= MIN_STYLE_SIDE:
-        return None
-    return f"is {rgb.shape[1]}x{rgb.shape[0]}: a painting needs at least {MIN_STYLE_SIDE} pixels on each side"
+def style_problem(rgb: np.ndarray) -> str | None:
+    """Why a picture cannot be a painting to learn a style from (too small, one flat colour), or None."""
+    if min(rgb.shape[:2]) < MIN_STYLE_SIDE:
+        return f"is {rgb.shape[1]}x{rgb.shape[0]}: a painting needs at least {MIN_STYLE_SIDE} pixels on each side"
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / _SPREAD_SAMPLE)))
+    spread = float(rgb[::step, ::step].reshape(-1, 3).std(axis=0).max())
+    if spread < MIN_STYLE_SPREAD:
+        return (f"is one flat colour (its pixels vary by {spread:.1f} levels): a painting needs strokes and colours "
+                "to paint with")
+    return None
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -33,7 +33,7 @@ from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import Config, make_config, preset_names
 from vidstyle.errors import ConfigError, ImageTooLarge, ImageTooSmall, InputError, SettingError, VidstyleError
-from vidstyle.io.images import encode_image, read_image, resize_rgb, style_size_problem
+from vidstyle.io.images import encode_image, read_image, resize_rgb, style_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.io.pixels import pixel_limit_words
 from vidstyle.serve import DEFAULT_MAX_QUEUED, MIN_FREE
@@ -307,7 +307,7 @@ class JobFactory:
             except InputError:
                 raise ApiError(415, "the style upload is not a readable image (PNG, JPEG, BMP, TIFF or WebP)",
                                "style_file") from None
-            problem = style_size_problem(rgb)
+            problem = style_problem(rgb)
             if problem is not None:
                 raise ApiError(422, f"the style picture {problem}", "style_file")
             return {"file": path.name}, path
