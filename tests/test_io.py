@@ -653,6 +653,42 @@ def test_a_transparent_png_is_read_as_shown_over_white_not_over_black(tmp_path: 
     assert (rgb[:, 20:] == (255, 0, 0)).all()
 
 
+@pytest.mark.parametrize("suffix", [".webp", ".tif", ".gif"])
+def test_a_transparent_webp_tiff_or_gif_is_read_over_white_as_a_png_is(tmp_path: Path, suffix: str) -> None:
+    """Their transparency is not in a header read before decoding, as PNG's is: they came out black (or as whatever
+    colour the file keeps under the transparency, a GIF's magenta key) without a word."""
+    bgra = np.zeros((20, 40, 4), np.uint8)
+    bgra[:, :20, :3] = (255, 0, 255)  # magenta under the transparency
+    bgra[:, 20:] = (0, 0, 255, 255)  # opaque red
+    path = tmp_path / f"cut_out{suffix}"
+    path.write_bytes(cv2.imencode(suffix, bgra, [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == ".webp" else [])[1])
+    rgb = read_image(path)
+    assert (rgb[:, :20] == 255).all()
+    assert np.abs(rgb[:, 20:].astype(int) - (255, 0, 0)).max() <= 4  # a GIF's palette rounds the red
+
+
+def test_a_32_bit_bmp_is_read_as_stored_its_fourth_byte_often_unused(tmp_path: Path) -> None:
+    bgra = np.zeros((20, 40, 4), np.uint8)
+    bgra[..., 2] = 200  # red, with the fourth byte zero as many programs leave it
+    path = tmp_path / "padded.bmp"
+    path.write_bytes(cv2.imencode(".bmp", bgra)[1])
+    assert (read_image(path) == (200, 0, 0)).all()
+
+
+def test_a_large_transparent_picture_is_laid_over_white_in_strips(tmp_path: Path) -> None:
+    """Strip by strip, and the strips meet: each row is composited once, the picture's orientation found on a
+    sample."""
+    rows = 2 * ((1 << 20) // 1000) + 5  # two whole strips of a 1000-pixel-wide picture, and part of a third
+    bgra = np.zeros((rows, 1000, 4), np.uint8)
+    bgra[..., 3] = np.arange(rows, dtype=np.int64)[:, None] % 256
+    path = tmp_path / "tall.png"
+    cv2.imwrite(str(path), bgra)
+    rgb = read_image(path)
+    assert rgb.shape == (rows, 1000, 3)
+    want = np.round(255.0 * (1.0 - (np.arange(rows) % 256) / 255.0)).astype(np.uint8)
+    assert np.abs(rgb[..., 0].astype(int) - want[:, None]).max() <= 1
+
+
 def test_a_grey_png_with_alpha_is_read_over_white_too(tmp_path: Path) -> None:
     path = tmp_path / "grey_alpha.png"
     ffmpeg("-f", "lavfi", "-i", "color=c=black@0.0:s=40x20,format=ya8", "-frames:v", "1", str(path))

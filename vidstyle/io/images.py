@@ -42,9 +42,17 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
     if _is_animated_gif(data):
         # OpenCV reads its first frame alone; painted as a still, the animation would be lost without a word.
         raise InputError(f"{what} {path} is an animated GIF, not a still image")
-    if transparent:
+    if transparent or _may_hold_alpha(data):
         return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _may_hold_alpha(data: np.ndarray) -> bool:
+    """WebP, TIFF and GIF, by their first bytes: pictures that may be transparent without saying so up front, as
+    PNG's header does (_png_check); their alpha is known only once decoded. BMP is left out: the fourth byte of a
+    32-bit BMP pixel is often unused, zero, and would make the whole picture transparent."""
+    head = data[:12].tobytes()
+    return (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[:4] in (b"II*\x00", b"MM\x00*", b"GIF8")
 
 
 # ISO file brands of still pictures (HEIF/HEIC, AVIF, and their sequences of stills): the container is MP4's.
@@ -86,23 +94,42 @@ def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:
     """A transparent picture as a viewer shows it, laid over white; `decoded` is OpenCV's BGR decoding of the same
     file, which drops the alpha channel and shows what the file stores under it, usually black: a painting or photo
     cut out on transparency would be painted as if on a black ground."""
-    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4:
-        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)  # the tRNS entries were not kept as an alpha channel
+    if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4 or _all_opaque(pixels):
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)  # no alpha channel kept, or nothing transparent in it
     scale = float(np.iinfo(pixels.dtype).max)
-    alpha = pixels[..., 3:].astype(np.float32) / scale
-    over = pixels[..., :3].astype(np.float32) / scale * alpha + (1.0 - alpha)
-    rgb = cv2.cvtColor(np.round(over * 255.0).astype(np.uint8), cv2.COLOR_BGR2RGB)
-    return _oriented_like(rgb, _to_8bit(pixels[..., :3]), decoded)
+    rgb = np.empty((*pixels.shape[:2], 3), np.uint8)
+    # In strips of rows: the float arrays of the whole of a large picture took about 50 bytes a pixel.
+    rows = max(1, _STRIP_PIXELS // pixels.shape[1])
+    for top in range(0, pixels.shape[0], rows):
+        strip = pixels[top:top + rows]
+        alpha = strip[..., 3:].astype(np.float32) / scale
+        over = strip[..., 2::-1] * (alpha / scale) + (1.0 - alpha)  # BGR read backwards: RGB
+        rgb[top:top + rows] = np.round(over * 255.0)
+    return _oriented_like(rgb, pixels[..., :3], decoded)
+
+
+# Pixels composited at a time (_over_white), and compared at most to find a picture's orientation (_oriented_like).
+_STRIP_PIXELS = 1 << 20
+
+
+def _all_opaque(pixels: np.ndarray) -> bool:
+    top = np.iinfo(pixels.dtype).max
+    rows = max(1, _STRIP_PIXELS // pixels.shape[1])
+    return all((pixels[i:i + rows, :, 3] == top).all() for i in range(0, pixels.shape[0], rows))
 
 
 def _oriented_like(rgb: np.ndarray, stored: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """`rgb` turned as OpenCV turned `stored` (the file's colours as stored) into `decoded` by the file's EXIF
-    orientation, which only its colour decoding applies: of the eight turns and flips, the one that matches."""
+    """`rgb` turned as OpenCV turned `stored` (the file's BGR colours as stored, 8 or 16 bits) into `decoded` by the
+    file's EXIF orientation, which only its colour decoding applies: of the eight turns and flips, the one that
+    matches (on an even sample of pixels: a large picture is not copied eight times to be compared)."""
+    step = max(1, int(np.sqrt(decoded.shape[0] * decoded.shape[1] / _STRIP_PIXELS)))
+    sample = decoded[::step, ::step].astype(np.int16)
     for turns in range(4):
         for flip in (False, True):
             candidate = np.rot90(stored, -turns)
             candidate = candidate[:, ::-1] if flip else candidate
-            if candidate.shape == decoded.shape and np.abs(candidate.astype(np.int16) - decoded).max() <= 1:
+            if candidate.shape == decoded.shape and \
+                    np.abs(_to_8bit(candidate[::step, ::step]).astype(np.int16) - sample).max() <= 1:
                 out = np.rot90(rgb, -turns)
                 return np.ascontiguousarray(out[:, ::-1] if flip else out)
     return rgb
