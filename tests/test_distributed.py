@@ -4,6 +4,7 @@ start), real ffmpeg, real files."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
 import os
@@ -248,12 +249,39 @@ def test_a_cluster_out_of_reach_leaves_nothing_that_blocks_the_render_on_this_ma
     with pytest.raises(WorkerFailed, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused"):
         vidstyle.render(bunny_short, [starry], out, _config(), ray_address=f"127.0.0.1:{port}")
     assert time.monotonic() - started < 10 and list(tmp_path.iterdir()) == []
-    with socket.socket() as listening:
+    with socket.socket() as listening:  # takes the connection, says nothing
         listening.bind(("127.0.0.1", 0))
         listening.listen()
-        check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")  # answers: left to Ray
+        silent = f"ray://127.0.0.1:{listening.getsockname()[1]}"
+        with pytest.raises(WorkerFailed, match=f"^cannot reach the Ray cluster at {silent}: no answer$"):
+            check_reachable(silent, timeout=0.5)
+    # A web server (the dashboard's port given for the head's): Ray would retry it for minutes, deaf to Ctrl-C.
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{web.server_address[1]}"
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerFailed, match=f"^{address} answers, but not as a Ray cluster's head \\(it is a web "
+                                               "server: the dashboard's port\\?\\); a head takes renders at"):
+            vidstyle.render(bunny_short, [starry], out, _config(), ray_address=address)
+        os.environ["RAY_ADDRESS"] = address  # "auto" joins the cluster it names
+        try:
+            with pytest.raises(WorkerFailed, match=f"^{address} \\(RAY_ADDRESS\\) answers, but not as a Ray"):
+                vidstyle.render(bunny_short, [starry], out, _config(), ray_address="auto")
+        finally:
+            del os.environ["RAY_ADDRESS"]
+        assert time.monotonic() - started < 10 and list(tmp_path.iterdir()) == []
+    finally:
+        web.shutdown()
+        web.server_close()
     vidstyle.render(bunny_short, [starry], out, _config())
     assert probe_video(out).frame_count == 12
+
+
+def test_a_ray_head_passes_the_check_of_its_address(local_ray) -> None:
+    """The check of an address's protocol lets a real head through (its GCS answers HTTP/2's hello at once)."""
+    gcs = local_ray.get_runtime_context().gcs_address
+    check_reachable(gcs, timeout=5.0)
 
 
 def test_cli_help_shows_the_library_defaults() -> None:

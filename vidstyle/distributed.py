@@ -99,6 +99,12 @@ _RAY_OBJECT_STORE = 128 * 2**20  # tasks exchange paths and numbers only; Ray's 
 # Seconds to wait for a cluster's address to answer at all: ray.init itself retries an address that refuses or
 # does not answer for minutes, printing its own lines.
 _CONNECT_TIMEOUT = 10.0
+# What a client says first on HTTP/2, which a Ray head speaks (gRPC): the connection preface and an empty SETTINGS
+# frame. A head answers with a SETTINGS frame of its own (type 4, the fourth byte of a frame's 9-byte header);
+# another service (the dashboard's web server, a port given by mistake) answers otherwise, or not at all, and
+# ray.init would retry it for minutes, deaf to Ctrl-C while each try waits in Ray's compiled code.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_HTTP2_SETTINGS = 4
 
 
 class RayMissing(UsageError):
@@ -531,6 +537,8 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGTERM) if main else None
     options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    # The address "auto" joins: RAY_ADDRESS where it is set, else a Ray this machine runs.
+    named = os.environ.get("RAY_ADDRESS", "").strip() if cluster.address == "auto" else cluster.address
     if cluster.address is None:
         options.update(address="local", num_cpus=max(os.cpu_count() or 1, cluster.workers or 1),
                        object_store_memory=_RAY_OBJECT_STORE)
@@ -538,31 +546,59 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
             options["num_gpus"] = 0
     else:
         options["address"] = cluster.address
-        check_reachable(cluster.address)
+        if named:
+            check_reachable(named, shown=named if named == cluster.address else f"{named} (RAY_ADDRESS)")
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        if cluster.address == "auto" and isinstance(exc, ConnectionError):
+        if cluster.address == "auto" and not named and isinstance(exc, ConnectionError):
             raise WorkerFailed("no running Ray cluster found from this machine: start one (ray start --head) or "
                                "set RAY_ADDRESS to a cluster's address") from None
         where = f"the Ray cluster at {cluster.address}" if cluster.address else "a local Ray"
-        raise WorkerFailed(f"cannot start or reach {where}: {exc}") from None
+        raise WorkerFailed(f"cannot start or reach {where}: {' '.join(str(exc).split())}") from None
     finally:
         if main and handler is not None:
             signal.signal(signal.SIGTERM, handler)
 
 
-def check_reachable(address: str) -> None:
-    """Refuse a cluster address (HOST:PORT, or ray://HOST:PORT) that does not accept a connection within
-    _CONNECT_TIMEOUT; others ("auto", a name Ray resolves) are left to ray.init."""
+def check_reachable(address: str, timeout: float = _CONNECT_TIMEOUT, shown: str | None = None) -> None:
+    """Refuse a cluster address (HOST:PORT, or ray://HOST:PORT) that does not answer as a Ray head does within
+    `timeout`: no connection, or not the protocol of Ray's (not checked where Ray's connections are encrypted,
+    RAY_USE_TLS). Others ("auto", a name Ray resolves, another scheme's URL) are left to ray.init. `shown` is the
+    address as the messages name it."""
     host, colon, port = address.removeprefix("ray://").rpartition(":")
-    if not colon or not port.isdigit() or not host:
+    if not colon or not port.isdigit() or not host or "://" in host:
         return
+    shown = shown or address
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as connection:
+            if os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("0", "false", ""):
+                first = _first_answer(connection)
+                if len(first) < 4 or first[3] != _HTTP2_SETTINGS:
+                    raise WorkerFailed(f"{shown} answers, but not as a Ray cluster's head{_looks_like(first)}; a "
+                                       "head takes renders at the address `ray start --head` prints (port 6379 "
+                                       "unless --port said otherwise)")
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
-        raise WorkerFailed(f"cannot reach the Ray cluster at {address}: {reason}") from None
+        raise WorkerFailed(f"cannot reach the Ray cluster at {shown}: {reason}") from None
+
+
+def _first_answer(connection: socket.socket) -> bytes:
+    """The first bytes a server sends back to an HTTP/2 client's hello (up to a frame's header)."""
+    connection.sendall(_HTTP2_HELLO)
+    answer = b""
+    while len(answer) < 9:
+        more = connection.recv(9 - len(answer))
+        if not more:
+            break
+        answer += more
+    return answer
+
+
+def _looks_like(first: bytes) -> str:
+    if first.startswith((b"HTTP/", b"<")):  # a status line, or a page sent as to an HTTP/0.9 request
+        return " (it is a web server: the dashboard's port?)"
+    return " (it closed the connection)" if not first else ""
 
 
 def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event: EventCallback,
