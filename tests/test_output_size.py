@@ -116,3 +116,34 @@ def test_the_short_side_follows_the_long_side_as_evened() -> None:
             exact = long * min(width, height) / max(width, height)
             assert abs(short - exact) <= 1 or short == 2, (width, height, asked, size)
             assert (size[0] >= size[1]) == (width >= height)
+
+
+def test_a_still_says_what_a_video_says_of_its_sizes_before_it_is_painted(starry: Path, tmp_path: Path) -> None:
+    """A still's output_size of another shape, or a picture smaller than the size asked, was written without a
+    word (a video's render says both)."""
+    import vidstyle
+    from vidstyle.events import ImageStarted
+    from vidstyle.io.images import resize_rgb, write_image
+
+    picture = tmp_path / "picture.png"
+    write_image(picture, resize_rgb(read_image(starry), (600, 400)))
+    started: list[ImageStarted] = []
+
+    def paint(**settings: object) -> ImageStarted:
+        started.clear()
+        config = vidstyle.make_config(device="cpu", first_iters=1, precision="fp32", **settings)
+        vidstyle.stylize_image(picture, [starry], tmp_path / "o.png", config, overwrite=True,
+                               on_event=lambda e: started.append(e) if isinstance(e, ImageStarted) else None)
+        (event,) = started
+        return event
+
+    stretched = paint(size=48, output_size="300x100")
+    assert (stretched.size, stretched.written) == ((48, 32), (300, 100))
+    assert stretched.notes == ("written at 300x100, scaled from the 48x32 painting, stretched: its shape is not "
+                               "the picture's",)
+    assert read_image(tmp_path / "o.png").shape == (100, 300, 3)
+    assert paint(size=48, output_size="96").notes == ("written at 96x64, scaled from the 48x32 painting",)
+    assert paint(size=48).notes == ()
+    small = paint(size=700)  # larger than the picture: painted at its own size
+    assert small.size == small.written == (600, 400)
+    assert small.notes == ("the picture is 600x400: painted at its own size, not enlarged to 700",)

@@ -62,6 +62,7 @@ from vidstyle.events import (
     Event,
     FrameDone,
     FrameStarted,
+    ImageStarted,
     IterationDone,
     RenderFinished,
     RenderStarted,
@@ -797,13 +798,6 @@ def _cmd_image(args: argparse.Namespace) -> int:
     config = _config_from(args, _STILL_FIELDS + _IMAGE_FIELDS, first_iters=args.iters)
     if args.animation_every is not None and args.animation is None:
         raise UsageError("--animation-every sets the pictures of an --animation: give --animation FILE too")
-    if config.precision == "bf16" and not args.quiet:
-        from vidstyle.precision import emulation_note
-        from vidstyle.stylize import resolve_device
-
-        note = emulation_note(config.precision, resolve_device(config.device).type)
-        if note is not None:
-            print(note, file=sys.stderr)
     started = time.perf_counter()
     bar = _IterationBar(args.quiet)
     try:
@@ -829,7 +823,10 @@ class _IterationBar:
     def __call__(self, event: Event) -> None:
         if self.quiet:
             return
-        if isinstance(event, FrameStarted) and not self.plain:
+        if isinstance(event, ImageStarted):
+            for note in event.notes:
+                print(note, file=sys.stderr)
+        elif isinstance(event, FrameStarted) and not self.plain:
             from tqdm import tqdm
 
             self.bar = tqdm(total=event.iters, unit="it", dynamic_ncols=True, file=sys.stderr)

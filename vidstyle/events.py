@@ -28,6 +28,16 @@ class RenderStarted:
 
 
 @dataclass(frozen=True)
+class ImageStarted:
+    """A still (stylize_image) is about to be painted: at `size`, written at `written` ((width, height) each)."""
+
+    size: tuple[int, int]
+    written: tuple[int, int]
+    device: str
+    notes: tuple[str, ...] = ()  # as RenderStarted's: a picture painted smaller than its own, stretched, enlarged
+
+
+@dataclass(frozen=True)
 class FrameStarted:
     index: int
     iters: int
@@ -103,8 +113,8 @@ class BatchItemEnded:
     reason: str  # why it was skipped or failed
 
 
-Event = (RenderStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished | WorkersBusy
-         | BatchItemStarted | BatchItemEnded)
+Event = (RenderStarted | ImageStarted | FrameStarted | IterationDone | FrameDone | FrameSaved | RenderFinished
+         | WorkersBusy | BatchItemStarted | BatchItemEnded)
 # Called from the render's thread and, for FrameSaved, from the thread that writes the frames behind it: a
 # callback that keeps state guards it with a lock.
 EventCallback = Callable[[Event], None]

@@ -83,6 +83,15 @@ def output_size(setting: str, render: tuple[int, int], source: tuple[int, int]) 
     return size_to_fit(*render, int(setting))
 
 
+# Width-to-height ratios this close are one shape: a size asked for in whole (even) pixels is off by about as much.
+_SAME_SHAPE = 0.03
+
+
+def stretches(written: tuple[int, int], source: tuple[int, int]) -> bool:
+    """Whether a picture of `source`'s (width, height) written at `written` is squeezed or stretched."""
+    return abs(written[0] / written[1] / (source[0] / source[1]) - 1) > _SAME_SHAPE
+
+
 def image_size(setting: str, render: tuple[int, int], source: tuple[int, int]) -> tuple[int, int]:
     """(width, height) of a written still for `Config.output_size`: as for a video, but any sides (no codec needs
     them even), so `source` gives the picture's own size."""

@@ -77,7 +77,7 @@ from vidstyle.io.paths import (
     unmark_partial,
 )
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
-from vidstyle.limits import check_fits, output_size, render_size
+from vidstyle.limits import check_fits, output_size, render_size, stretches
 from vidstyle.model import STYLE_LAYERS
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, plan_segments, scan_video
@@ -125,10 +125,6 @@ class RenderJob:
 def style_label(style_paths: Sequence[Path]) -> str:
     """The styles as an output name says them: `starry_night`, or a blend's `starry_night+wave`."""
     return "+".join(Path(p).stem for p in style_paths)
-
-
-# Width-to-height ratios this close are one shape: a size asked for in whole (even) pixels is off by about as much.
-_SAME_SHAPE = 0.03
 
 
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
@@ -468,8 +464,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     if job.out_size is not None:
         # A WxH of another shape than the video's is taken as asked, but the picture is then squeezed or stretched
         # (a long side, or `source`, keeps the shape).
-        shape = job.info.width / job.info.height
-        stretched = "x" in asked and abs(width / height / shape - 1) > _SAME_SHAPE
+        stretched = "x" in asked and stretches((width, height), (job.info.width, job.info.height))
         notes.append(f"written at {written}{evened}, scaled from the {job.size[0]}x{job.size[1]} render"
                      + (", stretched: its shape is not the video's" if stretched else ""))
     elif evened:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from vidstyle.animation import IterateRecorder, check_animation
 from vidstyle.assets import StylePaths, resolve_styles
@@ -20,12 +21,12 @@ from vidstyle.config import (
     path_argument,
 )
 from vidstyle.errors import STOPS, Interrupted, OutputExists, SettingError, UsageError, stop_signal
-from vidstyle.events import EventCallback, ignore_event
+from vidstyle.events import EventCallback, ImageStarted, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
-from vidstyle.limits import check_fits, image_size, render_size
-from vidstyle.precision import resolve_precision
+from vidstyle.limits import check_fits, image_size, render_size, stretches
+from vidstyle.precision import emulation_note, resolve_precision
 from vidstyle.sequence import stylize_sequence
 from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
 
@@ -69,7 +70,9 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         raise SettingError("stylizer", "was prepared with other settings, style images or device than this image")
     stylizer = stylizer or Stylizer(config, styles, device)
     frames = [Frame(0, resize_rgb(content, size))]
-    written = image_size(config.output_size, size, (content.shape[1], content.shape[0]))
+    own = (content.shape[1], content.shape[0])
+    written = image_size(config.output_size, size, own)
+    on_event(ImageStarted(size, written, str(device), _notes(config, own, size, written, device)))
     try:
         if animation is None:
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
@@ -80,6 +83,22 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     except STOPS as exc:  # the stop event, Ctrl-C or SIGTERM: as a render's, one Interrupted
         raise Interrupted(None, stop_signal(exc), resumable=False) from None
     return output
+
+
+def _notes(config: Config, own: tuple[int, int], size: tuple[int, int], written: tuple[int, int],
+           device: torch.device) -> tuple[str, ...]:
+    """What a person should know before the still is painted, in a video's words (pipeline.started_event)."""
+    notes = []
+    emulated = emulation_note(config.precision, device.type)
+    if emulated is not None:
+        notes.append(emulated)
+    if max(own) < config.size:
+        notes.append(f"the picture is {own[0]}x{own[1]}: painted at its own size, not enlarged to {config.size}")
+    if written != size:
+        stretched = "x" in config.output_size and stretches(written, own)
+        notes.append(f"written at {written[0]}x{written[1]}, scaled from the {size[0]}x{size[1]} painting"
+                     + (", stretched: its shape is not the picture's" if stretched else ""))
+    return tuple(notes)
 
 
 def _paint_with_animation(frames: list[Frame], stylizer: Stylizer, still: tuple[Path, tuple[int, int]],
