@@ -337,6 +337,19 @@ def test_bad_styles(capsys, bunny_short: Path, tmp_path: Path, style_kind: str, 
     _bad(capsys, ["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY], 1, pattern, out)
 
 
+def test_a_picture_opencv_warns_about_is_refused_in_vidstyles_one_line_alone(tmp_path: Path) -> None:
+    """A 32-bit float TIFF: OpenCV printed its own WARN line (with its source file's name) before vidstyle's."""
+    import cv2
+    import numpy as np
+
+    picture = tmp_path / "hdr.tif"
+    cv2.imwrite(str(picture), np.random.default_rng(0).random((32, 32, 3), dtype=np.float32))
+    proc = run_cli("image", str(picture), "--style", "starry-night", "-o", str(tmp_path / "o.png"), "--size", "32")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"vidstyle: error: content image is not a readable image: {picture}"], \
+        proc.stderr
+
+
 def test_a_truncated_png_style_is_refused_in_one_line(capfd, bunny_short: Path, starry: Path,
                                                       tmp_path: Path) -> None:
     """libpng writes its own error to the process's stderr before it fails; the file is refused before that."""

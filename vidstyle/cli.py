@@ -1175,7 +1175,13 @@ def _import_the_engine() -> None:
     handlers = {sig: signal.signal(sig, lambda signum, _frame: noted.append(signum))
                 for sig in _STOPS if signal.getsignal(sig) in (_interrupt_once, _raise_on_sigterm)}
     try:
+        import cv2
+
         import vidstyle.pipeline  # noqa: F401 - torch, OpenCV and the model code, loaded once here
+
+        # OpenCV's own warnings ("[ WARN:0@1.2] global grfmt_tiff.cpp:811 ...") come before vidstyle's one line
+        # about the same file, in its code's words; its errors still raise.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
