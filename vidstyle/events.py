@@ -34,7 +34,7 @@ class ImageStarted:
     size: tuple[int, int]
     written: tuple[int, int]
     device: str
-    notes: tuple[str, ...] = ()  # as RenderStarted's: a picture painted smaller than its own, stretched, enlarged
+    notes: tuple[str, ...] = ()  # as RenderStarted's: a picture not enlarged to the size, written stretched, ...
 
 
 @dataclass(frozen=True)

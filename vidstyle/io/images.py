@@ -153,7 +153,7 @@ _SPREAD_SAMPLE = 1 << 20
 
 
 def read_style_image(path: Path) -> np.ndarray:
-    """read_image for a painting, refusing one too small to have a style."""
+    """read_image for a painting, refusing one that has no style to learn (too small, one flat colour)."""
     rgb = read_image(path, "style image")
     problem = style_problem(rgb)
     if problem is not None:
