@@ -532,6 +532,19 @@ def test_rotation_with_non_square_pixels(media: Path) -> None:
     assert decoded(rotated)[0].shape == (128, 32, 3)
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mov"])
+def test_non_square_pixels_said_by_the_container_alone_are_applied(media: Path, suffix: str) -> None:
+    """An H.264 stream of square pixels in a container that says 16:9 (ffmpeg -aspect, as ProRes MOVs and MKVs say
+    it): players show it 16:9, and so must the render, or its picture is squeezed."""
+    square = media / "square_64x48.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2", "-c:v", "libx264", str(square))
+    wide = media / f"container_16x9{suffix}"
+    ffmpeg("-i", str(square), "-c", "copy", "-aspect", "16:9", str(wide))
+    info = probe_video(wide)
+    assert (info.width, info.height) == (85, 48)  # 64 * (4/3 of 64:48 to 16:9)
+    assert decoded(wide)[0].shape == (48, 85, 3)
+
+
 # --- audio the output container cannot hold -------------------------------------------------------------------
 
 AUDIO_ENCODERS = {"aac": "aac", "mp3": "libmp3lame", "ac3": "ac3", "opus": "libopus", "flac": "flac",

@@ -136,7 +136,10 @@ def _parse_rotation(stderr: str) -> int:
 
 
 def _parse_sar(stream_line: str) -> Fraction:
-    match = re.search(r"\[SAR (\d+):(\d+)", stream_line)
+    """The pixels' shape as players show them. ffmpeg prints the container's (", SAR a:b DAR c:d") where it differs
+    from the codec's ("[SAR a:b DAR c:d]"), and takes the container's, as players do: a ProRes MOV or an MKV made
+    anamorphic with -aspect says it only there."""
+    match = re.search(r", SAR (\d+):(\d+) DAR", stream_line) or re.search(r"\[SAR (\d+):(\d+)", stream_line)
     if not match or int(match.group(2)) == 0 or int(match.group(1)) == 0:
         return Fraction(1)
     return Fraction(int(match.group(1)), int(match.group(2)))
