@@ -545,6 +545,51 @@ def test_non_square_pixels_said_by_the_container_alone_are_applied(media: Path, 
     assert decoded(wide)[0].shape == (48, 85, 3)
 
 
+@pytest.fixture(scope="module")
+def whole_mkv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s of 25 fps video (a DURATION tag a stream, as ffmpeg's muxer writes) and 6 s of audio."""
+    path = tmp_path_factory.mktemp("mkv") / "whole.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=4", "-f", "lavfi", "-i", "sine=duration=6",
+           "-c:v", "libx264", "-g", "10", "-c:a", "libopus", str(path))
+    return path
+
+
+def test_a_matroska_file_cut_short_is_refused(whole_mkv: Path, tmp_path: Path) -> None:
+    """Its frames stopped where the file did, and half the video was painted with nothing said; a cut-short MP4 was
+    refused already."""
+    data = whole_mkv.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoOpenError, match=r"cut\.mkv is truncated or damaged \(ffmpeg: file ended prematurely\); "
+                                             r"ffmpeg -i FILE -c copy FIXED\.mkv keeps the part that can be read$"):
+        probe_video(cut)
+
+
+def test_a_matroska_file_whose_frames_end_at_damage_in_its_middle_is_refused(tmp_path: Path) -> None:
+    """Damage that Matroska's reader does not get past (where it does, the frames lost are a gap in the
+    timestamps, said as a variable frame rate's frames held longer): its frames end at the damage, and only the
+    stream's declared duration tells."""
+    whole = tmp_path / "field_pan.mkv"
+    ffmpeg("-i", str(shared_asset("field_pan_with_audio.mp4")), "-c", "copy", str(whole))
+    data = whole.read_bytes()
+    damaged = tmp_path / "damaged.mkv"
+    middle = len(data) // 2
+    damaged.write_bytes(data[:middle] + bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8))
+                        + data[middle + 20000:])
+    with pytest.raises(VideoOpenError, match=r"damaged\.mkv is truncated or damaged: its frames end at 2\.52 s of "
+                                             r"the 5\.00 s its header declares; ffmpeg -i FILE"):
+        probe_video(damaged)
+
+
+def test_a_whole_matroska_file_passes_the_check_of_its_declared_duration(whole_mkv: Path, tmp_path: Path) -> None:
+    """Audio longer than the video (the file's duration is the audio's), and a clock that starts at an hour (the
+    DURATION tag then declares the end on that clock), are no damage."""
+    assert probe_video(whole_mkv).frame_count == 100
+    late = tmp_path / "late.mkv"
+    ffmpeg("-i", str(whole_mkv), "-c", "copy", "-output_ts_offset", "3600", str(late))
+    assert probe_video(late).frame_count == 100
+
+
 # --- audio the output container cannot hold -------------------------------------------------------------------
 
 AUDIO_ENCODERS = {"aac": "aac", "mp3": "libmp3lame", "ac3": "ac3", "opus": "libopus", "flac": "flac",

@@ -318,6 +318,43 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
         raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file)")
+    if "File ended prematurely" in err:  # Matroska and WebM cut short: their frames stop where the file does
+        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: file ended prematurely); {_KEEP_THE_READABLE}")
+
+
+# A video's frames may end this much before the duration its header declares for them (a last frame's own length,
+# coarse time bases) and more than this share of it: beyond both, frames are missing.
+_SHORT_BY, _SHORT_SHARE = 0.5, 0.05
+_KEEP_THE_READABLE = "ffmpeg -i FILE -c copy FIXED.mkv keeps the part that can be read"
+
+
+def _declared_duration(err: str) -> float | None:
+    """The video stream's own duration as its header declares it (the DURATION tag that Matroska and WebM keep a
+    stream, in its metadata under the stream's line), in seconds; None where it declares none."""
+    lines = _input_section(err).splitlines()
+    stream = _video_stream_line(err)
+    if not stream:
+        return None
+    for line in lines[lines.index(stream) + 1:]:
+        if re.match(r"\s*Stream #", line):
+            return None
+        match = re.match(r"\s*DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)\s*$", line)
+        if match:
+            return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return None
+
+
+def _check_complete(path: Path, err: str, start: float, end: float) -> None:
+    """Refuse a video whose frames end well before the duration its header declares for them: damaged in the
+    middle (a Matroska file whose structure breaks there), its frames after the damage lost. A render of the
+    frames before it would be half the video, said by nothing. `start` and `end` are the first frame's time and
+    the last one's end, on the file's clock: ffmpeg's muxer declares the end on that clock (a stream that starts at
+    3600 s and lasts 5 declares 3605), others may declare the length alone, so the frames fall short only where
+    they fall short of both."""
+    declared = _declared_duration(err)
+    if declared is not None and declared - max(end, end - start) > max(_SHORT_BY, _SHORT_SHARE * declared):
+        raise VideoOpenError(f"{path} is truncated or damaged: its frames end at {end:.2f} s of the {declared:.2f} s "
+                             f"its header declares; {_KEEP_THE_READABLE}")
 
 
 def _count_packet_lines(framecrc: str) -> int:
@@ -350,7 +387,7 @@ def probe_video(path: Path) -> VideoInfo:
     colour = _parse_colour(stream_line)
     _check_tone_mapping(path, colour)
     audio = _audio_streams(err)
-    return VideoInfo(
+    info = VideoInfo(
         path=path,
         width=width,
         height=height,
@@ -372,6 +409,17 @@ def probe_video(path: Path) -> VideoInfo:
         interlaced=interlaced,
         colour=colour,
     )
+    start = _start_time(err, stream_line)
+    _check_complete(path, err, start, start + info.frame_times[-1] + float(1 / fps))
+    return info
+
+
+def _start_time(err: str, stream_line: str) -> float:
+    """When the video begins on the file's clock (its stream's own start, else the file's), which the probe's
+    copied timestamps, shifted to begin at 0, no longer say."""
+    match = re.search(r", start (-?\d+(?:\.\d+)?)", stream_line) or \
+        re.search(r"^\s*Duration: .*?, start: (-?\d+(?:\.\d+)?)", err, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
 
 
 # Codecs whose streams name no field order where ffmpeg can see it without decoding, though their pictures are
