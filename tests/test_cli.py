@@ -212,7 +212,7 @@ def test_a_web_address_is_said_to_be_one(capsys, bunny_short: Path, tmp_path: Pa
     """Nothing is downloaded; a URL is named as one, not reported as a missing file with its // folded."""
     out = tmp_path / "o.mp4"
     _bad(capsys, ["render", "https://example.com/clip.mp4", "--style", "starry-night", "-o", str(out), *TINY], 1,
-         r"^vidstyle: error: input 'https:/example.com/clip.mp4' is a web address; download the video", out)
+         r"^vidstyle: error: input 'https://example.com/clip.mp4' is a web address; download the video", out)
     _bad(capsys, ["render", str(bunny_short), "--style", "https://example.com/starry.jpg", "-o", str(out), *TINY], 1,
          r"style 'https://example.com/starry.jpg' is a web address; download the picture", out)
 
@@ -335,6 +335,31 @@ def test_bad_styles(capsys, bunny_short: Path, tmp_path: Path, style_kind: str, 
         ffmpeg("-f", "lavfi", "-i", "color=c=0xC03020:size=400x300", "-frames:v", "1", str(style))
     out = tmp_path / "o.mp4"
     _bad(capsys, ["render", str(bunny_short), "--style", str(style), "-o", str(out), *TINY], 1, pattern, out)
+
+
+def test_standard_input_given_as_the_input_is_refused_naming_the_file_behind_it(bunny_short: Path,
+                                                                               tmp_path: Path) -> None:
+    """ffmpeg, a process of its own, read its own standard input: "cannot read /dev/stdin as a video" of a video
+    that was fine, and "-" was "input not found"."""
+    out = tmp_path / "o.mp4"
+    with open(bunny_short, "rb") as clip:
+        proc = subprocess.run([sys.executable, "-m", "vidstyle", "render", "/dev/stdin", "--style", "starry-night",
+                               "-o", str(out), *TINY], stdin=clip, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "vidstyle: error: input /dev/stdin is standard input, which vidstyle does not read (it reads a video more "
+        f"than once): give its name, {bunny_short.resolve()}"], proc.stderr
+    proc = run_cli("render", "-", "--style", "starry-night", "-o", str(out), *TINY)
+    assert proc.returncode == 1 and proc.stderr.endswith(
+        "input - is standard input, which vidstyle does not read (it reads a video more than once); save the video to "
+        "a file and give its name\n"), proc.stderr
+    proc = run_cli("image", "-", "--style", "starry-night", "-o", str(tmp_path / "o.png"))
+    assert proc.returncode == 1 and proc.stderr.endswith(
+        "content image - is standard input, which vidstyle does not read; save the picture to a file and give its "
+        "name\n"), proc.stderr
+    proc = run_cli("render", "https://example.com/clip.mp4", "--style", "starry-night", "-o", str(out), *TINY)
+    assert proc.stderr == ("vidstyle: error: input 'https://example.com/clip.mp4' is a web address; download the "
+                           "video and give its file\n"), "typed as it was, not https:/example.com"
+    assert not out.exists()
 
 
 def test_a_picture_opencv_warns_about_is_refused_in_vidstyles_one_line_alone(tmp_path: Path) -> None:

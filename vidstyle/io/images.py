@@ -13,13 +13,16 @@ import cv2
 import numpy as np
 
 from vidstyle.errors import ImageTooLarge, InputError, OutputError
-from vidstyle.io.paths import rename_keeping, special_file_kind, sync_folder
+from vidstyle.io.paths import is_standard_input, rename_keeping, special_file_kind, sync_folder
 from vidstyle.io.pixels import pixel_limit_words
 
 
 def read_image(path: Path, what: str = "image") -> np.ndarray:
     """RGB uint8 (height, width, 3); EXIF orientation applied, grey and alpha images made RGB."""
     path = Path(path)
+    if is_standard_input(path):  # OpenCV cannot take it; a picture read so would be gone for the next read
+        raise InputError(f"{what} {path} is standard input, which vidstyle does not read; save the picture to a file "
+                         "and give its name")
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
     if path.is_dir():

@@ -25,6 +25,19 @@ def is_web_address(name: Path | str) -> bool:
     return _WEB_ADDRESS.match(str(name)) is not None
 
 
+def web_address_shown(name: Path | str) -> str:
+    """A URL as it was typed: the second slash that Path folded away put back."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/(?!/)", r"\1://", str(name))
+
+
+# Names of the process's standard input: ffmpeg, a process of its own, would read its own there.
+_STANDARD_INPUT = re.compile(r"-|/dev/stdin|/dev/fd/0|/proc/(self|\d+)/fd/0")
+
+
+def is_standard_input(name: Path | str) -> bool:
+    return _STANDARD_INPUT.fullmatch(str(name)) is not None
+
+
 def same_file(a: Path, b: Path) -> bool:
     """Whether two names reach one file: the same path, or links (symbolic or hard) to one file."""
     return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))

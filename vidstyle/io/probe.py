@@ -11,6 +11,7 @@ import bisect
 import hashlib
 import math
 import numbers
+import os
 import re
 import stat
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from vidstyle.errors import ImageTooLarge, InputError, SettingError, VideoOpenError, VidstyleError
 from vidstyle.io.ffmpeg import file_url, missing_filters, run_ffmpeg
-from vidstyle.io.paths import is_web_address, special_file_kind
+from vidstyle.io.paths import is_standard_input, is_web_address, special_file_kind, web_address_shown
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
 VIDEO_STREAM = "0:V:0"
@@ -264,8 +265,19 @@ def _fallback_fps(stream_line: str) -> Fraction:
 def missing_input(path: Path) -> InputError:
     """The error for an input video that is not there, or is a web address given as one."""
     if is_web_address(path):  # nothing is downloaded: the video is read, and re-read on resume, from a file
-        return InputError(f"input '{path}' is a web address; download the video and give its file")
+        return InputError(f"input '{web_address_shown(path)}' is a web address; download the video and give its file")
+    if is_standard_input(path):
+        return _standard_input_error(path)
     return InputError(f"input not found: {path}")
+
+
+def _standard_input_error(path: Path) -> InputError:
+    """A video is read more than once (probed, decoded, read again to resume), so from a file, named as such."""
+    real = Path(os.path.realpath(path))
+    named = f": give its name, {real}" if real.is_file() and not str(real).startswith(("/proc/", "/dev/")) else \
+        "; save the video to a file and give its name"
+    return InputError(f"input {path} is standard input, which vidstyle does not read (it reads a video more than "
+                      f"once){named}")
 
 
 def refuse_directory(path: Path) -> None:
@@ -276,6 +288,8 @@ def refuse_directory(path: Path) -> None:
 
 def _check_regular_file(path: Path) -> None:
     """Refuse what ffmpeg would block on (a FIFO waits for a writer forever) or cannot seek and re-read."""
+    if is_standard_input(path):
+        raise _standard_input_error(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
