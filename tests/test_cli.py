@@ -132,6 +132,10 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     cut.write_bytes(faststart.read_bytes()[: faststart.stat().st_size * 2 // 3])
     audio = tmp_path / "sound.m4a"
     ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-c:a", "aac", str(audio))
+    cover = tmp_path / "song.mp3"  # a podcast's or a song's: its one picture is its cover
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1",
+           "-map", "0:a", "-map", "1:v", "-c:a", "libmp3lame", "-c:v", "png", "-disposition:v", "attached_pic",
+           str(cover))
     image = tmp_path / "picture.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48", "-frames:v", "1", "-f", "image2", "-c:v", "png", str(image))
     empty = tmp_path / "empty.mp4"
@@ -140,7 +144,7 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     index_cut = tmp_path / "index_cut.mp4"
     index_cut.write_bytes(bunny_short.read_bytes()[:-1500])
     return {"text": text, "truncated": truncated, "cut": cut, "audio": audio, "image": image, "empty": empty,
-            "index_cut": index_cut}
+            "index_cut": index_cut, "cover": cover}
 
 
 @pytest.mark.parametrize("name, pattern", [
@@ -148,6 +152,8 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     ("truncated", "cannot read|truncated"),
     ("cut", "truncated|damaged|decod"),
     ("audio", r"no video stream that ffmpeg can read \(is it an audio file\?\)$"),
+    ("cover", r"song\.mp3 has no video stream that ffmpeg can read \(an audio file: its one picture is a cover, not "
+              r"a video\)$"),
     ("index_cut", r"no video stream that ffmpeg can read \(it may be truncated or damaged\)$|cannot read"),
     ("image", "is a still image, not a video; use 'vidstyle image' for stills"),
     ("empty", "no video frames|no video stream|cannot read|no decodable"),

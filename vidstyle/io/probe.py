@@ -327,6 +327,8 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
         # With an audio stream it is most likely an audio file; with none (a stream of no known kind, as a cut-short
         # MP4's index leaves), a damaged one.
         guess = "is it an audio file?" if _parse_audio(_input_section(err)) else "it may be truncated or damaged"
+        if "(attached pic)" in _input_section(err):
+            guess = "an audio file: its one picture is a cover, not a video"
         raise VideoOpenError(f"{path} has no video stream that ffmpeg can read ({guess})")
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
