@@ -333,7 +333,7 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
-        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file)")
+        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file); {_KEEP_THE_READABLE}")
     if "File ended prematurely" in err:  # Matroska and WebM cut short: their frames stop where the file does
         raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: file ended prematurely); {_KEEP_THE_READABLE}")
 
