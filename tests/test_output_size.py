@@ -147,3 +147,24 @@ def test_a_still_says_what_a_video_says_of_its_sizes_before_it_is_painted(starry
     small = paint(size=700)  # larger than the picture: painted at its own size
     assert small.size == small.written == (600, 400)
     assert small.notes == ("the picture is 600x400: painted at its own size, not enlarged to 700",)
+
+
+@pytest.mark.parametrize(("name", "encode"), [
+    ("alpha.webm", ("-vf", "format=yuva420p", "-c:v", "libvpx-vp9")),  # VP9's alpha, kept beside the picture
+    ("alpha.mov", ("-vf", "format=rgba", "-c:v", "png")),
+])
+def test_a_source_with_transparency_is_said_to_lose_it(media: Path, bunny_short: Path, starry: Path, tmp_path: Path,
+                                                       name: str, encode: tuple[str, ...]) -> None:
+    """MP4's H.264 holds no alpha: the render paints what the frames keep under it, which was said nowhere."""
+    from conftest import ffmpeg
+
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import prepare_render, started_event
+
+    clip = media / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2", *encode, str(clip))
+    job = prepare_render(clip, [starry], tmp_path / "o.mp4", make_config("fast", device="cpu", size=64))
+    assert job.info.alpha
+    assert "the source has transparency, which the output cannot hold: what its frames keep under it is painted" in \
+        started_event(job, "cpu", [], set()).notes
+    assert not probe_video(bunny_short).alpha

@@ -89,6 +89,9 @@ class VideoInfo:
     # The pictures' stored size as the decoder gives them, turned upright (no SAR applied): a stream whose pictures
     # change size part-way shows it, and the decode then fits those of another shape without stretching them.
     coded_size: tuple[int, int] = (0, 0)
+    # Pictures with an alpha channel (a pixel format with one, or VP9's alpha in WebM): MP4's H.264 holds none, so
+    # the render paints what the frames keep under the transparency, which its start says.
+    alpha: bool = False
 
     @property
     def audio_streams(self) -> tuple[int, ...]:
@@ -424,10 +427,29 @@ def probe_video(path: Path) -> VideoInfo:
                                             re.MULTILINE))),  # each once, whatever programmes list it
         interlaced=interlaced,
         colour=colour,
+        alpha=_has_alpha(err, stream_line),
     )
     start = _start_time(err, stream_line)
     _check_complete(path, err, start, start + info.frame_times[-1] + float(1 / fps))
     return info
+
+
+# Pixel formats with an alpha channel, as ffmpeg names them: yuva420p, rgba, bgra, argb, abgr, gbrap12le, ya8, ...
+_ALPHA_FORMATS = re.compile(r"Video: [^,]*, (?:yuva|rgba|bgra|argb|abgr|gbrap|ya8|ya16|rgba64|bgra64)\w*[(,]")
+
+
+def _has_alpha(err: str, stream_line: str) -> bool:
+    """Whether the video's pictures hold transparency: a pixel format with alpha, or the alpha_mode a WebM keeps
+    in the stream's metadata for VP8/VP9 (decoded without it, the format does not show it)."""
+    if _ALPHA_FORMATS.search(stream_line):
+        return True
+    lines = _input_section(err).splitlines()
+    for line in lines[lines.index(stream_line) + 1:] if stream_line in lines else ():
+        if re.match(r"\s*Stream #", line):
+            break
+        if re.match(r"\s*alpha_mode\s*: 1\s*$", line):
+            return True
+    return False
 
 
 def _start_time(err: str, stream_line: str) -> float:
