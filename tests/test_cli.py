@@ -615,8 +615,9 @@ def test_log_json_writes_every_event_as_one_json_line(bunny_short: Path, starry:
     assert main(["image", str(shared_asset("coffee.png")), "--style", "starry-night", "-o", str(tmp_path / "c.png"),
                  "--size", "32", "--iters", "3", "--device", "cpu", "--quiet", "--log-json", str(still_log)]) == 0
     still = [json.loads(line) for line in still_log.read_text().splitlines()]
-    assert [r["event"] for r in still] == ["FrameStarted", "IterationDone", "IterationDone", "IterationDone",
-                                           "FrameDone", "CommandEnded"]
+    assert [r["event"] for r in still] == ["ImageStarted", "FrameStarted", "IterationDone", "IterationDone",
+                                           "IterationDone", "FrameDone", "CommandEnded"]
+    assert (still[0]["size"], still[0]["written"], still[0]["notes"]) == ([32, 22], [32, 22], [])
     assert still[-1]["status"] == "done" and still[-1]["output"] == str(tmp_path / "c.png")
     sheet_log = tmp_path / "preview.jsonl"
     assert main(["preview", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "s.png"), *TINY,
