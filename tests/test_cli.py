@@ -151,8 +151,8 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     ("text", "cannot read"),
     ("truncated", "cannot read|truncated"),
     # Its index first (faststart), its frames cut short: the index names frames that are not there.
-    ("cut", r"faststart_truncated\.mp4 is truncated or damaged \(ffmpeg: partial file\); ffmpeg -i FILE -c copy "
-            r"FIXED\.mkv keeps the part that can be read$"),
+    ("cut", r"(\S+)faststart_truncated\.mp4 is truncated or damaged \(ffmpeg: partial file\); ffmpeg -i "
+            r"\1faststart_truncated\.mp4 -c copy \1faststart_truncated\.fixed\.mkv keeps the part that can be read$"),
     ("audio", r"no video stream that ffmpeg can read \(is it an audio file\?\)$"),
     ("cover", r"song\.mp3 has no video stream that ffmpeg can read \(an audio file: its one picture is a cover, not "
               r"a video\)$"),

@@ -560,9 +560,13 @@ def test_a_matroska_file_cut_short_is_refused(whole_mkv: Path, tmp_path: Path) -
     data = whole_mkv.read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(VideoOpenError, match=r"cut\.mkv is truncated or damaged \(ffmpeg: file ended prematurely\); "
-                                             r"ffmpeg -i FILE -c copy FIXED\.mkv keeps the part that can be read$"):
+    with pytest.raises(VideoOpenError) as refused:
         probe_video(cut)
+    assert str(refused.value) == (f"{cut} is truncated or damaged (ffmpeg: file ended prematurely); ffmpeg -i {cut} "
+                                  f"-c copy {tmp_path / 'cut.fixed.mkv'} keeps the part that can be read")
+    # As it says: the readable part, copied, is a whole video.
+    ffmpeg("-i", str(cut), "-c", "copy", str(tmp_path / "cut.fixed.mkv"))
+    assert 30 < probe_video(tmp_path / "cut.fixed.mkv").frame_count < 100
 
 
 def test_a_matroska_file_whose_frames_end_at_damage_in_its_middle_is_refused(tmp_path: Path) -> None:
@@ -577,17 +581,26 @@ def test_a_matroska_file_whose_frames_end_at_damage_in_its_middle_is_refused(tmp
     damaged.write_bytes(data[:middle] + bytes(np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8))
                         + data[middle + 20000:])
     with pytest.raises(VideoOpenError, match=r"damaged\.mkv is truncated or damaged: its frames end at 2\.52 s of "
-                                             r"the 5\.00 s its header declares; ffmpeg -i FILE"):
+                                             r"the 5\.00 s its header declares; ffmpeg -i \S+damaged\.mkv -c copy "):
         probe_video(damaged)
 
 
 def test_a_whole_matroska_file_passes_the_check_of_its_declared_duration(whole_mkv: Path, tmp_path: Path) -> None:
-    """Audio longer than the video (the file's duration is the audio's), and a clock that starts at an hour (the
-    DURATION tag then declares the end on that clock), are no damage."""
+    """Audio longer than the video (the file's duration is the audio's), a clock that starts at an hour (the
+    DURATION tag then declares the end on that clock), video that begins after the audio, and a last frame held
+    for seconds (a variable rate's: the declared end is its packet's own) are no damage."""
     assert probe_video(whole_mkv).frame_count == 100
     late = tmp_path / "late.mkv"
     ffmpeg("-i", str(whole_mkv), "-c", "copy", "-output_ts_offset", "3600", str(late))
     assert probe_video(late).frame_count == 100
+    after = tmp_path / "video_after_audio.mkv"
+    ffmpeg("-i", str(whole_mkv), "-itsoffset", "1.5", "-i", str(whole_mkv), "-map", "0:a", "-map", "1:v", "-c", "copy",
+           str(after))
+    assert probe_video(after).frame_count == 100
+    held = tmp_path / "last_frame_held.mkv"
+    ffmpeg("-i", str(whole_mkv), "-an", "-c", "copy", "-bsf:v", "setts=duration='if(eq(N\\,99)\\,3000\\,DURATION)'",
+           str(held))
+    assert probe_video(held).frame_count == 100
 
 
 # --- audio the output container cannot hold -------------------------------------------------------------------

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 import numbers
 import os
 import re
+import shlex
 import stat
 from dataclasses import dataclass
 from fractions import Fraction
@@ -209,6 +211,7 @@ class _Timing:
     time_base: Fraction
     stamps: list[int]  # presentation timestamps of the packets that become frames, sorted
     key_stamps: list[int]  # those of the packets flagged as keyframes
+    last_duration: int = 0  # the last frame's own duration in the time base, where its packet gives one
 
     def keyframe_indices(self) -> tuple[int, ...]:
         """Frame indices of the keyframes; none when two frames share a timestamp (which one would it be?)."""
@@ -226,6 +229,7 @@ def _parse_timing(framecrc: str) -> _Timing:
     time_base = Fraction(int(tb_match.group(1)), int(tb_match.group(2)))
     stamps: list[int] = []
     key_stamps: list[int] = []
+    durations: dict[int, int] = {}
     for line in framecrc.splitlines():
         if line.startswith("#"):
             continue
@@ -239,9 +243,11 @@ def _parse_timing(framecrc: str) -> _Timing:
         dts, pts = int(cols[1]), int(cols[2])
         stamp = pts if pts > -(2**62) else dts  # packets without pts carry INT64_MIN
         stamps.append(stamp)
+        durations[stamp] = int(cols[3])
         if flags & _KEY_FLAG:
             key_stamps.append(stamp)
-    return _Timing(time_base, sorted(stamps), key_stamps)
+    stamps.sort()
+    return _Timing(time_base, stamps, key_stamps, max(0, durations[stamps[-1]]) if stamps else 0)
 
 
 def _frame_rate(time_base: Fraction, stamps: list[int], fallback: Fraction) -> tuple[Fraction, bool]:
@@ -336,44 +342,54 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
-        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file); {_KEEP_THE_READABLE}")
+        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file); {_keep_the_readable(path)}")
     if "File ended prematurely" in err:  # Matroska and WebM cut short: their frames stop where the file does
-        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: file ended prematurely); {_KEEP_THE_READABLE}")
+        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: file ended prematurely); "
+                             f"{_keep_the_readable(path)}")
 
 
-# A video's frames may end this much before the duration its header declares for them (a last frame's own length,
-# coarse time bases) and more than this share of it: beyond both, frames are missing.
+# A video's frames may end this much before the duration its header declares for them (coarse time bases, a muxer's
+# rounding) and more than this share of it: beyond both, frames are missing.
 _SHORT_BY, _SHORT_SHARE = 0.5, 0.05
-_KEEP_THE_READABLE = "ffmpeg -i FILE -c copy FIXED.mkv keeps the part that can be read"
 
 
-def _declared_duration(err: str) -> float | None:
-    """The video stream's own duration as its header declares it (the DURATION tag that Matroska and WebM keep a
-    stream, in its metadata under the stream's line), in seconds; None where it declares none."""
+def _keep_the_readable(path: Path) -> str:
+    fixed = path.with_name(f"{path.stem}.fixed.mkv")
+    return f"ffmpeg -i {shlex.quote(str(path))} -c copy {shlex.quote(str(fixed))} keeps the part that can be read"
+
+
+def _stream_metadata(err: str, stream_line: str) -> list[str]:
+    """The lines ffmpeg prints under a stream's own line (its metadata, side data), up to the next stream's."""
     lines = _input_section(err).splitlines()
-    stream = _video_stream_line(err)
-    if not stream:
-        return None
-    for line in lines[lines.index(stream) + 1:]:
-        if re.match(r"\s*Stream #", line):
-            return None
+    if stream_line not in lines:
+        return []
+    block = lines[lines.index(stream_line) + 1:]
+    return list(itertools.takewhile(lambda line: not re.match(r"\s*Stream #", line), block))
+
+
+def _declared_duration(metadata: list[str]) -> float | None:
+    """The stream's duration as its header declares it (the DURATION tag that Matroska and WebM keep a stream), in
+    seconds; None where it declares none."""
+    for line in metadata:
         match = re.match(r"\s*DURATION\s*: (\d+):(\d\d):(\d\d(?:\.\d+)?)\s*$", line)
         if match:
             return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
     return None
 
 
-def _check_complete(path: Path, err: str, start: float, end: float) -> None:
+def _check_complete(path: Path, metadata: list[str], start: float | None, end: float) -> None:
     """Refuse a video whose frames end well before the duration its header declares for them: damaged in the
     middle (a Matroska file whose structure breaks there), its frames after the damage lost. A render of the
-    frames before it would be half the video, said by nothing. `start` and `end` are the first frame's time and
-    the last one's end, on the file's clock: ffmpeg's muxer declares the end on that clock (a stream that starts at
-    3600 s and lasts 5 declares 3605), others may declare the length alone, so the frames fall short only where
-    they fall short of both."""
-    declared = _declared_duration(err)
-    if declared is not None and declared - max(end, end - start) > max(_SHORT_BY, _SHORT_SHARE * declared):
+    frames before it would be half the video, said by nothing. `start` is the first frame's time on the file's
+    clock (None where the file names no start: then this is not checked) and `end` the last frame's end on it.
+    ffmpeg's muxer declares the end on that clock (a stream that starts at 3600 s and lasts 5 declares 3605), others
+    may declare the length alone, so the frames fall short only where they fall short of both."""
+    declared = _declared_duration(metadata)
+    if declared is None or start is None:
+        return
+    if declared - max(end, end - start) > max(_SHORT_BY, _SHORT_SHARE * declared):
         raise VideoOpenError(f"{path} is truncated or damaged: its frames end at {end:.2f} s of the {declared:.2f} s "
-                             f"its header declares; {_KEEP_THE_READABLE}")
+                             f"its header declares; {_keep_the_readable(path)}")
 
 
 def _count_packet_lines(framecrc: str) -> int:
@@ -389,6 +405,7 @@ def probe_video(path: Path) -> VideoInfo:
     framecrc = out.decode("ascii", "replace")
     _check_is_video(path, code, full_err, _count_packet_lines(framecrc))
     stream_line = _video_stream_line(err)
+    metadata = _stream_metadata(err, stream_line)
     timing = _parse_timing(framecrc)
     time_base, stamps = timing.time_base, timing.stamps
     if not stamps:
@@ -427,10 +444,12 @@ def probe_video(path: Path) -> VideoInfo:
                                             re.MULTILINE))),  # each once, whatever programmes list it
         interlaced=interlaced,
         colour=colour,
-        alpha=_has_alpha(err, stream_line),
+        alpha=_has_alpha(stream_line, metadata),
     )
-    start = _start_time(err, stream_line)
-    _check_complete(path, err, start, start + info.frame_times[-1] + float(1 / fps))
+    start = _start_time(err, stamps[0] * time_base)
+    # The last frame lasts its packet's own duration (a variable-rate file's last frame may be held for seconds).
+    last = timing.last_duration * time_base if timing.last_duration > 0 else 1 / fps
+    _check_complete(path, metadata, start, (start or 0.0) + info.frame_times[-1] + float(last))
     return info
 
 
@@ -438,26 +457,18 @@ def probe_video(path: Path) -> VideoInfo:
 _ALPHA_FORMATS = re.compile(r"Video: [^,]*, (?:yuva|rgba|bgra|argb|abgr|gbrap|ya8|ya16|rgba64|bgra64)\w*[(,]")
 
 
-def _has_alpha(err: str, stream_line: str) -> bool:
+def _has_alpha(stream_line: str, metadata: list[str]) -> bool:
     """Whether the video's pictures hold transparency: a pixel format with alpha, or the alpha_mode a WebM keeps
     in the stream's metadata for VP8/VP9 (decoded without it, the format does not show it)."""
-    if _ALPHA_FORMATS.search(stream_line):
-        return True
-    lines = _input_section(err).splitlines()
-    for line in lines[lines.index(stream_line) + 1:] if stream_line in lines else ():
-        if re.match(r"\s*Stream #", line):
-            break
-        if re.match(r"\s*alpha_mode\s*: 1\s*$", line):
-            return True
-    return False
+    return _ALPHA_FORMATS.search(stream_line) is not None or \
+        any(re.match(r"\s*alpha_mode\s*: 1\s*$", line) for line in metadata)
 
 
-def _start_time(err: str, stream_line: str) -> float:
-    """When the video begins on the file's clock (its stream's own start, else the file's), which the probe's
-    copied timestamps, shifted to begin at 0, no longer say."""
-    match = re.search(r", start (-?\d+(?:\.\d+)?)", stream_line) or \
-        re.search(r"^\s*Duration: .*?, start: (-?\d+(?:\.\d+)?)", err, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+def _start_time(err: str, shifted: Fraction) -> float | None:
+    """When the video begins on the file's clock: ffmpeg shifts the timestamps it copies by the file's start (its
+    earliest stream's), so the video's first, `shifted`, is that far after it. None where the file names no start."""
+    match = re.search(r"^\s*Duration: .*?, start: (-?\d+(?:\.\d+)?)", _input_section(err), re.MULTILINE)
+    return float(match.group(1)) + float(shifted) if match else None
 
 
 # Codecs whose streams name no field order where ffmpeg can see it without decoding, though their pictures are
