@@ -147,6 +147,10 @@ def test_a_still_says_what_a_video_says_of_its_sizes_before_it_is_painted(starry
     small = paint(size=700)  # larger than the picture: painted at its own size
     assert small.size == small.written == (600, 400)
     assert small.notes == ("the picture is 600x400: painted at its own size, not enlarged to 700",)
+    write_image(picture, resize_rgb(read_image(starry), (47, 31)))  # odd sides, evened as a video's are
+    assert paint(size=64).notes == ("the picture is 47x31: painted at 48x32, its own size with even sides, not "
+                                    "enlarged to 64",)
+    assert paint(size=48).notes == ("the picture is 47x31: painted at 48x32, its own size with even sides",)
 
 
 @pytest.mark.parametrize(("name", "encode"), [

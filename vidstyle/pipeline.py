@@ -77,7 +77,7 @@ from vidstyle.io.paths import (
     unmark_partial,
 )
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
-from vidstyle.limits import check_fits, output_size, render_size, stretches
+from vidstyle.limits import check_fits, output_size, own_size_note, render_size, stretches
 from vidstyle.model import STYLE_LAYERS
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, plan_segments, scan_video
@@ -453,12 +453,9 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:
         notes.append(emulated)
-    if max(job.info.width, job.info.height) < job.config.size:
-        own = "its own size" if job.size == (job.info.width, job.info.height) else \
-            f"{job.size[0]}x{job.size[1]}, its own size with even sides"
-        # A 47x31 source evened to 48x32 is at a size of 48: it was not left smaller than that.
-        smaller = f", not enlarged to {job.config.size}" if max(job.size) < job.config.size else ""
-        notes.append(f"the source is {job.info.width}x{job.info.height}: rendered at {own}{smaller}")
+    small = own_size_note("the source", (job.info.width, job.info.height), job.size, job.config.size)
+    if small is not None:
+        notes.append(small)
     width, height = job.out_size or job.size
     asked, written = job.config.output_size, f"{width}x{height}"
     # A size asked for (WxH, or a long side) that H.264's even sides changed.

@@ -25,7 +25,7 @@ from vidstyle.events import EventCallback, ImageStarted, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
-from vidstyle.limits import check_fits, image_size, render_size, stretches
+from vidstyle.limits import check_fits, image_size, own_size_note, render_size, stretches
 from vidstyle.precision import emulation_note, resolve_precision
 from vidstyle.sequence import stylize_sequence
 from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
@@ -92,8 +92,9 @@ def _notes(config: Config, own: tuple[int, int], size: tuple[int, int], written:
     emulated = emulation_note(config.precision, device.type)
     if emulated is not None:
         notes.append(emulated)
-    if max(own) < config.size:
-        notes.append(f"the picture is {own[0]}x{own[1]}: painted at its own size, not enlarged to {config.size}")
+    small = own_size_note("the picture", own, size, config.size)
+    if small is not None:
+        notes.append(small)
     if written != size:
         stretched = "x" in config.output_size and stretches(written, own)
         notes.append(f"written at {written[0]}x{written[1]}, scaled from the {size[0]}x{size[1]} painting"
