@@ -241,6 +241,10 @@ def test_a_cluster_out_of_reach_leaves_nothing_that_blocks_the_render_on_this_ma
     out = tmp_path / "out.mp4"
     with pytest.raises(WorkerFailed, match="no running Ray cluster found from this machine: start one"):
         vidstyle.render(bunny_short, [starry], out, _config(), ray_address="auto")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ADDRESS", "auto")  # as Ray reads it: the cluster this machine runs, no address
+        with pytest.raises(WorkerFailed, match="no running Ray cluster found from this machine: start one"):
+            vidstyle.render(bunny_short, [starry], out, _config(), ray_address="auto")
     assert list(tmp_path.iterdir()) == []  # no work directory, whose manifest would name the chunking
     with socket.socket() as closed:  # a port nothing listens on: refused at once, not retried for minutes by Ray
         closed.bind(("127.0.0.1", 0))
@@ -264,12 +268,10 @@ def test_a_cluster_out_of_reach_leaves_nothing_that_blocks_the_render_on_this_ma
         with pytest.raises(WorkerFailed, match=f"^{address} answers, but not as a Ray cluster's head \\(it is a web "
                                                "server: the dashboard's port\\?\\); a head takes renders at"):
             vidstyle.render(bunny_short, [starry], out, _config(), ray_address=address)
-        os.environ["RAY_ADDRESS"] = address  # "auto" joins the cluster it names
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RAY_ADDRESS", address)  # "auto" joins the cluster it names
             with pytest.raises(WorkerFailed, match=f"^{address} \\(RAY_ADDRESS\\) answers, but not as a Ray"):
                 vidstyle.render(bunny_short, [starry], out, _config(), ray_address="auto")
-        finally:
-            del os.environ["RAY_ADDRESS"]
         assert time.monotonic() - started < 10 and list(tmp_path.iterdir()) == []
     finally:
         web.shutdown()

@@ -747,17 +747,20 @@ def test_a_32_bit_bmp_is_read_as_stored_its_fourth_byte_often_unused(tmp_path: P
 
 
 def test_a_large_transparent_picture_is_laid_over_white_in_strips(tmp_path: Path) -> None:
-    """Strip by strip, and the strips meet: each row is composited once, the picture's orientation found on a
-    sample."""
+    """Strip by strip, and the strips meet: each row is composited once; and the picture's EXIF turn, which only
+    OpenCV's colour decoding applies, is found on a sample of its pixels."""
     rows = 2 * ((1 << 20) // 1000) + 5  # two whole strips of a 1000-pixel-wide picture, and part of a third
     bgra = np.zeros((rows, 1000, 4), np.uint8)
     bgra[..., 3] = np.arange(rows, dtype=np.int64)[:, None] % 256
+    bgra[..., :3] = np.arange(1000, dtype=np.int64)[None, :, None] % 251  # colours under it tell the columns apart
     path = tmp_path / "tall.png"
-    cv2.imwrite(str(path), bgra)
+    path.write_bytes(_png_with_chunk(bgra, b"eXIf", _EXIF_TURNED))
     rgb = read_image(path)
-    assert rgb.shape == (rows, 1000, 3)
-    want = np.round(255.0 * (1.0 - (np.arange(rows) % 256) / 255.0)).astype(np.uint8)
-    assert np.abs(rgb[..., 0].astype(int) - want[:, None]).max() <= 1
+    assert rgb.shape == (1000, rows, 3)  # shown turned a quarter right: the stored rows are its columns
+    alpha = (np.arange(rows) % 256) / 255.0
+    under = (np.arange(1000) % 251) / 255.0
+    want = np.round(255.0 * (under[:, None] * alpha[None, :] + 1.0 - alpha[None, :]))
+    assert np.abs(rgb[..., 0].astype(int) - want[:, ::-1]).max() <= 1  # the stored top row on the right
 
 
 def test_a_grey_png_with_alpha_is_read_over_white_too(tmp_path: Path) -> None:

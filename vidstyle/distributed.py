@@ -537,8 +537,12 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGTERM) if main else None
     options: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    # The address "auto" joins: RAY_ADDRESS where it is set, else a Ray this machine runs.
-    named = os.environ.get("RAY_ADDRESS", "").strip() if cluster.address == "auto" else cluster.address
+    # The address "auto" joins: RAY_ADDRESS where it names one, else a Ray this machine runs.
+    named = cluster.address
+    if cluster.address == "auto":
+        named = os.environ.get("RAY_ADDRESS", "").strip()
+        named = named if named not in ("", "auto") else None
+    shown = named if named == cluster.address else f"{named} (RAY_ADDRESS)"
     if cluster.address is None:
         options.update(address="local", num_cpus=max(os.cpu_count() or 1, cluster.workers or 1),
                        object_store_memory=_RAY_OBJECT_STORE)
@@ -547,14 +551,15 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
     else:
         options["address"] = cluster.address
         if named:
-            check_reachable(named, shown=named if named == cluster.address else f"{named} (RAY_ADDRESS)")
+            check_reachable(named, shown=shown)
     try:
         ray.init(**options)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         if cluster.address == "auto" and not named and isinstance(exc, ConnectionError):
             raise WorkerFailed("no running Ray cluster found from this machine: start one (ray start --head) or "
                                "set RAY_ADDRESS to a cluster's address") from None
-        where = f"the Ray cluster at {cluster.address}" if cluster.address else "a local Ray"
+        where = ("a local Ray" if cluster.address is None else f"the Ray cluster at {shown}" if named
+                 else "the Ray cluster that auto finds")
         raise WorkerFailed(f"cannot start or reach {where}: {' '.join(str(exc).split())}") from None
     finally:
         if main and handler is not None:

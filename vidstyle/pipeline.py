@@ -558,7 +558,7 @@ def _mismatch(work: WorkDir, wanted: Manifest, existing: Manifest, differences: 
         if "chunk_frames" in before:  # resumed without workers, or on workers chunked otherwise
             return (f"work directory {work.path} holds a render on Ray workers, in chunks of {before['chunk_frames']} "
                     f"frames overlapping by {before['overlap']}: resume it on workers, chunked the same, or {RESTART}")
-        if "chunk_frames" in now and "chunk_frames" not in before:
+        if "chunk_frames" in now:  # and not in before: made without workers
             return (f"work directory {work.path} holds a render made without Ray workers: resume it without them "
                     f"(on workers each chunk starts fresh, so the frames would differ), or {RESTART}")
     return (f"work directory {work.path} belongs to another render (not the same: {'; '.join(differences)}); "

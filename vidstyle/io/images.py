@@ -51,11 +51,12 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
 
 
 def _may_hold_alpha(data: np.ndarray) -> bool:
-    """WebP, TIFF and GIF, by their first bytes: pictures that may be transparent without saying so up front, as
-    PNG's header does (_png_check); their alpha is known only once decoded. BMP is left out: the fourth byte of a
-    32-bit BMP pixel is often unused, zero, and would make the whole picture transparent."""
+    """WebP, TIFF (and BigTIFF) and GIF, by their first bytes: pictures that may be transparent without saying so
+    up front, as PNG's header does (_png_check); their alpha is known only once decoded. BMP is left out: the fourth
+    byte of a 32-bit BMP pixel is often unused, zero, and would make the whole picture transparent."""
     head = data[:12].tobytes()
-    return (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[:4] in (b"II*\x00", b"MM\x00*", b"GIF8")
+    return (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or \
+        head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"GIF8")
 
 
 # ISO file brands of still pictures (HEIF/HEIC, AVIF, and their sequences of stills): the container is MP4's.
