@@ -297,6 +297,14 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     response = server.submit(text, **TINY)
     assert response.status_code == 415 and response.json()["field"] == "input", response.text
     assert "not a video or image" in response.json()["detail"]
+    whole = tmp_path / "whole.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2", "-c:v", "libx264", str(whole))
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    response = server.submit(cut, **TINY)  # the repair the command line names runs on the server's copy: not here
+    assert response.status_code == 415 and response.json()["detail"] == (
+        "not a video or image vidstyle can read: the upload is truncated or damaged (ffmpeg: file ended "
+        "prematurely); its readable part, copied with ffmpeg -c copy into a new file, can be uploaded"), response.text
     big = tmp_path / "big.mp4"
     big.write_bytes(os.urandom(2_000_000))  # the server's --max-upload is 1MB
     response = server.submit(big, **TINY)

@@ -59,6 +59,15 @@ class VideoOpenError(InputError):
     """ffmpeg cannot read the input as a video."""
 
 
+class DamagedVideo(VideoOpenError):
+    """A video cut short or damaged: `reason` says how, and the message adds the command that keeps the part of it
+    that can be read (which a web service's client cannot run on the server's copy)."""
+
+    def __init__(self, reason: str, repair: str) -> None:
+        super().__init__(f"{reason}; {repair}")
+        self.reason = reason
+
+
 class DecodeError(VideoOpenError):
     """ffmpeg opened the video but could not decode all of it (damaged data, a decoder that was killed)."""
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from vidstyle.errors import ImageTooLarge, InputError, SettingError, VideoOpenError, VidstyleError
+from vidstyle.errors import DamagedVideo, ImageTooLarge, InputError, SettingError, VideoOpenError, VidstyleError
 from vidstyle.io.ffmpeg import file_url, missing_filters, run_ffmpeg
 from vidstyle.io.paths import is_standard_input, is_web_address, special_file_kind, web_address_shown
 
@@ -342,10 +342,9 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
-        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: partial file); {_keep_the_readable(path)}")
+        raise DamagedVideo(f"{path} is truncated or damaged (ffmpeg: partial file)", _keep_the_readable(path))
     if "File ended prematurely" in err:  # Matroska and WebM cut short: their frames stop where the file does
-        raise VideoOpenError(f"{path} is truncated or damaged (ffmpeg: file ended prematurely); "
-                             f"{_keep_the_readable(path)}")
+        raise DamagedVideo(f"{path} is truncated or damaged (ffmpeg: file ended prematurely)", _keep_the_readable(path))
 
 
 # A video's frames may end this much before the duration its header declares for them (coarse time bases, a muxer's
@@ -388,8 +387,8 @@ def _check_complete(path: Path, metadata: list[str], start: float | None, end: f
     if declared is None or start is None:
         return
     if declared - max(end, end - start) > max(_SHORT_BY, _SHORT_SHARE * declared):
-        raise VideoOpenError(f"{path} is truncated or damaged: its frames end at {end:.2f} s of the {declared:.2f} s "
-                             f"its header declares; {_keep_the_readable(path)}")
+        raise DamagedVideo(f"{path} is truncated or damaged: its frames end at {end:.2f} s of the {declared:.2f} s its "
+                           "header declares", _keep_the_readable(path))
 
 
 def _count_packet_lines(framecrc: str) -> int:

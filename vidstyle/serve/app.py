@@ -32,7 +32,15 @@ from starlette.types import Scope
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import Config, make_config, preset_names
-from vidstyle.errors import ConfigError, ImageTooLarge, ImageTooSmall, InputError, SettingError, VidstyleError
+from vidstyle.errors import (
+    ConfigError,
+    DamagedVideo,
+    ImageTooLarge,
+    ImageTooSmall,
+    InputError,
+    SettingError,
+    VidstyleError,
+)
 from vidstyle.io.images import encode_image, read_image, resize_rgb, style_problem
 from vidstyle.io.paths import IMAGE_SUFFIXES
 from vidstyle.io.pixels import pixel_limit_words
@@ -338,10 +346,15 @@ class JobFactory:
             raise ApiError(422, str(exc), "input") from None
         except InputError as exc:
             # ffmpeg may name other files beside it (a concat list's entries): no server paths to clients
-            reason = str(exc).replace(str(source), "the upload").replace(str(source.parent), "the upload's folder")
+            said = exc.reason + _READABLE_PART if isinstance(exc, DamagedVideo) else str(exc)
+            reason = said.replace(str(source), "the upload").replace(str(source.parent), "the upload's folder")
             raise ApiError(415, f"not a video or image vidstyle can read: {reason}", "input") from None
         except VidstyleError as exc:
             raise ApiError(422, str(exc).replace(str(staging), "the job"), "input") from None
+
+
+# A damaged video's repair, said to a client: the command line's names the server's copy, which a client cannot reach.
+_READABLE_PART = "; its readable part, copied with ffmpeg -c copy into a new file, can be uploaded"
 
 
 def _check_image(path: Path, config: Config) -> None:
