@@ -400,7 +400,10 @@ def test_a_truncated_png_style_is_refused_in_one_line(capfd, bunny_short: Path, 
 def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path: Path) -> None:
     base = ["render", str(bunny_short), "--style", str(starry), *TINY]
     _bad(capsys, [*base, "-o", str(tmp_path / "missing dir" / "o.mp4")], 1, "directory does not exist")
-    _bad(capsys, [*base, "-o", "/proc/vidstyle-out.mp4"], 1, "not writable")
+    _bad(capsys, [*base, "-o", "/proc/vidstyle-out.mp4"], 1, "^vidstyle: error: cannot write in the output directory "
+                                                            "/proc: ")
+    _bad(capsys, [*base, "-o", str(tmp_path / "missing dir") + "/"], 1,
+         "output .*missing dir/ names a folder that does not exist; make it first, or name the output file$")
     _bad(capsys, [*base, "-o", str(bunny_short)], 2, "is the input")
     existing = tmp_path / "exists.mp4"
     existing.write_bytes(b"keep me")

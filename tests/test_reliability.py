@@ -679,7 +679,7 @@ def test_inputs_the_library_cannot_use_are_refused_in_its_own_words(capsys, tiny
     code, err = _run(capsys, ["render", str(tmp_path), "--style", "starry-night", *TINY])  # no -o: named from it
     assert code == 1 and err == [f"vidstyle: error: input is a directory, not a video: {tmp_path}"]
     code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "-o", f"{tmp_path}/new/", *TINY])
-    assert code == 2 and "names a folder that does not exist" in err[0] and len(err) == 1
+    assert code == 1 and "names a folder that does not exist" in err[0] and len(err) == 1  # as a missing folder
     code, err = _run(capsys, ["render", str(tiny), "--style", "starry-night", "-o", "", *TINY])  # -o "$UNSET"
     assert code == 2 and "-o/--output: is empty; name the output file" in err[0] and len(err) == 1
     for flags in (["render", str(tiny), "--style", "starry-night", "--workdir", ""],

@@ -170,8 +170,9 @@ def _output_path(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("is empty; name the output file (or leave -o out for the default)")
     if text.endswith(("/", os.sep)) and not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text} names a folder that does not exist; make it first, or name the "
-                                         "output file")
+        # A missing folder, as for -o missing/out.mp4: exit 1, not a usage error's 2.
+        raise OutputError(f"output {text} names a folder that does not exist; make it first, or name the output "
+                          "file")
     return Path(text)
 
 

@@ -50,7 +50,6 @@ from vidstyle.errors import (
     CheckpointError,
     SettingError,
     SignalInterrupt,
-    UsageError,
     VidstyleError,
     stop_signal,
 )
@@ -107,8 +106,9 @@ _HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0,
 _HTTP2_SETTINGS = 4
 
 
-class RayMissing(UsageError):
-    """A render on workers was asked for, and Ray is not installed."""
+class RayMissing(VidstyleError):
+    """A render on workers was asked for, and Ray is not installed: a failure of the installation (exit 1, as the
+    web service's missing extra is), not of the command."""
 
 
 class WorkerFailed(VidstyleError):

@@ -74,7 +74,7 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
         with tempfile.NamedTemporaryFile(dir=parent, prefix=".vidstyle-probe-"):
             pass
     except OSError as exc:
-        raise OutputError(f"{what} directory is not writable: {parent} ({exc.strerror or exc})") from exc
+        raise OutputError(f"cannot write in the {what} directory {parent}: {exc.strerror or exc}") from exc
 
 
 def missing_folder(folder: Path) -> str:
