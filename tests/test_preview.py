@@ -191,7 +191,7 @@ def test_cli_sweep_prints_the_rows_and_one_estimate_line(tmp_path: Path, capsys)
     (["--strength", "1,0"], r"^vidstyle: error: --strength must be numbers above 0"),
     (["--strength", "1,x"], r"--strength: expected comma-separated numbers"),
     (["--at", "9"], r"^vidstyle: error: --at 9 s is past the end of the video, which lasts 0\.480 s$"),
-    (["--at", "soon"], r"--at: expected seconds or HH:MM:SS.ms"),
+    (["--at", "soon"], r"--at: expected seconds, MM:SS or HH:MM:SS.ms"),
     (["--frames", "0"], r"^vidstyle: error: --frames must be a whole number of at least 1"),
     (["--frames", "99"], r"^vidstyle: error: --frames is 99, more than the video's 12 frames$"),
     (["--frames", "2", "--at", "0.1"], r"not allowed with argument"),

@@ -137,7 +137,7 @@ def _seconds(text: str) -> float:
     # Minutes and seconds after a colon are under 60 and only the seconds have a fraction: 1:75 is a typing slip.
     if (not 1 <= len(parts) <= 3 or any(p < 0 or not math.isfinite(p) for p in parts)
             or any(p >= 60 for p in parts[1:]) or any(p != int(p) for p in parts[:-1])):
-        raise argparse.ArgumentTypeError(f"expected seconds or HH:MM:SS.ms, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected seconds, MM:SS or HH:MM:SS.ms, got {text!r}")
     return sum(value * 60**power for power, value in enumerate(reversed(parts)))
 
 
@@ -479,7 +479,7 @@ def _add_preview(sub: Any, preset: dict[str, Any]) -> None:
                          help="contact sheet (.png, .jpg, .webp) [<input>.<style>.preview.png beside the input]")
     frames = preview.add_argument_group("which frames").add_mutually_exclusive_group()
     frames.add_argument("--at", type=_seconds, action="append", metavar="TIME",
-                        help="a frame at this time (seconds or HH:MM:SS.ms); repeatable")
+                        help="a frame at this time (seconds, MM:SS or HH:MM:SS.ms); repeatable")
     frames.add_argument("--frames", type=int, metavar="N",
                         help="frames spread evenly over the video [4, or all of a shorter one]")
     preview.add_argument("--strength", type=_float_list, metavar="S1,S2",
@@ -778,7 +778,8 @@ def _print_batch_summary(ended: list[tuple[str, Path, str]], quiet: bool, lead: 
 
 def _add_trim(parser: argparse.ArgumentParser, title: str, verb: str) -> None:
     trim = parser.add_argument_group(title)
-    trim.add_argument("--start", type=_seconds, metavar="TIME", help=f"first moment to {verb}: seconds or HH:MM:SS.ms")
+    trim.add_argument("--start", type=_seconds, metavar="TIME",
+                      help=f"first moment to {verb}: seconds, MM:SS or HH:MM:SS.ms")
     ends = trim.add_mutually_exclusive_group()
     ends.add_argument("--duration", type=_seconds, metavar="TIME", help=f"how much to {verb} from --start")
     ends.add_argument("--end", type=_seconds, metavar="TIME", help="the moment to stop before")
