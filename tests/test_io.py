@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -564,6 +565,9 @@ def test_a_matroska_file_cut_short_is_refused(whole_mkv: Path, tmp_path: Path) -
         probe_video(cut)
     assert str(refused.value) == (f"{cut} is truncated or damaged (ffmpeg: file ended prematurely); ffmpeg -i {cut} "
                                   f"-c copy {tmp_path / 'cut.fixed.mkv'} keeps the part that can be read")
+    # Whole as it crosses processes (a web service's worker, Ray's): its reason stays apart from the repair.
+    again = pickle.loads(pickle.dumps(refused.value))
+    assert (type(again), str(again), again.reason) == (type(refused.value), str(refused.value), refused.value.reason)
     # As it says: the readable part, copied, is a whole video.
     ffmpeg("-i", str(cut), "-c", "copy", str(tmp_path / "cut.fixed.mkv"))
     assert 30 < probe_video(tmp_path / "cut.fixed.mkv").frame_count < 100

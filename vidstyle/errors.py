@@ -65,7 +65,10 @@ class DamagedVideo(VideoOpenError):
 
     def __init__(self, reason: str, repair: str) -> None:
         super().__init__(f"{reason}; {repair}")
-        self.reason = reason
+        self.reason, self.repair = reason, repair
+
+    def __reduce__(self) -> tuple[type[DamagedVideo], tuple[str, str]]:
+        return DamagedVideo, (self.reason, self.repair)  # as it was made: across processes (Ray, the web workers)
 
 
 class DecodeError(VideoOpenError):
