@@ -18,7 +18,7 @@ import numpy as np
 
 from vidstyle.errors import DecodeError
 from vidstyle.io.ffmpeg import StderrTail, exit_reason, file_url, run_ffmpeg, start_ffmpeg, stop_process
-from vidstyle.io.probe import VIDEO_STREAM, Colour, VideoInfo
+from vidstyle.io.probe import VIDEO_STREAM, Colour, VideoInfo, file_start
 
 
 @dataclass(frozen=True)
@@ -190,10 +190,6 @@ class _Clock:
     file_start: Fraction  # the earliest timestamp of any stream: where ffmpeg's -ss counts from
 
 
-# ffmpeg's summary line of the input, "Duration: 00:00:05.00, start: 0.000000, bitrate: ...".
-_FILE_START = re.compile(r"^\s*Duration: [^,]*, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
-
-
 _CLOCKS: dict[VideoInfo, _Clock] = {}  # the readings that succeeded, the latest _CLOCKS_KEPT
 _CLOCKS_KEPT = 16
 _CLOCKS_LOCK = threading.Lock()  # decodes of several ranges may start on several threads
@@ -237,10 +233,10 @@ def _read_clock(info: VideoInfo) -> _Clock | None:
             stop_process(proc, grace=0)
             return None
         stamp = _parse_stamp(side.readline())
-    start = _FILE_START.search(err.decode("utf-8", "replace"))
+    start = file_start(err.decode("utf-8", "replace"))
     if proc.returncode != 0 or stamp is None or stamp[0] != 0 or start is None:
         return None
-    return _Clock(stamp[1], Fraction(start.group(1)))
+    return _Clock(stamp[1], start)
 
 
 def _start_with_stamps(args_for: Callable[[int], list[str]]) -> tuple[subprocess.Popen[bytes], int]:

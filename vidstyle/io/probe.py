@@ -463,11 +463,22 @@ def _has_alpha(stream_line: str, metadata: list[str]) -> bool:
         any(re.match(r"\s*alpha_mode\s*: 1\s*$", line) for line in metadata)
 
 
+# ffmpeg's summary line of the input, "Duration: 00:00:05.00, start: 0.000000, bitrate: ...".
+_FILE_START = re.compile(r"^\s*Duration: [^,]*, start: (-?\d+(?:\.\d+)?)", re.MULTILINE)
+
+
+def file_start(stderr: str) -> Fraction | None:
+    """The file's start on its own clock (its earliest stream's first timestamp), as ffmpeg's description of the
+    input gives it; None where it gives none."""
+    match = _FILE_START.search(stderr)
+    return Fraction(match.group(1)) if match else None
+
+
 def _start_time(err: str, shifted: Fraction) -> float | None:
     """When the video begins on the file's clock: ffmpeg shifts the timestamps it copies by the file's start (its
     earliest stream's), so the video's first, `shifted`, is that far after it. None where the file names no start."""
-    match = re.search(r"^\s*Duration: .*?, start: (-?\d+(?:\.\d+)?)", _input_section(err), re.MULTILINE)
-    return float(match.group(1)) + float(shifted) if match else None
+    start = file_start(_input_section(err))
+    return float(start + shifted) if start is not None else None
 
 
 # Codecs whose streams name no field order where ffmpeg can see it without decoding, though their pictures are
