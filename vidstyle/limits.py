@@ -83,15 +83,16 @@ def output_size(setting: str, render: tuple[int, int], source: tuple[int, int]) 
     return size_to_fit(*render, int(setting))
 
 
-def own_size_note(what: str, own: tuple[int, int], size: tuple[int, int], asked: int) -> str | None:
-    """Said where a picture (`what`: "the source", "the picture") is smaller than the size `asked` and is painted
-    at its own size, `size` (its sides evened where they were odd), not enlarged; None where it is not smaller."""
+def own_size_note(what: str, done: str, own: tuple[int, int], size: tuple[int, int], asked: int) -> str | None:
+    """Said where a picture (`what`: "the source", "the picture") is smaller than the size `asked` and is `done`
+    ("rendered", "painted") at its own size, `size` (its sides evened where they were odd), not enlarged; None where
+    it is not smaller."""
     if max(own) >= asked:
         return None
     at = "its own size" if size == own else f"{size[0]}x{size[1]}, its own size with even sides"
     # A 47x31 picture evened to 48x32 is at a size of 48: it was not left smaller than that.
     smaller = f", not enlarged to {asked}" if max(size) < asked else ""
-    return f"{what} is {own[0]}x{own[1]}: {'rendered' if what == 'the source' else 'painted'} at {at}{smaller}"
+    return f"{what} is {own[0]}x{own[1]}: {done} at {at}{smaller}"
 
 
 # Width-to-height ratios this close are one shape: a size asked for in whole (even) pixels is off by about as much.

@@ -453,7 +453,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:
         notes.append(emulated)
-    small = own_size_note("the source", (job.info.width, job.info.height), job.size, job.config.size)
+    small = own_size_note("the source", "rendered", (job.info.width, job.info.height), job.size, job.config.size)
     if small is not None:
         notes.append(small)
     width, height = job.out_size or job.size

@@ -92,7 +92,7 @@ def _notes(config: Config, own: tuple[int, int], size: tuple[int, int], written:
     emulated = emulation_note(config.precision, device.type)
     if emulated is not None:
         notes.append(emulated)
-    small = own_size_note("the picture", own, size, config.size)
+    small = own_size_note("the picture", "painted", own, size, config.size)
     if small is not None:
         notes.append(small)
     if written != size:

@@ -103,12 +103,11 @@ def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:
     scale = float(np.iinfo(pixels.dtype).max)
     rgb = np.empty((*pixels.shape[:2], 3), np.uint8)
     # In strips of rows: the float arrays of the whole of a large picture took about 50 bytes a pixel.
-    rows = max(1, _STRIP_PIXELS // pixels.shape[1])
-    for top in range(0, pixels.shape[0], rows):
-        strip = pixels[top:top + rows]
+    for rows in _strips(pixels):
+        strip = pixels[rows]
         alpha = strip[..., 3:].astype(np.float32) / scale
         over = strip[..., 2::-1] * (alpha / scale) + (1.0 - alpha)  # BGR read backwards: RGB
-        rgb[top:top + rows] = np.round(over * 255.0)
+        rgb[rows] = np.round(over * 255.0)
     return _oriented_like(rgb, pixels[..., :3], decoded)
 
 
@@ -116,10 +115,15 @@ def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:
 _STRIP_PIXELS = 1 << 20
 
 
+def _strips(pixels: np.ndarray) -> Iterator[slice]:
+    """The picture's rows, _STRIP_PIXELS pixels' worth at a time."""
+    step = max(1, _STRIP_PIXELS // pixels.shape[1])
+    return (slice(top, top + step) for top in range(0, pixels.shape[0], step))
+
+
 def _all_opaque(pixels: np.ndarray) -> bool:
     top = np.iinfo(pixels.dtype).max
-    rows = max(1, _STRIP_PIXELS // pixels.shape[1])
-    return all((pixels[i:i + rows, :, 3] == top).all() for i in range(0, pixels.shape[0], rows))
+    return all((pixels[rows, :, 3] == top).all() for rows in _strips(pixels))
 
 
 def _oriented_like(rgb: np.ndarray, stored: np.ndarray, decoded: np.ndarray) -> np.ndarray:
