@@ -412,8 +412,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         # The queue's database stayed locked past its busy timeout (another program holding it), or its disk is
         # full: the request changed nothing (its transaction was rolled back), so the client may try again later.
         # Anything else (a read-only or damaged database) is a fault of the server's: a 500, logged as such.
-        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
-        if code == sqlite3.SQLITE_FULL:
+        if JobQueue.error_code(exc) == sqlite3.SQLITE_FULL:
             return JSONResponse({"detail": "the server's disk is full: the job queue cannot be written",
                                  "field": None}, status_code=507)
         if JobQueue.is_busy(exc):

@@ -102,10 +102,14 @@ class JobQueue:
     """The jobs table; one connection per thread (sqlite3 connections are not shared between threads)."""
 
     @staticmethod
+    def error_code(exc: sqlite3.OperationalError) -> int:
+        """SQLite's primary result code of a failed statement (the primary code of an extended one; 0: none)."""
+        return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+    @staticmethod
     def is_busy(exc: sqlite3.OperationalError) -> bool:
         """The database stayed locked past the busy timeout (another program holding it): worth trying again."""
-        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
-        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return JobQueue.error_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         """`busy_timeout`: seconds a write waits for another connection's lock before it fails."""
