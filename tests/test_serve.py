@@ -1523,7 +1523,7 @@ def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_afte
         _until(lambda: pool.processes["w0"] is not first, "the killed worker is replaced")
         assert pool.deaths_at_start["w0"] == 0 and pool.restart_delay("w0") == pool.RESTART_DELAY
         assert pool.deaths == {"w0": 1}, "every death is counted for /api/health's worker_deaths"
-        assert "worker w0 died (killed by SIGKILL); another starts" in caplog.text, "and logged"
+        assert "worker w0 died: it was killed by signal 9 (SIGKILL); another starts" in caplog.text, "and logged"
         assert not pool.pulses["w0"].ready(), "the new worker is not ready until it has set up"
         ringing = threading.Thread(target=pool.notify, daemon=True)  # as an upload does
         ringing.start()

@@ -105,7 +105,8 @@ def file_url(path: Path | str) -> str:
 
 
 def exit_reason(returncode: int | None) -> str:
-    """How an ffmpeg process ended, in words ("killed by signal 9 (SIGKILL)", "exited with 1")."""
+    """How a process (an ffmpeg, a web service's worker) ended, in words ("was killed by signal 9 (SIGKILL)",
+    "exited with 1")."""
     if returncode is not None and returncode < 0:
         try:
             name = f" ({signal.Signals(-returncode).name})"

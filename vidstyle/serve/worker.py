@@ -30,6 +30,7 @@ from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, CheckpointMismatch, Interrupted, VidstyleError
 from vidstyle.events import Event, FrameDone, FrameSaved, FrameStarted, IterationDone, RenderFinished, RenderStarted
 from vidstyle.fades import darken
+from vidstyle.io.ffmpeg import exit_reason
 from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve import DEFAULT_STALL_TIMEOUT
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, drop_checkpoints
@@ -365,16 +366,6 @@ def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loo
     return made
 
 
-def _exit_reason(code: int | None) -> str:
-    """A process's exit code as a person reads it: a signal by its name (SIGKILL: the out-of-memory killer, often)."""
-    if code is not None and code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit status {code}"
-
-
 def claim_when_free(queue: JobQueue, slot: str) -> Job | None:
     """The oldest queued job for `slot`, or None: none is queued, or another program (a backup, an sqlite3 shell)
     held the database locked past the queue's busy timeout; the worker looks again later rather than dying, which
@@ -618,7 +609,7 @@ class WorkerPool:
                 self._reaped[name] = died
                 if died:  # an operator reading the log learns of it, not only /api/health (what became of its job,
                     # if it had one, is the job's own state: back in the queue, or failed after MAX_WORKER_DEATHS)
-                    _log.warning("worker %s died (%s); another starts", name, _exit_reason(process.exitcode))
+                    _log.warning("worker %s died: it %s; another starts", name, exit_reason(process.exitcode))
             # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
             # fail, the slot stays reaped and it is tried again.
             self.queue.requeue_worker(name, died=self._reaped[name])
