@@ -89,9 +89,12 @@ def test_the_structure_loss_keeps_the_edges_under_strong_style(starry: Path) -> 
     assert found[0.25][0] > found[0.0][0] - 0.05, found
 
 
-def test_coarse_to_fine_paints_more_of_the_painting(starry: Path) -> None:
+def test_coarse_to_fine_paints_more_of_the_painting() -> None:
     """A real still at 128 px: painted at half its size first (the default, whose 32-px level is skipped), the same
-    iterations take it closer to the painting, and it keeps most of its edges."""
-    found = {levels: _gain_and_edges("coffee.png", 128, starry, coarse_levels=levels) for levels in (0, 2)}
+    iterations take it closer to the painting, and it keeps most of its edges. The Scream's bands of sky are the
+    kind of large shape a full-size start does not lay out (how much coarse-to-fine adds depends on the picture and
+    the painting: docs/performance.md, "Coarse-to-fine")."""
+    scream = shared_asset("the_scream_munch.jpg")
+    found = {levels: _gain_and_edges("coffee.png", 128, scream, coarse_levels=levels) for levels in (0, 2)}
     assert found[2][0] > found[0][0] + 0.015, found
     assert found[2][1] > found[0][1] - 0.08, found

@@ -482,6 +482,26 @@ def test_frames_made_with_other_style_layers_are_another_render(bunny_short: Pat
         vidstyle.render(bunny_short, [starry], out, config, overwrite=True)
 
 
+def test_frames_painted_without_a_margin_are_another_render(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    """A work directory of a version that painted frames without a margin (a line along their edges): its frames
+    are not resumed beside these, whose edges have none."""
+    import json
+
+    import vidstyle
+    from vidstyle.errors import CheckpointMismatch
+
+    out, work = tmp_path / "out.mp4", tmp_path / "out.mp4.vidstyle-work"
+    config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32",
+                                  keep_frames=True)
+    vidstyle.render(bunny_short, [starry], out, config)
+    manifest = json.loads((work / "manifest.json").read_text())
+    assert manifest["settings"]["margin"] == 8
+    del manifest["settings"]["margin"]  # as the versions before wrote it
+    (work / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointMismatch, match=r"the margin frames are painted in \(another vidstyle version's\)"):
+        vidstyle.render(bunny_short, [starry], out, config, overwrite=True)
+
+
 def test_frames_made_before_held_structure_existed_resume_with_held_structure_1(bunny_short: Path, starry: Path,
                                                                                 tmp_path: Path) -> None:
     """A work directory whose manifest has no held_structure (the versions before it) was made as held_structure 1

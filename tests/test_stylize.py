@@ -254,15 +254,17 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
         values = {p: float(s.objective(to_tensor(content, s.device), None, False)(to_tensor(image, s.device)))
                   for p, s in stylizers.items()}
         assert abs(values["bf16"] - values["fp32"]) / values["fp32"] < 0.02, values
-    # Fifteen iterations in each precision end at the same loss. With the default's light content weight the two
-    # precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
-    # weights), so the path is compared where the content weight holds it: content 1, style 5.
+    # Fifteen iterations in each precision end at about the same loss. With the default's light content weight the
+    # two precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
+    # weights), so the path is compared where the content weight holds it: content 1, style 5. The margin painted
+    # around the frame is held by no content term: with it the two end 2-3.5 % apart (0.4-0.7 % without), in either
+    # direction, over the weightings tried.
     losses = {}
     for precision in ("fp32", "bf16"):
         stylizer = Stylizer(Config(device="cpu", precision=precision, content_weight=1.0, style_weight=5.0,
                                    structure_weight=0.0), [style])
         losses[precision] = stylizer.stylize(content, content, 15).loss
-    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
+    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.04
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -319,16 +321,23 @@ def test_structure_weights_of_another_size_than_the_frame_are_refused(images) ->
         StructureLoss(content, weights=torch.ones(1, 1, content.shape[-2] // 2, content.shape[-1]))
 
 
-def test_a_held_frame_keeps_more_of_its_own_edges_against_flat_carried_paint(images) -> None:
-    frame, style = images
-    flat = np.full_like(frame, int(frame.mean()))
-    target = TemporalLoss(to_tensor(flat, torch.device("cpu")), torch.ones(1, 1, *frame.shape[:2]))
+def test_held_frames_keep_more_of_their_own_edges_on_a_real_pan(starry: Path) -> None:
+    """The field pan's first six frames at 64 px: frames held to the paint carried from the one before keep more of
+    their source's edges where the structure term weighs the source's flat regions three times (the frame painted
+    fresh is the same in both)."""
+    import vidstyle
+    from vidstyle.io.decode import read_frames
+    from vidstyle.io.probe import probe_video, size_to_fit
+
+    info = probe_video(shared_asset("field_pan_with_audio.mp4"))
+    frames = list(read_frames(info, size_to_fit(info.width, info.height, 64), 0, 6))
     edges = {}
     for held in (1.0, 3.0):
-        stylizer = Stylizer(Config(device="cpu", precision="fp32", temporal_weight=15.0, held_structure=held,
-                                   tol=0.0), [style])
-        edges[held] = edge_correlation(stylizer.stylize(frame, flat, 15, target).rgb, frame)
-    assert edges[3.0] > edges[1.0] + 0.02
+        config = vidstyle.make_config("balanced", size=64, device="cpu", precision="fp32", held_structure=held)
+        painted = vidstyle.stylize_sequence(frames, Stylizer(config, [read_image(starry)]))
+        edges[held] = [edge_correlation(p.rgb, f.rgb) for p, f in zip(painted, frames, strict=True)]
+    assert edges[3.0][0] == edges[1.0][0], "a fresh frame is held to nothing"
+    assert np.mean(edges[3.0][1:]) > np.mean(edges[1.0][1:]) + 0.03, edges
 
 
 def test_structure_loss_sees_the_edges_not_the_colours(images) -> None:

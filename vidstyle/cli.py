@@ -1144,7 +1144,8 @@ def _flag_for(setting: str, command: str) -> str:
     special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
                "inputs": "the inputs", "output_dir": "-o",
                "frames": "the part of the video (--start, --end, --duration)",
-               "style_layers": shown_settings(["style_layers"])}  # no flag: the API's words
+               "style_layers": shown_settings(["style_layers"]),  # no flag: the API's words
+               "margin": shown_settings(["margin"])}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

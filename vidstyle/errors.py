@@ -168,7 +168,8 @@ def shown_settings(names: Sequence[str], older: Mapping[str, object] | None = No
     for by start and end. `older` has the value of each setting that the other frames were made before it existed
     with."""
     special = {"frames": "start/end (the part of the video)",
-               "style_layers": "the network's style layers (another vidstyle version's)"}
+               "style_layers": "the network's style layers (another vidstyle version's)",
+               "margin": "the margin frames are painted in (another vidstyle version's)"}
     return ", ".join(with_older_value(special.get(name, name), name, older) for name in names)
 
 

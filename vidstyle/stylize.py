@@ -19,6 +19,7 @@ from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb, style_problem
 from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StructureLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
+from vidstyle.margin import cropped, frame_mask, inside, margin_for, mirrored
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
 from vidstyle.palette import Palette
@@ -229,13 +230,17 @@ class Stylizer:
             with torch.no_grad():
                 for style in self.styles:
                     image = resize_rgb(style, style_size(style, render_size, self.config.style_scale))
-                    feats = self.features(to_tensor(image, self.device))
-                    grams.append({layer: gram(feats[layer]) for layer in STYLE_LAYERS})
+                    # Read as the frames are, inside a margin: the painting's own edge, read against zero padding,
+                    # is in its statistics otherwise, and frames painted in a margin then fall short of them.
+                    border = margin_for((image.shape[1], image.shape[0]))
+                    feats = self.features(mirrored(to_tensor(image, self.device), border))
+                    grams.append({layer: gram(inside(feats[layer], layer, border)) for layer in STYLE_LAYERS})
             self._style_cache[render_size] = StyleLoss(blend_grams(grams, weights)).to(self.device)
         return self._style_cache[render_size]
 
-    def objective(self, content: Tensor, temporal: TemporalLoss | None = None,
-                  starts_at_content: bool = False, source: np.ndarray | None = None) -> Callable[[Tensor], Tensor]:
+    def objective(self, content: Tensor, temporal: TemporalLoss | None = None, starts_at_content: bool = False,
+                  source: np.ndarray | None = None, margin: int = 0,
+                  held_margin: Tensor | None = None) -> Callable[[Tensor], Tensor]:
         """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame.
 
         With `starts_at_content`, the caller promises that the first image evaluated is `content` itself; the
@@ -243,13 +248,20 @@ class Stylizer:
         first frame or a still with `palette_start` off: one network pass a frame saved). `source` is `content` as
         the uint8 frame it came from, where the caller has it (the held structure's detail map is taken from it, not
         read back from the device).
+
+        `margin`: `content` (and every image evaluated) is the frame with that many pixels of margin around it
+        (vidstyle.margin); the network and the smoothness and structure terms see it all, every term weighs the
+        frame as it would without one, and `temporal` holds the frame alone. `held_margin`, an image of the same
+        size, keeps its margin in every image evaluated: the margin is not painted then.
         """
         cfg = self.config
+        frame = (content.shape[-1] - 2 * margin, content.shape[-2] - 2 * margin)
         content_loss: ContentLoss | None = None
         if not starts_at_content:
             with torch.no_grad():
-                content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
-        style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
+                target = self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]]
+                content_loss = ContentLoss(inside(target, CONTENT_LAYERS[0], margin))
+        style_loss = self.style_loss(frame)
         held = temporal if temporal is not None and cfg.temporal_weight > 0 else None
         structure = None
         if cfg.structure_weight > 0:
@@ -257,15 +269,21 @@ class Stylizer:
             if held is not None:
                 weights = held_structure_weights(content, cfg.held_structure, source)
             structure = StructureLoss(content, cfg.edge_contrast, weights)
+        # The smoothness and structure terms are means over all they see: scaled back to the frame's own pixels.
+        spread = content.shape[-1] * content.shape[-2] / (frame[0] * frame[1])
+        keep = None if held_margin is None else (frame_mask(content, margin), held_margin.detach())
 
         def loss_fn(image: Tensor) -> Tensor:
             nonlocal content_loss
-            terms = [cfg.tv_weight * tv_loss(image)]
+            if keep is not None:
+                image = torch.where(keep[0], image, keep[1])
+            terms = [cfg.tv_weight * spread * tv_loss(image)]
             if structure is not None:
-                terms.append(cfg.structure_weight * structure(image))
+                terms.append(cfg.structure_weight * spread * structure(image))
             if held is not None:
-                terms.append(cfg.temporal_weight * held(image))
+                terms.append(cfg.temporal_weight * held(cropped(image, margin)))
             for layer, features in self.activations(image):
+                features = inside(features, layer, margin)
                 if layer in CONTENT_LAYERS:
                     if content_loss is None:
                         content_loss = ContentLoss(features.detach())
@@ -277,10 +295,13 @@ class Stylizer:
         return loss_fn
 
     def stylize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
-                temporal: TemporalLoss | None = None, on_step: StepCallback | None = None) -> FrameResult:
+                temporal: TemporalLoss | None = None, on_step: StepCallback | None = None, *,
+                painted_start: bool = False) -> FrameResult:
         """Optimize one frame from `init` (uint8 image or 0..1 tensor), stopping early where its loss has converged
-        (Config.tol); returns the uint8 result."""
-        return self._coloured(self._optimize(content, init, iters, temporal, on_step, self.config.tol), content)
+        (Config.tol); returns the uint8 result. `painted_start`: `init` is painted to its edges already (another
+        frame's painting carried here), and the margin around it is kept, not painted again (_optimize)."""
+        return self._coloured(self._optimize(content, init, iters, temporal, on_step, self.config.tol, painted_start),
+                              content)
 
     def stylize_fresh(self, content: np.ndarray, iters: int, on_step: StepCallback | None = None) -> FrameResult:
         """A frame with nothing to start from (a still, the first frame, the first after a cut).
@@ -322,17 +343,30 @@ class Stylizer:
         return result
 
     def _optimize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int, temporal: TemporalLoss | None,
-                  on_step: StepCallback | None, tol: float) -> FrameResult:
-        content_t = to_tensor(content, self.device)
-        init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
-        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content, source=content)
+                  on_step: StepCallback | None, tol: float, painted_start: bool = False) -> FrameResult:
+        """One frame optimized inside a margin of its own picture mirrored (vidstyle.margin), cropped away after.
+
+        A frame started from its source paints its margin with it, which keeps the line off its edge. One started
+        from another frame's painting (`painted_start`) keeps the mirror of that start there: it is painted to its
+        edges already, and a margin painted again every frame kept a still shot's frames from settling at the
+        floor of `tol` (docs/performance.md, "The frame's edge").
+        """
+        frame = (content.shape[1], content.shape[0])
+        margin = margin_for(frame)
+        padded = cv2.copyMakeBorder(content, margin, margin, margin, margin, cv2.BORDER_REFLECT_101)
+        content_t = to_tensor(padded, self.device)
+        init_t = mirrored(init if isinstance(init, Tensor) else to_tensor(init, self.device), margin)
+        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content, source=padded, margin=margin,
+                                 held_margin=init_t if painted_start else None)
+        shown = self._on_iterate
+        on_iterate = None if shown is None else lambda i, image: shown(i, cropped(image, margin))
         try:
             with self._backend_flags():
                 image, loss_t, spent = stylize_frame(init_t, loss_fn, iters, self.config.optimizer,
-                                                     self.config.adam_lr, on_step, tol,
-                                                     self._on_iterate)
+                                                     self.config.adam_lr, on_step, tol, on_iterate)
         except torch.OutOfMemoryError:
-            raise out_of_memory((content.shape[1], content.shape[0]), self.dtype, self.device) from None
+            raise out_of_memory(frame, self.dtype, self.device) from None
+        image = cropped(image, margin)
         loss = float(loss_t)
         if not math.isfinite(loss):
             # Never write a frame of NaNs; fp16 is the one mode whose range can run out.
