@@ -23,6 +23,10 @@ def test_the_rule_reads_the_loss_only_every_few_iterations_and_never_stops_befor
     falling = Converged(tol=0.01, every=5, floor=10)
     steps = [falling(i, torch.tensor(1.0 - 0.1 * i)) for i in range(1, 16)]
     assert not any(steps), "a loss still falling 10 % an iteration goes on"
+    spiked = Converged(tol=0.01, every=5, floor=10)
+    losses = [30.0, 29.0, 28.0, 900.0, 20.0, 18.0, 16.0, 14.0, 12.0, 342.0, 11.0]
+    assert not any(spiked(i, torch.tensor(v)) for i, v in enumerate(losses, start=1)), \
+        "a loss that rose (L-BFGS overshot, to come back down) is no convergence"
 
 
 def test_a_converged_optimization_stops_early_and_says_how_many_iterations_it_spent() -> None:

@@ -29,7 +29,7 @@ class Optimized(NamedTuple):
 
 
 class Converged:
-    """Stop a frame once its loss improves by less than `tol` (relative, per iteration) over `every` iterations.
+    """Stop a frame once its loss changes by less than `tol` (relative, per iteration) over `every` iterations.
 
     The loss is read on the host only every `every` iterations: each read is a device synchronization, so a GPU
     still runs that many iterations without waiting. Never before `floor` iterations: the first steps of L-BFGS
@@ -47,7 +47,10 @@ class Converged:
         self.last = value
         if previous is None or count < self.floor or not math.isfinite(value):
             return False
-        return (previous - value) / max(abs(previous), 1e-12) < self.tol * self.every
+        # Only a loss that hardly moved has converged. One that rose is in an overshoot of L-BFGS's fixed step (no
+        # line search), which the next steps come back down from: stopped there, a frame kept its overshot picture
+        # (a tenth of its edges lost, docs/performance.md "The frame's edge").
+        return abs(previous - value) / max(abs(previous), 1e-12) < self.tol * self.every
 
 
 # Iterations between two convergence checks (MIN_ITERS: the fewest a frame gets when `tol` is set).
