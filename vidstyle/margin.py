@@ -33,12 +33,43 @@ def cropped(image: Tensor, margin: int) -> Tensor:
     return image[..., margin:image.shape[-2] - margin, margin:image.shape[-1] - margin] if margin else image
 
 
+def layer_margin(layer: str, margin: int) -> int:
+    """How many positions of a VGG layer (reluN_M) a margin of `margin` pixels is: block N's layers come after N - 1
+    poolings, so margin / 2**(N - 1), rounded down (a position that straddles the frame's edge is the frame's)."""
+    return margin >> (int(layer.removeprefix("relu").split("_")[0]) - 1)
+
+
 def inside(features: Tensor, layer: str, margin: int) -> Tensor:
-    """A VGG layer's activations (reluN_M) at the frame's own positions: block N's layers come after N - 1
-    poolings, so `margin` pixels are margin / 2**(N - 1) positions of them (rounded down: a position that straddles
-    the frame's edge counts as the frame's)."""
-    block = int(layer.removeprefix("relu").split("_")[0])
-    return cropped(features, margin >> (block - 1))
+    """A VGG layer's activations at the frame's own positions: its margin's cropped away."""
+    return cropped(features, layer_margin(layer, margin))
+
+
+class FramePositions:
+    """A frame's own positions in each VGG layer of the frame painted inside a margin, as masks.
+
+    The losses that an iteration takes read the activations multiplied by the mask (zero on the margin's
+    positions) rather than cropped: a crop of NHWC activations is no whole NHWC tensor, and the Gram's products and
+    their gradients take slow, copying paths on one (losses._rows); a product stays NHWC, and its gradient is one
+    more product (bench.py [m]).
+    """
+
+    def __init__(self, margin: int) -> None:
+        self.margin = margin
+        self._masks: dict[tuple[str, int, int], Tensor] = {}
+
+    def masked(self, features: Tensor, layer: str) -> tuple[Tensor, int]:
+        """`features` zero outside the frame's positions, and how many positions the frame has."""
+        cut = layer_margin(layer, self.margin)
+        height, width = features.shape[-2:]
+        positions = (height - 2 * cut) * (width - 2 * cut)
+        if not cut:
+            return features, positions
+        key = (layer, height, width)
+        if key not in self._masks:
+            mask = features.new_zeros(1, 1, height, width)
+            cropped(mask, cut).fill_(1)
+            self._masks[key] = mask
+        return features * self._masks[key], positions
 
 
 def frame_mask(padded: Tensor, margin: int) -> Tensor:

@@ -19,7 +19,7 @@ from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb, style_problem
 from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StructureLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
-from vidstyle.margin import cropped, frame_mask, inside, margin_for, mirrored
+from vidstyle.margin import FramePositions, cropped, frame_mask, inside, margin_for, mirrored
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
 from vidstyle.palette import Palette
@@ -256,11 +256,12 @@ class Stylizer:
         """
         cfg = self.config
         frame = (content.shape[-1] - 2 * margin, content.shape[-2] - 2 * margin)
+        own = FramePositions(margin)
         content_loss: ContentLoss | None = None
         if not starts_at_content:
             with torch.no_grad():
                 target = self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]]
-                content_loss = ContentLoss(inside(target, CONTENT_LAYERS[0], margin))
+                content_loss = ContentLoss(own.masked(target, CONTENT_LAYERS[0])[0])
         style_loss = self.style_loss(frame)
         held = temporal if temporal is not None and cfg.temporal_weight > 0 else None
         structure = None
@@ -283,13 +284,13 @@ class Stylizer:
             if held is not None:
                 terms.append(cfg.temporal_weight * held(cropped(image, margin)))
             for layer, features in self.activations(image):
-                features = inside(features, layer, margin)
+                features, positions = own.masked(features, layer)
                 if layer in CONTENT_LAYERS:
                     if content_loss is None:
                         content_loss = ContentLoss(features.detach())
                     terms.append(cfg.content_weight * content_loss(features))
                 if layer in style_loss.layers:
-                    terms.append(cfg.style_weight * style_loss.term(layer, features))
+                    terms.append(cfg.style_weight * style_loss.term(layer, features, positions))
             return torch.stack(terms).sum()
 
         return loss_fn
