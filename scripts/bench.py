@@ -1,7 +1,7 @@
 """Speed and memory of vidstyle, as ratios measured in one run so that machine noise cancels.
 
     python scripts/bench.py [--device cpu|cuda] [--size 256] [--iters 40] [--repeats 5] [--floor-pairs 9]
-                            [--parts 12w345cqkom]
+                            [--parts 12w345cqko]
     python scripts/bench.py --device cuda --size 512 --e2e-size 512 --e2e-iters 40   # the H100 targets
     python scripts/bench.py --device cuda --parts q --q-sizes 256,512,1024 --q-iters 30,100,200
 
@@ -20,8 +20,6 @@ o. operators an iteration dispatches (and kernels among them, views left out) / 
    waits on launching them, the count sets an iteration's time (docs/performance.md, "On a GPU")
 q. the final loss of a bf16 frame against fp32 after the same iterations from the same start, and the milliseconds
    an iteration of each (--q-sizes, --q-iters: one line a case).
-m. seconds per iteration of a 16:9 frame painted in its margin (vidstyle.margin) / without one, alternated
-   (--m-sizes: one line a size).
 Every part runs each iteration it counts (`tol` 0: no frame stops early).
 """
 
@@ -43,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from vidstyle import margin, render
+from vidstyle import render
 from vidstyle.assets import builtin_style, demo_clip
 from vidstyle.config import Config, make_config
 from vidstyle.io.decode import read_frames
@@ -195,7 +193,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--floor-pairs", type=int, default=9,
                         help="pairs of timings for [1], whose target is closest to this machine's noise")
-    parser.add_argument("--parts", default="12w345cqkom", help="which figures to print, e.g. 4q")
+    parser.add_argument("--parts", default="12w345cqko", help="which figures to print, e.g. 4q")
     parser.add_argument("--e2e-size", type=int, default=128, help="render size for [3] (512 on a GPU)")
     parser.add_argument("--e2e-iters", type=int, default=8, help="iterations a frame for [3] (40 on a GPU)")
     parser.add_argument("--e2e-pairs", type=int, default=6,
@@ -205,7 +203,6 @@ def main() -> None:
     parser.add_argument("--c2f-levels", type=int, default=2, help="coarse levels for [c]")
     parser.add_argument("--q-sizes", default="", help="frame sizes for [q], e.g. 256,512 [--size]")
     parser.add_argument("--q-iters", default="30", help="iteration counts for [q], e.g. 30,100 [30]")
-    parser.add_argument("--m-sizes", default="96,192,512", help="long sides for [m] [96,192,512]")
     args = parser.parse_args()
     device = torch.device(args.device)
     style_path = builtin_style("starry-night")
@@ -248,9 +245,6 @@ def main() -> None:
         compare_compiled(args, style, device, frame)
     if "o" in args.parts:
         count_operators(style, device, frame)
-    if "m" in args.parts:
-        for size in [int(n) for n in args.m_sizes.split(",")]:
-            margin_cost(args, style, device, size)
     host = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dev = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
     print(f"[5] peak memory: host {host:.0f} MiB" + (f", device {dev:.0f} MiB" if dev else ""))
@@ -337,28 +331,6 @@ def reach_first_loss(device_name: str, style: np.ndarray, device: torch.device) 
         fr = iterations_to_reach(stylizer, motions, c, 60)
         print(f"[4] {label:18} later frames reach the first frame's loss in {statistics.mean(fr) * 100:5.1f} % "
               f"of its 60 iterations (mean of {len(fr)})")
-
-
-def margin_cost(args: argparse.Namespace, style: np.ndarray, device: torch.device, size: int) -> None:
-    """[m] An iteration with the frame's margin against one without, in the auto precision, pairs alternated."""
-    info = probe_video(demo_clip())
-    frame = next(read_frames(info, size_to_fit(info.width, info.height, size))).rgb.copy()
-    stylizer = Stylizer(Config(tol=0.0, device=args.device, precision="auto"), [style], device)
-    painted = margin.PAINTED_MARGIN
-
-    def timed(width: int) -> float:
-        margin.PAINTED_MARGIN = width
-        try:
-            return time_stylizer(stylizer, frame, args.iters)
-        finally:
-            margin.PAINTED_MARGIN = painted
-
-    timed(painted), timed(0)  # warm-up: allocator, cuDNN autotuning, oneDNN primitives of both sizes
-    inside, bare = alternated(args.repeats, partial(timed, painted), partial(timed, 0))
-    ratios = sorted(a / b for a, b in zip(inside, bare, strict=True))
-    print(f"[m] {frame.shape[1]}x{frame.shape[0]} {precision_name(stylizer)}: per iteration in a {painted}-px margin "
-          f"{statistics.median(inside) * 1000:.1f} ms, without {statistics.median(bare) * 1000:.1f} ms, ratio "
-          f"{statistics.median(ratios):.3f} (single pairs {ratios[0]:.3f}-{ratios[-1]:.3f})")
 
 
 def coarse_to_fine(device_name: str, style: np.ndarray, device: torch.device, size: int, iters: int,

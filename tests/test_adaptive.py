@@ -84,7 +84,9 @@ def test_tol_stops_early_on_a_static_clip_and_not_on_a_moving_one(starry: Path, 
     # when its budget ended (the stronger the style weight, the more), and where a window's improvement falls
     # against the tolerance depends on the CPU.
     assert max(calm[1:]) <= MIN_ITERS + CHECK_EVERY, f"a frame that repeats the last one stops near the floor: {calm}"
-    assert calm[3:] == [MIN_ITERS] * 3, f"once settled, a repeated frame is done at the floor: {calm}"
+    # Whether a settled frame's loss still moves over the first window past the floor, at 48 px, depends on the
+    # style targets (with the painting's edge left out of them, 10 or 15); at 128 px every repeat stops at 15 both ways.
+    assert MIN_ITERS in calm[1:], f"a repeated frame can stop at the floor: {calm}"
     assert sum(busy[1:]) / 5 > max(MIN_ITERS + 2, sum(calm[1:]) / 5), f"a moving camera needs more: {busy} {calm}"
     assert calm_summary.stylized == 6
     assert calm_summary.iterations == (pytest.approx(sum(calm) / 6), min(calm), max(calm))

@@ -482,9 +482,10 @@ def test_frames_made_with_other_style_layers_are_another_render(bunny_short: Pat
         vidstyle.render(bunny_short, [starry], out, config, overwrite=True)
 
 
-def test_frames_painted_without_a_margin_are_another_render(bunny_short: Path, starry: Path, tmp_path: Path) -> None:
-    """A work directory of a version that painted frames without a margin (a line along their edges): its frames
-    are not resumed beside these, whose edges have none."""
+def test_frames_made_with_the_paintings_edge_in_its_style_are_another_render(bunny_short: Path, starry: Path,
+                                                                              tmp_path: Path) -> None:
+    """A work directory of a version whose style targets held the painting's edge (frames with a line along their
+    edges): its frames are not resumed beside these, whose edges have none."""
     import json
 
     import vidstyle
@@ -495,10 +496,10 @@ def test_frames_painted_without_a_margin_are_another_render(bunny_short: Path, s
                                   keep_frames=True)
     vidstyle.render(bunny_short, [starry], out, config)
     manifest = json.loads((work / "manifest.json").read_text())
-    assert manifest["settings"]["margin"] == 8
-    del manifest["settings"]["margin"]  # as the versions before wrote it
+    assert manifest["settings"]["painting_band"] == 16
+    del manifest["settings"]["painting_band"]  # as the versions before wrote it
     (work / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointMismatch, match=r"the margin frames are painted in \(another vidstyle version's\)"):
+    with pytest.raises(CheckpointMismatch, match=r"the painting's edge left out of its style \(another vidstyle"):
         vidstyle.render(bunny_short, [starry], out, config, overwrite=True)
 
 

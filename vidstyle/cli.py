@@ -1145,7 +1145,7 @@ def _flag_for(setting: str, command: str) -> str:
                "inputs": "the inputs", "output_dir": "-o",
                "frames": "the part of the video (--start, --end, --duration)",
                "style_layers": shown_settings(["style_layers"]),  # no flag: the API's words
-               "margin": shown_settings(["margin"])}
+               "painting_band": shown_settings(["painting_band"])}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

@@ -169,7 +169,7 @@ def shown_settings(names: Sequence[str], older: Mapping[str, object] | None = No
     with."""
     special = {"frames": "start/end (the part of the video)",
                "style_layers": "the network's style layers (another vidstyle version's)",
-               "margin": "the margin frames are painted in (another vidstyle version's)"}
+               "painting_band": "the painting's edge left out of its style (another vidstyle version's)"}
     return ", ".join(with_older_value(special.get(name, name), name, older) for name in names)
 
 

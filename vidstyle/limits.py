@@ -12,7 +12,6 @@ import torch
 
 from vidstyle.errors import ImageTooSmall, ResourceError, SettingError
 from vidstyle.io.probe import size_to_fit
-from vidstyle.margin import margin_for
 from vidstyle.precision import resolve_precision
 
 # VGG19 halves a frame three times before relu4_1 and relu4_2, the deepest layers the losses read: a side under 16
@@ -30,11 +29,9 @@ _USABLE = 0.9
 
 
 def frame_bytes(size: tuple[int, int], dtype: torch.dtype | None) -> int:
-    """Estimated peak memory of optimizing one frame of (width, height), painted in its margin, with the network in
-    `dtype`."""
+    """Estimated peak memory of optimizing one frame of (width, height) with the network in `dtype`."""
     per_pixel = _BYTES_PER_PIXEL["fp32" if dtype is None else "half"]
-    sides = 2 * margin_for(size)
-    return _FIXED + (size[0] + sides) * (size[1] + sides) * per_pixel
+    return _FIXED + size[0] * size[1] * per_pixel
 
 
 def available_bytes(device: torch.device) -> int | None:

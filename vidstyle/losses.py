@@ -226,10 +226,10 @@ class _GramError(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, features: Tensor,  # type: ignore[override]
-                target: SummedTarget, scale: float, positions: int) -> Tensor:
+                target: SummedTarget, scale: float) -> Tensor:
         # The error is kept summed over positions, as the product makes it: the averages' 1/positions goes into
         # the scalar coefficients instead of a pass over the matrix.
-        per_entry = scale / positions**2
+        per_entry = scale / (features.shape[-2] * features.shape[-1]) ** 2
         with torch.autocast(features.device.type, enabled=False):  # the error stays float32 whatever the caller
             diff = _gram_error_sum(features, target)
         # Save the network's own activations: for bf16 that is half the memory of the float32 copy, and the
@@ -240,12 +240,11 @@ class _GramError(torch.autograd.Function):
         return torch.dot(flat, flat) * per_entry
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx,  # type: ignore[override]
-                 grad: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
         features, diff = ctx.saved_tensors  # type: ignore[attr-defined]
         # Scale the small C x C matrix, not the activation-sized product.
         scaled = (diff * (grad * ctx.coef)).to(features.dtype)  # type: ignore[attr-defined]
-        return _times_symmetric(features, scaled), None, None, None
+        return _times_symmetric(features, scaled), None, None
 
 
 class StyleLoss(nn.Module):
@@ -270,13 +269,11 @@ class StyleLoss(nn.Module):
             self._summed[key] = summed_target(target, positions)
         return self._summed[key]
 
-    def term(self, layer: str, features: Tensor, positions: int | None = None) -> Tensor:
-        """One layer's share of the loss, so that the terms can be taken as the network produces the layers.
-        `positions`: how many positions the Gram averages over, where `features` are zero at all others (a frame
-        inside its margin, vidstyle.margin); all of them by default."""
+    def term(self, layer: str, features: Tensor) -> Tensor:
+        """One layer's share of the loss, so that the terms can be taken as the network produces the layers."""
         i = self.layers.index(layer)
-        positions = features.shape[-2] * features.shape[-1] if positions is None else positions
-        return _GramError.apply(features, self.summed(i, positions), self.scales[i], positions)
+        target = self.summed(i, features.shape[-2] * features.shape[-1])
+        return _GramError.apply(features, target, self.scales[i])
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         return torch.stack([self.term(layer, features[layer]) for layer in self.layers]).sum()

@@ -29,7 +29,7 @@ class Optimized(NamedTuple):
 
 
 class Converged:
-    """Stop a frame once its loss changes by less than `tol` (relative, per iteration) over `every` iterations.
+    """Stop a frame once its loss improves by less than `tol` (relative, per iteration) over `every` iterations.
 
     The loss is read on the host only every `every` iterations: each read is a device synchronization, so a GPU
     still runs that many iterations without waiting. Never before `floor` iterations: the first steps of L-BFGS
@@ -47,11 +47,16 @@ class Converged:
         self.last = value
         if previous is None or count < self.floor or not math.isfinite(value):
             return False
-        # Only a loss that hardly moved has converged. One that rose is in an overshoot of L-BFGS's fixed step (no
-        # line search), which the next steps come back down from: stopped there, a frame kept its overshot picture
-        # (a tenth of its edges lost, docs/performance.md "The frame's edge").
-        return abs(previous - value) / max(abs(previous), 1e-12) < self.tol * self.every
+        # A loss that rose by more than OVERSHOOT is no convergence but an overshoot of L-BFGS's fixed step (no line
+        # search), which the next steps come back down from: stopped there, a frame kept its overshot picture.
+        change = (previous - value) / max(abs(previous), 1e-12)
+        return -OVERSHOOT < change < self.tol * self.every
 
+
+# A rise of the loss between two checks, relative, past which a frame goes on (Converged). A frame near its
+# optimum rises a little between checks now and then and is done; an overshoot of L-BFGS's step takes the loss to
+# several times what it was (an independent 256-px frame of the field pan, stopped on one, kept half its edges).
+OVERSHOOT = 0.05
 
 # Iterations between two convergence checks (MIN_ITERS: the fewest a frame gets when `tol` is set).
 CHECK_EVERY = 5

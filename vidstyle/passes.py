@@ -258,6 +258,6 @@ def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
             raise Cancelled()
         on_event(IterationDone(index, i, iters))
 
-    result = stylizer.stylize(source, start, iters, temporal, on_step, painted_start=True)
+    result = stylizer.stylize(source, start, iters, temporal, on_step)
     on_event(FrameDone(index, result.loss, time.perf_counter() - began, False, result.iterations, number))
     return result.rgb

@@ -78,13 +78,12 @@ from vidstyle.io.paths import (
 )
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, own_size_note, render_size, stretches
-from vidstyle.margin import PAINTED_MARGIN
 from vidstyle.model import STYLE_LAYERS
 from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, plan_segments, scan_video
 from vidstyle.precision import dtype_name, emulation_note, mixed_precision_note, resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
-from vidstyle.stylize import Stylizer, check_is_stylizer, resolve_device
+from vidstyle.stylize import PAINTING_BAND, Stylizer, check_is_stylizer, resolve_device
 from vidstyle.threads import WriteBehind
 
 
@@ -505,8 +504,8 @@ def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
     settings = job.config.frames_dict()
     # Not a setting, but what the style loss reads: frames made with other layers (relu5_1 before) are another render.
     settings.update(style_layers=",".join(STYLE_LAYERS))
-    # Likewise the margin frames are painted in: frames made without one have a line along their edges.
-    settings.update(margin=PAINTED_MARGIN)
+    # Likewise the painting's edge its style is taken without: frames made with it have a line along their edges.
+    settings.update(painting_band=PAINTING_BAND)
     if job.chunking is not None:
         settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])
     if job.trim is not None:

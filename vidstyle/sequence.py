@@ -358,7 +358,7 @@ def _stylize_motion(motion: Motion, history: list[tuple[np.ndarray, np.ndarray]]
         result = stylizer.stylize_fresh(rgb, config.first_iters, on_step)
     else:
         init, temporal = _later_start(motion, history, stylizer)
-        result = stylizer.stylize(rgb, init, iters, temporal, on_step, painted_start=config.init == "prev")
+        result = stylizer.stylize(rgb, init, iters, temporal, on_step)
     seconds = time.perf_counter() - started
     on_event(FrameDone(index, result.loss, seconds, fresh, result.iterations))
     return StylizedFrame(index, result.rgb, result.loss, fresh, result.iterations, seconds)

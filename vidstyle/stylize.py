@@ -19,7 +19,6 @@ from vidstyle.errors import ModelError, SettingError
 from vidstyle.io.images import resize_rgb, style_problem
 from vidstyle.limits import out_of_memory
 from vidstyle.losses import ContentLoss, StructureLoss, StyleLoss, TemporalLoss, blend_grams, gram, tv_loss
-from vidstyle.margin import FramePositions, cropped, frame_mask, inside, margin_for, mirrored
 from vidstyle.model import CONTENT_LAYERS, STYLE_LAYERS, VGGFeatures, load_vgg
 from vidstyle.optimize import StepCallback, stylize_frame
 from vidstyle.palette import Palette
@@ -100,6 +99,27 @@ def coarse_sizes(shape: tuple[int, ...], levels: int) -> list[tuple[int, int]]:
         if min(w, h) >= 16 and max(w, h) >= MIN_COARSE_SIDE:
             sizes.append((w, h))
     return sizes
+
+
+# Pixels along each edge of a painting whose positions its style targets leave out. VGG19 pads each convolution's
+# input with zeros, which at the painting's edge reads as a strong edge of the picture; Grams taken over all of the
+# painting held those responses as part of its style, and a frame optimized against them grew them where the network
+# sees the same zeros: a bright or dark line along all four sides of every painted frame. Taken away from the
+# painting's edges they hold its own strokes only (docs/performance.md, "The frame's edge").
+PAINTING_BAND = 16
+
+
+def painting_band(shape: tuple[int, ...]) -> int:
+    """The band left out of a painting of (height, width, ...): PAINTING_BAND, or a quarter of its shorter side for
+    one too small to lose that much (a coarse level's painting is a quarter of the render's size)."""
+    return min(PAINTING_BAND, min(shape[:2]) // 4)
+
+
+def away_from_edges(features: Tensor, layer: str, band: int) -> Tensor:
+    """A VGG layer's (reluN_M) activations without the positions of `band` pixels along each edge: block N's layers
+    come after N - 1 poolings, so those are band / 2**(N - 1) positions."""
+    cut = band >> (int(layer.removeprefix("relu").split("_")[0]) - 1)
+    return features[..., cut:features.shape[-2] - cut, cut:features.shape[-1] - cut] if cut else features
 
 
 def add_stylization(content: np.ndarray, stylization: np.ndarray, weight: float = 1.0) -> np.ndarray:
@@ -230,17 +250,14 @@ class Stylizer:
             with torch.no_grad():
                 for style in self.styles:
                     image = resize_rgb(style, style_size(style, render_size, self.config.style_scale))
-                    # Read as the frames are, inside a margin: the painting's own edge, read against zero padding,
-                    # is in its statistics otherwise, and frames painted in a margin then fall short of them.
-                    border = margin_for((image.shape[1], image.shape[0]))
-                    feats = self.features(mirrored(to_tensor(image, self.device), border))
-                    grams.append({layer: gram(inside(feats[layer], layer, border)) for layer in STYLE_LAYERS})
+                    feats = self.features(to_tensor(image, self.device))
+                    band = painting_band(image.shape[:2])
+                    grams.append({layer: gram(away_from_edges(feats[layer], layer, band)) for layer in STYLE_LAYERS})
             self._style_cache[render_size] = StyleLoss(blend_grams(grams, weights)).to(self.device)
         return self._style_cache[render_size]
 
-    def objective(self, content: Tensor, temporal: TemporalLoss | None = None, starts_at_content: bool = False,
-                  source: np.ndarray | None = None, margin: int = 0,
-                  held_margin: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    def objective(self, content: Tensor, temporal: TemporalLoss | None = None,
+                  starts_at_content: bool = False, source: np.ndarray | None = None) -> Callable[[Tensor], Tensor]:
         """The total loss of Gatys et al. (+ Ruder et al.'s temporal term) for one content frame.
 
         With `starts_at_content`, the caller promises that the first image evaluated is `content` itself; the
@@ -248,21 +265,13 @@ class Stylizer:
         first frame or a still with `palette_start` off: one network pass a frame saved). `source` is `content` as
         the uint8 frame it came from, where the caller has it (the held structure's detail map is taken from it, not
         read back from the device).
-
-        `margin`: `content` (and every image evaluated) is the frame with that many pixels of margin around it
-        (vidstyle.margin); the network and the smoothness and structure terms see it all, every term weighs the
-        frame as it would without one, and `temporal` holds the frame alone. `held_margin`, an image of the same
-        size, keeps its margin in every image evaluated: the margin is not painted then.
         """
         cfg = self.config
-        frame = (content.shape[-1] - 2 * margin, content.shape[-2] - 2 * margin)
-        own = FramePositions(margin)
         content_loss: ContentLoss | None = None
         if not starts_at_content:
             with torch.no_grad():
-                target = self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]]
-                content_loss = ContentLoss(own.masked(target, CONTENT_LAYERS[0])[0])
-        style_loss = self.style_loss(frame)
+                content_loss = ContentLoss(self.features(content, CONTENT_LAYERS)[CONTENT_LAYERS[0]])
+        style_loss = self.style_loss((content.shape[-1], content.shape[-2]))
         held = temporal if temporal is not None and cfg.temporal_weight > 0 else None
         structure = None
         if cfg.structure_weight > 0:
@@ -270,39 +279,30 @@ class Stylizer:
             if held is not None:
                 weights = held_structure_weights(content, cfg.held_structure, source)
             structure = StructureLoss(content, cfg.edge_contrast, weights)
-        # The smoothness and structure terms are means over all they see: scaled back to the frame's own pixels.
-        spread = content.shape[-1] * content.shape[-2] / (frame[0] * frame[1])
-        keep = None if held_margin is None else (frame_mask(content, margin), held_margin.detach())
 
         def loss_fn(image: Tensor) -> Tensor:
             nonlocal content_loss
-            if keep is not None:
-                image = torch.where(keep[0], image, keep[1])
-            terms = [cfg.tv_weight * spread * tv_loss(image)]
+            terms = [cfg.tv_weight * tv_loss(image)]
             if structure is not None:
-                terms.append(cfg.structure_weight * spread * structure(image))
+                terms.append(cfg.structure_weight * structure(image))
             if held is not None:
-                terms.append(cfg.temporal_weight * held(cropped(image, margin)))
+                terms.append(cfg.temporal_weight * held(image))
             for layer, features in self.activations(image):
-                features, positions = own.masked(features, layer)
                 if layer in CONTENT_LAYERS:
                     if content_loss is None:
                         content_loss = ContentLoss(features.detach())
                     terms.append(cfg.content_weight * content_loss(features))
                 if layer in style_loss.layers:
-                    terms.append(cfg.style_weight * style_loss.term(layer, features, positions))
+                    terms.append(cfg.style_weight * style_loss.term(layer, features))
             return torch.stack(terms).sum()
 
         return loss_fn
 
     def stylize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int,
-                temporal: TemporalLoss | None = None, on_step: StepCallback | None = None, *,
-                painted_start: bool = False) -> FrameResult:
+                temporal: TemporalLoss | None = None, on_step: StepCallback | None = None) -> FrameResult:
         """Optimize one frame from `init` (uint8 image or 0..1 tensor), stopping early where its loss has converged
-        (Config.tol); returns the uint8 result. `painted_start`: `init` is painted to its edges already (another
-        frame's painting carried here), and the margin around it is kept, not painted again (_optimize)."""
-        return self._coloured(self._optimize(content, init, iters, temporal, on_step, self.config.tol, painted_start),
-                              content)
+        (Config.tol); returns the uint8 result."""
+        return self._coloured(self._optimize(content, init, iters, temporal, on_step, self.config.tol), content)
 
     def stylize_fresh(self, content: np.ndarray, iters: int, on_step: StepCallback | None = None) -> FrameResult:
         """A frame with nothing to start from (a still, the first frame, the first after a cut).
@@ -344,30 +344,17 @@ class Stylizer:
         return result
 
     def _optimize(self, content: np.ndarray, init: np.ndarray | Tensor, iters: int, temporal: TemporalLoss | None,
-                  on_step: StepCallback | None, tol: float, painted_start: bool = False) -> FrameResult:
-        """One frame optimized inside a margin of its own picture mirrored (vidstyle.margin), cropped away after.
-
-        A frame started from its source paints its margin with it, which keeps the line off its edge. One started
-        from another frame's painting (`painted_start`) keeps the mirror of that start there: it is painted to its
-        edges already, and a margin painted again every frame kept a still shot's frames from settling at the
-        floor of `tol` (docs/performance.md, "The frame's edge").
-        """
-        frame = (content.shape[1], content.shape[0])
-        margin = margin_for(frame)
-        padded = cv2.copyMakeBorder(content, margin, margin, margin, margin, cv2.BORDER_REFLECT_101)
-        content_t = to_tensor(padded, self.device)
-        init_t = mirrored(init if isinstance(init, Tensor) else to_tensor(init, self.device), margin)
-        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content, source=padded, margin=margin,
-                                 held_margin=init_t if painted_start else None)
-        shown = self._on_iterate
-        on_iterate = None if shown is None else lambda i, image: shown(i, cropped(image, margin))
+                  on_step: StepCallback | None, tol: float) -> FrameResult:
+        content_t = to_tensor(content, self.device)
+        init_t = init if isinstance(init, Tensor) else to_tensor(init, self.device)
+        loss_fn = self.objective(content_t, temporal, starts_at_content=init is content, source=content)
         try:
             with self._backend_flags():
                 image, loss_t, spent = stylize_frame(init_t, loss_fn, iters, self.config.optimizer,
-                                                     self.config.adam_lr, on_step, tol, on_iterate)
+                                                     self.config.adam_lr, on_step, tol,
+                                                     self._on_iterate)
         except torch.OutOfMemoryError:
-            raise out_of_memory(frame, self.dtype, self.device) from None
-        image = cropped(image, margin)
+            raise out_of_memory((content.shape[1], content.shape[0]), self.dtype, self.device) from None
         loss = float(loss_t)
         if not math.isfinite(loss):
             # Never write a frame of NaNs; fp16 is the one mode whose range can run out.
