@@ -23,10 +23,14 @@ def test_the_rule_reads_the_loss_only_every_few_iterations_and_never_stops_befor
     falling = Converged(tol=0.01, every=5, floor=10)
     steps = [falling(i, torch.tensor(1.0 - 0.1 * i)) for i in range(1, 16)]
     assert not any(steps), "a loss still falling 10 % an iteration goes on"
+    # Read at iterations 5 and 10 only: from 20 to 342, an overshoot of L-BFGS's step, to come back down.
     spiked = Converged(tol=0.01, every=5, floor=10)
-    losses = [30.0, 29.0, 28.0, 900.0, 20.0, 18.0, 16.0, 14.0, 12.0, 342.0, 11.0]
+    losses = [30.0, 29.0, 28.0, 25.0, 20.0, 18.0, 16.0, 14.0, 12.0, 342.0]
     assert not any(spiked(i, torch.tensor(v)) for i, v in enumerate(losses, start=1)), \
-        "a loss that rose (L-BFGS overshot, to come back down) is no convergence"
+        "a loss that rose by more than OVERSHOOT is no convergence"
+    wiggle = Converged(tol=0.01, every=5, floor=10)
+    assert [wiggle(i, torch.tensor(v)) for i, v in ((5, 10.0), (10, 10.2))] == [False, True], \
+        "a loss that rose by 2 % near its optimum has converged"
 
 
 def test_a_converged_optimization_stops_early_and_says_how_many_iterations_it_spent() -> None:
@@ -55,7 +59,9 @@ def test_a_fresh_frame_spends_its_whole_budget_whatever_the_tolerance(images: tu
 
 def _clip_iterations(clip: Path, out: Path, starry: Path) -> tuple[list[int], RenderFinished]:
     events: list[Event] = []
-    config = vidstyle.make_config(size=48, iters=40, first_iters=30, tol=0.0003, device="cpu", precision="fp32")
+    # 64 px: at 48 the painting, resized to the render, is 48 pixels across; with its edge left out of the style
+    # targets every repeat of either clip took 15 iterations; at 64 the still shot settles at the floor.
+    config = vidstyle.make_config(size=64, iters=40, first_iters=30, tol=0.0003, device="cpu", precision="fp32")
     # On one thread: multithreaded kernels round otherwise on some CPUs, and a frame near its optimum may then cross
     # the tolerance a window later (on two threads of a CPU with AMX every repeat but the last took 15 iterations).
     threads = torch.get_num_threads()
@@ -84,9 +90,7 @@ def test_tol_stops_early_on_a_static_clip_and_not_on_a_moving_one(starry: Path, 
     # when its budget ended (the stronger the style weight, the more), and where a window's improvement falls
     # against the tolerance depends on the CPU.
     assert max(calm[1:]) <= MIN_ITERS + CHECK_EVERY, f"a frame that repeats the last one stops near the floor: {calm}"
-    # Whether a settled frame's loss still moves over the first window past the floor, at 48 px, depends on the
-    # style targets (with the painting's edge left out of them, 10 or 15); at 128 px every repeat stops at 15 both ways.
-    assert MIN_ITERS in calm[1:], f"a repeated frame can stop at the floor: {calm}"
+    assert calm[3:] == [MIN_ITERS] * 3, f"once settled, a repeated frame is done at the floor: {calm}"
     assert sum(busy[1:]) / 5 > max(MIN_ITERS + 2, sum(calm[1:]) / 5), f"a moving camera needs more: {busy} {calm}"
     assert calm_summary.stylized == 6
     assert calm_summary.iterations == (pytest.approx(sum(calm) / 6), min(calm), max(calm))

@@ -496,11 +496,14 @@ def test_frames_made_with_the_paintings_edge_in_its_style_are_another_render(bun
                                   keep_frames=True)
     vidstyle.render(bunny_short, [starry], out, config)
     manifest = json.loads((work / "manifest.json").read_text())
-    assert manifest["settings"]["painting_band"] == 16
+    assert manifest["settings"]["painting_band"] == 8
     del manifest["settings"]["painting_band"]  # as the versions before wrote it
     (work / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointMismatch, match=r"the painting's edge left out of its style \(another vidstyle"):
         vidstyle.render(bunny_short, [starry], out, config, overwrite=True)
+    from vidstyle.checkpoint import WorkDir
+
+    assert len(WorkDir(work).done_frames()) == 12, "the other render's frames are kept"
 
 
 def test_frames_made_before_held_structure_existed_resume_with_held_structure_1(bunny_short: Path, starry: Path,

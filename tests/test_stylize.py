@@ -264,16 +264,15 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
         values = {p: float(s.objective(to_tensor(content, s.device), None, False)(to_tensor(image, s.device)))
                   for p, s in stylizers.items()}
         assert abs(values["bf16"] - values["fp32"]) / values["fp32"] < 0.02, values
-    # Fifteen iterations in each precision end at about the same loss. With the default's light content weight the
-    # two precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
-    # weights), so the path is compared where the content weight holds it: content 1, style 5; there they end 2.3 %
-    # apart since the style targets leave the painting's edge out (0.7 % before).
+    # Fifteen iterations in each precision end at the same loss. With the default's light content weight the two
+    # precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
+    # weights), so the path is compared where the content weight holds it: content 1, style 5.
     losses = {}
     for precision in ("fp32", "bf16"):
         stylizer = Stylizer(Config(device="cpu", precision=precision, content_weight=1.0, style_weight=5.0,
                                    structure_weight=0.0), [style])
         losses[precision] = stylizer.stylize(content, content, 15).loss
-    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.04
+    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -345,8 +344,8 @@ def _change_from_the_edge(rgb: np.ndarray, reach: int = 3) -> list[float]:
 
 def test_a_frame_is_painted_to_its_edges_without_a_line_along_them(starry: Path) -> None:
     """Frame 66 of the bundled clip at 96 px, painted fresh with the demo preset: with the painting's edge in its
-    style targets, the frame had a line along its four sides (the change across its outermost pixels 2.4 times the
-    change inside, where the source's is 0.9 times). Now as the source's."""
+    style targets, the frame had a line along its four sides (the change across its outermost pixels 2.8 times the
+    change inside, where the source's is 0.96 times). Now as the source's."""
     from vidstyle.assets import demo_clip
     from vidstyle.config import make_config
     from vidstyle.io.decode import read_frames
@@ -362,10 +361,10 @@ def test_the_style_targets_leave_the_paintings_edge_out(starry: Path) -> None:
     """Positions within PAINTING_BAND pixels of the painting's edge are left out, as positions of each layer; a
     painting too small for that (a coarse level's) loses a quarter of its side at most and still has targets."""
     features = torch.zeros(1, 2, 40, 40)
-    assert away_from_edges(features, "relu1_1", 16).shape[-2:] == (8, 8)  # no pooling yet: 16 positions a side
-    assert away_from_edges(features, "relu3_1", 16).shape[-2:] == (32, 32)  # after two: 4
-    assert away_from_edges(features, "relu4_1", 16).shape[-2:] == (36, 36)  # after three: 2
-    assert painting_band((512, 384, 3)) == PAINTING_BAND == 16 and painting_band((40, 30, 3)) == 7
+    assert away_from_edges(features, "relu1_1", 8).shape[-2:] == (24, 24)  # no pooling yet: 8 positions a side
+    assert away_from_edges(features, "relu3_1", 8).shape[-2:] == (36, 36)  # after two: 2
+    assert away_from_edges(features, "relu4_1", 8).shape[-2:] == (38, 38)  # after three: 1
+    assert painting_band((512, 384, 3)) == PAINTING_BAND == 8 and painting_band((20, 16, 3)) == 4
     stylizer = Stylizer(Config(device="cpu", precision="fp32", style_scale=0.1), [read_image(starry)])
     loss = stylizer.style_loss((64, 36))  # the painting at a tenth of 64 px: 16 px
     assert all(bool(torch.isfinite(getattr(loss, f"target{i}")).all()) for i in range(len(loss.layers)))
@@ -374,7 +373,9 @@ def test_the_style_targets_leave_the_paintings_edge_out(starry: Path) -> None:
 def test_held_frames_keep_more_of_their_own_edges_on_a_real_pan(starry: Path) -> None:
     """The field pan's first six frames at 64 px: frames held to the paint carried from the one before keep more of
     their source's edges where the structure term weighs the source's flat regions three times (the frame painted
-    fresh is the same in both)."""
+    fresh is the same in both). A frame held to flat paint, which showed it on the bundled clip's first frame (+0.02
+    or more), no longer does since the style targets leave the painting's edge out (+0.001), nor do the bundled
+    clip's first frames (0.702 against 0.703); this pan keeps 0.08 more."""
     import vidstyle
     from vidstyle.io.decode import read_frames
     from vidstyle.io.probe import probe_video, size_to_fit
@@ -544,7 +545,7 @@ def test_a_flat_frame_takes_the_paintings_strokes_not_its_composition(starry: Pa
     """With relu5_1 among the style layers, whose positions see most of a frame, a flat sky came out as the painting
     itself (The Starry Night's moon in its corner, its cypress at the left), as did every flat region: the layout of
     this frame matched the painting's at 0.19, its mirror images' at 0.10. Now it matches the painting at about
-    what a mirror image does, under 0.12 (0.06-0.07 over the style targets tried; the mirrors -0.03 to 0.07)."""
+    what a mirror image does, under 0.12 (-0.02 to 0.07 over the style targets tried; the mirrors -0.07 to 0.07)."""
     from vidstyle.config import make_config
 
     style = read_image(starry)

@@ -222,7 +222,9 @@ def measure_video(output: Path, source: Path, flow_method: str = "farneback",
 
 
 def style_distances(frames: Iterable[np.ndarray], style_rgb: np.ndarray, every: int = 1) -> list[float]:
-    """Relative Gram error (mean over the style layers) of every `every`-th frame against the style image."""
+    """Relative Gram error (mean over the style layers) of every `every`-th frame against the style image (its
+    targets as the render's: without the painting's edge, stylize.PAINTING_BAND; figures taken before that are not
+    comparable)."""
     import torch
 
     from vidstyle.config import Config

@@ -29,7 +29,8 @@ class Optimized(NamedTuple):
 
 
 class Converged:
-    """Stop a frame once its loss improves by less than `tol` (relative, per iteration) over `every` iterations.
+    """Stop a frame once its loss improves by less than `tol` (relative, per iteration) over `every` iterations, or
+    rises by less than OVERSHOOT (a larger rise is an overshoot of L-BFGS's step, which it comes back down from).
 
     The loss is read on the host only every `every` iterations: each read is a device synchronization, so a GPU
     still runs that many iterations without waiting. Never before `floor` iterations: the first steps of L-BFGS

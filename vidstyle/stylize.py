@@ -106,7 +106,7 @@ def coarse_sizes(shape: tuple[int, ...], levels: int) -> list[tuple[int, int]]:
 # painting held those responses as part of its style, and a frame optimized against them grew them where the network
 # sees the same zeros: a bright or dark line along all four sides of every painted frame. Taken away from the
 # painting's edges they hold its own strokes only (docs/performance.md, "The frame's edge").
-PAINTING_BAND = 16
+PAINTING_BAND = 8
 
 
 def painting_band(shape: tuple[int, ...]) -> int:
