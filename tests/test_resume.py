@@ -496,7 +496,7 @@ def test_frames_made_with_the_paintings_edge_in_its_style_are_another_render(bun
                                   keep_frames=True)
     vidstyle.render(bunny_short, [starry], out, config)
     manifest = json.loads((work / "manifest.json").read_text())
-    assert manifest["settings"]["painting_band"] == 8
+    assert manifest["settings"]["painting_band"] == 16
     del manifest["settings"]["painting_band"]  # as the versions before wrote it
     (work / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointMismatch, match=r"the painting's edge left out of its style \(another vidstyle"):

@@ -254,7 +254,8 @@ def test_a_whole_frame_never_reads_a_tensor_back_to_the_host(images, precision) 
         assert reads.count == 1  # the mode does see a read
 
 
-def test_bf16_matches_fp32_within_two_percent() -> None:
+def test_bf16_matches_fp32() -> None:
+    """The objective agrees within 2 %; fifteen iterations' paths within 5 % (below)."""
     content = resize_rgb(read_image(shared_asset("coffee.png")), (96, 64))
     style = read_image(shared_asset("great_wave_hokusai.jpg"))
     # The default weights evaluated on the same images: the objective itself agrees.
@@ -264,15 +265,17 @@ def test_bf16_matches_fp32_within_two_percent() -> None:
         values = {p: float(s.objective(to_tensor(content, s.device), None, False)(to_tensor(image, s.device)))
                   for p, s in stylizers.items()}
         assert abs(values["bf16"] - values["fp32"]) / values["fp32"] < 0.02, values
-    # Fifteen iterations in each precision end at the same loss. With the default's light content weight the two
-    # precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
-    # weights), so the path is compared where the content weight holds it: content 1, style 5.
+    # Fifteen iterations in each precision end at about the same loss. With the default's light content weight the
+    # two precisions' paths part (their final losses differ by a few per cent, in either direction depending on the
+    # weights), so the path is compared where the content weight holds it: content 1, style 5. Even there where they
+    # end turns on small things: 0.7 % with the painting's edge in the style targets, 1.2 % to 4.5 % without 6, 8 or
+    # 13 pixels of it (6, the default here: the painting is 53 pixels high).
     losses = {}
     for precision in ("fp32", "bf16"):
         stylizer = Stylizer(Config(device="cpu", precision=precision, content_weight=1.0, style_weight=5.0,
                                    structure_weight=0.0), [style])
         losses[precision] = stylizer.stylize(content, content, 15).loss
-    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.02
+    assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.05
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -359,12 +362,12 @@ def test_a_frame_is_painted_to_its_edges_without_a_line_along_them(starry: Path)
 
 def test_the_style_targets_leave_the_paintings_edge_out(starry: Path) -> None:
     """Positions within PAINTING_BAND pixels of the painting's edge are left out, as positions of each layer; a
-    painting too small for that (a coarse level's) loses a quarter of its side at most and still has targets."""
+    small painting (a small render's, a coarse level's) loses an eighth of its side at most and still has targets."""
     features = torch.zeros(1, 2, 40, 40)
-    assert away_from_edges(features, "relu1_1", 8).shape[-2:] == (24, 24)  # no pooling yet: 8 positions a side
-    assert away_from_edges(features, "relu3_1", 8).shape[-2:] == (36, 36)  # after two: 2
-    assert away_from_edges(features, "relu4_1", 8).shape[-2:] == (38, 38)  # after three: 1
-    assert painting_band((512, 384, 3)) == PAINTING_BAND == 8 and painting_band((20, 16, 3)) == 4
+    assert away_from_edges(features, "relu1_1", 16).shape[-2:] == (8, 8)  # no pooling yet: 16 positions a side
+    assert away_from_edges(features, "relu3_1", 16).shape[-2:] == (32, 32)  # after two: 4
+    assert away_from_edges(features, "relu4_1", 16).shape[-2:] == (36, 36)  # after three: 2
+    assert painting_band((512, 384, 3)) == PAINTING_BAND == 16 and painting_band((96, 76, 3)) == 9
     stylizer = Stylizer(Config(device="cpu", precision="fp32", style_scale=0.1), [read_image(starry)])
     loss = stylizer.style_loss((64, 36))  # the painting at a tenth of 64 px: 16 px
     assert all(bool(torch.isfinite(getattr(loss, f"target{i}")).all()) for i in range(len(loss.layers)))

@@ -106,13 +106,13 @@ def coarse_sizes(shape: tuple[int, ...], levels: int) -> list[tuple[int, int]]:
 # painting held those responses as part of its style, and a frame optimized against them grew them where the network
 # sees the same zeros: a bright or dark line along all four sides of every painted frame. Taken away from the
 # painting's edges they hold its own strokes only (docs/performance.md, "The frame's edge").
-PAINTING_BAND = 8
+PAINTING_BAND = 16
 
 
 def painting_band(shape: tuple[int, ...]) -> int:
-    """The band left out of a painting of (height, width, ...): PAINTING_BAND, or a quarter of its shorter side for
-    one too small to lose that much (a coarse level's painting is a quarter of the render's size)."""
-    return min(PAINTING_BAND, min(shape[:2]) // 4)
+    """The band left out of a painting of (height, width, ...): PAINTING_BAND, or an eighth of its shorter side for a
+    small one (a small render's, a coarse level's), which loses too much of its strokes with 16 pixels gone."""
+    return min(PAINTING_BAND, min(shape[:2]) // 8)
 
 
 def away_from_edges(features: Tensor, layer: str, band: int) -> Tensor:
