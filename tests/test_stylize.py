@@ -376,9 +376,9 @@ def test_the_style_targets_leave_the_paintings_edge_out(starry: Path) -> None:
 def test_held_frames_keep_more_of_their_own_edges_on_a_real_pan(starry: Path) -> None:
     """The field pan's first six frames at 64 px: frames held to the paint carried from the one before keep more of
     their source's edges where the structure term weighs the source's flat regions three times (the frame painted
-    fresh is the same in both). A frame held to flat paint, which showed it on the bundled clip's first frame (+0.02
-    or more), no longer does since the style targets leave the painting's edge out (+0.001), nor do the bundled
-    clip's first frames (0.702 against 0.703); this pan keeps 0.08 more."""
+    fresh is the same in both). A frame held to flat paint on the bundled clip's first frame showed it before (+0.02
+    or more); with the painting's edge left out of the style targets it did not (+0.001 with 8 pixels of it left
+    out), nor did the bundled clip's first six frames (0.702 against 0.703)."""
     import vidstyle
     from vidstyle.io.decode import read_frames
     from vidstyle.io.probe import probe_video, size_to_fit
