@@ -39,6 +39,7 @@ from vidstyle.config import (
     read_preset,
 )
 from vidstyle.errors import (
+    RECORDED_BY_THE_RENDER,
     RESTART,
     BusyError,
     CheckpointError,
@@ -1143,9 +1144,7 @@ def _flag_for(setting: str, command: str) -> str:
         return _PREVIEW_FLAGS[setting]
     special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
                "inputs": "the inputs", "output_dir": "-o",
-               "frames": "the part of the video (--start, --end, --duration)",
-               "style_layers": shown_settings(["style_layers"]),  # no flag: the API's words
-               "painting_band": shown_settings(["painting_band"])}
+               "frames": "the part of the video (--start, --end, --duration)", **RECORDED_BY_THE_RENDER}
     return special.get(setting, "--" + setting.replace("_", "-"))
 
 

@@ -163,13 +163,17 @@ def shortened(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+# What a render's manifest records beside its settings, set by no flag or argument (what the style loss reads): a
+# change is another vidstyle version's, shown as what it is.
+RECORDED_BY_THE_RENDER = {"style_layers": "the network's style layers (another vidstyle version's)",
+                          "painting_band": "the painting's edge left out of its style (another vidstyle version's)"}
+
+
 def shown_settings(names: Sequence[str], older: Mapping[str, object] | None = None) -> str:
     """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
     for by start and end. `older` has the value of each setting that the other frames were made before it existed
     with."""
-    special = {"frames": "start/end (the part of the video)",
-               "style_layers": "the network's style layers (another vidstyle version's)",
-               "painting_band": "the painting's edge left out of its style (another vidstyle version's)"}
+    special = {"frames": "start/end (the part of the video)", **RECORDED_BY_THE_RENDER}
     return ", ".join(with_older_value(special.get(name, name), name, older) for name in names)
 
 
