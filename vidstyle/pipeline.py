@@ -505,6 +505,8 @@ def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
     # Not a setting, but what the style loss reads: frames made with other layers (relu5_1 before) are another render.
     settings.update(style_layers=",".join(STYLE_LAYERS))
     # Likewise the painting's edge its style is taken without: frames made with it have a line along their edges.
+    # The value stands for stylize.painting_band's whole rule (its cap at an eighth of a small painting's side, each
+    # layer's positions rounded down): a change to the rule must record another value.
     settings.update(painting_band=PAINTING_BAND)
     if job.chunking is not None:
         settings.update(chunk_frames=job.chunking[0], overlap=job.chunking[1])

@@ -117,7 +117,8 @@ def painting_band(shape: tuple[int, ...]) -> int:
 
 def away_from_edges(features: Tensor, layer: str, band: int) -> Tensor:
     """A VGG layer's (reluN_M) activations without the positions of `band` pixels along each edge: block N's layers
-    come after N - 1 poolings, so those are band / 2**(N - 1) positions."""
+    come after N - 1 poolings, so those are band / 2**(N - 1) positions, rounded down (docs/performance.md, "The
+    frame's edge", measures rounding up on small paintings)."""
     cut = band >> (int(layer.removeprefix("relu").split("_")[0]) - 1)
     return features[..., cut:features.shape[-2] - cut, cut:features.shape[-1] - cut] if cut else features
 
