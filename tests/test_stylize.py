@@ -36,6 +36,7 @@ from vidstyle.stylize import (
     held_structure_weights,
     keep_colors,
     painting_band,
+    style_size,
     to_rgb8,
     to_tensor,
 )
@@ -371,6 +372,17 @@ def test_the_style_targets_leave_the_paintings_edge_out(starry: Path) -> None:
     stylizer = Stylizer(Config(device="cpu", precision="fp32", style_scale=0.1), [read_image(starry)])
     loss = stylizer.style_loss((64, 36))  # the painting at a tenth of 64 px: 16 px
     assert all(bool(torch.isfinite(getattr(loss, f"target{i}")).all()) for i in range(len(loss.layers)))
+    # The render's targets are the Grams taken without the band, not over the whole painting.
+    stylizer = Stylizer(Config(device="cpu", precision="fp32"), [read_image(starry)])
+    painting = resize_rgb(stylizer.styles[0], style_size(stylizer.styles[0], (256, 144), 1.0))
+    assert painting_band(painting.shape) == 16
+    with torch.no_grad():
+        features = stylizer.features(to_tensor(painting, torch.device("cpu")))
+    targets = stylizer.style_loss((256, 144))
+    for i, layer in enumerate(targets.layers):
+        target = getattr(targets, f"target{i}")
+        assert torch.allclose(target, gram(away_from_edges(features[layer], layer, 16)), rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(target, gram(features[layer]), rtol=1e-2, atol=1e-4)
 
 
 def test_held_frames_keep_more_of_their_own_edges_on_a_real_pan(starry: Path) -> None:
