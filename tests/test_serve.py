@@ -193,6 +193,8 @@ def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
     assert preview.status_code == 200 and preview.content[:3] == b"\xff\xd8\xff"
     assert job["id"] in [j["id"] for j in server.client.get("/api/jobs").json()]
     assert job["id"] in [j["id"] for j in server.client.get("/api/jobs?state=done").json()]
+    page = server.client.head(f"/jobs/{job['id']}")  # a link checker asks with HEAD
+    assert page.status_code == 200 and page.content == b"" and page.headers["content-type"].startswith("text/html")
     bogus = server.client.get("/api/jobs?state=finished")
     assert bogus.status_code == 422 and bogus.json()["field"] == "state"
     assert job["id"] in [g["id"] for g in server.client.get("/api/gallery").json()]
@@ -205,6 +207,7 @@ def test_video_job_end_to_end(server: ServeProcess, clip: Path) -> None:
     assert server.job(job["id"])["state"] == "done"
     assert server.client.delete(f"/api/jobs/{job['id']}").status_code == 204
     assert server.client.get(f"/api/jobs/{job['id']}").status_code == 404
+    assert server.client.head(f"/jobs/{job['id']}").status_code == 404
     assert not (server.data / "jobs" / job["id"]).exists()
 
 

@@ -639,6 +639,7 @@ def _add_pages(app: FastAPI, queue: JobQueue) -> None:
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.head("/jobs/{job_id}", include_in_schema=False)
     @app.get("/jobs/{job_id}", include_in_schema=False)
     async def job_page(job_id: str) -> FileResponse:
         _get_job(queue, job_id)
