@@ -94,3 +94,26 @@ def test_later_passes_count_at_their_own_cost() -> None:
         clock.now += 3.0
         eta.update(FrameDone(index, 1.0, 3.0, False, 10, 2))
         assert eta.seconds_left() == pytest.approx((11 - done) * 3.0)
+
+
+def test_a_render_resumed_in_a_later_pass_counts_only_the_passes_left() -> None:
+    """Three passes over 11 frames, stopped after pass 1 and 4 frames of pass 2: 7 frames of pass 2 and 11 of pass 3
+    are left, at a later pass's cost; no fresh or first-pass frame (the estimate once counted them all again)."""
+    clock = Clock()
+    started = RenderStarted(11, 0, 0, (64, 36), Fraction(25), "cpu", Path("w"), 1, "no audio", fresh_left=0,
+                            budgets=(200, 40), passes=3, pass_budget=10, earlier_passes_made=(11, 4))
+    eta = RenderEta(started, clock)
+    eta.update(FrameStarted(6, 10, False, 2))
+    clock.now += 1.5
+    assert eta.seconds_left() is None and eta.seconds_a_frame() is None, "nothing timed yet"
+    eta.update(IterationDone(6, 5, 10))  # half the frame's budget in 1.5 s: 3 s a frame of a later pass
+    assert eta.seconds_left() == pytest.approx(1.5 + (6 + 11) * 3.0)
+    assert eta.seconds_a_frame() == pytest.approx(3.0)
+    clock.now += 1.5
+    eta.update(FrameDone(6, 1.0, 3.0, False, 10, 2))
+    for done, index in enumerate(range(5, -1, -1), start=2):
+        assert eta.seconds_left() == pytest.approx((7 - done + 1 + 11) * 3.0)
+        eta.update(FrameStarted(index, 10, False, 2))
+        clock.now += 3.0
+        eta.update(FrameDone(index, 1.0, 3.0, False, 10, 2))
+    assert eta.seconds_left() == pytest.approx(11 * 3.0)

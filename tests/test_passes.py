@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from conftest import child_ffmpeg_pids, decoded, run_cli, shared_asset
 
 import vidstyle
+from vidstyle.cli import _Progress
 from vidstyle.config import make_config
 from vidstyle.errors import DecodeError, Interrupted, SettingError
 from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted, ignore_event
@@ -146,7 +148,7 @@ def test_a_second_pass_steadies_the_render(bunny_short: Path, starry: Path, tmp_
 
 
 def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path, starry: Path,
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(3, keep_frames=True)
     whole = vidstyle.render(bunny_short, [starry], tmp_path / "whole.mp4", config, workdir=tmp_path / "w1")
     count = probe_video(bunny_short).frame_count
@@ -170,6 +172,16 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
     started = next(e for e in again if isinstance(e, RenderStarted))
     assert started.already_done == 0, "only final frames count as done"
     assert f"resuming: {count + 3} frames of earlier passes already made" in started.notes, started.notes
+    assert started.earlier_passes_made == (count, 3) and started.fresh_left == 0, "pass 1 and 3 of pass 2 are made"
+    # The CLI's progress starts at the passes made and ends at the whole render (it stopped at 2/3 before).
+    progress = _Progress(quiet=False)
+    progress.PLAIN_EVERY = 0.0  # type: ignore[misc] - a line every frame
+    for event in again:
+        progress(event)
+    progress.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if re.match(r"frame \d+/", line)]
+    assert lines[0].startswith(f"frame {int((count + 3 + 1) / 3)}/{count}:") and lines[-1].startswith(
+        f"frame {count}/{count}:"), lines
     # Pass 2 goes on backward from the fourth frame from the end; pass 3 makes every frame.
     redone = [e.index for e in again if isinstance(e, FrameStarted)]
     assert redone == list(range(count - 4, -1, -1)) + list(range(count))

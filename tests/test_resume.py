@@ -321,6 +321,38 @@ def test_a_render_resumed_where_precision_auto_resolves_otherwise_says_so(bunny_
     assert work.read_manifest().network_dtype == "fp32"  # what the render began in, not the latest run's
 
 
+def test_a_resume_in_another_dtype_counts_frames_of_earlier_passes(bunny_short: Path, starry: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped in the first of two passes, no final frame exists yet: the frames of that pass were computed too."""
+    import threading
+
+    import vidstyle
+    import vidstyle.precision
+    from vidstyle.errors import Interrupted
+    from vidstyle.events import FrameDone, RenderStarted
+
+    config = vidstyle.make_config("balanced", size=64, iters=2, first_iters=3, device="cpu", flow="dis",
+                                  precision="auto", passes=2)
+    out, stop = tmp_path / "out.mp4", threading.Event()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, FrameDone) and event.index >= 2:
+            stop.set()
+
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: False)
+    with pytest.raises(Interrupted):
+        vidstyle.render(bunny_short, [starry], out, config, on_event=on_event, stop=stop)
+    work = WorkDir(out.with_name(out.name + ".vidstyle-work"))
+    made = len(list((work.path / "passes" / "1").glob("*.png")))
+    assert made >= 3 and not work.done_frames()
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: True)
+    again: list[object] = []
+    vidstyle.render(bunny_short, [starry], out, config, on_event=again.append)
+    notes = next(e for e in again if isinstance(e, RenderStarted)).notes
+    said = [note for note in notes if note.startswith("precision:")]
+    assert len(said) == 1 and f"the {made} frame(s) already made were computed in fp32" in said[0], notes
+
+
 def test_the_precision_note_is_only_for_frames_made_in_another_dtype() -> None:
     import torch
 

@@ -591,12 +591,13 @@ class _Progress:
             self.say(note)
         if event.already_done:
             self.say(_resuming(event))
-        self.frames_done, self.total, self.announced = event.already_done, event.total_frames, False
-        self.passes = event.passes
+        # A frame counts 1/passes for each pass made, so a resumed multi-pass render ends at its total too.
+        self.frames_done = event.already_done + sum(event.earlier_passes_made) / event.passes
+        self.total, self.announced, self.passes = event.total_frames, False, event.passes
         self.eta = RenderEta(event)
         self.last_line = time.monotonic()
         if not self.plain:
-            self.bar = _eta_bar(event.total_frames, event.already_done, self)
+            self.bar = _eta_bar(event.total_frames, self.frames_done, self)
 
     def _frame_done(self, event: FrameDone) -> None:
         self.frames_done += 1 / self.passes  # with several passes, a frame is done after the last
@@ -616,7 +617,7 @@ class _Progress:
     def _line_due(self, frames_done: float) -> bool:
         """Whether a plain progress line is due: PLAIN_EVERY seconds after the last, or the last frame done."""
         now = time.monotonic()
-        if now - self.last_line < self.PLAIN_EVERY and frames_done < self.total:
+        if now - self.last_line < self.PLAIN_EVERY and frames_done < self.total - 1e-6:  # passes' fractions
             return False
         self.last_line = now
         return True
@@ -650,7 +651,7 @@ def _terminal_columns() -> int:
         return 0
 
 
-def _eta_bar(total: int, initial: int, progress: _Progress) -> Any:
+def _eta_bar(total: int, initial: float, progress: _Progress) -> Any:
     """A tqdm bar whose ETA and rate are the progress's own (fresh frames weighed), not tqdm's mean rate."""
     from tqdm import tqdm
 

@@ -27,9 +27,10 @@ class RenderEta:
         self.clock = clock
         self.fresh_left = started.fresh_left
         frames_left = started.total_frames - started.already_done
-        self.later_left = frames_left - started.fresh_left
+        made = started.earlier_passes_made  # by earlier runs, of frames not final yet: pass 1, 2, ...
+        self.later_left = frames_left - (made[0] if made else 0) - started.fresh_left
         # Each pass after the first stylizes every frame again from a blend, with its own budget (Config.passes).
-        self.pass_left = frames_left * (started.passes - 1)
+        self.pass_left = frames_left * (started.passes - 1) - sum(made[1:])
         self.budgets = started.budgets  # (first_iters, iters)
         self.pass_budget = started.pass_budget
         self.fresh_cost: float | None = None
@@ -70,25 +71,42 @@ class RenderEta:
         self.current = None
 
     def seconds_a_frame(self) -> float | None:
-        """What most frames cost: a later frame's, measured or scaled from a fresh one's."""
+        """What most frames cost: a later frame's, measured or scaled from a fresh one's; where a resumed render
+        makes only later passes' frames, one of those."""
         costs = self._costs()
-        return costs[1] if costs is not None else None
+        if costs is not None:
+            return costs[1]
+        return self._pass_cost(None) if self.fresh_left <= 0 and self.later_left <= 0 else None
 
     def seconds_left(self) -> float | None:
-        costs = self._costs()
-        if costs is None:
-            return None
-        fresh, later = costs
-        again = self.pass_cost if self.pass_cost is not None else later * self.pass_budget / max(1, self.budgets[1])
-        fresh_after, later_after, pass_after, in_frame = self.fresh_left, self.later_left, self.pass_left, 0.0
+        fresh, later = self._costs() or (None, None)
+        again = self._pass_cost(later)
+        fresh_after, later_after, pass_after = self.fresh_left, self.later_left, self.pass_left
+        own: float | None = 0.0
         if self.current is not None:  # the frame in progress: what its kind costs, less what it has spent
             current = self.current
             own = again if current.pass_number > 1 else fresh if current.fresh else later
-            in_frame = max(0.0, own - (self.clock() - self.frame_began))
             pass_after -= current.pass_number > 1
             fresh_after -= current.pass_number == 1 and current.fresh
             later_after -= current.pass_number == 1 and not current.fresh
-        return in_frame + max(0, fresh_after) * fresh + max(0, later_after) * later + max(0, pass_after) * again
+        # A resumed render may have no frame of some kind left to make: its cost is then not needed.
+        wanted = ((1, own), (fresh_after, fresh), (later_after, later), (pass_after, again))
+        if any(count > 0 and cost is None for count, cost in wanted):
+            return None
+        in_frame = max(0.0, own - (self.clock() - self.frame_began)) if self.current is not None and own else 0.0
+        return in_frame + sum(max(0, count) * cost for count, cost in wanted[1:] if cost is not None)
+
+    def _pass_cost(self, later: float | None) -> float | None:
+        """A later pass's frame: measured, scaled from a first-pass later frame's by the budgets, or (resuming in a
+        later pass, before one is measured) the frame in progress's iterations so far extended to its budget."""
+        if self.pass_cost is not None:
+            return self.pass_cost
+        if later is not None:
+            return later * self.pass_budget / max(1, self.budgets[1])
+        current = self.current
+        if current is not None and current.pass_number > 1 and self.done_iterations:
+            return (self.clock() - self.frame_began) / self.done_iterations * current.iters
+        return None
 
     def _costs(self) -> tuple[float, float] | None:
         fresh, later, full = self.fresh_cost, self.later_cost, self.fresh_full_cost

@@ -25,6 +25,9 @@ class RenderStarted:
     passes: int = 1  # times each frame is stylized (Config.passes): FrameStarted/FrameDone come once a pass
     pass_budget: int = 0  # iterations of a frame in a pass after the first
     first_frame: int = 0  # the video's index of the render's first frame (a part of the video: not 0)
+    # Frames each pass before the last (pass 1 first) has made where the final frame is not made: a resumed
+    # render's work already done that already_done, which counts final frames, does not show.
+    earlier_passes_made: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -360,7 +360,8 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             progress.current = first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
-            mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(done))
+            started_frames = done.union(*earlier_pass_frames(job, done))  # a frame of any pass was computed
+            mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(started_frames))
             progress.gains = output_gains(job, manifest, stop)
             on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else (),
                                    progress.gains))
@@ -481,22 +482,26 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"{part} of {job.info.frame_count}, from {job.info.frame_times[first]:.3f} s"
                      if job.info.frame_times else f"{part} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
-    earlier = _earlier_pass_frames(job, first, stop)
-    if earlier and not inside:
+    earlier = earlier_pass_frames(job, done)
+    made = sum(len(indices) for indices in earlier)
+    if made and not inside:
         # Only final frames count as done, so "resuming at frame N" says nothing until the last pass has begun.
-        notes.append(f"resuming: {earlier} frame{'' if earlier == 1 else 's'} of earlier passes already made")
-    fresh_left = sum(s.fresh and s.start not in done for s in segments)
+        notes.append(f"resuming: {made} frame{'' if made == 1 else 's'} of earlier passes already made")
+    first_pass = earlier[0] if earlier else set()
+    fresh_left = sum(s.fresh and s.start not in done and s.start not in first_pass for s in segments)
     return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
                          job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
                          job.audio.description, tuple(notes), fresh_left,
                          (job.config.first_iters, job.config.iters), job.config.passes,
-                         later_pass_iterations(job.config.iters), first)
+                         later_pass_iterations(job.config.iters), first, tuple(len(indices) for indices in earlier))
 
 
-def _earlier_pass_frames(job: RenderJob, first: int, stop: int) -> int:
-    """Frames of the passes before the last one (Config.passes) that earlier runs made within [first, stop)."""
-    return sum(sum(first <= i < stop for i in job.workdir.done_pass_frames(number))
-               for number in range(1, job.config.passes))
+def earlier_pass_frames(job: RenderJob, done: set[int]) -> tuple[set[int], ...]:
+    """For each pass before the last (Config.passes; pass 1 first), the frames within the render's span that earlier
+    runs made in it and whose final frame is not made yet: the work a resume does not do again."""
+    first, stop = job.span
+    return tuple({i for i in job.workdir.done_pass_frames(number) if first <= i < stop and i not in done}
+                 for number in range(1, job.config.passes))
 
 
 def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
