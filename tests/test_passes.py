@@ -147,8 +147,8 @@ def test_a_second_pass_steadies_the_render(bunny_short: Path, starry: Path, tmp_
     assert errors[2] < 0.95 * errors[1], errors
 
 
-def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path, starry: Path,
-                                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path, starry: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     config = _config(3, keep_frames=True)
     whole = vidstyle.render(bunny_short, [starry], tmp_path / "whole.mp4", config, workdir=tmp_path / "w1")
     count = probe_video(bunny_short).frame_count
