@@ -17,6 +17,7 @@ from vidstyle.cli import _Progress
 from vidstyle.config import make_config
 from vidstyle.errors import DecodeError, Interrupted, SettingError
 from vidstyle.events import Event, FrameDone, FrameStarted, RenderFinished, RenderStarted, ignore_event
+from vidstyle.flow import reliable_flow
 from vidstyle.io.decode import Frame, read_frames
 from vidstyle.io.images import read_image
 from vidstyle.io.probe import probe_video, size_to_fit
@@ -25,6 +26,7 @@ from vidstyle.passes import (
     BLEND,
     LATER_PASS_SHARE,
     MemoryPasses,
+    NeighbourFlows,
     SourceWindow,
     neighbour_start,
     pass_order,
@@ -230,6 +232,40 @@ def test_a_piece_of_a_shot_reads_its_neighbours_across_its_edges_as_the_pass_bef
     assert not np.array_equal(pieces[(3, 9)].frames[(2, 5)], pieces[None].frames[(2, 5)])
     assert np.array_equal(pieces[(0, 9)].frames[(2, 4)], pieces[(3, 9)].frames[(2, 4)])
     assert not np.array_equal(pieces[(0, 9)].frames[(2, 3)], pieces[(3, 9)].frames[(2, 3)])
+
+
+@pytest.mark.parametrize("temporal_weight", [10.0, 0.0])
+def test_a_later_pass_estimates_each_neighbouring_pair_s_flow_once(bunny_short: Path, starry: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  temporal_weight: float) -> None:
+    """A frame warps both neighbours onto itself, and the next frame warps it back: the pair's two estimates serve
+    both (they were made twice), and the flows are those reliable_flow gives each way."""
+    import vidstyle.flow
+
+    config = replace(_config(2), flow="dis+farneback", temporal_weight=temporal_weight)
+    stylizer = Stylizer(config, [read_image(starry)])
+    sources = {f.index: f.rgb.copy() for f in read_frames(probe_video(bunny_short), (64, 36), 0, 6)}
+    store = MemoryPasses()
+    for index, rgb in sources.items():
+        store.save(1, index, rgb)  # the pass before: any picture will do for counting
+    estimated: list[tuple[str, bytes, bytes]] = []
+    estimate = vidstyle.flow.estimate_flow
+
+    def counted(a: np.ndarray, b: np.ndarray, method: str = "dis") -> np.ndarray:
+        estimated.append((method, a.tobytes(), b.tobytes()))
+        return estimate(a, b, method)
+
+    monkeypatch.setattr(vidstyle.flow, "estimate_flow", counted)
+    refine(2, 0, 6, sources.__getitem__, store, stylizer, ignore_event)
+    # 5 neighbouring pairs, each estimated both ways with each of the two methods.
+    assert len(estimated) == 5 * 2 * 2 and len(set(estimated)) == len(estimated), estimated
+    flows = NeighbourFlows("dis+farneback")
+    for index, other in ((3, 2), (2, 3), (2, 1)):
+        gray, other_gray = (cv2.cvtColor(sources[i], cv2.COLOR_RGB2GRAY) for i in (index, other))
+        flow, mask = flows.between(index, sources[index], other, sources[other])
+        alone_flow, alone_mask = reliable_flow(gray, other_gray, "dis+farneback")
+        assert np.array_equal(flow, alone_flow) and np.array_equal(mask, alone_mask)
+    assert len(flows.held) <= 2
 
 
 def test_cli_passes_option(bunny_short: Path, starry: Path, tmp_path: Path) -> None:

@@ -102,13 +102,36 @@ def reliable_flow(cur_gray: np.ndarray, other_gray: np.ndarray, method: str,
     none, so the paint stays where it is on the screen instead of flickering (docs/performance.md, "Away from the
     shot's first frame, and at 512 px").
     """
-    if method != "dis+farneback":
-        backward = estimate_flow(cur_gray, other_gray, method)
-        return backward, occlusion_mask(backward, estimate_flow(other_gray, cur_gray, method), blur_sigma)
-    dis_flow, dis_mask = reliable_flow(cur_gray, other_gray, "dis", blur_sigma=0)
-    farneback_flow, farneback_mask = reliable_flow(cur_gray, other_gray, "farneback", blur_sigma=0)
-    backward = np.where((dis_mask >= farneback_mask)[..., None], dis_flow, farneback_flow)
-    return backward, _softened(np.maximum(dis_mask, farneback_mask), blur_sigma)
+    return _checked(*_estimates(cur_gray, other_gray, method), blur_sigma)
+
+
+def reliable_flows(a_gray: np.ndarray, b_gray: np.ndarray, method: str, blur_sigma: float = _MASK_BLUR
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """`reliable_flow` from a to b and from b to a. Each direction's check needs the other direction's estimate,
+    so the pair costs the flow estimates of one (a later pass warps each neighbour onto a frame and back)."""
+    there, back = _estimates(a_gray, b_gray, method)
+    return _checked(there, back, blur_sigma), _checked(back, there, blur_sigma)
+
+
+def _estimates(a_gray: np.ndarray, b_gray: np.ndarray,
+               method: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each method's flow from a to b and from b to a, by method ("dis+farneback" estimates with both)."""
+    methods = ("dis", "farneback") if method == "dis+farneback" else (method,)
+    return ({name: estimate_flow(a_gray, b_gray, name) for name in methods},
+            {name: estimate_flow(b_gray, a_gray, name) for name in methods})
+
+
+def _checked(there: dict[str, np.ndarray], back: dict[str, np.ndarray],
+             blur_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The flow `there` and its reliability from its forward-backward check; of DIS's and Farneback's, each pixel
+    takes DIS's where its check passes at least as well (reliable_flow says why)."""
+    if len(there) == 1:
+        (name,) = there
+        return there[name], occlusion_mask(there[name], back[name], blur_sigma)
+    dis_mask = occlusion_mask(there["dis"], back["dis"], 0)
+    farneback_mask = occlusion_mask(there["farneback"], back["farneback"], 0)
+    flow = np.where((dis_mask >= farneback_mask)[..., None], there["dis"], there["farneback"])
+    return flow, _softened(np.maximum(dis_mask, farneback_mask), blur_sigma)
 
 
 def colour_agreement(frame: np.ndarray, carried: np.ndarray, tolerance: float = 0.1) -> np.ndarray:

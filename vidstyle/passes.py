@@ -25,7 +25,7 @@ import torch
 from vidstyle.config import Config
 from vidstyle.errors import Cancelled, DecodeError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
-from vidstyle.flow import colour_agreement, reliable_flow, to_gray, warp, warp_keeping_detail
+from vidstyle.flow import colour_agreement, reliable_flow, reliable_flows, to_gray, warp, warp_keeping_detail
 from vidstyle.io.decode import Frame
 from vidstyle.losses import TemporalLoss
 from vidstyle.sequence import carry_sharpness, stylize_sequence
@@ -40,6 +40,8 @@ BLEND = 0.5
 LATER_PASS_SHARE = 0.25
 # Source frames a pass decodes at a time: memory stays that of twice this many frames whatever the shot's length.
 SOURCE_BLOCK = 32
+
+FlowTo = tuple[np.ndarray, np.ndarray]  # the flow from a frame to a neighbour, and where it is reliable
 
 
 class PassFrames(Protocol):
@@ -140,16 +142,35 @@ def refine(number: int, first: int, stop: int, sources: Callable[[int], np.ndarr
     else:
         ahead = outside(order[0] - step)
     own = _loaded(frames, number - 1, order[todo])
+    flows = NeighbourFlows(stylizer.config.flow)
     for k in range(todo, len(order)):
         index = order[k]
         source = sources(index)
         # The neighbour this pass has not reached yet, as the pass before left it (and the next frame's own start).
         behind = outside(index + step)
-        result = _refine_frame(number, index, source, own, ahead, behind, stylizer, on_event, stop_event)
+        result = _refine_frame(number, index, source, own, ahead, behind, stylizer, on_event, stop_event, flows)
         frames.save(number, index, result)
         ahead = (source, result)
         if behind is not None:
             own = behind[1]
+
+
+class NeighbourFlows:
+    """A pass's reliable flows between neighbouring frames, each pair estimated once: a frame's flow to the neighbour
+    the pass reaches next is, reversed, that neighbour's flow back to it (flow.reliable_flows)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.held: dict[tuple[int, int], FlowTo] = {}
+
+    def between(self, index: int, source: np.ndarray, other: int, other_source: np.ndarray) -> FlowTo:
+        """Flow from frame `index` to frame `other` and its reliability."""
+        found = self.held.pop((index, other), None)
+        if found is None:
+            found, self.held[(other, index)] = reliable_flows(to_gray(source), to_gray(other_source), self.method)
+        # Only flows from or to this frame can still be asked for: the pass walks on, one frame at a time.
+        self.held = {pair: flow for pair, flow in self.held.items() if index in pair}
+        return found
 
 
 class MemoryPasses:
@@ -188,18 +209,18 @@ def _loaded(frames: PassFrames, number: int, index: int) -> np.ndarray:
     return rgb
 
 
-def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
-            config: Config) -> tuple[np.ndarray, np.ndarray]:
+def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray], config: Config,
+            flow_to: FlowTo | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The neighbour's result brought onto this frame along the flow, and where that is to be trusted: where the
-    flow is consistent and, as in the first pass (Config.change_tolerance), the source did not change.
+    flow is consistent and, as in the first pass (Config.change_tolerance), the source did not change. `flow_to`:
+    the flow to the neighbour and its reliability, where the caller has them.
 
     Unlike the first pass's warm start, the neighbour is brought over as it looks, not re-based on this frame's
     palette start: here each frame's own result anchors half its start, so last frame's recolouring cannot pile
     up along the shot, and holding the neighbour's colours steadied far more at a little more style lost
     (scripts/bench_fidelity.py; docs/performance.md, "The temporal target on the current frame's palette")."""
     near_source, near_result = neighbour
-    gray, near_gray = to_gray(source), to_gray(near_source)
-    flow, reliable = reliable_flow(gray, near_gray, config.flow)
+    flow, reliable = flow_to or reliable_flow(to_gray(source), to_gray(near_source), config.flow)
     if config.change_tolerance > 0:
         reliable = reliable * colour_agreement(source, warp(near_source, flow), config.change_tolerance)
     # Sharp from the same size on as the first pass carries its paint (sequence.carry_sharpness): a bilinear sample
@@ -209,9 +230,9 @@ def _warped(source: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
 
 
 def neighbour_start(source: np.ndarray, own: np.ndarray, neighbour: tuple[np.ndarray, np.ndarray],
-                    config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    config: Config, flow_to: FlowTo | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start image, warped neighbour, reliability): eq. 11, the neighbour brought onto this frame by the flow."""
-    warped, reliable = _warped(source, neighbour, config)
+    warped, reliable = _warped(source, neighbour, config, flow_to)
     share = BLEND * reliable[..., None]
     start = share * warped + (1.0 - share) * own.astype(np.float32)
     return np.clip(start, 0, 255).round().astype(np.uint8), warped, reliable
@@ -233,15 +254,20 @@ def two_sided_target(ahead: tuple[np.ndarray, np.ndarray],
 
 def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
                   ahead: tuple[np.ndarray, np.ndarray] | None, behind: tuple[np.ndarray, np.ndarray] | None,
-                  stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None) -> np.ndarray:
+                  stylizer: Stylizer, on_event: EventCallback, stop_event: threading.Event | None,
+                  flows: NeighbourFlows) -> np.ndarray:
     """One frame of a later pass: started from eq. 11 with the neighbour this pass made (`ahead`), held by the
     temporal loss to it and to the neighbour on the other side as the pass before left it (`behind`)."""
     config = stylizer.config
     iters = later_pass_iterations(config.iters)
+    step = 1 if number % 2 else -1  # as pass_order walks: `ahead` is frame index - step, `behind` index + step
     start, target = own, None
-    other = _warped(source, behind, config) if behind is not None and config.temporal_weight > 0 else None
+    other = None
+    if behind is not None and config.temporal_weight > 0:
+        other = _warped(source, behind, config, flows.between(index, source, index + step, behind[0]))
     if ahead is not None:
-        start, warped, reliable = neighbour_start(source, own, ahead, config)
+        start, warped, reliable = neighbour_start(source, own, ahead, config,
+                                                  flows.between(index, source, index - step, ahead[0]))
         target = two_sided_target((warped, reliable), other)
     elif other is not None:  # the pass's first frame: held to the neighbour it has, on the other side
         target = other
