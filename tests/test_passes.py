@@ -25,12 +25,15 @@ from vidstyle.metrics import measure_video
 from vidstyle.passes import (
     BLEND,
     LATER_PASS_SHARE,
+    SOURCE_BLOCK,
+    SOURCE_WINDOW_BYTES,
     MemoryPasses,
     NeighbourFlows,
     SourceWindow,
     neighbour_start,
     pass_order,
     refine,
+    source_block,
     stylize_shot,
 )
 from vidstyle.sequence import SHARP_FROM, SHARP_FULL, carry_sharpness
@@ -71,6 +74,16 @@ def test_sources_stream_forward_and_come_in_blocks_backward(bunny_short: Path) -
         window.close()
         assert reads == ([(1, 11)] if forward else [(7, 11), (3, 7), (1, 3)])
     assert not child_ffmpeg_pids()
+
+
+def test_a_backward_pass_decodes_blocks_as_large_as_a_fixed_memory_allows() -> None:
+    """Each block is decoded anew from a keyframe before it: at the balanced preset's 512 px a block of 32 frames
+    decoded up to a GOP or two (or the whole video before it) for every 32 frames."""
+    for size in ((512, 288), (720, 406), (64, 36)):
+        block = source_block(size)
+        assert block > SOURCE_BLOCK and 2 * block * size[0] * size[1] * 3 <= SOURCE_WINDOW_BYTES
+    assert source_block((512, 288)) >= 250, "at least x264's default keyframe interval at the default size"
+    assert source_block((3840, 2160)) == SOURCE_BLOCK, "at least 32 frames, however large"
 
 
 @pytest.mark.parametrize("forward", [True, False])

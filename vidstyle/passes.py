@@ -38,7 +38,10 @@ BLEND = 0.5
 # is already close: a quarter, a half and all of them steadied the field pan alike (about -11 % warping error at
 # 96 px), and more iterations only restyle the blend (scripts/bench_fidelity.py, docs/performance.md).
 LATER_PASS_SHARE = 0.25
-# Source frames a pass decodes at a time: memory stays that of twice this many frames whatever the shot's length.
+# A backward pass decodes its source in blocks from the end, each block anew from a keyframe before it (from the
+# video's first frame where it cannot seek): few large blocks decode far less than many small ones. The two blocks
+# at hand stay within this many bytes whatever the shot's length, and a block holds at least SOURCE_BLOCK frames.
+SOURCE_WINDOW_BYTES = 256 * 2**20
 SOURCE_BLOCK = 32
 
 FlowTo = tuple[np.ndarray, np.ndarray]  # the flow from a frame to a neighbour, and where it is reliable
@@ -59,6 +62,12 @@ class PassFrames(Protocol):
 def later_pass_iterations(iters: int) -> int:
     """Iterations a frame gets in a pass after the first, from a later frame's `iters`."""
     return max(1, round(iters * LATER_PASS_SHARE))
+
+
+def source_block(size: tuple[int, int]) -> int:
+    """Frames of `size` (width, height) a backward pass decodes at a time."""
+    width, height = size
+    return max(SOURCE_BLOCK, SOURCE_WINDOW_BYTES // (2 * width * height * 3))
 
 
 def pass_order(number: int, first: int, stop: int) -> range:
