@@ -297,6 +297,9 @@ def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Prev
     without it the first frame starts fresh. Motion (decoding too, when `frames` decodes lazily) runs on a
     thread a few frames ahead, so the device does not wait for the flow. Setting `stop` ends the sequence between
     two iterations by raising Cancelled. The arguments are checked at the call, each frame as it comes.
+
+    This is the first pass only, whatever `Config.passes` says: a later pass walks the whole shot backward, which
+    frames that come one by one do not allow; `render` and `passes.stylize_shot` (a shot held in memory) make them.
     """
     check_is_stylizer(stylizer)
     check_call_arguments(find_cuts=find_cuts, stop=stop, on_event=on_event)
