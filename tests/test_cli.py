@@ -143,8 +143,10 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     # Its index at the end, cut short: ffmpeg sees a stream of no known kind, and no audio either.
     index_cut = tmp_path / "index_cut.mp4"
     index_cut.write_bytes(bunny_short.read_bytes()[:-1500])
+    zero = tmp_path / "zero bytes.mp4"
+    zero.write_bytes(b"")
     return {"text": text, "truncated": truncated, "cut": cut, "audio": audio, "image": image, "empty": empty,
-            "index_cut": index_cut, "cover": cover}
+            "index_cut": index_cut, "cover": cover, "zero": zero}
 
 
 @pytest.mark.parametrize("name, pattern", [
@@ -159,6 +161,7 @@ def bad_media(tmp_path: Path, bunny_short: Path) -> dict[str, Path]:
     ("index_cut", r"no video stream that ffmpeg can read \(it may be truncated or damaged\)$|cannot read"),
     ("image", "is a still image, not a video; use 'vidstyle image' for stills"),
     ("empty", "no video frames|no video stream|cannot read|no decodable"),
+    ("zero", r"zero bytes\.mp4 is empty \(0 bytes\): a download or copy that did not finish\?$"),
 ])
 def test_bad_videos(capsys, bad_media: dict[str, Path], starry: Path, tmp_path: Path, name: str,
                     pattern: str) -> None:
@@ -314,13 +317,15 @@ def test_a_checkpoint_mismatch_names_the_flags_and_what_older_frames_had() -> No
     from vidstyle.cli import _message
     from vidstyle.errors import CheckpointMismatch, shown_settings
 
-    names, older = ("held_structure", "iters"), {"held_structure": 1.0}
+    names, older, before = ("held_structure", "iters", "follow_fades"), {"held_structure": 1.0}, \
+        {"iters": 40, "follow_fades": True}
     exc = CheckpointMismatch(f"work directory w belongs to another render (not the same: setting(s) "
-                             f"{shown_settings(names, older)})", names, older)
-    assert "held_structure (1.0 before: made before the setting existed), iters" in str(exc)
+                             f"{shown_settings(names, older, before)})", names, older, before)
+    assert "held_structure (1.0 before: made before the setting existed), iters (40 before), follow_fades (on " \
+           "before)" in str(exc)
     assert _message(exc, argparse.Namespace(command="render")).startswith(
         "work directory w belongs to another render (not the same: setting(s) --held-structure (1.0 before: made "
-        "before the setting existed), --iters); use --restart")
+        "before the setting existed), --iters (40 before), --follow-fades (on before)); use --restart")
 
 
 @pytest.mark.parametrize("style_kind, pattern", [
@@ -782,3 +787,47 @@ def test_a_render_on_workers_shows_progress_off_a_terminal_too(capsys) -> None:
     progress.close()
     lines = capsys.readouterr().err.splitlines()
     assert lines[-2:] == ["frames done: 3/12, 2/2 workers busy", "frames done: 12/12, 1/2 workers busy"]
+
+
+def test_the_progress_of_three_passes_ends_at_the_total(capsys: pytest.CaptureFixture[str]) -> None:
+    """A third of a frame a pass, summed as floats, ended off the total (over it: tqdm warns; under it: the last line
+    said 19999/20000, or 99 %); a resumed render starts at the passes already made."""
+    from fractions import Fraction
+
+    from vidstyle.cli import _Progress
+    from vidstyle.events import FrameDone, RenderStarted
+
+    for total, made in ((11, ()), (20000, ()), (4, (4, 1))):
+        progress = _Progress(quiet=False)
+        progress.PLAIN_EVERY = 1e9  # type: ignore[misc] - only the last frame's line
+        progress(RenderStarted(total, 0, 0, (64, 36), Fraction(25), "cpu", Path("w"), 1, "no audio", passes=3,
+                               earlier_passes_made=made))
+        assert progress.frames_done == pytest.approx(sum(made) / 3)
+        for _ in range(total * 3 - sum(made)):
+            progress(FrameDone(0, 1.0, 0.1, False, 4, 1))
+        progress.close()
+        assert progress.frames_done == total
+        assert ", 100% done: " in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("rows", "columns", "expected"), [(30, 100, 100), (0, 100, 0), (30, 0, 0)])
+def test_a_terminal_without_rows_or_columns_gets_plain_lines(monkeypatch: pytest.MonkeyPatch, rows: int,
+                                                             columns: int, expected: int) -> None:
+    """tqdm draws nothing in a pseudo-terminal that reports columns but no rows (`script -c` without `stty rows`):
+    such a render showed no progress at all."""
+    import fcntl
+    import os
+    import struct
+    import termios
+
+    from vidstyle.cli import _terminal_columns
+
+    leader, follower = os.openpty()
+    try:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        with open(follower, "w", closefd=False) as terminal:
+            monkeypatch.setattr(sys, "stderr", terminal)
+            assert _terminal_columns() == expected
+    finally:
+        os.close(leader)
+        os.close(follower)

@@ -117,3 +117,19 @@ def test_a_render_resumed_in_a_later_pass_counts_only_the_passes_left() -> None:
         clock.now += 3.0
         eta.update(FrameDone(index, 1.0, 3.0, False, 10, 2))
     assert eta.seconds_left() == pytest.approx(11 * 3.0)
+
+
+def test_a_render_resumed_in_a_later_pass_with_shots_still_to_start_scales_their_cost_from_it() -> None:
+    """Two passes, two shots of 10: the first shot's pass 1 made by an earlier run. Its pass-2 frames are timed
+    first; the second shot's fresh and later frames are then scaled from them by the budgets (the estimate was "?"
+    for the whole of the first shot's pass)."""
+    clock = Clock()
+    started = RenderStarted(20, 0, 0, (64, 36), Fraction(25), "cpu", Path("w"), 2, "no audio", fresh_left=1,
+                            budgets=(200, 40), passes=2, pass_budget=10, earlier_passes_made=(10,))
+    eta = RenderEta(started, clock)
+    eta.update(FrameStarted(9, 10, False, 2))
+    clock.now += 3.0
+    eta.update(FrameDone(9, 1.0, 3.0, False, 10, 2))
+    # A later frame costs 40 / 10 pass frames' 3 s, a fresh one 200 / 40 of that.
+    assert eta.seconds_a_frame() == pytest.approx(12.0)
+    assert eta.seconds_left() == pytest.approx(9 * 3.0 + 60.0 + 9 * 12.0 + 10 * 3.0)

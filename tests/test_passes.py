@@ -186,17 +186,21 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
                               on_event=again.append)
     started = next(e for e in again if isinstance(e, RenderStarted))
     assert started.already_done == 0, "only final frames count as done"
-    assert f"resuming: {count + 3} frames of earlier passes already made" in started.notes, started.notes
+    assert (f"resuming 3 passes over {count} frames; frames already made: pass 1 {count}/{count}, pass 2 3/{count}"
+            in started.notes), started.notes
     assert started.earlier_passes_made == (count, 3) and started.fresh_left == 0, "pass 1 and 3 of pass 2 are made"
-    # The CLI's progress starts at the passes made and ends at the whole render (it stopped at 2/3 before).
+    # The CLI's progress starts at the passes made and ends at the whole render (it stopped at 2/3 before), saying
+    # which pass is at which frame.
     progress = _Progress(quiet=False)
     progress.PLAIN_EVERY = 0.0  # type: ignore[misc] - a line every frame
     for event in again:
         progress(event)
     progress.close()
-    lines = [line for line in capsys.readouterr().err.splitlines() if re.match(r"frame \d+/", line)]
-    assert lines[0].startswith(f"frame {int((count + 3 + 1) / 3)}/{count}:") and lines[-1].startswith(
-        f"frame {count}/{count}:"), lines
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if re.match(r"pass \d of 3, frame \d+, \d+% done: ", line)]
+    assert len(lines) == 2 * count - 3 and not any(line.startswith("resuming at") for line in err), err
+    assert lines[0].startswith(f"pass 2 of 3, frame {count - 4}, {100 * (count + 4) // (3 * count)}% done")
+    assert lines[-1].startswith(f"pass 3 of 3, frame {count - 1}, 100% done"), lines
     # Pass 2 goes on backward from the fourth frame from the end; pass 3 makes every frame.
     redone = [e.index for e in again if isinstance(e, FrameStarted)]
     assert redone == list(range(count - 4, -1, -1)) + list(range(count))
@@ -206,6 +210,22 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
                               read_image(tmp_path / "w2" / "frames" / name)), f"frame {index} differs"
     assert len(decoded(resumed)) == len(decoded(whole)) == count
     assert not (tmp_path / "w2" / "passes").exists(), "the passes before the last are dropped once it is made"
+
+
+def test_a_resume_counts_a_frame_made_in_a_pass_as_made_in_the_passes_before(tmp_path: Path) -> None:
+    """Ray workers delete a pass's frames once every task of the next pass has read them: a frame of pass 2 whose
+    pass-1 file is gone was still made in pass 1. Final frames and frames outside the span are not counted."""
+    from vidstyle.checkpoint import WorkDir
+    from vidstyle.pipeline import earlier_pass_frames
+
+    work = WorkDir(tmp_path / "w")
+    for number, indices in ((1, range(6, 12)), (2, range(0, 8)), (3, range(0, 3))):
+        for index in indices:
+            path = work.pass_path(number, index)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    made = earlier_pass_frames(work, (1, 11), 4, done={1})
+    assert made == ({2, 3, 4, 5, 6, 7, 8, 9, 10}, {2, 3, 4, 5, 6, 7}, {2})
 
 
 class _Recorded(MemoryPasses):
@@ -287,6 +307,12 @@ def test_cli_passes_option(bunny_short: Path, starry: Path, tmp_path: Path) -> N
     assert refused.returncode == 2
     assert "passes" in refused.stderr and "Traceback" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    # The flow turned off by a preset, not by the user: the refusal says which.
+    preset = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(tmp_path / "o.mp4"),
+                     "--passes", "2", "--config", "fast")
+    assert preset.returncode == 2 and preset.stderr.strip().endswith("(the fast preset sets --flow none)"), \
+        preset.stderr
+    assert len(preset.stderr.strip().splitlines()) == 1
 
 
 def test_frames_in_memory_take_the_same_passes_as_a_render(bunny_short: Path, starry: Path,

@@ -21,6 +21,7 @@ import pytest
 from conftest import decoded, run_cli
 
 from vidstyle.checkpoint import WorkDir
+from vidstyle.config import make_config
 from vidstyle.errors import CheckpointError
 from vidstyle.io.images import write_image
 
@@ -212,7 +213,8 @@ def test_changed_settings_are_refused_then_restart_works(bunny_short, starry, tm
     changed = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS,
                       "--style-weight", "7")
     assert changed.returncode == 2
-    assert "--style-weight" in changed.stderr and "--restart" in changed.stderr
+    assert "--restart" in changed.stderr
+    assert f"--style-weight ({make_config().style_weight:g} before)" in changed.stderr, changed.stderr
     assert len(changed.stderr.strip().splitlines()) == 1
     restarted = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS,
                         "--style-weight", "7", "--restart")
@@ -570,7 +572,7 @@ def test_only_frames_made_before_a_setting_existed_are_said_to_be() -> None:
         return Manifest("0.1.0", "in", ("style",), (64, 36), 12, {"iters": 40, **settings})
 
     now, other, older = manifest(held_structure=3.0), manifest(held_structure=2.0), manifest()
-    assert now.differences(other) == ["setting(s) held_structure"]
+    assert now.differences(other) == ["setting(s) held_structure (2 before)"]
     assert now.differences(older) == ["setting(s) held_structure (1.0 before: made before the setting existed)"]
     assert manifest(held_structure=1.0).differences(older) == []
 

@@ -99,10 +99,16 @@ class Manifest:
             found.append(f"the size ({other.size[0]}x{other.size[1]} before)")
         changed = self.changed_settings(other)
         if changed:
-            found.append("setting(s) " + shown_settings(changed, self.older_settings(other)))
+            shown = shown_settings(changed, self.older_settings(other), self.earlier_values(other))
+            found.append("setting(s) " + shown)
         if self.version != other.version and not found:
             found.append(f"the vidstyle version ({other.version} before)")
         return found
+
+    def earlier_values(self, other: Manifest) -> dict[str, Any]:
+        """Of the settings that differ, the value each had for `other`'s frames, where `other` records it (the part
+        of the video, `frames`, is said in words)."""
+        return {k: other.settings[k] for k in self.changed_settings(other) if k in other.settings and k != "frames"}
 
     def older_settings(self, other: Manifest) -> dict[str, Any]:
         """Of the settings that differ, those `other` was made before they existed, with the value it was made with."""

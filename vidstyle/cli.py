@@ -530,6 +530,8 @@ class _Progress:
         self.bar: Any = None
         self.eta: Any = None
         self.frames_done = 0.0
+        self.pass_frames = 0
+        self.pass_number = self.index = 0  # of the frame in progress
         self.total = 0
         self.passes = 1
         self.plain = not _terminal_columns()
@@ -552,9 +554,12 @@ class _Progress:
         if isinstance(event, RenderStarted):
             self._start(event)
         elif isinstance(event, FrameStarted):
+            self.pass_number, self.index = event.pass_number, event.index
             if not self.announced:
                 self.announced = True
-                self.say(f"frame {event.index}: {event.iters} iterations" + (" (fresh)" if event.fresh else ""))
+                where = f" (pass {event.pass_number} of {self.passes})" if self.passes > 1 else ""
+                self.say(f"frame {event.index}{where}: {_count(event.iters, 'iteration')}"
+                         + (" (fresh)" if event.fresh else ""))
             if event.fresh and event.index > 0 and self.bar is not None:
                 self.bar.set_postfix_str(f"scene cut at frame {event.index}: starting fresh")
         elif isinstance(event, IterationDone) and self.bar is not None:
@@ -563,7 +568,8 @@ class _Progress:
             self._frame_done(event)
         elif isinstance(event, WorkersBusy) and self.bar is not None:
             self.eta = None  # Ray workers send no frame events: the bar's own rate of final frames is the ETA
-            self.bar.update(event.frames_done - self.bar.n)
+            # Final frames only: a resumed render's earlier passes (counted at its start) hold the bar until passed.
+            self.bar.update(max(0, event.frames_done - self.bar.n))
             self.bar.set_postfix_str(f"{event.busy}/{event.workers} workers busy")
         elif isinstance(event, WorkersBusy) and self.plain:
             self._workers_line(event)
@@ -589,18 +595,21 @@ class _Progress:
                  f"on {event.device}; checkpoints in {event.workdir}")
         for note in event.notes:
             self.say(note)
-        if event.already_done:
-            self.say(_resuming(event))
-        # A frame counts 1/passes for each pass made, so a resumed multi-pass render ends at its total too.
-        self.frames_done = event.already_done + sum(event.earlier_passes_made) / event.passes
+        if event.already_done and (event.passes == 1 or event.already_done == event.total_frames):
+            self.say(_resuming(event))  # with passes and frames to make, a note says what each pass has made
+        # Counted in frames of a pass, whole numbers (a float sum of 1/passes ends off the total): a resumed
+        # multi-pass render starts at the passes already made and ends at its total.
+        self.pass_frames = event.already_done * event.passes + sum(event.earlier_passes_made)
         self.total, self.announced, self.passes = event.total_frames, False, event.passes
+        self.frames_done = self.pass_frames / self.passes
         self.eta = RenderEta(event)
         self.last_line = time.monotonic()
         if not self.plain:
             self.bar = _eta_bar(event.total_frames, self.frames_done, self)
 
     def _frame_done(self, event: FrameDone) -> None:
-        self.frames_done += 1 / self.passes  # with several passes, a frame is done after the last
+        self.pass_frames += 1  # with several passes, a frame is done after the last
+        self.frames_done = min(self.total, self.pass_frames / self.passes)
         if self.bar is not None:
             self.bar.n = self.frames_done  # whole passes again, whatever the iterations' fractions added up to
             self.bar.set_postfix_str(f"loss {event.loss:.3f}" + (" (fresh start)" if event.fresh else ""))
@@ -617,7 +626,7 @@ class _Progress:
     def _line_due(self, frames_done: float) -> bool:
         """Whether a plain progress line is due: PLAIN_EVERY seconds after the last, or the last frame done."""
         now = time.monotonic()
-        if now - self.last_line < self.PLAIN_EVERY and frames_done < self.total - 1e-6:  # passes' fractions
+        if now - self.last_line < self.PLAIN_EVERY and frames_done < self.total:
             return False
         self.last_line = now
         return True
@@ -626,7 +635,15 @@ class _Progress:
         if not self._line_due(self.frames_done):
             return
         left, rate = self.left_and_rate()
-        self.say(f"frame {int(self.frames_done + 1e-9)}/{self.total}: {rate}, about {left} left")
+        self.say(f"{self.position()}: {rate}, about {left} left")
+
+    def position(self) -> str:
+        """Where the render is: frames finished of the total; with several passes, which pass is at which frame
+        (a backward pass finishes frames from a shot's end) and the share of the work done."""
+        if self.passes == 1:
+            return f"frame {int(self.frames_done)}/{self.total}"
+        return (f"pass {self.pass_number} of {self.passes}, frame {self.index}, "
+                f"{int(100 * self.frames_done / max(1, self.total))}% done")
 
     def _workers_line(self, event: WorkersBusy) -> None:
         """A render on Ray workers off a terminal: its final frames and busy workers, a line every few seconds (its
@@ -641,14 +658,15 @@ class _Progress:
 
 
 def _terminal_columns() -> int:
-    """Columns of the terminal stderr is, 0 where it is none; a terminal that says it has no columns (a bare
-    pseudo-terminal) would show an empty bar, so it gets the plain lines too."""
+    """Columns of the terminal stderr is, 0 where it is none; a terminal that says it has no columns or no rows (a
+    bare pseudo-terminal, `script` without a size) shows no bar at all, so it gets the plain lines too."""
     if not sys.stderr.isatty():
         return 0
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        size = os.get_terminal_size(sys.stderr.fileno())
     except OSError:
         return 0
+    return size.columns if size.lines > 0 else 0
 
 
 def _eta_bar(total: int, initial: float, progress: _Progress) -> Any:
@@ -659,7 +677,9 @@ def _eta_bar(total: int, initial: float, progress: _Progress) -> Any:
         @property
         def format_dict(self) -> dict[str, Any]:
             shown = super().format_dict
-            shown["whole"] = int(self.n + 1e-9)  # frames finished: the iterations move n between them
+            # Frames finished (the iterations move n between them); with passes, which pass is at which frame.
+            shown["whole"] = (f"{int(self.n + 1e-9)}/{self.total}" if progress.passes == 1 or progress.eta is None
+                              else f"pass {progress.pass_number}/{progress.passes}, frame {progress.index}")
             if progress.eta is None:  # frames arrive from workers: tqdm's rate of them
                 rate = shown.get("rate")
                 shown["left"] = _clock((self.total - self.n) / rate) if rate else "?"
@@ -670,7 +690,7 @@ def _eta_bar(total: int, initial: float, progress: _Progress) -> Any:
 
     # tqdm puts ", " before a postfix itself; whole frames are shown, the iterations move the bar between them.
     return EtaBar(total=total, initial=initial, unit="frame", dynamic_ncols=True, file=sys.stderr,
-                  bar_format="{l_bar}{bar}| {whole}/{total} [{elapsed}<{left}, {per_frame}{postfix}]")
+                  bar_format="{l_bar}{bar}| {whole} [{elapsed}<{left}, {per_frame}{postfix}]")
 
 
 def _clock(seconds: float) -> str:
@@ -1105,8 +1125,9 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
                                                            "not a still image")) and command == "image":
         return f"{text}; use 'vidstyle render' for videos"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
-        flags = ", ".join(with_older_value(_flag_for(name, command), name, exc.older) for name in exc.settings)
-        text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older), "setting(s) " + flags)
+        flags = ", ".join(with_older_value(_flag_for(name, command), name, exc.older, exc.before)
+                          for name in exc.settings)
+        text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older, exc.before), "setting(s) " + flags)
     if isinstance(exc, CheckpointError) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
     if RESTART in text or any(advice in text for advice, _ in _WORKDIR_ADVICE):  # its own advice, in flags

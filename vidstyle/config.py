@@ -427,6 +427,10 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     except SettingError as exc:
         if preset and exc.setting in from_preset:  # the value is the file's: name the file, not an override
             raise ConfigError(f"{_preset_path(preset)}: {exc}") from None
+        if preset and "flow" in from_preset and values.get("flow") == "none" and _NEEDS_FLOW in exc.problem:
+            # The user asked for something along the flow, and the preset (fast) turned the flow off.
+            raise SettingError(exc.setting, f"{exc.problem} (the {Path(preset).stem} preset sets flow none)",
+                               names_settings=exc.names_settings) from None
         raise
     return config
 

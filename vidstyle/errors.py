@@ -91,10 +91,12 @@ class CheckpointMismatch(UsageError):
     """The work directory belongs to a different render; `settings` names the settings that differ, if any, and
     `older` the value of each that the other frames were made before it existed with."""
 
-    def __init__(self, message: str, settings: tuple[str, ...] = (), older: Mapping[str, object] | None = None) -> None:
+    def __init__(self, message: str, settings: tuple[str, ...] = (), older: Mapping[str, object] | None = None,
+                 before: Mapping[str, object] | None = None) -> None:
         super().__init__(message)
         self.settings = settings
         self.older = dict(older or {})
+        self.before = dict(before or {})  # the value each changed setting had for the other frames, where known
 
 
 class NotAWorkDir(CheckpointMismatch):
@@ -169,15 +171,30 @@ RECORDED_BY_THE_RENDER = {"style_layers": "the network's style layers (another v
                           "painting_band": "the painting's edge left out of its style (another vidstyle version's)"}
 
 
-def shown_settings(names: Sequence[str], older: Mapping[str, object] | None = None) -> str:
+def shown_settings(names: Sequence[str], older: Mapping[str, object] | None = None,
+                   before: Mapping[str, object] | None = None) -> str:
     """Changed manifest settings as the API names them: `frames` is the part of the video a render makes, asked
     for by start and end. `older` has the value of each setting that the other frames were made before it existed
-    with."""
+    with, `before` the value each had for them where they were made with it."""
     special = {"frames": "start/end (the part of the video)", **RECORDED_BY_THE_RENDER}
-    return ", ".join(with_older_value(special.get(name, name), name, older) for name in names)
+    return ", ".join(with_older_value(special.get(name, name), name, older, before) for name in names)
 
 
-def with_older_value(shown: str, name: str, older: Mapping[str, object] | None) -> str:
-    """`shown` (a setting's name, or its flag), and where the other frames were made before the setting existed,
-    the value they were made with: that value resumes them."""
-    return f"{shown} ({older[name]} before: made before the setting existed)" if older and name in older else shown
+def with_older_value(shown: str, name: str, older: Mapping[str, object] | None,
+                     before: Mapping[str, object] | None = None) -> str:
+    """`shown` (a setting's name, or its flag) with the value the other frames were made with: where they were made
+    before the setting existed, said so (that value resumes them)."""
+    if older and name in older:
+        return f"{shown} ({older[name]} before: made before the setting existed)"
+    if before and name in before:
+        return f"{shown} ({shown_value(before[name])} before)"
+    return shown
+
+
+def shown_value(value: object) -> str:
+    """A setting's value as a message gives it: a list as its items joined by commas, a switch as on or off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return shortened(",".join(shown_value(item) for item in value), 40)
+    return shortened(f"{value:g}" if isinstance(value, float) else str(value), 40)

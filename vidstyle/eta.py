@@ -120,6 +120,9 @@ class RenderEta:
         first_iters, iters = (max(1, b) for b in self.budgets)
         if later is None and full is not None:
             later = full * iters / first_iters
+        if later is None and fresh is None and self.pass_cost is not None:
+            # Resumed in a later pass with first passes still to make (a later shot): scaled by the budgets.
+            later = self.pass_cost * iters / max(1, self.pass_budget)
         if fresh is None and later is not None:
             fresh = later * first_iters / iters
         return None if fresh is None or later is None else (fresh, later)

@@ -40,7 +40,8 @@ BLEND = 0.5
 LATER_PASS_SHARE = 0.25
 # A backward pass decodes its source in blocks from the end, each block anew from a keyframe before it (from the
 # video's first frame where it cannot seek): few large blocks decode far less than many small ones. The two blocks
-# at hand stay within this many bytes whatever the shot's length, and a block holds at least SOURCE_BLOCK frames.
+# at hand stay within this many bytes whatever the shot's length (a block holds at least SOURCE_BLOCK frames, so
+# frames over 4 MB take more).
 SOURCE_WINDOW_BYTES = 256 * 2**20
 SOURCE_BLOCK = 32
 
@@ -95,7 +96,8 @@ class SourceWindow:
                 self._stream_to(index)
             else:
                 start = max(self.first, index + 1 - self.block)
-                self.older, self.frames = self.frames, {f.index: f.rgb for f in self.read(start, index + 1)}
+                self.older, self.frames = self.frames, {}  # two blocks at hand, not three, while the next decodes
+                self.frames = {f.index: f.rgb for f in self.read(start, index + 1)}
         if index not in self.frames:
             raise self._ended(index)
         return self.frames[index]
@@ -269,6 +271,8 @@ def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
     temporal loss to it and to the neighbour on the other side as the pass before left it (`behind`)."""
     config = stylizer.config
     iters = later_pass_iterations(config.iters)
+    on_event(FrameStarted(index, iters, False, number))
+    began = time.perf_counter()  # the flows are computed here, not ahead on a thread: they are the frame's time
     step = 1 if number % 2 else -1  # as pass_order walks: `ahead` is frame index - step, `behind` index + step
     start, target = own, None
     other = None
@@ -285,8 +289,6 @@ def _refine_frame(number: int, index: int, source: np.ndarray, own: np.ndarray,
         image, weight = target
         temporal = TemporalLoss(to_tensor(np.clip(image, 0, 255).round().astype(np.uint8), stylizer.device),
                                 torch.from_numpy(weight.astype(np.float32)).to(stylizer.device)[None, None])
-    on_event(FrameStarted(index, iters, False, number))
-    began = time.perf_counter()
 
     def on_step(i: int, _loss: torch.Tensor) -> None:
         if stop_event is not None and stop_event.is_set():

@@ -360,7 +360,8 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             progress.current = first_missing(done, job.span[1], job.span[0])
             stylizer = stylizer or Stylizer(job.config, list(job.style_images), job.device)
             segments = [Segment(*s) for s in manifest.segments]
-            started_frames = done.union(*earlier_pass_frames(job, done))  # a frame of any pass was computed
+            # A frame of any pass was computed in the dtype of then.
+            started_frames = done.union(*earlier_pass_frames(job.workdir, job.span, job.config.passes, done))
             mixed = mixed_precision_note(manifest.network_dtype, stylizer.dtype, len(started_frames))
             progress.gains = output_gains(job, manifest, stop)
             on_event(started_event(job, str(stylizer.device), segments, done, (mixed,) if mixed else (),
@@ -482,11 +483,11 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         notes.append(f"{part} of {job.info.frame_count}, from {job.info.frame_times[first]:.3f} s"
                      if job.info.frame_times else f"{part} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
-    earlier = earlier_pass_frames(job, done)
-    made = sum(len(indices) for indices in earlier)
-    if made and not inside:
-        # Only final frames count as done, so "resuming at frame N" says nothing until the last pass has begun.
-        notes.append(f"resuming: {made} frame{'' if made == 1 else 's'} of earlier passes already made")
+    earlier = earlier_pass_frames(job.workdir, job.span, job.config.passes, done)
+    if any(earlier) and len(inside) < stop - first:
+        # A frame is final only after the last pass, which walks backward where it is even: "resuming at frame N"
+        # would say little, so each pass's share made.
+        notes.append(passes_made_note([len(indices) for indices in earlier] + [len(inside)], stop - first))
     first_pass = earlier[0] if earlier else set()
     fresh_left = sum(s.fresh and s.start not in done and s.start not in first_pass for s in segments)
     return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
@@ -496,12 +497,22 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                          later_pass_iterations(job.config.iters), first, tuple(len(indices) for indices in earlier))
 
 
-def earlier_pass_frames(job: RenderJob, done: set[int]) -> tuple[set[int], ...]:
-    """For each pass before the last (Config.passes; pass 1 first), the frames within the render's span that earlier
-    runs made in it and whose final frame is not made yet: the work a resume does not do again."""
-    first, stop = job.span
-    return tuple({i for i in job.workdir.done_pass_frames(number) if first <= i < stop and i not in done}
-                 for number in range(1, job.config.passes))
+def passes_made_note(made: list[int], total: int) -> str:
+    """What earlier runs made of a multi-pass render: `made`, the frames of each pass (pass 1 first, the last pass's
+    being the final frames), of `total`."""
+    shares = ", ".join(f"pass {number} {count}/{total}" for number, count in enumerate(made, start=1) if count)
+    return f"resuming {len(made)} passes over {total} frames; frames already made: {shares}"
+
+
+def earlier_pass_frames(work: WorkDir, span: tuple[int, int], passes: int, done: set[int]) -> tuple[set[int], ...]:
+    """For each pass before the last (Config.passes; pass 1 first), the frames within `span` that earlier runs made
+    in it and whose final frame is not made yet: the work a resume does not do again. A frame made in a pass was
+    made in every pass before it, whose file may be gone (Ray workers delete what no task reads again)."""
+    first, stop = span
+    highest: dict[int, int] = {}
+    for number in range(1, passes):
+        highest.update((i, number) for i in work.done_pass_frames(number) if first <= i < stop and i not in done)
+    return tuple({i for i, last in highest.items() if last >= number} for number in range(1, passes))
 
 
 def _manifest(job: RenderJob, segments: list[Segment], network_dtype: str = "",
@@ -538,7 +549,7 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
         differences = wanted.differences(existing)
         if differences and not _discard_if_empty(work):
             raise CheckpointMismatch(_mismatch(work, wanted, existing, differences), wanted.changed_settings(existing),
-                                     wanted.older_settings(existing))
+                                     wanted.older_settings(existing), wanted.earlier_values(existing))
         if existing.segments and not differences:
             return existing
     first, end = job.span

@@ -300,16 +300,18 @@ def _check_regular_file(path: Path) -> None:
     if is_standard_input(path):
         raise _standard_input_error(path)
     try:
-        mode = path.stat().st_mode
+        found = path.stat()
     except FileNotFoundError:
         raise missing_input(path) from None
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from exc
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(found.st_mode):
         raise InputError(f"input is a directory, not a video: {path}")
-    kind = special_file_kind(mode)
+    kind = special_file_kind(found.st_mode)
     if kind is not None:
         raise InputError(f"input {path} is {kind}, not a regular file; save the video to a file first")
+    if found.st_size == 0:  # ffmpeg's own words for it name a part of the format ("moov atom not found")
+        raise VideoOpenError(f"input {path} is empty (0 bytes): a download or copy that did not finish?")
 
 
 def _is_readable_picture(path: Path) -> bool:
