@@ -435,7 +435,8 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--temporal-weight", "-1e3"], "--temporal-weight"),
     # A value asked for that the other settings would leave unused: refused, never silently ignored.
     (["--config", "fast", "--temporal-weight", "50"],
-     "--temporal-weight weighs a loss along the optical flow: it needs --flow dis, farneback or dis\\+farneback$"),
+     "--temporal-weight weighs a loss along the optical flow: it needs --flow dis, farneback or dis\\+farneback "
+     "\\(the fast preset sets --flow none\\)$"),
     (["--flow", "none", "--change-tolerance", "0.2"],
      "--change-tolerance checks the optical flow's warp: it needs --flow dis, farneback or dis\\+farneback$"),
     (["--init", "content", "--prev-weight", "0.3"],
