@@ -212,6 +212,27 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
     assert not (tmp_path / "w2" / "passes").exists(), "the passes before the last are dropped once it is made"
 
 
+def test_a_render_stopped_between_two_shots_says_what_each_pass_has_made(starry: Path, tmp_path: Path) -> None:
+    """The first shot's frames are final (every pass made, earlier passes' files deleted), the second not begun: the
+    resume said nothing at all, neither 'resuming at frame N' (not for several passes) nor the passes' note."""
+    clip = Path(__file__).parent / "data" / "cut_reference" / "cut.mkv"  # a hard cut at frame 6 of 12
+    config = replace(_config(2), iters=4, first_iters=4)
+    stop = threading.Event()
+
+    def stop_at_the_second_shot(event: Event) -> None:
+        if isinstance(event, FrameStarted) and event.index == 6:
+            stop.set()
+
+    with pytest.raises(Interrupted):
+        vidstyle.render(clip, [starry], tmp_path / "o.mp4", config, on_event=stop_at_the_second_shot, stop=stop)
+    again: list[Event] = []
+    vidstyle.render(clip, [starry], tmp_path / "o.mp4", config, on_event=again.append)
+    started = next(e for e in again if isinstance(e, RenderStarted))
+    assert started.already_done == 6 and started.earlier_passes_made == (0,) and started.fresh_left == 1
+    assert "resuming 2 passes over 12 frames; frames already made: pass 1 6/12, pass 2 6/12" in started.notes, \
+        started.notes
+
+
 def test_a_resume_counts_a_frame_made_in_a_pass_as_made_in_the_passes_before(tmp_path: Path) -> None:
     """Ray workers delete a pass's frames once every task of the next pass has read them: a frame of pass 2 whose
     pass-1 file is gone was still made in pass 1. Final frames and frames outside the span are not counted."""

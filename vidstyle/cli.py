@@ -678,8 +678,9 @@ def _eta_bar(total: int, initial: float, progress: _Progress) -> Any:
         def format_dict(self) -> dict[str, Any]:
             shown = super().format_dict
             # Frames finished (the iterations move n between them); with passes, which pass is at which frame.
-            shown["whole"] = (f"{int(self.n + 1e-9)}/{self.total}" if progress.passes == 1 or progress.eta is None
-                              else f"pass {progress.pass_number}/{progress.passes}, frame {progress.index}")
+            shown["whole"] = (f"pass {progress.pass_number}/{progress.passes}, frame {progress.index}"
+                              if progress.passes > 1 and progress.eta is not None and progress.pass_number
+                              else f"{int(self.n + 1e-9)}/{self.total}")
             if progress.eta is None:  # frames arrive from workers: tqdm's rate of them
                 rate = shown.get("rate")
                 shown["left"] = _clock((self.total - self.n) / rate) if rate else "?"

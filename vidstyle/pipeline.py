@@ -484,10 +484,11 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                      if job.info.frame_times else f"{part} of {job.info.frame_count}")
     inside = {i for i in done if first <= i < stop}
     earlier = earlier_pass_frames(job.workdir, job.span, job.config.passes, done)
-    if any(earlier) and len(inside) < stop - first:
+    if (any(earlier) or inside) and job.config.passes > 1 and len(inside) < stop - first:
         # A frame is final only after the last pass, which walks backward where it is even: "resuming at frame N"
-        # would say little, so each pass's share made.
-        notes.append(passes_made_note([len(indices) for indices in earlier] + [len(inside)], stop - first))
+        # would say little, so each pass's share made (a final frame went through every pass).
+        made = [len(indices) + len(inside) for indices in earlier] + [len(inside)]
+        notes.append(passes_made_note(made, stop - first))
     first_pass = earlier[0] if earlier else set()
     fresh_left = sum(s.fresh and s.start not in done and s.start not in first_pass for s in segments)
     return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
