@@ -15,6 +15,7 @@ import termios
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -280,45 +281,64 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path) -> None:
     assert target.exists() and not list(tmp_path.glob(".*tmp*"))
 
 
-def test_a_render_resumed_where_precision_auto_resolves_otherwise_says_so(bunny_short: Path, starry: Path,
-                                                                          tmp_path: Path, monkeypatch) -> None:
-    """`precision auto` on a device without native bf16 computes in fp32; resumed where bf16 is native, the rest of
-    the frames come out of bf16. The render still finishes, and its start says the two kinds of frame differ."""
+def _interrupted_without_native_bf16(video: Path, style: Path, out: Path, config: Any, stop_when: Any,
+                                     monkeypatch: pytest.MonkeyPatch) -> tuple[WorkDir, list[object]]:
+    """A render with `precision auto` on a CPU taken to have no native bf16 (so fp32), stopped once
+    `stop_when(event)`; its work directory and events."""
     import threading
 
     import vidstyle
     import vidstyle.precision
     from vidstyle.errors import Interrupted
-    from vidstyle.events import FrameSaved, RenderStarted
 
-    config = vidstyle.make_config("balanced", size=64, iters=2, first_iters=3, device="cpu", flow="dis",
-                                  precision="auto", keep_frames=True)
-    out, stop = tmp_path / "out.mp4", threading.Event()
-    first: list[object] = []
+    stop, events = threading.Event(), []
 
     def on_event(event: object) -> None:
-        first.append(event)
-        if isinstance(event, FrameSaved) and event.index >= 1:
+        events.append(event)
+        if stop_when(event):
             stop.set()
 
     monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: False)
     with pytest.raises(Interrupted):
-        vidstyle.render(bunny_short, [starry], out, config, on_event=on_event, stop=stop)
-    work = WorkDir(out.with_name(out.name + ".vidstyle-work"))
+        vidstyle.render(video, [style], out, config, on_event=on_event, stop=stop)
+    return WorkDir(out.with_name(out.name + ".vidstyle-work")), events
+
+
+def _precision_notes_resumed_with_native_bf16(video: Path, style: Path, out: Path, config: Any,
+                                              monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The same render resumed where bf16 is native: its start's precision notes."""
+    import vidstyle
+    import vidstyle.precision
+    from vidstyle.events import RenderStarted
+
+    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: True)
+    again: list[object] = []
+    vidstyle.render(video, [style], out, config, on_event=again.append)
+    notes = next(e for e in again if isinstance(e, RenderStarted)).notes
+    return [note for note in notes if note.startswith("precision:")]
+
+
+def test_a_render_resumed_where_precision_auto_resolves_otherwise_says_so(bunny_short: Path, starry: Path,
+                                                                          tmp_path: Path, monkeypatch) -> None:
+    """`precision auto` on a device without native bf16 computes in fp32; resumed where bf16 is native, the rest of
+    the frames come out of bf16. The render still finishes, and its start says the two kinds of frame differ."""
+    from vidstyle.events import FrameSaved, RenderStarted
+
+    config = make_config("balanced", size=64, iters=2, first_iters=3, device="cpu", flow="dis", precision="auto",
+                         keep_frames=True)
+    out = tmp_path / "out.mp4"
+    work, first = _interrupted_without_native_bf16(
+        bunny_short, starry, out, config, lambda e: isinstance(e, FrameSaved) and e.index >= 1, monkeypatch)
     made = len(work.done_frames())
     assert 2 <= made < 12
     assert work.read_manifest().network_dtype == "fp32"
     started = [e for e in first if isinstance(e, RenderStarted)]
     assert not any("precision" in note for note in started[0].notes)
 
-    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: True)
-    again: list[object] = []
-    vidstyle.render(bunny_short, [starry], out, config, on_event=again.append)
-    notes = next(e for e in again if isinstance(e, RenderStarted)).notes
-    said = [note for note in notes if note.startswith("precision:")]
+    said = _precision_notes_resumed_with_native_bf16(bunny_short, starry, out, config, monkeypatch)
     assert len(said) == 1 and f"the {made} frame(s) already made were computed in fp32" in said[0] \
         and "this run computes in bf16" in said[0] and said[0].endswith("restart the render with precision fp32"), \
-        notes
+        said
     assert work.done_frames() == set(range(12)) and out.is_file()
     assert work.read_manifest().network_dtype == "fp32"  # what the render began in, not the latest run's
 
@@ -326,33 +346,17 @@ def test_a_render_resumed_where_precision_auto_resolves_otherwise_says_so(bunny_
 def test_a_resume_in_another_dtype_counts_frames_of_earlier_passes(bunny_short: Path, starry: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped in the first of two passes, no final frame exists yet: the frames of that pass were computed too."""
-    import threading
+    from vidstyle.events import FrameDone
 
-    import vidstyle
-    import vidstyle.precision
-    from vidstyle.errors import Interrupted
-    from vidstyle.events import FrameDone, RenderStarted
-
-    config = vidstyle.make_config("balanced", size=64, iters=2, first_iters=3, device="cpu", flow="dis",
-                                  precision="auto", passes=2)
-    out, stop = tmp_path / "out.mp4", threading.Event()
-
-    def on_event(event: object) -> None:
-        if isinstance(event, FrameDone) and event.index >= 2:
-            stop.set()
-
-    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: False)
-    with pytest.raises(Interrupted):
-        vidstyle.render(bunny_short, [starry], out, config, on_event=on_event, stop=stop)
-    work = WorkDir(out.with_name(out.name + ".vidstyle-work"))
-    made = len(list((work.path / "passes" / "1").glob("*.png")))
+    config = make_config("balanced", size=64, iters=2, first_iters=3, device="cpu", flow="dis", precision="auto",
+                         passes=2)
+    out = tmp_path / "out.mp4"
+    work, _ = _interrupted_without_native_bf16(
+        bunny_short, starry, out, config, lambda e: isinstance(e, FrameDone) and e.index >= 2, monkeypatch)
+    made = len(work.done_pass_frames(1))
     assert made >= 3 and not work.done_frames()
-    monkeypatch.setattr(vidstyle.precision, "_cpu_has_bf16", lambda: True)
-    again: list[object] = []
-    vidstyle.render(bunny_short, [starry], out, config, on_event=again.append)
-    notes = next(e for e in again if isinstance(e, RenderStarted)).notes
-    said = [note for note in notes if note.startswith("precision:")]
-    assert len(said) == 1 and f"the {made} frame(s) already made were computed in fp32" in said[0], notes
+    said = _precision_notes_resumed_with_native_bf16(bunny_short, starry, out, config, monkeypatch)
+    assert len(said) == 1 and f"the {made} frame(s) already made were computed in fp32" in said[0], said
 
 
 def test_the_precision_note_is_only_for_frames_made_in_another_dtype() -> None:
