@@ -321,10 +321,10 @@ def test_a_checkpoint_mismatch_names_the_flags_and_what_older_frames_had() -> No
         {"iters": 40, "follow_fades": True}
     exc = CheckpointMismatch(f"work directory w belongs to another render (not the same: setting(s) "
                              f"{shown_settings(names, older, before)})", names, older, before)
-    assert "held_structure (1.0 before: made before the setting existed), iters (40 before), follow_fades (on " \
+    assert "held_structure (1 before: made before the setting existed), iters (40 before), follow_fades (on " \
            "before)" in str(exc)
     assert _message(exc, argparse.Namespace(command="render")).startswith(
-        "work directory w belongs to another render (not the same: setting(s) --held-structure (1.0 before: made "
+        "work directory w belongs to another render (not the same: setting(s) --held-structure (1 before: made "
         "before the setting existed), --iters (40 before), --follow-fades (on before)); use --restart")
 
 
@@ -796,7 +796,7 @@ def test_the_progress_of_three_passes_ends_at_the_total(capsys: pytest.CaptureFi
     from fractions import Fraction
 
     from vidstyle.cli import _Progress
-    from vidstyle.events import FrameDone, RenderStarted
+    from vidstyle.events import FrameDone, FrameStarted, RenderStarted
 
     for total, made in ((11, ()), (20000, ()), (4, (4, 1))):
         progress = _Progress(quiet=False)
@@ -809,6 +809,11 @@ def test_the_progress_of_three_passes_ends_at_the_total(capsys: pytest.CaptureFi
         progress.close()
         assert progress.frames_done == total
         assert ", 100% done: " in capsys.readouterr().err.splitlines()[-1]
+    # A batch's next render starts with none of its passes begun (the bar showed the last render's pass and frame).
+    progress(FrameStarted(7, 4, False, 3))
+    progress(RenderStarted(4, 0, 0, (64, 36), Fraction(25), "cpu", Path("w"), 1, "no audio", passes=3))
+    assert progress.pass_number == progress.index == 0
+    progress.close()
 
 
 @pytest.mark.parametrize(("rows", "columns", "expected"), [(30, 100, 100), (0, 100, 0), (30, 0, 0)])

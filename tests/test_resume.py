@@ -561,7 +561,7 @@ def test_frames_made_before_held_structure_existed_resume_with_held_structure_1(
     manifest = json.loads((work / "manifest.json").read_text())
     del manifest["settings"]["held_structure"]  # as the versions before wrote it
     (work / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointMismatch, match=r"held_structure \(1.0 before: made before the setting existed\)"):
+    with pytest.raises(CheckpointMismatch, match=r"held_structure \(1 before: made before the setting existed\)"):
         vidstyle.render(bunny_short, [starry], out, dataclasses.replace(older, held_structure=3.0), overwrite=True)
     started: list[object] = []
     vidstyle.render(bunny_short, [starry], out, older, overwrite=True,
@@ -577,8 +577,16 @@ def test_only_frames_made_before_a_setting_existed_are_said_to_be() -> None:
 
     now, other, older = manifest(held_structure=3.0), manifest(held_structure=2.0), manifest()
     assert now.differences(other) == ["setting(s) held_structure (2 before)"]
-    assert now.differences(older) == ["setting(s) held_structure (1.0 before: made before the setting existed)"]
+    assert now.differences(older) == ["setting(s) held_structure (1 before: made before the setting existed)"]
     assert manifest(held_structure=1.0).differences(older) == []
+    # The earlier value is one the user could give again: not an unset list, nor held_structure recorded as 1
+    # where it shaped nothing, nor what the render records of itself; a number as it was given.
+    assert manifest(style_blend=[0.7, 0.3]).differences(manifest(style_blend=[])) == ["setting(s) style_blend"]
+    assert now.differences(manifest(held_structure=1.0)) == ["setting(s) held_structure"]
+    assert manifest(temporal_weight=15.0).differences(manifest(temporal_weight=123.4567)) == \
+        ["setting(s) temporal_weight (123.4567 before)"]
+    assert manifest(style_layers="a").differences(manifest(style_layers="b")) == \
+        ["setting(s) the network's style layers (another vidstyle version's)"]
 
 
 def test_a_render_that_holds_no_frame_records_held_structure_as_frames_before_it_had_it() -> None:

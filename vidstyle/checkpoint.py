@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from vidstyle.errors import (
+    RECORDED_BY_THE_RENDER,
     RESTART,
     CheckpointError,
     CheckpointMismatch,
@@ -106,9 +107,16 @@ class Manifest:
         return found
 
     def earlier_values(self, other: Manifest) -> dict[str, Any]:
-        """Of the settings that differ, the value each had for `other`'s frames, where `other` records it (the part
-        of the video, `frames`, is said in words)."""
-        return {k: other.settings[k] for k in self.changed_settings(other) if k in other.settings and k != "frames"}
+        """Of the settings that differ, the value each had for `other`'s frames where it is one a user could give
+        again: not the part of the video (`frames`, said in words), what the render records of itself, an unset list
+        (style_blend's equal weights), nor held_structure recorded as 1 where it shaped nothing (frames_dict)."""
+        told = {}
+        for name in self.changed_settings(other):
+            value = other.settings.get(name)
+            if name in other.settings and name != "frames" and name not in RECORDED_BY_THE_RENDER and value != [] \
+                    and not (name == "held_structure" and value == SETTINGS_BEFORE_THEY_EXISTED[name]):
+                told[name] = value
+        return told
 
     def older_settings(self, other: Manifest) -> dict[str, Any]:
         """Of the settings that differ, those `other` was made before they existed, with the value it was made with."""

@@ -601,6 +601,7 @@ class _Progress:
         # multi-pass render starts at the passes already made and ends at its total.
         self.pass_frames = event.already_done * event.passes + sum(event.earlier_passes_made)
         self.total, self.announced, self.passes = event.total_frames, False, event.passes
+        self.pass_number = self.index = 0  # a batch's next render: nothing of it started yet
         self.frames_done = self.pass_frames / self.passes
         self.eta = RenderEta(event)
         self.last_line = time.monotonic()

@@ -185,7 +185,7 @@ def with_older_value(shown: str, name: str, older: Mapping[str, object] | None,
     """`shown` (a setting's name, or its flag) with the value the other frames were made with: where they were made
     before the setting existed, said so (that value resumes them)."""
     if older and name in older:
-        return f"{shown} ({older[name]} before: made before the setting existed)"
+        return f"{shown} ({shown_value(older[name])} before: made before the setting existed)"
     if before and name in before:
         return f"{shown} ({shown_value(before[name])} before)"
     return shown
@@ -197,4 +197,4 @@ def shown_value(value: object) -> str:
         return "on" if value else "off"
     if isinstance(value, (list, tuple)):
         return shortened(",".join(shown_value(item) for item in value), 40)
-    return shortened(f"{value:g}" if isinstance(value, float) else str(value), 40)
+    return shortened(f"{value:.12g}" if isinstance(value, float) else str(value), 40)  # as typed, not rounded
