@@ -333,7 +333,7 @@ def test_abandoned_decode_stops_ffmpeg() -> None:
 
 @pytest.mark.parametrize("content, reason", [
     (b"this is not a video\n" * 50, "cannot read"),
-    (b"", "cannot read"),
+    (b"", r"bad\.mp4 is empty \(0 bytes\): a download or copy that did not finish\?$"),
 ])
 def test_unreadable_inputs_are_refused(tmp_path: Path, content: bytes, reason: str) -> None:
     bad = tmp_path / "bad.mp4"
