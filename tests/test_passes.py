@@ -76,9 +76,13 @@ def test_sources_stream_forward_and_come_in_blocks_backward(bunny_short: Path) -
     assert not child_ffmpeg_pids()
 
 
-def test_a_backward_pass_decodes_blocks_as_large_as_a_fixed_memory_allows() -> None:
+def test_a_backward_pass_decodes_blocks_as_large_as_a_fixed_memory_allows(bunny_short: Path) -> None:
     """Each block is decoded anew from a keyframe before it: at the balanced preset's 512 px a block of 32 frames
     decoded up to a GOP or two (or the whole video before it) for every 32 frames."""
+    info = probe_video(bunny_short)
+    last = [f.rgb.copy() for f in read_frames(info, (64, 36), 10, 11)]
+    window = SourceWindow.of_video(info, (64, 36), 0, 11, forward=False)
+    assert window.block == source_block((64, 36)) and np.array_equal(window(10), last[0])
     for size in ((512, 288), (720, 406), (64, 36)):
         block = source_block(size)
         assert block > SOURCE_BLOCK and 2 * block * size[0] * size[1] * 3 <= SOURCE_WINDOW_BYTES

@@ -58,7 +58,7 @@ from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, read_style_image, write_image
 from vidstyle.io.probe import VideoInfo
-from vidstyle.passes import SourceWindow, refine, source_block
+from vidstyle.passes import SourceWindow, refine
 from vidstyle.pipeline import (
     PassCheckpoints,
     RenderJob,
@@ -400,9 +400,8 @@ def _later_pass(job: ChunkJob, task: Task, work: WorkDir, stylizer: Stylizer) ->
             spent[event.index] = event.iterations
 
     if not all(store.has(task.number, i) for i in task.frames):
-        sources = SourceWindow(lambda start, stop: read_frames(job.info, job.size, start, stop),
-                               task.needs.start, task.needs.stop, forward=task.number % 2 == 1,
-                               block=source_block(job.size))
+        sources = SourceWindow.of_video(job.info, job.size, task.needs.start, task.needs.stop,
+                                        forward=task.number % 2 == 1)
         try:
             refine(task.number, task.frames.start, task.frames.stop, sources, store, stylizer, on_event,
                    shot=task.shot)

@@ -26,7 +26,8 @@ from vidstyle.config import Config
 from vidstyle.errors import Cancelled, DecodeError
 from vidstyle.events import EventCallback, FrameDone, FrameStarted, IterationDone, ignore_event
 from vidstyle.flow import colour_agreement, reliable_flow, reliable_flows, to_gray, warp, warp_keeping_detail
-from vidstyle.io.decode import Frame
+from vidstyle.io.decode import Frame, read_frames
+from vidstyle.io.probe import VideoInfo
 from vidstyle.losses import TemporalLoss
 from vidstyle.sequence import carry_sharpness, stylize_sequence
 from vidstyle.stylize import Stylizer, to_tensor
@@ -81,12 +82,19 @@ class SourceWindow:
     the end backward (a decoder runs forward only); the frames next to the one asked for stay at hand."""
 
     def __init__(self, read: Callable[[int, int], Iterator[Frame]], first: int, stop: int, forward: bool,
-                 block: int = SOURCE_BLOCK) -> None:
+                 block: int) -> None:
         self.read, self.first, self.stop, self.forward, self.block = read, first, stop, forward, block
         self.frames: dict[int, np.ndarray] = {}
         self.older: dict[int, np.ndarray] = {}  # the block before: a frame's neighbour may lie across the edge
         self.stream: Iterator[Frame] | None = None
         self.position = first  # the index the stream gives next
+
+    @classmethod
+    def of_video(cls, info: VideoInfo, size: tuple[int, int], first: int, stop: int, forward: bool) -> SourceWindow:
+        """Frames [first, stop) of a probed video at `size`, backward in blocks as large as SOURCE_WINDOW_BYTES
+        allows."""
+        return cls(lambda start, end: read_frames(info, size, start, end), first, stop, forward,
+                   block=source_block(size))
 
     def __call__(self, index: int) -> np.ndarray:
         if index in self.older:

@@ -79,7 +79,7 @@ from vidstyle.io.paths import (
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
 from vidstyle.limits import check_fits, output_size, own_size_note, render_size, stretches
 from vidstyle.model import STYLE_LAYERS
-from vidstyle.passes import SourceWindow, later_pass_iterations, refine, source_block
+from vidstyle.passes import SourceWindow, later_pass_iterations, refine
 from vidstyle.plan import Segment, plan_segments, scan_video
 from vidstyle.precision import dtype_name, emulation_note, mixed_precision_note, resolve_precision
 from vidstyle.sequence import Previous, frames_back, stylize_sequence
@@ -692,9 +692,8 @@ def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Styl
         if not all(store.has(store.last, index) for index in frames):
             _first_pass(job, segment, stylizer, store, progress, stop)
             for number in range(2, store.last + 1):
-                sources = SourceWindow(lambda start, end: read_frames(job.info, job.size, start, end),
-                                       segment.start, segment.stop, forward=number % 2 == 1,
-                                       block=source_block(job.size))
+                sources = SourceWindow.of_video(job.info, job.size, segment.start, segment.stop,
+                                                forward=number % 2 == 1)
                 try:
                     refine(number, segment.start, segment.stop, sources, store, stylizer, progress, stop)
                 finally:
