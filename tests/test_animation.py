@@ -12,8 +12,9 @@ from conftest import decoded
 from vidstyle.animation import FPS, HOLD_SECONDS
 from vidstyle.cli import main
 from vidstyle.config import make_config
-from vidstyle.errors import SettingError
+from vidstyle.errors import OutputError, SettingError
 from vidstyle.io.images import encode_image, read_image, resize_rgb, write_atomic
+from vidstyle.io.paths import is_marked_partial, mark_partial, partial_path
 from vidstyle.io.probe import probe_video
 from vidstyle.palette import Palette
 from vidstyle.still import stylize_image
@@ -47,14 +48,27 @@ def test_the_animation_goes_from_the_start_to_the_result(content: Path, starry: 
 
 def test_a_run_after_a_kill_takes_over_the_partial_file_the_killed_one_left(content: Path, starry: Path,
                                                                             tmp_path: Path) -> None:
-    from vidstyle.io.paths import partial_path
-
     film = tmp_path / "film.mp4"
     partial_path(film).write_bytes(b"half an mp4 from a run killed with -9")
+    mark_partial(partial_path(film))  # as the recorder marks the file it writes
     config = make_config("fast", size=64, first_iters=3, device="cpu", coarse_levels=0)
     stylize_image(content, [starry], tmp_path / "out.png", config, animation=film, animation_every=3)
     assert probe_video(film).frame_count == 2 + HOLD
+    assert not is_marked_partial(film), "the finished animation is the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "film.mp4", "out.png"]
+
+
+def test_a_file_of_the_users_at_the_animations_hidden_name_is_refused_and_kept(content: Path, starry: Path,
+                                                                                tmp_path: Path) -> None:
+    """The animation is written under a hidden name first; a file there that vidstyle did not mark is not a killed
+    run's, and taking the name over deleted it."""
+    theirs = partial_path(tmp_path / "film.gif")
+    theirs.write_bytes(b"precious")
+    config = make_config("fast", size=64, first_iters=3, device="cpu", coarse_levels=0)
+    with pytest.raises(OutputError, match="is in the way"):
+        stylize_image(content, [starry], tmp_path / "out.png", config, animation=tmp_path / "film.gif")
+    assert theirs.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [theirs.name, "content.png"]
 
 
 def test_a_gif_with_coarse_levels_is_written_at_the_full_size(content: Path, starry: Path, tmp_path: Path) -> None:

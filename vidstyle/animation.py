@@ -6,6 +6,7 @@ the painting shows what the weights and iterations do. Only stills offer it: a v
 
 from __future__ import annotations
 
+import numbers
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +19,7 @@ from torch import Tensor
 from vidstyle.errors import EncodeError, SettingError
 from vidstyle.io.encode import YUV_BT709
 from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, start_ffmpeg, stop_process
-from vidstyle.io.paths import FileLock, partial_path, publish
+from vidstyle.io.paths import FileLock, mark_partial, partial_path, publish, unmark_partial
 from vidstyle.stylize import to_rgb8
 
 ANIMATION_SUFFIXES = (".mp4", ".gif")
@@ -26,11 +27,13 @@ FPS = 10
 HOLD_SECONDS = 1.5  # the finished picture stays on screen a moment before a player loops
 
 
-def check_animation(path: Path, every: int) -> None:
+def check_animation(path: Path, every: int) -> int:
+    """`every` as a Python int (NumPy's integers too), once the animation's name and `every` are checked."""
     if path.suffix.lower() not in ANIMATION_SUFFIXES:
         raise SettingError("animation", f"must end in {' or '.join(ANIMATION_SUFFIXES)} (got {path.name})")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise SettingError("animation_every", f"must be a whole number of iterations, at least 1 (got {every!r})")
+    return int(every)
 
 
 def _ffmpeg_args(dest: Path, size: tuple[int, int]) -> list[str]:
@@ -65,6 +68,7 @@ class IterateRecorder:
 
     def __enter__(self) -> IterateRecorder:
         self._lock.acquire(fresh=True)
+        mark_partial(self.partial)  # a leftover of a killed run is then known as ours, not someone else's file
         try:
             self._proc = start_ffmpeg(_ffmpeg_args(self.partial, self.size), stdin=True)
         except BaseException:
@@ -109,6 +113,7 @@ class IterateRecorder:
             if exc_type is None and proc.returncode != 0:
                 raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
             if exc_type is None:
+                unmark_partial(self.partial)  # the finished animation is the user's file
                 publish(self.partial, self.path, replace=self.overwrite, kept="")
         finally:
             self._lock.release(unlink=self.partial.exists())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -69,7 +68,7 @@ from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import (
     FileLock,
     check_output_path,
-    is_marked_partial,
+    check_partial_free,
     mark_partial,
     missing_folder,
     partial_path,
@@ -165,7 +164,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     _check_workdir_apart(work.path, output)
     _check_workdir(work)
-    _check_partial(output, work)
+    check_partial_free(output, leftover_known=work.path.exists())
     written = output_size(config.output_size, size, (info.width, info.height))
     trim = trim_frames(info, start, end)
     window = _audio_window(info, trim)
@@ -206,22 +205,6 @@ def _check_workdir_apart(workdir: Path, output: Path) -> None:
     if folder in target.parents:
         raise UsageError(f"the work directory {workdir} holds the output {output}; choose a work directory apart "
                          "from the output's folder")
-
-
-def _check_partial(output: Path, work: WorkDir) -> None:
-    """A file where the output's partial file goes is a killed render's where it carries vidstyle's mark, or where
-    that render's checkpoints are there too (they stay until the output is complete); otherwise it is someone
-    else's, and writing the render over it would destroy it."""
-    partial = partial_path(output)
-    try:
-        found = partial.lstat()
-    except FileNotFoundError:
-        return
-    ours = found.st_size == 0 or work.path.exists() or is_marked_partial(partial)
-    if not stat.S_ISREG(found.st_mode) or not ours:
-        raise OutputError(f"{partial} is in the way: vidstyle writes the output there first, and this file is not "
-                          "known as a render's of it (no work directory, no mark of vidstyle's); move it, or choose "
-                          "another output")
 
 
 def _check_workdir(work: WorkDir) -> None:

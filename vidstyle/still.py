@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from vidstyle.errors import STOPS, Interrupted, OutputExists, SettingError, Usag
 from vidstyle.events import EventCallback, ImageStarted, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
-from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, same_file
+from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, check_partial_free, same_file
 from vidstyle.limits import check_fits, image_size, own_size_note, render_size, stretches
 from vidstyle.precision import emulation_note, resolve_precision
 from vidstyle.sequence import stylize_sequence
@@ -44,6 +45,8 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     """
     check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     config = config_or_default(config)
+    if str(output).endswith(("/", os.sep)):  # Path() would drop the slash that says "a folder"
+        raise UsageError(f"output {output} names a folder; name the image file")
     content_path, output = path_argument("content_path", content_path), path_argument("output", output)
     if stylizer is not None:
         check_is_stylizer(stylizer)
@@ -57,10 +60,11 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     if animation is not None:
         animation = path_argument("animation", animation)
         animation_every = ANIMATION_EVERY if animation_every is None else animation_every
-        check_animation(animation, animation_every)
+        animation_every = check_animation(animation, animation_every)
         check_output_path(animation, content_path, overwrite, style_files, what="animation")
         if same_file(animation, output):
             raise SettingError("animation", "must be another file than the output")
+        check_partial_free(animation)
     content = read_image(content_path, "content image")
     styles = [read_style_image(p) for p in style_files]
     size = render_size(content.shape[1], content.shape[0], config.size)

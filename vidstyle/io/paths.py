@@ -57,13 +57,16 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
                       what: str = "output") -> None:
     """Refuse an output that is the source or a style image, a directory, exists (without overwrite), or cannot be
     created. `what` names it in the messages (a still's animation is an output too)."""
-    check_name_fits(output)  # first: a name over the file system's limit makes even a look at it fail
+    check_name_fits(output, what)  # first: a name over the file system's limit makes even a look at it fail
     if same_file(output, source):
         raise UsageError(f"{what} {output} is the input; choose another {what} path")
     if any(same_file(output, style) for style in styles):
         raise UsageError(f"{what} {output} is a style image; choose another {what} path")
     if output.is_dir():
         raise UsageError(f"{what} {output} is a directory; name a file")
+    if (kind := special_file_kind(output.stat().st_mode) if output.exists() else None) is not None:
+        # Replacing it would take the pipe or device away from whatever uses it, overwrite or not.
+        raise UsageError(f"{what} {output} is {kind}, not a file; name a file")
     if os.path.lexists(output) and not overwrite:  # a link to nowhere too: writing would replace the link
         raise OutputExists(f"{what} {output} exists")
     parent = output.parent
@@ -88,7 +91,7 @@ def missing_folder(folder: Path) -> str:
 _LONGEST_ADDITION = len("..tmp-") + 32
 
 
-def check_name_fits(output: Path) -> None:
+def check_name_fits(output: Path, what: str = "output") -> None:
     """Refuse an output name whose hidden working names would be too long for its folder's file system: a name
     that is valid in itself would otherwise fail with a bare OSError once the work is done."""
     try:
@@ -97,7 +100,7 @@ def check_name_fits(output: Path) -> None:
         limit = 255  # every common Linux and macOS file system
     allowed = limit - _LONGEST_ADDITION
     if len(os.fsencode(output.name)) > allowed:
-        raise UsageError(f"output name {shortened(output.name, 40)} is too long: at most {allowed} bytes here "
+        raise UsageError(f"{what} name {shortened(output.name, 40)} is too long: at most {allowed} bytes here "
                          f"(vidstyle writes it under a longer hidden name first)")
 
 
@@ -188,6 +191,22 @@ def is_marked_partial(path: Path) -> bool:
         return os.getxattr(path, _PARTIAL_MARK[0], follow_symlinks=False) == _PARTIAL_MARK[1]
     except (OSError, AttributeError):
         return False
+
+
+def check_partial_free(output: Path, leftover_known: bool = False) -> None:
+    """A file where the output's partial file goes is a killed run's where it is empty or carries vidstyle's mark
+    (or where the caller knows it as one, `leftover_known`: a render's checkpoints are there); otherwise it is
+    someone else's, and writing over it would destroy it."""
+    partial = partial_path(output)
+    try:
+        found = partial.lstat()
+    except FileNotFoundError:
+        return
+    ours = found.st_size == 0 or leftover_known or is_marked_partial(partial)
+    if not stat.S_ISREG(found.st_mode) or not ours:
+        raise OutputError(f"{partial} is in the way: vidstyle writes the output there first, and this file is not "
+                          "known as a run's of it (no work directory, no mark of vidstyle's); move it, or choose "
+                          "another output")
 
 
 _RELOCKS = 100  # a name replaced this many times in a row while we lock it is not a race any more
