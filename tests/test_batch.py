@@ -16,7 +16,7 @@ import vidstyle.stylize
 from vidstyle.batch import plan_batch, render_many
 from vidstyle.cli import main
 from vidstyle.config import make_config
-from vidstyle.errors import SettingError, UsageError
+from vidstyle.errors import InputError, SettingError, UsageError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, Event, FrameDone
 from vidstyle.io.probe import probe_video
 
@@ -285,3 +285,13 @@ def test_a_setting_wrong_for_every_item_is_refused_once_not_reported_per_item(cl
         with pytest.raises(SettingError, match="^device is cuda:7"):
             render_many(clips, two_styles, make_config("fast", size=64, device="cuda:7"))
     assert not list(clips[0].parent.glob("*.mp4.*")) and len(list(clips[0].parent.iterdir())) == 2
+
+
+def test_a_painting_that_cannot_be_read_is_refused_once_not_reported_per_item(clips: list[Path],
+                                                                              tmp_path: Path) -> None:
+    """A missing style came back as every item's failure, the call returning normally."""
+    with pytest.raises(InputError, match=f"^style image not found: {re.escape(str(tmp_path / 'nope.jpg'))}"):
+        render_many(clips, [tmp_path / "nope.jpg"], make_config("fast", size=64, device="cpu"))
+    with pytest.raises(SettingError, match="^style_paths is empty"):
+        render_many(clips, [], make_config("fast", size=64, device="cpu"))
+    assert len(list(clips[0].parent.iterdir())) == 2 and [p.name for p in tmp_path.iterdir()] == ["clips"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -12,6 +13,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -21,10 +24,19 @@ import torch
 from conftest import child_ffmpeg_pids, ffmpeg
 
 import vidstyle
+from vidstyle.assets import resolve_style
 from vidstyle.checkpoint import WorkDir
 from vidstyle.cli import main
 from vidstyle.config import make_config, preset_names, presets_dir, read_preset
-from vidstyle.errors import ConfigError, Interrupted, OutputExists, SettingError, UsageError, VidstyleError
+from vidstyle.errors import (
+    CheckpointMismatch,
+    ConfigError,
+    Interrupted,
+    OutputExists,
+    SettingError,
+    UsageError,
+    VidstyleError,
+)
 from vidstyle.events import FrameDone, FrameSaved, RenderStarted
 from vidstyle.io.images import read_image, write_image
 from vidstyle.io.probe import probe_video
@@ -782,6 +794,8 @@ def test_numbers_from_numpy_are_taken_as_python_numbers() -> None:
     assert type(config.size) is int and type(config.style_weight) is float  # the manifest's JSON holds them
     with pytest.raises(SettingError, match="size must be a whole number"):
         make_config(size=np.float64(64.5))
+    blend = make_config(style_blend=[np.float64(1), np.int64(2)]).style_blend  # a mix was refused
+    assert blend == (1.0, 2.0) and all(type(weight) is float for weight in blend)
 
 
 def test_a_manifest_replaced_before_the_lock_is_taken_is_refused(lavfi_clip, starry, tmp_path) -> None:
@@ -890,6 +904,9 @@ def test_api_arguments_of_other_types_are_taken_or_refused_in_its_words(tmp_path
     assert vidstyle.preview.preview(tiny, ["starry-night"], tmp_path / "n.png", config,
                                     count=np.int64(1)).frames == (1,)
     assert vidstyle.render(tiny, ["starry-night"], tmp_path / "part.mp4", config, start=np.float32(0.05)).exists()
+    vidstyle.stylize_image(resolve_style("starry-night"), ["starry-night"], tmp_path / "s.png", config,
+                           animation=tmp_path / "s.gif", animation_every=np.int64(1))
+    assert (tmp_path / "s.gif").is_file()
 
 
 @pytest.mark.parametrize("overwrite", [False, True])
@@ -989,3 +1006,38 @@ def test_a_lock_taken_on_a_file_whose_name_went_meanwhile_is_taken_on_the_new_fi
     assert lock._fd is not None
     assert os.fstat(lock._fd).st_ino == path.stat().st_ino, "the lock is on the file the name leads to"
     lock.release()
+
+
+def _refuse_size() -> None:
+    make_config("fast", size=0)
+
+
+def test_errors_cross_processes_whole() -> None:
+    """A SettingError raised in a worker process broke the pool (its pickling called __init__ with the message
+    alone), and an Interrupted or a CheckpointMismatch came back without what it carries."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool, \
+            pytest.raises(SettingError, match="^size ") as raised:
+        pool.submit(_refuse_size).result()
+    assert raised.value.setting == "size"
+    for error in (Interrupted(3, signal.SIGTERM), CheckpointMismatch("m", ("iters",), {"a": 1}, {"iters": 40})):
+        again = pickle.loads(pickle.dumps(error))
+        assert (type(again), str(again), again.__dict__) == (type(error), str(error), error.__dict__)
+
+
+def test_a_pipe_at_the_output_path_is_refused_even_with_overwrite(tiny: Path, starry: Path, tmp_path: Path) -> None:
+    """overwrite replaced a named pipe at the output with the still or video, taking it from whatever reads it."""
+    pipe = tmp_path / "o.png"
+    os.mkfifo(pipe)
+    with pytest.raises(UsageError, match=f"^output {re.escape(str(pipe))} is a named pipe, not a file; name a file$"):
+        vidstyle.stylize_image(starry, [starry], pipe, _tiny_config(), overwrite=True)
+    video = tmp_path / "o.mp4"
+    os.mkfifo(video)
+    with pytest.raises(UsageError, match="is a named pipe, not a file"):
+        vidstyle.render(tiny, [starry], video, _tiny_config(), overwrite=True)
+    assert {p.name for p in tmp_path.iterdir()} == {"o.png", "o.mp4"} and not pipe.is_file()
+
+
+def test_a_stills_output_that_names_a_folder_is_refused_as_one(starry: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=f"^output {re.escape(str(tmp_path))}/sub/ names a folder; name the image"):
+        vidstyle.stylize_image(starry, [starry], f"{tmp_path}/sub/", _tiny_config())
+    assert list(tmp_path.iterdir()) == []

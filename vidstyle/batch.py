@@ -18,6 +18,7 @@ from vidstyle.assets import StylePaths, resolve_styles
 from vidstyle.config import Config, check_call_arguments, check_style_count, config_or_default, path_argument
 from vidstyle.errors import Interrupted, OutputExists, SettingError, UsageError, VidstyleError
 from vidstyle.events import BatchItemEnded, BatchItemStarted, Event, EventCallback, ignore_event
+from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import same_file
 from vidstyle.io.probe import check_order, check_times
 from vidstyle.pipeline import (
@@ -62,7 +63,7 @@ def plan_batch(inputs: Sequence[Path | str] | Path | str, style_paths: StylePath
     if not inputs:
         raise SettingError("inputs", "is empty: give at least one video")
     if not style_paths:
-        raise SettingError("styles", "is empty: give at least one style image")
+        raise SettingError("style_paths", "is empty: give at least one style image")
     styles = resolve_styles(style_paths)
     if output_dir is not None and not path_argument("output_dir", output_dir, "folder").is_dir():
         raise SettingError("output_dir", f"{output_dir} is not a directory")
@@ -125,6 +126,8 @@ def render_many(inputs: Sequence[Path | str] | Path | str, style_paths: StylePat
     device = resolve_device(config.device)
     for group in {item.styles for item in items}:
         check_style_count(config, len(group))
+    for style in dict.fromkeys(style for item in items for style in item.styles):
+        read_style_image(style)  # a painting that is missing or cannot be read fails every item alike
     if distributed:
         check_cluster_config(config)
         from vidstyle.distributed import Cluster

@@ -1166,8 +1166,8 @@ def _flag_for(setting: str, command: str) -> str:
         return "--iters"  # a still's iterations are the first frame's
     if command == "preview" and setting in _PREVIEW_FLAGS:
         return _PREVIEW_FLAGS[setting]
-    special = {"styles": "--style", "stylizer": "the prepared stylizer", "ray_address": "--ray",
-               "inputs": "the inputs", "output_dir": "-o",
+    special = {"styles": "--style", "style_paths": "--style", "stylizer": "the prepared stylizer",
+               "ray_address": "--ray", "inputs": "the inputs", "output_dir": "-o",
                "frames": "the part of the video (--start, --end, --duration)", **RECORDED_BY_THE_RENDER}
     return special.get(setting, "--" + setting.replace("_", "-"))
 

@@ -150,8 +150,9 @@ CHOICES = {
 # What a setting that works along the optical flow asks for where flow is none.
 _NEEDS_FLOW = "it needs flow " + ", ".join(CHOICES["flow"][1:-1]) + " or " + CHOICES["flow"][-1]
 
-# A GPU may be named by its index, as torch names it (cuda:1).
-DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# A GPU may be named by its index, as torch names it (cuda:1); torch keeps the index in 8 bits (cuda:128 is
+# cuda:-128 to it).
+DEVICE_NAMES = re.compile(r"auto|cpu|mps|cuda(:(\d|[1-9]\d|1[01]\d|12[0-7]))?")
 OUTPUT_SIZES = re.compile(r"render|source|[1-9]\d*(x[1-9]\d*)?")
 
 # Inclusive ranges of the numeric settings. Seeds stay within 63 bits so that per-frame seeds derived from them
@@ -253,10 +254,10 @@ def _type_name(default: Any) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number", str: "text"}[type(default)]
 
 
-def check_style_count(cfg: Config, styles: int) -> None:
-    """A blend names one weight per style image."""
+def check_style_count(cfg: Config, styles: int, name: str = "style_paths") -> None:
+    """A blend names one weight per style image; `name` is the argument the styles were given as."""
     if styles < 1:
-        raise SettingError("styles", "needs at least one style image")
+        raise SettingError(name, "needs at least one style image")
     if cfg.style_blend and len(cfg.style_blend) != styles:
         weights = len(cfg.style_blend)
         raise SettingError("style_blend", f"has {weights} weight{'s' * (weights != 1)} for {styles} style "
@@ -284,8 +285,8 @@ def _normalized(name: str, value: Any) -> Any:
     if _is_number(default) and _is_number(value) and not isinstance(value, (int, float)):
         # NumPy's numbers (a size computed with NumPy): kept as Python's own, which the manifest's JSON can hold.
         value = int(value) if isinstance(value, numbers.Integral) else float(value)
-    if isinstance(default, tuple) and isinstance(value, list):
-        return tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(_as_float(v) if _is_number(v) else v for v in value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

@@ -15,6 +15,18 @@ class VidstyleError(Exception):
 
     exit_code = 1
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # As it is, whatever its __init__ takes: errors cross processes (Ray workers, the web service's workers), and
+        # Exception's own pickling calls __init__ with the message alone.
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(kind: type[VidstyleError], args: tuple[object, ...], state: dict[str, object]) -> VidstyleError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class UsageError(VidstyleError):
     """The request itself is wrong (bad option value, refused path); exit code 2 like argparse."""
@@ -66,9 +78,6 @@ class DamagedVideo(VideoOpenError):
     def __init__(self, reason: str, repair: str) -> None:
         super().__init__(f"{reason}; {repair}")
         self.reason, self.repair = reason, repair
-
-    def __reduce__(self) -> tuple[type[DamagedVideo], tuple[str, str]]:
-        return DamagedVideo, (self.reason, self.repair)  # as it was made: across processes (Ray, the web workers)
 
 
 class DecodeError(VideoOpenError):

@@ -245,7 +245,7 @@ class Stylizer:
     def style_loss(self, render_size: tuple[int, int]) -> StyleLoss:
         """Style targets for a render of (width, height), computed once and cached."""
         if render_size not in self._style_cache:
-            check_style_count(self.config, len(self.styles))
+            check_style_count(self.config, len(self.styles), "styles")
             weights = list(self.config.style_blend) or [1.0] * len(self.styles)
             grams = []
             with torch.no_grad():
