@@ -21,7 +21,7 @@ from vidstyle.assets import demo_clip
 from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
-from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_too_old, file_url
+from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_exe, ffmpeg_too_old, file_url, readable_formats
 from vidstyle.io.images import read_image, write_atomic
 from vidstyle.io.paths import publish
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
@@ -1191,3 +1191,25 @@ def test_the_pixel_limit_is_told_as_a_count_and_as_the_square_it_makes(monkeypat
     assert pixel_limit_words() == "1,000,000,000 pixels"
     monkeypatch.delenv(PIXEL_LIMIT_VARIABLE)
     assert pixel_limit_words() == "1,073,741,824 pixels (32768x32768)"  # OpenCV's own default
+
+
+def test_no_input_is_opened_as_a_format_that_reads_other_files(tmp_path: Path) -> None:
+    """A DASH manifest, an HLS playlist or a concat list names files for ffmpeg to read: opened as a video, any file
+    the process can read was rendered (on a web service, its own disk through an upload)."""
+    clip = demo_clip()
+    listed = readable_formats(ffmpeg_exe()).split(",")
+    assert "mov" in listed and "matroska" in listed and "gif" in listed
+    assert not {"dash", "hls", "concat", "imf", "sdp", "lavfi"} & set(listed)
+    manifests = {
+        "a.mpd": ('<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+                  'mediaPresentationDuration="PT1S" minBufferTime="PT1S" profiles="urn:mpeg:dash:profile:isoff-on-'
+                  'demand:2011">\n<Period><AdaptationSet mimeType="video/mp4"><Representation id="1" bandwidth="1">'
+                  f'<BaseURL>{clip}</BaseURL></Representation></AdaptationSet></Period></MPD>\n', "a DASH manifest"),
+        "b.m3u8": (f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:{clip}\n#EXT-X-ENDLIST\n", "an HLS playlist"),
+        "c.txt": (f"ffconcat version 1.0\nfile '{clip}'\n", "a concat list"),
+    }
+    for name, (text, kind) in manifests.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(VideoOpenError, match=f"^{tmp_path / name} is {kind}, which names other files"):
+            probe_video(tmp_path / name)
+    assert probe_video(clip).frame_count > 0

@@ -356,16 +356,27 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
 
 def test_an_upload_that_points_at_the_servers_files_is_refused(server: ServeProcess, clip: Path,
                                                                 tmp_path: Path) -> None:
-    """A playlist names files to read: uploaded, it would render a video from the server's disk. ffmpeg reads an HLS
-    playlist only under a playlist's extension, which an upload is never stored under, and a concat list's paths
-    only in its safe mode; both are refused in a line that says why (not "Last message repeated 1 times")."""
+    """A playlist names files to read: uploaded, it would render a video from the server's disk. A DASH manifest
+    read any video by its absolute path (and told a client whether one exists); no input is opened as a format that
+    names other files, and each is refused in a line that says why (not "Last message repeated 1 times")."""
     hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:{clip}\n#EXT-X-ENDLIST\n"
-    uploads = {"list.m3u8": hls, "list.ts": hls, "list.mp4": f"ffconcat version 1.0\nfile '{clip}'\n"}
+    dash = ('<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+            'mediaPresentationDuration="PT1S" minBufferTime="PT1S" '
+            'profiles="urn:mpeg:dash:profile:isoff-on-demand:2011">\n<Period><AdaptationSet mimeType="video/mp4">'
+            '<Representation id="1" bandwidth="1000"><BaseURL>{}</BaseURL></Representation></AdaptationSet>'
+            '</Period></MPD>\n')
+    uploads = {"list.m3u8": hls, "list.ts": hls, "list.mp4": f"ffconcat version 1.0\nfile '{clip}'\n",
+               "mpd.bin": dash.format(clip), "none.bin": dash.format(tmp_path / "none.mp4")}
     for name, text in uploads.items():
         response = server.client.post("/api/jobs", data={"style": "starry-night", **TINY},
                                       files={"input": (name, text.encode())})
         assert response.status_code == 415 and response.json()["field"] == "input", (name, response.text)
         assert "repeated" not in response.json()["detail"], response.text
+        if name.endswith(".bin"):  # the same answer whether the file it names exists or not
+            assert response.json()["detail"] == ("not a video or image vidstyle can read: the upload is a DASH "
+                                                 "manifest, which names other files or streams to read; vidstyle "
+                                                 "reads only a video file itself: give it the video that this one "
+                                                 "names"), response.text
     assert not any((server.data / "uploads").iterdir())
 
 

@@ -17,7 +17,7 @@ from typing import IO, cast
 import numpy as np
 
 from vidstyle.errors import DecodeError
-from vidstyle.io.ffmpeg import StderrTail, exit_reason, file_url, run_ffmpeg, start_ffmpeg, stop_process
+from vidstyle.io.ffmpeg import StderrTail, exit_reason, input_args, run_ffmpeg, start_ffmpeg, stop_process
 from vidstyle.io.probe import VIDEO_STREAM, Colour, VideoInfo, file_start
 
 
@@ -109,7 +109,7 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
         # each when it happens, not held back as "Last message repeated n times".
         "-v", f"repeat+{log_level}",
         *seek,
-        "-i", file_url(info.path),
+        *input_args(info.path),
         "-map", VIDEO_STREAM,
         # passthrough: no frame duplicated or dropped, so variable-rate phone clips keep every frame.
         "-fps_mode", "passthrough",
@@ -174,7 +174,7 @@ _X264_MENDED_BEFORE = 151
 @functools.lru_cache(maxsize=16)
 def _old_x264(info: VideoInfo) -> bool:
     """Whether the stream's first packet names an x264 build whose output ffmpeg mends (or cannot be read)."""
-    code, packet, _ = run_ffmpeg(["-v", "error", "-i", file_url(info.path), "-map", VIDEO_STREAM, "-c", "copy",
+    code, packet, _ = run_ffmpeg(["-v", "error", *input_args(info.path), "-map", VIDEO_STREAM, "-c", "copy",
                                   "-frames:v", "1", "-f", "data", "-"])
     if code != 0:
         return True

@@ -14,7 +14,7 @@ from typing import IO, cast
 import numpy as np
 
 from vidstyle.errors import EncodeError, UsageError
-from vidstyle.io.ffmpeg import StderrTail, file_url, last_words, run_ffmpeg, start_ffmpeg, stop_process
+from vidstyle.io.ffmpeg import StderrTail, file_url, input_args, last_words, run_ffmpeg, start_ffmpeg, stop_process
 from vidstyle.io.probe import VideoInfo
 
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -64,7 +64,7 @@ def seeks_audio(source: VideoInfo, start: float) -> bool:
 @functools.lru_cache(maxsize=16)
 def _seeks_audio(path: str, _digest: str, stream: int, start: float) -> bool:
     try:
-        code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", "-i", file_url(path), "-map",
+        code, out, _ = run_ffmpeg(["-v", "error", "-ss", f"{start:.6f}", *input_args(path), "-map",
                                    f"0:a:{stream}", "-c", "copy", "-frames:a", "4", "-f", "framecrc", "-"],
                                   timeout=60)
     except subprocess.TimeoutExpired:
@@ -225,7 +225,7 @@ def encode_args(
                 window += ["-t", f"{audio_window.seconds:.6f}"]
         # A packet the demuxer flags as damaged (a transport stream's lost data) is dropped, not copied: the muxer
         # would refuse it, and with it the whole output, at the render's very end, each time it is tried again.
-        inputs += ["-fflags", "+discardcorrupt", *window, "-i", file_url(source.path)]
+        inputs += ["-fflags", "+discardcorrupt", *window, *input_args(source.path)]
         metadata = _metadata_args(source)
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              *YUV_BT709, "-fps_mode", "passthrough"]

@@ -104,6 +104,45 @@ def file_url(path: Path | str) -> str:
     return "file:" + os.path.abspath(path)
 
 
+# Formats whose files name other files or streams for ffmpeg to read: a DASH or HLS manifest, a concat list, an IMF
+# composition, an SDP session, a script. Opened as a video, any file the process can read would be rendered (a web
+# service's own disk, through an upload); an input is never opened as one of these.
+_NAMING_OTHERS = frozenset({"avisynth", "concat", "dash", "hls", "imf", "rtp", "rtsp", "sap", "sdp", "vapoursynth",
+                            "webm_dash_manifest"})
+
+
+@functools.cache
+def readable_formats(exe: str) -> str:
+    """The demuxers of this ffmpeg that an input may be opened as, as `-format_whitelist` takes them: all but
+    devices and those of _NAMING_OTHERS."""
+    try:
+        ran = subprocess.run([exe, "-hide_banner", "-demuxers"], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL, errors="replace")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
+    # " D   mov,mp4,m4a,3gp,3g2,mj2  QuickTime / MOV" after a legend that ends in " ---"; "d" flags a device.
+    listed = ran.stdout.partition("\n ---\n")[2].splitlines()
+    names = [line[5:].split()[0] for line in listed if line[1:2] == "D" and "d" not in line[1:4] and line[5:].strip()]
+    allowed = [name for name in names if not _NAMING_OTHERS & set(name.split(","))]
+    if not allowed:
+        raise VidstyleError(f"ffmpeg at {exe} lists no formats it can read (asked with -demuxers)")
+    return ",".join(allowed)
+
+
+def input_args(path: Path | str) -> list[str]:
+    """The arguments that make ffmpeg read exactly this file (file_url), as a format that reads nothing else."""
+    return ["-format_whitelist", readable_formats(ffmpeg_exe()), "-i", file_url(path)]
+
+
+def refused_format(path: Path | str) -> str | None:
+    """The format ffmpeg finds a file in where input_args refuses it (one of _NAMING_OTHERS), else None."""
+    _code, _out, err = run_ffmpeg(["-v", "debug", *input_args(path)], timeout=60)
+    if "not on whitelist" not in err:
+        return None
+    probed = re.search(r"Format (\S+) probed", err)
+    return probed.group(1) if probed else "a playlist"
+
+
 def exit_reason(returncode: int | None) -> str:
     """How a process (an ffmpeg, a web service's worker) ended, in words ("was killed by signal 9 (SIGKILL)",
     "exited with 1")."""

@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from vidstyle.errors import DamagedVideo, ImageTooLarge, InputError, SettingError, VideoOpenError, VidstyleError
-from vidstyle.io.ffmpeg import file_url, missing_filters, run_ffmpeg
+from vidstyle.io.ffmpeg import input_args, missing_filters, refused_format, run_ffmpeg
 from vidstyle.io.paths import is_standard_input, is_web_address, special_file_kind, web_address_shown
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
@@ -328,6 +328,11 @@ def _is_readable_picture(path: Path) -> bool:
     return True
 
 
+# What a file is that ffmpeg would read others through (io.ffmpeg.input_args refuses these formats).
+_NAMING_KINDS = {"hls": "an HLS playlist", "dash": "a DASH manifest", "concat": "a concat list",
+                 "imf": "an IMF composition", "sdp": "an SDP session description"}
+
+
 def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
     image = _IMAGE_FORMATS.search(err)
     if image and not (image.group(1) in _ANIMATED_FORMATS and frames > 1):
@@ -341,6 +346,10 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
         if "(attached pic)" in _input_section(err):
             guess = "an audio file: its one picture is a cover, not a video"
         raise VideoOpenError(f"{path} has no video stream that ffmpeg can read ({guess})")
+    if code != 0 and "Error opening input" in err and (kind := refused_format(path)) is not None:
+        raise VideoOpenError(f"{path} is {_NAMING_KINDS.get(kind, f'a {kind} file')}, which names other files or "
+                             "streams to read; vidstyle reads only a video file itself: give it the video that this "
+                             "one names")
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
@@ -401,7 +410,7 @@ def probe_video(path: Path) -> VideoInfo:
     """Read a video's facts or raise a one-line VideoOpenError / InputError saying what is wrong."""
     path = Path(path)
     _check_regular_file(path)
-    code, out, full_err = run_ffmpeg(["-i", file_url(path), "-map", VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"])
+    code, out, full_err = run_ffmpeg([*input_args(path), "-map", VIDEO_STREAM, "-c", "copy", "-f", "framecrc", "-"])
     err = _input_section(full_err)
     framecrc = out.decode("ascii", "replace")
     _check_is_video(path, code, full_err, _count_packet_lines(framecrc))
