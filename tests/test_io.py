@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
 
+import vidstyle
 from vidstyle.assets import demo_clip
 from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
@@ -1213,3 +1214,18 @@ def test_no_input_is_opened_as_a_format_that_reads_other_files(tmp_path: Path) -
         with pytest.raises(VideoOpenError, match=f"^{tmp_path / name} is {kind}, which names other files"):
             probe_video(tmp_path / name)
     assert probe_video(clip).frame_count > 0
+
+
+def test_frames_that_share_their_times_are_written_at_a_rate(tmp_path: Path, starry: Path) -> None:
+    """A muxer that repeats each frame's time three times: no positive step was a division by zero at the render's
+    end."""
+    clip = tmp_path / "repeated.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.24", "-c:v", "mjpeg",
+           "-bsf:v", "setts=ts=trunc(N/3)*100", str(clip))
+    info = probe_video(clip)
+    assert info.frame_count == 6 and len(set(info.frame_times)) == 2
+    rate = written_rate(info)
+    assert rate > 0 and sum(frame_repeats(info.frame_times, rate)) >= 2
+    out = vidstyle.render(clip, [starry], tmp_path / "out.mp4",
+                          vidstyle.make_config("fast", size=32, iters=1, first_iters=1, device="cpu"))
+    assert probe_video(out).frame_count >= 2

@@ -150,7 +150,11 @@ def written_rate(info: VideoInfo) -> Fraction:
     placed = {rate: _place(times, rate) for rate in candidates}
     fitting = [rate for rate in candidates if (placed[rate] < 0).sum() <= _DROPPED_AT_MOST * times.size]
     if not fitting:  # bursts of near-duplicate frames: the rate of the typical frame, the extra ones dropped
-        typical = 1 / float(np.median(np.diff(times)))
+        gaps = np.diff(times)
+        gaps = gaps[gaps > 0]  # frames that share a time (a muxer's repeated stamps) say nothing of the rate
+        if not gaps.size:
+            return info.fps
+        typical = 1 / float(np.median(gaps))
         return min(candidates, key=lambda rate: abs(float(rate) - typical))
     late = {rate: _lateness(times, placed[rate], rate) for rate in fitting}
     on_time = [rate for rate in fitting if late[rate] * float(rate) <= _ON_TIME]
