@@ -680,6 +680,9 @@ def test_a_render_that_stops_making_progress_is_ended_and_its_worker_replaced(tm
         assert failed["state"] == "failed", failed
         assert failed["error"].startswith("the render stopped making progress for 5 s"), failed
         assert str(served.data) not in failed["error"]
+        deadline = time.monotonic() + 5  # SIGKILL is sent before the failure is recorded; dying takes a moment
+        while any(_alive(pid) for pid in (worker, *stalled)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not _alive(worker) and not any(_alive(pid) for pid in stalled), "killed, ffmpeg too"
         assert _rows(served.data)[job["id"]]["deaths"] == 0
         done = served.wait_final(served.submit(clip, **TINY).json()["id"])
@@ -841,6 +844,40 @@ def test_an_image_job_killed_between_its_result_and_its_preview_gets_its_preview
         assert second.wait_final(job["id"])["state"] == "done"
         preview = second.client.get(f"/api/jobs/{job['id']}/preview")
         assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+    finally:
+        second.stop()
+
+
+def test_a_video_job_killed_after_its_result_was_in_place_leaves_no_checkpoints(tmp_path: Path, clip: Path,
+                                                                                   starry: Path) -> None:
+    """The next start found the result and marked the job done, but left the checkpoints the killed render was
+    removing (all its frames, until the job was deleted), and the job's last report of its frames."""
+    import sqlite3
+
+    import vidstyle
+    from vidstyle.checkpoint import WorkDir
+
+    data = tmp_path / "data"
+    first = ServeProcess(data).start()
+    try:
+        job = first.submit(clip, **TINY).json()
+        assert first.wait_final(job["id"])["state"] == "done"
+    finally:
+        first.stop()
+    folder = data / "jobs" / job["id"]
+    # As a worker killed just after the result's rename leaves it: the render's checkpoints, recording the result
+    # as the output they made, the job still running at its last report.
+    config = vidstyle.make_config("fast", size=64, iters=1, first_iters=2, device="cpu", keep_frames=True)
+    vidstyle.render(clip, [starry], tmp_path / "again.mp4", config, workdir=folder / "work")
+    WorkDir(folder / "work").mark_publishing(folder / "result.mp4")
+    with sqlite3.connect(data / "vidstyle.db") as db:
+        db.execute("UPDATE jobs SET state = 'running', worker = 'w0', finished = NULL, frames_done = 2 WHERE id = ?",
+                   (job["id"],))
+    second = ServeProcess(data).start()
+    try:
+        done = second.wait_final(job["id"])
+        assert done["state"] == "done" and done["frame"] == done["frames"], done
+        assert not (folder / "work").exists() and (folder / "result.mp4").is_file()
     finally:
         second.stop()
 
@@ -1251,7 +1288,7 @@ def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> No
 def test_refusals_show_no_server_path_and_not_all_of_a_long_value(tmp_path: Path, clip: Path) -> None:
     """A client's long value is not echoed whole (a 100 KB field, a 100 KB answer), a whole number too long to
     convert is out of range (not "not a whole number"), and a concat list naming a file beside the upload is refused
-    without the server's path to it."""
+    without the server's path to it (as what it is, before ffmpeg looks for the file it names)."""
     from starlette.testclient import TestClient
 
     from vidstyle.serve.app import ServeSettings, create_app
@@ -1282,7 +1319,7 @@ def test_refusals_show_no_server_path_and_not_all_of_a_long_value(tmp_path: Path
         with open(listing, "rb") as fh:
             refused = client.post("/api/jobs", data={"style": "starry-night", **TINY}, files={"input": ("c.mp4", fh)})
     assert refused.status_code == 415, refused.text
-    assert "the upload's folder" in refused.json()["detail"] and str(tmp_path) not in refused.text
+    assert "the upload is a concat list" in refused.json()["detail"] and str(tmp_path) not in refused.text
 
 
 def test_the_start_up_sweep_drops_the_checkpoints_of_ended_jobs_and_nothing_else(tmp_path: Path) -> None:
@@ -1746,3 +1783,77 @@ def test_a_built_in_styles_name_is_read_as_people_type_it(tmp_path: Path) -> Non
     factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 0), JobQueue(data.database), None)
     chosen, path = factory._style(" Starry_Night ", None, tmp_path)
     assert chosen == {"builtin": "starry-night"} and path.is_file()
+
+
+def test_a_folder_removed_in_part_keeps_the_mark_that_lets_the_next_start_sweep_it(tmp_path: Path) -> None:
+    """rmtree took the mark in the directory's order, often first: a server killed in the middle left a folder
+    with no mark and no row, which no start would ever sweep."""
+    from vidstyle.serve.layout import is_ours, mark_as_ours, remove_ours
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    mark_as_ours(folder)
+    (folder / "work").mkdir()
+    (folder / "work" / "0000000.png").write_bytes(b"frame")
+    (folder / "result.mp4").write_bytes(b"video")
+    real_unlink = Path.unlink
+
+    def dies_at_the_result(path: Path, missing_ok: bool = False) -> None:
+        if path.name == "result.mp4":
+            raise KeyboardInterrupt  # as a kill in the middle of the deletion
+        real_unlink(path, missing_ok)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Path, "unlink", dies_at_the_result)
+        remove_ours(folder)
+    assert is_ours(folder)
+    remove_ours(folder)
+    assert not folder.exists()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "keep").write_text("mine")
+    remove_ours(theirs)
+    assert (theirs / "keep").read_text() == "mine"
+
+
+def test_a_failed_jobs_checkpoints_go_before_its_failure_is_recorded(tmp_path: Path, clip: Path,
+                                                                      monkeypatch) -> None:
+    """On a full disk the queue's database could not record the failure while the job's frames filled the disk:
+    the job stayed running and its worker slot empty until someone freed space by hand."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.checkpoint import WorkDir
+    from vidstyle.errors import CheckpointError
+    from vidstyle.serve.app import JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerSpec, run_job
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    with open(clip, "rb") as fh:
+        job = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), queue, None).create(
+            UploadFile(fh, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    claimed = queue.claim("w0")
+    assert claimed is not None
+    real_save = WorkDir.save_frame
+
+    def disk_fills(work: WorkDir, index: int, *args: Any, **kwargs: Any) -> Path:
+        if index >= 2:
+            raise CheckpointError("cannot write checkpoint: No space left on device")
+        return real_save(work, index, *args, **kwargs)
+
+    frames_when_recorded: list[int] = []
+    real_finish = queue.finish
+
+    def finish(job_id: str, state: str, error: str | None = None) -> None:
+        frames_when_recorded.append(len(list(data.job(job_id).rglob("*.png"))))
+        real_finish(job_id, state, error)
+
+    monkeypatch.setattr(WorkDir, "save_frame", disk_fills)
+    monkeypatch.setattr(queue, "finish", finish)
+    run_job(queue, WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), claimed, threading.Event(), lambda: None)
+    ended = queue.get(job.id)
+    assert ended is not None and ended.state == "failed" and "No space left" in (ended.error or ""), ended
+    assert frames_when_recorded == [0], "the frames were gone before the failure was written"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +66,21 @@ def remove_ours(folder: Path) -> None:
     """Delete `folder` only if the server made it: not a symbolic link, and carrying the mark it gets when it is
     made. The one way the server deletes a folder, so no path it is handed (a job id, --data pointing at a folder
     of the user's) can make it delete what it did not create."""
-    if not folder.is_symlink() and is_ours(folder):
-        shutil.rmtree(folder, ignore_errors=True)
+    if folder.is_symlink() or not is_ours(folder):
+        return
+    # The mark goes last: a server killed in the middle leaves a marked folder, which its next start sweeps; with
+    # the mark gone first (rmtree's order is the directory's) the rest would be no one's for ever.
+    for entry in folder.iterdir():
+        if entry.name == OURS:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    with contextlib.suppress(OSError):
+        (folder / OURS).unlink()
+        folder.rmdir()  # where something was put there meanwhile (a render still finishing), it stays
 
 
 def drop_checkpoints(job_folder: Path) -> None:

@@ -267,7 +267,11 @@ class JobQueue:
             raise ValueError(f"unknown job state {state!r}")
         final = state in FINAL_STATES
         with self._write() as db:
+            # A done job made all of its frames, whatever the last report said (a server killed between the
+            # finished video and its last report finishes it from its result).
             db.execute("UPDATE jobs SET state = ?, error = ?, worker = NULL, eta = NULL, finished = ?, "
-                       "progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END "
+                       "progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END, "
+                       "frames_done = CASE WHEN ? = 'done' AND frames_total IS NOT NULL THEN frames_total "
+                       "ELSE frames_done END "
                        "WHERE id = ? AND state = 'running'",
-                       (state, error, time.time() if final else None, state, job_id))
+                       (state, error, time.time() if final else None, state, state, job_id))

@@ -282,29 +282,45 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
     folder = DataDir(spec.data).job(job.id)
     output = folder / job.params["output"]
     if output.exists():  # outputs appear by an atomic rename of a complete file: a killed run had finished
-        if job.kind == "image" and not (folder / PREVIEW).exists():  # killed between the result and its preview
-            write_preview(folder / PREVIEW, read_image(output, "result"))
+        _finish_after_kill(job, folder, output)
         queue.finish(job.id, "done")
         return True
     watcher = Watcher(queue, job.id, shutdown, alive)
+    # An ended job's checkpoints go before its end is recorded: on a full disk (what fails a render most often) they
+    # are what frees the room that the queue's database needs to record it.
     try:
         _render_retrying(queue, spec, job, folder, watcher.stop, alive)
         queue.finish(job.id, "done")
     except Interrupted:
         cancelled = queue.cancel_requested(job.id)
-        queue.finish(job.id, "cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
         if cancelled:
             drop_checkpoints(folder)
+        queue.finish(job.id, "cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
     except VidstyleError as exc:
+        drop_checkpoints(folder)
         queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
-        drop_checkpoints(folder)
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; another worker takes the next
-        queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
         drop_checkpoints(folder)
+        queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
         return False
     finally:
         watcher.close()
     return True
+
+
+def _finish_after_kill(job: Job, folder: Path, output: Path) -> None:
+    """What a render killed after its result was in place had left to do: a video's checkpoints (the library's own
+    clean-up of a finished render, pipeline.finish_published), a still's preview."""
+    try:
+        if job.kind == "video":
+            from vidstyle.checkpoint import WorkDir
+            from vidstyle.pipeline import finish_published
+
+            finish_published(output, WorkDir(folder / WORKDIR))
+        elif not (folder / PREVIEW).exists():
+            write_preview(folder / PREVIEW, read_image(output, "result"))
+    except (OSError, VidstyleError) as exc:  # the result is whole: what is left goes with the job's DELETE
+        _log.warning("job %s: cleaning up after a killed render failed: %s", job.id, exc)
 
 
 def _render_retrying(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: threading.Event,
@@ -343,8 +359,11 @@ def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: thr
                    stylizer=stylizer, restart=True)
     else:
         stylize_image(content, [style], output, config, on_event=progress, stop=stop, stylizer=stylizer)
-        write_preview(folder / PREVIEW, read_image(output, "result"))
-        progress.preview_frame = 0
+        try:
+            write_preview(folder / PREVIEW, read_image(output, "result"))
+            progress.preview_frame = 0
+        except (OSError, VidstyleError) as exc:  # the result is whole; only the page's small picture is missing
+            _log.warning("job %s: its preview could not be written: %s", job.id, exc)
     progress.flush()
 
 
