@@ -1285,6 +1285,32 @@ def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> No
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_an_upload_that_finds_the_disk_full_gives_507_and_leaves_nothing(tmp_path: Path, clip: Path,
+                                                                         monkeypatch) -> None:
+    """Uploads at once may outgrow the room --min-free leaves: the one that found the disk full was a 500."""
+    import errno
+
+    from starlette.testclient import TestClient
+
+    import vidstyle.serve.app as served
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    def full(_source: object, _dest: object, _length: int = 0) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    monkeypatch.setattr(served.shutil, "copyfileobj", full)
+    app = served.create_app(served.ServeSettings(data.root, 1 << 30, None, "cpu", 0), JobQueue(data.database), None)
+    with TestClient(app) as client, open(clip, "rb") as fh:
+        response = client.post("/api/jobs", data={"style": "starry-night", **TINY}, files={"input": ("c.mp4", fh)})
+    assert response.status_code == 507, response.text
+    assert response.json() == {"detail": "the server's disk is full: the upload cannot be stored", "field": "input"}
+    assert not any(data.uploads.iterdir()) and not any(data.jobs.iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_refusals_show_no_server_path_and_not_all_of_a_long_value(tmp_path: Path, clip: Path) -> None:
     """A client's long value is not echoed whole (a 100 KB field, a 100 KB answer), a whole number too long to
     convert is out of range (not "not a whole number"), and a concat list naming a file beside the upload is refused

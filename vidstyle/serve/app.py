@@ -8,6 +8,7 @@ is answered 4xx at once and nothing is queued. Uploads are stored under names th
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import json
 import re
@@ -204,8 +205,13 @@ def _save_upload(upload: UploadFile, folder: Path, field: str, allowed: tuple[st
     """The upload of form field `field` saved under a name of ours (the client's is never a path)."""
     stem = field.removesuffix("_file")
     path = folder / (stem + _suffix(upload.filename, allowed))
-    with open(path, "wb") as out:
-        shutil.copyfileobj(upload.file, out, 1 << 20)
+    try:
+        with open(path, "wb") as out:
+            shutil.copyfileobj(upload.file, out, 1 << 20)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # uploads at once may outgrow what --min-free left
+            raise ApiError(507, "the server's disk is full: the upload cannot be stored", field) from None
+        raise
     if path.stat().st_size == 0:
         raise ApiError(422, f"the {stem} upload is empty", field)
     return path
