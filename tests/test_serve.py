@@ -1285,6 +1285,49 @@ def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> No
 
 
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_uploaded_pictures_are_decoded_two_at_a_time(tmp_path: Path, starry: Path, monkeypatch) -> None:
+    """Each request is checked on a thread of its own, and a picture at the pixel limit takes several hundred MB to
+    decode: forty uploads side by side could take all of the server's memory."""
+    from starlette.testclient import TestClient
+
+    import vidstyle.serve.app as served
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    decoding, most = [0], [0]
+    lock = threading.Lock()
+    real_read = served.read_image
+
+    def read_slowly(path: Path, what: str) -> Any:
+        with lock:
+            decoding[0] += 1
+            most[0] = max(most[0], decoding[0])
+        time.sleep(0.3)
+        try:
+            return real_read(path, what)
+        finally:
+            with lock:
+                decoding[0] -= 1
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    monkeypatch.setattr(served, "read_image", read_slowly)
+    app = served.create_app(served.ServeSettings(data.root, 1 << 30, None, "cpu", 0), JobQueue(data.database), None)
+    codes: list[int] = []
+    with TestClient(app) as client:
+        def upload() -> None:
+            files = {"input": ("a.jpg", starry.read_bytes()), "style_file": ("s.jpg", starry.read_bytes())}
+            codes.append(client.post("/api/jobs", data=TINY, files=files).status_code)
+
+        threads = [threading.Thread(target=upload) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert codes == [201] * 4 and most[0] == 2
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_an_upload_that_finds_the_disk_full_gives_507_and_leaves_nothing(tmp_path: Path, clip: Path,
                                                                          monkeypatch) -> None:
     """Uploads at once may outgrow the room --min-free leaves: the one that found the disk full was a 500."""

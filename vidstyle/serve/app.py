@@ -315,7 +315,8 @@ class JobFactory:
                 raise ApiError(422, "give a built-in style or a style picture, not both", "style")
             path = _save_upload(upload, staging, "style_file", IMAGE_SUFFIXES)
             try:
-                rgb = read_image(path, "style image")
+                with _DECODING:
+                    rgb = read_image(path, "style image")
             except ImageTooLarge:
                 raise ApiError(422, f"the style picture has more than {pixel_limit_words()}", "style_file") from None
             except InputError:
@@ -363,12 +364,19 @@ class JobFactory:
 _READABLE_PART = "; its readable part, copied with ffmpeg -c copy into a new file, can be uploaded"
 
 
+# Pictures decoded at once to check uploads: one at the pixel limit takes several hundred MB while it is decoded and
+# converted, and each request is checked on a thread of its own, so uploads side by side could take all the server's
+# memory; the others wait their turn.
+_DECODING = threading.BoundedSemaphore(2)
+
+
 def _check_image(path: Path, config: Config) -> None:
     from vidstyle.limits import check_fits, render_size
     from vidstyle.precision import resolve_precision
     from vidstyle.stylize import resolve_device
 
-    rgb = read_image(path, "content image")
+    with _DECODING:
+        rgb = read_image(path, "content image")
     size = render_size(rgb.shape[1], rgb.shape[0], config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
