@@ -656,9 +656,11 @@ class WorkerPool:
         if job.cancel and self._cancel_overdue(name, seq):
             self._kill(name, process)  # the job ends cancelled as the slot is reaped
         elif quiet is not None and quiet > self.stall_timeout:
-            self._kill(name, process)
+            # Recorded first: should the database refuse the write (full, locked), the next round finds the stall
+            # again and tries again, where a killed worker's job would be put back in the queue to stall once more.
             self.queue.finish(job.id, "cancelled" if job.cancel else "failed",
                               None if job.cancel else stall_message(self.stall_timeout))
+            self._kill(name, process)
 
     def _cancel_overdue(self, name: str, seq: int) -> bool:
         seen = self._cancel_seen.setdefault(name, (seq, time.monotonic()))
