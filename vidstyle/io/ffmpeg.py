@@ -135,12 +135,13 @@ def input_args(path: Path | str) -> list[str]:
 
 
 def refused_format(path: Path | str) -> str | None:
-    """The format ffmpeg finds a file in where input_args refuses it (one of _NAMING_OTHERS), else None."""
+    """The format ffmpeg finds a file in where input_args refuses it (one of _NAMING_OTHERS; "" where it does not
+    say which), else None."""
     _code, _out, err = run_ffmpeg(["-v", "debug", *input_args(path)], timeout=60)
     if "not on whitelist" not in err:
         return None
     probed = re.search(r"Format (\S+) probed", err)
-    return probed.group(1) if probed else "a playlist"
+    return probed.group(1) if probed else ""
 
 
 def exit_reason(returncode: int | None) -> str:
