@@ -587,6 +587,11 @@ def test_only_frames_made_before_a_setting_existed_are_said_to_be() -> None:
         ["setting(s) temporal_weight (123.4567 before)"]
     assert manifest(style_layers="a").differences(manifest(style_layers="b")) == \
         ["setting(s) the network's style layers (another vidstyle version's)"]
+    # The fast preset after a balanced render: its held_structure is recorded as 1 since nothing is held, which the
+    # change of flow did, not the user.
+    balanced = manifest(flow="dis+farneback", init="prev", temporal_weight=15.0, held_structure=3.0)
+    fast = manifest(flow="none", init="prev", temporal_weight=15.0, held_structure=1.0)
+    assert fast.differences(balanced) == ["setting(s) flow (dis+farneback before)"]
 
 
 def test_a_render_that_holds_no_frame_records_held_structure_as_frames_before_it_had_it() -> None:

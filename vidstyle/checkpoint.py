@@ -66,6 +66,14 @@ SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"held_structure": 1.0}
 ALONG_FLOW_ONLY = ("temporal_weight", "change_tolerance")
 
 
+def _holds_no_frame(settings: dict[str, Any]) -> bool:
+    """Whether a render of these manifest settings has no frame that held_structure weighs (as
+    config.held_structure_unused says of a Config)."""
+    return (settings.get("flow") == "none" or settings.get("temporal_weight") == 0
+            or settings.get("structure_weight") == 0
+            or (settings.get("init", "prev") != "prev" and settings.get("passes", 1) == 1))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a work directory's frames were made from; two renders may share frames only if all of it matches.
@@ -132,6 +140,11 @@ class Manifest:
             for name in ALONG_FLOW_ONLY:
                 mine.pop(name, None)
                 theirs.pop(name, None)
+        if _holds_no_frame(mine) or _holds_no_frame(theirs):
+            # Recorded as 1 where it shapes nothing (Config.frames_dict): a difference there is the doing of the
+            # setting that made it shape nothing, which is named, not of one the user changed.
+            mine.pop("held_structure", None)
+            theirs.pop("held_structure", None)
         return tuple(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)))
 
     def to_json(self) -> str:
