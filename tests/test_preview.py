@@ -184,7 +184,10 @@ def test_cli_sweep_prints_the_rows_and_one_estimate_line(tmp_path: Path, capsys)
                         r"x [\d.]+ s \(2 iterations each\), plan [\d.e-]+ s, start-up [\d.]+ s\)", out[3]), out[3]
     assert len(out) == 4
     assert main(["preview", str(clip), "--style", "starry-night", *TINY, "--at", "0.1", "--overwrite", "--quiet"]) == 0
-    assert capsys.readouterr() == ("", ""), "--quiet: only errors"
+    quiet = capsys.readouterr()
+    assert quiet.err == "", "--quiet: no messages"
+    # What a preview is for stays: the sheet's name and the estimate, on stdout.
+    assert quiet.out.splitlines()[0].startswith(f"contact sheet: {sheet}") and len(quiet.out.splitlines()) == 2
 
 
 @pytest.mark.parametrize("flags, pattern", [

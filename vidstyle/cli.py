@@ -217,7 +217,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
     parser.add_argument("--config", type=_preset_name, metavar="NAME|PATH", default=DEFAULT_PRESET,
                         help=f"preset from configs/ ({', '.join(preset_names())}) or a TOML file [balanced]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr, only errors")
     parser.add_argument("--log-json", type=_named_path, metavar="FILE",
                         help="also write every progress event to FILE, one JSON object a line, the last saying how the "
                              "command ended (for scripts)")
@@ -970,8 +970,7 @@ def _cmd_preview(args: argparse.Namespace) -> int:
         log.made.update(sheet=result.sheet, frames=result.frames, times=result.times, strengths=result.strengths,
                         estimate={**dataclasses.asdict(result.estimate),
                                   "total_seconds": result.estimate.total_seconds})
-    if args.quiet:  # only errors, as --quiet promises in every command
-        return 0
+    # Printed with --quiet too: the sheet's name and the estimate are what a preview is for, on stdout, not messages.
     times = ", ".join(f"{t:.2f} s" for t in result.times)
     print(f"contact sheet: {result.sheet} (frames at {times}; the source on top)")
     if result.strengths != (1.0,):
