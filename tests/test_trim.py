@@ -55,7 +55,7 @@ def test_end_and_hh_mm_ss_and_a_changed_range_is_another_render(bunny_short: Pat
     assert code == 2
     err = capsys.readouterr().err
     assert ("(not the same: setting(s) the part of the video (--start, --end, --duration)); use --restart to discard "
-            "its frames, or --workdir to choose another\n") in err, err
+            "its frames, or choose another with --workdir\n") in err, err
     with pytest.raises(CheckpointMismatch, match=r"not the same: setting\(s\) start/end \(the part of the video\)\); "
                                                  r"restart the render to discard its frames, or choose another work "
                                                  r"directory$"):

@@ -1071,8 +1071,7 @@ def _interrupt_once(_signum: int, _frame: FrameType | None) -> None:
 
 
 # The library's advice about the work directory, as this command line takes one.
-_WORKDIR_ADVICE = (("or choose another work directory", "or --workdir to choose another"),
-                   ("choose another work directory", "choose another with --workdir"),
+_WORKDIR_ADVICE = (("choose another work directory", "choose another with --workdir"),
                    ("choose a work directory apart from the output's folder", "choose one apart from the output's "
                                                                              "folder with --workdir"))
 
