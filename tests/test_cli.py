@@ -430,6 +430,8 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--style-blend", "1,,2"], "comma-separated"),
     (["--output-size", "99999x2"], "--output-size sides must be at most 8192 pixels"),
     (["--device", "cuda:128"], "--device must be auto, cpu, cuda, cuda:N"),  # torch would take it as cuda:-128
+    (["--content-weight", "0", "--style-weight", "0", "--tv-weight", "0", "--structure-weight", "0"],
+     "--style-weight is 0, and so are --content-weight, --tv-weight and --structure-weight"),
     # A value that starts with '-' but is not a plain number reaches its own check, not argparse's
     # "expected one argument".
     (["--style-blend", "-1,2"], "--style-blend weights must be finite, non-negative"),

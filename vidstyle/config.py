@@ -116,7 +116,8 @@ class Config:
                        "for a seed and device)")
     device: str = _opt("auto", "auto, cpu, cuda, cuda:N (a GPU by index) or mps (auto: cuda, then mps, then cpu)",
                        frames=False)
-    crf: int = _opt(18, "H.264 quality, 0 (lossless) .. 51 (worst)", frames=False)
+    crf: int = _opt(18, "H.264 quality, 0 (lossless: a profile that browsers, phones and QuickTime do not play) .. "
+                        "51 (worst)", frames=False)
     output_size: str = _opt("render", "size of the written video (or still): render (as stylized), source (the "
                                       "input's), WxH, or a long side N; frames are scaled with Lanczos", frames=False)
     keep_frames: bool = _opt(False, "keep the frame checkpoints after a successful render", frames=False)
@@ -215,6 +216,11 @@ def validate(cfg: Config) -> None:
         if not (low <= value <= high and math.isfinite(value)):
             got = repr(value) if len(repr(value)) <= 24 else repr(value)[:20] + "..."
             raise SettingError(name, f"must be between {_number(low)} and {_number(high)} (got {got})")
+    if cfg.style_weight == cfg.content_weight == cfg.tv_weight == cfg.structure_weight == 0:
+        # Nothing pulls a frame anywhere: it would come out as it starts, after every iteration was spent on it.
+        raise SettingError("style_weight", "is 0, and so are content_weight, tv_weight and structure_weight: with "
+                                           "every loss weighing nothing there is no picture to paint towards",
+                           names_settings=True)
     if cfg.temporal_reach > 1 and cfg.flow == "none":
         raise SettingError("temporal_reach", f"looks back along the optical flow: {_NEEDS_FLOW}", names_settings=True)
     if cfg.passes > 1 and cfg.flow == "none":

@@ -172,7 +172,8 @@ def check_pair(output: VideoInfo, source: VideoInfo, part: tuple[int, int] | Non
                 "render)") if output.frame_count < expected else ""
         what = f"{'' if part is None else 'that part of '}{source.path} has {stop - first}"
         written = f" (written as {expected} at one rate)" if repeats is not None else ""
-        raise InputError(f"{output.path} has {output.frame_count} frames and {what}{written}: "
+        frames = "1 frame" if output.frame_count == 1 else f"{output.frame_count} frames"
+        raise InputError(f"{output.path} has {frames} and {what}{written}: "
                          f"it was not rendered from that source{hint}")
     out_aspect, src_aspect = output.width / output.height, source.width / source.height
     # A render rounds both sides to even pixels: at small sizes that moves the aspect by up to a pixel a side.
