@@ -211,3 +211,23 @@ def test_audio_stays_with_a_video_that_begins_after_it(starry: Path, tmp_path: P
     _render(clip, starry, tmp_path / "part.mp4", "--start", "0.2", "--duration", "0.2")
     assert _loudness(tmp_path / "part.mp4", 0, 0.15) > 0.2, "and with a trimmed render's first frame"
     assert abs(_audio_seconds(tmp_path / "part.mp4") - 0.2) < 0.05
+
+
+def test_an_end_past_the_videos_end_is_said_and_renders_to_the_end(bunny_short: Path, starry: Path,
+                                                                   tmp_path: Path) -> None:
+    """A start there is refused; an end there rendered the whole video without a word."""
+    import vidstyle
+    from vidstyle.events import RenderStarted
+
+    started: list[RenderStarted] = []
+    config = vidstyle.make_config("fast", size=32, iters=1, first_iters=1, device="cpu")
+    out = vidstyle.render(bunny_short, [starry], tmp_path / "o.mp4", config, end=99,
+                          on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    info = probe_video(bunny_short)
+    assert probe_video(out).frame_count == info.frame_count
+    assert f"the end asked for, 99 s, is past the video's end at {info.duration:.3f} s: rendered to its end" \
+        in started[0].notes
+    started.clear()
+    vidstyle.render(bunny_short, [starry], tmp_path / "p.mp4", config, end=info.duration,
+                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    assert not any("past the video's end" in note for note in started[0].notes), "its very end is no news"
