@@ -153,22 +153,33 @@ def test_a_still_says_what_a_video_says_of_its_sizes_before_it_is_painted(starry
     assert paint(size=48).notes == ("the picture is 47x31: painted at 48x32, its own size with even sides",)
 
 
-@pytest.mark.parametrize(("name", "encode"), [
-    ("alpha.webm", ("-vf", "format=yuva420p", "-c:v", "libvpx-vp9")),  # VP9's alpha, kept beside the picture
-    ("alpha.mov", ("-vf", "format=rgba", "-c:v", "png")),
+_TESTSRC = "testsrc2=size=64x48:rate=25:duration=0.2"
+
+
+@pytest.mark.parametrize(("name", "source", "encode", "transparent"), [
+    # VP9's alpha, kept beside the picture
+    ("alpha.webm", _TESTSRC, ("-vf", "format=yuva420p", "-c:v", "libvpx-vp9"), True),
+    ("alpha.mov", _TESTSRC, ("-vf", "format=rgba", "-c:v", "png"), True),
+    # A GIF's decoder gives every picture an alpha channel: only a transparent pixel makes it transparent.
+    ("opaque.gif", _TESTSRC, (), False),
+    ("keyed.gif", "color=red@0.0:s=64x48:r=25:d=0.2,format=rgba,drawbox=x=10:y=10:w=20:h=20:color=blue@1:t=fill",
+     ("-vf", "split[a][b];[a]palettegen=reserve_transparent=1[p];[b][p]paletteuse=alpha_threshold=128"), True),
 ])
 def test_a_source_with_transparency_is_said_to_lose_it(media: Path, bunny_short: Path, starry: Path, tmp_path: Path,
-                                                       name: str, encode: tuple[str, ...]) -> None:
-    """MP4's H.264 holds no alpha: the render paints what the frames keep under it, which was said nowhere."""
+                                                       name: str, source: str, encode: tuple[str, ...],
+                                                       transparent: bool) -> None:
+    """MP4's H.264 holds no alpha: the render paints what the frames keep under it, which was said nowhere; every
+    GIF was said to have transparency."""
     from conftest import ffmpeg
 
     from vidstyle.config import make_config
     from vidstyle.pipeline import prepare_render, started_event
 
     clip = media / name
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.2", *encode, str(clip))
+    ffmpeg("-f", "lavfi", "-i", source, *encode, str(clip))
     job = prepare_render(clip, [starry], tmp_path / "o.mp4", make_config("fast", device="cpu", size=64))
-    assert job.info.alpha
-    assert "the source has transparency, which the output cannot hold: what its frames keep under it is painted" in \
-        started_event(job, "cpu", [], set()).notes
+    assert job.info.alpha == transparent
+    said = "the source has transparent pixels, which the output cannot keep: the colours stored under them are " \
+           "painted as if they were opaque"
+    assert (said in started_event(job, "cpu", [], set()).notes) == transparent
     assert not probe_video(bunny_short).alpha

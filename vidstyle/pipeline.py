@@ -432,8 +432,8 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     if job.info.interlaced:
         notes.append("the source is interlaced: its frames are deinterlaced (bwdif), one for one")
     if job.info.alpha:
-        notes.append("the source has transparency, which the output cannot hold: what its frames keep under it is "
-                     "painted")
+        notes.append("the source has transparent pixels, which the output cannot keep: the colours stored under them "
+                     "are painted as if they were opaque")
     if job.info.colour.hdr:
         kind = "HLG" if job.info.colour.transfer == "arib-std-b67" else "PQ"
         notes.append(f"the source is HDR ({kind}): its frames are tone-mapped to SDR (BT.709), and the output is SDR")

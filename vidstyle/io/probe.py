@@ -455,7 +455,7 @@ def probe_video(path: Path) -> VideoInfo:
                                             re.MULTILINE))),  # each once, whatever programmes list it
         interlaced=interlaced,
         colour=colour,
-        alpha=_has_alpha(stream_line, metadata),
+        alpha=_has_alpha(stream_line, metadata) and (codec not in _ALWAYS_ALPHA or _any_transparent(path)),
     )
     start = _start_time(err, stamps[0] * time_base)
     # The last frame lasts its packet's own duration (a variable-rate file's last frame may be held for seconds).
@@ -466,6 +466,20 @@ def probe_video(path: Path) -> VideoInfo:
 
 # Pixel formats with an alpha channel, as ffmpeg names them: yuva420p, rgba, bgra, argb, abgr, gbrap12le, ya8, ...
 _ALPHA_FORMATS = re.compile(r"Video: [^,]*, (?:yuva|rgba|bgra|argb|abgr|gbrap|ya8|ya16|rgba64|bgra64)\w*[(,]")
+
+
+# Codecs whose decoder gives every picture an alpha channel, whether the file makes a pixel transparent or not.
+_ALWAYS_ALPHA = frozenset({"gif", "apng"})
+
+
+def _any_transparent(path: Path) -> bool:
+    """Whether a picture of the video has a pixel that is not opaque (the whole video decoded: a GIF's or APNG's,
+    short as they are)."""
+    code, _out, err = run_ffmpeg([*input_args(path), "-map", VIDEO_STREAM, "-vf",
+                                  "alphaextract,signalstats,metadata=print:key=lavfi.signalstats.YMIN",
+                                  "-f", "null", "-"])
+    least = [int(v) for v in re.findall(r"lavfi\.signalstats\.YMIN=(\d+)", err)]
+    return code != 0 or not least or min(least) < 255  # where it cannot be told, as its format says
 
 
 def _has_alpha(stream_line: str, metadata: list[str]) -> bool:
