@@ -313,6 +313,21 @@ def test_subtitle_streams_are_counted_and_their_dropping_said_at_the_start(bunny
         started_event(job, "cpu", [], set()).notes
 
 
+def test_video_streams_after_the_first_are_counted_and_their_dropping_said(bunny_short: Path, starry: Path,
+                                                                            tmp_path: Path) -> None:
+    """A second video stream (another angle, a preview track) was dropped with nothing said, where subtitles were."""
+    from vidstyle.config import make_config
+    from vidstyle.pipeline import prepare_render, started_event
+
+    clip = tmp_path / "two_angles.mkv"
+    ffmpeg("-i", str(bunny_short), "-f", "lavfi", "-i", "testsrc=size=32x24:rate=25:duration=0.2", "-map", "0:v",
+           "-map", "1", "-c:v", "libx264", str(clip))
+    assert probe_video(clip).other_video_streams == 1 and probe_video(bunny_short).other_video_streams == 0
+    job = prepare_render(clip, [starry], tmp_path / "out.mp4", make_config("fast", size=32, device="cpu"))
+    assert "the source has 2 video streams: the first is rendered, the other is not written" in \
+        started_event(job, "cpu", [], set()).notes
+
+
 def test_failed_encode_leaves_no_file_and_no_process(lavfi_clip, media: Path) -> None:
     info = probe_video(lavfi_clip("fail_src.mp4"))
     out = media / "failed.mp4"

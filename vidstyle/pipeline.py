@@ -425,6 +425,10 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         count = job.info.subtitle_streams
         notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
                      f"written: the output holds the video{' and its audio' if job.info.has_audio else ''}")
+    if job.info.other_video_streams:
+        count = job.info.other_video_streams
+        notes.append(f"the source has {count + 1} video streams: the first is rendered, the "
+                     f"{'other is' if count == 1 else f'{count} others are'} not written")
     if job.info.empty_audio:
         count = job.info.empty_audio
         notes.append(f"the source declares {'an audio stream' if count == 1 else f'{count} audio streams'} with no "

@@ -77,6 +77,7 @@ class VideoInfo:
     keyframes: tuple[int, ...] = ()
     codec: str = ""  # ffmpeg's name of the video codec
     subtitle_streams: int = 0  # not carried into a render's output: its start says so
+    other_video_streams: int = 0  # video streams after the one rendered (not cover pictures): not written either
     # Fields of two moments in one frame (camcorders, broadcast): decoded deinterlaced, a frame for a frame, since
     # the network would paint the combing of anything that moves as stripes. Only an upright picture: fields are
     # rows of the coded picture, and a turned one is rare enough not to guess at.
@@ -453,6 +454,8 @@ def probe_video(path: Path) -> VideoInfo:
         codec=codec,
         subtitle_streams=len(set(re.findall(r"^\s*Stream #0:(\d+)\S*: Subtitle:", _input_section(err),
                                             re.MULTILINE))),  # each once, whatever programmes list it
+        other_video_streams=max(0, len(set(re.findall(r"^\s*Stream #0:(\d+)\S*: Video:(?!.*\(attached pic\))",
+                                                      _input_section(err), re.MULTILINE))) - 1),
         interlaced=interlaced,
         colour=colour,
         alpha=_has_alpha(stream_line, metadata) and (codec not in _ALWAYS_ALPHA or _any_transparent(path)),
