@@ -451,11 +451,15 @@ def test_bad_output_locations(capsys, bunny_short: Path, starry: Path, tmp_path:
     (["--flow", "none", "--temporal-reach", "4"],
      "--temporal-reach .*: it needs --flow dis, farneback or dis\\+farneback$"),
     (["--flow", "none", "--held-structure", "2"], "--held-structure weighs the structure loss on frames that the "
-                                                  "temporal loss holds .* \\(--flow is none"),
+                                                  "temporal loss holds .*: it needs --flow dis, farneback or "
+                                                  "dis\\+farneback$"),
+    # The fast preset's flow none, named alone: the temporal weight it leaves at balanced's 15 shapes nothing.
+    (["--config", "fast", "--held-structure", "5"], "--held-structure .*: it needs --flow dis, farneback or "
+                                                    "dis\\+farneback \\(the fast preset sets --flow none\\)$"),
     # Every other setting named in the command line's words, one-word settings too.
-    (["--init", "content", "--held-structure", "2"], "--held-structure .* needs flow, a --temporal-weight over 0 and "
-                                                     "--init prev or --passes over 1 \\(--flow is dis\\+farneback, "
-                                                     "--temporal-weight is 15, --init is content, --passes is 1\\)"),
+    (["--init", "content", "--held-structure", "2"], "--held-structure .* needs a --temporal-weight over 0 and "
+                                                     "--init prev or --passes over 1 \\(--temporal-weight is 15, "
+                                                     "--init is content, --passes is 1\\)"),
     (["--structure-weight", "0", "--held-structure", "2"],
      "--held-structure multiplies --structure-weight, which is 0"),
     (["--iters", "3", "--tol", "0.01"], "--tol stops a later frame early only after 10 iterations: it needs --iters "
@@ -719,9 +723,8 @@ def test_the_library_names_other_settings_in_its_own_words() -> None:
     from vidstyle.config import make_config
     from vidstyle.errors import SettingError
 
-    with pytest.raises(SettingError, match=r"needs flow, a temporal_weight over 0 and init prev or passes over 1 "
-                                           r"\(flow is dis\+farneback, temporal_weight is 15, init is content, "
-                                           r"passes is 1\)$"):
+    with pytest.raises(SettingError, match=r"needs a temporal_weight over 0 and init prev or passes over 1 "
+                                           r"\(temporal_weight is 15, init is content, passes is 1\)$"):
         make_config("balanced", init="content", held_structure=2.0)
     with pytest.raises(SettingError, match=r"^passes blends .*: it needs flow dis, farneback or dis\+farneback$"):
         make_config("balanced", flow="none", passes=2)

@@ -445,10 +445,12 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
 def held_structure_unused(c: Config) -> str | None:
     """Why `held_structure` shapes no frame of a render with these settings (no frame is held by a temporal loss,
     or there is no structure term to weigh), or None where it does."""
-    if c.flow == "none" or c.temporal_weight == 0 or (c.init != "prev" and c.passes == 1):
-        return (f"weighs the structure loss on frames that the temporal loss holds to their neighbours' paint: it "
-                f"needs flow, a temporal_weight over 0 and init prev or passes over 1 (flow is {c.flow}, "
-                f"temporal_weight is {c.temporal_weight:g}, init is {c.init}, passes is {c.passes})")
+    held = "weighs the structure loss on frames that the temporal loss holds to their neighbours' paint"
+    if c.flow == "none":  # first and alone: with no flow the other settings along it shape nothing either
+        return f"{held}: {_NEEDS_FLOW}"
+    if c.temporal_weight == 0 or (c.init != "prev" and c.passes == 1):
+        return (f"{held}: it needs a temporal_weight over 0 and init prev or passes over 1 (temporal_weight is "
+                f"{c.temporal_weight:g}, init is {c.init}, passes is {c.passes})")
     return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
 
 
