@@ -572,3 +572,12 @@ def test_a_flat_frame_takes_the_paintings_strokes_not_its_composition(starry: Pa
     made, painting = _layout(grey(painted)), grey(resize_rgb(style, (192, 152)))
     own = _similarity(made, _layout(painting))
     assert own < 0.12, own
+
+
+def test_a_painting_scaled_down_to_the_networks_smallest_keeps_its_shape() -> None:
+    """Each side was floored at 16 pixels on its own: a 2:1 painting at style_scale 0.05 of a 64-px render became
+    16x16."""
+    wide = np.zeros((100, 200, 3), np.uint8)
+    assert style_size(wide, (64, 36), 0.05) == (32, 16)
+    assert style_size(wide, (640, 360), 1.0) == (640, 320)
+    assert style_size(wide.transpose(1, 0, 2), (64, 36), 0.05) == (16, 32)

@@ -80,9 +80,10 @@ def keep_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
 
 
 def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(width, height) of a style image whose long side is `scale` x the render's long side."""
-    long_side = max(16, round(max(render_size) * scale))
-    ratio = long_side / max(style.shape[:2])
+    """(width, height) of a style image whose long side is `scale` x the render's long side, enlarged where its short
+    side would fall under 16 pixels (the network's smallest), its shape kept: each side floored on its own squeezed
+    a long painting."""
+    ratio = max(round(max(render_size) * scale) / max(style.shape[:2]), 16 / min(style.shape[:2]))
     return max(16, round(style.shape[1] * ratio)), max(16, round(style.shape[0] * ratio))
 
 
