@@ -22,7 +22,14 @@ from vidstyle.assets import demo_clip
 from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
-from vidstyle.io.ffmpeg import check_ffmpeg_version, ffmpeg_exe, ffmpeg_too_old, file_url, readable_formats
+from vidstyle.io.ffmpeg import (
+    check_ffmpeg_version,
+    demuxer_names,
+    ffmpeg_exe,
+    ffmpeg_too_old,
+    file_url,
+    readable_formats,
+)
 from vidstyle.io.images import read_image, write_atomic
 from vidstyle.io.paths import publish
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
@@ -1229,6 +1236,18 @@ def test_no_input_is_opened_as_a_format_that_reads_other_files(tmp_path: Path) -
         with pytest.raises(VideoOpenError, match=f"^{tmp_path / name} is {kind}, which names other files"):
             probe_video(tmp_path / name)
     assert probe_video(clip).frame_count > 0
+
+
+def test_ffmpegs_formats_are_read_from_the_listing_of_each_release() -> None:
+    """ffmpeg 5.1 to 6.1 list two columns of flags and ffmpeg 7 three (the third marks a device): read as 7's, an
+    older ffmpeg's listing gave no format at all, and every video was refused."""
+    before_7 = ("File formats:\n D. = Demuxing supported\n .E = Muxing supported\n --\n"
+                " D  3dostr          3DO STR\n D  mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV\n")
+    since_7 = ("Formats:\n D.. = Demuxing supported\n .E. = Muxing supported\n ..d = Is a device\n ---\n"
+               " D   3dostr          3DO STR\n D d fbdev           Linux framebuffer\n"
+               " D   mov,mp4,m4a,3gp,3g2,mj2 QuickTime / MOV\n")
+    assert demuxer_names(before_7) == demuxer_names(since_7) == ["3dostr", "mov,mp4,m4a,3gp,3g2,mj2"]
+    assert demuxer_names("no listing") == []
 
 
 def test_frames_that_share_their_times_are_written_at_a_rate(tmp_path: Path, starry: Path) -> None:

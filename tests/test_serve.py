@@ -375,8 +375,8 @@ def test_an_upload_that_points_at_the_servers_files_is_refused(server: ServeProc
         if name.endswith(".bin"):  # the same answer whether the file it names exists or not
             assert response.json()["detail"] == ("not a video or image vidstyle can read: the upload is a DASH "
                                                  "manifest, which names other files or streams to read; vidstyle "
-                                                 "reads only a video file itself: give it the video that this one "
-                                                 "names"), response.text
+                                                 "reads only a video file itself: give it the video this one names "
+                                                 "(its parts joined into one file)"), response.text
     assert not any((server.data / "uploads").iterdir())
 
 
@@ -680,7 +680,7 @@ def test_a_render_that_stops_making_progress_is_ended_and_its_worker_replaced(tm
         assert failed["state"] == "failed", failed
         assert failed["error"].startswith("the render stopped making progress for 5 s"), failed
         assert str(served.data) not in failed["error"]
-        deadline = time.monotonic() + 5  # SIGKILL is sent before the failure is recorded; dying takes a moment
+        deadline = time.monotonic() + 5  # the failure is recorded, then the worker and its ffmpeg are killed
         while any(_alive(pid) for pid in (worker, *stalled)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(worker) and not any(_alive(pid) for pid in stalled), "killed, ffmpeg too"
@@ -1302,7 +1302,7 @@ def test_uploaded_pictures_are_decoded_two_at_a_time(tmp_path: Path, starry: Pat
         with lock:
             decoding[0] += 1
             most[0] = max(most[0], decoding[0])
-        time.sleep(0.3)
+        time.sleep(0.5)  # long enough that the four uploads' checks overlap
         try:
             return real_read(path, what)
         finally:
@@ -1876,6 +1876,16 @@ def test_a_folder_removed_in_part_keeps_the_mark_that_lets_the_next_start_sweep_
         patch.setattr(Path, "unlink", dies_at_the_result)
         remove_ours(folder)
     assert is_ours(folder)
+
+    def busy(path: Path, missing_ok: bool = False) -> None:
+        if path.name == "result.mp4":
+            raise PermissionError(13, "Permission denied")  # a file that cannot go: the folder stays, marked
+        real_unlink(path, missing_ok)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "unlink", busy)
+        remove_ours(folder)
+    assert is_ours(folder) and [p.name for p in folder.iterdir() if p.name != OURS] == ["result.mp4"]
     remove_ours(folder)
     assert not folder.exists()
     theirs = tmp_path / "theirs"

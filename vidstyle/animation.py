@@ -113,7 +113,9 @@ class IterateRecorder:
             if exc_type is None and proc.returncode != 0:
                 raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
             if exc_type is None:
-                unmark_partial(self.partial)  # the finished animation is the user's file
                 publish(self.partial, self.path, replace=self.overwrite, kept="")
+                # The finished animation is the user's file. Unmarked after the rename: before it, a kill in between
+                # would leave an unmarked partial file that no later run takes for its own.
+                unmark_partial(self.path)
         finally:
             self._lock.release(unlink=self.partial.exists())

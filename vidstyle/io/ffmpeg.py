@@ -105,10 +105,27 @@ def file_url(path: Path | str) -> str:
 
 
 # Formats whose files name other files or streams for ffmpeg to read: a DASH or HLS manifest, a concat list, an IMF
-# composition, an SDP session, a script. Opened as a video, any file the process can read would be rendered (a web
-# service's own disk, through an upload); an input is never opened as one of these.
-_NAMING_OTHERS = frozenset({"avisynth", "concat", "dash", "hls", "imf", "rtp", "rtsp", "sap", "sdp", "vapoursynth",
-                            "webm_dash_manifest"})
+# composition, an SDP session, a script, a filter graph (lavfi's movie source opens any file). Opened as a video, any
+# file the process can read would be rendered (a web service's own disk, through an upload); an input is never
+# opened as one of these.
+_NAMING_OTHERS = frozenset({"avisynth", "concat", "dash", "hls", "imf", "lavfi", "rtp", "rtsp", "sap", "sdp",
+                            "vapoursynth", "webm_dash_manifest"})
+
+
+def demuxer_names(listing: str) -> list[str]:
+    """The demuxers in `ffmpeg -demuxers` output, devices left out. Its columns of flags are as many as its legend
+    says: two before ffmpeg 7 (" D. = Demuxing supported"), three since, the third marking a device ("..d")."""
+    legend = re.search(r"^ (D\.+) = Demuxing", listing, re.MULTILINE)
+    rule = re.search(r"^ -+$", listing, re.MULTILINE)
+    if legend is None or rule is None:
+        return []
+    width = len(legend.group(1))
+    names = []
+    for line in listing[rule.end():].splitlines():
+        flags, rest = line[1:1 + width], line[2 + width:].split()
+        if flags.startswith("D") and rest and flags[2:3] != "d":
+            names.append(rest[0])
+    return names
 
 
 @functools.cache
@@ -120,12 +137,9 @@ def readable_formats(exe: str) -> str:
                              stdin=subprocess.DEVNULL, errors="replace")
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
-    # " D   mov,mp4,m4a,3gp,3g2,mj2  QuickTime / MOV" after a legend that ends in " ---"; "d" flags a device.
-    listed = ran.stdout.partition("\n ---\n")[2].splitlines()
-    names = [line[5:].split()[0] for line in listed if line[1:2] == "D" and "d" not in line[1:4] and line[5:].strip()]
-    allowed = [name for name in names if not _NAMING_OTHERS & set(name.split(","))]
+    allowed = [name for name in demuxer_names(ran.stdout) if not _NAMING_OTHERS & set(name.split(","))]
     if not allowed:
-        raise VidstyleError(f"ffmpeg at {exe} lists no formats it can read (asked with -demuxers)")
+        raise VidstyleError(f"cannot tell which formats the ffmpeg at {exe} reads (asked with -demuxers)")
     return ",".join(allowed)
 
 
@@ -137,7 +151,10 @@ def input_args(path: Path | str) -> list[str]:
 def refused_format(path: Path | str) -> str | None:
     """The format ffmpeg finds a file in where input_args refuses it (one of _NAMING_OTHERS; "" where it does not
     say which), else None."""
-    _code, _out, err = run_ffmpeg(["-v", "debug", *input_args(path)], timeout=60)
+    try:
+        _code, _out, err = run_ffmpeg(["-v", "debug", *input_args(path)], timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
     if "not on whitelist" not in err:
         return None
     probed = re.search(r"Format (\S+) probed", err)

@@ -64,7 +64,11 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
         raise UsageError(f"{what} {output} is a style image; choose another {what} path")
     if output.is_dir():
         raise UsageError(f"{what} {output} is a directory; name a file")
-    if (kind := special_file_kind(output.stat().st_mode) if output.exists() else None) is not None:
+    try:
+        kind = special_file_kind(output.stat().st_mode)
+    except OSError:
+        kind = None  # not there (or gone since): nothing to replace
+    if kind is not None:
         # Replacing it would take the pipe or device away from whatever uses it, overwrite or not.
         raise UsageError(f"{what} {output} is {kind}, not a file; name a file")
     if os.path.lexists(output) and not overwrite:  # a link to nowhere too: writing would replace the link
@@ -205,8 +209,9 @@ def check_partial_free(output: Path, leftover_known: bool = False) -> None:
     ours = found.st_size == 0 or leftover_known or is_marked_partial(partial)
     if not stat.S_ISREG(found.st_mode) or not ours:
         raise OutputError(f"{partial} is in the way: vidstyle writes the output there first, and this file is not "
-                          "known as a run's of it (no work directory, no mark of vidstyle's); move it, or choose "
-                          "another output")
+                          "known as a run's of it (no work directory, no mark of vidstyle's, which a file system "
+                          "without extended attributes cannot keep); delete it if a killed vidstyle run left it, "
+                          "otherwise move it or choose another output")
 
 
 _RELOCKS = 100  # a name replaced this many times in a row while we lock it is not a race any more

@@ -348,10 +348,9 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
             guess = "an audio file: its one picture is a cover, not a video"
         raise VideoOpenError(f"{path} has no video stream that ffmpeg can read ({guess})")
     if code != 0 and "Error opening input" in err and (kind := refused_format(path)) is not None:
-        what = _NAMING_KINDS.get(kind) or (f"a {kind} file" if kind else "a playlist or manifest")
-        raise VideoOpenError(f"{path} is {what}, which names other files or "
-                             "streams to read; vidstyle reads only a video file itself: give it the video that this "
-                             "one names")
+        what = _NAMING_KINDS.get(kind) or (f"a file of ffmpeg's {kind} format" if kind else "a playlist or manifest")
+        raise VideoOpenError(f"{path} is {what}, which names other files or streams to read; vidstyle reads only a "
+                             "video file itself: give it the video this one names (its parts joined into one file)")
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:

@@ -264,6 +264,12 @@ def _present(upload: UploadFile) -> bool:
     return bool(upload.filename or upload.size)
 
 
+# Uploads checked at once (their pictures decoded, their videos probed, as the render will): a picture at the pixel
+# limit takes several hundred MB while it is decoded and converted, and each request is checked on a thread of its
+# own, so uploads side by side could take all of the server's memory; the others wait their turn.
+_CHECKING = threading.BoundedSemaphore(2)
+
+
 class JobFactory:
     """Checks an upload request completely, then moves its files into jobs/<id>/ and queues it."""
 
@@ -280,10 +286,12 @@ class JobFactory:
         staging.mkdir(parents=True)
         mark_as_ours(staging)
         try:
-            style_spec, style_path = self._style(style, style_file, staging)
+            with _CHECKING:
+                style_spec, style_path = self._style(style, style_file, staging)
             source = _save_upload(content, staging, "input", VIDEO_SUFFIXES + IMAGE_SUFFIXES)
             self._check_disk()
-            kind, output = self._check_content(source, style_path, config, staging)
+            with _CHECKING:
+                kind, output = self._check_content(source, style_path, config, staging)
             params = {"preset": preset, "overrides": overrides, "style": style_spec, "input": source.name,
                       "output": output, "options": {"preset": preset, **overrides}}
             staging.rename(self.data.job(job_id))  # same file system: the job's files appear at once
@@ -315,8 +323,7 @@ class JobFactory:
                 raise ApiError(422, "give a built-in style or a style picture, not both", "style")
             path = _save_upload(upload, staging, "style_file", IMAGE_SUFFIXES)
             try:
-                with _DECODING:
-                    rgb = read_image(path, "style image")
+                rgb = read_image(path, "style image")
             except ImageTooLarge:
                 raise ApiError(422, f"the style picture has more than {pixel_limit_words()}", "style_file") from None
             except InputError:
@@ -364,19 +371,12 @@ class JobFactory:
 _READABLE_PART = "; its readable part, copied with ffmpeg -c copy into a new file, can be uploaded"
 
 
-# Pictures decoded at once to check uploads: one at the pixel limit takes several hundred MB while it is decoded and
-# converted, and each request is checked on a thread of its own, so uploads side by side could take all the server's
-# memory; the others wait their turn.
-_DECODING = threading.BoundedSemaphore(2)
-
-
 def _check_image(path: Path, config: Config) -> None:
     from vidstyle.limits import check_fits, render_size
     from vidstyle.precision import resolve_precision
     from vidstyle.stylize import resolve_device
 
-    with _DECODING:
-        rgb = read_image(path, "content image")
+    rgb = read_image(path, "content image")
     size = render_size(rgb.shape[1], rgb.shape[0], config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)

@@ -68,19 +68,24 @@ def remove_ours(folder: Path) -> None:
     of the user's) can make it delete what it did not create."""
     if folder.is_symlink() or not is_ours(folder):
         return
-    # The mark goes last: a server killed in the middle leaves a marked folder, which its next start sweeps; with
-    # the mark gone first (rmtree's order is the directory's) the rest would be no one's for ever.
-    for entry in folder.iterdir():
-        if entry.name == OURS:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                entry.unlink()
+    # The mark goes last, and comes back where the folder stays: a server killed in the middle, or a file that cannot
+    # go (busy, written meanwhile), leaves a marked folder that the next start sweeps; with the mark gone first
+    # (rmtree's order is the directory's) the rest would be no one's for ever.
+    with contextlib.suppress(FileNotFoundError):  # gone meanwhile (another DELETE)
+        for entry in folder.iterdir():
+            if entry.name == OURS:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
     with contextlib.suppress(OSError):
         (folder / OURS).unlink()
-        folder.rmdir()  # where something was put there meanwhile (a render still finishing), it stays
+        try:
+            folder.rmdir()
+        except OSError:
+            mark_as_ours(folder)
 
 
 def drop_checkpoints(job_folder: Path) -> None:

@@ -286,16 +286,17 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
         queue.finish(job.id, "done")
         return True
     watcher = Watcher(queue, job.id, shutdown, alive)
-    # An ended job's checkpoints go before its end is recorded: on a full disk (what fails a render most often) they
-    # are what frees the room that the queue's database needs to record it.
+    # A failed job's checkpoints go before its failure is recorded: on a full disk (what fails a render most often)
+    # they are what frees the room that the queue's database needs to record it.
     try:
         _render_retrying(queue, spec, job, folder, watcher.stop, alive)
         queue.finish(job.id, "done")
     except Interrupted:
         cancelled = queue.cancel_requested(job.id)
+        # Ended first: a cancel is overdue after a short grace, and a slow deletion would get the worker killed.
+        queue.finish(job.id, "cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
         if cancelled:
             drop_checkpoints(folder)
-        queue.finish(job.id, "cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
     except VidstyleError as exc:
         drop_checkpoints(folder)
         queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
