@@ -738,26 +738,15 @@ def test_a_job_stopped_while_its_output_is_locked_ends_as_stopped_not_failed(tmp
     """A worker waits up to BUSY_RETRY_SECONDS for a lock that a killed server's render may still hold; a cancel
     meanwhile ends the job cancelled (the user's doing) and a server's shutdown puts it back in the queue, neither
     counted as a failure of the job."""
-    from starlette.datastructures import UploadFile
 
     from vidstyle.io.paths import FileLock, partial_path
-    from vidstyle.serve.app import JobFactory, ServeSettings
-    from vidstyle.serve.layout import DataDir
-    from vidstyle.serve.queue import JobQueue
     from vidstyle.serve.worker import BUSY_RETRY_SECONDS, WorkerSpec, run_job
 
-    data = DataDir(tmp_path / "data")
-    data.create()
-    queue = JobQueue(data.database)
-    with open(clip, "rb") as fh:
-        job = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), queue, None).create(
-            UploadFile(fh, filename="clip.mp4"), "starry-night", None, dict(TINY))
-    claimed = queue.claim("w0")
-    assert claimed is not None and claimed.id == job.id
-    output = data.job(job.id) / claimed.params["output"]
+    data, queue, job = _claimed_job(tmp_path, clip)
+    output = data.job(job.id) / job.params["output"]
     spec, shutdown = WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), threading.Event()
     with FileLock(partial_path(output), "the test's hold"):
-        worker = threading.Thread(target=run_job, args=(queue, spec, claimed, shutdown, lambda: None))
+        worker = threading.Thread(target=run_job, args=(queue, spec, job, shutdown, lambda: None))
         worker.start()
         time.sleep(2.0)
         assert worker.is_alive() and queue.get(job.id).state == "running"  # type: ignore[union-attr]
@@ -824,21 +813,53 @@ def test_a_job_left_unfinished_by_an_older_vidstyle_starts_again_rather_than_fai
         second.stop()
 
 
-def test_an_image_job_killed_between_its_result_and_its_preview_gets_its_preview(tmp_path: Path,
-                                                                                  starry: Path) -> None:
-    import sqlite3
+def _claimed_job(tmp_path: Path, clip: Path) -> tuple[Any, Any, Any]:
+    """A data folder, its queue and a job of `clip` queued through the upload checks and claimed by worker w0, for
+    a test that runs the worker's code in its own process."""
+    from starlette.datastructures import UploadFile
 
-    data = tmp_path / "data"
+    from vidstyle.serve.app import JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    with open(clip, "rb") as fh:
+        job = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), queue, None).create(
+            UploadFile(fh, filename="clip.mp4"), "starry-night", None, dict(TINY))
+    claimed = queue.claim("w0")
+    assert claimed is not None and claimed.id == job.id
+    return data, queue, claimed
+
+
+def _finished_job(data: Path, upload: Path) -> dict[str, Any]:
+    """A job rendered to the end by a server that is then stopped."""
     first = ServeProcess(data).start()
     try:
-        job = first.submit(starry, **TINY).json()
+        job = first.submit(upload, **TINY).json()
         assert first.wait_final(job["id"])["state"] == "done"
     finally:
         first.stop()
+    return job
+
+
+def _running_again(data: Path, job_id: str, frames_done: int | None = None) -> None:
+    """The job's row as a server killed while its worker ran it leaves it."""
+    import sqlite3
+
+    with sqlite3.connect(data / "vidstyle.db") as db:
+        db.execute("UPDATE jobs SET state = 'running', worker = 'w0', finished = NULL, "
+                   "frames_done = COALESCE(?, frames_done) WHERE id = ?", (frames_done, job_id))
+
+
+def test_an_image_job_killed_between_its_result_and_its_preview_gets_its_preview(tmp_path: Path,
+                                                                                  starry: Path) -> None:
+    data = tmp_path / "data"
+    job = _finished_job(data, starry)
     # As a worker killed just after the result's rename leaves it: the result there, no preview, still running.
     (data / "jobs" / job["id"] / "preview.jpg").unlink()
-    with sqlite3.connect(data / "vidstyle.db") as db:
-        db.execute("UPDATE jobs SET state = 'running', worker = 'w0', finished = NULL WHERE id = ?", (job["id"],))
+    _running_again(data, job["id"])
     second = ServeProcess(data).start()
     try:
         assert second.wait_final(job["id"])["state"] == "done"
@@ -852,27 +873,18 @@ def test_a_video_job_killed_after_its_result_was_in_place_leaves_no_checkpoints(
                                                                                    starry: Path) -> None:
     """The next start found the result and marked the job done, but left the checkpoints the killed render was
     removing (all its frames, until the job was deleted), and the job's last report of its frames."""
-    import sqlite3
-
     import vidstyle
     from vidstyle.checkpoint import WorkDir
 
     data = tmp_path / "data"
-    first = ServeProcess(data).start()
-    try:
-        job = first.submit(clip, **TINY).json()
-        assert first.wait_final(job["id"])["state"] == "done"
-    finally:
-        first.stop()
+    job = _finished_job(data, clip)
     folder = data / "jobs" / job["id"]
     # As a worker killed just after the result's rename leaves it: the render's checkpoints, recording the result
     # as the output they made, the job still running at its last report.
     config = vidstyle.make_config("fast", size=64, iters=1, first_iters=2, device="cpu", keep_frames=True)
     vidstyle.render(clip, [starry], tmp_path / "again.mp4", config, workdir=folder / "work")
     WorkDir(folder / "work").mark_publishing(folder / "result.mp4")
-    with sqlite3.connect(data / "vidstyle.db") as db:
-        db.execute("UPDATE jobs SET state = 'running', worker = 'w0', finished = NULL, frames_done = 2 WHERE id = ?",
-                   (job["id"],))
+    _running_again(data, job["id"], frames_done=2)
     second = ServeProcess(data).start()
     try:
         done = second.wait_final(job["id"])
@@ -1899,23 +1911,11 @@ def test_a_failed_jobs_checkpoints_go_before_its_failure_is_recorded(tmp_path: P
                                                                       monkeypatch) -> None:
     """On a full disk the queue's database could not record the failure while the job's frames filled the disk:
     the job stayed running and its worker slot empty until someone freed space by hand."""
-    from starlette.datastructures import UploadFile
-
     from vidstyle.checkpoint import WorkDir
     from vidstyle.errors import CheckpointError
-    from vidstyle.serve.app import JobFactory, ServeSettings
-    from vidstyle.serve.layout import DataDir
-    from vidstyle.serve.queue import JobQueue
     from vidstyle.serve.worker import WorkerSpec, run_job
 
-    data = DataDir(tmp_path / "data")
-    data.create()
-    queue = JobQueue(data.database)
-    with open(clip, "rb") as fh:
-        job = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), queue, None).create(
-            UploadFile(fh, filename="clip.mp4"), "starry-night", None, dict(TINY))
-    claimed = queue.claim("w0")
-    assert claimed is not None
+    data, queue, job = _claimed_job(tmp_path, clip)
     real_save = WorkDir.save_frame
 
     def disk_fills(work: WorkDir, index: int, *args: Any, **kwargs: Any) -> Path:
@@ -1932,7 +1932,7 @@ def test_a_failed_jobs_checkpoints_go_before_its_failure_is_recorded(tmp_path: P
 
     monkeypatch.setattr(WorkDir, "save_frame", disk_fills)
     monkeypatch.setattr(queue, "finish", finish)
-    run_job(queue, WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), claimed, threading.Event(), lambda: None)
+    run_job(queue, WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), job, threading.Event(), lambda: None)
     ended = queue.get(job.id)
     assert ended is not None and ended.state == "failed" and "No space left" in (ended.error or ""), ended
     assert frames_when_recorded == [0], "the frames were gone before the failure was written"
