@@ -51,6 +51,7 @@ from vidstyle.distributed import (  # noqa: E402 - after the skip: the module is
     WorkerFailed,
     blend_frames,
     blend_weight,
+    cancel_running,
     check_reachable,
     finished_seams,
     plan_chunks,
@@ -792,3 +793,53 @@ def test_a_stop_after_the_output_is_in_place_says_it_was_written_in_full() -> No
     with pytest.raises(KeyboardInterrupt):  # before the output is in place: the render's own stop, resumable
         with _stop_after_publish(job):  # type: ignore[arg-type]
             raise KeyboardInterrupt
+
+
+def test_only_tasks_still_running_are_cancelled(local_ray) -> None:
+    """A Ctrl-C while chunks finished force-cancelled tasks whose reply was arriving: Ray then aborted the driver in
+    C++ (its check "Tried to complete task that was not pending"), with a stack trace instead of the stop's line."""
+    def sleeps(seconds: float) -> float:  # defined here, so that Ray sends it by value, not by this module's name
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
+    remote = local_ray.remote(sleeps).options(num_cpus=1)
+    quick, slow = remote.remote(0.0), remote.remote(60.0)
+    local_ray.wait([quick], timeout=60)
+    assert cancel_running(local_ray, [quick, slow]) == [slow]
+    assert local_ray.get(quick) == 0.0
+    with pytest.raises((local_ray.exceptions.TaskCancelledError, local_ray.exceptions.WorkerCrashedError)):
+        local_ray.get(slow, timeout=60)
+    assert cancel_running(local_ray, []) == []
+
+
+def test_a_cluster_that_may_want_a_token_is_said_to(tmp_path: Path, monkeypatch) -> None:
+    """A head that `ray start --head` began where ~/.ray/auth_token exists asks for the token, which a driver given
+    an address sends only with RAY_AUTH_MODE=token: the failure said only "Failed to connect"."""
+    from vidstyle.distributed import Cluster, _token_hint
+
+    token = tmp_path / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    named = Cluster(None, "10.0.0.5:6379", DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP)
+    assert _token_hint(named) == ""  # no token here: not the reason
+    token.write_text("secret")
+    assert "set RAY_AUTH_MODE=token to send it" in _token_hint(named)
+    assert _token_hint(Cluster(None, None, DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP)) == ""  # a local Ray of its own
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert _token_hint(named) == ""  # sent already
+
+
+def test_workers_left_with_nothing_to_do_are_said_to_be(local_ray, bunny_short: Path, starry: Path,
+                                                         tmp_path: Path) -> None:
+    """A clip shorter than one chunk runs on one worker: the second only cost Ray's start-up, without a word."""
+    started: list[RenderStarted] = []
+    vidstyle.render(bunny_short, [starry], tmp_path / "one.mp4", _config(), workers=2,
+                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    assert "the video makes 1 chunk for 2 workers: 1 will have nothing to do (smaller chunks spread it over more)" \
+        in started[0].notes
+    started.clear()
+    vidstyle.render(bunny_short, [starry], tmp_path / "two.mp4", _config(), workers=2, **CHUNKING,
+                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    assert not any("nothing to do" in note for note in started[0].notes)

@@ -53,7 +53,7 @@ from vidstyle.errors import (
     VidstyleError,
     stop_signal,
 )
-from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, WorkersBusy, ignore_event
+from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, RenderStarted, WorkersBusy, ignore_event
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, read_style_image, write_image
@@ -560,10 +560,22 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
                                "set RAY_ADDRESS to a cluster's address") from None
         where = ("a local Ray" if cluster.address is None else f"the Ray cluster at {shown}" if named
                  else "the Ray cluster that auto finds")
-        raise WorkerFailed(f"cannot start or reach {where}: {' '.join(str(exc).split())}") from None
+        raise WorkerFailed(f"cannot start or reach {where}: {' '.join(str(exc).split())}"
+                           f"{_token_hint(cluster)}") from None
     finally:
         if main and handler is not None:
             signal.signal(signal.SIGTERM, handler)
+
+
+def _token_hint(cluster: Cluster) -> str:
+    """Said where a named cluster may have refused this driver for want of a token: a head started with
+    `ray start --head` asks for one where this machine keeps ~/.ray/auth_token (written by the first local Ray),
+    and a driver given an address sends none unless RAY_AUTH_MODE says token."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if cluster.address in (None, "auto") or os.environ.get("RAY_AUTH_MODE") == "token" or not token.is_file():
+        return ""
+    return (f" (if the cluster asks for a token, as a head started beside {token} does, set RAY_AUTH_MODE=token "
+            "to send it)")
 
 
 def check_reachable(address: str, timeout: float = _CONNECT_TIMEOUT, shown: str | None = None) -> None:
@@ -629,7 +641,8 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 done = job.workdir.done_frames()
                 progress.current = first_missing(done, job.info.frame_count)
                 progress.gains = output_gains(job, manifest, stop)
-                on_event(started_event(job, session.describe(), segments, done, gains=progress.gains))
+                on_event(_with_idle_note(started_event(job, session.describe(), segments, done,
+                                                       gains=progress.gains), len(segments), session.workers))
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
@@ -640,6 +653,17 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
         end_if_stopped(stopped, job)
     return job.output
+
+
+def _with_idle_note(started: RenderStarted, chunks: int, workers: int) -> RenderStarted:
+    """The start event, saying so where the video makes fewer chunks than there are workers: the others only cost
+    Ray's start-up (a clip shorter than one chunk runs on one worker)."""
+    if chunks >= workers:
+        return started
+    idle = workers - chunks
+    note = (f"the video makes {chunks} chunk{'s' * (chunks != 1)} for {workers} workers: {idle} will have nothing "
+            "to do (smaller chunks spread it over more)")
+    return replace(started, notes=(*started.notes, note))
 
 
 @contextmanager
@@ -722,6 +746,18 @@ def wait_for_tasks(ray: Any, refs: list[Any], seconds: float, stop: threading.Ev
             return ready
 
 
+def cancel_running(ray: Any, refs: list[Any]) -> list[Any]:
+    """End the tasks among `refs` still running, and return them: a forced cancel ends the worker process, and with it
+    its ffmpeg. Not those that have returned: Ray fails a check of its own (a C++ abort, the driver's end) on a cancel
+    that meets a task's reply, as after a Ctrl-C while chunks finish."""
+    if not refs:
+        return []
+    _returned, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for ref in running:
+        ray.cancel(ref, force=True)
+    return running
+
+
 class _Driver:
     """Starts each task once the frames it reads are made, blends each overlap once both sides are on disk, and
     encodes every frame in order as soon as it and all before it are final."""
@@ -778,8 +814,7 @@ class _Driver:
                     raise exc.__cause__ from None
                 raise
             finally:
-                for ref in pending:
-                    self.ray.cancel(ref, force=True)  # ends the worker process, and with it its ffmpeg
+                cancel_running(self.ray, list(pending))
             return writer.frames_written
 
     def _await_returns(self, pending: dict[Any, Task]) -> None:
