@@ -817,29 +817,15 @@ def test_only_tasks_still_running_are_cancelled(local_ray) -> None:
 def test_a_cluster_that_may_want_a_token_is_said_to(tmp_path: Path, monkeypatch) -> None:
     """A head that `ray start --head` began where ~/.ray/auth_token exists asks for the token, which a driver given
     an address sends only with RAY_AUTH_MODE=token: the failure said only "Failed to connect"."""
-    from vidstyle.distributed import Cluster, _token_hint
+    from vidstyle.distributed import _token_hint
 
     token = tmp_path / "auth_token"
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    named = Cluster(None, "10.0.0.5:6379", DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP)
-    assert _token_hint(named) == ""  # no token here: not the reason
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    assert _token_hint("10.0.0.5:6379") == ""  # Ray here never used a token: not the reason
     token.write_text("secret")
-    assert "set RAY_AUTH_MODE=token to send it" in _token_hint(named)
-    assert _token_hint(Cluster(None, None, DEFAULT_CHUNK_FRAMES, DEFAULT_OVERLAP)) == ""  # a local Ray of its own
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    assert _token_hint(named) == ""  # sent already
-
-
-def test_workers_left_with_nothing_to_do_are_said_to_be(local_ray, bunny_short: Path, starry: Path,
-                                                         tmp_path: Path) -> None:
-    """A clip shorter than one chunk runs on one worker: the second only cost Ray's start-up, without a word."""
-    started: list[RenderStarted] = []
-    vidstyle.render(bunny_short, [starry], tmp_path / "one.mp4", _config(), workers=2,
-                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
-    assert "the video makes 1 chunk for 2 workers: 1 will have nothing to do (smaller chunks spread it over more)" \
-        in started[0].notes
-    started.clear()
-    vidstyle.render(bunny_short, [starry], tmp_path / "two.mp4", _config(), workers=2, **CHUNKING,
-                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
-    assert not any("nothing to do" in note for note in started[0].notes)
+    assert "set RAY_AUTH_MODE=token, with the head's token in RAY_AUTH_TOKEN" in _token_hint("10.0.0.5:6379")
+    assert _token_hint(None) == ""  # a local Ray of its own, or one that auto found with no address
+    monkeypatch.setenv("RAY_AUTH_MODE", "TOKEN")
+    assert _token_hint("10.0.0.5:6379") == ""  # sent already

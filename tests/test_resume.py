@@ -592,6 +592,9 @@ def test_only_frames_made_before_a_setting_existed_are_said_to_be() -> None:
     balanced = manifest(flow="dis+farneback", init="prev", temporal_weight=15.0, held_structure=3.0)
     fast = manifest(flow="none", init="prev", temporal_weight=15.0, held_structure=1.0)
     assert fast.differences(balanced) == ["setting(s) flow (dis+farneback before)"]
+    given = manifest(flow="dis+farneback", init="prev", temporal_weight=15.0, held_structure=5.0)
+    assert fast.differences(given) == ["setting(s) flow (dis+farneback before), held_structure (5 before)"], \
+        "a value the user gave is named, to be given again with the flow"
 
 
 def test_a_render_that_holds_no_frame_records_held_structure_as_frames_before_it_had_it() -> None:

@@ -581,3 +581,5 @@ def test_a_painting_scaled_down_to_the_networks_smallest_keeps_its_shape() -> No
     assert style_size(wide, (64, 36), 0.05) == (32, 16)
     assert style_size(wide, (640, 360), 1.0) == (640, 320)
     assert style_size(wide.transpose(1, 0, 2), (64, 36), 0.05) == (16, 32)
+    strip = np.zeros((16, 100_000, 3), np.uint8)  # kept whole, it would be a frame of 1.6 megapixels
+    assert style_size(strip, (64, 36), 1.0) == (256, 16), "squeezed past 4x the long side asked for"

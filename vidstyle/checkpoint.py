@@ -16,12 +16,13 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vidstyle.config import Config
 from vidstyle.errors import (
     RECORDED_BY_THE_RENDER,
     RESTART,
@@ -34,6 +35,9 @@ from vidstyle.errors import (
 )
 from vidstyle.io.images import read_image, write_atomic, write_image
 from vidstyle.io.paths import FileLock
+
+# Config's own: where a render holds frames with it, the other render's held_structure of 1 says nothing by itself.
+_HELD_STRUCTURE_DEFAULT = next(f.default for f in fields(Config) if f.name == "held_structure")
 
 MANIFEST = "manifest.json"
 LOCK = "lock"
@@ -140,9 +144,11 @@ class Manifest:
             for name in ALONG_FLOW_ONLY:
                 mine.pop(name, None)
                 theirs.pop(name, None)
-        if _holds_no_frame(mine) or _holds_no_frame(theirs):
-            # Recorded as 1 where it shapes nothing (Config.frames_dict): a difference there is the doing of the
-            # setting that made it shape nothing, which is named, not of one the user changed.
+        holding = theirs if _holds_no_frame(mine) else mine if _holds_no_frame(theirs) else None
+        if holding is not None and holding.get("held_structure") == _HELD_STRUCTURE_DEFAULT:
+            # Recorded as 1 where it shapes nothing (Config.frames_dict): a difference from the default there is the
+            # doing of the setting that made it shape nothing, which is named, not of one the user changed (a value
+            # the user gave is named too, to be given again).
             mine.pop("held_structure", None)
             theirs.pop("held_structure", None)
         return tuple(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)))

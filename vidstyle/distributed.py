@@ -561,21 +561,22 @@ def _init_ray(ray: Any, cluster: Cluster, config: Config) -> None:
         where = ("a local Ray" if cluster.address is None else f"the Ray cluster at {shown}" if named
                  else "the Ray cluster that auto finds")
         raise WorkerFailed(f"cannot start or reach {where}: {' '.join(str(exc).split())}"
-                           f"{_token_hint(cluster)}") from None
+                           f"{_token_hint(named)}") from None
     finally:
         if main and handler is not None:
             signal.signal(signal.SIGTERM, handler)
 
 
-def _token_hint(cluster: Cluster) -> str:
-    """Said where a named cluster may have refused this driver for want of a token: a head started with
-    `ray start --head` asks for one where this machine keeps ~/.ray/auth_token (written by the first local Ray),
-    and a driver given an address sends none unless RAY_AUTH_MODE says token."""
-    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    if cluster.address in (None, "auto") or os.environ.get("RAY_AUTH_MODE") == "token" or not token.is_file():
+def _token_hint(named: str | None) -> str:
+    """Said where a cluster named by its address (as given, or RAY_ADDRESS) may have refused this driver for want
+    of a token: a head started with `ray start --head` asks for one where its machine keeps ~/.ray/auth_token (a
+    local Ray writes it), and a driver given an address sends none unless RAY_AUTH_MODE says token."""
+    if named is None or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
         return ""
-    return (f" (if the cluster asks for a token, as a head started beside {token} does, set RAY_AUTH_MODE=token "
-            "to send it)")
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if not token.is_file() and not os.environ.get("RAY_AUTH_TOKEN"):
+        return ""  # Ray on this machine has never used a token: most likely not the reason
+    return " (if the cluster asks for a token, set RAY_AUTH_MODE=token, with the head's token in RAY_AUTH_TOKEN)"
 
 
 def check_reachable(address: str, timeout: float = _CONNECT_TIMEOUT, shown: str | None = None) -> None:
@@ -748,8 +749,9 @@ def wait_for_tasks(ray: Any, refs: list[Any], seconds: float, stop: threading.Ev
 
 def cancel_running(ray: Any, refs: list[Any]) -> list[Any]:
     """End the tasks among `refs` still running, and return them: a forced cancel ends the worker process, and with it
-    its ffmpeg. Not those that have returned: Ray fails a check of its own (a C++ abort, the driver's end) on a cancel
-    that meets a task's reply, as after a Ctrl-C while chunks finish."""
+    its ffmpeg. Those that have returned are left alone: Ray fails a check of its own (a C++ abort, the driver's end)
+    on a forced cancel that meets a task's reply, as after a Ctrl-C while chunks finish; this narrows that window to
+    replies on their way at this very moment, it does not close it."""
     if not refs:
         return []
     _returned, running = ray.wait(refs, num_returns=len(refs), timeout=0)

@@ -170,7 +170,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     trim = trim_frames(info, start, end)
     window = _audio_window(info, trim)
     # Past the end is the end (a start there is refused): said, as a render shorter than asked.
-    past_end = end if end is not None and end > info.duration + 0.5 / float(info.fps) else None
+    past_end = float(end) if end is not None and end > info.duration + 0.5 / float(info.fps) else None
     return RenderJob(input_path, styles, style_images, output, work, info, size, config, device,
                      plan_audio(info, output, window), trim=trim, audio_window=window,
                      out_size=written if written != size else None, overwrite=overwrite, past_end=past_end)
@@ -469,8 +469,8 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                      f"own time ({shown}{f', {dropped} dropped where the source is faster' if dropped else ''})")
     first, stop = job.span
     if job.past_end is not None:
-        notes.append(f"the end asked for, {job.past_end:g} s, is past the video's end at {job.info.duration:.3f} s: "
-                     "rendered to its end")
+        notes.append(f"the end asked for, {job.past_end:g} s, is past the end of the video, which lasts "
+                     f"{job.info.duration:.3f} s: rendered to its end")
     if job.trim is not None:
         part = f"frame {first}" if stop - first == 1 else f"frames {first} to {stop - 1}"
         notes.append(f"{part} of {job.info.frame_count}, from {job.info.frame_times[first]:.3f} s"

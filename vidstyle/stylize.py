@@ -80,11 +80,16 @@ def keep_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
 
 
 def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(width, height) of a style image whose long side is `scale` x the render's long side, enlarged where its short
-    side would fall under 16 pixels (the network's smallest), its shape kept: each side floored on its own squeezed
-    a long painting."""
-    ratio = max(round(max(render_size) * scale) / max(style.shape[:2]), 16 / min(style.shape[:2]))
+    """(width, height) of a style image whose long side is `scale` x the render's long side, larger where its short
+    side would fall under 16 pixels (the network's smallest), its shape kept (each side floored on its own squeezed
+    a long painting), up to a long side of STRIP_LONGEST x the one asked for: a strip of a painting past that is
+    squeezed, not kept whole (1,000,000 x 16 pixels would be a frame of 16 megapixels for the network)."""
+    asked, long_side, short_side = max(16, round(max(render_size) * scale)), max(style.shape[:2]), min(style.shape[:2])
+    ratio = min(max(asked / long_side, 16 / short_side), STRIP_LONGEST * asked / long_side)
     return max(16, round(style.shape[1] * ratio)), max(16, round(style.shape[0] * ratio))
+
+
+STRIP_LONGEST = 4
 
 
 # Coarse levels smaller than this teach nothing: relu4_1 would be a few positions wide.

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import stat
+import subprocess
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -474,14 +475,23 @@ _ALPHA_FORMATS = re.compile(r"Video: [^,]*, (?:yuva|rgba|bgra|argb|abgr|gbrap|ya
 _ALWAYS_ALPHA = frozenset({"gif", "apng"})
 
 
+# Pictures of a GIF or APNG looked at for a transparent pixel: its first ones, as the probe runs before any size check
+# and for every run (a long screen recording would be decoded whole each time).
+_ALPHA_LOOK_FRAMES = 250
+
+
 def _any_transparent(path: Path) -> bool:
-    """Whether a picture of the video has a pixel that is not opaque (the whole video decoded: a GIF's or APNG's,
-    short as they are)."""
-    code, _out, err = run_ffmpeg([*input_args(path), "-map", VIDEO_STREAM, "-vf",
-                                  "alphaextract,signalstats,metadata=print:key=lavfi.signalstats.YMIN",
-                                  "-f", "null", "-"])
+    """Whether one of the first pictures of the video has a pixel that is not opaque."""
+    try:
+        # 8-bit alpha first: a 16-bit APNG's would be measured on a scale of 65535.
+        code, _out, err = run_ffmpeg([*input_args(path), "-map", VIDEO_STREAM, "-frames:v", str(_ALPHA_LOOK_FRAMES),
+                                      "-vf", "format=rgba,alphaextract,signalstats,"
+                                             "metadata=print:key=lavfi.signalstats.YMIN", "-f", "null", "-"],
+                                     timeout=60)
+    except subprocess.TimeoutExpired:
+        return True  # where it cannot be told, as its format says
     least = [int(v) for v in re.findall(r"lavfi\.signalstats\.YMIN=(\d+)", err)]
-    return code != 0 or not least or min(least) < 255  # where it cannot be told, as its format says
+    return code != 0 or not least or min(least) < 255
 
 
 def _has_alpha(stream_line: str, metadata: list[str]) -> bool:
