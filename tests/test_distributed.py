@@ -806,8 +806,8 @@ def test_only_tasks_still_running_are_cancelled(local_ray) -> None:
 
     remote = local_ray.remote(sleeps).options(num_cpus=1)
     quick, slow = remote.remote(0.0), remote.remote(60.0)
-    local_ray.wait([quick], timeout=60)
-    assert cancel_running(local_ray, [quick, slow]) == [slow]
+    assert local_ray.wait([quick], timeout=60)[0] == [quick]
+    assert cancel_running(local_ray, [quick, slow]) == [slow], "the one that returned is not cancelled"
     assert local_ray.get(quick) == 0.0
     with pytest.raises((local_ray.exceptions.TaskCancelledError, local_ray.exceptions.WorkerCrashedError)):
         local_ray.get(slow, timeout=60)
