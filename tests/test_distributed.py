@@ -829,3 +829,17 @@ def test_a_cluster_that_may_want_a_token_is_said_to(tmp_path: Path, monkeypatch)
     assert _token_hint(None) == ""  # a local Ray of its own, or one that auto found with no address
     monkeypatch.setenv("RAY_AUTH_MODE", "TOKEN")
     assert _token_hint("10.0.0.5:6379") == ""  # sent already
+
+
+def test_workers_left_with_nothing_to_do_are_said_to_be(local_ray, bunny_short: Path, starry: Path,
+                                                         tmp_path: Path) -> None:
+    """A clip shorter than one chunk runs on one worker: the second only cost Ray's start-up, without a word."""
+    started: list[RenderStarted] = []
+    vidstyle.render(bunny_short, [starry], tmp_path / "one.mp4", _config(), workers=2,
+                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    assert "the video makes 1 chunk for 2 workers: 1 will have nothing to do (smaller chunks spread it over more)" \
+        in started[0].notes
+    started.clear()
+    vidstyle.render(bunny_short, [starry], tmp_path / "two.mp4", _config(), workers=2, **CHUNKING,
+                    on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+    assert not any("nothing to do" in note for note in started[0].notes)
