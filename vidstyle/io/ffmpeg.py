@@ -42,14 +42,19 @@ def ffmpeg_exe() -> str:
     return exe
 
 
+def _ask(exe: str, option: str) -> subprocess.CompletedProcess[str]:
+    """What the ffmpeg at `exe` says to one of its listing options (-version, -filters, -demuxers)."""
+    try:
+        return subprocess.run([exe, "-hide_banner", option], capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL, errors="replace")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
+
+
 @functools.cache
 def check_ffmpeg_version(exe: str, chosen_by_user: bool) -> None:
     """Refuse an ffmpeg older than vidstyle's arguments need, saying how to get a newer one (once per binary)."""
-    try:
-        ran = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30,
-                             stdin=subprocess.DEVNULL, errors="replace")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
+    ran = _ask(exe, "-version")
     banner = ran.stdout
     if ran.returncode != 0 or not banner.startswith("ffmpeg version"):
         # Otherwise the first input it fails to read would be blamed ("has no video stream").
@@ -72,8 +77,7 @@ def missing_filters(*names: str) -> list[str]:
 
 @functools.cache
 def _filters(exe: str) -> frozenset[str]:
-    ran = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30,
-                         stdin=subprocess.DEVNULL, errors="replace")
+    ran = _ask(exe, "-filters")
     # " TS. zscale  V->V  Apply resizing, ...": flags, then the name.
     return frozenset(re.findall(r"^ [.A-Z|]{2,3} (\w+)\s", ran.stdout, re.MULTILINE))
 
@@ -132,12 +136,8 @@ def demuxer_names(listing: str) -> list[str]:
 def readable_formats(exe: str) -> str:
     """The demuxers of this ffmpeg that an input may be opened as, as `-format_whitelist` takes them: all but
     devices and those of _NAMING_OTHERS."""
-    try:
-        ran = subprocess.run([exe, "-hide_banner", "-demuxers"], capture_output=True, text=True, timeout=30,
-                             stdin=subprocess.DEVNULL, errors="replace")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise VidstyleError(f"cannot run ffmpeg at {exe}: {exc}") from exc
-    allowed = [name for name in demuxer_names(ran.stdout) if not _NAMING_OTHERS & set(name.split(","))]
+    listed = demuxer_names(_ask(exe, "-demuxers").stdout)
+    allowed = [name for name in listed if not _NAMING_OTHERS & set(name.split(","))]
     if not allowed:
         raise VidstyleError(f"cannot tell which formats the ffmpeg at {exe} reads (asked with -demuxers)")
     return ",".join(allowed)
