@@ -73,6 +73,7 @@ from vidstyle.io.paths import (
     missing_folder,
     partial_path,
     publish,
+    refuse_folder_name,
     unmark_partial,
 )
 from vidstyle.io.probe import VideoInfo, missing_input, probe_video, refuse_directory, trim_frames
@@ -144,8 +145,8 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     check_style_count(config, len(styles))
     if workdir is not None:
         workdir = path_argument("workdir", workdir, "folder")
-    if output is not None and str(output).endswith(("/", os.sep)):  # Path() would drop the slash that says "a folder"
-        raise UsageError(f"output {output} names a folder; name the video file")
+    if output is not None:
+        refuse_folder_name(output, "video")
     output = path_argument("output", output) if output is not None else default_output(input_path, styles)
     if not input_path.exists():
         raise missing_input(input_path)

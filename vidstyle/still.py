@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from vidstyle.errors import STOPS, Interrupted, OutputExists, SettingError, Usag
 from vidstyle.events import EventCallback, ImageStarted, ignore_event
 from vidstyle.io.decode import Frame
 from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
-from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, check_partial_free, same_file
+from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, check_partial_free, refuse_folder_name, same_file
 from vidstyle.limits import check_fits, image_size, own_size_note, render_size, stretches
 from vidstyle.precision import emulation_note, resolve_precision
 from vidstyle.sequence import stylize_sequence
@@ -45,8 +44,7 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     """
     check_call_arguments(overwrite=overwrite, stop=stop, on_event=on_event)
     config = config_or_default(config)
-    if str(output).endswith(("/", os.sep)):  # Path() would drop the slash that says "a folder"
-        raise UsageError(f"output {output} names a folder; name the image file")
+    refuse_folder_name(output, "image")
     content_path, output = path_argument("content_path", content_path), path_argument("output", output)
     if stylizer is not None:
         check_is_stylizer(stylizer)

@@ -84,6 +84,13 @@ def check_output_path(output: Path, source: Path, overwrite: bool, styles: Seque
         raise OutputError(f"cannot write in the {what} directory {parent}: {exc.strerror or exc}") from exc
 
 
+def refuse_folder_name(output: object, kind: str) -> None:
+    """Refuse an output named with a trailing slash, as a folder is (Path() would drop the slash that says so);
+    `kind` is the file to name instead ("video", "image")."""
+    if str(output).endswith(("/", os.sep)):
+        raise UsageError(f"output {output} names a folder; name the {kind} file")
+
+
 def missing_folder(folder: Path) -> str:
     """What is wrong with a folder that is not there, said after its name: absent, or a file where it should be."""
     return f"{folder} is a file, not a folder" if folder.exists() else f"does not exist: {folder}"
