@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vidstyle.config import Config
+from vidstyle.config import Config, holds_frames
 from vidstyle.errors import (
     RECORDED_BY_THE_RENDER,
     RESTART,
@@ -73,9 +73,7 @@ ALONG_FLOW_ONLY = ("temporal_weight", "change_tolerance")
 def _holds_no_frame(settings: dict[str, Any]) -> bool:
     """Whether a render of these manifest settings has no frame that held_structure weighs (as
     config.held_structure_unused says of a Config)."""
-    return (settings.get("flow") == "none" or settings.get("temporal_weight") == 0
-            or settings.get("structure_weight") == 0
-            or (settings.get("init", "prev") != "prev" and settings.get("passes", 1) == 1))
+    return not holds_frames(settings) or settings.get("structure_weight") == 0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numbers
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -442,13 +442,21 @@ def make_config(preset: str | Path | None = DEFAULT_PRESET, **overrides: Any) ->
     return config
 
 
+def holds_frames(settings: Mapping[str, Any]) -> bool:
+    """Whether a render of these settings (a Config's fields, or a work directory's record of them, which may lack
+    the newer ones) has frames that a temporal loss holds to their neighbours' paint: it needs flow, a temporal
+    weight, and init prev or more passes."""
+    return (settings.get("flow") != "none" and settings.get("temporal_weight") != 0
+            and (settings.get("init", "prev") == "prev" or settings.get("passes", 1) > 1))
+
+
 def held_structure_unused(c: Config) -> str | None:
     """Why `held_structure` shapes no frame of a render with these settings (no frame is held by a temporal loss,
     or there is no structure term to weigh), or None where it does."""
     held = "weighs the structure loss on frames that the temporal loss holds to their neighbours' paint"
     if c.flow == "none":  # first and alone: with no flow the other settings along it shape nothing either
         return f"{held}: {_NEEDS_FLOW}"
-    if c.temporal_weight == 0 or (c.init != "prev" and c.passes == 1):
+    if not holds_frames(vars(c)):
         return (f"{held}: it needs a temporal_weight over 0 and init prev or passes over 1 (temporal_weight is "
                 f"{c.temporal_weight:g}, init is {c.init}, passes is {c.passes})")
     return "multiplies structure_weight, which is 0" if c.structure_weight == 0 else None
