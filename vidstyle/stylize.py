@@ -79,6 +79,10 @@ def keep_colors(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(out, cv2.COLOR_YCrCb2RGB)
 
 
+# How many times the long side asked for a painting's strip may be, kept whole at the network's smallest short side.
+STRIP_LONGEST = 4
+
+
 def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) -> tuple[int, int]:
     """(width, height) of a style image whose long side is `scale` x the render's long side, larger where its short
     side would fall under 16 pixels (the network's smallest), its shape kept (each side floored on its own squeezed
@@ -87,9 +91,6 @@ def style_size(style: np.ndarray, render_size: tuple[int, int], scale: float) ->
     asked, long_side, short_side = max(16, round(max(render_size) * scale)), max(style.shape[:2]), min(style.shape[:2])
     ratio = min(max(asked / long_side, 16 / short_side), STRIP_LONGEST * asked / long_side)
     return max(16, round(style.shape[1] * ratio)), max(16, round(style.shape[0] * ratio))
-
-
-STRIP_LONGEST = 4
 
 
 # Coarse levels smaller than this teach nothing: relu4_1 would be a few positions wide.
