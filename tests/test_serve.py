@@ -7,10 +7,12 @@ with -9 in the restart test is a real kill.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -511,7 +513,11 @@ def test_upload_file_names_are_never_paths(server: ServeProcess, clip: Path, pho
     server.client.post(f"/api/jobs/{job_id}/cancel")
     folder = server.data / "jobs" / job_id
     assert {"input.mp4", "style.png"} <= {p.name for p in folder.iterdir()}
-    assert not list(server.data.rglob("*escape*")) and not Path("/tmp/style-escape.png").exists()
+    # A name followed as a path lands in data/, in one of its ancestors (../ from jobs/<id>/ or the upload's staging
+    # folder) or at the root ("/tmp/../../" resolves to "/").
+    assert not list(server.data.rglob("*escape*"))
+    assert not [folder for folder in server.data.parents
+                if (folder / "escape.mp4").exists() or (folder / "style-escape.png").exists()]
     server.wait_final(job_id, timeout=60)
     assert server.client.delete(f"/api/jobs/{job_id}").status_code == 204
 
@@ -1727,6 +1733,60 @@ def test_an_unexpected_error_fails_its_job_and_replaces_the_workers_process(tmp_
         assert queue.get(job.id).state == "failed", "its job stays as it ended"  # type: ignore[union-attr]
     finally:
         pool.stop()
+
+
+def test_an_unexpected_errors_traceback_is_logged_for_the_operator(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The job records one line for its client; where the error came from was logged nowhere."""
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue, new_job_id
+    from vidstyle.serve.worker import WorkerSpec, run_job
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    job = queue.add(new_job_id(), "video", {"output": "result.mp4"})  # no style: a KeyError, as no upload makes
+    claimed = queue.claim("w0")
+    assert claimed is not None and claimed.id == job.id
+    with caplog.at_level(logging.ERROR, logger="vidstyle.serve"):
+        fit = run_job(queue, WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), claimed, threading.Event(),
+                      lambda: None)
+    assert not fit and queue.get(job.id).state == "failed"  # type: ignore[union-attr]
+    logged = [record for record in caplog.records if record.exc_info]
+    assert len(logged) == 1 and job.id in logged[0].getMessage()
+    assert logged[0].exc_info is not None and logged[0].exc_info[0] is KeyError
+
+
+def test_a_locked_queue_does_not_end_the_watch_for_a_cancel(tmp_path: Path) -> None:
+    """A database locked past its timeout raised in the watching thread and ended it: the job's cancel was then
+    never seen (only the watchdog's kill ended the render). The watch looks again."""
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue, new_job_id
+    from vidstyle.serve.worker import Watcher
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    job = queue.add(new_job_id(), "video", {})
+    assert queue.claim("w0") is not None  # a running job's cancel is a flag its watcher looks for
+    asked = []
+    real = queue.cancel_requested
+
+    def locked_twice(job_id: str) -> bool:
+        asked.append(job_id)
+        if len(asked) <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(job_id)
+
+    queue.cancel_requested = locked_twice  # type: ignore[method-assign]
+    watcher = Watcher(queue, job.id, threading.Event(), lambda: None)
+    try:
+        _until(lambda: len(asked) > 2, "the watch looks again after the database was locked", timeout=20)
+        assert not watcher.stop.is_set()
+        queue.cancel(job.id)
+        _until(watcher.stop.is_set, "the cancel is seen", timeout=20)
+    finally:
+        watcher.close()
 
 
 def _until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:

@@ -262,9 +262,19 @@ class Watcher:
 
     def _watch(self, queue: JobQueue, job_id: str, shutdown: Stopping) -> None:
         while not self._done.wait(WATCH_INTERVAL):
-            if shutdown.is_set() or queue.cancel_requested(job_id):
+            if shutdown.is_set() or self._cancel_requested(queue, job_id):
                 self.stop.set()
                 return
+
+    @staticmethod
+    def _cancel_requested(queue: JobQueue, job_id: str) -> bool:
+        # A database locked for longer than its timeout is asked again at the next look: the thread must not die
+        # of it, or the job's cancel and the server's shutdown would wait for the watchdog's kill.
+        try:
+            return queue.cancel_requested(job_id)
+        except sqlite3.OperationalError as exc:
+            _log.warning("job %s: the job queue could not be read (%s); looking again", job_id, exc)
+            return False
 
     def close(self) -> None:
         self._done.set()
@@ -301,6 +311,7 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
         drop_checkpoints(folder)
         queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; another worker takes the next
+        _log.exception("job %s: unexpected error", job.id)  # the client sees one line; the operator, where it came from
         drop_checkpoints(folder)
         queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
         return False
