@@ -729,6 +729,12 @@ def test_a_file_of_the_users_where_the_partial_output_goes_is_never_taken_over(c
     code, err = _run(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), *TINY])
     assert code == 1 and len(err) == 1 and f"{theirs} is in the way" in err[0], err
     assert theirs.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == [theirs.name]
+    # An empty folder named as the work directory holds no render's checkpoints: it does not make the file a run's.
+    (tmp_path / "work").mkdir()
+    code, err = _run(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out), "--workdir",
+                              str(tmp_path / "work"), *TINY])
+    assert code == 1 and len(err) == 1 and f"{theirs} is in the way" in err[0], err
+    assert theirs.read_text() == "precious" and not any((tmp_path / "work").iterdir())
 
 
 def test_an_output_that_appears_while_rendering_is_kept_and_the_frames_too(lavfi_clip, starry, tmp_path) -> None:

@@ -222,6 +222,11 @@ class WorkDir:
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise CheckpointMismatch(f"the manifest of work directory {self.path} is damaged ({exc})") from exc
 
+    def holds_a_render(self) -> bool:
+        """Whether a render has begun here: its manifest is written before its first frame is encoded, so a partial
+        output with content beside a folder without one is not that render's."""
+        return (self.path / MANIFEST).is_file()
+
     def damaged_but_ours(self) -> bool:
         """Whether a work directory whose manifest does not parse is still recognisably vidstyle's: nothing but
         vidstyle's own names sits beside it (or a file manager's litter), and the manifest names a field that only

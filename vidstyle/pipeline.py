@@ -166,7 +166,7 @@ def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     _check_workdir_apart(work.path, output)
     _check_workdir(work)
-    check_partial_free(output, leftover_known=work.path.exists())
+    check_partial_free(output, leftover_known=work.holds_a_render())
     written = output_size(config.output_size, size, (info.width, info.height))
     trim = trim_frames(info, start, end)
     window = _audio_window(info, trim)
