@@ -382,6 +382,25 @@ def test_a_stop_while_workers_write_the_video_from_finished_frames_says_so(refer
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
 
+def test_another_renders_work_directory_is_refused_before_a_cluster_is_reached(bunny_short: Path, starry: Path,
+                                                                                tmp_path: Path) -> None:
+    """The work directory's frames were compared with the render's settings only once a Ray cluster had been started
+    or joined (minutes, for a cluster that is starting); a closed port shows the comparison now comes first."""
+    def one_frame_then_stop(event: object) -> None:
+        if isinstance(event, FrameSaved):
+            raise RuntimeError("stopped after a frame")
+
+    out, work = tmp_path / "out.mp4", tmp_path / "work"
+    with pytest.raises(RuntimeError, match="stopped after a frame"):
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=one_frame_then_stop)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(CheckpointMismatch, match="holds a render made without Ray workers: resume it without them"):
+        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, ray_address=f"127.0.0.1:{port}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and _frames(work)
+
+
 def test_a_render_made_without_workers_resumed_on_workers_is_told_to_resume_without(local_ray, bunny_short: Path,
                                                                                     starry: Path,
                                                                                     tmp_path: Path) -> None:

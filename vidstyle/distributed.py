@@ -73,6 +73,7 @@ from vidstyle.pipeline import (
     output_gains,
     output_slot,
     put_in_place,
+    refuse_other_render,
     started_event,
 )
 from vidstyle.plan import Segment
@@ -626,6 +627,7 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     files = ChunkFiles(job.workdir, job.config.passes)
     progress = RunProgress(on_event, 0, job.info.frame_count)
     stopped: int | None = None
+    refuse_other_render(job, restart)  # before a cluster is started or joined, which can take minutes
     with output_slot(job.output, progress, job.overwrite) as partial, \
             _stop_after_publish(job) as published:
         # Ray first: a cluster that cannot be reached leaves no work directory behind to block the next try.

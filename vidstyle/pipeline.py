@@ -338,6 +338,7 @@ class RunProgress:
 def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading.Event | None,
          stylizer: Stylizer | None) -> Path:
     progress = RunProgress(on_event, 0, job.span[1])
+    refuse_other_render(job, restart)
     with output_slot(job.output, progress, job.overwrite) as partial:
         manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
         with job.workdir.lock():
@@ -543,8 +544,7 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
         wanted = _manifest(job, [])
         differences = wanted.differences(existing)
         if differences and not _discard_if_empty(work):
-            raise CheckpointMismatch(_mismatch(work, wanted, existing, differences), wanted.changed_settings(existing),
-                                     wanted.older_settings(existing), wanted.earlier_values(existing))
+            raise _other_render(work, wanted, existing, differences)
         if existing.segments and not differences:
             return existing
     first, end = job.span
@@ -552,6 +552,24 @@ def open_workdir(job: RenderJob, restart: bool, stop: threading.Event | None, ne
     chunk_frames = job.chunking[0] if job.chunking is not None else None
     segments = plan_segments(end, scan.cuts, chunk_frames, first)
     return work.create(_manifest(job, segments, network_dtype, scan.brightness))
+
+
+def refuse_other_render(job: RenderJob, restart: bool) -> None:
+    """Before anything is made (the partial output, a Ray cluster's start): the work directory's frames are another
+    render's (other settings) that `restart` would not discard. Reads only; open_workdir decides again under the
+    work directory's lock, as another render may change it meanwhile."""
+    existing = None if restart else job.workdir.read_manifest()
+    if existing is None:
+        return
+    wanted = _manifest(job, [])
+    differences = wanted.differences(existing)
+    if differences and job.workdir.holds_frames():
+        raise _other_render(job.workdir, wanted, existing, differences)
+
+
+def _other_render(work: WorkDir, wanted: Manifest, existing: Manifest, differences: list[str]) -> CheckpointMismatch:
+    return CheckpointMismatch(_mismatch(work, wanted, existing, differences), wanted.changed_settings(existing),
+                              wanted.older_settings(existing), wanted.earlier_values(existing))
 
 
 def check_still_ours(work: WorkDir, manifest: Manifest) -> None:
