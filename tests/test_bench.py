@@ -82,7 +82,8 @@ def test_known_motion_bench_measures_each_mode_along_the_true_motion() -> None:
     out = _run_script("bench_known_motion.py", str(demo_clip()), "--at", "3", "--size", "64", "--frames", "3",
                       "--motion", "1.0,0.5", "--mode", f"tiny={_TINY}")
     (farneback, dis), = re.findall(rf"flow end-point error: Farneback {_NUMBER} px, DIS {_NUMBER} px", out)
-    assert float(farneback) >= 0 and float(dis) >= 0
+    # Each flow finds the pan within a fraction of its 1.1 px (a flow that found nothing would be off by all of it).
+    assert float(farneback) < 0.5 and float(dis) < 0.5
     (true, along_farneback, along_dis, edges, style, seconds), = re.findall(
         rf"^tiny +{_NUMBER} +{_NUMBER} +{_NUMBER} +(-?[0-9.]+) +(-?[0-9.]+) +{_NUMBER}$", out, re.MULTILINE)
     # A render that moves is never exactly steady along any flow, and its edges correlate with the source's.

@@ -9,7 +9,7 @@ a seek (decoding only from the keyframe before), not from a decode of everything
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -109,20 +109,39 @@ def _check_ranges(path: Path) -> int:
     assert list(info.keyframes) == keyframes
     seeked = 0
     for start, stop in _ranges(len(full), keyframes):
-        got = list(read_frames(info, size, start, stop))
+        got, seeks = _read_counting_seeks(info, size, start, stop)
         expected = list(range(start, min(stop if stop is not None else len(full), len(full))))
         assert [f.index for f in got] == expected, (path.name, start, stop)
         for frame in got:
             assert np.array_equal(frame.rgb, full[frame.index]), (path.name, start, stop, frame.index)
         key = seek_keyframe(info, start)
-        if key is not None and expected:
-            assert 0 < key <= start
+        # read_frames seeks where seek_keyframe finds a keyframe to seek to (past the end too, which yields nothing).
+        assert seeks == ([start] if key is not None and (stop is None or stop > start) else []), (path.name, start, key)
+        if seeks and expected:
+            assert key is not None and 0 < key <= start
             # What the seek alone gives (read_frames goes on from the first frame where it stops short).
             seek = _read_after_seek(info, size, key, start, stop)
             assert [f.index for f in _drain(seek)] == expected, (path.name, start, stop, key)
             seeked += 1
     assert not child_ffmpeg_pids()
     return seeked
+
+
+def _read_counting_seeks(info: VideoInfo, size: tuple[int, int], start: int,
+                         stop: int | None) -> tuple[list[Frame], list[int]]:
+    """read_frames' frames of a range, and the starts it read after a seek (none where it decoded from frame 0)."""
+    seeks: list[int] = []
+    real = decode._read_after_seek
+
+    def counted(info: VideoInfo, size: tuple[int, int], key: int, start: int,
+                stop: int | None) -> Generator[Frame, None, int]:
+        seeks.append(start)
+        return real(info, size, key, start, stop)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(decode, "_read_after_seek", counted)
+        frames = [Frame(f.index, f.rgb.copy()) for f in read_frames(info, size, start, stop)]
+    return frames, seeks
 
 
 def _drain(frames: Iterator[Frame]) -> list[Frame]:

@@ -17,13 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from conftest import decoded, run_cli
 
 from vidstyle.checkpoint import WorkDir
 from vidstyle.config import make_config
-from vidstyle.errors import CheckpointError
+from vidstyle.errors import CheckpointError, OutputError
 from vidstyle.io.images import write_image
 
 # Enough iterations that the frames left after the third checkpoint take over a second: the signal tests must
@@ -275,10 +276,20 @@ def test_full_disk_keeps_earlier_checkpoints(tmp_path, monkeypatch) -> None:
     assert work.done_frames() == {0, 1}
 
 
-def test_atomic_write_never_leaves_half_a_file(tmp_path) -> None:
+def test_a_write_that_fails_half_way_keeps_the_file_it_was_to_replace(tmp_path, monkeypatch) -> None:
     target = tmp_path / "f.png"
-    write_image(target, np.zeros((4, 4, 3), np.uint8))
-    assert target.exists() and not list(tmp_path.glob(".*tmp*"))
+    old = np.full((4, 4, 3), 30, np.uint8)
+    write_image(target, old)
+
+    def fails(*_args, **_kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "fsync", fails)  # the new picture's bytes are written, not yet safe on disk
+    with pytest.raises(OutputError, match="Input/output error"):
+        write_image(target, np.full((4, 4, 3), 200, np.uint8))
+    monkeypatch.undo()
+    assert np.array_equal(cv2.imread(str(target))[..., ::-1], old)
+    assert [p.name for p in tmp_path.iterdir()] == ["f.png"], "no temporary file is left"
 
 
 def _interrupted_without_native_bf16(video: Path, style: Path, out: Path, config: Any, stop_when: Any,

@@ -477,11 +477,16 @@ def test_bf16_network_holds_bf16_weights_with_autocasts_arithmetic(vgg, images) 
         assert torch.equal(value, expected[layer])
 
 
-def test_precision_choice() -> None:
+def test_precision_choice(monkeypatch) -> None:
+    import vidstyle.precision as precision
+
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None
     assert resolve_precision("bf16", cpu) == torch.bfloat16
-    assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == torch.bfloat16  # computed natively: faster, and as good once converged
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None  # only emulated: many times slower than fp32
 
 
 def test_only_bf16_on_a_cpu_that_emulates_it_gets_a_note(monkeypatch) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -42,22 +43,35 @@ def test_without_salvage_items_behind_a_failure_are_dropped() -> None:
 
     sink = WriteBehind(handle, depth=4)
     sink.submit(0)
-    time.sleep(0.2)
-    with pytest.raises(ValueError):
-        sink.submit(1)
+    deadline = time.monotonic() + 10
+    with pytest.raises(ValueError):  # once the worker has failed (an item submitted before that is dropped)
+        while time.monotonic() < deadline:
+            sink.submit(1)
+            time.sleep(0.01)
     with pytest.raises(ValueError):
         sink.finish()
     assert seen == [0]
 
 
+def _interrupt_handler(delivered: threading.Event) -> Callable[[int, object], None]:
+    """Ctrl-C's default handler, which also says when it ran: the items wait for it, so the interrupt lands while
+    they are being handled however late the timer fires on a busy machine."""
+    def handler(signum: int, frame: object) -> None:
+        delivered.set()
+        raise KeyboardInterrupt
+
+    return handler
+
+
 def test_an_interrupt_while_finishing_waits_for_the_queued_items() -> None:
     handled: list[int] = []
+    delivered = threading.Event()
 
     def slow(item: int) -> None:
-        time.sleep(0.3)
+        assert delivered.wait(10)
         handled.append(item)
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, _interrupt_handler(delivered))
     main = threading.get_ident()
     try:
         sink = WriteBehind(slow, depth=4)
@@ -77,12 +91,14 @@ def test_after_an_interrupt_the_items_left_are_only_salvaged() -> None:
     the stop discards."""
     handled: list[int] = []
     salvaged: list[int] = []
+    delivered = threading.Event()
 
     def slow(item: int) -> None:
-        time.sleep(0.3)
+        assert delivered.wait(10)
+        time.sleep(0.3)  # the interrupt raised in finish() is caught there, which then salvages the rest
         handled.append(item)
 
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, _interrupt_handler(delivered))
     try:
         sink = WriteBehind(slow, depth=4, salvage=salvaged.append)
         for item in range(4):
@@ -129,14 +145,18 @@ def test_once_the_caller_stops_the_rest_is_only_salvaged() -> None:
     handled: list[int] = []
     salvaged: list[int] = []
 
+    began, stopped = threading.Event(), threading.Event()
+
     def slow(item: int) -> None:
-        time.sleep(0.2)
+        began.set()
+        assert stopped.wait(10)
         handled.append(item)
 
     sink = WriteBehind(slow, depth=4, salvage=salvaged.append)
     for item in range(4):
         sink.submit(item)
-    time.sleep(0.05)  # item 0 is being handled
+    assert began.wait(10)  # item 0 is being handled
     sink.salvage_rest()
+    stopped.set()
     sink.finish()
     assert handled == [0] and salvaged == [1, 2, 3]
