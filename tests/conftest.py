@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,23 @@ from vidstyle.io.probe import probe_video
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "assets"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_session_folder() -> Iterator[None]:
+    """Ray keeps each local cluster's logs and sockets in $RAY_TMPDIR/ray (/tmp/ray by default) and never removes
+    them: the tests' clusters, and those of the CLI processes they start, go to a folder removed at the end. A short
+    path of its own: Ray's socket paths must stay under the kernel's 107 characters."""
+    if "RAY_TMPDIR" in os.environ:  # the caller's choice
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="vidstyle-ray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = folder
+    try:
+        yield
+    finally:
+        del os.environ["RAY_TMPDIR"]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def shared_asset(name: str) -> Path:
