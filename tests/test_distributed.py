@@ -313,7 +313,8 @@ def test_a_long_wait_for_tasks_still_ends_when_one_finishes_or_the_render_is_sto
     started = time.monotonic()
     try:
         assert wait_for_tasks(ray, [slow], 60.0, stop) == []
-        assert 0.9 < time.monotonic() - started < 1.0 + 5 * _POLL, "ended within a slice of the stop"
+        # Within a few slices of the stop (not at the end of the 60 s wait), however busy the two cores are.
+        assert 0.9 < time.monotonic() - started < 1.0 + 20 * _POLL, "ended within a slice of the stop"
     finally:
         ray.cancel(slow, force=True)
 

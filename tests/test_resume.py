@@ -91,7 +91,9 @@ def test_kill_9_then_same_command_resumes_identically(bunny_short, starry, refer
     proc.kill()
     proc.wait()
     assert not out.exists(), "nothing may sit at the output path after a kill"
-    time.sleep(0.5)  # the orphaned ffmpeg processes see their pipes close and exit
+    deadline = time.monotonic() + 10  # the orphaned ffmpeg processes see their pipes close and exit
+    while _ffmpeg_touching(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not _ffmpeg_touching(tmp_path)
     again = run_cli("render", str(bunny_short), "--style", str(starry), "-o", str(out), *FLAGS[:-1])
     assert again.returncode == 0, again.stderr
