@@ -19,7 +19,7 @@ from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
 
 import vidstyle
 from vidstyle.assets import demo_clip
-from vidstyle.errors import DecodeError, InputError, VideoOpenError, VidstyleError
+from vidstyle.errors import DecodeError, InputError, OutputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
 from vidstyle.io.ffmpeg import (
@@ -30,7 +30,7 @@ from vidstyle.io.ffmpeg import (
     file_url,
     readable_formats,
 )
-from vidstyle.io.images import read_image, write_atomic
+from vidstyle.io.images import read_image, write_atomic, write_image
 from vidstyle.io.paths import publish
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
 
@@ -1263,3 +1263,11 @@ def test_frames_that_share_their_times_are_written_at_a_rate(tmp_path: Path, sta
     out = vidstyle.render(clip, [starry], tmp_path / "out.mp4",
                           vidstyle.make_config("fast", size=32, iters=1, first_iters=1, device="cpu"))
     assert probe_video(out).frame_count >= 2
+
+
+def test_a_picture_its_format_cannot_hold_fails_as_an_output(tmp_path: Path) -> None:
+    """WebP holds at most 16383 px a side: the file cannot be written, which is the output's failure, not the
+    input's, and nothing is left at its path."""
+    with pytest.raises(OutputError, match="cannot encode a 20000x2 picture as .webp"):
+        write_image(tmp_path / "wide.webp", np.zeros((2, 20000, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []

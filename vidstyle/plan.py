@@ -89,10 +89,3 @@ def plan_segments(frame_count: int, cuts: Iterable[int], chunk_frames: int | Non
         segments += [Segment(a, min(a + step, stop), a == start) for a in range(start, stop, step)]
     return segments
 
-
-def segment_of(segments: list[Segment], index: int) -> Segment:
-    """The segment holding frame `index`."""
-    for segment in segments:
-        if segment.start <= index < segment.stop:
-            return segment
-    raise IndexError(f"frame {index} is outside the plan")

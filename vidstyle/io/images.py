@@ -226,7 +226,7 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def encode_image(rgb: np.ndarray, suffix: str = ".png") -> bytes:
     ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise InputError(f"cannot encode an image as {suffix}")
+        raise OutputError(f"cannot encode a {rgb.shape[1]}x{rgb.shape[0]} picture as {suffix}")
     return buf.tobytes()
 
 
