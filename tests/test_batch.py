@@ -295,3 +295,25 @@ def test_a_painting_that_cannot_be_read_is_refused_once_not_reported_per_item(cl
     with pytest.raises(SettingError, match="^style_paths is empty"):
         render_many(clips, [], make_config("fast", size=64, device="cpu"))
     assert len(list(clips[0].parent.iterdir())) == 2 and [p.name for p in tmp_path.iterdir()] == ["clips"]
+
+
+def test_debug_shows_where_an_unexpected_failure_of_a_batch_item_came_from(clips: list[Path], starry: Path,
+                                                                          capsys, monkeypatch) -> None:
+    """A batch reports a failed render in one line and goes on, so --debug, which promises tracebacks, showed
+    none for a bug (a render's own error, not one of the input or settings)."""
+    import vidstyle.batch
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("a bug in the render")
+
+    monkeypatch.setattr(vidstyle.batch, "render_job", broken)
+    folder = clips[0].parent / "debugged"
+    folder.mkdir()
+    argv = ["render", str(clips[0]), str(clips[1]), "--style", str(starry), "-o", str(folder), *TINY]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("KeyError: 'a bug in the render'") == 2
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("Traceback (most recent call last)") == 2 and "in broken" in err
+    assert main(argv) == 1 and "Traceback" not in capsys.readouterr().err, "the next command is as it was"

@@ -7,6 +7,7 @@ skipped (not an error), so re-running an interrupted batch finishes it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,8 @@ from vidstyle.stylize import Stylizer, resolve_device
 
 # render()'s Ray options, in on_cluster's order, which a batch passes on to each render.
 _CLUSTER_OPTIONS = ("workers", "ray_address", "chunk_frames", "overlap")
+
+_log = logging.getLogger("vidstyle.batch")
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,11 @@ def _render_one(item: BatchItem, job: RenderJob, stylizers: dict[tuple[Path, ...
     except Exception as exc:  # noqa: BLE001 - one render's failure must not stop the others; it is reported
         if caller_raised:  # the caller's own on_event failed, not this render: theirs to see, as render() gives it
             raise caller_raised[0] from None
-        reason = str(exc) if isinstance(exc, VidstyleError) else f"{type(exc).__name__}: {exc}"
-        return BatchResult(item, "failed", reason)
+        if isinstance(exc, VidstyleError):
+            return BatchResult(item, "failed", str(exc))
+        # Not an error of the input or the settings: where it came from is kept for the CLI's --debug.
+        _log.debug("the render of %s failed", item.output, exc_info=exc)
+        return BatchResult(item, "failed", f"{type(exc).__name__}: {exc}")
     return BatchResult(item, "written")
 
 

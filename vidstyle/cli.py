@@ -7,13 +7,14 @@ import contextlib
 import dataclasses
 import errno
 import json
+import logging
 import math
 import os
 import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -1215,6 +1216,25 @@ def _import_the_engine() -> None:
         raise SignalInterrupt(noted[0])
 
 
+@contextlib.contextmanager
+def _debug_log(shown: bool) -> Iterator[None]:
+    """With `shown`, vidstyle's debug records on stderr for the command: the tracebacks of errors it passes over
+    rather than ends with (a batch's failed render). Other libraries' loggers keep their levels; the logger is as it
+    was afterwards (main() may run again in the same process)."""
+    if not shown:
+        yield
+        return
+    logger = logging.getLogger("vidstyle")
+    handler, level = logging.StreamHandler(sys.stderr), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _run_command(argv: Sequence[str] | None) -> int:
     args = argparse.Namespace(debug=False, command="")
     try:
@@ -1228,7 +1248,8 @@ def _run_command(argv: Sequence[str] | None) -> int:
             _stop_on_hangup()
         if args.command not in ("styles", "presets"):
             _import_the_engine()
-        return func(args)
+        with _debug_log(args.debug):
+            return func(args)
     except BrokenPipeError as exc:
         # The reader of our output left (`vidstyle metrics ... | head`): end quietly, as a command killed by
         # SIGPIPE would, and point stdout at nothing so that the final flush at exit does not fail again.
