@@ -314,7 +314,7 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     big.write_bytes(os.urandom(2_000_000))  # the server's --max-upload is 1MB
     response = server.submit(big, **TINY)
     assert response.status_code == 413 and response.json() == {
-        "detail": "upload too large: a request's files may hold 1 MB together (--max-upload)", "field": None}
+        "detail": "upload too large: a request's files may hold 1 MB together (the server's max_upload setting)", "field": None}
     with open(text, "rb") as style:
         response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
                                                                       "style_file": ("s.jpg", style)})
@@ -423,7 +423,7 @@ def test_uploads_are_refused_while_the_disk_is_under_its_floor(tmp_path: Path, c
         response = served.submit(clip, **TINY)
         assert response.status_code == 507, response.text
         body = response.json()
-        assert "short of disk space" in body["detail"] and "(--min-free)" in body["detail"], body
+        assert "short of disk space" in body["detail"] and "(its min_free setting)" in body["detail"], body
         assert body["field"] is None
         assert served.client.get("/api/jobs").json() == []
         assert served.client.get("/api/health").json()["jobs"] == dict.fromkeys(health["jobs"], 0)
@@ -452,7 +452,7 @@ def test_an_upload_that_takes_the_disk_under_its_floor_is_refused_and_its_files_
     factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1, min_free=floor), queue, None)
     with open(bunny_short, "rb") as clip, pytest.raises(ApiError) as refused:
         factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
-    assert refused.value.status == 507 and "(--min-free)" in refused.value.message
+    assert refused.value.status == 507 and "(its min_free setting)" in refused.value.message
     assert list(data.uploads.iterdir()) == [theirs] and (theirs / "keep.txt").read_text() == "not vidstyle's"
     assert list(data.jobs.iterdir()) == [] and queue.jobs() == []
 
@@ -467,7 +467,7 @@ def test_uploads_are_refused_while_the_queue_is_full(tmp_path: Path, clip: Path)
         assert waiting.status_code == 201, waiting.text
         response = served.submit(clip, **TINY)
         assert response.status_code == 429, response.text
-        assert "(--max-queued)" in response.json()["detail"] and response.json()["field"] is None
+        assert "(the server's max_queued setting)" in response.json()["detail"] and response.json()["field"] is None
         assert int(response.headers["retry-after"]) > 0
         ids = {slow["id"], waiting.json()["id"]}
         assert {job["id"] for job in served.client.get("/api/jobs").json()} == ids
@@ -497,7 +497,7 @@ def test_uploads_checked_at_once_are_held_to_the_queue_limit(tmp_path: Path, bun
     queue.add(new_job_id(), "video", {})  # the other upload, queued in the meantime
     with open(bunny_short, "rb") as clip, pytest.raises(ApiError) as refused:
         factory.create(UploadFile(clip, filename="clip.mp4"), "starry-night", None, dict(TINY))
-    assert refused.value.status == 429 and "(--max-queued)" in refused.value.message
+    assert refused.value.status == 429 and "(the server's max_queued setting)" in refused.value.message
     assert refused.value.headers is not None and int(refused.value.headers["retry-after"]) > 0
     assert queue.count("queued") == 2
     assert [folder.name for folder in data.jobs.iterdir()] == [first.id] and not any(data.uploads.iterdir())
@@ -1592,7 +1592,7 @@ def test_the_start_line_writes_an_ipv6_address_as_a_url_does_and_warns_of_an_ope
     url, lines = start_lines("127.0.0.1")
     assert lines == [lines[0]] and lines[0].startswith(f"vidstyle serve: {url} (1 worker(s) on cpu, data in ")
     url, lines = start_lines("0.0.0.0")
-    assert len(lines) == 2 and "warning: no --token" in lines[1] and "anyone who can reach it" in lines[1]
+    assert len(lines) == 2 and "warning: no token" in lines[1] and "anyone who can reach it" in lines[1]
     assert len(start_lines("0.0.0.0", token="a-long-token")[1]) == 1
     assert (tmp_path / "data").stat().st_mode & 0o077 == 0, "people's uploads, readable by other users"
     try:

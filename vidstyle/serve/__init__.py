@@ -170,7 +170,7 @@ def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str =
     summary = (f"vidstyle serve: {url} ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
     if token is None and settings.hosts is None:
-        summary += ("\nvidstyle serve: warning: no --token on an address other machines reach: anyone who can reach "
+        summary += ("\nvidstyle serve: warning: no token on an address other machines reach: anyone who can reach "
                     "it can queue, cancel and delete jobs and download the results")
     return Server(url, summary, app, listening, lock_fd, folder.uploads)
 

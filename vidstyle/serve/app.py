@@ -228,11 +228,11 @@ def disk_problem(data: Path, min_free: int) -> str | None:
     if free >= min_free:
         return None
     return (f"the server is short of disk space: {free / 1e9:.2f} GB free, under the {min_free / 1e9:g} GB it "
-            "keeps free (--min-free); try again later")
+            "keeps free (its min_free setting); try again later")
 
 
 def queue_full_message(limit: int) -> str:
-    return f"too many jobs are waiting: the limit is {limit} (--max-queued); try again later"
+    return f"too many jobs are waiting: the limit is {limit} (the server's max_queued setting); try again later"
 
 
 def admission(settings: ServeSettings, queue: JobQueue) -> Callable[[Scope], Refusal | None]:

@@ -99,7 +99,7 @@ class Guard:
     def _too_large(self) -> dict[str, Any]:
         # Counted over the whole request (its video and its style picture together): no one field is to blame.
         return {"detail": f"upload too large: a request's files may hold {self.max_upload / 1e6:g} MB together "
-                          f"(--max-upload)", "field": None}
+                          f"(the server's max_upload setting)", "field": None}
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the body as it arrives: a chunked upload has no Content-Length to check first."""
