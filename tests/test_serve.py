@@ -314,7 +314,8 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     big.write_bytes(os.urandom(2_000_000))  # the server's --max-upload is 1MB
     response = server.submit(big, **TINY)
     assert response.status_code == 413 and response.json() == {
-        "detail": "upload too large: a request's files may hold 1 MB together (the server's max_upload setting)", "field": None}
+        "detail": "upload too large: a request's files may hold 1 MB together (the server's max_upload setting)",
+        "field": None}
     with open(text, "rb") as style:
         response = server.client.post("/api/jobs", data=TINY, files={"input": ("a.png", starry.read_bytes()),
                                                                       "style_file": ("s.jpg", style)})

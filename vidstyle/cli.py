@@ -442,23 +442,29 @@ def _cmd_presets(_args: argparse.Namespace) -> int:
 
 
 def _add_serve(sub: Any) -> None:
+    import vidstyle.serve as served  # its defaults; the web framework is imported only when the server starts
+
     serve = sub.add_parser("serve", help="web page and HTTP API with a job queue (needs vidstyle[serve])",
                            description="Serve the web page and the HTTP API (OpenAPI page at /docs); renders run "
                                        "one at a time per worker process, from a queue that survives restarts.")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1: this machine only]")
-    serve.add_argument("--port", type=int, default=8000, help="[8000]")
-    serve.add_argument("--data", type=_named_path, default=Path("vidstyle-data"),
-                       help="the queue database and the jobs' files [./vidstyle-data]")
+    serve.add_argument("--host", default=served.DEFAULT_HOST,
+                       help=f"address to listen on [{served.DEFAULT_HOST}: this machine only]")
+    serve.add_argument("--port", type=int, default=served.DEFAULT_PORT, help=f"[{served.DEFAULT_PORT}]")
+    serve.add_argument("--data", type=_named_path, default=Path(served.DEFAULT_DATA),
+                       help=f"the queue database and the jobs' files [./{served.DEFAULT_DATA}]")
     serve.add_argument("--workers", type=int, metavar="N", help="render processes [one per GPU, else 1]")
-    serve.add_argument("--max-upload", default="500MB", metavar="SIZE", help="largest request body [500MB]")
+    serve.add_argument("--max-upload", default=served.DEFAULT_MAX_UPLOAD, metavar="SIZE",
+                       help=f"largest request body [{served.DEFAULT_MAX_UPLOAD}]")
     serve.add_argument("--min-free", metavar="SIZE",
                        help="refuse uploads (507) while the data folder's disk has less free space; 0: never "
-                            "[2GB, or twice --max-upload if that is more]")
-    serve.add_argument("--max-queued", type=int, default=100, metavar="N",
-                       help="refuse uploads (429, Retry-After) while this many jobs wait [100]")
-    serve.add_argument("--stall-timeout", type=float, default=600.0, metavar="SECONDS",
+                            f"[{served.MIN_FREE / 1e9:g}GB, or twice --max-upload if that is more]")
+    serve.add_argument("--max-queued", type=int, default=served.DEFAULT_MAX_QUEUED, metavar="N",
+                       help="refuse uploads (429, Retry-After) while this many jobs wait "
+                            f"[{served.DEFAULT_MAX_QUEUED}]")
+    serve.add_argument("--stall-timeout", type=float, default=served.DEFAULT_STALL_TIMEOUT, metavar="SECONDS",
                        help="kill a worker whose render shows no progress for this long, and fail its job "
-                            "[600: one iteration of a large frame on a CPU can take minutes]")
+                            f"[{served.DEFAULT_STALL_TIMEOUT:g}: one iteration of a large frame on a CPU can take "
+                            "minutes]")
     serve.add_argument("--token",
                        help="require 'Authorization: Bearer TOKEN' on every request (for a public host) "
                             f"[${TOKEN_VARIABLE}, which other users cannot read in the process list]")

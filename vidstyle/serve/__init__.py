@@ -24,6 +24,9 @@ from vidstyle.io.pixels import PIXEL_LIMIT_VARIABLE
 from vidstyle.serve.layout import drop_checkpoints, is_ours, mark_as_ours, remove_ours
 from vidstyle.serve.queue import is_job_id
 
+DEFAULT_HOST = "127.0.0.1"  # this machine only: another host is the operator's choice, with a token
+DEFAULT_PORT = 8000
+DEFAULT_DATA = "vidstyle-data"
 DEFAULT_MAX_UPLOAD = "500MB"
 DEFAULT_MAX_QUEUED = 100
 # Seconds a running job may show no sign of life (an optimization iteration, a decoded frame, a progress event)
@@ -110,7 +113,7 @@ class Server:
             os.close(self.lock_fd)
 
 
-def prepare_server(host: str = "127.0.0.1", port: int = 8000, data: Path | str = "vidstyle-data",
+def prepare_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: Path | str = DEFAULT_DATA,
                    workers: int | None = None, max_upload: str = DEFAULT_MAX_UPLOAD, token: str | None = None,
                    device: str = "auto", min_free: str | None = None,
                    max_queued: int = DEFAULT_MAX_QUEUED, stall_timeout: float = DEFAULT_STALL_TIMEOUT) -> Server:

@@ -32,7 +32,7 @@ from starlette.types import Scope
 
 from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
-from vidstyle.config import Config, make_config, preset_names
+from vidstyle.config import DEFAULT_PRESET, Config, make_config, preset_names
 from vidstyle.errors import (
     ConfigError,
     DamagedVideo,
@@ -76,7 +76,7 @@ class ServeSettings:
     token: str | None
     device: str  # Config device of every job: the server's choice, not the client's
     workers: int
-    default_preset: str = "balanced"
+    default_preset: str = DEFAULT_PRESET
     min_free: int = MIN_FREE  # bytes the data folder's file system keeps free: below it, uploads are refused (507)
     max_queued: int = DEFAULT_MAX_QUEUED  # jobs waiting: at this many, uploads are refused (429)
     hosts: frozenset[str] | None = None  # the names requests may address the server by (Guard); None: any

@@ -513,8 +513,8 @@ def _die_with_parent(parent: int) -> None:
 
 def stall_message(seconds: float) -> str:
     """The error of a job whose render stopped making progress; it names no path of the server."""
-    return (f"the render stopped making progress for {_span(seconds)} and was ended (the server's stall_timeout setting): the input "
-            "may be damaged, or the device stopped answering")
+    return (f"the render stopped making progress for {_span(seconds)} and was ended (the server's stall_timeout "
+            "setting): the input may be damaged, or the device stopped answering")
 
 
 def _span(seconds: float) -> str:
