@@ -1581,6 +1581,25 @@ def test_a_device_this_machine_lacks_is_refused_at_start_not_on_each_upload(tmp_
             worker_specs(tmp_path, device, None)
 
 
+def test_a_server_that_fails_to_start_leaves_its_port_and_data_folder_free(tmp_path: Path, monkeypatch) -> None:
+    """A failure after the port was bound and the data folder locked (building the app, sweeping old jobs) kept
+    both: the same process could not start a server there again."""
+    import vidstyle.serve.app
+    from vidstyle.serve import prepare_server
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the app could not be built")
+
+    port = free_port()
+    with monkeypatch.context() as patch:
+        patch.setattr(vidstyle.serve.app, "create_app", broken)
+        with pytest.raises(RuntimeError, match="could not be built"):
+            prepare_server(port=port, data=tmp_path / "data", device="cpu")
+    server = prepare_server(port=port, data=tmp_path / "data", device="cpu")  # neither refused as busy
+    server.listening.close()
+    os.close(server.lock_fd)
+
+
 def test_the_start_line_writes_an_ipv6_address_as_a_url_does_and_warns_of_an_open_server(tmp_path: Path) -> None:
     from vidstyle.serve import prepare_server
 

@@ -6,6 +6,7 @@ extra is missing in one line instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import ipaddress
@@ -148,27 +149,27 @@ def prepare_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: Pat
     if folder.root.exists() and not folder.root.is_dir():
         raise SettingError("data", f"{data} is a file; name a folder for the server's data")
     specs = worker_specs(folder.root, device, workers)
-    listening = _listen(host, port)
-    try:
-        folder.create()
-        lock_fd = _lock_data(folder.lock)
-    except OSError as exc:
-        listening.close()
-        raise OutputError(f"cannot make the data folder {exc.filename or folder.root}: {exc.strerror or exc}") from None
-    except BaseException:
-        listening.close()
-        raise
-    try:
-        queue = JobQueue(folder.database)
-        recovered = queue.recover()
-    except sqlite3.DatabaseError as exc:  # not a database (damaged, someone else's file), a disk that fails
-        listening.close()
-        os.close(lock_fd)
-        raise OutputError(f"cannot open the job queue {folder.database}: {exc}") from None
-    _sweep(folder, queue)
-    settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
-                             max_queued=max_queued, hosts=loopback_names(host))
-    app = create_app(settings, queue, WorkerPool(queue, specs, stall_timeout))
+    with contextlib.ExitStack() as undo:  # what is opened here is closed again where a later step fails
+        listening = _listen(host, port)
+        undo.callback(listening.close)
+        try:
+            folder.create()
+            lock_fd = _lock_data(folder.lock)
+        except OSError as exc:
+            raise OutputError(f"cannot make the data folder {exc.filename or folder.root}: "
+                              f"{exc.strerror or exc}") from None
+        undo.callback(os.close, lock_fd)
+        try:
+            queue = JobQueue(folder.database)
+            undo.callback(queue.close)
+            recovered = queue.recover()
+        except sqlite3.DatabaseError as exc:  # not a database (damaged, someone else's file), a disk that fails
+            raise OutputError(f"cannot open the job queue {folder.database}: {exc}") from None
+        _sweep(folder, queue)
+        settings = ServeSettings(folder.root, limit, token, specs[0].device, len(specs), min_free=floor,
+                                 max_queued=max_queued, hosts=loopback_names(host))
+        app = create_app(settings, queue, WorkerPool(queue, specs, stall_timeout))
+        undo.pop_all()
     url = f"http://{_url_host(host)}:{port}/"
     summary = (f"vidstyle serve: {url} ({len(specs)} worker(s) on {specs[0].device}, data in "
                f"{folder.root}{f', {recovered} interrupted job(s) resumed' if recovered else ''})")
