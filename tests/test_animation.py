@@ -152,3 +152,26 @@ def test_a_still_stopped_by_ctrl_c_or_its_stop_event_ends_in_one_interrupted_and
                           animation=animation)
         assert caught.value.exit_code == 130
         assert [p.name for p in tmp_path.iterdir()] == ["content.png"], "nothing written, no partial file"
+
+
+def test_a_stop_while_the_animation_is_written_leaves_no_ffmpeg_and_no_file(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C while ffmpeg wrote the animation (its palette pass and file, seconds after the last iteration) left
+    it running, to finish a hidden file nobody would publish."""
+    import vidstyle.animation
+    from vidstyle.animation import IterateRecorder
+
+    recorder = IterateRecorder(tmp_path / "film.gif", (64, 48), every=1)
+    real_stop = vidstyle.animation.stop_process
+
+    def interrupted_wait(proc, grace: float) -> None:  # the interrupt lands as the wait begins
+        proc.stdin.close()  # ffmpeg goes on to write the file
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with recorder:
+            for step in range(3):
+                recorder.add(np.full((48, 64, 3), 40 * step, np.uint8))
+            monkeypatch.setattr(vidstyle.animation, "stop_process", interrupted_wait)
+    monkeypatch.setattr(vidstyle.animation, "stop_process", real_stop)
+    assert recorder._proc is not None and recorder._proc.poll() is not None, "ffmpeg is gone"
+    assert list(tmp_path.iterdir()) == []

@@ -1271,3 +1271,20 @@ def test_a_picture_its_format_cannot_hold_fails_as_an_output(tmp_path: Path) -> 
     with pytest.raises(OutputError, match="cannot encode a 20000x2 picture as .webp"):
         write_image(tmp_path / "wide.webp", np.zeros((2, 20000, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_waited_on_does_not_outlive_an_interrupt_of_the_wait() -> None:
+    import signal
+    import threading
+
+    from vidstyle.io.ffmpeg import stop_process
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(0.5, signal.pthread_kill, (threading.get_ident(), signal.SIGINT)).start()
+        with pytest.raises(KeyboardInterrupt):
+            stop_process(proc, grace=60)  # not interrupted, it would wait the minute out
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert proc.poll() is not None

@@ -104,12 +104,12 @@ class IterateRecorder:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         proc = cast(subprocess.Popen[bytes], self._proc)
-        if exc_type is not None:
-            proc.kill()
-        stop_process(proc, grace=120.0)  # closing stdin lets ffmpeg write the palette pass and the file
-        if self._stderr is not None:
-            self._stderr.join()
         try:
+            if exc_type is not None:
+                proc.kill()
+            stop_process(proc, grace=120.0)  # closing stdin lets ffmpeg write the palette pass and the file
+            if self._stderr is not None:
+                self._stderr.join()
             if exc_type is None and proc.returncode != 0:
                 raise EncodeError(f"writing the animation {self.path.name} failed: {self._last_words()}")
             if exc_type is None:
@@ -118,4 +118,9 @@ class IterateRecorder:
                 # would leave an unmarked partial file that no later run takes for its own.
                 unmark_partial(self.path)
         finally:
+            # A stop while ffmpeg writes the file (seconds, after the last iteration): it is not left writing a
+            # file nobody will publish.
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
             self._lock.release(unlink=self.partial.exists())

@@ -240,6 +240,10 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    except BaseException:  # Ctrl-C during the wait: the caller leaves, and the process is not to outlive it
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def run_ffmpeg(args: Sequence[str], timeout: float | None = None) -> tuple[int, bytes, str]:
