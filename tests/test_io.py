@@ -520,7 +520,19 @@ def test_an_animated_gif_is_a_video(media: Path) -> None:
         read_image(gif, "style image")
 
 
-@pytest.mark.parametrize("name", ["still.gif", "still.png", "still.jpg"])
+@pytest.mark.parametrize(("name", "kind", "args"), [("anim.png", "PNG", ("-plays", "0", "-f", "apng")),
+                                                    ("anim.webp", "WebP", ("-c:v", "libwebp_anim", "-loop", "0"))])
+def test_an_animated_png_or_webp_is_a_video(media: Path, name: str, kind: str, args: tuple[str, ...]) -> None:
+    """OpenCV reads their first frame: painted as a still, they lost the rest without a word (a GIF was refused)."""
+    path = media / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10:duration=0.5", *args, str(path))
+    info = probe_video(path)
+    assert info.frame_count > 1 and not info.alpha, "opaque pictures: no note of transparency"
+    with pytest.raises(InputError, match=rf"^content image .*{name} is an animated {kind}, not a still image$"):
+        read_image(path, "content image")
+
+
+@pytest.mark.parametrize("name", ["still.gif", "still.png", "still.jpg", "still.webp"])
 def test_a_single_frame_image_is_a_still(media: Path, name: str) -> None:
     image = media / name
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=32x24:rate=10", "-frames:v", "1", "-update", "1", str(image))

@@ -1128,8 +1128,8 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
     text = str(exc)
     if isinstance(exc, VideoOpenError) and text.endswith("is a still image, not a video") and command == "render":
         return f"{text}; use 'vidstyle image' for stills"
-    if text.startswith("content image") and text.endswith(("is a video, not a still image", "is an animated GIF, "
-                                                           "not a still image")) and command == "image":
+    if text.startswith("content image") and command == "image" and \
+            re.search(r" is (a video|an animated \w+), not a still image$", text):
         return f"{text}; use 'vidstyle render' for videos"
     if isinstance(exc, CheckpointMismatch) and exc.settings:
         flags = ", ".join(with_older_value(_flag_for(name, command), name, exc.older, exc.before)

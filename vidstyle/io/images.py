@@ -34,7 +34,7 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mangles non-ASCII paths on some systems
     except OSError as exc:
         raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    problem, transparent = _png_check(data)
+    problem, transparent, frames = _png_check(data)
     if problem is not None:
         raise InputError(f"{what} is {problem}: {path}")
     bgr = _decode(data, cv2.IMREAD_COLOR, what, path) if data.size else None
@@ -42,9 +42,10 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         if _looks_like_video(data[:16].tobytes()):
             raise InputError(f"{what} {path} is a video, not a still image")
         raise InputError(f"{what} is not a readable image: {path}")
-    if _is_animated_gif(data):
+    animated = "GIF" if _is_animated_gif(data) else "PNG" if frames > 1 else "WebP" if _is_animated_webp(data) else None
+    if animated is not None:
         # OpenCV reads its first frame alone; painted as a still, the animation would be lost without a word.
-        raise InputError(f"{what} {path} is an animated GIF, not a still image")
+        raise InputError(f"{what} {path} is an animated {animated}, not a still image")
     if transparent or _may_hold_alpha(data):
         return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -82,6 +83,18 @@ def _is_animated_gif(data: np.ndarray) -> bool:
     except cv2.error:
         return False
     return bool(ok) and len(frames) > 1
+
+
+def _is_animated_webp(data: np.ndarray) -> bool:
+    """A WebP of more than one frame: its RIFF chunks (a header's fields, no decoding) hold several ANMF frames."""
+    raw = data.tobytes()
+    if raw[:4] != b"RIFF" or raw[8:12] != b"WEBP":
+        return False
+    frames, position = 0, 12
+    while position + 8 <= len(raw) and frames < 2:
+        frames += raw[position:position + 4] == b"ANMF"
+        position += 8 + (int.from_bytes(raw[position + 4:position + 8], "little") + 1) // 2 * 2  # padded to even
+    return frames > 1
 
 
 def _decode(data: np.ndarray, flags: int, what: str, path: Path) -> np.ndarray | None:
@@ -184,33 +197,38 @@ def style_problem(rgb: np.ndarray) -> str | None:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _png_check(data: np.ndarray) -> tuple[str | None, bool]:
-    """What is wrong with a PNG that is cut short or damaged (None: nothing, also for any other kind of file), and
+def _png_check(data: np.ndarray) -> tuple[str | None, bool, int]:
+    """What is wrong with a PNG that is cut short or damaged (None: nothing, also for any other kind of file),
     whether its pixels can be transparent: colour type 4 or 6 (grey or colour with alpha), or a tRNS chunk (a
-    palette with transparent entries; its letters inside text or pixels do not count, hence the walk).
+    palette with transparent entries; its letters inside text or pixels do not count, hence the walk), and how many
+    frames it holds (an animated PNG's acTL chunk says; 1 for any other).
 
     libpng prints its own error to stderr before failing on a damaged file; it is refused here first, in vidstyle's
     one line. Each chunk's CRC is checked as libpng would, which finds a damaged byte anywhere in the file.
     """
     if data[:len(_PNG_SIGNATURE)].tobytes() != _PNG_SIGNATURE:
-        return None, False
+        return None, False, 1
     raw = data.tobytes()
     transparent = len(raw) > 25 and raw[25] in (4, 6)
+    frames = 1
     position = len(_PNG_SIGNATURE)
     while True:
         if position + 12 > len(raw):
-            return "truncated (a PNG without its end)", transparent
+            return "truncated (a PNG without its end)", transparent, frames
         length = int.from_bytes(raw[position:position + 4], "big")
         end = position + 12 + length
         if end > len(raw):
-            return "truncated (a PNG without its end)", transparent
+            return "truncated (a PNG without its end)", transparent, frames
         kind_and_payload = raw[position + 4:end - 4]
         if zlib.crc32(kind_and_payload) != int.from_bytes(raw[end - 4:end], "big"):
-            return f"damaged (its {kind_and_payload[:4].decode('latin-1')} chunk fails its checksum)", transparent
+            damaged = kind_and_payload[:4].decode("latin-1")
+            return f"damaged (its {damaged} chunk fails its checksum)", transparent, frames
         kind = kind_and_payload[:4]
         transparent = transparent or kind == b"tRNS"
+        if kind == b"acTL" and length >= 4:
+            frames = int.from_bytes(kind_and_payload[4:8], "big")
         if kind == b"IEND":
-            return None, transparent
+            return None, transparent, frames
         position = end
 
 

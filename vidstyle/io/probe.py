@@ -472,11 +472,11 @@ _ALPHA_FORMATS = re.compile(r"Video: [^,]*, (?:yuva|rgba|bgra|argb|abgr|gbrap|ya
 
 
 # Codecs whose decoder gives every picture an alpha channel, whether the file makes a pixel transparent or not.
-_ALWAYS_ALPHA = frozenset({"gif", "apng"})
+_ALWAYS_ALPHA = frozenset({"gif", "apng", "webp_anim"})
 
 
-# Pictures of a GIF or APNG looked at for a transparent pixel: its first ones, as the probe runs before any size check
-# and for every run (a long screen recording would be decoded whole each time).
+# Pictures of a GIF, APNG or animated WebP looked at for a transparent pixel: its first ones, as the probe runs before
+# any size check and for every run (a long screen recording would be decoded whole each time).
 _ALPHA_LOOK_FRAMES = 250
 
 
