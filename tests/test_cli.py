@@ -843,3 +843,20 @@ def test_a_terminal_without_rows_or_columns_gets_plain_lines(monkeypatch: pytest
     finally:
         os.close(leader)
         os.close(follower)
+
+
+def test_a_damaged_picture_gets_vidstyles_one_line_without_opencvs_own(tmp_path: Path, starry: Path) -> None:
+    """OpenCV printed its own error lines ("[ERROR:0@0.1] global grfmt_tiff.cpp ...") above vidstyle's."""
+    import cv2
+    import numpy as np
+
+    whole = tmp_path / "whole.tif"
+    cv2.imwrite(str(whole), np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    ran = run_cli("image", str(cut), "--style", str(starry), "-o", str(tmp_path / "out.png"), "--size", "64")
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines() == [f"vidstyle: error: content image is not a readable image: {cut}"]
+    ran = run_cli("image", str(cut), "--style", str(starry), "-o", str(tmp_path / "out.png"), "--size", "64",
+                  "--debug")
+    assert "[ERROR:" in ran.stderr, "with --debug, what OpenCV says about the file"

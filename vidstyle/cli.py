@@ -1196,7 +1196,7 @@ def main(argv: Sequence[str] | None = None, *, restore_signals: bool = True) -> 
                 signal.signal(sig, handler if restore_signals else signal.SIG_IGN)
 
 
-def _import_the_engine() -> None:
+def _import_the_engine(debug: bool) -> None:
     """Import torch and the rest while Ctrl-C and SIGTERM are only noted, then act on them.
 
     An exception raised by a signal handler while torch's C++ runs Python code during its import cannot unwind
@@ -1210,9 +1210,11 @@ def _import_the_engine() -> None:
 
         import vidstyle.pipeline  # noqa: F401 - torch, OpenCV and the model code, loaded once here
 
-        # OpenCV's own warnings ("[ WARN:0@1.2] global grfmt_tiff.cpp:811 ...") come before vidstyle's one line
-        # about the same file, in its code's words; its errors still raise.
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        # OpenCV's own warnings and error lines ("[ WARN:0@1.2] global grfmt_tiff.cpp:811 ...", "[ERROR:0@0.1]
+        # global loadsave.cpp ...") come before vidstyle's one line about the same file, in its code's words; its
+        # errors still raise, whatever it prints. --debug shows its errors.
+        levels = cv2.utils.logging
+        levels.setLogLevel(levels.LOG_LEVEL_ERROR if debug else levels.LOG_LEVEL_SILENT)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -1253,7 +1255,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
         else:
             _stop_on_hangup()
         if args.command not in ("styles", "presets"):
-            _import_the_engine()
+            _import_the_engine(args.debug)
         with _debug_log(args.debug):
             return func(args)
     except BrokenPipeError as exc:
