@@ -226,6 +226,10 @@ def test_a_web_address_is_said_to_be_one(capsys, bunny_short: Path, tmp_path: Pa
          r"^vidstyle: error: input 'https://example.com/clip.mp4' is a web address; download the video", out)
     _bad(capsys, ["render", str(bunny_short), "--style", "https://example.com/starry.jpg", "-o", str(out), *TINY], 1,
          r"style 'https://example.com/starry.jpg' is a web address; download the picture", out)
+    still = tmp_path / "o.png"
+    _bad(capsys, ["image", "https://example.com/photo.jpg", "--style", "starry-night", "-o", str(still), "--size",
+                  "64"], 1, r"^vidstyle: error: content image 'https://example.com/photo.jpg' is a web address; "
+                            "download the picture", still)
 
 
 def test_the_event_log_never_appends_to_a_file_that_is_not_one(capsys, bunny_short: Path, tmp_path: Path) -> None:
