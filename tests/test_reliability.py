@@ -1047,3 +1047,7 @@ def test_a_stills_output_that_names_a_folder_is_refused_as_one(starry: Path, tmp
     with pytest.raises(UsageError, match=f"^output {re.escape(str(tmp_path))}/sub/ names a folder; name the image"):
         vidstyle.stylize_image(starry, [starry], f"{tmp_path}/sub/", _tiny_config())
     assert list(tmp_path.iterdir()) == []
+    (tmp_path / "out").mkdir()  # an existing folder, named without its slash: not "must be an image, got out"
+    with pytest.raises(UsageError, match=f"^output {re.escape(str(tmp_path / 'out'))} is a folder; name the image"):
+        vidstyle.stylize_image(starry, [starry], tmp_path / "out", _tiny_config())
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())

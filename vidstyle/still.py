@@ -50,6 +50,8 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         check_is_stylizer(stylizer)
     style_files = resolve_styles(style_paths)
     check_style_count(config, len(style_files))
+    if output.is_dir():
+        raise UsageError(f"output {output} is a folder; name the image file, e.g. {output / 'painted.png'}")
     if output.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"output must be an image ({', '.join(IMAGE_SUFFIXES)}), got {output.name}")
     check_output_path(output, content_path, overwrite, style_files)
