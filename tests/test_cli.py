@@ -239,6 +239,12 @@ def test_the_event_log_never_appends_to_a_file_that_is_not_one(capsys, bunny_sho
     _bad(capsys, ["render", str(bunny_short), "--style", "starry-night", "-o", str(tmp_path / "o.mp4"), *TINY,
                   "--log-json", str(bunny_short)], 2, "--log-json .* is the input; name another file")
     assert bunny_short.read_bytes() == before, "the input video is untouched"
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal
+        main(["render", str(bunny_short), "--style", "starry-night", "-o", str(tmp_path / "o.mp4"), *TINY,
+              "--log-json", f"{tmp_path}/logs/"])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "argument --log-json: " in err and "/logs/ names a folder; name a file" in err
+    assert list(tmp_path.iterdir()) == [], "no file named logs where a folder was meant"
     log = tmp_path / "events.jsonl"
     still = ["image", str(shared_asset("coffee.png")), "--style", "starry-night", "-o", str(tmp_path / "c.png"),
              "--size", "32", "--iters", "1", "--device", "cpu", "--quiet", "--log-json", str(log), "--overwrite"]

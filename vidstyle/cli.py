@@ -151,6 +151,14 @@ def _named_path(text: str) -> Path:
     return Path(text)
 
 
+def _log_file(text: str) -> Path:
+    """The event log's file: a name ending in a slash names a folder (Path() would drop the slash, and a file of
+    that name be made where the person meant a folder)."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} names a folder; name a file for the event log")
+    return _named_path(text)
+
+
 def _input_file(text: str) -> Path:
     """An input file: an empty one (`vidstyle render "$CLIP"` with CLIP unset) would be the current folder, and be
     refused as a directory."""
@@ -219,7 +227,7 @@ def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str], preset:
                         help=f"preset from configs/ ({', '.join(preset_names())}) or a TOML file [balanced]")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages on stderr, only errors")
-    parser.add_argument("--log-json", type=_named_path, metavar="FILE",
+    parser.add_argument("--log-json", type=_log_file, metavar="FILE",
                         help="also write every progress event to FILE, one JSON object a line, the last saying how the "
                              "command ended (for scripts)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
