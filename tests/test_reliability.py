@@ -395,7 +395,23 @@ def test_a_preset_name_is_the_built_in_preset_whatever_the_current_folder_holds(
 def test_a_missing_preset_file(capsys, monkeypatch, tiny: Path, starry: Path, tmp_path: Path, name: str) -> None:
     monkeypatch.chdir(tmp_path)
     _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", "o.mp4", "--config", name, *TINY], 2,
-             "preset file not found", folder=tmp_path)
+             f"preset file not found: {re.escape(name)}$", folder=tmp_path)  # as typed: "./nope" lost its "./"
+
+
+def test_a_preset_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
+    """Some editors (Notepad) begin UTF-8 with the mark: the file was "malformed" at line 1, column 1."""
+    preset = tmp_path / "mine.toml"
+    preset.write_bytes("\ufeffsize = 48\n".encode())
+    assert make_config(preset).size == 48
+
+
+def test_a_preset_that_is_a_pipe_is_refused_as_not_a_file(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    """`--config <(...)`: a pipe is read once, and the preset is read more than once; it was "not found"."""
+    pipe = tmp_path / "settings"
+    os.mkfifo(pipe)
+    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), "--config",
+                      str(pipe), *TINY], 2, f"preset {re.escape(str(pipe))} is not a regular file; save the settings "
+                                            "to a TOML file", folder=tmp_path)
 
 
 def test_image_iters_zero_names_iters(capsys, starry: Path, tmp_path: Path) -> None:

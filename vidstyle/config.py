@@ -331,8 +331,10 @@ def _preset_path(name_or_path: str | Path) -> Path:
         return path
     if path.is_dir():
         raise ConfigError(f"preset {path} is a directory, not a TOML file")
+    if path.exists():  # a pipe (`--config <(...)`), a device: read more than once (preset_file_setting), or for ever
+        raise ConfigError(f"preset {name_or_path} is not a regular file; save the settings to a TOML file")
     if path.suffix or path.name != name_or_path:
-        raise ConfigError(f"preset file not found: {path}")
+        raise ConfigError(f"preset file not found: {name_or_path}")
     raise ConfigError(f"unknown preset '{name_or_path}' (available: {', '.join(preset_names())})")
 
 
@@ -340,7 +342,7 @@ def read_preset(name_or_path: str | Path) -> dict[str, Any]:
     """Parse a preset by name (`fast`) or path (`my.toml`) into {field: value}; never executes anything."""
     path = _preset_path(name_or_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # the mark some editors begin UTF-8 with too
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read preset {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
