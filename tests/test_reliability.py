@@ -407,11 +407,12 @@ def test_a_preset_saved_with_a_byte_order_mark_reads(tmp_path: Path) -> None:
 
 def test_a_preset_that_is_a_pipe_is_refused_as_not_a_file(capsys, tiny: Path, starry: Path, tmp_path: Path) -> None:
     """`--config <(...)`: a pipe is read once, and the preset is read more than once; it was "not found"."""
-    pipe = tmp_path / "settings"
+    pipe, out = tmp_path / "settings", tmp_path / "out"
     os.mkfifo(pipe)
-    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(tmp_path / "o.mp4"), "--config",
+    out.mkdir()
+    _refused(capsys, ["render", str(tiny), "--style", str(starry), "-o", str(out / "o.mp4"), "--config",
                       str(pipe), *TINY], 2, f"preset {re.escape(str(pipe))} is not a regular file; save the settings "
-                                            "to a TOML file", folder=tmp_path)
+                                            "to a TOML file", folder=out)
 
 
 def test_image_iters_zero_names_iters(capsys, starry: Path, tmp_path: Path) -> None:
