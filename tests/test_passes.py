@@ -350,3 +350,23 @@ def test_frames_in_memory_take_the_same_passes_as_a_render(bunny_short: Path, st
     made = stylize_shot(frames, Stylizer(config, [read_image(starry)]))
     for index, rgb in enumerate(made):
         assert np.array_equal(rgb, read_image(tmp_path / "work" / "frames" / f"{index:07d}.png")), index
+
+
+def test_dropping_a_pass_or_overlap_frame_never_deletes_through_a_link(tmp_path: Path) -> None:
+    """A folder of the work directory replaced by a link leads to files this render did not make, whatever they
+    are named: dropping frames by name unlinked them there (removing checkpoints already refused to)."""
+    from vidstyle.checkpoint import WorkDir
+    from vidstyle.distributed import ChunkFiles
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "0000003.png").write_bytes(b"a picture of theirs")
+    work = WorkDir(tmp_path / "work")
+    (work.path / "passes").mkdir(parents=True)
+    (work.path / "passes" / "1").symlink_to(theirs)
+    (work.path / "chunks").mkdir()
+    (work.path / "chunks" / "lead").symlink_to(theirs)
+    work.drop_pass_frames(1, [3])
+    work.remove_pass_frames(1, range(3, 4))
+    ChunkFiles(work).drop_overlap([3])
+    assert (theirs / "0000003.png").read_bytes() == b"a picture of theirs"

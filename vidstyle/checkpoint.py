@@ -288,7 +288,10 @@ class WorkDir:
         return self._load(path, size) if path.is_file() else None
 
     def drop_pass_frames(self, number: int, indices: Iterable[int]) -> None:
-        """Delete the named frames of a pass and nothing else: other frames of it may be being written now."""
+        """Delete the named frames of a pass and nothing else: other frames of it may be being written now. Not
+        through a link (remove_frame_files' rule)."""
+        if not (own_folder(self.path / PASSES) and own_folder(self.path / PASSES / str(number))):
+            return
         for index in indices:
             self.pass_path(number, index).unlink(missing_ok=True)
 
@@ -296,7 +299,7 @@ class WorkDir:
         """Drop a pass's frames once the passes after it are made (they are not needed to resume any more)."""
         self.drop_pass_frames(number, indices)
         folder = self.path / PASSES / str(number)
-        for entry in folder.iterdir() if folder.is_dir() else ():
+        for entry in folder.iterdir() if own_folder(folder) and own_folder(folder.parent) else ():
             if _TEMPORARY_NAME.match(entry.name):  # left by a write that a stop cut short
                 entry.unlink(missing_ok=True)
         remove_if_empty(folder)
@@ -384,7 +387,7 @@ class WorkDir:
     def _remove_own_files(self, remove_directory: bool) -> None:
         remove_chunk_files(self.path / CHUNKS)  # a render on several workers that a sequential one took over
         passes = self.path / PASSES
-        if _own_folder(passes):
+        if own_folder(passes):
             for folder in passes.iterdir():
                 if _PASS_NAME.match(folder.name):
                     remove_frame_files(folder)
@@ -419,13 +422,13 @@ def frame_indices(folder: Path) -> set[int]:
 def remove_chunk_files(folder: Path, markers_only: bool = False) -> None:
     """Delete a chunks/ folder's overlap frames and task markers, then each folder left empty; anything else in it
     stays, and the folders with it. A chunks/ that is a link is not followed."""
-    if not _own_folder(folder):
+    if not own_folder(folder):
         return
     if not markers_only:
         for role in ("lead", "tail"):
             remove_frame_files(folder / role)
     running = folder / "running"
-    for path in running.iterdir() if _own_folder(running) else ():
+    for path in running.iterdir() if own_folder(running) else ():
         if CHUNK_MARKER.match(path.name):
             path.unlink(missing_ok=True)
     remove_if_empty(running)
@@ -437,7 +440,7 @@ def remove_frame_files(folder: Path) -> None:
     """Delete the frame files (0000012.png) and cut-short writes in a folder, then the folder if nothing else is
     left: a file that vidstyle does not name this way is never its own to delete, and keeps the folder too. A folder
     that is a link is not followed: what it leads to was not made here, whatever its files are named."""
-    if not _own_folder(folder):
+    if not own_folder(folder):
         return
     for entry in folder.iterdir():
         if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
@@ -445,7 +448,7 @@ def remove_frame_files(folder: Path) -> None:
     remove_if_empty(folder)
 
 
-def _own_folder(path: Path) -> bool:
+def own_folder(path: Path) -> bool:
     """A folder whose files removing checkpoints may look through: a real one, not a link, which leads to what
     this render did not make, whatever its files are named."""
     return path.is_dir() and not path.is_symlink()

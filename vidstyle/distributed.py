@@ -42,7 +42,15 @@ import cv2
 import numpy as np
 import torch
 
-from vidstyle.checkpoint import CHUNK_MARKER, CHUNKS, MANIFEST, WorkDir, frame_indices, remove_chunk_files
+from vidstyle.checkpoint import (
+    CHUNK_MARKER,
+    CHUNKS,
+    MANIFEST,
+    WorkDir,
+    frame_indices,
+    own_folder,
+    remove_chunk_files,
+)
 from vidstyle.config import Config
 from vidstyle.errors import (
     RESTART,
@@ -341,9 +349,11 @@ class ChunkFiles:
         return found
 
     def drop_overlap(self, indices: Iterable[int]) -> None:
-        """Delete the two paintings of these lead-in frames (the blend of each is a final frame now)."""
+        """Delete the two paintings of these lead-in frames (the blend of each is a final frame now); not through a
+        link, as remove_frame_files."""
+        roles = [role for role in ("lead", "tail") if own_folder(self.root) and own_folder(self.root / role)]
         for index in indices:
-            for role in ("lead", "tail"):
+            for role in roles:
                 self.path(role, index).unlink(missing_ok=True)
 
     def remove(self) -> None:
