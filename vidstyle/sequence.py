@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,7 +290,7 @@ def random_start(shape: tuple[int, int], seed: int, device: torch.device) -> tor
 
 def stylize_sequence(frames: Iterable[Frame], stylizer: Stylizer, previous: Previous | None = None, *,
                      find_cuts: bool = True, on_event: EventCallback = ignore_event,
-                     stop: threading.Event | None = None) -> Iterator[StylizedFrame]:
+                     stop: threading.Event | None = None) -> Generator[StylizedFrame, None, None]:
     """Stylize consecutive frames of one video, each warm-started from the one before it.
 
     `previous` continues a shot whose earlier frames were stylized before (a resumed render, a later segment);

@@ -121,7 +121,8 @@ def decode_args(info: VideoInfo, size: tuple[int, int], frames: int | None = Non
     ]
 
 
-def read_frames(info: VideoInfo, size: tuple[int, int], start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+def read_frames(info: VideoInfo, size: tuple[int, int], start: int = 0,
+                stop: int | None = None) -> Generator[Frame, None, None]:
     """Yield the frames [start, stop) of `info.path` at `size` (width, height); all of them by default.
 
     Each `Frame.index` is the frame's position in the whole video, and its pixels are exactly those a

@@ -18,12 +18,15 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidstyle.errors import BusyError, OutputError, SettingError, VidstyleError
 from vidstyle.io.pixels import PIXEL_LIMIT_VARIABLE
-from vidstyle.serve.layout import drop_checkpoints, is_ours, mark_as_ours, remove_ours
-from vidstyle.serve.queue import is_job_id
+from vidstyle.serve.layout import DataDir, drop_checkpoints, is_ours, mark_as_ours, remove_ours
+from vidstyle.serve.queue import JobQueue, is_job_id
+
+if TYPE_CHECKING:
+    from vidstyle.serve.worker import WorkerSpec
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only: another host is the operator's choice, with a token
 DEFAULT_PORT = 8000
@@ -224,7 +227,7 @@ def _lock_data(path: Path) -> int:
     return fd
 
 
-def _sweep(folder: Any, queue: Any) -> None:
+def _sweep(folder: DataDir, queue: JobQueue) -> None:
     """Files of uploads that a dead server was still checking, job folders whose job was never queued, and the
     checkpoints of jobs that ended cancelled or failed."""
     # Only folders the server made (named as it names them and carrying its mark): --data may point at a folder
@@ -247,7 +250,7 @@ def _sweep(folder: Any, queue: Any) -> None:
             drop_checkpoints(folder.job(job.id))
 
 
-def worker_specs(data: Path, device: str, workers: int | None) -> list[Any]:
+def worker_specs(data: Path, device: str, workers: int | None) -> list[WorkerSpec]:
     """One slot per GPU by default (each on its own GPU), else one on the CPU; CPU slots share the cores."""
     import torch
 

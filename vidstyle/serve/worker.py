@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from vidstyle.assets import builtin_style
 from vidstyle.errors import BusyError, CheckpointMismatch, Interrupted, VidstyleError
@@ -35,6 +35,12 @@ from vidstyle.io.images import encode_image, read_image, read_style_image
 from vidstyle.serve import DEFAULT_STALL_TIMEOUT
 from vidstyle.serve.layout import PREVIEW, WORKDIR, DataDir, drop_checkpoints
 from vidstyle.serve.queue import Job, JobQueue
+
+if TYPE_CHECKING:  # the worker's process imports torch and the rest only when its first job starts
+    import numpy as np
+
+    from vidstyle.config import Config
+    from vidstyle.stylize import Stylizer
 
 _log = logging.getLogger("vidstyle.serve")
 # A frame darkened under this by a fade (follow_fades) leaves the job's picture as it was: the page and the gallery
@@ -67,7 +73,7 @@ def job_style(folder: Path, params: dict) -> Path:
     return folder / style["file"]
 
 
-def job_config(params: dict, device: str):  # -> Config; typed loosely so importing this module stays cheap
+def job_config(params: dict[str, Any], device: str) -> Config:
     from vidstyle.config import make_config
 
     return make_config(params["preset"], **params["overrides"], device=device)
@@ -135,7 +141,7 @@ class ProgressWriter:
             pass  # a busy or full database: this report is lost, the render goes on, and the next one is made
 
 
-def write_preview(path: Path, rgb) -> None:  # rgb: np.ndarray
+def write_preview(path: Path, rgb: np.ndarray) -> None:
     """JPEG of a frame, renamed into place so a reader gets the old picture or the new one, never half of one.
     No fsync: a preview lost to a power cut is remade by the next frame."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
@@ -384,7 +390,7 @@ def _render(queue: JobQueue, spec: WorkerSpec, job: Job, folder: Path, stop: thr
 _NETWORKS: dict[tuple[str, str, str], Any] = {}
 
 
-def _stylizer(config: Any, style: Path) -> Any:  # Config -> Stylizer, typed loosely to keep imports cheap
+def _stylizer(config: Config, style: Path) -> Stylizer:
     """A Stylizer for this job on the network kept from earlier jobs of the same kind."""
     from vidstyle.precision import resolve_precision
     from vidstyle.stylize import Stylizer, resolve_device
