@@ -17,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 from vidstyle.assets import demo_clip
+from vidstyle.io.probe import probe_video
 
 _NUMBER = r"([0-9]+(?:\.[0-9]+)?)"
 
@@ -183,3 +184,11 @@ def test_flow_disagreement_splits_by_where_the_source_itself_changes_colour(tmp_
         _pooled, _share_pixels, share_error, there, elsewhere = figures[name]
         assert share_error > 80 and there > 0.1 and elsewhere < 0.01 * there, out
     assert figures[str(frozen)][4] > 0.01 and figures[str(frozen)][2] < 50, out
+
+
+def test_decode_range_bench_compares_a_late_range_with_the_full_decode() -> None:
+    out = _run_script("bench_decode_range.py", str(demo_clip()), "--start", "100", "--frames", "10", "--size", "64")
+    (full, late, _how), = re.findall(r"full decode (\d+) frames \d+ ms; range \[100, 110\) (\d+) frames \d+ ms "
+                                    r"\((seeked from keyframe \d+|decoded from frame 0)\); ratio [0-9.]+$", out,
+                                    re.MULTILINE)
+    assert int(full) == probe_video(demo_clip()).frame_count and int(late) == 10

@@ -8,7 +8,6 @@ a seek (decoding only from the keyframe before), not from a decode of everything
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -209,28 +208,6 @@ def test_negative_bounds_are_refused() -> None:
     info = probe_video(demo_clip())
     with pytest.raises(ValueError, match="negative"):
         next(read_frames(info, (64, 36), -1, 4))
-
-
-def _timed(info: VideoInfo, size: tuple[int, int], start: int = 0, stop: int | None = None) -> tuple[int, float]:
-    began = time.perf_counter()
-    count = sum(1 for _ in read_frames(info, size, start, stop))
-    return count, time.perf_counter() - began
-
-
-def test_report_time_of_a_late_range() -> None:
-    """Prints (with -s) what a range near the end costs next to a full decode; timings are not asserted.
-
-    The bikes clip's range begins at its keyframe 30 (seeked); the field pan's (keyframes 0 and 56) at frame 0.
-    """
-    for name in ("bikes_street_no_audio.mp4", "field_pan_with_audio.mp4"):
-        info = probe_video(shared_asset(name))
-        for long_side in (64, 512):
-            size = size_to_fit(info.width, info.height, long_side)
-            full_count, full = _timed(info, size)
-            late_count, late = _timed(info, size, 100, 110)
-            assert (full_count, late_count) == (info.frame_count, 10)
-            print(f"\n{name} at {size[0]}x{size[1]}: full decode {full_count} frames {full * 1000:.0f} ms; "
-                  f"range [100, 110) {late_count} frames {late * 1000:.0f} ms")
 
 
 def test_a_failed_clock_reading_is_tried_again_and_a_good_one_kept(monkeypatch: pytest.MonkeyPatch) -> None:
