@@ -420,30 +420,56 @@ def first_missing(done: set[int], frame_count: int, first: int = 0) -> int:
 
 def started_event(job: RenderJob, device: str, segments: list[Segment], done: set[int],
                   resumed_notes: tuple[str, ...] = (), gains: dict[int, float] | None = None) -> RenderStarted:
-    notes = [f"audio: {job.audio.description}"] if job.info.has_audio else []
+    first, stop = job.span
+    inside = {i for i in done if first <= i < stop}
+    earlier = earlier_pass_frames(job.workdir, job.span, job.config.passes, done)
+    notes = [*_source_notes(job, gains), *resumed_notes, *_size_notes(job, device), *_part_notes(job)]
+    if (any(earlier) or inside) and job.config.passes > 1 and len(inside) < stop - first:
+        # A frame is final only after the last pass, which walks backward where it is even: "resuming at frame N"
+        # would say little, so each pass's share made (a final frame went through every pass).
+        made = [len(indices) + len(inside) for indices in earlier] + [len(inside)]
+        notes.append(passes_made_note(made, stop - first))
+    first_pass = earlier[0] if earlier else set()
+    fresh_left = sum(s.fresh and s.start not in done and s.start not in first_pass for s in segments)
+    return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
+                         job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
+                         job.audio.description, tuple(notes), fresh_left,
+                         (job.config.first_iters, job.config.iters), job.config.passes,
+                         later_pass_iterations(job.config.iters), first, tuple(len(indices) for indices in earlier))
+
+
+def _source_notes(job: RenderJob, gains: dict[int, float] | None) -> list[str]:
+    """What the source holds that the output changes or leaves out."""
+    info = job.info
+    notes = [f"audio: {job.audio.description}"] if info.has_audio else []
     if gains:
         notes.append(fade_note(len(gains)))
-    if job.info.subtitle_streams:
-        count = job.info.subtitle_streams
+    if info.subtitle_streams:
+        count = info.subtitle_streams
         notes.append(f"the source's {'subtitle stream is' if count == 1 else f'{count} subtitle streams are'} not "
-                     f"written: the output holds the video{' and its audio' if job.info.has_audio else ''}")
-    if job.info.other_video_streams:
-        count = job.info.other_video_streams
+                     f"written: the output holds the video{' and its audio' if info.has_audio else ''}")
+    if info.other_video_streams:
+        count = info.other_video_streams
         notes.append(f"the source has {count + 1} video streams: the first is rendered, the "
                      f"{'other is' if count == 1 else f'{count} others are'} not written")
-    if job.info.empty_audio:
-        count = job.info.empty_audio
+    if info.empty_audio:
+        count = info.empty_audio
         notes.append(f"the source declares {'an audio stream' if count == 1 else f'{count} audio streams'} with no "
                      "audio in it: not written")
-    if job.info.interlaced:
+    if info.interlaced:
         notes.append("the source is interlaced: its frames are deinterlaced (bwdif), one for one")
-    if job.info.alpha:
+    if info.alpha:
         notes.append("the source has transparent pixels, which the output cannot keep: the colours stored under them "
                      "are painted as if they were opaque")
-    if job.info.colour.hdr:
-        kind = "HLG" if job.info.colour.transfer == "arib-std-b67" else "PQ"
+    if info.colour.hdr:
+        kind = "HLG" if info.colour.transfer == "arib-std-b67" else "PQ"
         notes.append(f"the source is HDR ({kind}): its frames are tone-mapped to SDR (BT.709), and the output is SDR")
-    notes.extend(resumed_notes)
+    return notes
+
+
+def _size_notes(job: RenderJob, device: str) -> list[str]:
+    """A precision the device only emulates, a source smaller than the size asked, a written size that differs."""
+    notes = []
     emulated = emulation_note(job.config.precision, device.split(":")[0])
     if emulated is not None:
         notes.append(emulated)
@@ -463,6 +489,12 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
                      + (", stretched: its shape is not the video's" if stretched else ""))
     elif evened:
         notes.append(f"written at {written}{evened}, the render's own size")
+    return notes
+
+
+def _part_notes(job: RenderJob) -> list[str]:
+    """How the frames are timed when written, and which part of the video is rendered."""
+    notes = []
     rate, repeats = job.written_timing
     if repeats is not None:
         shown = f"{sum(r > 1 for r in repeats)} held longer"
@@ -477,20 +509,7 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
         part = f"frame {first}" if stop - first == 1 else f"frames {first} to {stop - 1}"
         notes.append(f"{part} of {job.info.frame_count}, from {job.info.frame_times[first]:.3f} s"
                      if job.info.frame_times else f"{part} of {job.info.frame_count}")
-    inside = {i for i in done if first <= i < stop}
-    earlier = earlier_pass_frames(job.workdir, job.span, job.config.passes, done)
-    if (any(earlier) or inside) and job.config.passes > 1 and len(inside) < stop - first:
-        # A frame is final only after the last pass, which walks backward where it is even: "resuming at frame N"
-        # would say little, so each pass's share made (a final frame went through every pass).
-        made = [len(indices) + len(inside) for indices in earlier] + [len(inside)]
-        notes.append(passes_made_note(made, stop - first))
-    first_pass = earlier[0] if earlier else set()
-    fresh_left = sum(s.fresh and s.start not in done and s.start not in first_pass for s in segments)
-    return RenderStarted(stop - first, first_missing(done, stop, first) - first, len(inside), job.size,
-                         job.info.fps, device, job.workdir.path, sum(s.fresh for s in segments),
-                         job.audio.description, tuple(notes), fresh_left,
-                         (job.config.first_iters, job.config.iters), job.config.passes,
-                         later_pass_iterations(job.config.iters), first, tuple(len(indices) for indices in earlier))
+    return notes
 
 
 def passes_made_note(made: list[int], total: int) -> str:
