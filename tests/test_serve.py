@@ -2026,3 +2026,30 @@ def test_a_failed_jobs_checkpoints_go_before_its_failure_is_recorded(tmp_path: P
     ended = queue.get(job.id)
     assert ended is not None and ended.state == "failed" and "No space left" in (ended.error or ""), ended
     assert frames_when_recorded == [0], "the frames were gone before the failure was written"
+
+
+@pytest.mark.parametrize(("name", "args"), [("anim.png", ("-plays", "0", "-f", "apng")),
+                                            ("anim.webp", ("-c:v", "libwebp_anim", "-loop", "0"))])
+def test_an_animated_png_or_webp_upload_is_a_video_job_and_no_style(tmp_path: Path, name: str,
+                                                                     args: tuple[str, ...]) -> None:
+    """Refused as stills by the picture reader, they were refused as uploads too (415), though they render as the
+    videos they are."""
+    from starlette.datastructures import UploadFile
+
+    from vidstyle.serve.app import ApiError, JobFactory, ServeSettings
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    animated = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", *args, str(animated))
+    data = DataDir(tmp_path / "data")
+    data.create()
+    factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), JobQueue(data.database), None)
+    with open(animated, "rb") as fh:
+        job = factory.create(UploadFile(fh, filename=name), "starry-night", None, dict(TINY))
+    assert job.kind == "video"
+    with open(animated, "rb") as fh, open(animated, "rb") as style, pytest.raises(ApiError) as refused:
+        factory.create(UploadFile(fh, filename=name), None, UploadFile(style, filename=name), dict(TINY))
+    assert refused.value.status == 422 and refused.value.field == "style_file"
+    assert refused.value.message.startswith("the style picture is an animated ") and str(tmp_path) not in \
+        refused.value.message

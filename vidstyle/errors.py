@@ -63,6 +63,10 @@ class ImageTooLarge(InputError):
     """A picture with more pixels than are read here (OpenCV's limit, which a server lowers)."""
 
 
+class AnimatedPicture(InputError):
+    """An animated GIF, PNG or WebP where a still is read: a video to render, not a picture to paint."""
+
+
 class ImageTooSmall(InputError):
     """A picture smaller than the network can stylize (it is never enlarged)."""
 

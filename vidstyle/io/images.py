@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vidstyle.errors import ImageTooLarge, InputError, OutputError
+from vidstyle.errors import AnimatedPicture, ImageTooLarge, InputError, OutputError
 from vidstyle.io.paths import (
     is_standard_input,
     is_web_address,
@@ -55,7 +55,7 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
     animated = "GIF" if _is_animated_gif(data) else "PNG" if frames > 1 else "WebP" if _is_animated_webp(data) else None
     if animated is not None:
         # OpenCV reads its first frame alone; painted as a still, the animation would be lost without a word.
-        raise InputError(f"{what} {path} is an animated {animated}, not a still image")
+        raise AnimatedPicture(f"{what} {path} is an animated {animated}, not a still image")
     if transparent or _may_hold_alpha(data):
         return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -34,6 +34,7 @@ from vidstyle import __version__
 from vidstyle.assets import builtin_style, builtin_style_names
 from vidstyle.config import DEFAULT_PRESET, Config, make_config, preset_names
 from vidstyle.errors import (
+    AnimatedPicture,
     ConfigError,
     DamagedVideo,
     ImageTooLarge,
@@ -326,6 +327,9 @@ class JobFactory:
                 rgb = read_image(path, "style image")
             except ImageTooLarge:
                 raise ApiError(422, f"the style picture has more than {pixel_limit_words()}", "style_file") from None
+            except AnimatedPicture as exc:
+                said = str(exc).replace(f"style image {path} ", "the style picture ")
+                raise ApiError(422, f"{said}: give one picture of it", "style_file") from None
             except InputError:
                 raise ApiError(415, "the style upload is not a readable image (PNG, JPEG, BMP, TIFF or WebP)",
                                "style_file") from None
@@ -346,8 +350,11 @@ class JobFactory:
         """('video' | 'image', output name); every check the render itself will make, nothing written."""
         try:
             if _looks_like_image(source):
-                _check_image(source, config)
-                return "image", RESULTS["image"]
+                try:
+                    _check_image(source, config)
+                    return "image", RESULTS["image"]
+                except AnimatedPicture:
+                    pass  # an animated PNG or WebP: rendered as the video it is
             from vidstyle.pipeline import prepare_render
 
             prepare_render(source, [style], staging / RESULTS["video"], config, workdir=staging / WORKDIR)
