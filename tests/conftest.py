@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "assets"
 
 
+# A Ray session folder this old is no running test run's (the whole suite takes minutes).
+_STALE_AFTER = 6 * 3600
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ray_session_folder() -> Iterator[None]:
     """Ray keeps each local cluster's logs and sockets in $RAY_TMPDIR/ray (/tmp/ray by default) and never removes
@@ -31,13 +37,18 @@ def ray_session_folder() -> Iterator[None]:
     if "RAY_TMPDIR" in os.environ:  # the caller's choice
         yield
         return
+    for stale in Path("/tmp").glob("vidstyle-ray-*"):  # of a run killed before its end (a CI timeout)
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if time.time() - stale.stat().st_mtime > _STALE_AFTER:  # not another run's, going on now
+                shutil.rmtree(stale, ignore_errors=True)
     folder = tempfile.mkdtemp(prefix="vidstyle-ray-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = folder
     try:
         yield
     finally:
-        del os.environ["RAY_TMPDIR"]
+        os.environ.pop("RAY_TMPDIR", None)
         shutil.rmtree(folder, ignore_errors=True)
+
 
 
 def shared_asset(name: str) -> Path:

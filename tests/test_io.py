@@ -19,7 +19,7 @@ from conftest import child_ffmpeg_pids, decoded, ffmpeg, shared_asset
 
 import vidstyle
 from vidstyle.assets import demo_clip
-from vidstyle.errors import DecodeError, InputError, OutputError, VideoOpenError, VidstyleError
+from vidstyle.errors import CheckpointError, DecodeError, InputError, OutputError, VideoOpenError, VidstyleError
 from vidstyle.io.decode import read_frames
 from vidstyle.io.encode import VideoWriter, frame_repeats, plan_audio, written_rate
 from vidstyle.io.ffmpeg import (
@@ -1282,6 +1282,8 @@ def test_a_picture_its_format_cannot_hold_fails_as_an_output(tmp_path: Path) -> 
     input's, and nothing is left at its path."""
     with pytest.raises(OutputError, match="cannot encode a 20000x2 picture as .webp"):
         write_image(tmp_path / "wide.webp", np.zeros((2, 20000, 3), np.uint8))
+    with pytest.raises(CheckpointError):  # a checkpoint's failure, as its other failures are
+        write_image(tmp_path / "wide.webp", np.zeros((2, 20000, 3), np.uint8), CheckpointError)
     assert list(tmp_path.iterdir()) == []
 
 

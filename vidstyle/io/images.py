@@ -251,10 +251,10 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
-def encode_image(rgb: np.ndarray, suffix: str = ".png") -> bytes:
+def encode_image(rgb: np.ndarray, suffix: str = ".png", error: type[OutputError] = OutputError) -> bytes:
     ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
-        raise OutputError(f"cannot encode a {rgb.shape[1]}x{rgb.shape[0]} picture as {suffix}")
+        raise error(f"cannot encode a {rgb.shape[1]}x{rgb.shape[0]} picture as {suffix}")
     return buf.tobytes()
 
 
@@ -298,4 +298,4 @@ def staged(path: Path, data: bytes, error: type[OutputError] = OutputError) -> I
 
 def write_image(path: Path, rgb: np.ndarray, error: type[OutputError] = OutputError) -> None:
     """Save RGB uint8 to `path` (format from its suffix) atomically."""
-    write_atomic(Path(path), encode_image(rgb, Path(path).suffix.lower() or ".png"), error)
+    write_atomic(Path(path), encode_image(rgb, Path(path).suffix.lower() or ".png", error), error)
