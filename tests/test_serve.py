@@ -1595,6 +1595,8 @@ def test_a_server_that_fails_to_start_leaves_its_port_and_data_folder_free(tmp_p
         patch.setattr(vidstyle.serve.app, "create_app", broken)
         with pytest.raises(RuntimeError, match="could not be built"):
             prepare_server(port=port, data=tmp_path / "data", device="cpu")
+    with socket.socket() as plain:  # without SO_REUSEADDR: refused while the server's socket is still bound
+        plain.bind(("127.0.0.1", port))
     server = prepare_server(port=port, data=tmp_path / "data", device="cpu")  # neither refused as busy
     server.listening.close()
     os.close(server.lock_fd)
