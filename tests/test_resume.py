@@ -660,3 +660,17 @@ def test_settings_that_act_only_along_the_flow_do_not_part_two_renders_without_f
     assert manifest(flowing).changed_settings(manifest(dataclasses.replace(flowing, temporal_weight=5.0))) == \
         ("temporal_weight",)
     assert manifest(now).changed_settings(manifest(dataclasses.replace(now, iters=3))) == ("iters",)
+
+
+def test_the_seed_parts_two_renders_only_where_it_draws_their_starts() -> None:
+    """The seed draws init random's noise and nothing else: a render whose later frames start from the one before
+    resumed only with the seed it was given, though any seed makes its frames."""
+    from vidstyle.checkpoint import Manifest
+    from vidstyle.config import make_config
+
+    def manifest(**settings: object) -> Manifest:
+        return Manifest("1", "in.mp4", ("s.jpg",), (64, 36), 12, make_config(**settings).frames_dict())
+
+    assert manifest(seed=3).changed_settings(manifest()) == ()
+    assert manifest(init="random", seed=3).changed_settings(manifest(init="random")) == ("seed",)
+    assert manifest(init="random", seed=3).changed_settings(manifest(seed=3)) == ("init",)

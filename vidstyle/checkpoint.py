@@ -142,6 +142,11 @@ class Manifest:
             for name in ALONG_FLOW_ONLY:
                 mine.pop(name, None)
                 theirs.pop(name, None)
+        if "random" not in (mine.get("init"), theirs.get("init")):
+            # The seed draws only init random's noise: renders that start their frames otherwise make the same frames
+            # whatever it is (a seed given with the default init was refused as a change on resume).
+            mine.pop("seed", None)
+            theirs.pop("seed", None)
         holding = theirs if _holds_no_frame(mine) else mine if _holds_no_frame(theirs) else None
         if holding is not None and holding.get("held_structure") == _HELD_STRUCTURE_DEFAULT:
             # Recorded as 1 where it shapes nothing (Config.frames_dict): a difference from the default there is the
