@@ -275,7 +275,8 @@ BAD_OPTIONS = [
     ({"preset": "../../etc/passwd"}, 422, "preset", "preset must be one of"),
     ({"size": "100000"}, 422, "size", "between 16"),
     ({"iter": "3"}, 422, "iter", "unknown field 'iter'"),  # a misspelt option is never dropped silently
-    ({"seed": "9" * 400}, 422, "seed", "must be between 0 and"),  # too large for a float: was a 500
+    ({"iters": "9" * 400}, 422, "iters", "must be between 1 and"),  # too large for a float: was a 500
+    ({"seed": "3"}, 422, "seed", "unknown field 'seed'"),  # it draws only init random's noise, which no job uses
     ({"size": "3_2"}, 422, "size", "whole number"),  # int() takes it as 32
     ({"style_weight": "\u0663"}, 422, "style_weight", "a number"),  # and float() an Arabic-Indic 3
     ({"size": ["64", "128"]}, 422, "size", "given 2 times"),
@@ -1401,7 +1402,7 @@ def test_refusals_show_no_server_path_and_not_all_of_a_long_value(tmp_path: Path
             assert len(response.content) < 1000, f"{len(response.content)} bytes"
             return response.json()
 
-        assert submit(seed=long) == {"detail": f"seed is out of range (got '{'7' * 80}...')", "field": "seed"}
+        assert submit(iters=long) == {"detail": f"iters is out of range (got '{'7' * 80}...')", "field": "iters"}
         assert submit(size="x" + long)["detail"] == f"size must be a whole number (got 'x{'7' * 79}...')"
         for field in ("flow", "preset", "style", "preserve_colors"):
             assert submit(**{field: "x" + long})["field"] == field

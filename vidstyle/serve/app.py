@@ -60,7 +60,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".mpg
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 # The options a client may set, by their library names (SettingError names them the same way).
 OPTIONS: dict[str, type] = {"size": int, "iters": int, "first_iters": int, "style_weight": float, "flow": str,
-                            "preserve_colors": bool, "seed": int}
+                            "preserve_colors": bool}
 # Read from the settings so that the API's documentation follows the default when it changes.
 _STYLE_WEIGHT_HELP = f"style strength (default {Config().style_weight:g})"
 SSE_INTERVAL = 0.5  # seconds between looks at a job for its event stream
@@ -462,7 +462,7 @@ def _get_job(queue: JobQueue, job_id: str) -> Job:
 # The fields of POST /api/jobs: a misspelt option (iter for iters) would otherwise be dropped without a word and
 # the job rendered at the preset's value, as a command line or a preset file never does.
 JOB_FIELDS = ("input", "style", "style_file", "preset", "size", "iters", "first_iters", "style_weight", "flow",
-              "preserve_colors", "seed")
+              "preserve_colors")
 
 
 async def _only_known_fields(request: Request) -> None:
@@ -493,13 +493,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         style_weight: Annotated[str | None, Form(description=_STYLE_WEIGHT_HELP)] = None,
         flow: Annotated[str | None, Form(description="none, dis, farneback or dis+farneback")] = None,
         preserve_colors: Annotated[str | None, Form(description="keep the content's colours: true or false")] = None,
-        seed: Annotated[str | None, Form(description="random seed")] = None,
     ) -> dict[str, Any]:
         """Upload a video or an image plus a style and options; the job is checked completely and queued.
         Refused with 507 while the server's disk is under its floor, and with 429 (and Retry-After) while its
         queue is full."""
         form = {"preset": preset, "size": size, "iters": iters, "first_iters": first_iters,
-                "style_weight": style_weight, "flow": flow, "preserve_colors": preserve_colors, "seed": seed}
+                "style_weight": style_weight, "flow": flow, "preserve_colors": preserve_colors}
         return job_out(factory.create(input, style, style_file, form))
 
     @app.get("/api/jobs", response_model=list[JobOut], tags=["jobs"])
