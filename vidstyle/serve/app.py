@@ -477,8 +477,14 @@ async def _only_known_fields(request: Request) -> None:
 
 
 def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: JobFactory) -> None:
+    _add_job_routes(app, settings, queue, factory)
+    _add_catalogue(app, settings, queue)
+    _add_health(app, settings, queue, factory)
+
+
+def _add_job_routes(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: JobFactory) -> None:
+    """Creating a job, following it, fetching its picture and result, cancelling and deleting it."""
     data = DataDir(settings.data)
-    thumbnails: dict[str, bytes] = {}
 
     @app.post("/api/jobs", status_code=201, response_model=JobOut, responses=_UPLOAD_ERRORS, tags=["jobs"],
               dependencies=[Depends(_only_known_fields)])
@@ -581,6 +587,12 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
         remove_ours(data.job(job_id))
         return Response(status_code=204)
 
+
+def _add_catalogue(app: FastAPI, settings: ServeSettings, queue: JobQueue) -> None:
+    """The gallery of finished jobs, and the built-in styles with their thumbnails."""
+    data = DataDir(settings.data)
+    thumbnails: dict[str, bytes] = {}
+
     @app.get("/api/gallery", response_model=list[GalleryItem], tags=["gallery"])
     async def gallery(limit: Annotated[int, Query(ge=1, le=100)] = 12) -> list[dict[str, Any]]:
         """The latest creations: finished jobs that have a picture, the most recently finished first."""
@@ -611,6 +623,8 @@ def _add_api(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: Jo
                                                              round(rgb.shape[0] * scale))), ".jpg")
         return Response(thumbnails[name], media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
+
+def _add_health(app: FastAPI, settings: ServeSettings, queue: JobQueue, factory: JobFactory) -> None:
     # HEAD too, out of the schema: uptime monitors often ask with it.
     @app.head("/api/health", include_in_schema=False)
     @app.get("/api/health", tags=["service"])
