@@ -357,6 +357,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     parser.commands = sub.choices
 
+    _add_render(sub, preset)
+    _add_image(sub, preset)
+    _add_demo(sub)
+    _add_metrics(sub)
+    _add_serve(sub)
+    _add_preview(sub, preset)
+    styles = sub.add_parser("styles", help="list the built-in paintings", description="The built-in paintings, "
+                            "usable by name wherever a style image is asked for (--style starry-night).")
+    styles.set_defaults(func=_cmd_styles, debug=False)
+    presets = sub.add_parser("presets", help="list the presets and their settings",
+                             description="The presets in configs/, for --config NAME; any flag overrides them.")
+    presets.set_defaults(func=_cmd_presets, debug=False)
+    return parser
+
+
+def _add_render(sub: Any, preset: dict[str, Any]) -> None:
     render = sub.add_parser("render", help="stylize a video", description="Stylize a video (resumable).")
     render.add_argument("input", type=_input_file, nargs="+", help="video file(s), rendered one after another")
     render.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
@@ -375,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(render, _STILL_FIELDS + _VIDEO_FIELDS, preset)
     render.set_defaults(func=_cmd_render)
 
+
+def _add_image(sub: Any, preset: dict[str, Any]) -> None:
     image = sub.add_parser("image", help="stylize a still image", description="Stylize one image.")
     image.add_argument("content", type=_input_file, help="content image")
     image.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
@@ -392,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(image, _STILL_FIELDS + _IMAGE_FIELDS, preset)
     image.set_defaults(func=_cmd_image)
 
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser("demo", help="render the bundled sample clip offline",
                           description="Render the bundled 5 s Big Buck Bunny clip as The Starry Night, offline: "
                                       "192 px on a CPU (one to five minutes on two cores), the balanced preset at "
@@ -404,6 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [auto]")
     demo.set_defaults(func=_cmd_demo)
 
+
+def _add_metrics(sub: Any) -> None:
     metrics = sub.add_parser("metrics", help="measure flicker and content fidelity of a render",
                              description="Warping error (Lai et al. 2018) of a render and of its source (the "
                                          "floor), and the edge-map correlation of each frame with its source.")
@@ -421,15 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--json", action="store_true", help="print one JSON object")
     metrics.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     metrics.set_defaults(func=_cmd_metrics)
-    _add_serve(sub)
-    _add_preview(sub, preset)
-    styles = sub.add_parser("styles", help="list the built-in paintings", description="The built-in paintings, "
-                            "usable by name wherever a style image is asked for (--style starry-night).")
-    styles.set_defaults(func=_cmd_styles, debug=False)
-    presets = sub.add_parser("presets", help="list the presets and their settings",
-                             description="The presets in configs/, for --config NAME; any flag overrides them.")
-    presets.set_defaults(func=_cmd_presets, debug=False)
-    return parser
 
 
 def _cmd_styles(_args: argparse.Namespace) -> int:
