@@ -129,25 +129,8 @@ def prepare_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: Pat
     from vidstyle.serve.queue import JobQueue
     from vidstyle.serve.worker import WorkerPool
 
-    limit = parse_byte_size(max_upload)
-    if limit < 1000:  # 0.1B is no bytes: every request would be refused as too large
-        raise SettingError("max_upload", f"must be at least 1KB (got {max_upload!r})")
-    floor = parse_byte_size(min_free, "min_free", zero=True) if min_free is not None else default_min_free(limit)
-    if workers is not None and workers < 1:
-        raise SettingError("workers", f"must be at least 1 (got {workers})")
-    if max_queued < 1:
-        raise SettingError("max_queued", f"must be at least 1 (got {max_queued})")
-    if not 0 < stall_timeout < math.inf:  # NaN too; no limit would let a stuck render hold its worker for ever
-        raise SettingError("stall_timeout", f"must be a finite number of seconds above 0 (got {stall_timeout:g})")
-    if token is not None and len(token) < 8:
-        raise SettingError("token", "must be at least 8 characters")
-    if token is not None and not _BEARER_TOKEN.fullmatch(token):
-        # What an Authorization header and a cookie carry unchanged: a space, ';' or a non-ASCII letter would be
-        # cut or re-encoded on the way, and no client could ever sign in.
-        raise SettingError("token", "may hold only ASCII letters, digits and - . _ ~ + / (then = signs), as a "
-                                    "bearer token does")
-    if not 1 <= port <= 65535:
-        raise SettingError("port", f"must be 1 to 65535 (got {port})")
+    limit, floor = _byte_limits(max_upload, min_free)
+    _check_settings(port, workers, max_queued, stall_timeout, token)
     folder = DataDir(Path(data).resolve())
     if folder.root.exists() and not folder.root.is_dir():
         raise SettingError("data", f"{data} is a file; name a folder for the server's data")
@@ -180,6 +163,34 @@ def prepare_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, data: Pat
         summary += ("\nvidstyle serve: warning: no token on an address other machines reach: anyone who can reach "
                     "it can queue, cancel and delete jobs and download the results")
     return Server(url, summary, app, listening, lock_fd, folder.uploads)
+
+
+def _byte_limits(max_upload: str, min_free: str | None) -> tuple[int, int]:
+    """The largest request and the free space kept on the data folder's disk, in bytes."""
+    limit = parse_byte_size(max_upload)
+    if limit < 1000:  # 0.1B is no bytes: every request would be refused as too large
+        raise SettingError("max_upload", f"must be at least 1KB (got {max_upload!r})")
+    floor = parse_byte_size(min_free, "min_free", zero=True) if min_free is not None else default_min_free(limit)
+    return limit, floor
+
+
+def _check_settings(port: int, workers: int | None, max_queued: int, stall_timeout: float,
+                    token: str | None) -> None:
+    if workers is not None and workers < 1:
+        raise SettingError("workers", f"must be at least 1 (got {workers})")
+    if max_queued < 1:
+        raise SettingError("max_queued", f"must be at least 1 (got {max_queued})")
+    if not 0 < stall_timeout < math.inf:  # NaN too; no limit would let a stuck render hold its worker for ever
+        raise SettingError("stall_timeout", f"must be a finite number of seconds above 0 (got {stall_timeout:g})")
+    if token is not None and len(token) < 8:
+        raise SettingError("token", "must be at least 8 characters")
+    if token is not None and not _BEARER_TOKEN.fullmatch(token):
+        # What an Authorization header and a cookie carry unchanged: a space, ';' or a non-ASCII letter would be
+        # cut or re-encoded on the way, and no client could ever sign in.
+        raise SettingError("token", "may hold only ASCII letters, digits and - . _ ~ + / (then = signs), as a "
+                                    "bearer token does")
+    if not 1 <= port <= 65535:
+        raise SettingError("port", f"must be 1 to 65535 (got {port})")
 
 
 def _url_host(host: str) -> str:
