@@ -199,7 +199,8 @@ def test_a_prepared_stylizer_makes_the_same_frames_and_refuses_other_settings(fu
                 f"render {name}: frame {i} differs from the render without a prepared stylizer"
     other = vidstyle.Stylizer(_config(style_weight=7.0), [read_image(starry)])
     out = tmp_path / "other.mp4"
-    with pytest.raises(SettingError):
+    with pytest.raises(SettingError, match="^stylizer was prepared for other frames than this render's: its "
+                                           "style_weight is 7.0, not "):
         vidstyle.render(bunny_short, [starry], out, _config(), workdir=tmp_path / "w3", stylizer=other)
     assert not (tmp_path / "w3").exists() and _leftovers(tmp_path, out) == []
 

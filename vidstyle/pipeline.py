@@ -293,8 +293,9 @@ def check_cluster_job(job: RenderJob) -> None:
 
 def _check_stylizer(stylizer: Stylizer, job: RenderJob) -> None:
     check_is_stylizer(stylizer)
-    if not stylizer.made_for(job.config, list(job.style_images), job.device):
-        raise SettingError("stylizer", "was prepared with other settings, style images or device than this render")
+    mismatch = stylizer.mismatch(job.config, list(job.style_images), job.device)
+    if mismatch is not None:
+        raise SettingError("stylizer", f"was prepared for other frames than this render's: {mismatch}")
 
 
 class RunProgress:

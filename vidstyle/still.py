@@ -70,8 +70,9 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
     size = render_size(content.shape[1], content.shape[0], config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
-    if stylizer is not None and not stylizer.made_for(config, styles, device):
-        raise SettingError("stylizer", "was prepared with other settings, style images or device than this image")
+    mismatch = stylizer.mismatch(config, styles, device) if stylizer is not None else None
+    if mismatch is not None:
+        raise SettingError("stylizer", f"was prepared for other pictures than this image's: {mismatch}")
     stylizer = stylizer or Stylizer(config, styles, device)
     frames = [Frame(0, resize_rgb(content, size))]
     own = (content.shape[1], content.shape[0])

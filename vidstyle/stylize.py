@@ -213,11 +213,20 @@ class Stylizer:
         finally:
             self._on_iterate = None
 
-    def made_for(self, config: Config, styles: list[np.ndarray], device: torch.device) -> bool:
-        """Whether this stylizer makes the frames `config` and `styles` describe, on `device`."""
-        return (self.config.frames_dict() == config.frames_dict() and self.device == device
-                and len(self.styles) == len(styles)
-                and all(np.array_equal(a, b) for a, b in zip(self.styles, styles, strict=True)))
+    def mismatch(self, config: Config, styles: list[np.ndarray], device: torch.device) -> str | None:
+        """What keeps this stylizer from making the frames `config` and `styles` describe on `device`, in words; None
+        where it makes them."""
+        mine, theirs = self.config.frames_dict(), config.frames_dict()
+        changed = [name for name in mine if mine[name] != theirs.get(name)]
+        if changed:
+            return "its " + "; ".join(f"{name} is {mine[name]!r}, not {theirs.get(name)!r}" for name in changed[:3]) \
+                + (f" (and {len(changed) - 3} more)" if len(changed) > 3 else "")
+        if self.device != device:
+            return f"it runs on {self.device}, not {device}"
+        if len(self.styles) != len(styles) or not all(np.array_equal(a, b) for a, b in zip(self.styles, styles,
+                                                                                             strict=True)):
+            return "its style images are others"
+        return None
 
     def autocast(self) -> AbstractContextManager[object]:
         """The precision the network runs in (nothing for fp32); the losses run outside it."""
