@@ -50,6 +50,13 @@ def ray_session_folder() -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def reads_animated_webp() -> bool:
+    """Whether the ffmpeg in use reads an animated WebP's frames (ffmpeg 8 and later: imageio-ffmpeg 0.6's 7.0
+    reads its first picture alone)."""
+    from vidstyle.io.ffmpeg import readable_formats
+
+    return "webp_anim" in readable_formats(ffmpeg_exe()).split(",")
+
 
 def shared_asset(name: str) -> Path:
     """A file of ../shared/assets; the test is skipped (saying why) where that folder is absent."""

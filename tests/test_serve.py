@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import ffmpeg
+from conftest import ffmpeg, reads_animated_webp
 
 from vidstyle.io.probe import probe_video
 
@@ -2048,9 +2048,13 @@ def test_an_animated_png_or_webp_upload_is_a_video_job_and_no_style(tmp_path: Pa
     data = DataDir(tmp_path / "data")
     data.create()
     factory = JobFactory(ServeSettings(data.root, 1 << 30, None, "cpu", 1), JobQueue(data.database), None)
-    with open(animated, "rb") as fh:
-        job = factory.create(UploadFile(fh, filename=name), "starry-night", None, dict(TINY))
-    assert job.kind == "video"
+    if name.endswith(".webp") and not reads_animated_webp():  # ffmpeg 7: its first picture alone, which is said
+        with open(animated, "rb") as fh, pytest.raises(ApiError, match="frames the ffmpeg in use cannot read"):
+            factory.create(UploadFile(fh, filename=name), "starry-night", None, dict(TINY))
+    else:
+        with open(animated, "rb") as fh:
+            job = factory.create(UploadFile(fh, filename=name), "starry-night", None, dict(TINY))
+        assert job.kind == "video"
     with open(animated, "rb") as fh, open(animated, "rb") as style, pytest.raises(ApiError) as refused:
         factory.create(UploadFile(fh, filename=name), None, UploadFile(style, filename=name), dict(TINY))
     assert refused.value.status == 422 and refused.value.field == "style_file"

@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from vidstyle.errors import DamagedVideo, ImageTooLarge, InputError, SettingError, VideoOpenError, VidstyleError
+from vidstyle.errors import (
+    AnimatedPicture,
+    DamagedVideo,
+    ImageTooLarge,
+    InputError,
+    SettingError,
+    VideoOpenError,
+    VidstyleError,
+)
 from vidstyle.io.ffmpeg import input_args, missing_filters, refused_format, run_ffmpeg
 from vidstyle.io.paths import is_standard_input, is_web_address, special_file_kind, web_address_shown
 
@@ -325,6 +333,11 @@ def _is_readable_picture(path: Path) -> bool:
         read_image(path)
     except ImageTooLarge:
         return True
+    except AnimatedPicture:
+        # An ffmpeg before 8 reads an animated WebP as its first picture alone ("skipping unsupported chunk: ANIM").
+        raise VideoOpenError(f"{path} is an animated picture whose frames the ffmpeg in use cannot read (ffmpeg "
+                             "before 8 reads an animated WebP's first alone): use a newer one (imageio-ffmpeg "
+                             "0.8.1's reads them), or convert it to a video") from None
     except InputError:
         return False
     return True
