@@ -15,6 +15,7 @@ import numbers
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from vidstyle.errors import (
     VideoOpenError,
     VidstyleError,
 )
-from vidstyle.io.ffmpeg import input_args, missing_filters, refused_format, run_ffmpeg
+from vidstyle.io.ffmpeg import ffmpeg_exe, input_args, missing_filters, refused_format, run_ffmpeg
 from vidstyle.io.paths import is_standard_input, is_web_address, special_file_kind, web_address_shown
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
@@ -123,6 +124,13 @@ class VideoInfo:
     @property
     def has_audio(self) -> bool:
         return bool(self.audio_codecs)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _fail_reason(stderr: str) -> str:
@@ -365,6 +373,10 @@ def _check_is_video(path: Path, code: int, err: str, frames: int) -> None:
         what = _NAMING_KINDS.get(kind) or (f"a file of ffmpeg's {kind} format" if kind else "a playlist or manifest")
         raise VideoOpenError(f"{path} is {what}, which names other files or streams to read; vidstyle reads only a "
                              "video file itself: give it the video this one names (its parts joined into one file)")
+    if code < 0:  # killed by a signal: the ffmpeg binary itself failed, whatever the file holds
+        raise VideoOpenError(f"cannot read {path} as a video: ffmpeg crashed reading it ({_signal_name(-code)}); "
+                             f"another ffmpeg build may read it (vidstyle runs {ffmpeg_exe()}; IMAGEIO_FFMPEG_EXE "
+                             "names another)")
     if code != 0:
         raise VideoOpenError(f"cannot read {path} as a video: {_fail_reason(err)}")
     if "partial file" in err:
