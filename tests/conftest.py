@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -48,6 +49,33 @@ def ray_session_folder() -> Iterator[None]:
     finally:
         os.environ.pop("RAY_TMPDIR", None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@functools.cache
+def reads_mpegts() -> bool:
+    """Whether the ffmpeg in use reads an H.264 stream in MPEG-TS without crashing (see needs_mpegts)."""
+    with tempfile.TemporaryDirectory() as folder:
+        stream = Path(folder) / "probe.ts"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5",
+                        "-c:v", "libx264", "-f", "mpegts", str(stream)], check=True)
+        return subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(stream), "-f", "null", "-"],
+                              capture_output=True).returncode >= 0
+
+
+def needs_mpegts() -> None:
+    """Skip, saying why, where the ffmpeg in use crashes reading any MPEG-TS file (imageio-ffmpeg 0.6's 7.0.2 dies
+    of SIGSEGV on some machines; vidstyle then says that ffmpeg crashed)."""
+    if not reads_mpegts():
+        pytest.skip("the ffmpeg in use crashes reading MPEG-TS (imageio-ffmpeg 0.6's 7.0.2 does on some machines)")
+
+
+def needs_itsoffset(clip: Path, late: bool) -> None:
+    """Skip, saying why, where the ffmpeg in use made `clip` without the -itsoffset it was given (ffmpeg 7.0 ignores
+    it on a generated input): `late`, whether the clip was to begin its video after its audio."""
+    from vidstyle.io.decode import first_frame_offset
+
+    if late and not first_frame_offset(probe_video(clip)):
+        pytest.skip("the ffmpeg in use ignores -itsoffset on a generated input (7.0 does): the clip cannot be made")
 
 
 def reads_animated_webp() -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import child_ffmpeg_pids, decoded, ffmpeg, reads_animated_webp, shared_asset
+from conftest import child_ffmpeg_pids, decoded, ffmpeg, needs_mpegts, reads_animated_webp, shared_asset
 
 import vidstyle
 from vidstyle.assets import demo_clip
@@ -1110,6 +1110,7 @@ def test_pictures_that_change_shape_part_way_are_fitted_not_stretched(tmp_path: 
     """Recordings joined with cat (a broadcast across programmes does the same): the portrait part was squeezed
     into the landscape frame. It is now fitted inside it, with black bars, its shape kept; the first part, of the
     stream's own size, and a part of its shape at another size, are scaled as before, to the pixel."""
+    needs_mpegts()
     import dataclasses
 
     parts = []
@@ -1141,6 +1142,7 @@ def test_a_damaged_audio_packet_is_dropped_not_fatal_to_the_whole_output(tmp_pat
                                                                          starry: Path) -> None:
     """A transport stream with lost data in its audio: copied as it was, the damaged packet made the muxer refuse
     the whole output at the render's very end, and every retry the same. It is dropped; the rest is kept."""
+    needs_mpegts()
     from vidstyle.config import make_config
     from vidstyle.pipeline import render
 
@@ -1182,6 +1184,8 @@ def test_audio_cut_by_the_filter_lands_where_a_seek_puts_it(tmp_path: Path) -> N
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x36:rate=25:duration=1.2", "-itsoffset", "0.3", "-f", "lavfi",
            "-i", "aevalsrc='if(gt(t,0.6),0.8*sin(2*PI*1000*t),0)':s=8000:d=0.9", "-map", "0:v", "-map", "1:a",
            "-c:v", "libx264", "-c:a", "aac", str(source))
+    if abs(_tone_onset(source) - 0.9) > 0.05:
+        pytest.skip("the ffmpeg in use ignores -itsoffset on a generated input (7.0 does): the clip cannot be made")
     info = probe_video(source)
     frames = [np.zeros((36, 64, 3), np.uint8)] * 25
     onsets = {}
@@ -1197,6 +1201,7 @@ def test_audio_cut_by_the_filter_lands_where_a_seek_puts_it(tmp_path: Path) -> N
 def test_a_stream_that_two_programmes_carry_is_one_stream(tmp_path: Path, bunny_short: Path, starry: Path) -> None:
     """A transport stream lists a stream under each programme that carries it: its audio was taken for two
     streams, and the second's mapping failed the encoder after the render had begun."""
+    needs_mpegts()
     from vidstyle.config import make_config
     from vidstyle.pipeline import render
 

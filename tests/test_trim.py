@@ -200,12 +200,13 @@ def _loudness(path: Path, start: float, seconds: float) -> float:
 def test_audio_stays_with_a_video_that_begins_after_it(starry: Path, tmp_path: Path) -> None:
     """A file whose first video frame comes 0.5 s after its audio begins (as in MPEG-TS or a recording): the
     audio is silent until the first frame, then a tone. The render starts at that frame, so with the tone."""
-    from conftest import ffmpeg
+    from conftest import ffmpeg, needs_itsoffset
 
     clip = tmp_path / "late_video.mp4"
     ffmpeg("-f", "lavfi", "-i", "aevalsrc='if(gte(t,0.5),0.5*sin(2*PI*440*t),0)':d=1.5:s=44100",
            "-itsoffset", "0.5", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=1",
            "-map", "1:v", "-map", "0:a", "-c:v", "libx264", "-c:a", "aac", str(clip))
+    needs_itsoffset(clip, late=True)
     assert _loudness(clip, 0, 0.4) < 0.01 < _loudness(clip, 0.55, 0.3), "the clip is made as described"
     _render(clip, starry, tmp_path / "whole.mp4")
     assert _loudness(tmp_path / "whole.mp4", 0, 0.3) > 0.2, "the tone plays with the first frame"
