@@ -672,5 +672,7 @@ def test_the_seed_parts_two_renders_only_where_it_draws_their_starts() -> None:
         return Manifest("1", "in.mp4", ("s.jpg",), (64, 36), 12, make_config(**settings).frames_dict())
 
     assert manifest(seed=3).changed_settings(manifest()) == ()
+    older = Manifest("1", "in.mp4", ("s.jpg",), (64, 36), 12, {**make_config().frames_dict(), "seed": 3})
+    assert older.changed_settings(manifest()) == (), "as a manifest written before the seed was left out records it"
     assert manifest(init="random", seed=3).changed_settings(manifest(init="random")) == ("seed",)
-    assert manifest(init="random", seed=3).changed_settings(manifest(seed=3)) == ("init",)
+    assert manifest(init="random", seed=3).changed_settings(manifest(seed=3)) == ("init", "seed")

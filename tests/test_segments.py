@@ -370,3 +370,12 @@ def test_render_without_config_uses_the_balanced_preset(bunny_short: Path, starr
     assert job.config.size == 512 and job.size == (512, 288)  # the 1280x720 demo clip at the preset's 512 px
     assert job.output == out and job.workdir.path == tmp_path / "out.mp4.vidstyle-work"
     assert list(tmp_path.iterdir()) == [], "prepare_render writes nothing"
+
+
+def test_a_prepared_stylizer_fits_whatever_seed_where_the_seed_draws_nothing(starry: Path) -> None:
+    """A render resumes whatever the seed where init is not random; a prepared stylizer was refused for it."""
+    styles = [read_image(starry)]
+    stylizer = vidstyle.Stylizer(_config(seed=3), styles)
+    assert stylizer.mismatch(_config(seed=4), styles, stylizer.device) is None
+    random = vidstyle.Stylizer(_config(init="random", seed=3), styles)
+    assert random.mismatch(_config(init="random", seed=4), styles, random.device) == "its seed is 3, not 4"

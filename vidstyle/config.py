@@ -137,6 +137,8 @@ class Config:
             # As 1, the value it has in frames made before it existed: where it shapes nothing (flow none, the
             # fast preset) those frames are these, and resume.
             settings["held_structure"] = 1.0
+        if self.init != "random":
+            settings["seed"] = 0  # it draws only init random's noise: any seed makes these frames
         return settings
 
 
