@@ -383,17 +383,23 @@ def test_a_stop_while_workers_write_the_video_from_finished_frames_says_so(refer
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
 
 
-def test_another_renders_work_directory_is_refused_before_a_cluster_is_reached(bunny_short: Path, starry: Path,
-                                                                                tmp_path: Path) -> None:
-    """The work directory's frames were compared with the render's settings only once a Ray cluster had been started
-    or joined (minutes, for a cluster that is starting); a closed port shows the comparison now comes first."""
+def _one_frame_without_workers(video: Path, style: Path, folder: Path) -> tuple[Path, Path]:
+    """A render on this machine stopped after its first frame: its output's path and its work directory."""
     def one_frame_then_stop(event: object) -> None:
         if isinstance(event, FrameSaved):
             raise RuntimeError("stopped after a frame")
 
-    out, work = tmp_path / "out.mp4", tmp_path / "work"
+    out, work = folder / "out.mp4", folder / "work"
     with pytest.raises(RuntimeError, match="stopped after a frame"):
-        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=one_frame_then_stop)
+        vidstyle.render(video, [style], out, _config(), workdir=work, on_event=one_frame_then_stop)
+    return out, work
+
+
+def test_another_renders_work_directory_is_refused_before_a_cluster_is_reached(bunny_short: Path, starry: Path,
+                                                                                tmp_path: Path) -> None:
+    """The work directory's frames were compared with the render's settings only once a Ray cluster had been started
+    or joined (minutes, for a cluster that is starting); a closed port shows the comparison now comes first."""
+    out, work = _one_frame_without_workers(bunny_short, starry, tmp_path)
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -405,13 +411,7 @@ def test_another_renders_work_directory_is_refused_before_a_cluster_is_reached(b
 def test_a_render_made_without_workers_resumed_on_workers_is_told_to_resume_without(local_ray, bunny_short: Path,
                                                                                     starry: Path,
                                                                                     tmp_path: Path) -> None:
-    def one_frame_then_stop(event: object) -> None:
-        if isinstance(event, FrameSaved):
-            raise RuntimeError("stopped after a frame")
-
-    out, work = tmp_path / "out.mp4", tmp_path / "work"
-    with pytest.raises(RuntimeError, match="stopped after a frame"):
-        vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, on_event=one_frame_then_stop)
+    out, work = _one_frame_without_workers(bunny_short, starry, tmp_path)
     with pytest.raises(CheckpointMismatch, match="holds a render made without Ray workers: resume it without them"):
         vidstyle.render(bunny_short, [starry], out, _config(), workdir=work, workers=2, **CHUNKING)
     code = main(["render", str(bunny_short), "--style", str(starry), "-o", str(out), "--workdir", str(work),
