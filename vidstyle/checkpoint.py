@@ -144,7 +144,8 @@ class Manifest:
                 theirs.pop(name, None)
         if "random" not in (mine.get("init"), theirs.get("init")):
             # The seed draws only init random's noise: renders that start their frames otherwise make the same frames
-            # whatever it is (a seed given with the default init was refused as a change on resume).
+            # whatever it is. Config.frames_dict records it as 0 there; manifests written before it did keep the seed
+            # given, which a resume must not take for a change.
             mine.pop("seed", None)
             theirs.pop("seed", None)
         holding = theirs if _holds_no_frame(mine) else mine if _holds_no_frame(theirs) else None
