@@ -491,6 +491,8 @@ def test_bad_settings(capsys, bunny_short: Path, starry: Path, tmp_path: Path, f
     ([], "vidstyle --help"), (["render"], "vidstyle render --help"), (["paint"], "vidstyle --help"),
     # An option of another command is unknown to this one: the hint is this command's help.
     (["image", "a.png", "-s", "starry-night", "-o", "b.png", "--tol", "0.1"], "vidstyle image --help"),
+    # A still draws no noise (no later frame starts from init random): its seed would change nothing.
+    (["image", "a.png", "-s", "starry-night", "-o", "b.png", "--seed", "3"], "vidstyle image --help"),
     (["styles", "extra"], "vidstyle styles --help"),
 ])
 def test_usage_errors_point_to_the_right_help(capsys, args: list[str], hint: str) -> None:

@@ -75,13 +75,14 @@ from vidstyle.io.paths import IMAGE_SUFFIXES, missing_folder, same_file
 if TYPE_CHECKING:
     from vidstyle.preview import Estimate  # at run time only once the engine is imported
 
-# Options shared by `render` and `image`; the video-only ones are listed separately.
+# Options shared by `render` and `image`; the video-only ones are listed separately (the seed among them: it draws
+# only the noise that a later frame starts from with init random, and a still has no later frame).
 _STILL_FIELDS = ("size", "coarse_levels", "optimizer", "adam_lr", "content_weight", "style_weight",
                  "tv_weight", "structure_weight", "edge_contrast", "style_blend", "style_scale", "preserve_colors",
-                 "palette_start", "pooling", "precision", "seed", "device")
+                 "palette_start", "pooling", "precision", "device")
 _VIDEO_FIELDS = ("iters", "first_iters", "tol", "temporal_weight", "held_structure", "temporal_reach", "passes", "init",
                  "prev_weight", "flow", "change_tolerance", "cut_threshold", "crf", "output_size", "keep_frames",
-                 "follow_fades")
+                 "follow_fades", "seed")
 # A still is written at its output size too.
 _IMAGE_FIELDS = ("output_size",)
 # A preview stylizes single frames: nothing of a whole shot (passes) or of the written file applies.
