@@ -837,6 +837,28 @@ def test_exif_orientation_of_a_png_is_applied_with_or_without_transparency(tmp_p
     assert (rgb[:, 10:, 0] == 255).all() and (rgb[:, :10, 0] == 0).all()  # the red half on the right
 
 
+def test_a_pictures_alpha_is_turned_with_its_colours_and_none_where_it_is_opaque(tmp_path: Path) -> None:
+    """A still written with its transparency needs it where the colours are: the EXIF turn, which only OpenCV's
+    colour decoding applies, given to the alpha too."""
+    from vidstyle.io.images import read_picture
+
+    bgra = np.zeros((20, 40, 4), np.uint8)
+    bgra[..., 2] = (np.arange(40) * 6).astype(np.uint8)[None, :]  # red rising along the stored rows: one turn fits
+    bgra[..., 3] = 255
+    bgra[:10, :, 3] = 0  # the stored top half transparent
+    path = tmp_path / "turned.png"
+    path.write_bytes(_png_with_chunk(bgra, b"eXIf", _EXIF_TURNED))
+    picture = read_picture(path)
+    assert picture.rgb.shape == (40, 20, 3) and picture.alpha is not None and picture.alpha.shape == (40, 20)
+    assert (picture.alpha[:, 10:] == 0).all() and (picture.alpha[:, :10] == 255).all()  # the stored top on the right
+    assert (picture.rgb[:, 10:] == 255).all(), "over white where transparent"
+    bgra[..., 3] = 255
+    cv2.imwrite(str(path), bgra)  # an alpha channel, every pixel opaque
+    assert read_picture(path).alpha is None
+    cv2.imwrite(str(path), bgra[..., :3])
+    assert read_picture(path).alpha is None
+
+
 def test_the_letters_trns_in_a_text_chunk_do_not_make_a_png_transparent(tmp_path: Path) -> None:
     rgb = np.zeros((20, 40, 3), np.uint8)
     path = tmp_path / "note.png"

@@ -153,6 +153,40 @@ def test_a_still_says_what_a_video_says_of_its_sizes_before_it_is_painted(starry
     assert paint(size=48).notes == ("the picture is 47x31: painted at 48x32, its own size with even sides",)
 
 
+def test_a_transparent_still_keeps_its_transparency_where_the_output_holds_it(starry: Path, tmp_path: Path) -> None:
+    """A cut-out painted over white came back as a white rectangle, without a word."""
+    import cv2
+
+    import vidstyle
+    from vidstyle.events import ImageStarted
+    from vidstyle.io.images import resize_rgb
+
+    bgra = np.dstack((resize_rgb(read_image(starry), (96, 64))[..., ::-1], np.full((64, 96), 255, np.uint8)))
+    bgra[:, :32, 3] = 0  # the left third cut away
+    picture = tmp_path / "cut_out.png"
+    cv2.imwrite(str(picture), bgra)
+
+    def paint(output: Path, **settings: object) -> tuple[str, ...]:
+        started: list[ImageStarted] = []
+        config = vidstyle.make_config(device="cpu", first_iters=1, precision="fp32", size=48, **settings)
+        vidstyle.stylize_image(picture, [starry], output, config,
+                               on_event=lambda e: started.append(e) if isinstance(e, ImageStarted) else None)
+        return started[0].notes
+
+    assert paint(tmp_path / "o.png") == ("the picture is transparent: painted over white, and written with its "
+                                         "transparency",)
+    written = cv2.imread(str(tmp_path / "o.png"), cv2.IMREAD_UNCHANGED)
+    assert written.shape == (32, 48, 4)
+    assert (written[:, :15, 3] == 0).all() and (written[:, 17:, 3] == 255).all()
+    assert paint(tmp_path / "big.webp", output_size="source")[-1].endswith("written with its transparency")
+    big = cv2.imread(str(tmp_path / "big.webp"), cv2.IMREAD_UNCHANGED)
+    assert big.shape == (64, 96, 4), "the alpha at the written size"
+    assert (big[:, :31, 3] == 0).all() and (big[:, 33:, 3] == 255).all()
+    assert paint(tmp_path / "o.jpg") == ("the picture is transparent: painted over white, and a .jpg file holds no "
+                                         "transparency (write .png, .webp or .tiff to keep it)",)
+    assert cv2.imread(str(tmp_path / "o.jpg"), cv2.IMREAD_UNCHANGED).shape == (32, 48, 3)
+
+
 _TESTSRC = "testsrc2=size=64x48:rate=25:duration=0.2"
 
 

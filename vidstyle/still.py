@@ -23,7 +23,16 @@ from vidstyle.config import (
 from vidstyle.errors import STOPS, Interrupted, OutputExists, SettingError, UsageError, stop_signal
 from vidstyle.events import EventCallback, ImageStarted, ignore_event
 from vidstyle.io.decode import Frame
-from vidstyle.io.images import encode_image, read_image, read_style_image, resize_rgb, staged, write_atomic
+from vidstyle.io.images import (
+    ALPHA_SUFFIXES,
+    Picture,
+    encode_image,
+    read_picture,
+    read_style_image,
+    resize_rgb,
+    staged,
+    write_atomic,
+)
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, check_partial_free, refuse_folder_name, same_file
 from vidstyle.limits import check_fits, image_size, own_size_note, render_size, stretches
 from vidstyle.precision import emulation_note, resolve_precision
@@ -65,25 +74,27 @@ def stylize_image(content_path: Path | str, style_paths: StylePaths, output: Pat
         if same_file(animation, output):
             raise SettingError("animation", "must be another file than the output")
         check_partial_free(animation)
-    content = read_image(content_path, "content image")
+    content = read_picture(content_path, "content image")
     styles = [read_style_image(p) for p in style_files]
-    size = render_size(content.shape[1], content.shape[0], config.size)
+    own = (content.rgb.shape[1], content.rgb.shape[0])
+    size = render_size(*own, config.size)
     device = resolve_device(config.device)
     check_fits(size, config.size, resolve_precision(config.precision, device), device)
     mismatch = stylizer.mismatch(config, styles, device) if stylizer is not None else None
     if mismatch is not None:
         raise SettingError("stylizer", f"was prepared for other pictures than this image's: {mismatch}")
     stylizer = stylizer or Stylizer(config, styles, device)
-    frames = [Frame(0, resize_rgb(content, size))]
-    own = (content.shape[1], content.shape[0])
+    frames = [Frame(0, resize_rgb(content.rgb, size))]
     written = image_size(config.output_size, size, own)
-    on_event(ImageStarted(size, written, str(device), _notes(config, own, size, written, device)))
+    alpha = _kept_alpha(content, output, written)
+    notes = _notes(config, own, size, written, device) + _transparency_notes(content, output)
+    on_event(ImageStarted(size, written, str(device), notes))
     try:
         if animation is None:
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
-            write_atomic(output, _still_bytes(output, result.rgb, written), replace=overwrite)
+            write_atomic(output, _still_bytes(output, result.rgb, written, alpha), replace=overwrite)
         else:
-            _paint_with_animation(frames, stylizer, (output, written), animation, animation_every, overwrite,
+            _paint_with_animation(frames, stylizer, (output, written, alpha), animation, animation_every, overwrite,
                                   on_event, stop)
     except STOPS as exc:  # the stop event, Ctrl-C or SIGTERM: as a render's, one Interrupted
         raise Interrupted(None, stop_signal(exc), resumable=False) from None
@@ -107,20 +118,43 @@ def _notes(config: Config, own: tuple[int, int], size: tuple[int, int], written:
     return tuple(notes)
 
 
-def _paint_with_animation(frames: list[Frame], stylizer: Stylizer, still: tuple[Path, tuple[int, int]],
+def _transparency_notes(content: Picture, output: Path) -> tuple[str, ...]:
+    """Where the picture is transparent: painted over white, as a viewer shows it, and whether the output keeps
+    the transparency."""
+    if content.alpha is None:
+        return ()
+    if output.suffix.lower() in ALPHA_SUFFIXES:
+        return ("the picture is transparent: painted over white, and written with its transparency",)
+    return (f"the picture is transparent: painted over white, and a {output.suffix.lower()} file holds no "
+            "transparency (write .png, .webp or .tiff to keep it)",)
+
+
+def _kept_alpha(content: Picture, output: Path, written: tuple[int, int]) -> np.ndarray | None:
+    """The picture's alpha at the written size, for an output format that holds it."""
+    if content.alpha is None or output.suffix.lower() not in ALPHA_SUFFIXES:
+        return None
+    if (content.alpha.shape[1], content.alpha.shape[0]) == written:
+        return content.alpha
+    # Area averaging to shrink keeps a cut-out's edge soft without Lanczos' ringing, which would show as a halo.
+    shrinking = written[0] * written[1] < content.alpha.size
+    return cv2.resize(content.alpha, written, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def _paint_with_animation(frames: list[Frame], stylizer: Stylizer,
+                          still: tuple[Path, tuple[int, int], np.ndarray | None],
                           animation: Path, every: int, overwrite: bool, on_event: EventCallback,
                           stop: threading.Event | None) -> None:
     """The still and its animation, both or neither: the still is written whole under a hidden name before the
     animation is published (as the recorder's block ends: a failed animation leaves no still), and published after
     it; should that fail (a still put at its path meanwhile) the animation just published goes again."""
-    output, written = still
+    output, written, alpha = still
     rgb = frames[0].rgb
     with contextlib.ExitStack() as stack:
         with IterateRecorder(animation, (rgb.shape[1], rgb.shape[0]), every, overwrite) as recorder, \
                 stylizer.watching(recorder):
             (result,) = stylize_sequence(frames, stylizer, on_event=on_event, stop=stop)
             recorder.finish(result.rgb)
-            publish = stack.enter_context(staged(output, _still_bytes(output, result.rgb, written)))
+            publish = stack.enter_context(staged(output, _still_bytes(output, result.rgb, written, alpha)))
         try:
             publish(overwrite)
         except OutputExists:
@@ -129,7 +163,7 @@ def _paint_with_animation(frames: list[Frame], stylizer: Stylizer, still: tuple[
             raise
 
 
-def _still_bytes(output: Path, rgb: np.ndarray, size: tuple[int, int]) -> bytes:
+def _still_bytes(output: Path, rgb: np.ndarray, size: tuple[int, int], alpha: np.ndarray | None) -> bytes:
     if (rgb.shape[1], rgb.shape[0]) != size:  # output_size: Lanczos, as a video's frames are scaled
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
-    return encode_image(rgb, output.suffix.lower())
+    return encode_image(rgb, output.suffix.lower(), alpha=alpha)

@@ -7,6 +7,7 @@ import os
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,9 +24,26 @@ from vidstyle.io.paths import (
 )
 from vidstyle.io.pixels import pixel_limit_words
 
+# Output formats that hold a still's transparency (OpenCV writes BMP's fourth byte, which viewers mostly ignore, and
+# read_picture does too).
+ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A still as read: its colours as a viewer shows them (over white where transparent) and its opacity."""
+
+    rgb: np.ndarray  # uint8 (height, width, 3)
+    alpha: np.ndarray | None  # uint8 (height, width), 255 opaque; None where every pixel is opaque
+
 
 def read_image(path: Path, what: str = "image") -> np.ndarray:
     """RGB uint8 (height, width, 3); EXIF orientation applied, grey and alpha images made RGB."""
+    return read_picture(path, what).rgb
+
+
+def read_picture(path: Path, what: str = "image") -> Picture:
+    """read_image's colours, and the picture's alpha where some pixel is transparent (turned as the colours are)."""
     path = Path(path)
     if is_standard_input(path):  # OpenCV cannot take it; a picture read so would be gone for the next read
         raise InputError(f"{what} {path} is standard input, which vidstyle does not read; save the picture to a file "
@@ -58,7 +76,7 @@ def read_image(path: Path, what: str = "image") -> np.ndarray:
         raise AnimatedPicture(f"{what} {path} is an animated {animated}, not a still image")
     if transparent or _may_hold_alpha(data):
         return _over_white(_decode(data, cv2.IMREAD_UNCHANGED, what, path), bgr)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return Picture(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), None)
 
 
 def _may_hold_alpha(data: np.ndarray) -> bool:
@@ -117,24 +135,28 @@ def _decode(data: np.ndarray, flags: int, what: str, path: Path) -> np.ndarray |
         raise InputError(f"{what} is not a readable image: {path}") from None
 
 
-def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> np.ndarray:
-    """A transparent picture as a viewer shows it, laid over white; `decoded` is OpenCV's BGR decoding of the same
-    file, which drops the alpha channel and shows what the file stores under it, usually black: a painting or photo
-    cut out on transparency would be painted as if on a black ground."""
+def _over_white(pixels: np.ndarray | None, decoded: np.ndarray) -> Picture:
+    """A transparent picture as a viewer shows it, laid over white, and its alpha; `decoded` is OpenCV's BGR
+    decoding of the same file, which drops the alpha channel and shows what the file stores under it, usually
+    black: a painting or photo cut out on transparency would be painted as if on a black ground."""
     if pixels is None or pixels.ndim != 3 or pixels.shape[2] != 4 or _all_opaque(pixels):
-        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)  # no alpha channel kept, or nothing transparent in it
+        # No alpha channel kept, or nothing transparent in it.
+        return Picture(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), None)
     scale = float(np.iinfo(pixels.dtype).max)
     rgb = np.empty((*pixels.shape[:2], 3), np.uint8)
+    opacity = np.empty(pixels.shape[:2], np.uint8)
     # In strips of rows: the float arrays of the whole of a large picture took about 50 bytes a pixel.
     for rows in _strips(pixels):
         strip = pixels[rows]
         alpha = strip[..., 3:].astype(np.float32) / scale
         over = strip[..., 2::-1] * (alpha / scale) + (1.0 - alpha)  # BGR read backwards: RGB
         rgb[rows] = np.round(over * 255.0)
-    return _oriented_like(rgb, pixels[..., :3], decoded)
+        opacity[rows] = np.round(alpha[..., 0] * 255.0)
+    turn = _turn_like(pixels[..., :3], decoded)
+    return Picture(turn(rgb), turn(opacity))
 
 
-# Pixels composited at a time (_over_white), and compared at most to find a picture's orientation (_oriented_like).
+# Pixels composited at a time (_over_white), and compared at most to find a picture's orientation (_turn_like).
 _STRIP_PIXELS = 1 << 20
 
 
@@ -149,21 +171,25 @@ def _all_opaque(pixels: np.ndarray) -> bool:
     return all((pixels[rows, :, 3] == top).all() for rows in _strips(pixels))
 
 
-def _oriented_like(rgb: np.ndarray, stored: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """`rgb` turned as OpenCV turned `stored` (the file's BGR colours as stored, 8 or 16 bits) into `decoded` by the
-    file's EXIF orientation, which only its colour decoding applies: of the eight turns and flips, the one that
-    matches (on an even sample of pixels: a large picture is not copied eight times to be compared)."""
+def _turn_like(stored: np.ndarray, decoded: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The turn OpenCV gave `stored` (the file's BGR colours as stored, 8 or 16 bits) to make `decoded` by the
+    file's EXIF orientation, which only its colour decoding applies, to give it to the picture's other arrays: of
+    the eight turns and flips, the one that matches (on an even sample of pixels: a large picture is not copied
+    eight times to be compared)."""
     step = max(1, int(np.sqrt(decoded.shape[0] * decoded.shape[1] / _STRIP_PIXELS)))
     sample = decoded[::step, ::step].astype(np.int16)
     for turns in range(4):
         for flip in (False, True):
-            candidate = np.rot90(stored, -turns)
-            candidate = candidate[:, ::-1] if flip else candidate
-            if candidate.shape == decoded.shape and \
-                    np.abs(_to_8bit(candidate[::step, ::step]).astype(np.int16) - sample).max() <= 1:
-                out = np.rot90(rgb, -turns)
-                return np.ascontiguousarray(out[:, ::-1] if flip else out)
-    return rgb
+            if _turned(stored, turns, flip).shape == decoded.shape and np.abs(
+                    _to_8bit(_turned(stored, turns, flip)[::step, ::step]).astype(np.int16) - sample).max() <= 1:
+                return lambda pixels, turns=turns, flip=flip: np.ascontiguousarray(_turned(pixels, turns, flip))
+    return lambda pixels: pixels
+
+
+def _turned(pixels: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    """A view of `pixels` turned clockwise by `turns` quarters, then mirrored left to right if `flip`."""
+    out = np.rot90(pixels, -turns)
+    return out[:, ::-1] if flip else out
 
 
 def _to_8bit(pixels: np.ndarray) -> np.ndarray:
@@ -251,8 +277,12 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
-def encode_image(rgb: np.ndarray, suffix: str = ".png", error: type[OutputError] = OutputError) -> bytes:
-    ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+def encode_image(rgb: np.ndarray, suffix: str = ".png", error: type[OutputError] = OutputError,
+                 alpha: np.ndarray | None = None) -> bytes:
+    """The picture's file bytes in the format of `suffix`; `alpha` (uint8, the picture's size) for one of
+    ALPHA_SUFFIXES."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(suffix, bgr if alpha is None else np.dstack((bgr, alpha)))
     if not ok:
         raise error(f"cannot encode a {rgb.shape[1]}x{rgb.shape[0]} picture as {suffix}")
     return buf.tobytes()
