@@ -1703,6 +1703,38 @@ def test_a_worker_that_gets_ready_clears_the_slots_failing_mark_and_a_death_afte
         assert not stopping.is_alive(), "the pool did not stop: its supervisor hung"
 
 
+def test_a_worker_that_cannot_be_started_is_tried_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each worker's first start stood outside the supervisor's retries: one that failed (no process left to start,
+    say) ended the supervisor thread, and queued jobs waited for a worker that never came, without a word."""
+    import errno
+
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+    from vidstyle.serve.worker import WorkerPool, WorkerSpec
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    pool = WorkerPool(JobQueue(data.database), [WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1)])
+    pool.RESTART_DELAY = 0.25  # type: ignore[misc] - the same doubling, sooner
+    spawn, tries = pool._spawn, []
+
+    def fails_once(spec: WorkerSpec) -> Any:
+        tries.append(spec.name)
+        if len(tries) == 1:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        return spawn(spec)
+
+    pool._spawn = fails_once  # type: ignore[method-assign]
+    pool.start()
+    try:
+        _until(lambda: pool.pulses["w0"].ready(), "the worker is started again, and gets ready")
+        assert tries == ["w0", "w0"] and pool._thread is not None and pool._thread.is_alive()
+        assert "worker w0 could not be started; trying again in " in caplog.text
+        _until(lambda: pool.deaths_at_start["w0"] == 0, "counted as a death at start until a worker got ready")
+    finally:
+        pool.stop()
+
+
 def test_a_worker_hung_in_its_setting_up_is_killed_and_counted_against_its_slot(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A worker that hung before it got ready (a device that stopped answering as it loaded the network) took no

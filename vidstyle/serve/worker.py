@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -600,10 +601,11 @@ class WorkerPool:
         return process
 
     def _supervise(self) -> None:
-        self.processes = {spec.name: self._spawn(spec) for spec in self.specs}
-        ended: dict[str, float] = {}
+        # No worker started yet: each is started by the first round, as a dead one is restarted (and so retried
+        # where its start fails).
+        ended = {spec.name: -math.inf for spec in self.specs}
         failing = False
-        while not self._stopping.wait(0.5):
+        while True:
             try:
                 for spec in self.specs:
                     self._tend(spec, ended)
@@ -617,11 +619,32 @@ class WorkerPool:
                 if failing:
                     _log.warning("the worker supervisor works again")
                 failing = False
+            if self._stopping.wait(0.5):
+                break
         self._stop_processes()
 
     def _tend(self, spec: WorkerSpec, ended: dict[str, float]) -> None:
         """Watch a slot's worker; once it has ended, put its job back and start another after the slot's delay."""
-        name, process = spec.name, self.processes[spec.name]
+        name = spec.name
+        if name not in ended:
+            self._tend_running(name, ended)
+        if name not in ended or time.monotonic() - ended[name] < self.restart_delay(name):
+            return
+        try:
+            self.processes[name] = self._spawn(spec)
+        except Exception:
+            # No process could be started (out of processes or memory): as a death at start, tried again after
+            # the slot's delay, which grows, and shown failing after a few.
+            self.deaths_at_start[name] += 1
+            ended[name] = time.monotonic()
+            _log.exception("worker %s could not be started; trying again in %s", name, _span(self.restart_delay(name)))
+            return
+        del ended[name]
+        self.wake.ring()
+
+    def _tend_running(self, name: str, ended: dict[str, float]) -> None:
+        """Watch a started worker; once it has ended, put its job back and note when (in `ended`)."""
+        process = self.processes[name]
         ready = self.pulses[name].ready()  # a dead worker's pulse keeps what it was until the next spawn
         if process.is_alive():
             if ready:
@@ -634,29 +657,23 @@ class WorkerPool:
                              _span(self.setup_timeout()))
                 self._kill(name, process, settled=False)
             return
-        if name not in ended:
-            if name not in self._reaped:
-                process.join()
-                # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
-                died = process.exitcode != 0 and name not in self._killed
-                self._killed.discard(name)
-                # Dying once ready (on a job: out of memory on its first frame, say) is the job's to count.
-                self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if died and not ready else 0
-                self.deaths[name] += died
-                self._reaped[name] = died
-                if died:  # an operator reading the log learns of it, not only /api/health (what became of its job,
-                    # if it had one, is the job's own state: back in the queue, or failed after MAX_WORKER_DEATHS)
-                    _log.warning("worker %s died: it %s; another starts", name, exit_reason(process.exitcode))
-            # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
-            # fail, the slot stays reaped and it is tried again.
-            self.queue.requeue_worker(name, died=self._reaped[name])
-            del self._reaped[name]
-            ended[name] = time.monotonic()
-        if time.monotonic() - ended[name] < self.restart_delay(name):
-            return
-        del ended[name]
-        self.processes[name] = self._spawn(spec)
-        self.wake.ring()
+        if name not in self._reaped:
+            process.join()
+            # Killed by the watchdog: its job has ended (failed or cancelled); the job did not kill it.
+            died = process.exitcode != 0 and name not in self._killed
+            self._killed.discard(name)
+            # Dying once ready (on a job: out of memory on its first frame, say) is the job's to count.
+            self.deaths_at_start[name] = self.deaths_at_start[name] + 1 if died and not ready else 0
+            self.deaths[name] += died
+            self._reaped[name] = died
+            if died:  # an operator reading the log learns of it, not only /api/health (what became of its job,
+                # if it had one, is the job's own state: back in the queue, or failed after MAX_WORKER_DEATHS)
+                _log.warning("worker %s died: it %s; another starts", name, exit_reason(process.exitcode))
+        # A worker that stopped by itself (exit status 0, after a SIGTERM) put its job back already. Should this
+        # fail, the slot stays reaped and it is tried again.
+        self.queue.requeue_worker(name, died=self._reaped[name])
+        del self._reaped[name]
+        ended[name] = time.monotonic()
 
     def _watch(self, name: str, process: multiprocessing.process.BaseProcess) -> None:
         """Kill a worker whose job has shown no sign of life for stall_timeout, or has not heeded its cancel.
@@ -718,8 +735,8 @@ class WorkerPool:
         for process in self.processes.values():
             process.join(max(deadline - time.monotonic(), 0.1))
         for spec in self.specs:
-            process = self.processes[spec.name]
-            if process.is_alive():
+            process = self.processes.get(spec.name)  # none where its start failed
+            if process is not None and process.is_alive():
                 process.kill()
                 process.join()
             self.queue.requeue_worker(spec.name, died=False)  # normally a no-op: a stopped worker requeued its job
