@@ -808,6 +808,19 @@ def test_a_render_on_workers_shows_progress_off_a_terminal_too(capsys) -> None:
     assert lines[-2:] == ["frames done: 3/12, 2/2 workers busy", "frames done: 12/12, 1/2 workers busy"]
 
 
+def test_the_closing_line_of_a_resumed_render_says_which_frames_this_run_made(capsys) -> None:
+    """'wrote out.mp4 (3000 frames in 19s)' after a resume read as 3000 frames made in 19 s."""
+    from vidstyle.cli import _Progress
+    from vidstyle.events import RenderFinished
+
+    progress = _Progress(quiet=False)
+    for stylized in (12, 5, 0):
+        progress(RenderFinished(Path("out.mp4"), 12, 19.0, stylized, (4.0, 4, 4) if stylized else None))
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("wrote")] == [
+        "wrote out.mp4 (12 frames in 19s)", "wrote out.mp4 (12 frames, 7 made by earlier runs, in 19s)",
+        "wrote out.mp4 (12 frames, all made by earlier runs, in 19s)"]
+
+
 def test_the_progress_of_three_passes_ends_at_the_total(capsys: pytest.CaptureFixture[str]) -> None:
     """A third of a frame a pass, summed as floats, ended off the total (over it: tqdm warns; under it: the last line
     said 19999/20000, or 99 %); a resumed render starts at the passes already made."""

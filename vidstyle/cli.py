@@ -610,7 +610,7 @@ class _Progress:
             self.say(f"[{event.position + 1}/{event.count}] {event.status}: {event.reason}")
         elif isinstance(event, RenderFinished):
             self.close()
-            self.say(f"wrote {event.output} ({_count(event.frames, 'frame')} in {_clock(event.seconds)})")
+            self.say(f"wrote {event.output} ({_made_here(event)} in {_clock(event.seconds)})")
             if event.iterations is not None:
                 mean, low, high = event.iterations
                 self.say(f"iterations a frame: mean {mean:.1f}, min {low}, max {high} "
@@ -762,6 +762,14 @@ def _is_output_folder(output: Path) -> bool:
     from vidstyle.io.encode import VIDEO_SUFFIXES
 
     return output.is_dir() and output.suffix.lower() not in VIDEO_SUFFIXES
+
+
+def _made_here(event: RenderFinished) -> str:
+    """The frames written, and how many of them earlier runs made: a resumed render's time is this run's alone."""
+    earlier = event.frames - event.stylized
+    if earlier <= 0:
+        return _count(event.frames, "frame")
+    return f"{_count(event.frames, 'frame')}, {'all' if earlier == event.frames else earlier} made by earlier runs,"
 
 
 def _resuming(event: RenderStarted) -> str:
