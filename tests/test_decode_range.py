@@ -180,6 +180,42 @@ def test_a_stream_from_an_old_x264_is_never_seeked(clips: dict[str, Path]) -> No
     assert _check_ranges(clips["old_x264"]) == 0
 
 
+@pytest.mark.parametrize("codec", ["mpeg4", "libx264"])
+def test_ascending_ranges_come_from_one_decode_unless_a_seek_lands_further(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            codec: str) -> None:
+    """A render reads a range per shot. From a source that cannot seek (MPEG-4 Part 2) each was decoded from the
+    first frame: the decoding grew with the square of the video's length. Taken from one decode, the frames are
+    still exactly the full decode's; a new decode starts only where a range begins before the frames kept, or
+    where a seek lands past where the open decode stands."""
+    quality = ("-q:v", "4") if codec == "mpeg4" else ()
+    clip = _testsrc(tmp_path, f"{codec}.mkv", 4, "-c:v", codec, "-g", "10", *quality)
+    info = probe_video(clip)
+    size = size_to_fit(info.width, info.height, LONG_SIDE)
+    full = [f.rgb.copy() for f in read_frames(info, size)]
+    assert (seek_keyframe(info, 85) is None) == (codec == "mpeg4") and len(full) == 100
+    decodes: list[int] = []
+    real = decode.read_frames
+
+    def counted(info: VideoInfo, size: tuple[int, int], start: int = 0, stop: int | None = None) -> Iterator[Frame]:
+        decodes.append(start)
+        return real(info, size, start, stop)
+
+    monkeypatch.setattr(decode, "read_frames", counted)
+    ranges = decode.FrameRanges(info, size, len(full), keep=2)
+    try:
+        # Shots one after another, one continued with the two frames before it, one after a gap of frames
+        # finished earlier (decoded through, or seeked past), and one before the frames kept.
+        for start, stop in ((0, 10), (10, 25), (23, 30), (35, 40), (85, 90), (5, 8)):
+            got = [(f.index, f.rgb.copy()) for f in ranges.read(start, stop)]
+            assert [i for i, _ in got] == list(range(start, stop))
+            assert all(np.array_equal(rgb, full[i]) for i, rgb in got), (start, stop)
+    finally:
+        ranges.close()
+    assert decodes == ([0, 5] if codec == "mpeg4" else [0, 85, 5])
+    assert not child_ffmpeg_pids(), "closed, the open decode's ffmpeg ends"
+
+
 def test_a_seek_that_lands_past_the_range_yields_nothing() -> None:
     """The timestamps are checked before a frame is given out: a decode that begins after `start` gives none."""
     info = probe_video(shared_asset("bikes_street_no_audio.mp4"))

@@ -116,6 +116,30 @@ def test_cut_clip_renders_exactly_the_sequential_reference(starry: Path, tmp_pat
                                                         f"(max diff {diff.max()}, mean {diff.mean():.2f})"
 
 
+def test_a_source_that_cannot_seek_is_decoded_once_for_all_its_shots(starry: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """cut.mkv's FFV1 has no exact seek here: each shot's frames were decoded from the video's first frame, so a
+    long video of many shots decoded its beginning once a shot. Now one decode reads them all (the plan pass reads
+    the video once more, to find the cuts)."""
+    from vidstyle.io import decode
+
+    assert decode.seek_keyframe(probe_video(CUT_CLIP), 6) is None
+    decodes: list[int | None] = []
+    real = decode._read_from_first
+
+    def counted(info: object, size: tuple[int, int], start: int, stop: int | None) -> object:
+        decodes.append(start)
+        return real(info, size, start, stop)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decode, "_read_from_first", counted)
+    vidstyle.render(CUT_CLIP, [starry], tmp_path / "out.mp4", _config(iters=1, first_iters=1),
+                    workdir=tmp_path / "work")
+    manifest = json.loads((tmp_path / "work" / "manifest.json").read_text())
+    assert manifest["segments"] == [[0, 6, True], [6, 12, True]]
+    assert decodes == [0, 0], "the plan pass's decode, and one for both shots' frames"
+    assert probe_video(tmp_path / "out.mp4").frame_count == 12
+
+
 def test_resume_makes_only_the_missing_frames_of_a_set(full, bunny_short: Path, starry: Path,
                                                        tmp_path: Path) -> None:
     reference, _ = full

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -54,7 +54,7 @@ from vidstyle.events import (
     ignore_event,
 )
 from vidstyle.fades import darken, fade_note, frame_gains
-from vidstyle.io.decode import first_frame_offset, read_frames
+from vidstyle.io.decode import FrameRanges, first_frame_offset
 from vidstyle.io.encode import (
     AudioPlan,
     AudioWindow,
@@ -658,23 +658,30 @@ def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_
 def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
                      stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """(index, pixels, new) for every frame in order: loaded where an earlier run finished it, else stylized."""
-    if job.config.passes > 1:
-        yield from _frames_after_passes(job, segments, stylizer, progress, stop)
-        return
-    for run in _runs(segments, job.workdir.done_frames(), frames_back(job.config)):
-        if run.done:
-            for index in range(run.start, run.stop):
-                yield index, job.workdir.load_frame(index, job.size), False
-        else:
-            yield from _stylize_run(job, run, stylizer, progress, stop, job.workdir.load_frame)
+    with closing(source_ranges(job)) as sources:
+        if job.config.passes > 1:
+            yield from _frames_after_passes(job, segments, stylizer, sources, progress, stop)
+            return
+        for run in _runs(segments, job.workdir.done_frames(), frames_back(job.config)):
+            if run.done:
+                for index in range(run.start, run.stop):
+                    yield index, job.workdir.load_frame(index, job.size), False
+            else:
+                yield from _stylize_run(job, run, stylizer, sources, progress, stop, job.workdir.load_frame)
 
 
-def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, progress: RunProgress,
+def source_ranges(job: RenderJob) -> FrameRanges:
+    """The source frames of a render's runs, one shot after another, from one decode where the source cannot seek;
+    a run that continues a shot begins with up to frames_back of the frames before it."""
+    return FrameRanges(job.info, job.size, job.span[1], keep=max(frames_back(job.config), 1))
+
+
+def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, sources: FrameRanges, progress: RunProgress,
                  stop: threading.Event | None,
                  load: Callable[[int, tuple[int, int]], np.ndarray]) -> Iterator[tuple[int, np.ndarray, bool]]:
     """Stylize a run of frames, continuing the shot from the frames before it that `load` gives."""
     back = max(run.history, 1) if run.continues else 0
-    frames = read_frames(job.info, job.size, run.start - back, run.stop)
+    frames = sources.read(run.start - back, run.stop)
     results = None
     try:
         previous = None
@@ -714,15 +721,15 @@ class PassCheckpoints:
             self.work.save_pass_frame(number, index, rgb)
 
 
-def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
-                         stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Stylizer, sources: FrameRanges,
+                         progress: RunProgress, stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
     """With several passes a frame is final only after the last pass over its shot: each segment's passes run
     to the end (checkpointed frame by frame) before its frames go to the encoder."""
     store = PassCheckpoints(job.workdir, job.size, job.config.passes, progress)
     for segment in segments:
         frames = range(segment.start, segment.stop)
         if not all(store.has(store.last, index) for index in frames):
-            _first_pass(job, segment, stylizer, store, progress, stop)
+            _first_pass(job, segment, stylizer, sources, store, progress, stop)
             for number in range(2, store.last + 1):
                 sources = SourceWindow.of_video(job.info, job.size, segment.start, segment.stop,
                                                 forward=number % 2 == 1)
@@ -736,7 +743,7 @@ def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Styl
             yield index, job.workdir.load_frame(index, job.size), False
 
 
-def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: PassCheckpoints,
+def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, sources: FrameRanges, store: PassCheckpoints,
                 progress: RunProgress, stop: threading.Event | None) -> None:
     """The ordinary forward pass over a segment, kept as pass 1; what an earlier run made of it is kept."""
     made = {index for index in range(segment.start, segment.stop) if store.has(1, index)}
@@ -746,7 +753,7 @@ def _first_pass(job: RenderJob, segment: Segment, stylizer: Stylizer, store: Pas
 
     for run in _runs([segment], made, frames_back(job.config)):
         if not run.done:
-            for index, rgb, _new in _stylize_run(job, run, stylizer, progress, stop, load):
+            for index, rgb, _new in _stylize_run(job, run, stylizer, sources, progress, stop, load):
                 store.save(1, index, rgb)
 
 

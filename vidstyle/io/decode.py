@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import os
 import re
@@ -144,6 +145,67 @@ def read_frames(info: VideoInfo, size: tuple[int, int], start: int = 0,
         if start >= (info.frame_count if stop is None else stop):
             return
     yield from _read_from_first(info, size, start, stop)
+
+
+class FrameRanges:
+    """Ascending ranges of a video's frames, within [0, `stop`), from as few decodes as will do: a range is taken
+    from the decode already open where that decode reaches it before a seek could (decoding the frames between),
+    and from a new decode (read_frames: a seek where one is exact) where a seek lands past where it stands.
+
+    A render reads a range per shot. Where the source cannot seek (seek_keyframe: MPEG-4 Part 2, an old x264's
+    H.264), each range was decoded from the first frame, so the decoding grew with the square of the video's
+    length. The last `keep` frames read are kept for a range that begins a little before the one it follows (a
+    shot's frames before a resumed run). A range is read to its end, or left, before the next one is asked for.
+    """
+
+    def __init__(self, info: VideoInfo, size: tuple[int, int], stop: int | None = None, keep: int = 0) -> None:
+        self.info, self.size, self.stop = info, size, stop
+        self._decode: Generator[Frame, None, None] | None = None
+        self._recent: collections.deque[Frame] = collections.deque(maxlen=keep)
+        self._ahead: Frame | None = None  # read past the last range's end: the next range's to begin with
+        self._next = 0  # the index of the frame after the last one taken from the open decode
+
+    def read(self, start: int, stop: int) -> Iterator[Frame]:
+        kept = [f for f in self._recent if start <= f.index < stop]
+        if self._decode is None or (kept[0].index if kept else self._position()) > start or self._seeks_past(start):
+            self.close()
+            self._decode, self._next = read_frames(self.info, self.size, start, self.stop), start
+            kept = []
+        yield from kept
+        while True:
+            frame = self._pull()
+            if frame is None:
+                return
+            if frame.index >= stop:
+                self._ahead = frame
+                return
+            self._recent.append(frame)
+            if frame.index >= start:
+                yield frame
+
+    def _position(self) -> int:
+        """The index of the next frame the open decode gives."""
+        return self._ahead.index if self._ahead is not None else self._next
+
+    def _seeks_past(self, start: int) -> bool:
+        key = seek_keyframe(self.info, start)
+        return key is not None and key > self._position()
+
+    def _pull(self) -> Frame | None:
+        frame, self._ahead = self._ahead, None
+        if frame is None:
+            assert self._decode is not None
+            frame = next(self._decode, None)
+        if frame is not None:
+            self._next = frame.index + 1
+        return frame
+
+    def close(self) -> None:
+        """Ends the open decode (its ffmpeg); the next range starts another."""
+        if self._decode is not None:
+            self._decode.close()
+        self._decode, self._ahead = None, None
+        self._recent.clear()
 
 
 def seek_keyframe(info: VideoInfo, start: int) -> int | None:
