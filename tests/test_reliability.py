@@ -215,6 +215,39 @@ def test_disk_full_while_creating_the_work_directory_leaves_nothing(capsys, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
 
 
+def test_a_work_directory_whose_disk_cannot_hold_the_checkpoints_is_said_so_at_the_start(
+        monkeypatch, tiny: Path, starry: Path, tmp_path: Path) -> None:
+    """A long render wrote a checkpoint a frame until the disk was full, hours in, without a word before."""
+    import shutil
+
+    from vidstyle.events import RenderStarted
+
+    real = shutil.disk_usage
+    free: list[int] = []
+
+    def usage(path: str | os.PathLike[str]) -> object:
+        whole = real(path)
+        return whole._replace(free=free[0]) if free else whole
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+
+    def notes(**changes: object) -> tuple[str, ...]:
+        started: list[RenderStarted] = []
+        vidstyle.render(tiny, [starry], tmp_path / "out.mp4", _tiny_config(**changes), overwrite=True,
+                        on_event=lambda e: started.append(e) if isinstance(e, RenderStarted) else None)
+        return started[0].notes
+
+    assert not [n for n in notes() if "disk" in n], "room enough"
+    free.append(9000)
+    assert not [n for n in notes() if "disk" in n], "3 frames of 32x18, about 2.3 bytes a pixel: 4 kB"
+    free[0] = 2000
+    assert ("the checkpoints still to write take about 4 kB, and the work directory's disk has 2 kB free: the "
+            "render stops when it is full (free some space, or choose another workdir, then run it again: it "
+            "resumes)") in notes()
+    # With a second pass, the shot's frames of the first are kept aside too until its second is done.
+    assert any(n.startswith("the checkpoints still to write take about 8 kB") for n in notes(passes=2))
+
+
 # 4. Ctrl-C --------------------------------------------------------------------------------------------------------
 
 def _start_cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -424,7 +425,8 @@ def started_event(job: RenderJob, device: str, segments: list[Segment], done: se
     first, stop = job.span
     inside = {i for i in done if first <= i < stop}
     earlier = earlier_pass_frames(job.workdir, job.span, job.config.passes, done)
-    notes = [*_source_notes(job, gains), *resumed_notes, *_size_notes(job, device), *_part_notes(job)]
+    notes = [*_source_notes(job, gains), *resumed_notes, *_size_notes(job, device), *_part_notes(job),
+             *_disk_notes(job, stop - first - len(inside), max((s.stop - s.start for s in segments), default=0))]
     if (any(earlier) or inside) and job.config.passes > 1 and len(inside) < stop - first:
         # A frame is final only after the last pass, which walks backward where it is even: "resuming at frame N"
         # would say little, so each pass's share made (a final frame went through every pass).
@@ -491,6 +493,35 @@ def _size_notes(job: RenderJob, device: str) -> list[str]:
     elif evened:
         notes.append(f"written at {written}{evened}, the render's own size")
     return notes
+
+
+# Bytes a pixel of a frame's checkpoint (a PNG): a painted frame is brush strokes all over, which PNG compresses
+# little (The Starry Night itself at 256 to 1024 px takes 2.1 to 2.4).
+CHECKPOINT_BYTES_A_PIXEL = 2.3
+
+
+def _disk_notes(job: RenderJob, frames_left: int, longest_segment: int) -> list[str]:
+    """A work directory whose disk cannot hold the checkpoints still to be written: said at the start rather than
+    found hours in. With several passes, a segment's frames of the passes before the last are kept too until its
+    last pass is done."""
+    pixels = job.size[0] * job.size[1] * CHECKPOINT_BYTES_A_PIXEL
+    need = pixels * (frames_left + (job.config.passes - 1) * min(longest_segment, frames_left))
+    try:
+        free = shutil.disk_usage(job.workdir.path).free
+    except OSError:
+        return []
+    if free >= need:
+        return []
+    return [f"the checkpoints still to write take about {_bytes_words(need)}, and the work directory's disk has "
+            f"{_bytes_words(free)} free: the render stops when it is full (free some space, or choose another "
+            "workdir, then run it again: it resumes)"]
+
+
+def _bytes_words(count: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count / 1e3:.0f} kB"
 
 
 def _part_notes(job: RenderJob) -> list[str]:
