@@ -215,6 +215,25 @@ def test_audio_stays_with_a_video_that_begins_after_it(starry: Path, tmp_path: P
     assert abs(_audio_seconds(tmp_path / "part.mp4") - 0.2) < 0.05
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_parts_audio_begins_at_its_first_frame_in_every_container(starry: Path, tmp_path: Path,
+                                                                    suffix: str) -> None:
+    """Copied into Matroska, the audio of a part kept what lay between the video keyframe its seek landed on (the
+    file's first, a second before the cut here) and the cut: the file began with that audio and no picture."""
+    from conftest import ffmpeg
+    from test_io import _tone_onset
+
+    clip = tmp_path / "beep.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=3", "-f", "lavfi", "-i",
+           "aevalsrc='if(between(t,1.5,1.55),0.8*sin(2*PI*1000*t),0)':s=48000:d=3", "-c:v", "libx264",
+           "-g", "250", "-c:a", "aac", str(clip))
+    out = tmp_path / f"part{suffix}"
+    assert main(["render", str(clip), "--style", str(starry), "-o", str(out), *INDEPENDENT[:-1], "--start", "1",
+                 "--end", "2"]) == 0
+    assert abs(_audio_seconds(out) - 1.0) < 0.05, "the second from 1 s to 2 s, no more"
+    assert abs(_tone_onset(out) - 0.5) < 0.03, "the tone at 1.5 s of the source, 0.5 s into the part"
+
+
 def test_an_end_past_the_videos_end_is_said_and_renders_to_the_end(bunny_short: Path, starry: Path,
                                                                    tmp_path: Path) -> None:
     """A start there is refused; an end there rendered the whole video without a word."""

@@ -96,19 +96,30 @@ def _plan(source: VideoInfo | None, container: str, suffix: str, window: AudioWi
     args: list[str] = [arg for position in source.audio_streams for arg in ("-map", f"1:a:{position}")]
     words, copyable = [], _AUDIO_COPY.get(container, frozenset())
     filtered = window is not None and not window.seek
+    # A stream copied from a seeked input keeps the packets from where the seek lands (the video's keyframe before the
+    # cut, seconds early) to the cut: MP4 and MOV hide them by an edit list; Matroska has none, so the file began with
+    # that audio and no picture. Re-encoded, the cut is exact to the sample.
+    lead_in = window is not None and window.seek and window.start > 0 and container == "matroska"
     if window is not None and filtered:
         length = f":duration={window.seconds:.6f}" if window.seconds is not None else ""
         # Shifted by the cut's own time, not to its first sample: audio that begins after the cut keeps its gap.
         args += ["-af", f"atrim=start={window.start:.6f}{length},asetpts=PTS-{window.start:.6f}/TB"]
     for i, codec in enumerate(source.audio_codecs):
-        if codec in copyable and not filtered:
+        if codec in copyable and not filtered and not lead_in:
             args += [f"-c:a:{i}", "copy"]
             words.append(f"copy {codec}")
         else:
             args += [f"-c:a:{i}", _AAC[0], f"-b:a:{i}", _AAC[1]]
-            why = "this file's audio cannot be cut by seeking" if filtered else f"a {suffix} cannot hold {codec}"
-            words.append(f"re-encode {codec} to AAC ({why})")
+            words.append(f"re-encode {codec} to AAC ({_why_encoded(codec, suffix, filtered, lead_in)})")
     return AudioPlan(tuple(args), "; ".join(words), any(w.startswith("re-encode") for w in words))
+
+
+def _why_encoded(codec: str, suffix: str, filtered: bool, lead_in: bool) -> str:
+    if filtered:
+        return "this file's audio cannot be cut by seeking"
+    if lead_in:
+        return f"a {suffix} copy of it cannot begin at the cut"
+    return f"a {suffix} cannot hold {codec}"
 
 
 def audio_args(source: VideoInfo | None, container: str, window: AudioWindow | None = None) -> list[str]:
