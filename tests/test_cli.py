@@ -321,6 +321,33 @@ def test_a_full_disk_says_to_free_space_and_run_again() -> None:
     assert _message(other, render).endswith("; use --restart to discard the checkpoints")
 
 
+def test_an_encoder_that_finds_the_disk_full_says_to_free_space_as_a_checkpoint_does(tmp_path: Path) -> None:
+    """ffmpeg says a full disk only in its log: the render's last line named the hidden partial file and stopped
+    there, where a checkpoint that found the disk full says what to do."""
+    import argparse
+    import errno
+    from fractions import Fraction
+
+    import numpy as np
+
+    from vidstyle.cli import _message
+    from vidstyle.errors import EncodeError
+    from vidstyle.io.encode import VideoWriter
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here to stand for a full disk")
+    full = tmp_path / "full.mp4"
+    full.symlink_to("/dev/full")  # every write fails with ENOSPC
+    with pytest.raises(EncodeError) as failed, VideoWriter(full, (64, 36), Fraction(25), None) as writer:
+        for _ in range(50):
+            writer.write(np.zeros((36, 64, 3), np.uint8))
+    cause = failed.value.__cause__
+    assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC, failed.value
+    assert _message(failed.value, argparse.Namespace(command="render")).endswith(
+        "; free some space, then run the same command again: it resumes")
+    assert "resumes" not in _message(failed.value, argparse.Namespace(command="image")), "a still has no resume"
+
+
 def test_a_checkpoint_mismatch_names_the_flags_and_what_older_frames_had() -> None:
     import argparse
 

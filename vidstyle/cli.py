@@ -45,6 +45,7 @@ from vidstyle.errors import (
     BusyError,
     CheckpointError,
     CheckpointMismatch,
+    EncodeError,
     Interrupted,
     NotAWorkDir,
     OutputError,
@@ -1165,7 +1166,8 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
         flags = ", ".join(with_older_value(_flag_for(name, command), name, exc.older, exc.before)
                           for name in exc.settings)
         text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older, exc.before), "setting(s) " + flags)
-    if isinstance(exc, CheckpointError) and _disk_full(exc):
+    # A still's animation is encoded too, and has nothing to resume.
+    if command == "render" and isinstance(exc, (CheckpointError, EncodeError)) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
     if RESTART in text or any(advice in text for advice, _ in _WORKDIR_ADVICE):  # its own advice, in flags
         text = text.replace(RESTART, "use --restart")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -261,6 +263,19 @@ def _metadata_args(source: VideoInfo) -> list[str]:
     return ["-map_metadata", "1", "-map_metadata:s:v:0", "1:s:v:0", *audio]
 
 
+# ffmpeg's words for a full disk or quota (strerror's), which it reports for a failed write only in its log.
+_DISK_FULL = {os.strerror(errno.ENOSPC): errno.ENOSPC, os.strerror(errno.EDQUOT): errno.EDQUOT}
+
+
+def _cause(words: str, error: BaseException | None) -> BaseException | None:
+    """What an encoder's failure comes from: the disk, where ffmpeg says it was full (the error a write of the
+    file itself would have raised here), else `error`."""
+    for text, number in _DISK_FULL.items():
+        if text in words:
+            return OSError(number, text)
+    return error
+
+
 class VideoWriter:
     """Context manager: `write()` RGB frames; on a clean exit the file is finalized, on error it is removed.
 
@@ -295,7 +310,8 @@ class VideoWriter:
             for _ in range(repeats):
                 cast(IO[bytes], cast(subprocess.Popen[bytes], self._proc).stdin).write(np.ascontiguousarray(rgb).data)
         except (BrokenPipeError, OSError) as exc:
-            raise EncodeError(f"encoder stopped at frame {self.frames_written}: {self._last_words()}") from exc
+            words = self._last_words()
+            raise EncodeError(f"encoder stopped at frame {self.frames_written}: {words}") from _cause(words, exc)
         self.frames_written += 1
 
     def _last_words(self) -> str:
@@ -308,7 +324,8 @@ class VideoWriter:
         if self._stderr is not None:
             self._stderr.join()
         if proc.returncode != 0:
-            raise EncodeError(f"encoding {self.dest.name} failed: {self._last_words()}")
+            words = self._last_words()
+            raise EncodeError(f"encoding {self.dest.name} failed: {words}") from _cause(words, None)
 
     def abort(self) -> None:
         proc = cast(subprocess.Popen[bytes], self._proc)
