@@ -230,6 +230,15 @@ def test_a_web_address_is_said_to_be_one(capsys, bunny_short: Path, tmp_path: Pa
     _bad(capsys, ["image", "https://example.com/photo.jpg", "--style", "starry-night", "-o", str(still), "--size",
                   "64"], 1, r"^vidstyle: error: content image 'https://example.com/photo.jpg' is a web address; "
                             "download the picture", still)
+    # A file: address names a path, which ffmpeg would take but a resume's checks and every other program would
+    # not: the path itself is asked for.
+    address = f"file://{bunny_short}"
+    _bad(capsys, ["render", address, "--style", "starry-night", "-o", str(out), *TINY], 1,
+         rf"^vidstyle: error: input 'file:{re.escape(str(bunny_short))}' is a file: address; give the file's path "
+         rf"\({re.escape(str(bunny_short))}\)$", out)
+    _bad(capsys, ["image", "file:///tmp/photo%20one.jpg", "--style", "starry-night", "-o", str(still)], 1,
+         r"^vidstyle: error: content image 'file:/tmp/photo%20one.jpg' is a file: address; give the file's path "
+         r"\(/tmp/photo one.jpg\)$", still)
 
 
 def test_the_event_log_never_appends_to_a_file_that_is_not_one(capsys, bunny_short: Path, tmp_path: Path) -> None:

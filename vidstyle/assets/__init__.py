@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vidstyle.config import Config, make_config
 from vidstyle.errors import InputError, SettingError
-from vidstyle.io.paths import is_web_address
+from vidstyle.io.paths import address_problem
 
 GPU_DEMO_SIZE = 720  # the demo on a GPU: the default preset at a size that shows the brush strokes
 
@@ -49,9 +49,10 @@ def resolve_style(name_or_path: Path | str) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
-    if is_web_address(name_or_path):
-        # Nothing is downloaded: a render runs offline and the style image is part of what a resume checks.
-        raise InputError(f"style '{name_or_path}' is a web address; download the picture and give its file")
+    # Nothing is downloaded: a render runs offline and the style image is part of what a resume checks.
+    address = address_problem(name_or_path, "style", "picture")
+    if address is not None:
+        raise InputError(address)
     builtin = builtin_style(str(name_or_path))
     if builtin is not None:
         return builtin

@@ -15,12 +15,11 @@ import numpy as np
 
 from vidstyle.errors import AnimatedPicture, ImageTooLarge, InputError, OutputError
 from vidstyle.io.paths import (
+    address_problem,
     is_standard_input,
-    is_web_address,
     rename_keeping,
     special_file_kind,
     sync_folder,
-    web_address_shown,
 )
 from vidstyle.io.pixels import pixel_limit_words
 
@@ -48,9 +47,9 @@ def read_picture(path: Path, what: str = "image") -> Picture:
     if is_standard_input(path):  # OpenCV cannot take it; a picture read so would be gone for the next read
         raise InputError(f"{what} {path} is standard input, which vidstyle does not read; save the picture to a file "
                          "and give its name")
-    if not path.exists() and is_web_address(path):  # nothing is downloaded
-        raise InputError(f"{what} '{web_address_shown(path)}' is a web address; download the picture and give its "
-                         "file")
+    address = None if path.exists() else address_problem(path, what, "picture")
+    if address is not None:
+        raise InputError(address)
     if not path.exists():
         raise InputError(f"{what} not found: {path}")
     if path.is_dir():

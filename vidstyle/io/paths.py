@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +29,18 @@ def is_web_address(name: Path | str) -> bool:
 def web_address_shown(name: Path | str) -> str:
     """A URL as it was typed: the second slash that Path folded away put back."""
     return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]+):/(?!/)", r"\1://", str(name))
+
+
+def address_problem(name: Path | str, what: str, thing: str) -> str | None:
+    """Why a name given as a file that is not there is an address instead, or None: nothing is downloaded (`thing`
+    says what to download), and a file: address names a path, which is given instead."""
+    text = str(name)
+    if text[:5].lower() == "file:":  # file:///tmp/a.mp4, which Path folds to file:/tmp/a.mp4
+        path = urllib.parse.unquote(urllib.parse.urlsplit(text).path)
+        return f"{what} '{text}' is a file: address; give the file's path ({path})"
+    if is_web_address(name):
+        return f"{what} '{web_address_shown(name)}' is a web address; download the {thing} and give its file"
+    return None
 
 
 # Names of the process's standard input: ffmpeg, a process of its own, would read its own there.

@@ -32,7 +32,7 @@ from vidstyle.errors import (
     VidstyleError,
 )
 from vidstyle.io.ffmpeg import ffmpeg_exe, input_args, missing_filters, refused_format, run_ffmpeg
-from vidstyle.io.paths import is_standard_input, is_web_address, special_file_kind, web_address_shown
+from vidstyle.io.paths import address_problem, is_standard_input, special_file_kind
 
 # `0:V:0` is the first video stream that is not an attached picture (cover art of an audio file).
 VIDEO_STREAM = "0:V:0"
@@ -291,8 +291,9 @@ def _fallback_fps(stream_line: str) -> Fraction:
 
 def missing_input(path: Path) -> InputError:
     """The error for an input video that is not there, or is a web address given as one."""
-    if is_web_address(path):  # nothing is downloaded: the video is read, and re-read on resume, from a file
-        return InputError(f"input '{web_address_shown(path)}' is a web address; download the video and give its file")
+    address = address_problem(path, "input", "video")  # the video is read, and re-read on resume, from a file
+    if address is not None:
+        return InputError(address)
     if is_standard_input(path):
         return _standard_input_error(path)
     return InputError(f"input not found: {path}")
