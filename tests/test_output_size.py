@@ -213,7 +213,7 @@ def test_a_source_with_transparency_is_said_to_lose_it(media: Path, bunny_short:
     ffmpeg("-f", "lavfi", "-i", source, *encode, str(clip))
     job = prepare_render(clip, [starry], tmp_path / "o.mp4", make_config("fast", device="cpu", size=64))
     assert job.info.alpha == transparent
-    said = "the source has transparent pixels, which the output cannot keep: the colours stored under them are " \
-           "painted as if they were opaque"
+    said = "the source has an alpha channel, which the output cannot keep: where it makes pixels transparent, the " \
+           "colours stored under them are painted as if they were opaque"
     assert (said in started_event(job, "cpu", [], set()).notes) == transparent
     assert not probe_video(bunny_short).alpha

@@ -462,8 +462,10 @@ def _source_notes(job: RenderJob, gains: dict[int, float] | None) -> list[str]:
     if info.interlaced:
         notes.append("the source is interlaced: its frames are deinterlaced (bwdif), one for one")
     if info.alpha:
-        notes.append("the source has transparent pixels, which the output cannot keep: the colours stored under them "
-                     "are painted as if they were opaque")
+        # Said of an alpha channel, not of transparent pixels: only a GIF's, APNG's or WebP's first pictures are
+        # looked at (probe._any_transparent), and an editor's export often carries one that is opaque throughout.
+        notes.append("the source has an alpha channel, which the output cannot keep: where it makes pixels "
+                     "transparent, the colours stored under them are painted as if they were opaque")
     if info.colour.hdr:
         kind = "HLG" if info.colour.transfer == "arib-std-b67" else "PQ"
         notes.append(f"the source is HDR ({kind}): its frames are tone-mapped to SDR (BT.709), and the output is SDR")
