@@ -683,6 +683,8 @@ def test_every_audio_codec_reaches_every_container(audio_sources: dict[str, Path
     ("flac", ".mov", "re-encode flac to AAC (a .mov cannot hold flac)"),
     ("pcm_s16le", ".mp4", "re-encode pcm_s16le to AAC (a .mp4 cannot hold pcm_s16le)"),
     ("opus", ".mp4", "copy opus"),
+    ("opus", ".m4v", "re-encode opus to AAC (Apple's players, which a .m4v is for, do not play opus)"),
+    ("aac", ".m4v", "copy aac"),
     ("aac", ".mov", "copy aac"),
     ("vorbis", ".mkv", "copy vorbis"),
 ])

@@ -20,7 +20,6 @@ from vidstyle.io.ffmpeg import StderrTail, file_url, input_args, last_words, run
 from vidstyle.io.probe import VideoInfo
 
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-_SUFFIXES = {"mp4": ".mp4", "mov": ".mov", "matroska": ".mkv"}
 VIDEO_SUFFIXES = frozenset(_CONTAINERS)  # the output names a render writes
 
 _PCM = frozenset({"pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_f32le", "pcm_f64le",
@@ -36,6 +35,8 @@ _AUDIO_COPY = {
     "matroska": _COMPRESSED | _PCM | {"flac", "opus", "vorbis", "truehd"},
 }
 _AAC = ("aac", "192k")
+# An .m4v is MP4 named for Apple's players, which play only these of what MP4 holds (no Opus, FLAC, MP2 or DTS).
+_APPLE_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def _plan(source: VideoInfo | None, container: str, suffix: str, window: AudioWi
         return AudioPlan((), "no audio")
     args: list[str] = [arg for position in source.audio_streams for arg in ("-map", f"1:a:{position}")]
     words, copyable = [], _AUDIO_COPY.get(container, frozenset())
+    if suffix == ".m4v":
+        copyable &= _APPLE_AUDIO
     filtered = window is not None and not window.seek
     # A stream copied from a seeked input keeps the packets from where the seek lands (the video's keyframe before the
     # cut, seconds early) to the cut: MP4 and MOV hide them by an edit list; Matroska has none, so the file began with
@@ -121,12 +124,9 @@ def _why_encoded(codec: str, suffix: str, filtered: bool, lead_in: bool) -> str:
         return "this file's audio cannot be cut by seeking"
     if lead_in:
         return f"a {suffix} copy of it cannot begin at the cut"
+    if suffix == ".m4v":
+        return f"Apple's players, which a .m4v is for, do not play {codec}"
     return f"a {suffix} cannot hold {codec}"
-
-
-def audio_args(source: VideoInfo | None, container: str, window: AudioWindow | None = None) -> list[str]:
-    """Map every source audio stream; copy it where the container accepts the codec, else AAC."""
-    return list(_plan(source, container, _SUFFIXES.get(container, container), window).args)
 
 
 # RGB to 4:2:0 with BT.709's matrix, and said so in the stream: untagged, ffmpeg's default BT.601 matrix was written
@@ -247,7 +247,7 @@ def encode_args(
     video = ["-map", "0:v:0", "-c:v", "libx264", "-preset", "medium", "-crf", str(crf),
              *YUV_BT709, "-fps_mode", "passthrough"]
     faststart = ["-movflags", "+faststart"] if container in ("mp4", "mov") else []
-    audio = audio_args(source, container, audio_window)
+    audio = list(plan_audio(source, dest, audio_window).args)
     return ["-v", "error", "-y", *inputs, *video, *audio, *metadata, *faststart,
             "-f", container, file_url(dest)]
 
