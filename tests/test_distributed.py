@@ -851,6 +851,22 @@ def test_a_cluster_that_may_want_a_token_is_said_to(tmp_path: Path, monkeypatch)
     assert _token_hint("10.0.0.5:6379") == ""  # sent already
 
 
+def test_chunks_of_a_video_that_cannot_be_seeked_are_said_to_decode_its_beginning_each(bunny_short: Path) -> None:
+    """Each chunk of an FFV1 or MPEG-4 Part 2 video is decoded from its first frame, so many workers spread a long
+    one less well than its length suggests, without a word."""
+    from fractions import Fraction
+
+    from vidstyle.distributed import _with_ray_notes
+
+    started = RenderStarted(12, 0, 0, (64, 36), Fraction(25), "ray, 2 workers", Path("w"), 1, "no audio")
+    uncut = probe_video(Path(__file__).parent / "data" / "cut_reference" / "cut.mkv")  # FFV1
+    said = ("the video (ffv1) cannot be seeked exactly: each chunk is decoded from its first frame, so the workers "
+            "decode its beginning again and again (re-encoded to H.264 first, it would not be)")
+    assert _with_ray_notes(started, uncut, 3, 2).notes == (said,)
+    assert _with_ray_notes(started, uncut, 1, 1).notes == (), "one chunk decodes from the start anyway"
+    assert _with_ray_notes(started, probe_video(bunny_short), 3, 2).notes == ()
+
+
 def test_workers_left_with_nothing_to_do_are_said_to_be(local_ray, bunny_short: Path, starry: Path,
                                                          tmp_path: Path) -> None:
     """A clip shorter than one chunk runs on one worker: the second only cost Ray's start-up, without a word."""

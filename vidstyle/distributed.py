@@ -62,7 +62,7 @@ from vidstyle.errors import (
     stop_signal,
 )
 from vidstyle.events import Event, EventCallback, FrameDone, FrameSaved, RenderStarted, WorkersBusy, ignore_event
-from vidstyle.io.decode import read_frames
+from vidstyle.io.decode import read_frames, seekable
 from vidstyle.io.encode import VideoWriter
 from vidstyle.io.images import read_image, read_style_image, write_image
 from vidstyle.io.probe import VideoInfo
@@ -654,8 +654,9 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
                 done = job.workdir.done_frames()
                 progress.current = first_missing(done, job.info.frame_count)
                 progress.gains = output_gains(job, manifest, stop)
-                on_event(_with_idle_note(started_event(job, session.describe(), segments, done,
-                                                       gains=progress.gains), len(segments), session.workers))
+                on_event(_with_ray_notes(started_event(job, session.describe(), segments, done,
+                                                       gains=progress.gains), job.info, len(segments),
+                                         session.workers))
                 started = time.perf_counter()
                 tasks = plan_tasks(segments, cluster.overlap, job.config.passes)
                 count = _Driver(ray, job, tasks, session, progress, stop).run(partial)
@@ -668,15 +669,18 @@ def render_distributed(job: RenderJob, cluster: Cluster, restart: bool, on_event
     return job.output
 
 
-def _with_idle_note(started: RenderStarted, chunks: int, workers: int) -> RenderStarted:
-    """The start event, saying so where the video makes fewer chunks than there are workers: the others only cost
-    Ray's start-up (a clip shorter than one chunk runs on one worker)."""
-    if chunks >= workers:
-        return started
-    idle = workers - chunks
-    note = (f"the video makes {chunks} chunk{'s' * (chunks != 1)} for {workers} workers: {idle} will have nothing "
-            "to do (smaller chunks spread it over more)")
-    return replace(started, notes=(*started.notes, note))
+def _with_ray_notes(started: RenderStarted, info: VideoInfo, chunks: int, workers: int) -> RenderStarted:
+    """The start event, saying so where the video makes fewer chunks than there are workers (the others only cost
+    Ray's start-up: a clip shorter than one chunk runs on one worker), and where each chunk is decoded from the
+    video's first frame (decode.seekable), which spreads less well the longer the video."""
+    notes = list(started.notes)
+    if chunks < workers:
+        notes.append(f"the video makes {chunks} chunk{'s' * (chunks != 1)} for {workers} workers: {workers - chunks} "
+                     "will have nothing to do (smaller chunks spread it over more)")
+    if chunks > 1 and not seekable(info):
+        notes.append(f"the video ({info.codec}) cannot be seeked exactly: each chunk is decoded from its first frame, "
+                     "so the workers decode its beginning again and again (re-encoded to H.264 first, it would not be)")
+    return replace(started, notes=tuple(notes))
 
 
 @contextmanager

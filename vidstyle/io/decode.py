@@ -217,13 +217,19 @@ def seek_keyframe(info: VideoInfo, start: int) -> int | None:
     if info.codec not in _SEEKABLE_CODECS:
         return None
     before = [k for k in info.keyframes if k <= start]
-    if len(before) < 2 or before[-2] == 0 or not info.frame_times:
-        return None
-    if info.codec == "h264" and _old_x264(info):
-        return None
-    if _clock(info) is None:
+    if len(before) < 2 or before[-2] == 0 or not seekable(info):
         return None
     return before[-2]
+
+
+def seekable(info: VideoInfo) -> bool:
+    """Whether a range of the video can be decoded from a seek, exactly; where not, it is cut out of a decode from
+    the video's first frame."""
+    if info.codec not in _SEEKABLE_CODECS or not info.frame_times:
+        return False
+    if info.codec == "h264" and _old_x264(info):
+        return False
+    return _clock(info) is not None
 
 
 # Decoders that begin cleanly at a flagged keyframe. Others (MPEG-4 Part 2 among them) work around
