@@ -116,11 +116,13 @@ def test_cut_clip_renders_exactly_the_sequential_reference(starry: Path, tmp_pat
                                                         f"(max diff {diff.max()}, mean {diff.mean():.2f})"
 
 
+@pytest.mark.parametrize("passes", [1, 2])
 def test_a_source_that_cannot_seek_is_decoded_once_for_all_its_shots(starry: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      passes: int) -> None:
     """cut.mkv's FFV1 has no exact seek here: each shot's frames were decoded from the video's first frame, so a
     long video of many shots decoded its beginning once a shot. Now one decode reads them all (the plan pass reads
-    the video once more, to find the cuts)."""
+    the video once more, to find the cuts); a second pass reads each shot backward, a decode a shot."""
     from vidstyle.io import decode
 
     assert decode.seek_keyframe(probe_video(CUT_CLIP), 6) is None
@@ -132,11 +134,14 @@ def test_a_source_that_cannot_seek_is_decoded_once_for_all_its_shots(starry: Pat
         return real(info, size, start, stop)  # type: ignore[arg-type]
 
     monkeypatch.setattr(decode, "_read_from_first", counted)
-    vidstyle.render(CUT_CLIP, [starry], tmp_path / "out.mp4", _config(iters=1, first_iters=1),
+    vidstyle.render(CUT_CLIP, [starry], tmp_path / "out.mp4", _config(iters=1, first_iters=1, passes=passes),
                     workdir=tmp_path / "work")
     manifest = json.loads((tmp_path / "work" / "manifest.json").read_text())
     assert manifest["segments"] == [[0, 6, True], [6, 12, True]]
-    assert decodes == [0, 0], "the plan pass's decode, and one for both shots' frames"
+    if passes == 1:
+        assert decodes == [0, 0], "the plan pass's decode, and one for both shots' frames"
+    else:  # the first pass's decode goes on to the second shot once the first shot's second pass is done
+        assert decodes == [0, 0, 0, 6], "the plan pass, the first pass of both shots, the second of each"
     assert probe_video(tmp_path / "out.mp4").frame_count == 12
 
 

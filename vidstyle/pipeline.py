@@ -764,12 +764,12 @@ def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Styl
         if not all(store.has(store.last, index) for index in frames):
             _first_pass(job, segment, stylizer, sources, store, progress, stop)
             for number in range(2, store.last + 1):
-                sources = SourceWindow.of_video(job.info, job.size, segment.start, segment.stop,
-                                                forward=number % 2 == 1)
+                window = SourceWindow.of_video(job.info, job.size, segment.start, segment.stop,
+                                               forward=number % 2 == 1)
                 try:
-                    refine(number, segment.start, segment.stop, sources, store, stylizer, progress, stop)
+                    refine(number, segment.start, segment.stop, window, store, stylizer, progress, stop)
                 finally:
-                    sources.close()
+                    window.close()
         for number in range(1, store.last):  # also after a run that stopped between the last pass and this
             job.workdir.remove_pass_frames(number, frames)
         for index in frames:
