@@ -695,6 +695,20 @@ def test_audio_plan_is_known_before_rendering(audio_sources: dict[str, Path], co
     assert plan.reencodes == words.startswith("re-encode")
 
 
+def test_a_matroska_copy_is_re_encoded_only_for_a_cut_after_the_first_frame(audio_sources: dict[str, Path]) -> None:
+    """A copy from a seek keeps what lies between the keyframe it lands on and the cut, which Matroska plays. The
+    window of a video that begins after its audio lands on that first frame: its copy stays exact, and lossless."""
+    from vidstyle.io.encode import AudioWindow
+
+    info = probe_video(audio_sources["flac"])
+    late_video = AudioWindow(0.3, None, True)
+    assert plan_audio(info, Path("out.mkv"), late_video).description == "copy flac"
+    cut = AudioWindow(1.0, 1.0, True, after_first=True)
+    assert plan_audio(info, Path("out.mkv"), cut).description == \
+        "re-encode flac to AAC (a .mkv copy of it cannot begin at the cut)"
+    assert plan_audio(info, Path("out.mp4"), cut).description == "copy flac", "an edit list hides the lead-in"
+
+
 def test_audio_plan_without_audio(lavfi_clip) -> None:
     plan = plan_audio(probe_video(lavfi_clip("silent.mp4", audio=False)), Path("out.mov"))
     assert (plan.args, plan.description, plan.reencodes) == ((), "no audio", False)

@@ -829,7 +829,7 @@ def _audio_window(info: VideoInfo, trim: tuple[int, int] | None) -> AudioWindow 
     times = info.frame_times
     end = times[stop] if stop < len(times) else times[-1] + 1 / float(info.fps)
     start = offset + times[first]
-    return AudioWindow(start, end - times[first], seeks_audio(info, start))
+    return AudioWindow(start, end - times[first], seeks_audio(info, start), after_first=first > 0)
 
 
 def _encode_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, partial: Path,

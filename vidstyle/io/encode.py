@@ -57,6 +57,7 @@ class AudioWindow:
     start: float
     seconds: float | None
     seek: bool = True
+    after_first: bool = False  # cut after the video's first frame: a seek lands on a keyframe before the cut
 
 
 def seeks_audio(source: VideoInfo, start: float) -> bool:
@@ -104,7 +105,7 @@ def _plan(source: VideoInfo | None, container: str, suffix: str, window: AudioWi
     # A stream copied from a seeked input keeps the packets from where the seek lands (the video's keyframe before the
     # cut, seconds early) to the cut: MP4 and MOV hide them by an edit list; Matroska has none, so the file began with
     # that audio and no picture. Re-encoded, the cut is exact to the sample.
-    lead_in = window is not None and window.seek and window.start > 0 and container == "matroska"
+    lead_in = window is not None and window.seek and window.after_first and container == "matroska"
     if window is not None and filtered:
         length = f":duration={window.seconds:.6f}" if window.seconds is not None else ""
         # Shifted by the cut's own time, not to its first sample: audio that begins after the cut keeps its gap.
