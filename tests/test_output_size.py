@@ -187,6 +187,22 @@ def test_a_transparent_still_keeps_its_transparency_where_the_output_holds_it(st
     assert cv2.imread(str(tmp_path / "o.jpg"), cv2.IMREAD_UNCHANGED).shape == (32, 48, 3)
 
 
+def test_a_half_transparent_colour_is_stored_as_itself_not_as_laid_over_white() -> None:
+    """The painting is made of the picture over white; stored under its alpha as it was, a half-transparent red came
+    back pink over any background (laid over white twice)."""
+    from vidstyle.still import straight_colours
+
+    alpha = np.array([[128, 255, 0, 64]], np.uint8)
+    red = np.array([[[255, 0, 0]] * 4], np.uint8)
+    opacity = alpha[..., None] / 255.0
+    over_white = np.round(red * opacity + 255 * (1 - opacity)).astype(np.uint8)  # as read_picture gives it
+    stored = straight_colours(over_white, alpha)
+    assert np.abs(stored[0, [0, 1, 3]].astype(int) - (255, 0, 0)).max() <= 2
+    assert (stored[0, 2] == over_white[0, 2]).all(), "a transparent pixel keeps its colour"
+    shown = np.round(stored * opacity + 255 * (1 - opacity))
+    assert np.abs(shown - over_white).max() <= 1, "over white it shows what was painted"
+
+
 _TESTSRC = "testsrc2=size=64x48:rate=25:duration=0.2"
 
 

@@ -166,4 +166,20 @@ def _paint_with_animation(frames: list[Frame], stylizer: Stylizer,
 def _still_bytes(output: Path, rgb: np.ndarray, size: tuple[int, int], alpha: np.ndarray | None) -> bytes:
     if (rgb.shape[1], rgb.shape[0]) != size:  # output_size: Lanczos, as a video's frames are scaled
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LANCZOS4)
+    if alpha is not None:
+        rgb = straight_colours(rgb, alpha)
     return encode_image(rgb, output.suffix.lower(), alpha=alpha)
+
+
+def straight_colours(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The colours to store under `alpha` so that the picture, laid over white as a viewer does, shows `rgb`. The
+    painting was made of the picture over white (io.images.read_picture): stored with its alpha as it is, every
+    soft edge would be laid over white twice, a pale fringe. Where a pixel is transparent its colour is kept."""
+    out = rgb.copy()
+    step = max(1, (1 << 20) // rgb.shape[1])  # rows at a time: a large still's float copies stay small
+    for top in range(0, rgb.shape[0], step):
+        rows = slice(top, top + step)
+        opacity = alpha[rows].astype(np.float32)[..., None] / 255.0
+        under = (rgb[rows].astype(np.float32) - 255.0 * (1.0 - opacity)) / np.maximum(opacity, 1e-6)
+        out[rows] = np.where(opacity > 0, np.clip(np.round(under), 0, 255), rgb[rows])
+    return out
