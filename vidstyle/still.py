@@ -125,8 +125,8 @@ def _transparency_notes(content: Picture, output: Path) -> tuple[str, ...]:
         return ()
     if output.suffix.lower() in ALPHA_SUFFIXES:
         return ("the picture is transparent: painted over white, and written with its transparency",)
-    return (f"the picture is transparent: painted over white, and a {output.suffix.lower()} file holds no "
-            "transparency (write .png, .webp or .tiff to keep it)",)
+    return (f"the picture is transparent: painted over white, and written as {output.suffix.lower()} without its "
+            "transparency (write .png or .webp to keep it)",)
 
 
 def _kept_alpha(content: Picture, output: Path, written: tuple[int, int]) -> np.ndarray | None:

@@ -23,9 +23,9 @@ from vidstyle.io.paths import (
 )
 from vidstyle.io.pixels import pixel_limit_words
 
-# Output formats that hold a still's transparency (OpenCV writes BMP's fourth byte, which viewers mostly ignore, and
-# read_picture does too).
-ALPHA_SUFFIXES = (".png", ".webp", ".tif", ".tiff")
+# Output formats a still's transparency is written in. Not BMP, whose fourth byte viewers mostly ignore (read_picture
+# too), nor TIFF: OpenCV writes its fourth channel without the tag that says it is alpha.
+ALPHA_SUFFIXES = (".png", ".webp")
 
 
 @dataclass(frozen=True)
