@@ -352,8 +352,9 @@ def test_an_encoder_that_finds_the_disk_full_says_to_free_space_as_a_checkpoint_
             writer.write(np.zeros((36, 64, 3), np.uint8))
     cause = failed.value.__cause__
     assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC, failed.value
-    assert _message(failed.value, argparse.Namespace(command="render")).endswith(
-        "; free some space, then run the same command again: it resumes")
+    for command in ("render", "demo"):
+        assert _message(failed.value, argparse.Namespace(command=command)).endswith(
+            "; free some space, then run the same command again: it resumes")
     assert "resumes" not in _message(failed.value, argparse.Namespace(command="image")), "a still has no resume"
 
 

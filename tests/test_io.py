@@ -685,6 +685,7 @@ def test_every_audio_codec_reaches_every_container(audio_sources: dict[str, Path
     ("opus", ".mp4", "copy opus"),
     ("opus", ".m4v", "re-encode opus to AAC (Apple's players, which a .m4v is for, do not play opus)"),
     ("aac", ".m4v", "copy aac"),
+    ("pcm_s16le", ".m4v", "re-encode pcm_s16le to AAC (a .m4v cannot hold pcm_s16le)"),
     ("aac", ".mov", "copy aac"),
     ("vorbis", ".mkv", "copy vorbis"),
 ])

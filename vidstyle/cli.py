@@ -1167,7 +1167,7 @@ def _message(exc: VidstyleError, args: argparse.Namespace) -> str:
                           for name in exc.settings)
         text = text.replace("setting(s) " + shown_settings(exc.settings, exc.older, exc.before), "setting(s) " + flags)
     # A still's animation is encoded too, and has nothing to resume.
-    if command == "render" and isinstance(exc, (CheckpointError, EncodeError)) and _disk_full(exc):
+    if command in ("render", "demo") and isinstance(exc, (CheckpointError, EncodeError)) and _disk_full(exc):
         return f"{text}; free some space, then run the same command again: it resumes"
     if RESTART in text or any(advice in text for advice, _ in _WORKDIR_ADVICE):  # its own advice, in flags
         text = text.replace(RESTART, "use --restart")

@@ -125,7 +125,7 @@ def _why_encoded(codec: str, suffix: str, filtered: bool, lead_in: bool) -> str:
         return "this file's audio cannot be cut by seeking"
     if lead_in:
         return f"a {suffix} copy of it cannot begin at the cut"
-    if suffix == ".m4v":
+    if suffix == ".m4v" and codec in _AUDIO_COPY["mp4"]:
         return f"Apple's players, which a .m4v is for, do not play {codec}"
     return f"a {suffix} cannot hold {codec}"
 
