@@ -1,6 +1,6 @@
 """What decoding a range of frames late in a video costs, next to the same frames cut out of a decode from the start.
 
-    python scripts/bench_decode_range.py [CLIP ...] [--start 100] [--frames 10] [--size 64 --size 512]
+    python scripts/bench_decode_range.py [CLIP ...] [--start 100] [--frames 10] [--size 64 --size 512] [--shots N]
 
 A chunk or a resumed segment decodes from a keyframe before its range (`read_frames` seeks where it can prove the
 frames exact); the alternative is a decode from the first frame that drops what comes before. For each clip
@@ -8,6 +8,11 @@ frames exact); the alternative is a decode from the first frame that drops what 
 skipped, saying so) and each size, it prints the full decode's frames and time, the range's, and whether the range
 was seeked. Each seeked decode also runs two small ffmpeg passes, once per video and process, to read the file's
 clock: on clips of a few hundred frames that can cost more than the seek saves.
+
+With `--shots N` it also reads the whole clip as a render reads N shots of equal length, one after another: each
+shot decoded on its own (`read_frames`, a decode from the first frame a shot where the clip cannot be seeked) against
+all of them from a render's `FrameRanges`. Give it a clip that cannot be seeked (MPEG-4 Part 2: `ffmpeg -i CLIP -c:v
+mpeg4 -q:v 4 OUT.mp4`) to see the difference grow with N.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vidstyle.io.decode import read_frames, seek_keyframe
+from vidstyle.io.decode import FrameRanges, read_frames, seek_keyframe, seekable
 from vidstyle.io.probe import VideoInfo, probe_video, size_to_fit
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "shared" / "assets"
@@ -48,18 +53,42 @@ def report(clip: Path, sizes: list[int], start: int, frames: int) -> None:
               f"ratio {late / full:.2f}")
 
 
+def report_shots(clip: Path, sizes: list[int], shots: int) -> None:
+    info = probe_video(clip)
+    bounds = [round(i * info.frame_count / shots) for i in range(shots + 1)]
+    ranges = [(start, stop) for start, stop in zip(bounds, bounds[1:], strict=False) if stop > start]
+    for long_side in sizes:
+        size = size_to_fit(info.width, info.height, long_side)
+        began = time.perf_counter()
+        alone = sum(1 for start, stop in ranges for _ in read_frames(info, size, start, stop))
+        each = time.perf_counter() - began
+        began = time.perf_counter()
+        reader = FrameRanges(info, size, info.frame_count)
+        try:
+            together = sum(1 for start, stop in ranges for _ in reader.read(start, stop))
+        finally:
+            reader.close()
+        one = time.perf_counter() - began
+        print(f"{clip.name} at {size[0]}x{size[1]} ({'seekable' if seekable(info) else 'not seekable'}), "
+              f"{len(ranges)} shots in turn: each decoded alone {alone} frames {each * 1000:.0f} ms; from one "
+              f"FrameRanges {together} frames {one * 1000:.0f} ms; ratio {one / each:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("clips", nargs="*", type=Path, default=list(CLIPS))
     parser.add_argument("--start", type=int, default=100, help="the range's first frame [100]")
     parser.add_argument("--frames", type=int, default=10, help="frames in the range [10]")
     parser.add_argument("--size", type=int, action="append", help="long side, repeatable [64 and 512]")
+    parser.add_argument("--shots", type=int, help="also read the clip as a render reads this many shots")
     args = parser.parse_args()
     for clip in args.clips:
         if not clip.exists():
             print(f"{clip}: not present (the shared clips live in ../shared/assets beside the clone): skipped")
             continue
         report(clip, args.size or [64, 512], args.start, args.frames)
+        if args.shots:
+            report_shots(clip, args.size or [64, 512], args.shots)
 
 
 if __name__ == "__main__":

@@ -192,3 +192,16 @@ def test_decode_range_bench_compares_a_late_range_with_the_full_decode() -> None
                                     r"\((seeked from keyframe \d+|decoded from frame 0)\); ratio [0-9.]+$", out,
                                     re.MULTILINE)
     assert int(full) == probe_video(demo_clip()).frame_count and int(late) == 10
+
+
+def test_decode_range_bench_reads_shots_alone_and_from_one_reader(tmp_path: Path) -> None:
+    from conftest import ffmpeg
+
+    clip = tmp_path / "mpeg4.mp4"  # MPEG-4 Part 2: no exact seek
+    ffmpeg("-i", str(demo_clip()), "-t", "2", "-vf", "scale=64:36", "-c:v", "mpeg4", "-q:v", "4", "-an", str(clip))
+    out = _run_script("bench_decode_range.py", str(clip), "--start", "10", "--frames", "5", "--size", "64",
+                      "--shots", "4")
+    count = probe_video(clip).frame_count
+    (alone, together), = re.findall(r"\(not seekable\), 4 shots in turn: each decoded alone (\d+) frames \d+ ms; "
+                                    r"from one FrameRanges (\d+) frames \d+ ms; ratio [0-9.]+$", out, re.MULTILINE)
+    assert int(alone) == int(together) == count
