@@ -145,6 +145,26 @@ def test_a_source_that_cannot_seek_is_decoded_once_for_all_its_shots(starry: Pat
     assert probe_video(tmp_path / "out.mp4").frame_count == 12
 
 
+def test_frames_missing_within_the_temporal_reach_of_each_other_are_made_as_an_unbroken_render_makes_them(
+        bunny_short: Path, starry: Path, tmp_path: Path) -> None:
+    """With temporal_reach 4 frame 9 looks back at frames 8, 7 and 5. Frames 5, 6 and 9 missing, 9 began from only
+    the two finished frames before it (7 and 8): 5, made earlier by the same run, was left out, and 9 came out
+    other than an unbroken render's."""
+    config = vidstyle.make_config("balanced", size=48, iters=2, first_iters=3, device="cpu", precision="fp32",
+                                  keep_frames=True, temporal_reach=4)
+    vidstyle.render(bunny_short, [starry], tmp_path / "full.mp4", config, workdir=tmp_path / "full")
+    work = tmp_path / "work"
+    shutil.copytree(tmp_path / "full", work)
+    for i in (5, 6, 9):
+        (work / "frames" / f"{i:07d}.png").unlink()
+    events: list[object] = []
+    vidstyle.render(bunny_short, [starry], tmp_path / "again.mp4", config, workdir=work, on_event=events.append)
+    assert [e.index for e in events if isinstance(e, FrameStarted)] == [5, 6, 9]
+    for i in (5, 6, 9):
+        name = f"{i:07d}.png"
+        assert (work / "frames" / name).read_bytes() == (tmp_path / "full" / "frames" / name).read_bytes(), name
+
+
 def test_resume_makes_only_the_missing_frames_of_a_set(full, bunny_short: Path, starry: Path,
                                                        tmp_path: Path) -> None:
     reference, _ = full

@@ -14,7 +14,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -670,7 +670,14 @@ class _Run:
     stop: int
     done: bool
     continues: bool  # its first frame follows a finished frame of the same shot
-    history: int = 0  # finished frames of the shot right before it, up to what the temporal loss looks back at
+    # Frames of the shot right before it, up to what the temporal loss looks back at. All of them are finished when
+    # it starts: done by an earlier run, or made by a run before it in this one (a frame missing within reach of
+    # another one missing is then made from the same frames as in an unbroken render).
+    history: int = 0
+
+
+# A frame as the render's loop gives it out: its index, its pixels, and whether this run made it (else loaded).
+_Made = tuple[int, np.ndarray, bool]
 
 
 def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_Run]:
@@ -681,9 +688,7 @@ def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_
             stop = start + 1
             while stop < segment.stop and (stop in done) == finished:
                 stop += 1
-            history = 0
-            while history < reach and start - history - 1 >= segment.start and start - history - 1 in done:
-                history += 1
+            history = min(reach, start - segment.start)
             yield _Run(start, stop, finished, start > segment.start or not segment.fresh, history)
             start = stop
 
@@ -695,12 +700,24 @@ def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer
         if job.config.passes > 1:
             yield from _frames_after_passes(job, segments, stylizer, sources, progress, stop)
             return
-        for run in _runs(segments, job.workdir.done_frames(), frames_back(job.config)):
+        keep = frames_back(job.config)
+        recent: dict[int, np.ndarray] = {}  # the latest frames given out, as a run after them may look back at
+
+        def load(index: int, size: tuple[int, int]) -> np.ndarray:
+            # One made a moment ago may still be on its way to its checkpoint, on the encoder's thread.
+            return recent[index] if index in recent else job.workdir.load_frame(index, size)
+
+        for run in _runs(segments, job.workdir.done_frames(), keep):
             if run.done:
-                for index in range(run.start, run.stop):
-                    yield index, job.workdir.load_frame(index, job.size), False
+                items: Generator[_Made, None, None] = (
+                    (index, job.workdir.load_frame(index, job.size), False) for index in range(run.start, run.stop))
             else:
-                yield from _stylize_run(job, run, stylizer, sources, progress, stop, job.workdir.load_frame)
+                items = _stylize_run(job, run, stylizer, sources, progress, stop, load)
+            with closing(items):
+                for item in items:
+                    recent[item[0]] = item[1]
+                    recent.pop(item[0] - keep, None)
+                    yield item
 
 
 def source_ranges(job: RenderJob) -> FrameRanges:
@@ -711,7 +728,7 @@ def source_ranges(job: RenderJob) -> FrameRanges:
 
 def _stylize_run(job: RenderJob, run: _Run, stylizer: Stylizer, sources: FrameRanges, progress: RunProgress,
                  stop: threading.Event | None,
-                 load: Callable[[int, tuple[int, int]], np.ndarray]) -> Iterator[tuple[int, np.ndarray, bool]]:
+                 load: Callable[[int, tuple[int, int]], np.ndarray]) -> Generator[_Made, None, None]:
     """Stylize a run of frames, continuing the shot from the frames before it that `load` gives."""
     back = max(run.history, 1) if run.continues else 0
     frames = sources.read(run.start - back, run.stop)
