@@ -165,6 +165,22 @@ def test_frames_missing_within_the_temporal_reach_of_each_other_are_made_as_an_u
         assert (work / "frames" / name).read_bytes() == (tmp_path / "full" / "frames" / name).read_bytes(), name
 
 
+def test_kept_frames_lose_the_hidden_files_of_writes_a_kill_cut_short(full, bunny_short: Path, starry: Path,
+                                                                       tmp_path: Path) -> None:
+    """A kill -9 during a checkpoint's write leaves its hidden temporary file; kept frames kept it for ever."""
+    reference, _ = full
+    work = tmp_path / "work"
+    shutil.copytree(reference, work)
+    (work / "frames" / "0000003.png").unlink()
+    cut_short = work / "frames" / f".0000003.png.tmp-{'0' * 32}"
+    cut_short.write_bytes(b"\x89PNG half")
+    theirs = work / "frames" / "notes.txt"
+    theirs.write_text("mine")
+    vidstyle.render(bunny_short, [starry], tmp_path / "again.mp4", _config(), workdir=work)
+    assert not cut_short.exists() and theirs.read_text() == "mine"
+    assert WorkDir(work).done_frames() == set(range(12))
+
+
 def test_resume_makes_only_the_missing_frames_of_a_set(full, bunny_short: Path, starry: Path,
                                                        tmp_path: Path) -> None:
     reference, _ = full

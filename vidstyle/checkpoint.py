@@ -357,6 +357,13 @@ class WorkDir:
         except (CheckpointError, OSError):
             pass  # a hint for a later run: without it a killed clean-up's leftovers are only not recognised
 
+    def drop_cut_short_writes(self) -> None:
+        """Delete the hidden files of checkpoint writes that a kill cut short, from a finished render's kept frames
+        (its lock held: nothing writes here any more)."""
+        for entry in self.frames.iterdir() if own_folder(self.frames) else ():
+            if _TEMPORARY_NAME.match(entry.name):
+                entry.unlink(missing_ok=True)
+
     def forget_published(self) -> None:
         """A render that opens this directory again (under its lock) makes its frames anew: an earlier render's
         record of its output no longer describes them."""

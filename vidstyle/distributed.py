@@ -704,6 +704,7 @@ def _remove_after_render(job: RenderJob, files: ChunkFiles) -> None:
     else:  # as in a sequential render, the earlier passes are not needed to resume any more
         for number in range(1, job.config.passes):
             job.workdir.remove_pass_frames(number, range(job.info.frame_count))
+        job.workdir.drop_cut_short_writes()
 
 
 def tasks_to_run(tasks: list[Task], made: dict[int, set[int]], leads: Container[int] = frozenset()) -> list[Task]:

@@ -360,7 +360,8 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             count = _encode_in_order(job, segments, stylizer, partial, progress, stop)
             put_in_place(job, partial)
             # Under the lock: a render starting now must not reuse what goes.
-            stopped = clean_up_after_publish(job.workdir.remove) if not job.config.keep_frames else None
+            stopped = clean_up_after_publish(job.workdir.drop_cut_short_writes if job.config.keep_frames
+                                             else job.workdir.remove)
         on_event(progress.finished(job.output, count, time.perf_counter() - started))
         end_if_stopped(stopped, job)
     return job.output
