@@ -305,9 +305,8 @@ class WorkDir:
         """Drop a pass's frames once the passes after it are made (they are not needed to resume any more)."""
         self.drop_pass_frames(number, indices)
         folder = self.path / PASSES / str(number)
-        for entry in folder.iterdir() if own_folder(folder) and own_folder(folder.parent) else ():
-            if _TEMPORARY_NAME.match(entry.name):  # left by a write that a stop cut short
-                entry.unlink(missing_ok=True)
+        if own_folder(folder.parent):
+            drop_cut_short_writes(folder)
         remove_if_empty(folder)
         remove_if_empty(self.path / PASSES)
 
@@ -360,9 +359,7 @@ class WorkDir:
     def drop_cut_short_writes(self) -> None:
         """Delete the hidden files of checkpoint writes that a kill cut short, from a finished render's kept frames
         (its lock held: nothing writes here any more)."""
-        for entry in self.frames.iterdir() if own_folder(self.frames) else ():
-            if _TEMPORARY_NAME.match(entry.name):
-                entry.unlink(missing_ok=True)
+        drop_cut_short_writes(self.frames)
 
     def forget_published(self) -> None:
         """A render that opens this directory again (under its lock) makes its frames anew: an earlier render's
@@ -459,6 +456,13 @@ def remove_frame_files(folder: Path) -> None:
         if _FRAME_NAME.match(entry.name) or _TEMPORARY_NAME.match(entry.name):
             entry.unlink(missing_ok=True)
     remove_if_empty(folder)
+
+
+def drop_cut_short_writes(folder: Path) -> None:
+    """Delete the hidden files that writes cut short by a stop left in a folder; not through a link."""
+    for entry in folder.iterdir() if own_folder(folder) else ():
+        if _TEMPORARY_NAME.match(entry.name):
+            entry.unlink(missing_ok=True)
 
 
 def own_folder(path: Path) -> bool:
