@@ -192,7 +192,7 @@ def test_a_transparent_still_keeps_its_transparency_where_the_output_holds_it(st
 def test_a_half_transparent_colour_is_stored_as_itself_not_as_laid_over_white() -> None:
     """The painting is made of the picture over white; stored under its alpha as it was, a half-transparent red came
     back pink over any background (laid over white twice)."""
-    from vidstyle.still import straight_colours
+    from vidstyle.io.images import straight_colours
 
     alpha = np.array([[128, 255, 0, 64]], np.uint8)
     red = np.array([[[255, 0, 0]] * 4], np.uint8)

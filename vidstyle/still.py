@@ -31,6 +31,7 @@ from vidstyle.io.images import (
     read_style_image,
     resize_rgb,
     staged,
+    straight_colours,
     write_atomic,
 )
 from vidstyle.io.paths import IMAGE_SUFFIXES, check_output_path, check_partial_free, refuse_folder_name, same_file
@@ -170,16 +171,3 @@ def _still_bytes(output: Path, rgb: np.ndarray, size: tuple[int, int], alpha: np
         rgb = straight_colours(rgb, alpha)
     return encode_image(rgb, output.suffix.lower(), alpha=alpha)
 
-
-def straight_colours(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The colours to store under `alpha` so that the picture, laid over white as a viewer does, shows `rgb`. The
-    painting was made of the picture over white (io.images.read_picture): stored with its alpha as it is, every
-    soft edge would be laid over white twice, a pale fringe. Where a pixel is transparent its colour is kept."""
-    out = rgb.copy()
-    step = max(1, (1 << 20) // rgb.shape[1])  # rows at a time: a large still's float copies stay small
-    for top in range(0, rgb.shape[0], step):
-        rows = slice(top, top + step)
-        opacity = alpha[rows].astype(np.float32)[..., None] / 255.0
-        under = (rgb[rows].astype(np.float32) - 255.0 * (1.0 - opacity)) / np.maximum(opacity, 1e-6)
-        out[rows] = np.where(opacity > 0, np.clip(np.round(under), 0, 255), rgb[rows])
-    return out

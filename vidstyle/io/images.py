@@ -170,6 +170,18 @@ def _all_opaque(pixels: np.ndarray) -> bool:
     return all((pixels[rows, :, 3] == top).all() for rows in _strips(pixels))
 
 
+def straight_colours(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """_over_white undone: the colours to store under `alpha` so that the picture, laid over white as a viewer
+    does, shows `rgb`. A still is painted over white (read_picture): stored with its alpha as it is, every soft
+    edge would be laid over white twice, a pale fringe. Where a pixel is transparent its colour is kept."""
+    out = rgb.copy()
+    for rows in _strips(rgb):
+        opacity = alpha[rows].astype(np.float32)[..., None] / 255.0
+        under = (rgb[rows].astype(np.float32) - 255.0 * (1.0 - opacity)) / np.maximum(opacity, 1e-6)
+        out[rows] = np.where(opacity > 0, np.clip(np.round(under), 0, 255), rgb[rows])
+    return out
+
+
 def _turn_like(stored: np.ndarray, decoded: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """The turn OpenCV gave `stored` (the file's BGR colours as stored, 8 or 16 bits) to make `decoded` by the
     file's EXIF orientation, which only its colour decoding applies, to give it to the picture's other arrays: of
@@ -179,8 +191,9 @@ def _turn_like(stored: np.ndarray, decoded: np.ndarray) -> Callable[[np.ndarray]
     sample = decoded[::step, ::step].astype(np.int16)
     for turns in range(4):
         for flip in (False, True):
-            if _turned(stored, turns, flip).shape == decoded.shape and np.abs(
-                    _to_8bit(_turned(stored, turns, flip)[::step, ::step]).astype(np.int16) - sample).max() <= 1:
+            candidate = _turned(stored, turns, flip)
+            if candidate.shape == decoded.shape and \
+                    np.abs(_to_8bit(candidate[::step, ::step]).astype(np.int16) - sample).max() <= 1:
                 return lambda pixels, turns=turns, flip=flip: np.ascontiguousarray(_turned(pixels, turns, flip))
     return lambda pixels: pixels
 
