@@ -735,7 +735,7 @@ class WorkerPool:
         for process in self.processes.values():
             process.join(max(deadline - time.monotonic(), 0.1))
         for spec in self.specs:
-            process = self.processes.get(spec.name)  # none where its start failed
+            process = self.processes.get(spec.name)  # none where no start of the slot's ever succeeded
             if process is not None and process.is_alive():
                 process.kill()
                 process.join()
