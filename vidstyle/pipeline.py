@@ -499,7 +499,7 @@ def _size_notes(job: RenderJob, device: str) -> list[str]:
 
 
 # Bytes a pixel of a frame's checkpoint (a PNG): a painted frame is brush strokes all over, which PNG compresses
-# little (The Starry Night itself at 256 to 1024 px takes 2.1 to 2.4).
+# little (docs/performance.md, "Disk").
 CHECKPOINT_BYTES_A_PIXEL = 2.3
 
 
