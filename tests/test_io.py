@@ -612,6 +612,25 @@ def test_a_matroska_file_cut_short_is_refused(whole_mkv: Path, tmp_path: Path) -
     assert 30 < probe_video(tmp_path / "cut.fixed.mkv").frame_count < 100
 
 
+def test_an_avi_cut_short_is_refused(tmp_path: Path) -> None:
+    """Its index at its end gone, ffmpeg read the frames before the cut without a word, and a render was part of
+    the video (33 of 50 frames here), said by nothing; the RIFF header still declares the whole file's length."""
+    whole = tmp_path / "field_pan.avi"
+    ffmpeg("-i", str(shared_asset("field_pan_with_audio.mp4")), "-t", "2", "-c:v", "mpeg4", "-c:a", "pcm_s16le",
+           str(whole))
+    assert probe_video(whole).frame_count == 50
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(VideoOpenError) as refused:
+        probe_video(cut)
+    assert str(refused.value) == (f"{cut} is truncated or damaged: it ends at byte {len(data) * 2 // 3} of the "
+                                  f"{len(data)} its AVI header declares; ffmpeg -i {cut} -c copy "
+                                  f"{tmp_path / 'cut.fixed.mkv'} keeps the part that can be read")
+    ffmpeg("-i", str(cut), "-c", "copy", str(tmp_path / "cut.fixed.mkv"))
+    assert 20 < probe_video(tmp_path / "cut.fixed.mkv").frame_count < 50
+
+
 def test_a_matroska_file_whose_frames_end_at_damage_in_its_middle_is_refused(tmp_path: Path) -> None:
     """Damage that Matroska's reader does not get past (where it does, the frames lost are a gap in the
     timestamps, said as a variable frame rate's frames held longer): its frames end at the damage, and only the

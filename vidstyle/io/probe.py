@@ -430,6 +430,31 @@ def _check_complete(path: Path, metadata: list[str], start: float | None, end: f
                            "header declares", _keep_the_readable(path))
 
 
+_RIFF_UNSET = (0, 0xFFFFFFFF)  # a chunk length a writer that streams leaves for later: no length declared
+
+
+def _check_riff_whole(path: Path) -> None:
+    """Refuse an AVI cut short (a capture stopped by a power loss, a copy that did not finish): its index at the end
+    gone, ffmpeg reads the frames that are there without a word, so a render would be part of the video, said by
+    nothing. Each RIFF chunk (the AVI one, then OpenDML's AVIX ones) declares its length, so one that ends past the
+    file's end was cut there."""
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        at = 0
+        while at + 12 <= size:
+            file.seek(at)
+            head = file.read(12)
+            if head[:4] != b"RIFF" or head[8:12] not in (b"AVI ", b"AVIX"):
+                return
+            length = int.from_bytes(head[4:8], "little")
+            if length in _RIFF_UNSET:
+                return
+            if at + 8 + length > size:
+                raise DamagedVideo(f"{path} is truncated or damaged: it ends at byte {size} of the {at + 8 + length} "
+                                   "its AVI header declares", _keep_the_readable(path))
+            at += 8 + length + (length & 1)  # chunks start on even bytes
+
+
 def _count_packet_lines(framecrc: str) -> int:
     return sum(1 for line in framecrc.splitlines() if line and not line.startswith("#"))
 
@@ -442,6 +467,7 @@ def probe_video(path: Path) -> VideoInfo:
     err = _input_section(full_err)
     framecrc = out.decode("ascii", "replace")
     _check_is_video(path, code, full_err, _count_packet_lines(framecrc))
+    _check_riff_whole(path)
     stream_line = _video_stream_line(err)
     metadata = _stream_metadata(err, stream_line)
     timing = _parse_timing(framecrc)
