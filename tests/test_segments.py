@@ -174,10 +174,12 @@ def test_kept_frames_lose_the_hidden_files_of_writes_a_kill_cut_short(full, bunn
     (work / "frames" / "0000003.png").unlink()
     cut_short = work / "frames" / f".0000003.png.tmp-{'0' * 32}"
     cut_short.write_bytes(b"\x89PNG half")
+    manifest_cut_short = work / f".manifest.json.tmp-{'1' * 32}"  # a manifest's write, cut short the same way
+    manifest_cut_short.write_text('{"frame_count"')
     theirs = work / "frames" / "notes.txt"
     theirs.write_text("mine")
     vidstyle.render(bunny_short, [starry], tmp_path / "again.mp4", _config(), workdir=work)
-    assert not cut_short.exists() and theirs.read_text() == "mine"
+    assert not cut_short.exists() and not manifest_cut_short.exists() and theirs.read_text() == "mine"
     assert WorkDir(work).done_frames() == set(range(12))
 
 

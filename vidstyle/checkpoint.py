@@ -357,9 +357,10 @@ class WorkDir:
             pass  # a hint for a later run: without it a killed clean-up's leftovers are only not recognised
 
     def drop_cut_short_writes(self) -> None:
-        """Delete the hidden files of checkpoint writes that a kill cut short, from a finished render's kept frames
-        (its lock held: nothing writes here any more)."""
+        """Delete the hidden files of writes that a kill cut short (checkpoints', the manifest's) from a finished
+        render's kept work directory (its lock held: nothing writes here any more)."""
         drop_cut_short_writes(self.frames)
+        drop_cut_short_writes(self.path)
 
     def forget_published(self) -> None:
         """A render that opens this directory again (under its lock) makes its frames anew: an earlier render's
