@@ -82,12 +82,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, action="append", help="long side, repeatable [64 and 512]")
     parser.add_argument("--shots", type=int, help="also read the clip as a render reads this many shots")
     args = parser.parse_args()
+    if args.shots is not None and args.shots < 1:
+        parser.error(f"--shots {args.shots}: a clip is read as one shot or more")
     for clip in args.clips:
         if not clip.exists():
             print(f"{clip}: not present (the shared clips live in ../shared/assets beside the clone): skipped")
             continue
         report(clip, args.size or [64, 512], args.start, args.frames)
-        if args.shots:
+        if args.shots is not None:
             report_shots(clip, args.size or [64, 512], args.shots)
 
 

@@ -205,3 +205,7 @@ def test_decode_range_bench_reads_shots_alone_and_from_one_reader(tmp_path: Path
     (alone, together), = re.findall(r"\(not seekable\), 4 shots in turn: each decoded alone (\d+) frames \d+ ms; "
                                     r"from one FrameRanges (\d+) frames \d+ ms; ratio [0-9.]+$", out, re.MULTILINE)
     assert int(alone) == int(together) == count
+    # No shots at all is refused, not a run that prints no shot.
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_decode_range.py"), str(clip), "--shots",
+                              "0"], capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2 and "--shots 0: a clip is read as one shot or more" in refused.stderr
