@@ -92,6 +92,20 @@ def test_known_motion_bench_measures_each_mode_along_the_true_motion() -> None:
     assert -1 <= float(edges) <= 1 and float(style) < 1
 
 
+def test_known_motion_bench_moves_a_box_over_a_still_ground_and_knows_its_motion() -> None:
+    """Only the box moves: the source's own frames are exact along the truth (moved box, still ground, the strip it
+    uncovers left out), and the renders are measured along it as along a pan."""
+    out = _run_script("bench_known_motion.py", str(demo_clip()), "--at", "3", "--size", "64", "--frames", "3",
+                      "--box", "0.2,0.3,0.7,0.9", "--motion", "2,1", "--mode", f"tiny={_TINY}")
+    assert "box 0.2,0.3,0.7,0.9 moved 2.0,1.0 px a frame" in out
+    (true, along_farneback, along_dis), = re.findall(rf"^source +{_NUMBER} +{_NUMBER} +{_NUMBER}$", out, re.MULTILINE)
+    # Moved by whole pixels, the source is exact along the truth; the ground stands still where the box's edge
+    # moves, which no flow estimated at 64 px follows exactly.
+    assert float(true) == 0 and float(along_farneback) > 0.0005 and float(along_dis) > 0.0005
+    (true, *_), = re.findall(rf"^tiny +{_NUMBER} +{_NUMBER} +{_NUMBER} ", out, re.MULTILINE)
+    assert float(true) > 0
+
+
 def test_fidelity_bench_prints_ratios_that_agree_with_its_rows(tmp_path: Path) -> None:
     independent = _TINY[:-1] + ', "init": "content", "flow": "none"}'
     out = _run_script("bench_fidelity.py", str(demo_clip()), "--size", "64", "--frames", "3", "--start", "2",
