@@ -2070,6 +2070,76 @@ def test_a_failed_jobs_checkpoints_go_before_its_failure_is_recorded(tmp_path: P
     assert frames_when_recorded == [0], "the frames were gone before the failure was written"
 
 
+def test_a_failure_the_full_disk_will_not_record_yet_is_recorded_once_it_will(tmp_path: Path, clip: Path,
+                                                                                monkeypatch, caplog) -> None:
+    """Another program kept the disk full after the job's checkpoints went: the failure's write raised, the worker
+    died of it (a death counted against the job, three fail it) and the job showed running at its last frame."""
+    import sqlite3
+
+    from vidstyle.checkpoint import WorkDir
+    from vidstyle.errors import CheckpointError
+    from vidstyle.serve import worker
+    from vidstyle.serve.worker import WorkerSpec, run_job
+
+    data, queue, job = _claimed_job(tmp_path, clip)
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> Path:
+        raise CheckpointError("cannot write checkpoint: No space left on device")
+
+    refusals = [2]
+    real_finish = queue.finish
+
+    def finish(job_id: str, state: str, error: str | None = None) -> None:
+        if refusals[0]:
+            refusals[0] -= 1
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode = sqlite3.SQLITE_FULL  # what SQLite raises when a write finds no room
+            raise full
+        real_finish(job_id, state, error)
+
+    beats: list[float] = []
+    monkeypatch.setattr(WorkDir, "save_frame", disk_full)
+    monkeypatch.setattr(queue, "finish", finish)
+    monkeypatch.setattr(worker, "RECORD_RETRY_SECONDS", 0.1)
+    with caplog.at_level(logging.WARNING, logger="vidstyle.serve"):
+        assert run_job(queue, WorkerSpec("w0", data.root, "cpu", gpu=None, threads=1), job, threading.Event(),
+                       lambda: beats.append(time.monotonic()))
+    ended = queue.get(job.id)
+    assert ended is not None and ended.state == "failed" and "No space left" in (ended.error or ""), ended
+    assert refusals == [0] and len(beats) >= 2, "offered again, the worker's pulse kept while it waited"
+    said = [record.getMessage() for record in caplog.records if "cannot be recorded yet" in record.getMessage()]
+    assert len(said) == 1 and job.id in said[0]
+
+
+def test_a_server_that_stops_while_a_jobs_end_waits_for_room_leaves_it_to_the_next_start(tmp_path: Path) -> None:
+    """The wait for a full disk ends with the server: the job stays running, which the next start queues again."""
+    import sqlite3
+
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue, new_job_id
+    from vidstyle.serve.worker import record_end
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    job = queue.add(new_job_id(), "video", {})
+    assert queue.claim("w0") is not None
+
+    def full(*_args: Any) -> None:
+        error = sqlite3.OperationalError("database or disk is full")
+        error.sqlite_errorcode = sqlite3.SQLITE_FULL
+        raise error
+
+    queue.finish = full  # type: ignore[method-assign]
+    stopping = threading.Event()
+    threading.Timer(0.5, stopping.set).start()
+    started = time.monotonic()
+    record_end(queue, job.id, "failed", "x", shutdown=stopping, alive=lambda: None)
+    assert time.monotonic() - started < 5
+    assert queue.get(job.id).state == "running"  # type: ignore[union-attr]
+    assert JobQueue(data.database).recover() == 1 and queue.get(job.id).state == "queued"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("name", "args"), [("anim.png", ("-plays", "0", "-f", "apng")),
                                             ("anim.webp", ("-c:v", "libwebp_anim", "-loop", "0"))])
 def test_an_animated_png_or_webp_upload_is_a_video_job_and_no_style(tmp_path: Path, name: str,

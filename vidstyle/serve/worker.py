@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import math
 import multiprocessing
@@ -53,6 +54,7 @@ Alive = Callable[[], None]  # the render calls it to say it is still getting on
 REPORT_INTERVAL = 0.25  # seconds between progress rows: cheap for the database, smooth enough for a progress bar
 WATCH_INTERVAL = 0.25  # how often a running job looks for a cancel request or a server shutdown
 BUSY_RETRY_SECONDS = 30  # a render of a killed server may hold its work directory's lock for a moment
+RECORD_RETRY_SECONDS = 2.0  # how often a job's end that a full disk would not take is offered again
 
 
 @dataclass(frozen=True)
@@ -298,33 +300,60 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
     spoiled for every later job, so the worker's process is to be replaced."""
     folder = DataDir(spec.data).job(job.id)
     output = folder / job.params["output"]
+    record = functools.partial(record_end, queue, job.id, shutdown=shutdown, alive=alive)
     if output.exists():  # outputs appear by an atomic rename of a complete file: a killed run had finished
         _finish_after_kill(job, folder, output)
-        queue.finish(job.id, "done")
+        record("done")
         return True
     watcher = Watcher(queue, job.id, shutdown, alive)
     # A failed job's checkpoints go before its failure is recorded: on a full disk (what fails a render most often)
     # they are what frees the room that the queue's database needs to record it.
     try:
         _render_retrying(queue, spec, job, folder, watcher.stop, alive)
-        queue.finish(job.id, "done")
+        record("done")
     except Interrupted:
         cancelled = queue.cancel_requested(job.id)
         # Ended first: a cancel is overdue after a short grace, and a slow deletion would get the worker killed.
-        queue.finish(job.id, "cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
+        record("cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
         if cancelled:
             drop_checkpoints(folder)
     except VidstyleError as exc:
         drop_checkpoints(folder)
-        queue.finish(job.id, "failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
+        record("failed", str(exc).replace(str(folder), "the job"))  # no server paths to clients
     except Exception as exc:  # noqa: BLE001 - a job's failure is recorded on the job; another worker takes the next
         _log.exception("job %s: unexpected error", job.id)  # the client sees one line; the operator, where it came from
         drop_checkpoints(folder)
-        queue.finish(job.id, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        record("failed", f"internal error: {type(exc).__name__}: {exc}")
         return False
     finally:
         watcher.close()
     return True
+
+
+def record_end(queue: JobQueue, job_id: str, state: str, error: str | None = None, *, shutdown: Stopping,
+               alive: Alive) -> None:
+    """Record how a job ended. Where the disk stays full after the job's checkpoints went (another program filled
+    it), or another program holds the database locked, the write is offered again until it is taken: a worker that
+    died of it counted a death against the job (three fail it) and left it shown running. A server that stops
+    meanwhile leaves the job running in the queue, which its next start queues again."""
+    warned = False
+    while True:
+        try:
+            queue.finish(job_id, state, error)
+            return
+        except sqlite3.OperationalError as exc:
+            if JobQueue.error_code(exc) != sqlite3.SQLITE_FULL and not JobQueue.is_busy(exc):
+                raise
+            if not warned:
+                _log.warning("job %s: its end (%s) cannot be recorded yet (%s); trying again every %g s", job_id,
+                             state, exc, RECORD_RETRY_SECONDS)
+                warned = True
+        alive()  # waiting on the database is no stalled render: the watchdog must not kill the worker for it
+        deadline = time.monotonic() + RECORD_RETRY_SECONDS
+        while time.monotonic() < deadline:
+            if shutdown.is_set():
+                return
+            time.sleep(WATCH_INTERVAL)
 
 
 def _finish_after_kill(job: Job, folder: Path, output: Path) -> None:
