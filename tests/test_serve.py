@@ -1306,6 +1306,36 @@ def test_a_queue_whose_disk_is_full_gives_507(tmp_path: Path, monkeypatch) -> No
     assert response.json()["detail"] == "the server's disk is full: the job queue cannot be written"
 
 
+def test_a_fault_of_the_servers_own_is_answered_in_the_apis_shape(tmp_path: Path, monkeypatch) -> None:
+    """A database the server cannot write for another reason than a full disk or a lock (a read-only or damaged
+    file, an I/O error) was answered 'Internal Server Error' in plain text, which the page could not read."""
+    import sqlite3
+
+    from starlette.testclient import TestClient
+
+    from vidstyle.serve.app import ServeSettings, create_app
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+
+    def unwritable(_job_id: str) -> None:
+        error = sqlite3.OperationalError("disk I/O error")
+        error.sqlite_errorcode = sqlite3.SQLITE_IOERR
+        raise error
+
+    monkeypatch.setattr(queue, "cancel", unwritable)
+    app = create_app(ServeSettings(data.root, 1 << 30, None, "cpu", 0), queue, None)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        queue.add("a" * 32, "video", {"output": "result.mp4", "style": {"builtin": "starry-night"}})
+        response = client.post(f"/api/jobs/{'a' * 32}/cancel")
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert response.json() == {"detail": "the server failed to carry this out: its log says why", "field": None}
+    assert str(data.root) not in response.text
+
+
 @pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 def test_uploaded_pictures_are_decoded_two_at_a_time(tmp_path: Path, starry: Path, monkeypatch) -> None:
     """Each request is checked on a thread of its own, and a picture at the pixel limit takes several hundred MB to

@@ -85,6 +85,22 @@ def test_refused_upload_shows_the_reason(browser, site: ServeProcess, tmp_path: 
     page.close()
 
 
+def test_an_answer_that_is_no_json_is_shown_by_its_status(browser, site: ServeProcess,  # noqa: ANN001
+                                                           clip: Path) -> None:
+    """A proxy's error page (or a server that failed before the API answered) in place of the API's JSON: the page
+    said "Not queued: Unexpected token 'I', ... is not valid JSON"."""
+    page = browser.new_page()
+    page.route("**/api/jobs", lambda route: route.fulfill(status=502, content_type="text/html",
+                                                          body="<html><body>Bad Gateway</body></html>"))
+    page.goto(site.url + "/")
+    page.wait_for_selector("#styles input[value=starry-night]:checked", state="attached")
+    page.set_input_files("#input", str(clip))
+    page.click("#submit")
+    page.wait_for_function("document.getElementById('error').textContent.startsWith('Not queued')")
+    assert page.inner_text("#error") == "Not queued: the server answered 502 Bad Gateway"
+    page.close()
+
+
 def test_the_api_page_works_without_internet(browser, site: ServeProcess) -> None:  # noqa: ANN001
     page = browser.new_page()
     fetched: list[str] = []

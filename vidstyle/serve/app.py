@@ -441,6 +441,14 @@ def _add_error_handlers(app: FastAPI) -> None:
                                 status_code=503, headers={"Retry-After": str(QUEUE_BUSY_RETRY_AFTER)})
         raise exc
 
+    @app.exception_handler(Exception)
+    async def server_fault(_request: Request, _exc: Exception) -> JSONResponse:
+        # A fault of the server's own (a data folder it may not write, a damaged database), whose traceback the
+        # server logs: the client gets the API's shape in one line, without the server's paths, which the page
+        # shows (plain text made it print a JSON parser's complaint).
+        return JSONResponse({"detail": "the server failed to carry this out: its log says why", "field": None},
+                            status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}

@@ -3,9 +3,20 @@
 const vidstyle = (() => {
   const $ = (id) => document.getElementById(id);
 
+  // What a failed request's answer says went wrong: the API's detail, or its status where the answer is no JSON
+  // (a proxy's error page, a server that failed before the API could answer).
+  async function failure(response) {
+    const text = await response.text();
+    try {
+      return JSON.parse(text).detail || `${response.status} ${response.statusText}`;
+    } catch {
+      return `the server answered ${response.status} ${response.statusText}`.trim();
+    }
+  }
+
   async function getJson(url) {
     const response = await fetch(url);
-    if (!response.ok) throw new Error((await response.json()).detail || response.statusText);
+    if (!response.ok) throw new Error(await failure(response));
     return response.json();
   }
 
@@ -60,9 +71,8 @@ const vidstyle = (() => {
     $("submit").disabled = true;
     try {
       const response = await fetch("/api/jobs", { method: "POST", body: formData(event.target) });
-      const body = await response.json();
-      if (!response.ok) throw new Error(body.detail || response.statusText);
-      window.location.href = body.urls.page;
+      if (!response.ok) throw new Error(await failure(response));
+      window.location.href = (await response.json()).urls.page;
     } catch (error) {
       $("error").textContent = `Not queued: ${error.message}`;
       $("submit").disabled = false;
@@ -122,12 +132,15 @@ const vidstyle = (() => {
       else if (job.state === "deleted") $("state").textContent = "deleted";
     });
     $("cancel").addEventListener("click", async () => {
-      await fetch(`/api/jobs/${id}/cancel`, { method: "POST" });
+      $("error").textContent = "";
+      const response = await fetch(`/api/jobs/${id}/cancel`, { method: "POST" });
+      if (!response.ok) $("error").textContent = `Not cancelled: ${await failure(response)}`;
     });
     $("delete").addEventListener("click", async () => {
+      $("error").textContent = "";
       const response = await fetch(`/api/jobs/${id}`, { method: "DELETE" });
       if (response.ok) window.location.href = "/";
-      else $("error").textContent = (await response.json()).detail;
+      else $("error").textContent = `Not deleted: ${await failure(response)}`;
     });
   }
 
