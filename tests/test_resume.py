@@ -430,6 +430,28 @@ def test_a_stop_while_a_finished_render_removes_its_checkpoints_finishes_them_th
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"], "checkpoints or a partial file left"
 
 
+def test_a_ctrl_c_in_the_handler_of_the_last_event_says_the_output_was_written(bunny_short: Path, starry: Path,
+                                                                              tmp_path: Path) -> None:
+    """A script's Ctrl-C (Python's handler raises wherever the script is) that landed in its handler of
+    RenderFinished ended as "interrupted while writing the video ...; run it again to write it", whose run again
+    only refused the output that was there, complete."""
+    import vidstyle
+    from vidstyle.errors import Interrupted
+    from vidstyle.events import RenderFinished
+
+    def ctrl_c_at_the_end(event: object) -> None:
+        if isinstance(event, RenderFinished):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out.mp4"
+    config = vidstyle.make_config("balanced", size=64, iters=1, first_iters=1, device="cpu", precision="fp32")
+    with pytest.raises(Interrupted) as stopped:
+        vidstyle.render(bunny_short, [starry], out, config, on_event=ctrl_c_at_the_end)
+    assert str(stopped.value) == f"interrupted after {out} was written in full" and stopped.value.exit_code == 130
+    assert len(decoded(out)) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"], "checkpoints or a partial file left"
+
+
 def test_a_stop_during_a_batch_items_clean_up_ends_the_batch_there(bunny_short: Path, starry: Path, tmp_path: Path,
                                                                    monkeypatch) -> None:
     """The stop is not swallowed: the next render of the batch is not started (the CLI ignores a repeated Ctrl-C

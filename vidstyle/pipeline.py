@@ -362,9 +362,20 @@ def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading
             # Under the lock: a render starting now must not reuse what goes.
             stopped = clean_up_after_publish(job.workdir.drop_cut_short_writes if job.config.keep_frames
                                              else job.workdir.remove)
-        on_event(progress.finished(job.output, count, time.perf_counter() - started))
-        end_if_stopped(stopped, job)
+    finished = progress.finished(job.output, count, time.perf_counter() - started)
+    end_if_stopped(announce_finished(on_event, finished, stopped), job)
     return job.output
+
+
+def announce_finished(on_event: EventCallback, finished: RenderFinished, stopped: int | None) -> int | None:
+    """Send the render's last event, its output in place; the stop to pass on (end_if_stopped): `stopped`, or a
+    Ctrl-C or SIGTERM that lands in the caller's handler of the event (a script's, where Python's own handler
+    raises anywhere), which was told to resume a render that was complete."""
+    try:
+        on_event(finished)
+    except (KeyboardInterrupt, SignalInterrupt) as exc:
+        return stopped if stopped is not None else stop_signal(exc)
+    return stopped
 
 
 def put_in_place(job: RenderJob, partial: Path) -> None:
