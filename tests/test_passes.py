@@ -179,9 +179,14 @@ def test_an_interrupted_pass_resumes_and_makes_the_same_frames(bunny_short: Path
         if sum(isinstance(e, FrameDone) for e in seen) == count + 3:  # the first pass, and three of the second
             stop.set()
 
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted) as stopped:
         vidstyle.render(bunny_short, [starry], tmp_path / "resumed.mp4", config, workdir=tmp_path / "w2",
                         on_event=stop_in_pass_two, stop=stop)
+    # The pass named with the frame, as the progress names it (a frame alone read as a frame of the first pass).
+    last_started = [e for e in seen if isinstance(e, FrameStarted)][-1]
+    assert last_started.pass_number == 2
+    assert str(stopped.value) == (f"interrupted at frame {last_started.index} of pass 2; run it again with the same "
+                                  "settings to resume")
     assert not (tmp_path / "resumed.mp4").exists()
     assert len(list((tmp_path / "w2" / "passes" / "1").glob("*.png"))) == count
     assert len(list((tmp_path / "w2" / "passes" / "2").glob("*.png"))) == 3

@@ -132,10 +132,11 @@ class Interrupted(VidstyleError):
     """Ctrl-C, SIGTERM or the caller's stop event ended the render; completed frames are kept for resuming."""
 
     def __init__(self, frame: int | None, signal_number: int, resumable: bool = True, written: str | None = None,
-                 writing: bool = False) -> None:
+                 writing: bool = False, pass_number: int | None = None) -> None:
         # Only a render keeps what it finished; a preview or a still has nothing to resume. `written`: the output
         # was already complete when the stop came (as its checkpoints were removed): nothing is left to do.
-        # `writing`: every frame was made, and the video was being written from them.
+        # `writing`: every frame was made, and the video was being written from them. `pass_number`: the pass the
+        # frame was in, where a render makes several (its progress names each).
         then = "; run it again with the same settings to resume" if resumable else ""
         if written is not None:
             message = f"interrupted after {written} was written in full"
@@ -143,7 +144,9 @@ class Interrupted(VidstyleError):
             message = "interrupted while writing the video from its finished frames; run it again with the same " \
                       "settings to write it"
         else:  # a still has no frame to name
-            message = f"interrupted at frame {frame}{then}" if frame is not None else f"interrupted{then}"
+            where = f" at frame {frame}" if frame is not None else ""
+            where += f" of pass {pass_number}" if frame is not None and pass_number is not None else ""
+            message = f"interrupted{where}{then}"
         super().__init__(message)
         self.exit_code = 128 + signal_number
 

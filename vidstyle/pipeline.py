@@ -303,9 +303,11 @@ class RunProgress:
     """What a render has done so far: the frame in progress (for an interrupted render's message) and the
     iterations spent a frame (for the summary); shared by the sequential and the distributed driver."""
 
-    def __init__(self, on_event: EventCallback, first: int, stop: int | None = None) -> None:
+    def __init__(self, on_event: EventCallback, first: int, stop: int | None = None, passes: int = 1) -> None:
         self.on_event, self.current = on_event, first
         self.stop = stop  # the index after the render's last frame: at it, only the video is left to write
+        # The pass of the frame in progress, where the render makes several (None: one pass, nothing to name).
+        self.pass_number: int | None = 1 if passes > 1 else None
         # Set by a driver whose frame in progress is the video's next frame to write (on Ray workers), not the
         # next to make: every frame is made, and what is left is writing them.
         self.all_made = False
@@ -321,6 +323,8 @@ class RunProgress:
     def __call__(self, event: Event) -> None:
         if isinstance(event, FrameStarted):
             self.current = event.index
+            if self.pass_number is not None:
+                self.pass_number = event.pass_number
         elif isinstance(event, FrameDone):
             self.spent(event.index, event.iterations)
         elif isinstance(event, FrameSaved) and event.index in self.gains:
@@ -339,7 +343,7 @@ class RunProgress:
 
 def _run(job: RenderJob, restart: bool, on_event: EventCallback, stop: threading.Event | None,
          stylizer: Stylizer | None) -> Path:
-    progress = RunProgress(on_event, 0, job.span[1])
+    progress = RunProgress(on_event, 0, job.span[1], job.config.passes)
     refuse_other_render(job, restart)
     with output_slot(job.output, progress, job.overwrite) as partial:
         manifest = open_workdir(job, restart, stop, dtype_name(resolve_precision(job.config.precision, job.device)))
@@ -423,7 +427,8 @@ def output_slot(output: Path, progress: RunProgress, overwrite: bool) -> Iterato
             raise OutputExists(f"output {output} exists")
         yield partial
     except STOPS as exc:
-        raise Interrupted(progress.current, stop_signal(exc), writing=progress.writing) from None
+        raise Interrupted(progress.current, stop_signal(exc), writing=progress.writing,
+                          pass_number=progress.pass_number) from None
     finally:
         output_lock.release(unlink=partial.exists())
 
