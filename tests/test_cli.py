@@ -219,6 +219,20 @@ def test_an_output_name_too_long_for_its_hidden_names_is_refused_before_any_work
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["render", "preview"])
+def test_an_output_name_made_from_a_long_input_name_asks_for_one(capsys, bunny_short: Path, tmp_path: Path,
+                                                                 command: str) -> None:
+    """No output named, the one made of the input's and the painting's names was too long, and the line blamed it
+    as if the user had given it."""
+    source = tmp_path / ("c" * 226 + ".mp4")
+    shutil.copy(bunny_short, source)
+    flags = TINY if command == "render" else ("--size", "64", "--iters", "2", "--device", "cpu", "--quiet")
+    _bad(capsys, [command, str(source), "--style", "starry-night", *flags], 2,
+         r"^vidstyle: error: output name c{40}\.\.\. is too long: at most 217 bytes here \(.*\); it is made of the "
+         r"input's and the painting's names: name the output$")
+    assert list(tmp_path.iterdir()) == [source]
+
+
 def test_a_web_address_is_said_to_be_one(capsys, bunny_short: Path, tmp_path: Path) -> None:
     """Nothing is downloaded; a URL is named as one, not reported as a missing file with its // folded."""
     out = tmp_path / "o.mp4"

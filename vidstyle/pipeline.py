@@ -68,6 +68,7 @@ from vidstyle.io.encode import (
 from vidstyle.io.images import read_style_image
 from vidstyle.io.paths import (
     FileLock,
+    check_name_fits,
     check_output_path,
     check_partial_free,
     mark_partial,
@@ -132,8 +133,19 @@ def style_label(style_paths: Sequence[Path]) -> str:
 def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
     """`<input stem>.<style stem>.mp4` beside the input; a blend names all its styles, so that it is never taken
     for a render of its first style alone."""
+    return named_after(input_path, style_paths, ".mp4")
+
+
+def named_after(input_path: Path, style_paths: Sequence[Path], ending: str) -> Path:
+    """`<input stem>.<style stem><ending>` beside the input, for an output the caller did not name; where that name
+    is too long to be an output's, refused asking for one of the caller's own (the name it refused was none)."""
     refuse_directory(input_path)
-    return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.mp4")
+    named = input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}{ending}")
+    try:
+        check_name_fits(named)
+    except UsageError as exc:
+        raise UsageError(f"{exc}; it is made of the input's and the painting's names: name the output") from None
+    return named
 
 
 def prepare_render(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,

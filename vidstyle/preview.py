@@ -38,11 +38,10 @@ from vidstyle.io.probe import (
     frame_times,
     missing_input,
     probe_video,
-    refuse_directory,
     shown_at,
 )
 from vidstyle.limits import check_fits, render_size
-from vidstyle.pipeline import style_label
+from vidstyle.pipeline import named_after
 from vidstyle.plan import Scan, scan_video
 from vidstyle.precision import resolve_precision
 from vidstyle.sequence import StylizedFrame, stylize_sequence
@@ -111,8 +110,7 @@ class PreviewJob:
 
 def default_preview_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
     """`<input stem>.<style stem>.preview.png` beside the input (a blend names all its styles)."""
-    refuse_directory(input_path)
-    return input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}.preview.png")
+    return named_after(input_path, style_paths, ".preview.png")
 
 
 def preview(input_path: Path | str, style_paths: StylePaths, output: Path | str | None = None,
