@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -445,6 +447,40 @@ def test_frames_lost_in_a_damaged_file_are_an_error(damaged_clip: Path) -> None:
     assert "\n" not in message and "near frame" in message and "re-encode" in message and "--" not in message
     assert 0 < len(got) < 25 and got == list(range(len(got)))
     assert not child_ffmpeg_pids()
+
+
+def test_a_file_garbled_after_its_first_frame_is_said_to_be_damaged_there(tmp_path: Path) -> None:
+    """ffmpeg gives up where most packets fail to decode; the line was its own words and its threads' exit codes
+    ("Decode error rate 0.992 exceeds maximum 0.666667 | Task finished with error code: -1145393733 ...")."""
+    whole = tmp_path / "faststart.mp4"  # its index first, so that what follows the frames' start is frames alone
+    ffmpeg("-i", str(demo_clip()), "-c", "copy", "-an", "-movflags", "+faststart", str(whole))
+    data = bytearray(whole.read_bytes())
+    start = data.find(b"mdat") + 5004  # the box's first packets (the first frame) kept
+    data[start:] = np.random.default_rng(0).integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    garbled = tmp_path / "garbled.mp4"
+    garbled.write_bytes(bytes(data))
+    info = probe_video(garbled)
+    got: list[int] = []
+    with pytest.raises(DecodeError) as caught:
+        for frame in read_frames(info, (64, 36)):
+            got.append(frame.index)
+    assert re.fullmatch(rf"{re.escape(str(garbled))} is damaged from about frame {len(got)} on: ffmpeg could not "
+                        "decode most of its frames from there", str(caught.value)), str(caught.value)
+    assert len(got) < 5
+    assert not child_ffmpeg_pids()
+
+
+def test_ffmpegs_threads_reports_of_their_own_ends_are_left_out_of_its_last_words() -> None:
+    from vidstyle.io.ffmpeg import StderrTail
+
+    said = (b"[h264 @ 0x55d0c3a1b2c0] Invalid NAL unit size\n"
+            b"[vist#0:0/h264 @ 0x55d0c3a1b2d0] Task finished with error code: -1145393733 (Error number -1145393733 "
+            b"occurred)\n"
+            b"[vist#0:0/h264 @ 0x55d0c3a1b2d0] Terminating thread with return code -1145393733 (Error number "
+            b"-1145393733 occurred)\n")
+    tail = StderrTail(io.BytesIO(said))
+    tail.join()
+    assert tail.last() == "Invalid NAL unit size" and tail.holds("Task finished")
 
 
 def test_a_range_that_ends_before_the_damage_is_fine(damaged_clip: Path) -> None:

@@ -476,6 +476,10 @@ def _check_decode(info: VideoInfo, proc: subprocess.Popen[bytes], stderr: Stderr
     """Raise DecodeError unless ffmpeg ended well and, where it reached the end, gave every frame."""
     if proc.returncode is not None and proc.returncode < 0:
         raise DecodeError(f"ffmpeg {exit_reason(proc.returncode)} while decoding {info.path} at frame {decoded}")
+    if proc.returncode != 0 and stderr.holds("Decode error rate"):
+        # ffmpeg gives up where most packets fail to decode: data garbled past what its decoder skips over.
+        raise DecodeError(f"{info.path} is damaged from about frame {decoded} on: ffmpeg could not decode most of "
+                          "its frames from there")
     if proc.returncode != 0:
         raise DecodeError(f"decoding {info.path} failed at frame {decoded}: "
                           f"{stderr.last() or 'ffmpeg ' + exit_reason(proc.returncode)}")

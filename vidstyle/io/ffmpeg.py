@@ -194,12 +194,18 @@ class StderrTail:
         self._thread.join(timeout)
 
     def last(self, n: int = 3) -> str:
-        """The last `n` lines, without ffmpeg's tags of where each came from ([h264 @ 0x55d0c3a1b2c0]): a memory
-        address tells a person nothing."""
-        return " | ".join(_CONTEXT_TAG.sub("", line) for line in list(self.lines)[-n:])
+        """The last `n` lines that say something, without ffmpeg's tags of where each came from ([h264 @
+        0x55d0c3a1b2c0]): a memory address tells a person nothing, and neither do the lines in which ffmpeg's
+        threads report their own ends (a negative error number, "Terminating thread")."""
+        said = [_CONTEXT_TAG.sub("", line) for line in self.lines if not _THREADS_ENDING.search(line)]
+        return " | ".join(said[-n:])
+
+    def holds(self, words: str) -> bool:
+        return any(words in line for line in self.lines)
 
 
 _CONTEXT_TAG = re.compile(r"\[[^\]\[]* @ 0x[0-9a-f]+\] ?")
+_THREADS_ENDING = re.compile(r"Task finished with error code|Terminating thread with return code")
 
 
 def last_words(proc: subprocess.Popen[bytes], stderr: StderrTail | None) -> str:
