@@ -178,9 +178,31 @@ def test_kept_frames_lose_the_hidden_files_of_writes_a_kill_cut_short(full, bunn
     manifest_cut_short.write_text('{"frame_count"')
     theirs = work / "frames" / "notes.txt"
     theirs.write_text("mine")
+    # Beside the work directory's own files, a hidden name of the same shape that is no write of its own stays.
+    not_ours = work / f".notes.txt.tmp-{'2' * 32}"
+    not_ours.write_text("mine")
     vidstyle.render(bunny_short, [starry], tmp_path / "again.mp4", _config(), workdir=work)
     assert not cut_short.exists() and not manifest_cut_short.exists() and theirs.read_text() == "mine"
+    assert not_ours.read_text() == "mine"
     assert WorkDir(work).done_frames() == set(range(12))
+
+
+def test_a_finished_render_removes_its_cut_short_writes_and_no_file_of_the_users(full, bunny_short: Path,
+                                                                                   starry: Path,
+                                                                                   tmp_path: Path) -> None:
+    """The work directory the user named is a folder of theirs: its own writes go with it, a file of the same
+    hidden shape that vidstyle did not write stays (and so does the folder, which is not empty)."""
+    reference, _ = full
+    work = tmp_path / "work"
+    shutil.copytree(reference, work)
+    (work / "frames" / "0000003.png").unlink()
+    manifest_cut_short = work / f".manifest.json.tmp-{'1' * 32}"
+    manifest_cut_short.write_text('{"frame_count"')
+    not_ours = work / f".notes.txt.tmp-{'2' * 32}"
+    not_ours.write_text("mine")
+    vidstyle.render(bunny_short, [starry], tmp_path / "again.mp4", _config(keep_frames=False),
+                    workdir=work)
+    assert [p.name for p in work.iterdir()] == [not_ours.name] and not_ours.read_text() == "mine"
 
 
 def test_resume_makes_only_the_missing_frames_of_a_set(full, bunny_short: Path, starry: Path,

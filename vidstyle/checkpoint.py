@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ PASSES = "passes"  # the frames of passes before the last one (Config.passes), a
 # The finished output's identity, written just before it is put in place when the checkpoints are to go after it: a
 # render killed while it removed them is known by it as complete (its output is that very file), not as one to resume.
 PUBLISHED = "published.json"
+_WRITTEN_HERE = (MANIFEST, PUBLISHED)  # the files a work directory's own folder holds that are written atomically
 CHUNKS = "chunks"  # a render on several workers: overlap frames (lead/, tail/) and running tasks' markers (running/)
 CHUNK_MARKER = re.compile(r"^(\d{7,})\.(\d+)\..+\.\d+$")  # <first frame>.<pass>.<host>.<pid>
 _PASS_NAME = re.compile(r"^\d{1,2}$")
@@ -360,7 +361,8 @@ class WorkDir:
         """Delete the hidden files of writes that a kill cut short (checkpoints', the manifest's) from a finished
         render's kept work directory (its lock held: nothing writes here any more)."""
         drop_cut_short_writes(self.frames)
-        drop_cut_short_writes(self.path)
+        # The directory itself may be a folder of the user's, beside other files: only the writes of its own files.
+        drop_cut_short_writes(self.path, of=_WRITTEN_HERE)
 
     def forget_published(self) -> None:
         """A render that opens this directory again (under its lock) makes its frames anew: an earlier render's
@@ -408,9 +410,8 @@ class WorkDir:
             # After the frames, which it tells the next run are a finished render's, and before the manifest: a
             # directory left with the record alone would be no work directory at all.
             (self.path / PUBLISHED).unlink(missing_ok=True)
-            for entry in self.path.iterdir():
-                if entry.name == MANIFEST or _TEMPORARY_NAME.match(entry.name):
-                    entry.unlink(missing_ok=True)
+            (self.path / MANIFEST).unlink(missing_ok=True)
+            drop_cut_short_writes(self.path, of=_WRITTEN_HERE)
             # Last: a render that starts here once the lock file is gone takes a new one, and nothing of its own
             # may be deleted after that.
             (self.path / LOCK).unlink(missing_ok=True)
@@ -459,10 +460,11 @@ def remove_frame_files(folder: Path) -> None:
     remove_if_empty(folder)
 
 
-def drop_cut_short_writes(folder: Path) -> None:
-    """Delete the hidden files that writes cut short by a stop left in a folder; not through a link."""
+def drop_cut_short_writes(folder: Path, of: Sequence[str] | None = None) -> None:
+    """Delete the hidden files that writes cut short by a stop left in a folder (only those of the files named `of`
+    where given); not through a link."""
     for entry in folder.iterdir() if own_folder(folder) else ():
-        if _TEMPORARY_NAME.match(entry.name):
+        if _TEMPORARY_NAME.match(entry.name) and (of is None or entry.name.split(".tmp-")[0][1:] in of):
             entry.unlink(missing_ok=True)
 
 
