@@ -456,7 +456,8 @@ def test_a_file_garbled_after_its_first_frame_is_said_to_be_damaged_there(tmp_pa
     ffmpeg("-i", str(demo_clip()), "-c", "copy", "-an", "-movflags", "+faststart", str(whole))
     data = bytearray(whole.read_bytes())
     start = data.find(b"mdat") + 5004  # the box's first packets (the first frame) kept
-    data[start:] = np.random.default_rng(0).integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    end = len(data) - (len(data) - start) // 10  # and its last tenth: ffmpeg decodes past the damage to the end
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, dtype=np.uint8).tobytes()
     garbled = tmp_path / "garbled.mp4"
     garbled.write_bytes(bytes(data))
     info = probe_video(garbled)
@@ -464,9 +465,10 @@ def test_a_file_garbled_after_its_first_frame_is_said_to_be_damaged_there(tmp_pa
     with pytest.raises(DecodeError) as caught:
         for frame in read_frames(info, (64, 36)):
             got.append(frame.index)
-    assert re.fullmatch(rf"{re.escape(str(garbled))} is damaged from about frame {len(got)} on: ffmpeg could not "
-                        "decode most of its frames from there", str(caught.value)), str(caught.value)
-    assert len(got) < 5
+    damaged_from = re.fullmatch(rf"{re.escape(str(garbled))} is damaged from about frame (\d+) on: ffmpeg could not "
+                                "decode most of its frames", str(caught.value))
+    assert damaged_from is not None, str(caught.value)
+    assert int(damaged_from.group(1)) <= 2 < len(got), "where the damage began, not how many frames decoded"
     assert not child_ffmpeg_pids()
 
 
@@ -665,6 +667,12 @@ def test_an_avi_cut_short_is_refused(tmp_path: Path) -> None:
                                   f"{tmp_path / 'cut.fixed.mkv'} keeps the part that can be read")
     ffmpeg("-i", str(cut), "-c", "copy", str(tmp_path / "cut.fixed.mkv"))
     assert 20 < probe_video(tmp_path / "cut.fixed.mkv").frame_count < 50
+    # Whole, from a writer that counts the chunk's own 8-byte header in its length (ffmpeg's reader takes it), or
+    # one killed before it declared a length at all: taken.
+    for length in (len(data), 0xFFFFFFFF):
+        odd = tmp_path / f"length_{length}.avi"
+        odd.write_bytes(data[:4] + length.to_bytes(4, "little") + data[8:])
+        assert probe_video(odd).frame_count == 50
 
 
 def test_a_matroska_file_whose_frames_end_at_damage_in_its_middle_is_refused(tmp_path: Path) -> None:

@@ -477,9 +477,10 @@ def _check_decode(info: VideoInfo, proc: subprocess.Popen[bytes], stderr: Stderr
     if proc.returncode is not None and proc.returncode < 0:
         raise DecodeError(f"ffmpeg {exit_reason(proc.returncode)} while decoding {info.path} at frame {decoded}")
     if proc.returncode != 0 and stderr.holds("Decode error rate"):
-        # ffmpeg gives up where most packets fail to decode: data garbled past what its decoder skips over.
-        raise DecodeError(f"{info.path} is damaged from about frame {decoded} on: ffmpeg could not decode most of "
-                          "its frames from there")
+        # ffmpeg decodes what it can to the end and fails where most packets of the whole decode did not decode:
+        # data garbled past what its decoder skips over. Where it began is where ffmpeg first complained.
+        raise DecodeError(f"{info.path} is damaged from about frame {trouble_at} on: ffmpeg could not decode most "
+                          "of its frames")
     if proc.returncode != 0:
         raise DecodeError(f"decoding {info.path} failed at frame {decoded}: "
                           f"{stderr.last() or 'ffmpeg ' + exit_reason(proc.returncode)}")

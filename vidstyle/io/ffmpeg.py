@@ -197,11 +197,12 @@ class StderrTail:
         """The last `n` lines that say something, without ffmpeg's tags of where each came from ([h264 @
         0x55d0c3a1b2c0]): a memory address tells a person nothing, and neither do the lines in which ffmpeg's
         threads report their own ends (a negative error number, "Terminating thread")."""
-        said = [_CONTEXT_TAG.sub("", line) for line in self.lines if not _THREADS_ENDING.search(line)]
+        said = [_CONTEXT_TAG.sub("", line) for line in list(self.lines) if not _THREADS_ENDING.search(line)]
         return " | ".join(said[-n:])
 
     def holds(self, words: str) -> bool:
-        return any(words in line for line in self.lines)
+        """Whether a line kept says `words` (a copy is read: the draining thread may still be adding lines)."""
+        return any(words in line for line in list(self.lines))
 
 
 _CONTEXT_TAG = re.compile(r"\[[^\]\[]* @ 0x[0-9a-f]+\] ?")

@@ -431,13 +431,17 @@ def _check_complete(path: Path, metadata: list[str], start: float | None, end: f
 
 
 _RIFF_UNSET = (0, 0xFFFFFFFF)  # a chunk length a writer that streams leaves for later: no length declared
+# Bytes a chunk may claim past the file's end and be whole: some writers count the chunk's own 8-byte header in its
+# length (ffmpeg's reader takes such files), and a last chunk of odd length may lack its pad byte.
+_RIFF_SLACK = 9
 
 
 def _check_riff_whole(path: Path) -> None:
-    """Refuse an AVI cut short (a capture stopped by a power loss, a copy that did not finish): its index at the end
-    gone, ffmpeg reads the frames that are there without a word, so a render would be part of the video, said by
-    nothing. Each RIFF chunk (the AVI one, then OpenDML's AVIX ones) declares its length, so one that ends past the
-    file's end was cut there."""
+    """Refuse an AVI cut short (a copy or download that did not finish, a file cut by a full disk): its index at
+    the end gone, ffmpeg reads the frames that are there without a word, so a render would be part of the video,
+    said by nothing. Each RIFF chunk (the AVI one, then OpenDML's AVIX ones) declares its length, so one that ends
+    past the file's end was cut there. A writer killed before it declared the length (a capture's, say) leaves no
+    whole to compare with: what was written is the video."""
     size = path.stat().st_size
     with path.open("rb") as file:
         at = 0
@@ -449,7 +453,7 @@ def _check_riff_whole(path: Path) -> None:
             length = int.from_bytes(head[4:8], "little")
             if length in _RIFF_UNSET:
                 return
-            if at + 8 + length > size:
+            if at + 8 + length > size + _RIFF_SLACK:
                 raise DamagedVideo(f"{path} is truncated or damaged: it ends at byte {size} of the {at + 8 + length} "
                                    "its AVI header declares", _keep_the_readable(path))
             at += 8 + length + (length & 1)  # chunks start on even bytes
