@@ -2119,8 +2119,11 @@ def test_a_failure_the_full_disk_will_not_record_yet_is_recorded_once_it_will(tm
     refusals = [2]
     real_finish = queue.finish
 
+    beats_at_first_refusal: list[int] = []
+
     def finish(job_id: str, state: str, error: str | None = None) -> None:
         if refusals[0]:
+            beats_at_first_refusal[:] = beats_at_first_refusal or [len(beats)]
             refusals[0] -= 1
             full = sqlite3.OperationalError("database or disk is full")
             full.sqlite_errorcode = sqlite3.SQLITE_FULL  # what SQLite raises when a write finds no room
@@ -2136,9 +2139,42 @@ def test_a_failure_the_full_disk_will_not_record_yet_is_recorded_once_it_will(tm
                        lambda: beats.append(time.monotonic()))
     ended = queue.get(job.id)
     assert ended is not None and ended.state == "failed" and "No space left" in (ended.error or ""), ended
-    assert refusals == [0] and len(beats) >= 2, "offered again, the worker's pulse kept while it waited"
+    assert refusals == [0] and len(beats) >= beats_at_first_refusal[0] + 2, "offered again, its pulse kept meanwhile"
     said = [record.getMessage() for record in caplog.records if "cannot be recorded yet" in record.getMessage()]
     assert len(said) == 1 and job.id in said[0]
+
+
+def test_a_cancelled_jobs_end_that_finds_the_disk_full_drops_its_checkpoints_to_make_room(tmp_path: Path,
+                                                                                           monkeypatch) -> None:
+    """A cancel is recorded before the job's checkpoints go; on a full disk they were what held the room the record
+    needed, and the worker waited for it until the cancel's grace ran out and it was killed."""
+    import sqlite3
+
+    from vidstyle.serve import worker
+    from vidstyle.serve.layout import DataDir
+    from vidstyle.serve.queue import JobQueue, new_job_id
+    from vidstyle.serve.worker import record_end
+
+    data = DataDir(tmp_path / "data")
+    data.create()
+    queue = JobQueue(data.database)
+    job = queue.add(new_job_id(), "video", {})
+    assert queue.claim("w0") is not None
+    room: list[str] = []
+    real_finish = queue.finish
+
+    def finish(job_id: str, state: str, error: str | None = None) -> None:
+        if not room:
+            full = sqlite3.OperationalError("database or disk is full")
+            full.sqlite_errorcode = sqlite3.SQLITE_FULL
+            raise full
+        real_finish(job_id, state, error)
+
+    monkeypatch.setattr(queue, "finish", finish)
+    monkeypatch.setattr(worker, "RECORD_RETRY_SECONDS", 0.05)
+    record_end(queue, job.id, "cancelled", shutdown=threading.Event(), alive=lambda: None,
+               on_full=lambda: room.append("checkpoints dropped"))
+    assert room == ["checkpoints dropped"] and queue.get(job.id).state == "cancelled"  # type: ignore[union-attr]
 
 
 def test_a_server_that_stops_while_a_jobs_end_waits_for_room_leaves_it_to_the_next_start(tmp_path: Path) -> None:

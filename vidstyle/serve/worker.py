@@ -313,8 +313,10 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
         record("done")
     except Interrupted:
         cancelled = queue.cancel_requested(job.id)
-        # Ended first: a cancel is overdue after a short grace, and a slow deletion would get the worker killed.
-        record("cancelled" if cancelled else "queued")  # queued: its checkpoints resume it
+        # Ended first: a cancel is overdue after a short grace, and a slow deletion would get the worker killed;
+        # but where the disk is full, its checkpoints are what hold the room the record needs.
+        record("cancelled" if cancelled else "queued",  # queued: its checkpoints resume it
+               on_full=functools.partial(drop_checkpoints, folder) if cancelled else None)
         if cancelled:
             drop_checkpoints(folder)
     except VidstyleError as exc:
@@ -331,22 +333,27 @@ def run_job(queue: JobQueue, spec: WorkerSpec, job: Job, shutdown: Stopping, ali
 
 
 def record_end(queue: JobQueue, job_id: str, state: str, error: str | None = None, *, shutdown: Stopping,
-               alive: Alive) -> None:
+               alive: Alive, on_full: Callable[[], None] | None = None) -> None:
     """Record how a job ended. Where the disk stays full after the job's checkpoints went (another program filled
-    it), or another program holds the database locked, the write is offered again until it is taken: a worker that
-    died of it counted a death against the job (three fail it) and left it shown running. A server that stops
-    meanwhile leaves the job running in the queue, which its next start queues again."""
+    it), or another program holds the database locked past its busy timeout, the write is offered again until it
+    is taken: a worker that died of it counted a death against the job (three fail it) and left it shown running.
+    `on_full` is called once at the first refusal for a full disk (a cancelled job's checkpoints, which it keeps
+    until its end is recorded, dropped to make room). A server that stops meanwhile leaves the job running in the
+    queue, which its next start queues again."""
     warned = False
     while True:
         try:
             queue.finish(job_id, state, error)
             return
         except sqlite3.OperationalError as exc:
-            if JobQueue.error_code(exc) != sqlite3.SQLITE_FULL and not JobQueue.is_busy(exc):
+            full = JobQueue.error_code(exc) == sqlite3.SQLITE_FULL
+            if not full and not JobQueue.is_busy(exc):
                 raise
+            if full and on_full is not None:
+                on_full()
+                on_full = None
             if not warned:
-                _log.warning("job %s: its end (%s) cannot be recorded yet (%s); trying again every %g s", job_id,
-                             state, exc, RECORD_RETRY_SECONDS)
+                _log.warning("job %s: its end (%s) cannot be recorded yet (%s); trying again", job_id, state, exc)
                 warned = True
         alive()  # waiting on the database is no stalled render: the watchdog must not kill the worker for it
         deadline = time.monotonic() + RECORD_RETRY_SECONDS
