@@ -101,6 +101,31 @@ def test_an_answer_that_is_no_json_is_shown_by_its_status(browser, site: ServePr
     page.close()
 
 
+def test_a_delete_that_fails_says_why_on_a_line_of_its_own(browser, site: ServeProcess,  # noqa: ANN001
+                                                            clip: Path) -> None:
+    """The answer of a delete that failed went to the job's own error line (rewritten by each progress event), and
+    one that never reached the server was an unhandled rejection: nothing was shown."""
+    job = site.submit(clip, **TINY).json()
+    site.wait(job["id"], lambda j: j["state"] == "done")
+    page = browser.new_page()
+    page.goto(site.url + job["urls"]["page"])
+    page.wait_for_function("document.getElementById('state').textContent === 'done'")
+    page.route("**/api/jobs/*", lambda route: route.fulfill(status=500, content_type="application/json",
+                                                            body='{"detail": "the disk said no", "field": null}')
+               if route.request.method == "DELETE" else route.continue_())
+    page.click("#delete")
+    page.wait_for_function("document.getElementById('action-error').textContent !== ''")
+    assert page.inner_text("#action-error") == "Not deleted: the disk said no"
+    page.unroute("**/api/jobs/*")
+    page.route("**/api/jobs/*", lambda route: route.abort() if route.request.method == "DELETE"
+               else route.continue_())
+    page.click("#delete")
+    page.wait_for_function("document.getElementById('action-error').textContent.startsWith('Not deleted: ') && "
+                           "!document.getElementById('action-error').textContent.includes('disk said')")
+    assert page.url.endswith(job["urls"]["page"]) and site.job(job["id"])["state"] == "done"
+    page.close()
+
+
 def test_the_api_page_works_without_internet(browser, site: ServeProcess) -> None:  # noqa: ANN001
     page = browser.new_page()
     fetched: list[str] = []

@@ -7,10 +7,11 @@ const vidstyle = (() => {
   // (a proxy's error page, a server that failed before the API could answer).
   async function failure(response) {
     const text = await response.text();
+    const status = `${response.status} ${response.statusText}`.trim(); // HTTP/2 sends no status text
     try {
-      return JSON.parse(text).detail || `${response.status} ${response.statusText}`;
+      return JSON.parse(text).detail || status;
     } catch {
-      return `the server answered ${response.status} ${response.statusText}`.trim();
+      return `the server answered ${status}`;
     }
   }
 
@@ -131,17 +132,19 @@ const vidstyle = (() => {
       if (job.id) showJob(job);
       else if (job.state === "deleted") $("state").textContent = "deleted";
     });
-    $("cancel").addEventListener("click", async () => {
-      $("error").textContent = "";
-      const response = await fetch(`/api/jobs/${id}/cancel`, { method: "POST" });
-      if (!response.ok) $("error").textContent = `Not cancelled: ${await failure(response)}`;
+    // A button's failure has a line of its own: the job's own error line is rewritten by every progress event.
+    const act = (button, what, request, done) => $(button).addEventListener("click", async () => {
+      $("action-error").textContent = "";
+      try {
+        const response = await fetch(`/api/jobs/${id}${request.path}`, { method: request.method });
+        if (!response.ok) throw new Error(await failure(response));
+        done();
+      } catch (error) {
+        $("action-error").textContent = `Not ${what}: ${error.message}`;
+      }
     });
-    $("delete").addEventListener("click", async () => {
-      $("error").textContent = "";
-      const response = await fetch(`/api/jobs/${id}`, { method: "DELETE" });
-      if (response.ok) window.location.href = "/";
-      else $("error").textContent = `Not deleted: ${await failure(response)}`;
-    });
+    act("cancel", "cancelled", { path: "/cancel", method: "POST" }, () => {});
+    act("delete", "deleted", { path: "", method: "DELETE" }, () => { window.location.href = "/"; });
   }
 
   return { indexPage, jobPage };
