@@ -229,7 +229,7 @@ def test_an_output_name_made_from_a_long_input_name_asks_for_one(capsys, bunny_s
     flags = TINY if command == "render" else ("--size", "64", "--iters", "2", "--device", "cpu", "--quiet")
     _bad(capsys, [command, str(source), "--style", "starry-night", *flags], 2,
          r"^vidstyle: error: output name c{40}\.\.\. is too long: at most 217 bytes here \(.*\); it is made of the "
-         r"input's and the painting's names: name the output$")
+         r"input's and the painting's names: name the output, or give the input a shorter name$")
     assert list(tmp_path.iterdir()) == [source]
 
 

@@ -71,11 +71,10 @@ def plan_batch(inputs: Sequence[Path | str] | Path | str, style_paths: StylePath
     if output_dir is not None and not path_argument("output_dir", output_dir, "folder").is_dir():
         raise SettingError("output_dir", f"{output_dir} is not a directory")
     groups = [(style,) for style in styles] if each_style else [styles]
-    items = []
+    items, folder = [], Path(output_dir) if output_dir else None
     for source in (path_argument("inputs", each) for each in inputs):
         for group in groups:
-            output = default_output(source, group)
-            items.append(BatchItem(source, group, Path(output_dir) / output.name if output_dir else output))
+            items.append(BatchItem(source, group, default_output(source, group, folder)))
     _check_distinct(items)
     return items
 

@@ -742,8 +742,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return _render_batch(args, config, outputs)
     output = args.output
     if output is None or _is_output_folder(output):
-        named = default_output(args.input[0], [resolve_style(s) for s in args.style])
-        output = named if output is None else output / named.name
+        output = default_output(args.input[0], [resolve_style(s) for s in args.style], output)
     progress = _Progress(args.quiet)
     try:
         with _JsonLog(args.log_json, progress, args, output) as log:

@@ -130,21 +130,23 @@ def style_label(style_paths: Sequence[Path]) -> str:
     return "+".join(Path(p).stem for p in style_paths)
 
 
-def default_output(input_path: Path, style_paths: Sequence[Path]) -> Path:
-    """`<input stem>.<style stem>.mp4` beside the input; a blend names all its styles, so that it is never taken
-    for a render of its first style alone."""
-    return named_after(input_path, style_paths, ".mp4")
+def default_output(input_path: Path, style_paths: Sequence[Path], folder: Path | None = None) -> Path:
+    """`<input stem>.<style stem>.mp4` in `folder` (beside the input where none is given); a blend names all its
+    styles, so that it is never taken for a render of its first style alone."""
+    return named_after(input_path, style_paths, ".mp4", folder)
 
 
-def named_after(input_path: Path, style_paths: Sequence[Path], ending: str) -> Path:
-    """`<input stem>.<style stem><ending>` beside the input, for an output the caller did not name; where that name
-    is too long to be an output's, refused asking for one of the caller's own (the name it refused was none)."""
+def named_after(input_path: Path, style_paths: Sequence[Path], ending: str, folder: Path | None = None) -> Path:
+    """`<input stem>.<style stem><ending>` in `folder` (beside the input where none is given), for an output the
+    caller did not name; where that name is too long for the folder's file system, refused saying where it came
+    from (the name it refused was none the caller gave)."""
     refuse_directory(input_path)
-    named = input_path.with_name(f"{input_path.stem}.{style_label(style_paths)}{ending}")
+    named = (input_path.parent if folder is None else folder) / f"{input_path.stem}.{style_label(style_paths)}{ending}"
     try:
         check_name_fits(named)
     except UsageError as exc:
-        raise UsageError(f"{exc}; it is made of the input's and the painting's names: name the output") from None
+        raise UsageError(f"{exc}; it is made of the input's and the painting's names: name the output, or give the "
+                         "input a shorter name") from None
     return named
 
 
