@@ -13,8 +13,10 @@ pixels, where each passes its forward-backward check) is printed first. The rend
 loop as in `bench_fidelity.py` (balanced preset, bf16 unless a mode says otherwise); modes as there, by default
 `independent`, `default` and the two flows alone.
 
-With `--box` (fractions of the frame's width and height), only the picture inside that box moves, by DX,DY a frame,
-over the rest of the frame, which stands still: one body moving against its surroundings, as a car crosses a street.
+With `--box` (fractions of the frame's width and height), only the picture inside that box moves, by DX,DY a frame
+on the screen, over the rest of the frame, which stands still: one body moving against its surroundings, as a car
+crosses a street. (A pan's DX,DY is the window's motion over the picture, so its picture moves by -DX,-DY on the
+screen: the same `--motion` moves a box and a pan's picture opposite ways.)
 There the truth holds on the box's pixels (moved by DX,DY) and on the background that the box neither covers nor
 uncovers (still); the pixels it uncovers, and a band of its soft edge, are left out of every figure along it.
 """
@@ -126,9 +128,13 @@ def true_warping_error(outputs: list[np.ndarray], truths: list[Truth]) -> float:
 
 
 def _fractions(text: str) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    """--box's X0,Y0,X1,Y1, as argparse's type: a ValueError is its one-line refusal."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: want four fractions X0,Y0,X1,Y1") from None
     if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
-        raise SystemExit(f"--box {text}: want X0,Y0,X1,Y1 with 0 <= X0 < X1 <= 1 and 0 <= Y0 < Y1 <= 1")
+        raise argparse.ArgumentTypeError(f"{text}: want 0 <= X0 < X1 <= 1 and 0 <= Y0 < Y1 <= 1")
     return x0, y0, x1, y1
 
 
@@ -140,7 +146,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--motion", action="append", default=[], metavar="DX,DY",
                         help="pixels a frame at SIZE (default 0.3,0.1 and 1.5,0.4)")
-    parser.add_argument("--box", metavar="X0,Y0,X1,Y1",
+    parser.add_argument("--box", type=_fractions, metavar="X0,Y0,X1,Y1",
                         help="move only the picture in this box (fractions of the frame), over the rest standing still")
     parser.add_argument("--style", type=Path, default=builtin_style("starry-night"))
     parser.add_argument("--mode", action="append", default=[], help="NAME or NAME={json of Config fields}")
@@ -150,15 +156,14 @@ def main() -> None:
     size = size_to_fit(info.width, info.height, args.size)
     still = next(read_frames(info, size_to_fit(info.width, info.height, 2 * args.size), args.at, args.at + 1)).rgb
     style = read_image(args.style)
-    box = _fractions(args.box) if args.box else None
     for text in args.motion or ["0.3,0.1", "1.5,0.4"]:
         dx, dy = (float(v) for v in text.split(","))
-        if box is None:
+        if args.box is None:
             frames, truths = panned_frames(still, size, (dx, dy), args.frames), pan_truths(size, (dx, dy), args.frames)
             moved = "panned"
         else:
-            frames, truths = box_frames(still, size, box, (dx, dy), args.frames)
-            moved = f"box {args.box} moved"
+            frames, truths = box_frames(still, size, args.box, (dx, dy), args.frames)
+            moved = f"box {','.join(f'{v:g}' for v in args.box)} moved"
         sources = [f.rgb for f in frames]
         print(f"\n{args.clip.name} frame {args.at} {moved} {dx},{dy} px a frame, {args.frames} frames at "
               f"{size[0]}x{size[1]}, {args.style.name}; flow end-point error: Farneback "
