@@ -33,9 +33,16 @@ FLAGS = ("--size", "64", "--iters", "12", "--first-iters", "6", "--device", "cpu
          "--keep-frames", "--quiet")
 
 
+def _hang_up_as_a_shell_leaves_it() -> None:
+    """A command a shell starts takes SIGHUP's default; the test run's own may be ignored (under nohup, which a
+    render then keeps ignoring, on purpose), and the SIGHUP tests would see no hang-up."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _start(clip: Path, style: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "vidstyle", "render", str(clip), "--style", str(style),
-                             "-o", str(out), *FLAGS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                             "-o", str(out), *FLAGS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            preexec_fn=_hang_up_as_a_shell_leaves_it)
 
 
 def _wait_for_frames(workdir: Path, count: int, proc: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -173,6 +180,7 @@ def test_a_render_whose_terminal_closes_stops_cleanly_and_resumes(bunny_short, s
     master, slave = os.openpty()
 
     def own_the_terminal() -> None:  # a session of its own, the pty its controlling terminal, as a login shell's
+        _hang_up_as_a_shell_leaves_it()
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
