@@ -449,6 +449,21 @@ def test_frames_lost_in_a_damaged_file_are_an_error(damaged_clip: Path) -> None:
     assert not child_ffmpeg_pids()
 
 
+def test_a_video_of_a_codec_ffmpeg_cannot_decode_is_refused_at_the_probe(tmp_path: Path) -> None:
+    """Its packets copy, so the probe passed, and the decode failed at the first frame in ffmpeg's words ("Decoding
+    requested, but no decoder found for: none | Error opening output file -.")."""
+    known = tmp_path / "mpeg4.avi"
+    ffmpeg("-i", str(demo_clip()), "-t", "0.5", "-an", "-c:v", "mpeg4", str(known))
+    unknown = tmp_path / "unknown.avi"
+    unknown.write_bytes(known.read_bytes().replace(b"FMP4", b"QQQQ"))  # a tag that names no codec ffmpeg knows
+    assert probe_video(known).frame_count > 0
+    with pytest.raises(VideoOpenError) as refused:
+        probe_video(unknown)
+    assert str(refused.value) == (f"{unknown}'s video is in a format this ffmpeg cannot decode (tagged 'QQQQ'): "
+                                  "convert it with a tool that reads it, or use an ffmpeg that does "
+                                  "(IMAGEIO_FFMPEG_EXE names one)")
+
+
 def test_a_file_garbled_after_its_first_frame_is_said_to_be_damaged_there(tmp_path: Path) -> None:
     """ffmpeg gives up where most packets fail to decode; the line was its own words and its threads' exit codes
     ("Decode error rate 0.992 exceeds maximum 0.666667 | Task finished with error code: -1145393733 ...")."""

@@ -296,6 +296,13 @@ def test_bad_options_are_refused_at_once(server: ServeProcess, clip: Path, optio
     assert not any((server.data / "uploads").iterdir())  # nothing left behind
 
 
+def _video_of_an_unknown_codec(folder: Path) -> bytes:
+    """An AVI whose codec's tag no ffmpeg knows: MPEG-4 frames under the tag QQQQ."""
+    known = folder / "mpeg4.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-c:v", "mpeg4", str(known))
+    return known.read_bytes().replace(b"FMP4", b"QQQQ")
+
+
 def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: Path) -> None:
     text = tmp_path / "notes.mp4"
     text.write_text("not a video at all\n")
@@ -311,6 +318,13 @@ def test_bad_uploads_are_refused(server: ServeProcess, tmp_path: Path, starry: P
     assert response.status_code == 415 and response.json()["detail"] == (
         "not a video or image vidstyle can read: the upload is truncated or damaged (ffmpeg: file ended "
         "prematurely); its readable part, copied with ffmpeg -c copy into a new file, can be uploaded"), response.text
+    unknown = tmp_path / "unknown_codec.avi"  # its packets copy, none decodes: it failed only when its turn came
+    unknown.write_bytes(_video_of_an_unknown_codec(tmp_path))
+    response = server.submit(unknown, **TINY)
+    assert response.status_code == 415 and response.json()["detail"] == (
+        "not a video or image vidstyle can read: the upload's video is in a format this ffmpeg cannot decode (tagged "
+        "'QQQQ'): convert it with a tool that reads it, or use an ffmpeg that does (IMAGEIO_FFMPEG_EXE names one)"), \
+        response.text
     big = tmp_path / "big.mp4"
     big.write_bytes(os.urandom(2_000_000))  # the server's --max-upload is 1MB
     response = server.submit(big, **TINY)

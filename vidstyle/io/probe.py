@@ -212,6 +212,18 @@ def _parse_codec(stream_line: str) -> str:
     return match.group(1) if match else ""
 
 
+def _check_decodable(path: Path, codec: str, stream_line: str) -> None:
+    """Refuse a video whose codec ffmpeg does not know (it names it "none", with the file's own tag): its packets
+    copy, so the probe passes, and its decode failed at the first frame with ffmpeg's "no decoder found for: none";
+    a web service queued it and failed it only when its turn came."""
+    if codec != "none":
+        return
+    tag = re.search(r": Video: none \(([^/)]*?)\s*/", stream_line)
+    named = f" (tagged {tag.group(1).strip()!r})" if tag and tag.group(1).strip() else ""
+    raise VideoOpenError(f"{path}'s video is in a format this ffmpeg cannot decode{named}: convert it with a tool "
+                         "that reads it, or use an ffmpeg that does (IMAGEIO_FFMPEG_EXE names one)")
+
+
 def _parse_audio(stderr: str) -> tuple[str, ...]:
     return tuple(codec for codec, _ in _audio_streams(stderr))
 
@@ -487,6 +499,7 @@ def probe_video(path: Path) -> VideoInfo:
     width, height = (coded_h, display_w) if rotation in (90, 270) else (display_w, coded_h)
     fps, variable = _frame_rate(time_base, stamps, _fallback_fps(stream_line))
     codec = _parse_codec(stream_line)
+    _check_decodable(path, codec, stream_line)
     interlaced = rotation == 0 and (_INTERLACED.search(stream_line) is not None or codec in _INTERLACED_CODECS)
     colour = _parse_colour(stream_line)
     _check_tone_mapping(path, colour)
