@@ -51,7 +51,7 @@ CHUNKS = "chunks"  # a render on several workers: overlap frames (lead/, tail/) 
 CHUNK_MARKER = re.compile(r"^(\d{7,})\.(\d+)\..+\.\d+$")  # <first frame>.<pass>.<host>.<pid>
 _PASS_NAME = re.compile(r"^\d{1,2}$")
 _FRAME_NAME = re.compile(r"^(\d{7})\.png$")
-_TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+_TEMPORARY_NAME = re.compile(r"^\.(.+)\.tmp-[0-9a-f]{32}$")  # its group: the name of the file being written
 _MANIFEST_FIELD = '"frame_count"'  # in every manifest vidstyle writes, damaged or not; a key others rarely use
 _LITTER = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file managers leave in a folder that was looked at
 
@@ -464,7 +464,8 @@ def drop_cut_short_writes(folder: Path, of: Sequence[str] | None = None) -> None
     """Delete the hidden files that writes cut short by a stop left in a folder (only those of the files named `of`
     where given); not through a link."""
     for entry in folder.iterdir() if own_folder(folder) else ():
-        if _TEMPORARY_NAME.match(entry.name) and (of is None or entry.name.split(".tmp-")[0][1:] in of):
+        written = _TEMPORARY_NAME.match(entry.name)
+        if written and (of is None or written.group(1) in of):
             entry.unlink(missing_ok=True)
 
 
