@@ -725,7 +725,7 @@ def _runs(segments: list[Segment], done: set[int], reach: int = 1) -> Iterator[_
 
 
 def _frames_in_order(job: RenderJob, segments: list[Segment], stylizer: Stylizer, progress: RunProgress,
-                     stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+                     stop: threading.Event | None) -> Iterator[_Made]:
     """(index, pixels, new) for every frame in order: loaded where an earlier run finished it, else stylized."""
     with closing(source_ranges(job)) as sources:
         if job.config.passes > 1:
@@ -803,7 +803,7 @@ class PassCheckpoints:
 
 
 def _frames_after_passes(job: RenderJob, segments: list[Segment], stylizer: Stylizer, sources: FrameRanges,
-                         progress: RunProgress, stop: threading.Event | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+                         progress: RunProgress, stop: threading.Event | None) -> Iterator[_Made]:
     """With several passes a frame is final only after the last pass over its shot: each segment's passes run
     to the end (checkpointed frame by frame) before its frames go to the encoder."""
     store = PassCheckpoints(job.workdir, job.size, job.config.passes, progress)

@@ -170,4 +170,3 @@ def _still_bytes(output: Path, rgb: np.ndarray, size: tuple[int, int], alpha: np
     if alpha is not None:
         rgb = straight_colours(rgb, alpha)
     return encode_image(rgb, output.suffix.lower(), alpha=alpha)
-
